@@ -1,0 +1,249 @@
+//! Client certificates for certificate-based auth: a .p12 (including the legacy RC2/3DES files
+//! macOS Keychain exports) or a PEM certificate with its key, and what the certificate says
+//! about itself (subject, Apple's topics, environment, expiry).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use p12_keystore::{KeyStore, Pkcs12ImportPolicy};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use super::AuthError;
+
+/// Apple's extension listing the topics a certificate may push to.
+const OID_TOPICS: &str = "1.2.840.113635.100.6.3.6";
+/// Marks a certificate valid for the development (sandbox) environment.
+const OID_DEVELOPMENT: &str = "1.2.840.113635.100.6.3.1";
+/// Marks a certificate valid for production.
+const OID_PRODUCTION: &str = "1.2.840.113635.100.6.3.2";
+
+/// Which APNs environments a certificate is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertEnvironment {
+    Sandbox,
+    Production,
+    /// A "universal" certificate: both.
+    Both,
+    /// No Apple marker (e.g. a test certificate).
+    Unknown,
+}
+
+impl fmt::Display for CertEnvironment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CertEnvironment::Sandbox => "sandbox",
+            CertEnvironment::Production => "production",
+            CertEnvironment::Both => "sandbox and production",
+            CertEnvironment::Unknown => "unknown",
+        })
+    }
+}
+
+/// What a certificate says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateInfo {
+    pub subject: String,
+    /// From Apple's topics extension; empty when it has none.
+    pub topics: Vec<String>,
+    pub environment: CertEnvironment,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+}
+
+/// Reads subject, topics, environment and validity from a DER certificate.
+pub fn inspect_certificate(der: &[u8], what: &str) -> Result<CertificateInfo, AuthError> {
+    let bad = || AuthError::Certificate {
+        what: what.to_owned(),
+    };
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|_| bad())?;
+    let mut topics = Vec::new();
+    let (mut dev, mut prod) = (false, false);
+    for ext in cert.extensions() {
+        match ext.oid.to_id_string().as_str() {
+            OID_TOPICS => topics = parse_topics(ext.value),
+            OID_DEVELOPMENT => dev = true,
+            OID_PRODUCTION => prod = true,
+            _ => {}
+        }
+    }
+    let environment = match (dev, prod) {
+        (true, true) => CertEnvironment::Both,
+        (true, false) => CertEnvironment::Sandbox,
+        (false, true) => CertEnvironment::Production,
+        (false, false) => CertEnvironment::Unknown,
+    };
+    let time = |t: i64| UNIX_EPOCH + Duration::from_secs(u64::try_from(t).unwrap_or(0));
+    Ok(CertificateInfo {
+        subject: cert.subject().to_string(),
+        topics,
+        environment,
+        not_before: time(cert.validity().not_before.timestamp()),
+        not_after: time(cert.validity().not_after.timestamp()),
+    })
+}
+
+/// The topics extension is a SEQUENCE alternating a topic (UTF8String) and a SEQUENCE of its
+/// kinds ("app", "voip", ...); the topics are the top-level strings.
+fn parse_topics(value: &[u8]) -> Vec<String> {
+    let Ok((_, obj)) = x509_parser::der_parser::der::parse_der(value) else {
+        return Vec::new();
+    };
+    let Ok(items) = obj.as_sequence() else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|o| o.as_str().ok().map(str::to_owned))
+        .collect()
+}
+
+/// A client certificate chain with its private key, checked to match. `Debug` never shows the
+/// key.
+#[derive(Clone)]
+pub struct ClientIdentity {
+    key: Arc<CertifiedKey>,
+    info: CertificateInfo,
+}
+
+impl fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientIdentity {
+    /// From a PKCS#12 archive. `what` names it in errors; the password never appears in one.
+    pub fn from_pkcs12(der: &[u8], password: &str, what: &str) -> Result<Self, AuthError> {
+        let store = KeyStore::from_pkcs12(der, password, Pkcs12ImportPolicy::Strict).map_err(
+            |source| AuthError::Pkcs12 {
+                what: what.to_owned(),
+                source,
+            },
+        )?;
+        let (_, chain) = store.private_key_chain().ok_or_else(|| AuthError::NoKeyInPkcs12 {
+            what: what.to_owned(),
+        })?;
+        let certs: Vec<CertificateDer<'static>> = chain
+            .certs()
+            .iter()
+            .map(|c| CertificateDer::from(c.as_der().to_vec()))
+            .collect();
+        if certs.is_empty() {
+            return Err(AuthError::NoKeyInPkcs12 {
+                what: what.to_owned(),
+            });
+        }
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(chain.key().as_der().to_vec()));
+        ClientIdentity::new(certs, key, what)
+    }
+
+    /// From PEM text: a certificate (chain) and its private key (PKCS#8, PKCS#1 or SEC1).
+    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8], what: &str) -> Result<Self, AuthError> {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+            .filter_map(Result::ok)
+            .collect();
+        if certs.is_empty() {
+            return Err(AuthError::NoCertificate {
+                what: what.to_owned(),
+            });
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| AuthError::NoPrivateKey {
+            what: what.to_owned(),
+        })?;
+        ClientIdentity::new(certs, key, what)
+    }
+
+    fn new(
+        certs: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        what: &str,
+    ) -> Result<Self, AuthError> {
+        let info = inspect_certificate(&certs[0], what)?;
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let key = CertifiedKey::from_der(certs, key, &provider).map_err(|source| {
+            AuthError::KeyMismatch {
+                what: what.to_owned(),
+                source,
+            }
+        })?;
+        Ok(ClientIdentity {
+            key: Arc::new(key),
+            info,
+        })
+    }
+
+    /// Subject, topics, environment and validity of the leaf certificate.
+    pub fn info(&self) -> &CertificateInfo {
+        &self.info
+    }
+
+    /// The chain and key for the TLS handshake.
+    pub fn certified_key(&self) -> Arc<CertifiedKey> {
+        Arc::clone(&self.key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLIENT: &[u8] = include_bytes!("../../tests/fixtures/client.pem");
+    const CLIENT_KEY: &[u8] = include_bytes!("../../tests/fixtures/client-key.pem");
+    const OTHER_KEY: &[u8] = include_bytes!("../../tests/fixtures/other-key.pem");
+    const LEGACY: &[u8] = include_bytes!("../../tests/fixtures/client-legacy.p12");
+    const MODERN: &[u8] = include_bytes!("../../tests/fixtures/client-modern.p12");
+
+    fn check_info(info: &CertificateInfo) {
+        assert!(
+            info.subject.contains("Apple Push Services: com.example.demo"),
+            "{}",
+            info.subject
+        );
+        assert_eq!(
+            info.topics,
+            [
+                "com.example.demo",
+                "com.example.demo.voip",
+                "com.example.demo.complication"
+            ]
+        );
+        assert_eq!(info.environment, CertEnvironment::Both);
+        assert!(info.not_after > SystemTime::now() + Duration::from_secs(365 * 86400));
+    }
+
+    #[test]
+    fn a_legacy_keychain_p12_loads() {
+        let id = ClientIdentity::from_pkcs12(LEGACY, "secret", "client-legacy.p12").unwrap();
+        check_info(id.info());
+    }
+
+    #[test]
+    fn a_modern_p12_loads() {
+        let id = ClientIdentity::from_pkcs12(MODERN, "secret", "client-modern.p12").unwrap();
+        check_info(id.info());
+    }
+
+    #[test]
+    fn a_wrong_password_names_the_file_and_not_the_password() {
+        let e = ClientIdentity::from_pkcs12(LEGACY, "hunter2-wrong", "push.p12").unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("push.p12"), "{msg}");
+        assert!(msg.contains("wrong password"), "{msg}");
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
+
+    #[test]
+    fn pem_certificate_and_key_load_and_a_mismatched_key_is_refused() {
+        let id = ClientIdentity::from_pem(CLIENT, CLIENT_KEY, "client.pem").unwrap();
+        check_info(id.info());
+        let e = ClientIdentity::from_pem(CLIENT, OTHER_KEY, "client.pem").unwrap_err();
+        assert!(matches!(e, AuthError::KeyMismatch { .. }), "{e}");
+        let e = ClientIdentity::from_pem(b"junk", CLIENT_KEY, "junk.pem").unwrap_err();
+        assert!(matches!(e, AuthError::NoCertificate { .. }), "{e}");
+    }
+}

@@ -1,0 +1,647 @@
+//! A per-app pool of long-lived HTTP/2 connections to APNs (DESIGN §1 "Connections are
+//! precious").
+//!
+//! - At most `max_connections`, opened on demand one at a time: a new one only when every open
+//!   one is at its stream limit. A failed or refused connect backs off (1 s doubling to 60 s).
+//! - Each connection carries at most the server's current `MAX_CONCURRENT_STREAMS`; with token
+//!   auth, one stream until its first 200 (Apple's rule).
+//! - [`Pool::send`] waits for a stream slot: that wait is the back-pressure. There is no queue
+//!   of our own and no task per notification; the caller's task drives its own request.
+//! - Streams APNs never processed (REFUSED_STREAM, or above a GOAWAY's last-stream-id) are
+//!   re-sent on another connection and never reported lost. A GOAWAY stops new streams on that
+//!   connection; those in flight finish there.
+//! - Idle connections are PING'd and closed after `idle_timeout`.
+//!
+//! Per connection there is one task that drives the h2 connection and does the housekeeping.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use rustls_pki_types::CertificateDer;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+use tracing::{debug, info, warn};
+
+use crate::auth::{Auth, ProviderToken};
+use crate::connection::{H2Connection, connect, tls_config};
+use crate::endpoint::Endpoint;
+use crate::notification::Notification;
+use crate::outcome::Outcome;
+use crate::reason::Reason;
+use crate::request::{build_request, parse_response};
+
+/// Connections closed before answering anything, in a row, before the pool reports
+/// [`Outcome::ConnectionRejected`] (DESIGN §1).
+pub const REJECTED_LIMIT: u32 = 3;
+/// How often one notification is re-sent after streams APNs never processed, before giving up
+/// with [`Outcome::ConnectionLost`].
+const MAX_RESENDS: u32 = 16;
+/// The longest error body we keep (Apple's are tens of bytes).
+const MAX_ERROR_BODY: usize = 4096;
+
+/// How a pool behaves. [`PoolConfig::new`] gives the defaults of DESIGN §3.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub endpoint: Endpoint,
+    pub auth: Auth,
+    /// Trusted in addition to Mozilla's roots (a simulator's CA).
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    pub max_connections: usize,
+    /// How long to wait for an answer before cancelling the stream.
+    pub response_timeout: Duration,
+    /// Close a connection that carried nothing for this long.
+    pub idle_timeout: Duration,
+    /// PING a connection that carried nothing for this long.
+    pub ping_interval: Duration,
+    /// A PING unanswered for this long means the connection is dead.
+    pub ping_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// First reconnect delay; doubles up to `max_backoff`.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl PoolConfig {
+    pub fn new(endpoint: Endpoint, auth: Auth) -> PoolConfig {
+        PoolConfig {
+            endpoint,
+            auth,
+            extra_roots: Vec::new(),
+            max_connections: 4,
+            response_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            ping_interval: Duration::from_secs(60),
+            ping_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            min_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A snapshot of a pool's connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Open connections, including those draining after a GOAWAY.
+    pub connections: usize,
+    pub streams_in_flight: usize,
+    /// The most streams ever in flight on one connection.
+    pub peak_streams_per_connection: usize,
+    /// Connections opened since the pool was made.
+    pub connections_opened: u64,
+    /// Connections closed before any answer, in a row.
+    pub rejected_in_a_row: u32,
+}
+
+/// A pool of connections to one endpoint with one credential. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: PoolConfig,
+    tls: TlsConnector,
+    /// Connection slots and connect state. A std mutex: held for a scan of at most
+    /// `max_connections` entries, never across an await.
+    state: Mutex<State>,
+    /// Wakes `acquire` waiters: one when a stream slot frees, all when a connection opens,
+    /// closes, fails to open or raises its limit.
+    changed: Notify,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("endpoint", &self.config.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    conns: Vec<Slot>,
+    /// A connect is under way (one at a time: no connect storms).
+    connecting: bool,
+    /// No new connect before this (backoff after a failure or a refused connection).
+    retry_connect_at: Option<Instant>,
+    backoff: Duration,
+    rejected_in_a_row: u32,
+    closed: bool,
+    peak_streams: usize,
+    opened: u64,
+}
+
+#[derive(Debug)]
+struct Slot {
+    id: u64,
+    /// `None` once draining (GOAWAY, idle close, pool closed): no new streams here. Dropping
+    /// the pool's handle lets h2 close the connection when its last stream ends.
+    send: Option<SendRequest<Bytes>>,
+    in_flight: usize,
+    /// A 200 arrived: with token auth, the connection may use more than one stream.
+    authorized: bool,
+    /// Any answer arrived: the server accepted our credentials at the TLS level.
+    answered: bool,
+    last_used: Instant,
+    last_ping: Instant,
+}
+
+impl Slot {
+    fn limit(&self, token_auth: bool) -> usize {
+        let peer = self
+            .send
+            .as_ref()
+            .map_or(0, SendRequest::current_max_send_streams);
+        if token_auth && !self.authorized {
+            peer.min(1)
+        } else {
+            peer
+        }
+    }
+}
+
+/// A stream slot on one connection; giving it back wakes one waiter.
+struct Lease<'a> {
+    shared: &'a Shared,
+    conn: u64,
+    send: SendRequest<Bytes>,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        self.shared.release(self.conn);
+    }
+}
+
+/// The result of one exchange on one stream.
+enum Step {
+    Answer(Outcome),
+    /// APNs never processed the stream; send it again.
+    Refused,
+}
+
+enum Housekeeping {
+    Nothing,
+    Ping,
+    Close,
+    Gone,
+}
+
+impl Pool {
+    /// Makes a pool; no connection is opened until the first send.
+    pub fn new(config: PoolConfig) -> Pool {
+        let tls = TlsConnector::from(Arc::new(tls_config(&config.auth, &config.extra_roots)));
+        let backoff = config.min_backoff;
+        Pool {
+            shared: Arc::new(Shared {
+                config,
+                tls,
+                state: Mutex::new(State {
+                    conns: Vec::new(),
+                    connecting: false,
+                    retry_connect_at: None,
+                    backoff,
+                    rejected_in_a_row: 0,
+                    closed: false,
+                    peak_streams: 0,
+                    opened: 0,
+                }),
+                changed: Notify::new(),
+                next_id: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PoolConfig {
+        &self.shared.config
+    }
+
+    /// Sends one notification and reports what became of it. Waits for a stream slot first.
+    /// Streams APNs did not process are re-sent here; an `ExpiredProviderToken` answer renews
+    /// the token (when allowed) and re-sends once; `UnrelatedKeyIdInToken` re-sends once on a
+    /// new connection.
+    pub async fn send(&self, n: &Notification) -> Outcome {
+        let shared = &self.shared;
+        let (mut resends, mut renewed, mut reconnected) = (0, false, false);
+        loop {
+            let mut lease = match shared.acquire().await {
+                Ok(lease) => lease,
+                Err(outcome) => return outcome,
+            };
+            let token = match &shared.config.auth {
+                Auth::Token(signer) => match signer.token() {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        warn!(error = %e, "cannot sign a provider token");
+                        return Outcome::ConnectionRejected;
+                    }
+                },
+                Auth::Certificate(_) => None,
+            };
+            let step = shared.exchange(&mut lease, n, token.as_deref()).await;
+            let conn = lease.conn;
+            drop(lease);
+            let outcome = match step {
+                Step::Refused if resends < MAX_RESENDS => {
+                    resends += 1;
+                    continue;
+                }
+                Step::Refused => return Outcome::ConnectionLost { reason: None },
+                Step::Answer(o) => o,
+            };
+            match outcome.reason() {
+                Some(Reason::ExpiredProviderToken) if !renewed => {
+                    renewed = true;
+                    if let (Auth::Token(signer), Some(t)) = (&shared.config.auth, &token)
+                        && let Err(e) = signer.renew_rejected(t)
+                    {
+                        warn!(error = %e, "cannot renew the provider token");
+                    }
+                    continue;
+                }
+                Some(Reason::UnrelatedKeyIdInToken) if !reconnected => {
+                    reconnected = true;
+                    shared.drain(conn, "UnrelatedKeyIdInToken");
+                    continue;
+                }
+                Some(
+                    r @ (Reason::Shutdown
+                    | Reason::IdleTimeout
+                    | Reason::TooManyProviderTokenUpdates
+                    | Reason::UnrelatedKeyIdInToken),
+                ) => shared.drain(conn, r.as_str()),
+                _ => {}
+            }
+            return outcome;
+        }
+    }
+
+    /// Counters for metrics, tests and the dashboard.
+    pub fn stats(&self) -> PoolStats {
+        let st = self.shared.lock();
+        PoolStats {
+            connections: st.conns.len(),
+            streams_in_flight: st.conns.iter().map(|c| c.in_flight).sum(),
+            peak_streams_per_connection: st.peak_streams,
+            connections_opened: st.opened,
+            rejected_in_a_row: st.rejected_in_a_row,
+        }
+    }
+
+    /// Stops opening streams; connections close once their streams finish. Sends waiting for
+    /// a slot, and later ones, get [`Outcome::Unreachable`].
+    pub fn close(&self) {
+        let mut st = self.shared.lock();
+        st.closed = true;
+        for c in &mut st.conns {
+            c.send = None;
+        }
+        drop(st);
+        self.shared.changed.notify_waiters();
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("pool lock is never poisoned")
+    }
+
+    fn token_auth(&self) -> bool {
+        matches!(self.config.auth, Auth::Token(_))
+    }
+
+    /// Waits for a stream slot, opening a connection when every open one is full.
+    async fn acquire(self: &Arc<Shared>) -> Result<Lease<'_>, Outcome> {
+        let token_auth = self.token_auth();
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let mut st = self.lock();
+            if st.closed {
+                return Err(Outcome::Unreachable);
+            }
+            let mut best: Option<usize> = None;
+            for (i, c) in st.conns.iter().enumerate() {
+                if c.send.is_some()
+                    && c.in_flight < c.limit(token_auth)
+                    && best.is_none_or(|b| c.in_flight < st.conns[b].in_flight)
+                {
+                    best = Some(i);
+                }
+            }
+            if let Some(i) = best {
+                let c = &mut st.conns[i];
+                c.in_flight += 1;
+                c.last_used = Instant::now();
+                let (conn, in_flight) = (c.id, c.in_flight);
+                let send = c.send.clone().expect("chosen slots are open");
+                st.peak_streams = st.peak_streams.max(in_flight);
+                return Ok(Lease {
+                    shared: self,
+                    conn,
+                    send,
+                });
+            }
+            let may_connect = st.retry_connect_at.is_none_or(|t| Instant::now() >= t);
+            if !st.connecting && st.conns.len() < self.config.max_connections && may_connect {
+                st.connecting = true;
+                drop(st);
+                self.spawn_connect();
+            } else if st.conns.is_empty() && !st.connecting && !may_connect {
+                return Err(if st.rejected_in_a_row >= REJECTED_LIMIT {
+                    Outcome::ConnectionRejected
+                } else {
+                    Outcome::Unreachable
+                });
+            } else {
+                drop(st);
+            }
+            notified.await;
+        }
+    }
+
+    fn release(&self, conn: u64) {
+        let mut st = self.lock();
+        if let Some(c) = st.conns.iter_mut().find(|c| c.id == conn) {
+            c.in_flight -= 1;
+            c.last_used = Instant::now();
+        }
+        drop(st);
+        self.changed.notify_one();
+    }
+
+    /// No new streams on `conn`.
+    fn drain(&self, conn: u64, why: &str) {
+        let mut st = self.lock();
+        if let Some(c) = st.conns.iter_mut().find(|c| c.id == conn)
+            && c.send.take().is_some()
+        {
+            info!(conn, endpoint = %self.config.endpoint, why, "connection draining");
+        }
+    }
+
+    /// Records an answer on `conn`; the first one proves the server takes our credentials.
+    fn answered(&self, conn: u64, ok: bool) {
+        let mut st = self.lock();
+        let mut raised = false;
+        if let Some(c) = st.conns.iter_mut().find(|c| c.id == conn) {
+            c.answered = true;
+            if ok && !c.authorized {
+                c.authorized = true;
+                raised = true;
+            }
+        }
+        if st.rejected_in_a_row > 0 || st.retry_connect_at.is_some() {
+            st.rejected_in_a_row = 0;
+            st.retry_connect_at = None;
+            st.backoff = self.config.min_backoff;
+        }
+        drop(st);
+        if raised {
+            self.changed.notify_waiters();
+        }
+    }
+
+    fn back_off(&self, st: &mut State) {
+        st.retry_connect_at = Some(Instant::now() + st.backoff);
+        st.backoff = (st.backoff * 2).min(self.config.max_backoff);
+    }
+
+    fn spawn_connect(self: &Arc<Shared>) {
+        let shared = Arc::clone(self);
+        tokio::spawn(async move {
+            let initial = if shared.token_auth() { 1 } else { 100 };
+            let result = connect(
+                &shared.config.endpoint,
+                &shared.tls,
+                shared.config.connect_timeout,
+                initial,
+            )
+            .await;
+            match result {
+                Ok((send, conn)) => {
+                    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+                    let now = Instant::now();
+                    let closed = {
+                        let mut st = shared.lock();
+                        st.connecting = false;
+                        st.opened += 1;
+                        if !st.closed {
+                            st.conns.push(Slot {
+                                id,
+                                send: Some(send),
+                                in_flight: 0,
+                                authorized: false,
+                                answered: false,
+                                last_used: now,
+                                last_ping: now,
+                            });
+                        }
+                        st.closed
+                    };
+                    debug!(conn = id, endpoint = %shared.config.endpoint, "connection open");
+                    shared.changed.notify_waiters();
+                    if !closed {
+                        drive(shared, id, conn).await;
+                    }
+                }
+                Err(e) => {
+                    let retry_in = {
+                        let mut st = shared.lock();
+                        st.connecting = false;
+                        shared.back_off(&mut st);
+                        st.backoff / 2
+                    };
+                    warn!(error = %ErrorChain(&e), ?retry_in, "cannot connect to APNs");
+                    shared.changed.notify_waiters();
+                }
+            }
+        });
+    }
+
+    async fn exchange(
+        &self,
+        lease: &mut Lease<'_>,
+        n: &Notification,
+        token: Option<&ProviderToken>,
+    ) -> Step {
+        let conn = lease.conn;
+        let req = build_request(
+            n,
+            self.config.endpoint.authority(),
+            token.map(ProviderToken::header),
+        );
+        if let Err(e) = std::future::poll_fn(|cx| lease.send.poll_ready(cx)).await {
+            debug!(conn, error = %e, "connection no longer takes streams");
+            self.drain(conn, "not ready");
+            return Step::Refused;
+        }
+        let (response, mut body) = match lease.send.send_request(req, false) {
+            Ok(pair) => pair,
+            Err(e) => {
+                debug!(conn, error = %e, "stream not opened");
+                self.drain(conn, "send_request failed");
+                return Step::Refused;
+            }
+        };
+        if let Err(e) = body.send_data(n.payload.clone(), true) {
+            return self.classify(conn, &e);
+        }
+        let answer = async {
+            let response = response.await?;
+            let (head, mut recv) = response.into_parts();
+            let mut buf = Vec::new();
+            if !recv.is_end_stream() {
+                while let Some(chunk) = recv.data().await {
+                    let chunk = chunk?;
+                    let _ = recv.flow_control().release_capacity(chunk.len());
+                    if buf.len() + chunk.len() <= MAX_ERROR_BODY {
+                        buf.extend_from_slice(&chunk);
+                    }
+                }
+            }
+            Ok::<_, h2::Error>((head, buf))
+        };
+        match tokio::time::timeout(self.config.response_timeout, answer).await {
+            Err(_) => {
+                body.send_reset(h2::Reason::CANCEL);
+                Step::Answer(Outcome::Timeout)
+            }
+            Ok(Err(e)) => self.classify(conn, &e),
+            Ok(Ok((head, buf))) => {
+                let r = parse_response(&head, &buf);
+                self.answered(conn, r.status == 200);
+                Step::Answer(Outcome::Response(r))
+            }
+        }
+    }
+
+    /// Maps a stream error: refused or above a graceful GOAWAY's last-stream-id → re-send;
+    /// anything else may have been processed → connection lost.
+    fn classify(&self, conn: u64, e: &h2::Error) -> Step {
+        if e.reason() == Some(h2::Reason::REFUSED_STREAM) {
+            return Step::Refused;
+        }
+        if e.is_go_away() {
+            self.drain(conn, "GOAWAY");
+            if e.reason() == Some(h2::Reason::NO_ERROR) && e.is_remote() {
+                return Step::Refused;
+            }
+            warn!(conn, error = %e, "connection closed by APNs with streams in flight");
+            return Step::Answer(Outcome::ConnectionLost { reason: None });
+        }
+        if e.is_io() {
+            self.drain(conn, "I/O error");
+        }
+        debug!(conn, error = %e, "stream failed");
+        Step::Answer(Outcome::ConnectionLost { reason: None })
+    }
+
+    fn housekeeping(&self, conn: u64) -> Housekeeping {
+        let mut st = self.lock();
+        let Some(c) = st.conns.iter_mut().find(|c| c.id == conn) else {
+            return Housekeeping::Gone;
+        };
+        if c.in_flight > 0 || c.send.is_none() {
+            return Housekeeping::Nothing;
+        }
+        let idle = c.last_used.elapsed();
+        if idle >= self.config.idle_timeout {
+            c.send = None;
+            return Housekeeping::Close;
+        }
+        if idle >= self.config.ping_interval && c.last_ping.elapsed() >= self.config.ping_interval
+        {
+            c.last_ping = Instant::now();
+            return Housekeeping::Ping;
+        }
+        Housekeeping::Nothing
+    }
+
+    fn ended(&self, conn: u64) {
+        let mut st = self.lock();
+        if let Some(i) = st.conns.iter().position(|c| c.id == conn) {
+            let c = st.conns.swap_remove(i);
+            if !c.answered {
+                st.rejected_in_a_row += 1;
+                self.back_off(&mut st);
+                warn!(
+                    conn,
+                    in_a_row = st.rejected_in_a_row,
+                    "connection closed before any answer"
+                );
+            }
+        }
+        drop(st);
+        self.changed.notify_waiters();
+    }
+}
+
+/// Drives one connection until it ends, PINGing it when idle and closing it after
+/// `idle_timeout`; then removes it from the pool.
+async fn drive(shared: Arc<Shared>, id: u64, mut conn: H2Connection) {
+    let mut ping = conn.ping_pong();
+    let period = (shared.config.ping_interval.min(shared.config.idle_timeout) / 4)
+        .max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            result = &mut conn => {
+                if let Err(e) = result {
+                    info!(conn = id, error = %e, "connection ended");
+                } else {
+                    debug!(conn = id, "connection closed");
+                }
+                break;
+            }
+            _ = tick.tick() => match shared.housekeeping(id) {
+                Housekeeping::Nothing | Housekeeping::Gone => {}
+                Housekeeping::Close => debug!(conn = id, "closing idle connection"),
+                Housekeeping::Ping => {
+                    let Some(p) = ping.as_mut() else { continue };
+                    let pong = tokio::time::timeout(
+                        shared.config.ping_timeout,
+                        p.ping(h2::Ping::opaque()),
+                    );
+                    tokio::select! {
+                        r = pong => if !matches!(r, Ok(Ok(_))) {
+                            warn!(conn = id, "PING unanswered; dropping the connection");
+                            break;
+                        },
+                        result = &mut conn => {
+                            if let Err(e) = result {
+                                info!(conn = id, error = %e, "connection ended");
+                            }
+                            break;
+                        }
+                    }
+                }
+            },
+        }
+    }
+    shared.ended(id);
+}
+
+/// Displays an error with its sources, for log lines.
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
