@@ -68,7 +68,10 @@ impl Endpoint {
         if authority.as_str().contains('@') || authority.host().is_empty() {
             return Err(err());
         }
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         ServerName::try_from(host.to_owned()).map_err(|_| err())?;
         Ok(Endpoint {
             host: host.to_owned(),
@@ -107,7 +110,10 @@ mod tests {
         assert_eq!(e.authority().as_str(), "127.0.0.1:2197");
         let e = Endpoint::parse("https://localhost/").unwrap();
         assert_eq!((e.host(), e.port()), ("localhost", 443));
-        assert_eq!(Endpoint::production().authority().as_str(), "api.push.apple.com");
+        assert_eq!(
+            Endpoint::production().authority().as_str(),
+            "api.push.apple.com"
+        );
         assert_eq!(Endpoint::sandbox().host(), "api.sandbox.push.apple.com");
         for bad in ["http://x", "https://", "https://u@h", "ftp://h:1"] {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");

@@ -451,7 +451,9 @@ impl Notification {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum NotificationError {
-    #[error("device token is not an even-length hex string of at most {MAX_TOKEN_HEX} characters (got {len} characters)")]
+    #[error(
+        "device token is not an even-length hex string of at most {MAX_TOKEN_HEX} characters (got {len} characters)"
+    )]
     InvalidToken { len: usize },
     #[error("unknown push type {push_type:?}")]
     InvalidPushType { push_type: String },

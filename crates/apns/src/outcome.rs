@@ -96,9 +96,7 @@ impl Outcome {
                         after: r.retry_after,
                         counts_as_attempt,
                     },
-                    Consequence::DeadToken { .. } => Consequence::DeadToken {
-                        since: r.timestamp,
-                    },
+                    Consequence::DeadToken { .. } => Consequence::DeadToken { since: r.timestamp },
                     other => other,
                 },
                 None => by_status(r.status, r.retry_after),
@@ -146,10 +144,8 @@ fn consequence_of(reason: &Reason, status: u16) -> Consequence {
         | UnrelatedKeyIdInToken => Consequence::AppHalted,
         // This notification's own shape.
         BadCollapseId | BadExpirationDate | BadMessageId | BadPriority | BadTopic
-        | DuplicateHeaders | InvalidPushType | MissingDeviceToken | MissingTopic
-        | PayloadEmpty | Forbidden | BadPath | MethodNotAllowed | PayloadTooLarge => {
-            Consequence::Rejected
-        }
+        | DuplicateHeaders | InvalidPushType | MissingDeviceToken | MissingTopic | PayloadEmpty
+        | Forbidden | BadPath | MethodNotAllowed | PayloadTooLarge => Consequence::Rejected,
         Unknown(_) => by_status(status, None),
     }
 }
@@ -224,7 +220,11 @@ mod tests {
             (ServiceUnavailable, retry.clone()),
             (Shutdown, retry.clone()),
         ];
-        assert_eq!(table.len(), Reason::ALL.len(), "the table covers every reason");
+        assert_eq!(
+            table.len(),
+            Reason::ALL.len(),
+            "the table covers every reason"
+        );
         for (reason, want) in table {
             assert_eq!(answer(reason.clone()).consequence(), want, "{reason}");
         }
@@ -240,7 +240,10 @@ mod tests {
             timestamp: Some(since),
             retry_after: None,
         });
-        assert_eq!(o.consequence(), Consequence::DeadToken { since: Some(since) });
+        assert_eq!(
+            o.consequence(),
+            Consequence::DeadToken { since: Some(since) }
+        );
         let o = Outcome::Response(Response {
             status: 429,
             apns_id: None,
@@ -301,16 +304,21 @@ mod tests {
                 retry_after: None,
             })
         };
-        assert_eq!(mk(410).consequence(), Consequence::DeadToken { since: None });
+        assert_eq!(
+            mk(410).consequence(),
+            Consequence::DeadToken { since: None }
+        );
         assert!(matches!(mk(502).consequence(), Consequence::Retry { .. }));
         assert_eq!(mk(400).consequence(), Consequence::Rejected);
-        assert!(Outcome::Response(Response {
-            status: 200,
-            apns_id: None,
-            reason: None,
-            timestamp: None,
-            retry_after: None
-        })
-        .is_delivered());
+        assert!(
+            Outcome::Response(Response {
+                status: 200,
+                apns_id: None,
+                reason: None,
+                timestamp: None,
+                retry_after: None
+            })
+            .is_delivered()
+        );
     }
 }

@@ -558,8 +558,7 @@ impl Shared {
             c.send = None;
             return Housekeeping::Close;
         }
-        if idle >= self.config.ping_interval && c.last_ping.elapsed() >= self.config.ping_interval
-        {
+        if idle >= self.config.ping_interval && c.last_ping.elapsed() >= self.config.ping_interval {
             c.last_ping = Instant::now();
             return Housekeeping::Ping;
         }

@@ -167,7 +167,11 @@ mod tests {
         n.expiration = Some(Expiration::At(1_800_000_000));
         n.collapse_id = Some(CollapseId::parse("score").unwrap());
         let auth = HeaderValue::from_static("bearer x.y.z");
-        let req = build_request(&n, &Authority::from_static("api.push.apple.com"), Some(&auth));
+        let req = build_request(
+            &n,
+            &Authority::from_static("api.push.apple.com"),
+            Some(&auth),
+        );
         assert_eq!(req.method(), Method::POST);
         assert_eq!(
             req.uri().to_string(),
@@ -207,7 +211,10 @@ mod tests {
             .insert(APNS_ID, HeaderValue::from_str(&id.to_string()).unwrap());
         head.headers
             .insert(http::header::RETRY_AFTER, HeaderValue::from_static("7"));
-        let r = parse_response(&head, br#"{"reason":"Unregistered","timestamp":1700000000123}"#);
+        let r = parse_response(
+            &head,
+            br#"{"reason":"Unregistered","timestamp":1700000000123}"#,
+        );
         assert_eq!(r.status, 410);
         assert_eq!(r.apns_id, Some(id));
         assert_eq!(r.reason, Some(Reason::Unregistered));

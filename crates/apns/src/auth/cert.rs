@@ -119,15 +119,18 @@ impl fmt::Debug for ClientIdentity {
 impl ClientIdentity {
     /// From a PKCS#12 archive. `what` names it in errors; the password never appears in one.
     pub fn from_pkcs12(der: &[u8], password: &str, what: &str) -> Result<Self, AuthError> {
-        let store = KeyStore::from_pkcs12(der, password, Pkcs12ImportPolicy::Strict).map_err(
-            |source| AuthError::Pkcs12 {
+        let store =
+            KeyStore::from_pkcs12(der, password, Pkcs12ImportPolicy::Strict).map_err(|source| {
+                AuthError::Pkcs12 {
+                    what: what.to_owned(),
+                    source,
+                }
+            })?;
+        let (_, chain) = store
+            .private_key_chain()
+            .ok_or_else(|| AuthError::NoKeyInPkcs12 {
                 what: what.to_owned(),
-                source,
-            },
-        )?;
-        let (_, chain) = store.private_key_chain().ok_or_else(|| AuthError::NoKeyInPkcs12 {
-            what: what.to_owned(),
-        })?;
+            })?;
         let certs: Vec<CertificateDer<'static>> = chain
             .certs()
             .iter()
@@ -200,7 +203,8 @@ mod tests {
 
     fn check_info(info: &CertificateInfo) {
         assert!(
-            info.subject.contains("Apple Push Services: com.example.demo"),
+            info.subject
+                .contains("Apple Push Services: com.example.demo"),
             "{}",
             info.subject
         );

@@ -70,14 +70,13 @@ impl SigningKey {
             team_id: team_id.to_owned(),
             key,
         };
-        k.sign(UNIX_EPOCH)
-            .map_err(|e| match e {
-                AuthError::Sign(source) => AuthError::InvalidSigningKey {
-                    what: what.to_owned(),
-                    source,
-                },
-                other => other,
-            })?;
+        k.sign(UNIX_EPOCH).map_err(|e| match e {
+            AuthError::Sign(source) => AuthError::InvalidSigningKey {
+                what: what.to_owned(),
+                source,
+            },
+            other => other,
+        })?;
         Ok(k)
     }
 
@@ -234,14 +233,19 @@ mod tests {
         let clock = Arc::new(ManualClock::new(
             UNIX_EPOCH + Duration::from_secs(1_800_000_000),
         ));
-        let key = SigningKey::from_pem(TEST_P8.as_bytes(), "ABC123DEFG", "TEAM123456", "test")
-            .unwrap();
+        let key =
+            SigningKey::from_pem(TEST_P8.as_bytes(), "ABC123DEFG", "TEAM123456", "test").unwrap();
         (clock.clone(), TokenSigner::new(key, clock))
     }
 
     fn claims(t: &ProviderToken) -> (serde_json::Value, serde_json::Value) {
         use base64_url::decode;
-        let s = t.header().to_str().unwrap().strip_prefix("bearer ").unwrap();
+        let s = t
+            .header()
+            .to_str()
+            .unwrap()
+            .strip_prefix("bearer ")
+            .unwrap();
         let mut parts = s.split('.');
         let h = decode(parts.next().unwrap());
         let c = decode(parts.next().unwrap());
@@ -310,7 +314,10 @@ mod tests {
         let first = s.token().unwrap();
         clock.advance(Duration::from_secs(19 * 60));
         let kept = s.renew_rejected(&first).unwrap();
-        assert!(Arc::ptr_eq(&first, &kept), "renewing at 19 min would break the 20-min rule");
+        assert!(
+            Arc::ptr_eq(&first, &kept),
+            "renewing at 19 min would break the 20-min rule"
+        );
         clock.advance(Duration::from_secs(60));
         let renewed = s.renew_rejected(&first).unwrap();
         assert!(!Arc::ptr_eq(&first, &renewed));
@@ -323,11 +330,11 @@ mod tests {
     fn bad_keys_and_ids_are_refused_without_echoing_the_key() {
         let e = SigningKey::from_pem(b"not a key", "ABC123DEFG", "TEAM123456", "k.p8").unwrap_err();
         assert!(e.to_string().contains("k.p8"), "{e}");
-        let e = SigningKey::from_pem(TEST_P8.as_bytes(), "short", "TEAM123456", "k.p8")
-            .unwrap_err();
+        let e =
+            SigningKey::from_pem(TEST_P8.as_bytes(), "short", "TEAM123456", "k.p8").unwrap_err();
         assert!(e.to_string().contains("key_id"), "{e}");
-        let k = SigningKey::from_pem(TEST_P8.as_bytes(), "ABC123DEFG", "TEAM123456", "k.p8")
-            .unwrap();
+        let k =
+            SigningKey::from_pem(TEST_P8.as_bytes(), "ABC123DEFG", "TEAM123456", "k.p8").unwrap();
         let dbg = format!("{k:?}");
         assert!(!dbg.contains("MIGH"), "{dbg}");
     }

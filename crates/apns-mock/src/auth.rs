@@ -1,0 +1,116 @@
+//! Provider-token checks the way APNs applies them, per connection: signature and claims,
+//! age under an hour, one team and one key family per connection, and no new token sooner than
+//! 20 minutes after the last. A verified token is cached on the connection, so the signature
+//! is checked once per token, not per request.
+
+use std::sync::Mutex;
+
+use apns::Reason;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+
+use crate::MockError;
+
+/// Tokens older than this are refused as expired.
+const MAX_AGE_S: u64 = 3600;
+/// A connection refuses a new token sooner than this after the previous one.
+const MIN_RENEWAL_S: u64 = 20 * 60;
+
+/// Verifies ES256 signatures with the provider's public key.
+pub struct JwtVerifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JwtVerifier")
+    }
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+struct Claims {
+    iss: String,
+    iat: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Verified {
+    raw: Box<str>,
+    team: String,
+    kid: String,
+    iat: u64,
+}
+
+impl JwtVerifier {
+    /// From the PEM public key (`openssl pkey -pubout` of the .p8).
+    pub fn new(public_pem: &[u8]) -> Result<JwtVerifier, MockError> {
+        let key = DecodingKey::from_ec_pem(public_pem)
+            .map_err(|e| MockError::Certificate(format!("JWT public key: {e}")))?;
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        Ok(JwtVerifier { key, validation })
+    }
+
+    fn verify(&self, raw: &str) -> Result<Verified, Reason> {
+        let header = jsonwebtoken::decode_header(raw).map_err(|_| Reason::InvalidProviderToken)?;
+        let kid = header.kid.ok_or(Reason::InvalidProviderToken)?;
+        let data = jsonwebtoken::decode::<Claims>(raw, &self.key, &self.validation)
+            .map_err(|_| Reason::InvalidProviderToken)?;
+        if data.claims.iss.len() != 10 || kid.len() != 10 {
+            return Err(Reason::InvalidProviderToken);
+        }
+        Ok(Verified {
+            raw: raw.into(),
+            team: data.claims.iss,
+            kid,
+            iat: data.claims.iat,
+        })
+    }
+}
+
+/// What one connection has seen of provider tokens.
+#[derive(Debug, Default)]
+pub struct ConnTokens {
+    /// The token in use, verified. A std mutex, held for a string compare per request.
+    current: Mutex<Option<Verified>>,
+}
+
+impl ConnTokens {
+    /// Checks the `authorization` header of one request at simulator time `now` (UNIX s).
+    pub fn check(
+        &self,
+        verifier: &JwtVerifier,
+        header: Option<&str>,
+        now: u64,
+    ) -> Result<(), Reason> {
+        let raw = header
+            .and_then(|h| h.strip_prefix("bearer "))
+            .ok_or(Reason::MissingProviderToken)?;
+        let mut current = self.current.lock().expect("token lock is never poisoned");
+        let iat = match current.as_ref() {
+            Some(v) if &*v.raw == raw => v.iat,
+            previous => {
+                let v = verifier.verify(raw)?;
+                if let Some(p) = previous {
+                    if p.team != v.team {
+                        return Err(Reason::InvalidProviderToken);
+                    }
+                    if p.kid != v.kid {
+                        return Err(Reason::UnrelatedKeyIdInToken);
+                    }
+                    if v.iat.saturating_sub(p.iat) < MIN_RENEWAL_S {
+                        return Err(Reason::TooManyProviderTokenUpdates);
+                    }
+                }
+                let iat = v.iat;
+                *current = Some(v);
+                iat
+            }
+        };
+        if now.saturating_sub(iat) > MAX_AGE_S {
+            return Err(Reason::ExpiredProviderToken);
+        }
+        Ok(())
+    }
+}

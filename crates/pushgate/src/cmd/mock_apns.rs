@@ -1,0 +1,127 @@
+//! `pushgate mock-apns`: the APNs simulator as a process (DESIGN §3).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use apns_mock::{ListKind, MockApns};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address of the TLS + HTTP/2 listener.
+    #[arg(long, default_value = "127.0.0.1:2197")]
+    listen: SocketAddr,
+    /// Address of the stats listener (plain HTTP: GET /stats, GET /notifications, POST /reset).
+    #[arg(long)]
+    stats: Option<SocketAddr>,
+    /// Server certificate chain (PEM); without it a CA and certificate are generated.
+    #[arg(long, requires = "tls_key", conflicts_with = "ca_out")]
+    tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Where to write the generated CA certificate (PEM), for clients to trust.
+    #[arg(long)]
+    ca_out: Option<PathBuf>,
+    /// Require provider tokens (ES256 JWT) verifiable with this public key (PEM).
+    #[arg(long)]
+    jwt_key: Option<PathBuf>,
+    /// Ask for client certificates; requests without one from this CA get 403 BadCertificate.
+    #[arg(long)]
+    client_ca: Option<PathBuf>,
+    /// Tokens answered 410 Unregistered: `token [timestamp-ms]` per line.
+    #[arg(long)]
+    unregistered: Option<PathBuf>,
+    /// Tokens answered 400 BadDeviceToken: one per line.
+    #[arg(long)]
+    bad_tokens: Option<PathBuf>,
+    /// Forced answers: `token status reason` per line.
+    #[arg(long)]
+    reasons: Option<PathBuf>,
+    /// Delay before every answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Fraction (0..1) of valid requests answered with 500, 503 or 429.
+    #[arg(long, default_value_t = 0.0)]
+    fail_rate: f64,
+    /// Send GOAWAY after this many streams on each connection.
+    #[arg(long)]
+    goaway_every: Option<u64>,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS to advertise.
+    #[arg(long, default_value_t = 1000)]
+    max_streams: u32,
+    /// Shift the simulator's clock by this many seconds (provider-token age rules).
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    clock_offset_s: i64,
+    /// Close every connection with GOAWAY right after the handshake (a refused certificate).
+    #[arg(long)]
+    reject_connections: bool,
+    /// Keep full detail (for GET /notifications) of at most this many accepted notifications.
+    #[arg(long, default_value_t = 100_000)]
+    record_limit: usize,
+}
+
+fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+#[allow(
+    clippy::print_stdout,
+    reason = "the listen addresses are this command's output"
+)]
+pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
+    if !(0.0..=1.0).contains(&a.fail_rate) {
+        anyhow::bail!("--fail-rate must be between 0 and 1 (got {})", a.fail_rate);
+    }
+    let mut b = MockApns::builder()
+        .listen(a.listen)
+        .latency(Duration::from_millis(a.latency_ms))
+        .fail_rate(a.fail_rate)
+        .max_streams(a.max_streams)
+        .clock_offset(a.clock_offset_s)
+        .reject_connections(a.reject_connections)
+        .record_limit(a.record_limit);
+    if let Some(n) = a.goaway_every {
+        b = b.goaway_every(n);
+    }
+    if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
+        b = b.tls_files(read(cert)?, read(key)?);
+    }
+    if let Some(p) = &a.jwt_key {
+        b = b.jwt_key(read(p)?);
+    }
+    if let Some(p) = &a.client_ca {
+        b = b.client_ca(read(p)?);
+    }
+    for (kind, path) in [
+        (ListKind::Unregistered, &a.unregistered),
+        (ListKind::BadTokens, &a.bad_tokens),
+        (ListKind::Reasons, &a.reasons),
+    ] {
+        if let Some(p) = path {
+            b = b.load_list(kind, p)?;
+        }
+    }
+    let mock = b.spawn().await?;
+    if let (Some(out), Some(ca)) = (&a.ca_out, mock.ca_pem()) {
+        std::fs::write(out, ca).with_context(|| format!("writing {}", out.display()))?;
+    }
+    println!("mock-apns listening on {}", mock.endpoint());
+    if let Some(addr) = a.stats {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the stats listener {addr}"))?;
+        println!("mock-apns stats on http://{}", listener.local_addr()?);
+        let router = apns_mock::stats_router(mock.stats().clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "stats listener failed");
+            }
+        });
+    }
+    super::shutdown_signal().await;
+    mock.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,36 @@
+//! Subcommands, one file each.
+
+mod mock_apns;
+
+use std::process::ExitCode;
+
+/// Every subcommand.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Run the APNs simulator (TLS + HTTP/2, Apple's checks and reasons, fault injection).
+    MockApns(mock_apns::Args),
+}
+
+impl Command {
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        match self {
+            Command::MockApns(args) => mock_apns::run(args).await,
+        }
+    }
+}
+
+/// Resolves when the process gets SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
