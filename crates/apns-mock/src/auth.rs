@@ -114,3 +114,75 @@ impl ConnTokens {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apns::auth::{SigningKey, TokenSigner};
+    use apns::clock::ManualClock;
+    use std::sync::Arc;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    const P8: &[u8] = include_bytes!("../../apns/tests/fixtures/AuthKey_ABC123DEFG.p8");
+    const PUB: &[u8] = include_bytes!("../../apns/tests/fixtures/AuthKey_ABC123DEFG.pub.pem");
+    const T0: u64 = 1_800_000_000;
+
+    fn signer(kid: &str, team: &str) -> (Arc<ManualClock>, TokenSigner) {
+        let clock = Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(T0)));
+        let key = SigningKey::from_pem(P8, kid, team, "test").unwrap();
+        (clock.clone(), TokenSigner::new(key, clock))
+    }
+
+    fn header(s: &TokenSigner) -> String {
+        s.token().unwrap().header().to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn apples_token_rules_per_connection() {
+        let v = JwtVerifier::new(PUB).unwrap();
+        let conn = ConnTokens::default();
+        let (clock, s) = signer("ABC123DEFG", "TEAM123456");
+        let first = header(&s);
+        assert_eq!(conn.check(&v, None, T0), Err(Reason::MissingProviderToken));
+        assert_eq!(
+            conn.check(&v, Some("bearer x.y.z"), T0),
+            Err(Reason::InvalidProviderToken)
+        );
+        assert_eq!(conn.check(&v, Some(&first), T0), Ok(()));
+        assert_eq!(
+            conn.check(&v, Some(&first), T0 + 3601),
+            Err(Reason::ExpiredProviderToken)
+        );
+        // A new token 10 minutes later is too soon for this connection.
+        clock.advance(Duration::from_secs(50 * 60));
+        let renewed = header(&s);
+        assert_ne!(renewed, first);
+        let fresh_conn = ConnTokens::default();
+        assert_eq!(fresh_conn.check(&v, Some(&first), T0), Ok(()));
+        assert_eq!(
+            fresh_conn.check(&v, Some(&renewed), T0 + 3000),
+            Ok(()),
+            "50 min later is fine"
+        );
+        let (_, other_team) = signer("ABC123DEFG", "OTHERTEAM1");
+        assert_eq!(
+            fresh_conn.check(&v, Some(&header(&other_team)), T0 + 3000),
+            Err(Reason::InvalidProviderToken)
+        );
+        let (c2, other_kid) = signer("ZZZ123DEFG", "TEAM123456");
+        c2.advance(Duration::from_secs(100 * 60));
+        assert_eq!(
+            fresh_conn.check(&v, Some(&header(&other_kid)), T0 + 3000),
+            Err(Reason::UnrelatedKeyIdInToken)
+        );
+        let (c3, soon) = signer("ABC123DEFG", "TEAM123456");
+        c3.advance(Duration::from_secs(60 * 60));
+        let conn3 = ConnTokens::default();
+        assert_eq!(conn3.check(&v, Some(&renewed), T0 + 3000), Ok(()));
+        assert_eq!(
+            conn3.check(&v, Some(&header(&soon)), T0 + 3600),
+            Err(Reason::TooManyProviderTokenUpdates),
+            "iat only 10 minutes after the previous token"
+        );
+    }
+}

@@ -29,7 +29,7 @@ impl DeviceToken {
     /// Parses hex (either case), normalising to lowercase.
     pub fn parse(s: &str) -> Result<DeviceToken, NotificationError> {
         let bad = || NotificationError::InvalidToken { len: s.len() };
-        if s.is_empty() || s.len() % 2 != 0 || s.len() > MAX_TOKEN_HEX {
+        if s.is_empty() || !s.len().is_multiple_of(2) || s.len() > MAX_TOKEN_HEX {
             return Err(bad());
         }
         if !s.bytes().all(|b| b.is_ascii_hexdigit()) {

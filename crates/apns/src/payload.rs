@@ -76,7 +76,7 @@ pub struct Aps {
 #[serde(untagged)]
 pub enum Alert {
     Body(String),
-    Fields(AlertFields),
+    Fields(Box<AlertFields>),
 }
 
 /// The alert dictionary.
@@ -157,11 +157,11 @@ impl Payload {
     pub fn alert(title: impl Into<String>, body: impl Into<String>) -> Payload {
         Payload {
             aps: Aps {
-                alert: Some(Alert::Fields(AlertFields {
+                alert: Some(Alert::Fields(Box::new(AlertFields {
                     title: Some(title.into()),
                     body: Some(body.into()),
                     ..AlertFields::default()
-                })),
+                }))),
                 ..Aps::default()
             },
             custom: Map::new(),
@@ -232,7 +232,7 @@ mod tests {
     #[test]
     fn every_alert_key_and_a_critical_sound() {
         let mut p = Payload::default();
-        p.aps.alert = Some(Alert::Fields(AlertFields {
+        p.aps.alert = Some(Alert::Fields(Box::new(AlertFields {
             title: Some("T".into()),
             subtitle: Some("S".into()),
             body: Some("B".into()),
@@ -243,7 +243,7 @@ mod tests {
             subtitle_loc_args: Some(vec!["b".into()]),
             loc_key: Some("K".into()),
             loc_args: Some(vec!["c".into(), "d".into()]),
-        }));
+        })));
         p.aps.sound = Some(Sound::Critical(CriticalSound {
             critical: 1,
             name: "alarm.caf".into(),

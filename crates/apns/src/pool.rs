@@ -324,48 +324,57 @@ impl Shared {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let mut st = self.lock();
-            if st.closed {
-                return Err(Outcome::Unreachable);
-            }
-            let mut best: Option<usize> = None;
-            for (i, c) in st.conns.iter().enumerate() {
-                if c.send.is_some()
-                    && c.in_flight < c.limit(token_auth)
-                    && best.is_none_or(|b| c.in_flight < st.conns[b].in_flight)
-                {
-                    best = Some(i);
+            let connect = {
+                let mut st = self.lock();
+                if st.closed {
+                    return Err(Outcome::Unreachable);
                 }
-            }
-            if let Some(i) = best {
-                let c = &mut st.conns[i];
-                c.in_flight += 1;
-                c.last_used = Instant::now();
-                let (conn, in_flight) = (c.id, c.in_flight);
-                let send = c.send.clone().expect("chosen slots are open");
-                st.peak_streams = st.peak_streams.max(in_flight);
-                return Ok(Lease {
-                    shared: self,
-                    conn,
-                    send,
-                });
-            }
-            let may_connect = st.retry_connect_at.is_none_or(|t| Instant::now() >= t);
-            if !st.connecting && st.conns.len() < self.config.max_connections && may_connect {
-                st.connecting = true;
-                drop(st);
-                self.spawn_connect();
-            } else if st.conns.is_empty() && !st.connecting && !may_connect {
-                return Err(if st.rejected_in_a_row >= REJECTED_LIMIT {
-                    Outcome::ConnectionRejected
+                if let Some(lease) = self.take_slot(&mut st, token_auth) {
+                    return Ok(lease);
+                }
+                let may_connect = st.retry_connect_at.is_none_or(|t| Instant::now() >= t);
+                if !st.connecting && st.conns.len() < self.config.max_connections && may_connect {
+                    st.connecting = true;
+                    true
+                } else if st.conns.is_empty() && !st.connecting && !may_connect {
+                    return Err(if st.rejected_in_a_row >= REJECTED_LIMIT {
+                        Outcome::ConnectionRejected
+                    } else {
+                        Outcome::Unreachable
+                    });
                 } else {
-                    Outcome::Unreachable
-                });
-            } else {
-                drop(st);
+                    false
+                }
+            };
+            if connect {
+                self.spawn_connect();
             }
             notified.await;
         }
+    }
+
+    /// The open connection with the fewest streams in flight, if one is below its limit.
+    fn take_slot(&self, st: &mut State, token_auth: bool) -> Option<Lease<'_>> {
+        let mut best: Option<usize> = None;
+        for (i, c) in st.conns.iter().enumerate() {
+            if c.send.is_some()
+                && c.in_flight < c.limit(token_auth)
+                && best.is_none_or(|b| c.in_flight < st.conns[b].in_flight)
+            {
+                best = Some(i);
+            }
+        }
+        let c = &mut st.conns[best?];
+        c.in_flight += 1;
+        c.last_used = Instant::now();
+        let (conn, in_flight) = (c.id, c.in_flight);
+        let send = c.send.clone().expect("chosen slots are open");
+        st.peak_streams = st.peak_streams.max(in_flight);
+        Some(Lease {
+            shared: self,
+            conn,
+            send,
+        })
     }
 
     fn release(&self, conn: u64) {

@@ -68,11 +68,11 @@ pub fn build_request(
         v.set_sensitive(true);
         h.insert(APNS_EXPIRATION, v);
     }
-    if let Some(c) = &n.collapse_id {
-        if let Ok(mut v) = HeaderValue::from_str(c.as_str()) {
-            v.set_sensitive(true);
-            h.insert(APNS_COLLAPSE_ID, v);
-        }
+    if let Some(c) = &n.collapse_id
+        && let Ok(mut v) = HeaderValue::from_str(c.as_str())
+    {
+        v.set_sensitive(true);
+        h.insert(APNS_COLLAPSE_ID, v);
     }
     req
 }

@@ -1,1 +1,11 @@
+//! The client against the simulator over real sockets (TLS + HTTP/2 on 127.0.0.1).
+#![allow(clippy::unwrap_used)]
 
+/// Token and certificate auth: JWT renewal, expiry, legacy .p12, missing certificate.
+mod auth;
+/// Builders for simulators, pools and notifications; waiting on conditions.
+mod harness;
+/// What each Apple answer becomes: every consequence class end to end.
+mod outcomes;
+/// Connections: limits, GOAWAY, refusal, timeouts, idle close, back-off.
+mod pool;

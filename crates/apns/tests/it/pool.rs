@@ -1,0 +1,198 @@
+use std::time::Duration;
+
+use apns::{Consequence, Outcome, Pool};
+
+use crate::harness::*;
+
+/// GOAWAY every 100 streams while 2,000 notifications are in flight: each one is delivered
+/// exactly once; streams above the last-stream-id are re-sent, never lost or duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn goaway_in_the_middle_of_a_burst_loses_nothing() {
+    let sim = mock().goaway_every(100).spawn().await.unwrap();
+    let pool = pool(&sim);
+    let outcomes = burst(&pool, 2000, 200).await;
+    let failed: Vec<_> = outcomes.iter().filter(|(_, o)| !o.is_delivered()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} not delivered: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    let s = sim.stats().snapshot();
+    assert!(s.goaways >= 10, "{s:?}");
+    assert_eq!(s.accepted, 2000);
+    assert_eq!(s.unique_ids, 2000);
+    assert_eq!(s.duplicate_ids, 0);
+    let ids = sim.stats().id_counts();
+    for (n, _) in &outcomes {
+        assert_eq!(ids.get(n.id.as_uuid()), Some(&1), "{}", n.id);
+    }
+}
+
+/// The pool opens at most `max_connections` and never exceeds the advertised stream limit;
+/// with token auth each new connection carries one stream until its first 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_keeps_to_max_connections_and_the_stream_limit() {
+    let sim = mock()
+        .max_streams(10)
+        .latency(Duration::from_millis(5))
+        .spawn()
+        .await
+        .unwrap();
+    let mut c = config(&sim, token_auth());
+    c.max_connections = 3;
+    let pool = Pool::new(c);
+    let outcomes = burst(&pool, 1000, 100).await;
+    assert!(outcomes.iter().all(|(_, o)| o.is_delivered()));
+    let s = sim.stats().snapshot();
+    assert_eq!(s.connections_total, 3, "{s:?}");
+    assert!(s.max_streams_in_flight <= 10, "{s:?}");
+    assert_eq!(
+        s.max_streams_in_flight, 10,
+        "the pool fills the limit: {s:?}"
+    );
+    assert_eq!(
+        s.refused_streams, 0,
+        "never a second stream before the first 200: {s:?}"
+    );
+    let p = pool.stats();
+    assert_eq!(
+        (p.connections, p.connections_opened, p.streams_in_flight),
+        (3, 3, 0)
+    );
+    assert_eq!(p.peak_streams_per_connection, 10);
+}
+
+/// A connection is opened only when the open ones are full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_sends_share_one_connection() {
+    let sim = mock().spawn().await.unwrap();
+    let pool = pool(&sim);
+    for i in 0..20 {
+        assert!(pool.send(&note(i)).await.is_delivered());
+    }
+    assert_eq!(sim.stats().snapshot().connections_total, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_request_times_out_and_the_stream_is_cancelled() {
+    let sim = mock()
+        .latency(Duration::from_secs(5))
+        .spawn()
+        .await
+        .unwrap();
+    let mut c = config(&sim, token_auth());
+    c.response_timeout = Duration::from_millis(200);
+    let pool = Pool::new(c);
+    let started = tokio::time::Instant::now();
+    let o = pool.send(&note(1)).await;
+    assert_eq!(o, Outcome::Timeout);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(matches!(
+        o.consequence(),
+        Consequence::Retry {
+            counts_as_attempt: true,
+            ..
+        }
+    ));
+    wait_for(
+        "the stream slot to be released",
+        Duration::from_secs(2),
+        || pool.stats().streams_in_flight == 0,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_endpoint_backs_off_instead_of_reconnecting_per_send() {
+    // Bind and drop a listener to find a port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sim = mock().spawn().await.unwrap();
+    let mut c = config(&sim, token_auth());
+    c.endpoint = apns::Endpoint::parse(&format!("https://127.0.0.1:{port}")).unwrap();
+    c.min_backoff = Duration::from_secs(30);
+    let pool = Pool::new(c);
+    assert_eq!(pool.send(&note(1)).await, Outcome::Unreachable);
+    for i in 2..50 {
+        assert_eq!(pool.send(&note(i)).await, Outcome::Unreachable);
+    }
+    assert_eq!(pool.stats().connections_opened, 0);
+    assert_eq!(
+        Outcome::Unreachable.consequence(),
+        Consequence::Retry {
+            after: None,
+            counts_as_attempt: false
+        }
+    );
+}
+
+/// Three connections in a row closed before any answer: APNs refuses our credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_closed_before_any_answer_halt_the_app_after_three() {
+    let sim = mock().reject_connections(true).spawn().await.unwrap();
+    let mut c = config(&sim, token_auth());
+    c.min_backoff = Duration::from_millis(10);
+    c.max_backoff = Duration::from_millis(40);
+    let pool = Pool::new(c);
+    // Keep sending (as a dispatcher retrying would) until the pool gives its verdict.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut i = 0;
+    let o = loop {
+        i += 1;
+        let o = pool.send(&note(i)).await;
+        if o == Outcome::ConnectionRejected {
+            break o;
+        }
+        assert!(
+            matches!(o.consequence(), Consequence::Retry { .. }),
+            "{o:?}"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no ConnectionRejected within 10 s"
+        );
+        // Let the reconnect back-off (10-40 ms) pass before the next try.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(o.consequence(), Consequence::AppHalted);
+    assert!(pool.stats().rejected_in_a_row >= 3);
+    assert!(sim.stats().snapshot().connections_total >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_is_closed() {
+    let sim = mock().spawn().await.unwrap();
+    let mut c = config(&sim, token_auth());
+    c.idle_timeout = Duration::from_millis(300);
+    c.ping_interval = Duration::from_millis(100);
+    let pool = Pool::new(c);
+    assert!(pool.send(&note(1)).await.is_delivered());
+    assert_eq!(pool.stats().connections, 1);
+    wait_for(
+        "the idle connection to close",
+        Duration::from_secs(5),
+        || sim.stats().snapshot().connections_open == 0,
+    )
+    .await;
+    assert_eq!(pool.stats().connections, 0);
+    // The next send opens a new one.
+    assert!(pool.send(&note(2)).await.is_delivered());
+    assert_eq!(sim.stats().snapshot().connections_total, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_pool_refuses_new_sends() {
+    let sim = mock().spawn().await.unwrap();
+    let pool = pool(&sim);
+    assert!(pool.send(&note(1)).await.is_delivered());
+    pool.close();
+    assert_eq!(pool.send(&note(2)).await, Outcome::Unreachable);
+    wait_for("the connection to close", Duration::from_secs(5), || {
+        sim.stats().snapshot().connections_open == 0
+    })
+    .await;
+}
