@@ -1,1 +1,7 @@
+//! The built `pushgate` executable, driven as a user would.
+#![allow(clippy::unwrap_used)]
 
+/// Spawning the binary and talking to it.
+mod harness;
+/// `pushgate mock-apns` checked with curl and h2load, clients we did not write.
+mod mock_apns;
