@@ -18,7 +18,7 @@ cargo build --release -q -p apns --example blast
 BIN=target/release
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
-printf '%s' '{"aps":{"alert":{"title":"Hello","body":"A notification of about two hundred bytes, like most alerts, with some text to fill it out."}}}' > "$tmp/body.json"
+printf '%s' '{"aps":{"alert":{"title":"Hello","body":"A notification of about two hundred bytes, like most alerts: who sent it, what it is about, and a line of detail so the user knows why it matters."}}}' > "$tmp/body.json"
 
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 

@@ -26,7 +26,10 @@ fn notification() -> Notification {
 }
 
 fn benches(c: &mut Criterion) {
-    let mut p = Payload::alert("Your order shipped", "Order 1234 is on its way and arrives Tuesday.");
+    let mut p = Payload::alert(
+        "Your order shipped",
+        "Order 1234 is on its way and arrives Tuesday.",
+    );
     p.aps.badge = Some(3);
     p = p.custom("order", serde_json::json!({"id": 1234, "carrier": "UPS"}));
     c.bench_function("payload_encode", |b| b.iter(|| black_box(&p).encode()));
@@ -41,7 +44,9 @@ fn benches(c: &mut Criterion) {
         b.iter(|| build_request(black_box(&n), &authority, Some(&bearer)))
     });
 
-    c.bench_function("notification_validate", |b| b.iter(|| black_box(&n).validate()));
+    c.bench_function("notification_validate", |b| {
+        b.iter(|| black_box(&n).validate())
+    });
 
     let (mut head, ()) = http::Response::new(()).into_parts();
     head.status = http::StatusCode::GONE;

@@ -29,7 +29,10 @@ struct Args {
     /// Extra trust root (the simulator's CA).
     #[arg(long)]
     ca: PathBuf,
-    #[arg(long, default_value = "crates/apns/tests/fixtures/AuthKey_ABC123DEFG.p8")]
+    #[arg(
+        long,
+        default_value = "crates/apns/tests/fixtures/AuthKey_ABC123DEFG.p8"
+    )]
     key: PathBuf,
     #[arg(long, default_value_t = 100_000)]
     count: u64,
@@ -78,7 +81,7 @@ async fn main() {
     // One payload for all, as the gateway shares a fan-out's body.
     let payload = Payload::alert(
         "Hello",
-        "A notification of about two hundred bytes, like most alerts, with some text to fill it out.",
+        "A notification of about two hundred bytes, like most alerts: who sent it, what it is about, and a line of detail so the user knows why it matters.",
     )
     .encode()
     .unwrap();
@@ -88,8 +91,12 @@ async fn main() {
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..a.concurrency {
-        let (pool, next, payload, topic) =
-            (pool.clone(), Arc::clone(&next), payload.clone(), topic.clone());
+        let (pool, next, payload, topic) = (
+            pool.clone(),
+            Arc::clone(&next),
+            payload.clone(),
+            topic.clone(),
+        );
         let count = a.count;
         tasks.spawn(async move {
             let mut tally: BTreeMap<String, u64> = BTreeMap::new();

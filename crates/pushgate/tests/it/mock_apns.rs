@@ -484,7 +484,7 @@ fn h2load_drives_the_simulator() {
     let sim = start_sim(&["--max-streams", "100"]);
     let dir = tempfile::tempdir().unwrap();
     let body = dir.path().join("body.json");
-    std::fs::write(&body, r#"{"aps":{"alert":{"title":"Hello","body":"A notification of about two hundred bytes, like most alerts, with some text to fill it out."}}}"#).unwrap();
+    std::fs::write(&body, r#"{"aps":{"alert":{"title":"Hello","body":"A notification of about two hundred bytes, like most alerts: who sent it, what it is about, and a line of detail so the user knows why it matters."}}}"#).unwrap();
     let out = run(Command::new("h2load")
         .args(["-c", "4", "-m", "100", "-n", "20000"])
         .args([
