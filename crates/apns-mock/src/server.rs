@@ -61,6 +61,40 @@ impl Drop for OpenGuard<'_> {
 
 async fn connection(shared: Arc<Shared>, tcp: TcpStream, shutdown: CancellationToken) {
     let _ = tcp.set_nodelay(true);
+    // A second handle on the socket, so that after h2 has finished (and sent its FIN) we can
+    // read what the client still sends until it closes. Closing a socket with unread data makes
+    // the kernel send RST, which can destroy answers the client has not read yet — APNs closes
+    // gracefully, and so must its simulator.
+    let (tcp, linger) = match tcp.into_std().and_then(|s| Ok((s.try_clone()?, s))) {
+        Ok((keep, s)) => match TcpStream::from_std(s) {
+            Ok(tcp) => (tcp, Some(keep)),
+            Err(e) => {
+                debug!(error = %e, "cannot register the connection");
+                return;
+            }
+        },
+        Err(e) => {
+            debug!(error = %e, "cannot duplicate the socket");
+            return;
+        }
+    };
+    serve_connection(&shared, tcp, shutdown).await;
+    if let Some(keep) = linger.and_then(|k| TcpStream::from_std(k).ok()) {
+        drain_until_closed(keep).await;
+    }
+}
+
+/// Reads and discards until the peer closes, for at most two seconds.
+async fn drain_until_closed(mut tcp: TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+async fn serve_connection(shared: &Arc<Shared>, tcp: TcpStream, shutdown: CancellationToken) {
     let tls = match shared.acceptor.accept(tcp).await {
         Ok(tls) => tls,
         Err(e) => {
@@ -135,7 +169,7 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, shutdown: CancellationT
         }
         stats.max_in_flight.fetch_max(now, Ordering::Relaxed);
         tokio::spawn(stream(
-            Arc::clone(&shared),
+            Arc::clone(shared),
             Arc::clone(&auth),
             Arc::clone(&in_flight),
             Arc::clone(&proven),
@@ -164,7 +198,9 @@ async fn stream(
             self.0.fetch_sub(1, Ordering::AcqRel);
         }
     }
-    let _done = Done(in_flight);
+    // Released just before the answer is queued: once the client reads it, the stream is closed
+    // for h2 and the client may open the next one, which must not find this one still counted.
+    let done = Done(in_flight);
     let (head, mut body) = req.into_parts();
     let mut buf = BytesMut::new();
     while let Some(chunk) = body.data().await {
@@ -188,6 +224,7 @@ async fn stream(
     match verdict {
         Ok(token) => {
             proven.store(true, Ordering::Release);
+            drop(done);
             answer(respond, 200, apns_id.clone(), None);
             shared.stats.count(200, None);
             let id = apns_id
@@ -215,6 +252,7 @@ async fn stream(
         Err(r) => {
             shared.stats.count(r.status, Some(r.reason.as_str()));
             let status = r.status;
+            drop(done);
             answer(respond, status, apns_id, Some(r));
         }
     }

@@ -67,6 +67,10 @@ fn peak_rss_mb() -> f64 {
 #[tokio::main]
 async fn main() {
     let a = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let key = SigningKey::from_file(&a.key, "ABC123DEFG", "TEAM123456").unwrap();
     let signer = Arc::new(TokenSigner::new(key, Arc::new(SystemClock)));
     if a.print_token {
