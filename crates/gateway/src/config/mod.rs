@@ -1,0 +1,223 @@
+//! The configuration file (DESIGN §3): TOML, read raw (`raw`), then checked and turned into a
+//! typed [`Config`] with every credential loaded (`validate`). Every problem is reported at
+//! once, each with the file, line and key; `serve` and `config check` share this path, so a bad
+//! file is refused before any port is bound.
+
+mod raw;
+mod validate;
+
+pub use validate::load_str;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use apns::Endpoint;
+use apns::Topic;
+use apns::auth::{ClientIdentity, SigningKey};
+use rustls_pki_types::CertificateDer;
+
+/// The whole configuration, validated, with credentials loaded.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it came from.
+    pub file: PathBuf,
+    pub server: Server,
+    pub storage: Storage,
+    pub api_keys: Vec<ApiKey>,
+    pub smtp: Option<Smtp>,
+    pub log: Log,
+    pub webhooks: Vec<Webhook>,
+    pub apps: Vec<App>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Storage {
+    pub sqlite: PathBuf,
+    /// Finished notifications are kept this long.
+    pub retention: Duration,
+    pub max_pending: u64,
+}
+
+/// An API key: only its SHA-256 is configured, compared in constant time.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub name: String,
+    pub key_sha256: [u8; 32],
+    pub scope: Scope,
+    /// All apps, the dashboard, every app's stats.
+    pub admin: bool,
+}
+
+/// Which apps a key may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Apps(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Smtp {
+    pub listen: SocketAddr,
+    pub max_message_bytes: usize,
+    pub tls: Option<TlsFiles>,
+    pub require_auth: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Log {
+    pub file: Option<PathBuf>,
+    pub mode: u32,
+    pub max_bytes: u64,
+    pub heartbeat: Duration,
+    pub per_attempt: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookEvent {
+    Failed,
+    TokenInvalidated,
+    Expired,
+    AppHalted,
+}
+
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub url: String,
+    pub events: Vec<WebhookEvent>,
+    pub secret: Option<Secret>,
+}
+
+/// A secret read from the environment or a file. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Production,
+    Sandbox,
+}
+
+/// One app (Momentum's "domain").
+#[derive(Debug)]
+pub struct App {
+    pub name: String,
+    pub smtp_domains: Vec<String>,
+    /// The bundle id.
+    pub topic: Topic,
+    pub environment: Environment,
+    pub endpoint: Endpoint,
+    /// Trusted in addition to Mozilla's roots (`ca_file`).
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    /// In order: the inline credential first, then `[[apps.credentials]]`.
+    pub credentials: Vec<Credential>,
+    pub max_connections: usize,
+    pub response_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_attempts: u32,
+    pub default_ttl: Duration,
+    pub suppress_dead_tokens: bool,
+}
+
+/// A loaded credential and the file it came from.
+#[derive(Debug)]
+pub enum Credential {
+    Token {
+        key: SigningKey,
+        file: PathBuf,
+    },
+    Certificate {
+        identity: ClientIdentity,
+        file: PathBuf,
+    },
+}
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based; `None` when the problem has no single place (a missing section).
+    pub line: Option<usize>,
+    /// The key, e.g. `apps[0].key_file`.
+    pub key: String,
+    pub message: String,
+}
+
+/// Every problem found in a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "{}: {n} problem{}",
+            self.file.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  {}", self.file.display())?;
+            if let Some(line) = p.line {
+                write!(f, ":{line}")?;
+            }
+            if p.key.is_empty() {
+                write!(f, ": {}", p.message)?;
+            } else {
+                write!(f, ": {}: {}", p.key, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and validates `path`, loading every credential it names.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            problems: vec![Problem {
+                line: None,
+                key: String::new(),
+                message: format!("cannot read the file: {e}"),
+            }],
+        })?;
+        load_str(&text, path)
+    }
+
+    /// The app named `name`.
+    pub fn app(&self, name: &str) -> Option<&App> {
+        self.apps.iter().find(|a| a.name == name)
+    }
+}

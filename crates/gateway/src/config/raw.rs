@@ -1,0 +1,129 @@
+//! The configuration file as written: every key optional here, with its position kept
+//! (`Spanned`) so problems can name a line. `validate` turns this into the typed `Config`.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub type S<T> = Option<Spanned<T>>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub storage: RawStorage,
+    pub api_keys: Vec<Spanned<RawApiKey>>,
+    pub smtp: S<RawSmtp>,
+    pub log: RawLog,
+    pub webhooks: Vec<Spanned<RawWebhook>>,
+    pub apps: Vec<Spanned<RawApp>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawServer {
+    pub listen: S<String>,
+    pub max_body_bytes: S<i64>,
+    pub shutdown_grace_s: S<i64>,
+    pub tls_cert: S<String>,
+    pub tls_key: S<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawStorage {
+    pub sqlite: S<String>,
+    pub retention_s: S<i64>,
+    pub max_pending: S<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawApiKey {
+    pub name: S<String>,
+    pub key_sha256: S<String>,
+    pub apps: S<Vec<String>>,
+    pub admin: S<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawSmtp {
+    pub listen: S<String>,
+    pub max_message_bytes: S<i64>,
+    pub tls_cert: S<String>,
+    pub tls_key: S<String>,
+    pub require_auth: S<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawLog {
+    pub file: S<String>,
+    pub mode: S<String>,
+    pub max_bytes: S<i64>,
+    pub heartbeat_s: S<i64>,
+    pub per_attempt: S<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawWebhook {
+    pub url: S<String>,
+    pub events: S<Vec<String>>,
+    pub secret_env: S<String>,
+}
+
+/// The keys that name one credential; an app has them inline, and `[[apps.credentials]]`
+/// entries have them alone.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawCredential {
+    pub key_file: S<String>,
+    pub key_id: S<String>,
+    pub team_id: S<String>,
+    pub certificate: S<String>,
+    pub certificate_key: S<String>,
+    pub certificate_password_env: S<String>,
+    pub certificate_password_file: S<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawApp {
+    pub name: S<String>,
+    pub smtp_domains: S<Vec<String>>,
+    pub topic: S<String>,
+    pub environment: S<String>,
+    pub endpoint: S<String>,
+    pub ca_file: S<String>,
+    pub key_file: S<String>,
+    pub key_id: S<String>,
+    pub team_id: S<String>,
+    pub certificate: S<String>,
+    pub certificate_key: S<String>,
+    pub certificate_password_env: S<String>,
+    pub certificate_password_file: S<String>,
+    pub credentials: Vec<Spanned<RawCredential>>,
+    pub max_connections: S<i64>,
+    pub delivery_response_timeout_ms: S<i64>,
+    pub idle_timeout_s: S<i64>,
+    pub max_attempts: S<i64>,
+    pub default_ttl_s: S<i64>,
+    pub suppress_dead_tokens: S<bool>,
+}
+
+impl RawApp {
+    /// The inline credential keys, as one entry.
+    pub fn inline_credential(&mut self) -> Spanned<RawCredential> {
+        let cred = RawCredential {
+            key_file: self.key_file.take(),
+            key_id: self.key_id.take(),
+            team_id: self.team_id.take(),
+            certificate: self.certificate.take(),
+            certificate_key: self.certificate_key.take(),
+            certificate_password_env: self.certificate_password_env.take(),
+            certificate_password_file: self.certificate_password_file.take(),
+        };
+        Spanned::new(0..0, cred)
+    }
+}

@@ -1,0 +1,811 @@
+//! From the raw file to [`Config`]: defaults, ranges, relative paths, credentials loaded, and
+//! every problem collected with its line instead of stopping at the first.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use apns::auth::{ClientIdentity, SigningKey};
+use apns::{Endpoint, Topic};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use toml::Spanned;
+
+use super::raw::{RawApp, RawConfig, RawCredential, S};
+use super::*;
+
+/// Validates the text of a configuration file read from `file` (relative paths resolve against
+/// its folder).
+pub fn load_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
+    let mut cx = Cx {
+        text,
+        dir: file.parent().map(Path::to_owned).unwrap_or_default(),
+        problems: Vec::new(),
+    };
+    let error = |problems| ConfigError {
+        file: file.to_owned(),
+        problems,
+    };
+    let deserializer = match toml::de::Deserializer::parse(text) {
+        Ok(d) => d,
+        Err(e) => return Err(error(vec![cx.toml_problem(&e)])),
+    };
+    let mut unknown = Vec::new();
+    let raw: RawConfig = match serde_ignored::deserialize(deserializer, |path| {
+        unknown.push(segments(&path));
+    }) {
+        Ok(raw) => raw,
+        Err(e) => return Err(error(vec![cx.toml_problem(&e)])),
+    };
+    for path in unknown {
+        let span = locate(text, &path);
+        cx.problems.push(Problem {
+            line: span.map(|s| cx.line_of(s.start)),
+            key: display_path(&path),
+            message: "unknown key".to_owned(),
+        });
+    }
+    let config = cx.config(raw, file);
+    if cx.problems.is_empty() {
+        Ok(config)
+    } else {
+        cx.problems.sort_by_key(|p| p.line.unwrap_or(0));
+        Err(error(cx.problems))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+fn segments(path: &serde_ignored::Path<'_>) -> Vec<Seg> {
+    use serde_ignored::Path as P;
+    match path {
+        P::Root => Vec::new(),
+        P::Seq { parent, index } => {
+            let mut v = segments(parent);
+            v.push(Seg::Index(*index));
+            v
+        }
+        P::Map { parent, key } => {
+            let mut v = segments(parent);
+            v.push(Seg::Key(key.clone()));
+            v
+        }
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            segments(parent)
+        }
+    }
+}
+
+fn display_path(path: &[Seg]) -> String {
+    let mut s = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) if s.is_empty() => s.push_str(k),
+            Seg::Key(k) => {
+                s.push('.');
+                s.push_str(k);
+            }
+            Seg::Index(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
+/// Finds where the key at `path` is written, through the span-keeping parse of the file.
+fn locate(text: &str, path: &[Seg]) -> Option<Range<usize>> {
+    use toml::de::{DeTable, DeValue};
+    let root = DeTable::parse(text).ok()?;
+    let mut table = root.get_ref();
+    let mut value: Option<&Spanned<DeValue<'_>>> = None;
+    let mut key_span = None;
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                let t = match value {
+                    None => table,
+                    Some(v) => match v.get_ref() {
+                        DeValue::Table(t) => t,
+                        _ => return key_span,
+                    },
+                };
+                let (key, v) = t.get_key_value(k.as_str())?;
+                key_span = Some(key.span());
+                table = t;
+                value = Some(v);
+            }
+            Seg::Index(i) => {
+                let arr = match value?.get_ref() {
+                    DeValue::Array(a) => a,
+                    _ => return key_span,
+                };
+                value = arr.iter().nth(*i);
+                key_span = value.map(Spanned::span);
+            }
+        }
+    }
+    key_span
+}
+
+struct Cx<'a> {
+    text: &'a str,
+    dir: PathBuf,
+    problems: Vec<Problem>,
+}
+
+const EVENTS: [(&str, WebhookEvent); 4] = [
+    ("failed", WebhookEvent::Failed),
+    ("token_invalidated", WebhookEvent::TokenInvalidated),
+    ("expired", WebhookEvent::Expired),
+    ("app_halted", WebhookEvent::AppHalted),
+];
+
+impl Cx<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .bytes()
+            .filter(|&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn toml_problem(&self, e: &toml::de::Error) -> Problem {
+        Problem {
+            line: e.span().map(|s| self.line_of(s.start)),
+            key: String::new(),
+            message: e.message().trim().to_owned(),
+        }
+    }
+
+    fn problem(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
+        let line = (span != (0..0)).then(|| self.line_of(span.start));
+        self.problems.push(Problem {
+            line,
+            key: key.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    fn path(&self, s: &Spanned<String>) -> PathBuf {
+        let p = Path::new(s.get_ref());
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.dir.join(p)
+        }
+    }
+
+    /// An integer in `min..=max`, or the default.
+    fn int(&mut self, v: &S<i64>, key: &str, default: i64, min: i64, max: i64) -> i64 {
+        match v {
+            None => default,
+            Some(s) if (min..=max).contains(s.get_ref()) => *s.get_ref(),
+            Some(s) => {
+                let msg = format!("{} is out of range ({min} to {max})", s.get_ref());
+                self.problem(s.span(), key, msg);
+                default
+            }
+        }
+    }
+
+    fn addr(&mut self, v: &S<String>, key: &str, default: &str) -> SocketAddr {
+        let fallback = default.parse().expect("defaults are valid addresses");
+        match v {
+            None => fallback,
+            Some(s) => s.get_ref().parse().unwrap_or_else(|_| {
+                self.problem(
+                    s.span(),
+                    key,
+                    format!("{:?} is not an address like 127.0.0.1:8080", s.get_ref()),
+                );
+                fallback
+            }),
+        }
+    }
+
+    fn existing_file(&mut self, v: &Spanned<String>, key: &str) -> PathBuf {
+        let p = self.path(v);
+        if !p.is_file() {
+            self.problem(
+                v.span(),
+                key,
+                format!("file {} does not exist", p.display()),
+            );
+        }
+        p
+    }
+
+    fn tls(&mut self, cert: &S<String>, key: &S<String>, section: &str) -> Option<TlsFiles> {
+        match (cert, key) {
+            (None, None) => None,
+            (Some(c), Some(k)) => Some(TlsFiles {
+                cert: self.existing_file(c, &format!("{section}.tls_cert")),
+                key: self.existing_file(k, &format!("{section}.tls_key")),
+            }),
+            (Some(s), None) | (None, Some(s)) => {
+                self.problem(
+                    s.span(),
+                    &format!("{section}.tls_cert"),
+                    "tls_cert and tls_key go together",
+                );
+                None
+            }
+        }
+    }
+
+    fn config(&mut self, raw: RawConfig, file: &Path) -> Config {
+        let s = raw.server;
+        let server = Server {
+            listen: self.addr(&s.listen, "server.listen", "127.0.0.1:8080"),
+            max_body_bytes: self.int(
+                &s.max_body_bytes,
+                "server.max_body_bytes",
+                16 << 20,
+                1024,
+                1 << 30,
+            ) as usize,
+            shutdown_grace: secs(self.int(
+                &s.shutdown_grace_s,
+                "server.shutdown_grace_s",
+                30,
+                0,
+                3600,
+            )),
+            tls: self.tls(&s.tls_cert, &s.tls_key, "server"),
+        };
+        let st = raw.storage;
+        let storage = Storage {
+            sqlite: st
+                .sqlite
+                .as_ref()
+                .map_or_else(|| self.dir.join("pushgate-data/spool.db"), |p| self.path(p)),
+            retention: secs(self.int(
+                &st.retention_s,
+                "storage.retention_s",
+                604_800,
+                0,
+                i64::MAX / 1000,
+            )),
+            max_pending: self.int(
+                &st.max_pending,
+                "storage.max_pending",
+                10_000_000,
+                1,
+                i64::MAX,
+            ) as u64,
+        };
+        let apps: Vec<App> = raw
+            .apps
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, a)| self.app(i, a))
+            .collect();
+        self.unique_names(&apps);
+        let app_names: HashSet<&str> = apps.iter().map(|a| a.name.as_str()).collect();
+        let mut api_keys = Vec::new();
+        let mut key_names = HashSet::new();
+        for (i, k) in raw.api_keys.into_iter().enumerate() {
+            let (span, k) = (k.span(), k.into_inner());
+            let at = |f: &str| format!("api_keys[{i}].{f}");
+            let name = match &k.name {
+                Some(n) if !n.get_ref().is_empty() => {
+                    if !key_names.insert(n.get_ref().clone()) {
+                        self.problem(
+                            n.span(),
+                            &at("name"),
+                            format!("another key is named {:?}", n.get_ref()),
+                        );
+                    }
+                    n.get_ref().clone()
+                }
+                _ => {
+                    self.problem(span.clone(), &at("name"), "required");
+                    String::new()
+                }
+            };
+            let hash = match &k.key_sha256 {
+                Some(h) => parse_sha256(h.get_ref()).unwrap_or_else(|| {
+                    self.problem(
+                        h.span(),
+                        &at("key_sha256"),
+                        "must be 64 lowercase hex characters (the SHA-256 of the key)",
+                    );
+                    [0; 32]
+                }),
+                None => {
+                    self.problem(span.clone(), &at("key_sha256"), "required");
+                    [0; 32]
+                }
+            };
+            let admin = k.admin.as_ref().is_some_and(|a| *a.get_ref());
+            let scope = match &k.apps {
+                None if admin => Scope::All,
+                None => {
+                    self.problem(
+                        span.clone(),
+                        &at("apps"),
+                        "required: a list of app names, or [\"*\"]",
+                    );
+                    Scope::Apps(Vec::new())
+                }
+                Some(list) if list.get_ref().iter().any(|a| a == "*") => Scope::All,
+                Some(list) => {
+                    for a in list.get_ref() {
+                        if !app_names.contains(a.as_str()) {
+                            self.problem(
+                                list.span(),
+                                &at("apps"),
+                                format!("no app is named {a:?}"),
+                            );
+                        }
+                    }
+                    if list.get_ref().is_empty() {
+                        self.problem(
+                            list.span(),
+                            &at("apps"),
+                            "empty; name at least one app, or \"*\"",
+                        );
+                    }
+                    Scope::Apps(list.get_ref().clone())
+                }
+            };
+            api_keys.push(ApiKey {
+                name,
+                key_sha256: hash,
+                scope,
+                admin,
+            });
+        }
+        let smtp = raw.smtp.map(|sm| {
+            let sm = sm.into_inner();
+            let tls = self.tls(&sm.tls_cert, &sm.tls_key, "smtp");
+            let require_auth = sm.require_auth.as_ref().is_some_and(|r| *r.get_ref());
+            if let (true, None, Some(r)) = (require_auth, &tls, &sm.require_auth) {
+                self.problem(
+                    r.span(),
+                    "smtp.require_auth",
+                    "AUTH is refused over plain text: set tls_cert and tls_key",
+                );
+            }
+            Smtp {
+                listen: self.addr(&sm.listen, "smtp.listen", "127.0.0.1:2525"),
+                max_message_bytes: self.int(
+                    &sm.max_message_bytes,
+                    "smtp.max_message_bytes",
+                    10 << 20,
+                    1024,
+                    1 << 30,
+                ) as usize,
+                tls,
+                require_auth,
+            }
+        });
+        let lg = raw.log;
+        let mode = match &lg.mode {
+            None => 0o644,
+            Some(m) => u32::from_str_radix(m.get_ref(), 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .unwrap_or_else(|| {
+                    self.problem(
+                        m.span(),
+                        "log.mode",
+                        format!("{:?} is not an octal file mode like \"0644\"", m.get_ref()),
+                    );
+                    0o644
+                }),
+        };
+        let log = Log {
+            file: lg.file.as_ref().map(|f| self.path(f)),
+            mode,
+            max_bytes: self.int(&lg.max_bytes, "log.max_bytes", 100 << 20, 4096, i64::MAX) as u64,
+            heartbeat: secs(self.int(&lg.heartbeat_s, "log.heartbeat_s", 60, 1, 86_400)),
+            per_attempt: lg.per_attempt.as_ref().is_some_and(|p| *p.get_ref()),
+        };
+        let webhooks = raw
+            .webhooks
+            .into_iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let (span, w) = (w.span(), w.into_inner());
+                let at = |f: &str| format!("webhooks[{i}].{f}");
+                let url = match &w.url {
+                    Some(u) if u.get_ref().starts_with("http://") || u.get_ref().starts_with("https://") => u.get_ref().clone(),
+                    Some(u) => {
+                        self.problem(u.span(), &at("url"), "must start with http:// or https://");
+                        String::new()
+                    }
+                    None => {
+                        self.problem(span, &at("url"), "required");
+                        String::new()
+                    }
+                };
+                let events = match &w.events {
+                    None => EVENTS.iter().map(|(_, e)| *e).collect(),
+                    Some(list) => list
+                        .get_ref()
+                        .iter()
+                        .filter_map(|name| {
+                            let found = EVENTS.iter().find(|(n, _)| n == name).map(|(_, e)| *e);
+                            if found.is_none() {
+                                self.problem(list.span(), &at("events"), format!("unknown event {name:?} (failed, token_invalidated, expired, app_halted)"));
+                            }
+                            found
+                        })
+                        .collect(),
+                };
+                let secret = w.secret_env.as_ref().and_then(|v| self.env_secret(v, &at("secret_env")));
+                Webhook { url, events, secret }
+            })
+            .collect();
+        Config {
+            file: file.to_owned(),
+            server,
+            storage,
+            api_keys,
+            smtp,
+            log,
+            webhooks,
+            apps,
+        }
+    }
+
+    fn env_secret(&mut self, var: &Spanned<String>, key: &str) -> Option<Secret> {
+        match std::env::var(var.get_ref()) {
+            Ok(v) if !v.is_empty() => Some(Secret(v)),
+            _ => {
+                self.problem(
+                    var.span(),
+                    key,
+                    format!("environment variable {} is not set", var.get_ref()),
+                );
+                None
+            }
+        }
+    }
+
+    fn unique_names(&mut self, apps: &[App]) {
+        let mut seen = HashSet::new();
+        for a in apps {
+            for d in std::iter::once(&a.name).chain(&a.smtp_domains) {
+                if !seen.insert(d.clone()) {
+                    self.problem(
+                        0..0,
+                        "apps",
+                        format!("{d:?} names two apps (app names and smtp_domains must be unique)"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn app(&mut self, i: usize, app: Spanned<RawApp>) -> Option<App> {
+        let (span, mut a) = (app.span(), app.into_inner());
+        let at = |f: &str| format!("apps[{i}].{f}");
+        let required = |cx: &mut Self, v: &S<String>, f: &str| -> Option<Spanned<String>> {
+            if v.is_none() {
+                cx.problem(span.clone(), &at(f), "required");
+            }
+            v.clone()
+        };
+        let name = required(self, &a.name, "name").map(Spanned::into_inner);
+        if let Some(n) = &a.name
+            && !valid_name(n.get_ref())
+        {
+            self.problem(
+                n.span(),
+                &at("name"),
+                "use lowercase letters, digits, '.', '-' and '_' (it is also an SMTP domain)",
+            );
+        }
+        let topic = required(self, &a.topic, "topic").and_then(|t| {
+            Topic::parse(t.get_ref())
+                .map_err(|e| self.problem(t.span(), &at("topic"), e.to_string()))
+                .ok()
+        });
+        let environment = required(self, &a.environment, "environment").and_then(|e| {
+            match e.get_ref().as_str() {
+                "production" => Some(Environment::Production),
+                "sandbox" => Some(Environment::Sandbox),
+                other => {
+                    self.problem(
+                        e.span(),
+                        &at("environment"),
+                        format!("{other:?} is neither \"production\" nor \"sandbox\""),
+                    );
+                    None
+                }
+            }
+        });
+        let endpoint = match (&a.endpoint, environment) {
+            (Some(e), _) => Endpoint::parse(e.get_ref())
+                .map_err(|err| self.problem(e.span(), &at("endpoint"), err.to_string()))
+                .ok(),
+            (None, Some(Environment::Sandbox)) => Some(Endpoint::sandbox()),
+            (None, _) => Some(Endpoint::production()),
+        };
+        let extra_roots = a
+            .ca_file
+            .as_ref()
+            .map_or_else(Vec::new, |f| self.roots(f, &at("ca_file")));
+        let smtp_domains = a.smtp_domains.as_ref().map_or_else(Vec::new, |d| {
+            for x in d.get_ref() {
+                if !valid_name(x) {
+                    self.problem(
+                        d.span(),
+                        &at("smtp_domains"),
+                        format!("{x:?} is not a lowercase domain"),
+                    );
+                }
+            }
+            d.get_ref().clone()
+        });
+        let mut entries = Vec::new();
+        let inline = a.inline_credential();
+        if has_any(inline.get_ref()) {
+            entries.push((inline.into_inner(), span.clone(), i.to_string()));
+        }
+        for (j, c) in std::mem::take(&mut a.credentials).into_iter().enumerate() {
+            let s = c.span();
+            entries.push((c.into_inner(), s, format!("{i}].credentials[{j}")));
+        }
+        if entries.is_empty() {
+            self.problem(
+                span.clone(),
+                &at("key_file"),
+                "no credential: give key_file, key_id and team_id, or certificate",
+            );
+        }
+        let credentials: Vec<Credential> = entries
+            .into_iter()
+            .filter_map(|(c, s, prefix)| self.credential(&c, s, &format!("apps[{prefix}]")))
+            .collect();
+        let max_connections =
+            self.int(&a.max_connections, &at("max_connections"), 4, 1, 64) as usize;
+        let timeout_ms = self.int(
+            &a.delivery_response_timeout_ms,
+            &at("delivery_response_timeout_ms"),
+            10_000,
+            100,
+            600_000,
+        );
+        let idle = self.int(&a.idle_timeout_s, &at("idle_timeout_s"), 300, 1, 86_400);
+        let max_attempts = self.int(&a.max_attempts, &at("max_attempts"), 8, 1, 100) as u32;
+        let ttl = self.int(
+            &a.default_ttl_s,
+            &at("default_ttl_s"),
+            86_400,
+            1,
+            30 * 86_400,
+        );
+        Some(App {
+            name: name?,
+            smtp_domains,
+            topic: topic?,
+            environment: environment?,
+            endpoint: endpoint?,
+            extra_roots,
+            credentials,
+            max_connections,
+            response_timeout: Duration::from_millis(timeout_ms as u64),
+            idle_timeout: secs(idle),
+            max_attempts,
+            default_ttl: secs(ttl),
+            suppress_dead_tokens: a.suppress_dead_tokens.as_ref().is_none_or(|s| *s.get_ref()),
+        })
+    }
+
+    fn roots(&mut self, f: &Spanned<String>, key: &str) -> Vec<CertificateDer<'static>> {
+        let path = self.path(f);
+        let certs: Vec<_> = match CertificateDer::pem_file_iter(&path) {
+            Ok(it) => it.filter_map(Result::ok).collect(),
+            Err(e) => {
+                self.problem(
+                    f.span(),
+                    key,
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                return Vec::new();
+            }
+        };
+        if certs.is_empty() {
+            self.problem(
+                f.span(),
+                key,
+                format!("{} holds no PEM certificate", path.display()),
+            );
+        }
+        certs
+    }
+
+    /// Loads one credential entry; exactly one kind per entry.
+    fn credential(
+        &mut self,
+        c: &RawCredential,
+        span: Range<usize>,
+        at: &str,
+    ) -> Option<Credential> {
+        let token = c.key_file.is_some() || c.key_id.is_some() || c.team_id.is_some();
+        let cert = c.certificate.is_some() || c.certificate_key.is_some();
+        match (token, cert) {
+            (true, true) => {
+                let s = c.certificate.as_ref().map_or(span, Spanned::span);
+                self.problem(s, &format!("{at}.certificate"), "exactly one credential kind per entry: key_file/key_id/team_id (token) or certificate (TLS), not both");
+                None
+            }
+            (true, false) => {
+                let missing = |v: &S<String>, f: &str, cx: &mut Self| {
+                    if v.is_none() {
+                        cx.problem(
+                            span.clone(),
+                            &format!("{at}.{f}"),
+                            "required with token auth",
+                        );
+                    }
+                };
+                missing(&c.key_file, "key_file", self);
+                missing(&c.key_id, "key_id", self);
+                missing(&c.team_id, "team_id", self);
+                let (f, id, team) = (
+                    c.key_file.as_ref()?,
+                    c.key_id.as_ref()?,
+                    c.team_id.as_ref()?,
+                );
+                let path = self.path(f);
+                match SigningKey::from_file(&path, id.get_ref(), team.get_ref()) {
+                    Ok(key) => Some(Credential::Token { key, file: path }),
+                    Err(e) => {
+                        let s = match &e {
+                            apns::auth::AuthError::InvalidKeyField {
+                                field: "key_id", ..
+                            } => id.span(),
+                            apns::auth::AuthError::InvalidKeyField { .. } => team.span(),
+                            _ => f.span(),
+                        };
+                        self.problem(s, &format!("{at}.key_file"), error_chain(&e));
+                        None
+                    }
+                }
+            }
+            (false, true) => {
+                let Some(f) = &c.certificate else {
+                    let s = c.certificate_key.as_ref().map_or(span, Spanned::span);
+                    self.problem(
+                        s,
+                        &format!("{at}.certificate"),
+                        "certificate_key needs certificate",
+                    );
+                    return None;
+                };
+                let path = self.path(f);
+                let key = format!("{at}.certificate");
+                let bytes = match std::fs::read(&path) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        self.problem(
+                            f.span(),
+                            &key,
+                            format!("cannot read {}: {e}", path.display()),
+                        );
+                        return None;
+                    }
+                };
+                let what = path.display().to_string();
+                let loaded = match &c.certificate_key {
+                    Some(k) => {
+                        let kp = self.path(k);
+                        match std::fs::read(&kp) {
+                            Ok(kb) => ClientIdentity::from_pem(&bytes, &kb, &what),
+                            Err(e) => {
+                                self.problem(
+                                    k.span(),
+                                    &format!("{at}.certificate_key"),
+                                    format!("cannot read {}: {e}", kp.display()),
+                                );
+                                return None;
+                            }
+                        }
+                    }
+                    None => {
+                        let password = self.password(c, at)?;
+                        ClientIdentity::from_pkcs12(&bytes, password.expose(), &what)
+                    }
+                };
+                match loaded {
+                    Ok(identity) => Some(Credential::Certificate {
+                        identity,
+                        file: path,
+                    }),
+                    Err(e) => {
+                        self.problem(f.span(), &key, error_chain(&e));
+                        None
+                    }
+                }
+            }
+            (false, false) => None,
+        }
+    }
+
+    /// The .p12 password: from an environment variable or a file (never the config itself);
+    /// empty when neither is given.
+    fn password(&mut self, c: &RawCredential, at: &str) -> Option<Secret> {
+        match (&c.certificate_password_env, &c.certificate_password_file) {
+            (Some(v), None) => self.env_secret(v, &format!("{at}.certificate_password_env")),
+            (None, Some(f)) => {
+                let path = self.path(f);
+                match std::fs::read_to_string(&path) {
+                    Ok(s) => Some(Secret(s.trim_end_matches(['\r', '\n']).to_owned())),
+                    Err(e) => {
+                        self.problem(
+                            f.span(),
+                            &format!("{at}.certificate_password_file"),
+                            format!("cannot read {}: {e}", path.display()),
+                        );
+                        None
+                    }
+                }
+            }
+            (Some(v), Some(_)) => {
+                self.problem(
+                    v.span(),
+                    &format!("{at}.certificate_password_env"),
+                    "give certificate_password_env or certificate_password_file, not both",
+                );
+                None
+            }
+            (None, None) => Some(Secret(String::new())),
+        }
+    }
+}
+
+fn has_any(c: &RawCredential) -> bool {
+    c.key_file.is_some()
+        || c.key_id.is_some()
+        || c.team_id.is_some()
+        || c.certificate.is_some()
+        || c.certificate_key.is_some()
+        || c.certificate_password_env.is_some()
+        || c.certificate_password_file.is_some()
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+fn parse_sha256(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in s.as_bytes().chunks_exact(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(chunk).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn secs(n: i64) -> Duration {
+    Duration::from_secs(n.max(0) as u64)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}

@@ -1,0 +1,380 @@
+//! The embedded backend: one SQLite file in WAL mode with `synchronous=FULL` (a commit survives
+//! power loss), a writer thread that owns the write connection, and a read connection used from
+//! blocking tasks.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use apns::{ApnsId, DeviceToken, Reason};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::writer::{self, Command, id_from_bytes};
+use super::{
+    Completion, DeadToken, NewRequest, NotificationRecord, Spool, SpoolError, State, SubmitError,
+    from_ms,
+};
+
+/// The schema this version writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY,
+    app TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    push_type TEXT NOT NULL,
+    priority INTEGER,
+    topic TEXT,
+    collapse_id TEXT,
+    apns_expiration INTEGER,
+    send_at INTEGER,
+    expires_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS notifications (
+    id BLOB PRIMARY KEY,
+    request_id INTEGER NOT NULL,
+    token BLOB NOT NULL,
+    state INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    due_at INTEGER,
+    status INTEGER,
+    reason TEXT,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS notifications_pending ON notifications (state, due_at) WHERE state < 3;
+CREATE INDEX IF NOT EXISTS notifications_finished ON notifications (updated_at) WHERE state >= 3;
+CREATE INDEX IF NOT EXISTS notifications_request ON notifications (request_id);
+CREATE TABLE IF NOT EXISTS dead_tokens (
+    app TEXT NOT NULL,
+    token BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    since INTEGER NOT NULL,
+    PRIMARY KEY (app, token)
+) WITHOUT ROWID;
+";
+
+/// How the spool behaves.
+#[derive(Debug, Clone)]
+pub struct SpoolOptions {
+    /// Beyond this many pending notifications, enqueue answers [`SubmitError::Full`].
+    pub max_pending: u64,
+    /// Commands that may wait for the writer; a full channel makes callers wait.
+    pub channel_capacity: usize,
+    /// `synchronous=FULL` (default): a commit survives power loss. `false` uses NORMAL, which
+    /// survives a process crash but may lose the last commits on power loss — an explicit,
+    /// documented opt-in only.
+    pub power_safe: bool,
+}
+
+impl Default for SpoolOptions {
+    fn default() -> Self {
+        SpoolOptions {
+            max_pending: 10_000_000,
+            channel_capacity: 4096,
+            power_safe: true,
+        }
+    }
+}
+
+/// The SQLite spool. Cheap to clone; the writer stops when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct SqliteSpool {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    /// To the writer thread; bounded, so a slow disk slows submitters instead of growing memory.
+    commands: mpsc::Sender<Command>,
+    /// Notifications not yet final; kept by the writer after each commit.
+    pending: Arc<AtomicU64>,
+    max_pending: u64,
+    /// The read connection. A std mutex, taken only inside blocking tasks.
+    reader: Arc<Mutex<Connection>>,
+}
+
+fn sql(what: &'static str) -> impl FnOnce(rusqlite::Error) -> SpoolError {
+    move |source| SpoolError::Sql { what, source }
+}
+
+impl SqliteSpool {
+    /// Opens (creating if needed) the spool at `path` and starts its writer thread.
+    pub fn open(path: &Path, options: SpoolOptions) -> Result<SqliteSpool, SpoolError> {
+        let open_err = |source| SpoolError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| SpoolError::Io {
+                what: format!("creating {}", dir.display()),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path).map_err(open_err)?;
+        let sync = if options.power_safe { "FULL" } else { "NORMAL" };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000;"
+        ))
+        .map_err(open_err)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(open_err)?;
+        match version {
+            0 => conn
+                .execute_batch(&format!("{SCHEMA} PRAGMA user_version = {SCHEMA_VERSION};"))
+                .map_err(open_err)?,
+            SCHEMA_VERSION => {}
+            found => {
+                return Err(SpoolError::Schema {
+                    path: path.display().to_string(),
+                    found,
+                    known: SCHEMA_VERSION,
+                });
+            }
+        }
+        let pending: u64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM notifications WHERE state < 3",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(open_err)? as u64;
+        let reader = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_err)?;
+        reader
+            .execute_batch("PRAGMA busy_timeout = 5000;")
+            .map_err(open_err)?;
+        let pending = Arc::new(AtomicU64::new(pending));
+        let (tx, rx) = mpsc::channel(options.channel_capacity.max(1));
+        let writer_pending = Arc::clone(&pending);
+        let max_pending = options.max_pending;
+        std::thread::Builder::new()
+            .name("spool-writer".into())
+            .spawn(move || writer::run(conn, rx, writer_pending, max_pending))
+            .map_err(|source| SpoolError::Io {
+                what: "spawning the spool writer thread".to_owned(),
+                source,
+            })?;
+        Ok(SqliteSpool {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                commands: tx,
+                pending,
+                max_pending,
+                reader: Arc::new(Mutex::new(reader)),
+            }),
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The configured limit of pending notifications.
+    pub fn max_pending(&self) -> u64 {
+        self.inner.max_pending
+    }
+
+    pub(crate) async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, SpoolError>>) -> Command,
+    ) -> Result<T, SpoolError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(make(tx))
+            .await
+            .map_err(|_| SpoolError::WriterGone)?;
+        rx.await.map_err(|_| SpoolError::WriterGone)?
+    }
+
+    /// Runs `f` with the read connection on a blocking thread.
+    pub(crate) async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, SpoolError> + Send + 'static,
+    ) -> Result<T, SpoolError> {
+        let reader = Arc::clone(&self.inner.reader);
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().expect("the reader lock is never poisoned");
+            f(&conn)
+        })
+        .await
+        .map_err(|_| SpoolError::WriterGone)?
+    }
+
+    /// Deletes up to `limit` finished notifications last updated before `before`.
+    pub async fn prune(&self, before: SystemTime, limit: usize) -> Result<usize, SpoolError> {
+        self.call(|reply| Command::Prune {
+            before,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    /// Counts notifications by state (every state present).
+    pub async fn counts(&self) -> Result<Vec<(State, u64)>, SpoolError> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached("SELECT state, COUNT(*) FROM notifications GROUP BY state")
+                .map_err(sql("counting notifications"))?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(sql("counting notifications"))?;
+            let mut out = Vec::new();
+            for r in rows {
+                let (s, n) = r.map_err(sql("counting notifications"))?;
+                let s = State::from_i64(s).ok_or(SpoolError::Corrupt("unknown state"))?;
+                out.push((s, n as u64));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Whether `token` is registered dead for `app`, with its reason and time.
+    pub async fn dead_token(
+        &self,
+        app: &str,
+        token: &DeviceToken,
+    ) -> Result<Option<(Reason, SystemTime)>, SpoolError> {
+        let (app, token) = (app.to_owned(), writer::token_bytes(token));
+        self.read(move |c| {
+            c.prepare_cached("SELECT reason, since FROM dead_tokens WHERE app = ?1 AND token = ?2")
+                .map_err(sql("reading a dead token"))?
+                .query_row(params![app, token], |r| {
+                    Ok((Reason::parse(&r.get::<_, String>(0)?), from_ms(r.get(1)?)))
+                })
+                .optional()
+                .map_err(sql("reading a dead token"))
+        })
+        .await
+    }
+
+    /// Waits until the writer has applied everything sent before this call.
+    pub async fn flush(&self) -> Result<(), SpoolError> {
+        self.call(|reply| Command::InFlight {
+            ids: Vec::new(),
+            reply,
+        })
+        .await
+    }
+}
+
+impl Spool for SqliteSpool {
+    async fn enqueue(&self, batch: Vec<NewRequest>) -> Result<(), SubmitError> {
+        let rows: u64 = batch.iter().map(|r| r.len() as u64).sum();
+        let pending = self.inner.pending.load(Ordering::Acquire);
+        if pending + rows > self.inner.max_pending {
+            return Err(SubmitError::Full {
+                pending,
+                limit: self.inner.max_pending,
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Enqueue { batch, reply: tx })
+            .await
+            .map_err(|_| SubmitError::Unavailable(SpoolError::WriterGone))?;
+        rx.await
+            .map_err(|_| SubmitError::Unavailable(SpoolError::WriterGone))?
+    }
+
+    async fn claim_due(&self, now: SystemTime, limit: usize) -> Result<Vec<ApnsId>, SpoolError> {
+        self.call(|reply| Command::ClaimDue { now, limit, reply })
+            .await
+    }
+
+    async fn mark_in_flight(&self, ids: Vec<ApnsId>) -> Result<(), SpoolError> {
+        self.call(|reply| Command::InFlight { ids, reply }).await
+    }
+
+    async fn complete(&self, done: Vec<Completion>) -> Result<(), SpoolError> {
+        self.call(|reply| Command::Complete { done, reply }).await
+    }
+
+    async fn register_dead_token(&self, dead: DeadToken) -> Result<(), SpoolError> {
+        self.call(|reply| Command::DeadToken { dead, reply }).await
+    }
+
+    async fn get(&self, id: ApnsId) -> Result<Option<NotificationRecord>, SpoolError> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT n.token, n.state, n.attempts, n.status, n.reason, r.created_at, \
+                 n.updated_at, r.send_at, r.expires_at, r.app FROM notifications n \
+                 JOIN requests r ON r.id = n.request_id WHERE n.id = ?1",
+            )
+            .map_err(sql("reading a notification"))?
+            .query_row(params![&id.as_uuid().as_bytes()[..]], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, Option<u16>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, Option<i64>>(7)?,
+                    r.get::<_, i64>(8)?,
+                    r.get::<_, String>(9)?,
+                ))
+            })
+            .optional()
+            .map_err(sql("reading a notification"))?
+            .map(
+                |(
+                    token,
+                    state,
+                    attempts,
+                    status,
+                    reason,
+                    created,
+                    updated,
+                    send_at,
+                    expires,
+                    app,
+                )| {
+                    Ok(NotificationRecord {
+                        id,
+                        app,
+                        token: token_from_bytes(&token)?,
+                        state: State::from_i64(state)
+                            .ok_or(SpoolError::Corrupt("unknown state"))?,
+                        attempts,
+                        status,
+                        reason: reason.as_deref().map(Reason::parse),
+                        created_at: from_ms(created),
+                        updated_at: from_ms(updated),
+                        send_at: send_at.map(from_ms),
+                        expires_at: from_ms(expires),
+                    })
+                },
+            )
+            .transpose()
+        })
+        .await
+    }
+
+    fn pending(&self) -> u64 {
+        self.inner.pending.load(Ordering::Acquire)
+    }
+}
+
+pub(crate) fn token_from_bytes(b: &[u8]) -> Result<DeviceToken, SpoolError> {
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    DeviceToken::parse(&hex).map_err(|_| SpoolError::Corrupt("stored token"))
+}
+
+pub(crate) fn decode_id(b: &[u8]) -> Result<ApnsId, SpoolError> {
+    id_from_bytes(b).map_err(|_| SpoolError::Corrupt("stored id"))
+}

@@ -1,0 +1,408 @@
+//! The one write connection, on its own OS thread, fed by a bounded channel.
+//!
+//! Group commit: the thread takes every command waiting in the channel (up to a cap), applies
+//! them in one transaction — each inside its own savepoint, so one failing command never takes
+//! part of another with it, and a request is stored whole or not at all — commits once (one
+//! fsync with `synchronous=FULL`) and only then answers each caller. While a commit runs, new
+//! commands queue up and form the next group, so the fsync cost is shared under load without
+//! any timer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use apns::ApnsId;
+use rusqlite::{Connection, Transaction, params};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, warn};
+
+use super::{Completion, DeadToken, NewRequest, SpoolError, State, SubmitError, to_ms};
+
+/// The most commands in one transaction.
+const MAX_GROUP: usize = 1024;
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, SpoolError>>;
+
+/// Work for the writer.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Enqueue {
+        batch: Vec<NewRequest>,
+        reply: oneshot::Sender<Result<(), SubmitError>>,
+    },
+    ClaimDue {
+        now: SystemTime,
+        limit: usize,
+        reply: Reply<Vec<ApnsId>>,
+    },
+    InFlight {
+        ids: Vec<ApnsId>,
+        reply: Reply<()>,
+    },
+    Complete {
+        done: Vec<Completion>,
+        reply: Reply<()>,
+    },
+    DeadToken {
+        dead: DeadToken,
+        reply: Reply<()>,
+    },
+    /// Deletes up to `limit` finished notifications last updated before `before`, and requests
+    /// left without notifications; answers how many notifications went.
+    Prune {
+        before: SystemTime,
+        limit: usize,
+        reply: Reply<usize>,
+    },
+    /// Puts every in-flight notification back in the queue (start-up recovery).
+    RequeueInFlight {
+        reply: Reply<usize>,
+    },
+}
+
+/// An answer computed inside the transaction, sent after the commit.
+enum Answer {
+    Enqueue(
+        oneshot::Sender<Result<(), SubmitError>>,
+        Result<u64, SpoolError>,
+    ),
+    Ids(Reply<Vec<ApnsId>>, Result<Vec<ApnsId>, SpoolError>),
+    Unit(Reply<()>, Result<(), SpoolError>, u64),
+    Count(Reply<usize>, Result<usize, SpoolError>),
+}
+
+/// Runs the writer until every sender is gone.
+pub(crate) fn run(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Command>,
+    pending: Arc<AtomicU64>,
+    max_pending: u64,
+) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = rx.blocking_recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(c) => group.push(c),
+                Err(_) => break,
+            }
+        }
+        let answers = apply_group(&mut conn, &mut group, &pending, max_pending);
+        deliver(answers, &pending);
+    }
+}
+
+fn apply_group(
+    conn: &mut Connection,
+    group: &mut Vec<Command>,
+    pending: &AtomicU64,
+    max_pending: u64,
+) -> Vec<Answer> {
+    let mut answers = Vec::with_capacity(group.len());
+    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(source) => {
+            error!(error = %source, "cannot begin a spool transaction");
+            for c in group.drain(..) {
+                answers.push(refuse(c, || SpoolError::Sql {
+                    what: "beginning a transaction",
+                    source: clone_err(&source),
+                }));
+            }
+            return answers;
+        }
+    };
+    let now = to_ms(SystemTime::now());
+    // Admission against max_pending counts what this group already admitted.
+    let mut admitted = 0u64;
+    for c in group.drain(..) {
+        let answer = match c {
+            Command::Enqueue { batch, reply } => {
+                let rows: u64 = batch.iter().map(|r| r.len() as u64).sum();
+                let current = pending.load(Ordering::Acquire) + admitted;
+                if current + rows > max_pending {
+                    let _ = reply.send(Err(SubmitError::Full {
+                        pending: current,
+                        limit: max_pending,
+                    }));
+                    continue;
+                }
+                let r = in_savepoint(&tx, |tx| insert_batch(tx, &batch, now)).map(|()| rows);
+                if r.is_ok() {
+                    admitted += rows;
+                }
+                Answer::Enqueue(reply, r)
+            }
+            Command::ClaimDue { now, limit, reply } => Answer::Ids(
+                reply,
+                in_savepoint(&tx, |tx| claim_due(tx, to_ms(now), limit)),
+            ),
+            Command::InFlight { ids, reply } => Answer::Unit(
+                reply,
+                in_savepoint(&tx, |tx| set_in_flight(tx, &ids, now)),
+                0,
+            ),
+            Command::Complete { done, reply } => {
+                match in_savepoint(&tx, |tx| complete(tx, &done, now)) {
+                    Ok(finished) => Answer::Unit(reply, Ok(()), finished),
+                    Err(e) => Answer::Unit(reply, Err(e), 0),
+                }
+            }
+            Command::DeadToken { dead, reply } => {
+                Answer::Unit(reply, in_savepoint(&tx, |tx| register_dead(tx, &dead)), 0)
+            }
+            Command::Prune {
+                before,
+                limit,
+                reply,
+            } => Answer::Count(
+                reply,
+                in_savepoint(&tx, |tx| prune(tx, to_ms(before), limit)),
+            ),
+            Command::RequeueInFlight { reply } => {
+                Answer::Count(reply, in_savepoint(&tx, |tx| requeue_in_flight(tx, now)))
+            }
+        };
+        answers.push(answer);
+    }
+    if let Err(source) = tx.commit() {
+        error!(error = %source, "spool commit failed; the group is refused");
+        return answers.into_iter().map(|a| fail(a, &source)).collect();
+    }
+    answers
+}
+
+/// Sends answers (after the commit) and keeps the pending count.
+fn deliver(answers: Vec<Answer>, pending: &AtomicU64) {
+    for a in answers {
+        match a {
+            Answer::Enqueue(reply, r) => {
+                if let Ok(rows) = &r {
+                    pending.fetch_add(*rows, Ordering::AcqRel);
+                }
+                let _ = reply.send(r.map(|_| ()).map_err(SubmitError::Unavailable));
+            }
+            Answer::Ids(reply, r) => {
+                let _ = reply.send(r);
+            }
+            Answer::Unit(reply, r, finished) => {
+                if finished > 0 {
+                    pending.fetch_sub(finished, Ordering::AcqRel);
+                }
+                let _ = reply.send(r);
+            }
+            Answer::Count(reply, r) => {
+                let _ = reply.send(r);
+            }
+        }
+    }
+}
+
+fn refuse(c: Command, err: impl Fn() -> SpoolError) -> Answer {
+    match c {
+        Command::Enqueue { reply, .. } => Answer::Enqueue(reply, Err(err())),
+        Command::ClaimDue { reply, .. } => Answer::Ids(reply, Err(err())),
+        Command::InFlight { reply, .. }
+        | Command::Complete { reply, .. }
+        | Command::DeadToken { reply, .. } => Answer::Unit(reply, Err(err()), 0),
+        Command::Prune { reply, .. } | Command::RequeueInFlight { reply } => {
+            Answer::Count(reply, Err(err()))
+        }
+    }
+}
+
+fn fail(a: Answer, source: &rusqlite::Error) -> Answer {
+    let err = || SpoolError::Sql {
+        what: "committing",
+        source: clone_err(source),
+    };
+    match a {
+        Answer::Enqueue(r, _) => Answer::Enqueue(r, Err(err())),
+        Answer::Ids(r, _) => Answer::Ids(r, Err(err())),
+        Answer::Unit(r, _, _) => Answer::Unit(r, Err(err()), 0),
+        Answer::Count(r, _) => Answer::Count(r, Err(err())),
+    }
+}
+
+/// rusqlite errors are not `Clone`; keep the message for every caller of a failed group.
+fn clone_err(e: &rusqlite::Error) -> rusqlite::Error {
+    match e {
+        rusqlite::Error::SqliteFailure(code, msg) => {
+            rusqlite::Error::SqliteFailure(*code, msg.clone())
+        }
+        other => rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(other.to_string()),
+        ),
+    }
+}
+
+fn in_savepoint<T>(
+    tx: &Transaction<'_>,
+    f: impl FnOnce(&Transaction<'_>) -> Result<T, rusqlite::Error>,
+) -> Result<T, SpoolError> {
+    let sql = |what, source| SpoolError::Sql { what, source };
+    tx.execute_batch("SAVEPOINT cmd")
+        .map_err(|e| sql("opening a savepoint", e))?;
+    match f(tx) {
+        Ok(v) => {
+            tx.execute_batch("RELEASE cmd")
+                .map_err(|e| sql("releasing a savepoint", e))?;
+            Ok(v)
+        }
+        Err(e) => {
+            warn!(error = %e, "spool command failed; rolled back alone");
+            tx.execute_batch("ROLLBACK TO cmd; RELEASE cmd")
+                .map_err(|e| sql("rolling back a savepoint", e))?;
+            Err(sql("applying a spool command", e))
+        }
+    }
+}
+
+pub(crate) fn token_bytes(t: &apns::DeviceToken) -> Vec<u8> {
+    let hex = t.as_str().as_bytes();
+    let nibble = |b: u8| match b {
+        b'0'..=b'9' => b - b'0',
+        _ => b - b'a' + 10,
+    };
+    hex.chunks_exact(2)
+        .map(|p| (nibble(p[0]) << 4) | nibble(p[1]))
+        .collect()
+}
+
+fn insert_batch(
+    tx: &Transaction<'_>,
+    batch: &[NewRequest],
+    now: i64,
+) -> Result<(), rusqlite::Error> {
+    let mut req = tx.prepare_cached(
+        "INSERT INTO requests (app, payload, push_type, priority, topic, collapse_id, \
+         apns_expiration, send_at, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    let mut note = tx.prepare_cached(
+        "INSERT INTO notifications (id, request_id, token, state, attempts, due_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
+    )?;
+    for r in batch {
+        let send_at = r.send_at.map(to_ms).filter(|&t| t > now);
+        req.execute(params![
+            r.app,
+            &r.payload[..],
+            r.push_type.as_str(),
+            r.priority.map(|p| p.as_u8()),
+            r.topic.as_ref().map(|t| t.as_str()),
+            r.collapse_id.as_ref().map(|c| c.as_str()),
+            r.apns_expiration.map(|e| e.as_unix() as i64),
+            send_at,
+            to_ms(r.expires_at),
+            now,
+        ])?;
+        let request_id = tx.last_insert_rowid();
+        let state = if send_at.is_some() {
+            State::Scheduled
+        } else {
+            State::Queued
+        };
+        for (id, token) in &r.notifications {
+            note.execute(params![
+                &id.as_uuid().as_bytes()[..],
+                request_id,
+                token_bytes(token),
+                state as i64,
+                send_at,
+                now,
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+fn claim_due(tx: &Transaction<'_>, now: i64, limit: usize) -> Result<Vec<ApnsId>, rusqlite::Error> {
+    let mut st = tx.prepare_cached(
+        "UPDATE notifications SET state = 1, due_at = NULL, updated_at = ?1 WHERE id IN \
+         (SELECT id FROM notifications WHERE state = 0 AND due_at <= ?1 ORDER BY due_at LIMIT ?2) \
+         RETURNING id",
+    )?;
+    let rows = st.query_map(params![now, limit as i64], |row| row.get::<_, Vec<u8>>(0))?;
+    let mut ids = Vec::new();
+    for r in rows {
+        ids.push(id_from_bytes(&r?)?);
+    }
+    Ok(ids)
+}
+
+pub(crate) fn id_from_bytes(b: &[u8]) -> Result<ApnsId, rusqlite::Error> {
+    uuid::Uuid::from_slice(b)
+        .map(ApnsId::from_uuid)
+        .map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
+        })
+}
+
+fn set_in_flight(tx: &Transaction<'_>, ids: &[ApnsId], now: i64) -> Result<(), rusqlite::Error> {
+    let mut st = tx.prepare_cached(
+        "UPDATE notifications SET state = 2, updated_at = ?2 WHERE id = ?1 AND state < 3",
+    )?;
+    for id in ids {
+        st.execute(params![&id.as_uuid().as_bytes()[..], now])?;
+    }
+    Ok(())
+}
+
+/// Applies results; returns how many pending notifications became final.
+fn complete(tx: &Transaction<'_>, done: &[Completion], now: i64) -> Result<u64, rusqlite::Error> {
+    let mut st = tx.prepare_cached(
+        "UPDATE notifications SET state = ?2, attempts = ?3, status = ?4, reason = ?5, \
+         due_at = ?6, updated_at = ?7 WHERE id = ?1 AND state < 3",
+    )?;
+    let mut finished = 0;
+    for c in done {
+        let changed = st.execute(params![
+            &c.id.as_uuid().as_bytes()[..],
+            c.state as i64,
+            c.attempts,
+            c.status,
+            c.reason.as_ref().map(|r| r.as_str()),
+            c.due_at.map(to_ms),
+            now,
+        ])?;
+        if changed > 0 && c.state.is_final() {
+            finished += 1;
+        }
+    }
+    Ok(finished)
+}
+
+fn register_dead(tx: &Transaction<'_>, d: &DeadToken) -> Result<(), rusqlite::Error> {
+    tx.prepare_cached(
+        "INSERT INTO dead_tokens (app, token, reason, since) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (app, token) DO UPDATE SET reason = excluded.reason, since = excluded.since",
+    )?
+    .execute(params![
+        d.app,
+        token_bytes(&d.token),
+        d.reason.as_str(),
+        to_ms(d.since)
+    ])?;
+    Ok(())
+}
+
+fn prune(tx: &Transaction<'_>, before: i64, limit: usize) -> Result<usize, rusqlite::Error> {
+    let gone = tx
+        .prepare_cached(
+            "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications \
+             WHERE state >= 3 AND updated_at < ?1 LIMIT ?2)",
+        )?
+        .execute(params![before, limit as i64])?;
+    tx.prepare_cached(
+        "DELETE FROM requests WHERE id IN (SELECT r.id FROM requests r WHERE r.created_at < ?1 \
+         AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.request_id = r.id) LIMIT ?2)",
+    )?
+    .execute(params![before, limit as i64])?;
+    Ok(gone)
+}
+
+fn requeue_in_flight(tx: &Transaction<'_>, now: i64) -> Result<usize, rusqlite::Error> {
+    tx.prepare_cached("UPDATE notifications SET state = 1, updated_at = ?1 WHERE state = 2")?
+        .execute(params![now])
+}
