@@ -73,7 +73,10 @@ fn segments(path: &serde_ignored::Path<'_>) -> Vec<Seg> {
         }
         P::Map { parent, key } => {
             let mut v = segments(parent);
-            v.push(Seg::Key(key.clone()));
+            // `Spanned` wraps values in a private map of its own; it is not part of the path.
+            if !key.starts_with("$__serde_spanned") {
+                v.push(Seg::Key(key.clone()));
+            }
             v
         }
         P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
@@ -124,7 +127,7 @@ fn locate(text: &str, path: &[Seg]) -> Option<Range<usize>> {
                     DeValue::Array(a) => a,
                     _ => return key_span,
                 };
-                value = arr.iter().nth(*i);
+                value = arr.get(*i);
                 key_span = value.map(Spanned::span);
             }
         }

@@ -260,6 +260,12 @@ impl SqliteSpool {
         .await
     }
 
+    /// Commits what was sent before, closes the file and stops the writer; later calls on
+    /// any clone fail with [`SpoolError::WriterGone`].
+    pub async fn close(&self) -> Result<(), SpoolError> {
+        self.call(|reply| Command::Stop { reply }).await
+    }
+
     /// Waits until the writer has applied everything sent before this call.
     pub async fn flush(&self) -> Result<(), SpoolError> {
         self.call(|reply| Command::InFlight {

@@ -58,6 +58,10 @@ pub(crate) enum Command {
     RequeueInFlight {
         reply: Reply<usize>,
     },
+    /// Commits what came before, closes the connection and ends the thread.
+    Stop {
+        reply: Reply<()>,
+    },
 }
 
 /// An answer computed inside the transaction, sent after the commit.
@@ -79,6 +83,7 @@ pub(crate) fn run(
     max_pending: u64,
 ) {
     let mut group = Vec::with_capacity(MAX_GROUP);
+    let mut stop = None;
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
         while group.len() < MAX_GROUP {
@@ -87,8 +92,32 @@ pub(crate) fn run(
                 Err(_) => break,
             }
         }
+        // A stop ends the group: what came before it is committed, what came after is refused.
+        if let Some(i) = group.iter().position(|c| matches!(c, Command::Stop { .. })) {
+            let rest: Vec<Command> = group.drain(i..).collect();
+            let mut rest = rest.into_iter();
+            if let Some(Command::Stop { reply }) = rest.next() {
+                stop = Some(reply);
+            }
+            let refused: Vec<Answer> = rest.map(|c| refuse(c, || SpoolError::WriterGone)).collect();
+            deliver(refused, &pending);
+        }
         let answers = apply_group(&mut conn, &mut group, &pending, max_pending);
         deliver(answers, &pending);
+        if stop.is_some() {
+            break;
+        }
+    }
+    rx.close();
+    while let Ok(c) = rx.try_recv() {
+        deliver(vec![refuse(c, || SpoolError::WriterGone)], &pending);
+    }
+    let closed = conn.close().map_err(|(_, source)| SpoolError::Sql {
+        what: "closing the spool",
+        source,
+    });
+    if let Some(reply) = stop {
+        let _ = reply.send(closed);
     }
 }
 
@@ -162,6 +191,7 @@ fn apply_group(
             Command::RequeueInFlight { reply } => {
                 Answer::Count(reply, in_savepoint(&tx, |tx| requeue_in_flight(tx, now)))
             }
+            Command::Stop { reply } => Answer::Unit(reply, Ok(()), 0),
         };
         answers.push(answer);
     }
@@ -204,7 +234,8 @@ fn refuse(c: Command, err: impl Fn() -> SpoolError) -> Answer {
         Command::ClaimDue { reply, .. } => Answer::Ids(reply, Err(err())),
         Command::InFlight { reply, .. }
         | Command::Complete { reply, .. }
-        | Command::DeadToken { reply, .. } => Answer::Unit(reply, Err(err()), 0),
+        | Command::DeadToken { reply, .. }
+        | Command::Stop { reply } => Answer::Unit(reply, Err(err()), 0),
         Command::Prune { reply, .. } | Command::RequeueInFlight { reply } => {
             Answer::Count(reply, Err(err()))
         }

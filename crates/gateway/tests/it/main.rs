@@ -1,1 +1,11 @@
+//! The gateway's parts against real files: TOML configurations, SQLite spools.
+#![allow(clippy::unwrap_used)]
 
+/// Configuration: defaults, relative paths, credentials, every kind of mistake with its line.
+mod config;
+/// A child process that submits until SIGKILLed; nothing acknowledged is lost.
+mod crash;
+/// Building requests for the spool.
+mod harness;
+/// The spool: whole-or-nothing batches, limits, recovery, retention, dead tokens.
+mod spool;

@@ -1,5 +1,6 @@
 //! Subcommands, one file each.
 
+mod config;
 mod mock_apns;
 
 use std::process::ExitCode;
@@ -7,6 +8,9 @@ use std::process::ExitCode;
 /// Every subcommand.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
+    /// Work with configuration files.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Run the APNs simulator (TLS + HTTP/2, Apple's checks and reasons, fault injection).
     MockApns(mock_apns::Args),
 }
@@ -14,6 +18,7 @@ pub enum Command {
 impl Command {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         match self {
+            Command::Config(c) => config::run(c),
             Command::MockApns(args) => mock_apns::run(args).await,
         }
     }

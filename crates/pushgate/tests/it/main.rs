@@ -1,6 +1,8 @@
 //! The built `pushgate` executable, driven as a user would.
 #![allow(clippy::unwrap_used)]
 
+/// `pushgate config check`: a good file, every problem with its line, exit codes.
+mod config;
 /// Spawning the binary and talking to it.
 mod harness;
 /// `pushgate mock-apns` checked with curl and h2load, clients we did not write.

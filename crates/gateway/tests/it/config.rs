@@ -1,0 +1,305 @@
+use std::path::Path;
+use std::time::Duration;
+
+use gateway::config::{Config, Credential, Environment, Scope, WebhookEvent};
+
+use crate::harness::apns_fixtures;
+
+/// A folder with the test credentials copied in, so relative paths resolve against it.
+fn folder() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for f in [
+        "AuthKey_ABC123DEFG.p8",
+        "client-legacy.p12",
+        "client.pem",
+        "client-key.pem",
+        "ca.pem",
+        "p384.p8",
+    ] {
+        std::fs::copy(apns_fixtures().join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(dir.path().join("p12-password"), "secret\n").unwrap();
+    dir
+}
+
+fn write(dir: &Path, text: &str) -> std::path::PathBuf {
+    let p = dir.join("pushgate.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const KEY_HASH: &str = "3f8a0f1c3b0d6a9e8c7b6a5f4e3d2c1b0a99887766554433221100ffeeddccbb";
+
+#[test]
+fn a_complete_file_loads_with_defaults_and_relative_paths() {
+    let dir = folder();
+    let path = write(
+        dir.path(),
+        &format!(
+            r#"
+[server]
+listen = "127.0.0.1:9090"
+
+[[api_keys]]
+name = "backend"
+key_sha256 = "{KEY_HASH}"
+apps = ["shop"]
+
+[[api_keys]]
+name = "ops"
+key_sha256 = "{KEY_HASH}"
+admin = true
+
+[[apps]]
+name = "shop"
+smtp_domains = ["shop.example.com"]
+topic = "com.example.shop"
+environment = "sandbox"
+key_file = "AuthKey_ABC123DEFG.p8"
+key_id = "ABC123DEFG"
+team_id = "TEAM123456"
+
+[[apps]]
+name = "legacy"
+topic = "com.example.demo"
+environment = "production"
+endpoint = "https://127.0.0.1:2197"
+ca_file = "ca.pem"
+certificate = "client-legacy.p12"
+certificate_password_file = "p12-password"
+max_connections = 2
+idle_timeout_s = 60
+
+[[apps.credentials]]
+certificate = "client.pem"
+certificate_key = "client-key.pem"
+
+[[webhooks]]
+url = "https://hooks.example.com/push"
+events = ["failed", "expired"]
+"#
+        ),
+    );
+    let c = Config::load(&path).unwrap();
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:9090");
+    assert_eq!(c.server.max_body_bytes, 16 * 1024 * 1024);
+    assert_eq!(c.server.shutdown_grace, Duration::from_secs(30));
+    assert_eq!(c.storage.sqlite, dir.path().join("pushgate-data/spool.db"));
+    assert_eq!(c.storage.retention, Duration::from_secs(604_800));
+    assert_eq!(c.storage.max_pending, 10_000_000);
+    assert_eq!(c.api_keys[0].scope, Scope::Apps(vec!["shop".into()]));
+    assert_eq!(c.api_keys[1].scope, Scope::All);
+    assert!(c.api_keys[1].admin);
+    assert_eq!(c.api_keys[0].key_sha256[0], 0x3f);
+    let shop = c.app("shop").unwrap();
+    assert_eq!(shop.environment, Environment::Sandbox);
+    assert_eq!(shop.endpoint, apns::Endpoint::sandbox());
+    assert!(
+        matches!(&shop.credentials[..], [Credential::Token { file, .. }] if file == &dir.path().join("AuthKey_ABC123DEFG.p8"))
+    );
+    assert_eq!((shop.max_connections, shop.max_attempts), (4, 8));
+    assert_eq!(shop.response_timeout, Duration::from_millis(10_000));
+    assert_eq!(shop.idle_timeout, Duration::from_secs(300));
+    assert_eq!(shop.default_ttl, Duration::from_secs(86_400));
+    assert!(shop.suppress_dead_tokens);
+    let legacy = c.app("legacy").unwrap();
+    assert_eq!(
+        legacy.credentials.len(),
+        2,
+        "inline credential plus one [[apps.credentials]]"
+    );
+    assert!(
+        matches!(&legacy.credentials[0], Credential::Certificate { identity, .. } if identity.info().topics[0] == "com.example.demo")
+    );
+    assert_eq!(legacy.extra_roots.len(), 1);
+    assert_eq!(
+        (legacy.max_connections, legacy.idle_timeout),
+        (2, Duration::from_secs(60))
+    );
+    assert_eq!(
+        c.webhooks[0].events,
+        vec![WebhookEvent::Failed, WebhookEvent::Expired]
+    );
+    assert!(c.smtp.is_none());
+    assert_eq!(c.log.mode, 0o644);
+}
+
+/// One file with a mistake of every kind: all are reported together, each at its line.
+#[test]
+fn every_mistake_is_reported_at_once_with_file_line_and_key() {
+    let dir = folder();
+    let text = r#"[server]
+listen = "localhost"
+max_body_bytes = 12
+colour = "blue"
+
+[storage]
+retention_s = -5
+
+[[api_keys]]
+name = "backend"
+key_sha256 = "not-a-hash"
+apps = ["nosuchapp"]
+
+[log]
+mode = "rw-r--r--"
+
+[[webhooks]]
+url = "ftp://x"
+events = ["failed", "exploded"]
+
+[[apps]]
+name = "Shop!"
+topic = "com.example.shop"
+environment = "staging"
+key_file = "AuthKey_ABC123DEFG.p8"
+key_id = "ABC123DEFG"
+team_id = "TEAM123456"
+certificate = "client-legacy.p12"
+idle_timeout_s = 0
+speed = 11
+
+[[apps]]
+name = "wrongpass"
+topic = "com.example.demo"
+environment = "production"
+certificate = "client-legacy.p12"
+certificate_password_file = "missing-file"
+
+[[apps]]
+name = "badkey"
+topic = "com.example.demo"
+environment = "production"
+key_file = "p384.p8"
+key_id = "ABC123DEFG"
+team_id = "TEAM123456"
+
+[[apps]]
+name = "nokey"
+topic = "com.example.demo"
+environment = "production"
+"#;
+    let path = write(dir.path(), text);
+    let err = Config::load(&path).unwrap_err();
+    let found: Vec<(Option<usize>, &str)> = err
+        .problems
+        .iter()
+        .map(|p| (p.line, p.key.as_str()))
+        .collect();
+    let expect: &[(usize, &str)] = &[
+        (2, "server.listen"),
+        (3, "server.max_body_bytes"),
+        (4, "server.colour"),
+        (7, "storage.retention_s"),
+        (11, "api_keys[0].key_sha256"),
+        (12, "api_keys[0].apps"),
+        (15, "log.mode"),
+        (18, "webhooks[0].url"),
+        (19, "webhooks[0].events"),
+        (22, "apps[0].name"),
+        (24, "apps[0].environment"),
+        (28, "apps[0].certificate"),
+        (29, "apps[0].idle_timeout_s"),
+        (30, "apps[0].speed"),
+        (37, "apps[1].certificate_password_file"),
+        (43, "apps[2].key_file"),
+        (47, "apps[3].key_file"),
+    ];
+    for (line, key) in expect {
+        assert!(
+            found.contains(&(Some(*line), key)),
+            "no problem for {key} at line {line}; got:\n{err}"
+        );
+    }
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!(
+            "{}:29: apps[0].idle_timeout_s: 0 is out of range (1 to 86400)",
+            path.display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("exactly one credential kind"), "{text}");
+    assert!(text.contains("unknown event \"exploded\""), "{text}");
+    assert!(
+        text.contains("p384.p8"),
+        "the bad key names its file: {text}"
+    );
+}
+
+#[test]
+fn a_wrong_p12_password_names_the_file_and_never_the_password() {
+    let dir = folder();
+    std::fs::write(dir.path().join("wrong"), "hunter2-not-it\n").unwrap();
+    let path = write(
+        dir.path(),
+        r#"
+[[apps]]
+name = "legacy"
+topic = "com.example.demo"
+environment = "production"
+certificate = "client-legacy.p12"
+certificate_password_file = "wrong"
+"#,
+    );
+    let err = Config::load(&path).unwrap_err().to_string();
+    assert!(err.contains(":6: apps[0].certificate:"), "{err}");
+    assert!(
+        err.contains("client-legacy.p12") && err.contains("wrong password"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
+fn syntax_and_type_errors_name_their_line() {
+    let dir = folder();
+    let path = write(
+        dir.path(),
+        "[server]\nlisten = \"127.0.0.1:1\"\nmax_body_bytes = = 3\n",
+    );
+    let err = Config::load(&path).unwrap_err();
+    assert_eq!(err.problems[0].line, Some(3), "{err}");
+    let path = write(
+        dir.path(),
+        "[[apps]]\nname = \"a\"\nmax_connections = \"four\"\n",
+    );
+    let err = Config::load(&path).unwrap_err();
+    assert_eq!(err.problems[0].line, Some(3), "{err}");
+    assert!(err.to_string().contains("\"four\""), "{err}");
+}
+
+#[test]
+fn duplicate_names_and_missing_files_are_refused() {
+    let dir = folder();
+    let path = write(
+        dir.path(),
+        r#"
+[server]
+tls_cert = "nope.pem"
+
+[[apps]]
+name = "a"
+smtp_domains = ["b"]
+topic = "t"
+environment = "sandbox"
+key_file = "AuthKey_ABC123DEFG.p8"
+key_id = "ABC123DEFG"
+team_id = "TEAM123456"
+
+[[apps]]
+name = "b"
+topic = "t"
+environment = "sandbox"
+key_file = "AuthKey_ABC123DEFG.p8"
+key_id = "ABC123DEFG"
+team_id = "TEAM123456"
+"#,
+    );
+    let err = Config::load(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("server.tls_cert: tls_cert and tls_key go together"),
+        "{err}"
+    );
+    assert!(err.contains("\"b\" names two apps"), "{err}");
+}

@@ -1,0 +1,32 @@
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use apns::payload::Payload;
+use apns::{ApnsId, DeviceToken, PushType};
+use gateway::spool::NewRequest;
+
+pub fn apns_fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../apns/tests/fixtures")
+}
+
+pub fn token(i: u64) -> DeviceToken {
+    DeviceToken::parse(&format!("{i:064x}")).unwrap()
+}
+
+/// A request for `app` with `n` tokens starting at `first`.
+pub fn request(app: &str, first: u64, n: u64) -> NewRequest {
+    NewRequest {
+        app: app.to_owned(),
+        payload: Payload::alert("Hello", "World").encode().unwrap(),
+        push_type: PushType::Alert,
+        priority: None,
+        topic: None,
+        collapse_id: None,
+        apns_expiration: None,
+        send_at: None,
+        expires_at: SystemTime::now() + Duration::from_secs(86_400),
+        notifications: (first..first + n)
+            .map(|i| (ApnsId::new(), token(i)))
+            .collect(),
+    }
+}

@@ -1,0 +1,273 @@
+use std::time::{Duration, SystemTime};
+
+use apns::{Priority, Reason, Topic};
+use gateway::spool::{Completion, DeadToken, Spool, SpoolOptions, SqliteSpool, State, SubmitError};
+
+use crate::harness::*;
+
+fn open(dir: &tempfile::TempDir) -> SqliteSpool {
+    SqliteSpool::open(&dir.path().join("spool.db"), SpoolOptions::default()).unwrap()
+}
+
+#[tokio::test]
+async fn an_enqueued_request_reads_back_field_by_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(&dir);
+    let mut r = request("shop", 1, 3);
+    r.priority = Some(Priority::Conserve);
+    r.topic = Some(Topic::parse("com.example.shop").unwrap());
+    let ids: Vec<_> = r.notifications.iter().map(|(id, _)| *id).collect();
+    let before = SystemTime::now() - Duration::from_secs(1);
+    spool.enqueue(vec![r.clone()]).await.unwrap();
+    assert_eq!(spool.pending(), 3);
+    for (i, id) in ids.iter().enumerate() {
+        let rec = spool.get(*id).await.unwrap().expect("stored");
+        assert_eq!(rec.app, "shop");
+        assert_eq!(rec.token, token(1 + i as u64));
+        assert_eq!(rec.state, State::Queued);
+        assert_eq!(
+            (rec.attempts, rec.status, rec.reason.clone()),
+            (0, None, None)
+        );
+        assert!(rec.created_at >= before && rec.created_at <= SystemTime::now());
+        assert_eq!(rec.send_at, None);
+        let ttl = rec
+            .expires_at
+            .duration_since(r.expires_at)
+            .unwrap_or_else(|e| e.duration());
+        assert!(
+            ttl < Duration::from_millis(2),
+            "expires_at kept to the millisecond"
+        );
+    }
+    assert_eq!(spool.get(apns::ApnsId::new()).await.unwrap(), None);
+    assert_eq!(spool.counts().await.unwrap(), vec![(State::Queued, 3)]);
+}
+
+/// Two requests in the same commit group: the one with a repeated id is refused alone and
+/// leaves nothing behind; the other is stored.
+#[tokio::test]
+async fn a_request_is_stored_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(&dir);
+    let good = request("shop", 1, 50);
+    let mut bad = request("shop", 100, 50);
+    let dup = bad.notifications[0].0;
+    bad.notifications[49].0 = dup;
+    let first_of_bad = bad.notifications[1].0;
+    let (a, b) = tokio::join!(spool.enqueue(vec![good.clone()]), spool.enqueue(vec![bad]));
+    a.unwrap();
+    assert!(matches!(b, Err(SubmitError::Unavailable(_))), "{b:?}");
+    assert_eq!(
+        spool.get(first_of_bad).await.unwrap(),
+        None,
+        "nothing of the refused batch"
+    );
+    assert_eq!(spool.get(dup).await.unwrap(), None);
+    assert!(spool.get(good.notifications[49].0).await.unwrap().is_some());
+    assert_eq!(spool.pending(), 50);
+}
+
+#[tokio::test]
+async fn beyond_max_pending_submits_are_refused_as_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SpoolOptions {
+        max_pending: 100,
+        ..SpoolOptions::default()
+    };
+    let spool = SqliteSpool::open(&dir.path().join("s.db"), options).unwrap();
+    spool.enqueue(vec![request("shop", 0, 90)]).await.unwrap();
+    let over = request("shop", 90, 11);
+    let id = over.notifications[0].0;
+    match spool.enqueue(vec![over]).await {
+        Err(SubmitError::Full { pending, limit }) => assert_eq!((pending, limit), (90, 100)),
+        other => panic!("expected Full, got {other:?}"),
+    }
+    assert_eq!(spool.get(id).await.unwrap(), None);
+    spool.enqueue(vec![request("shop", 90, 10)]).await.unwrap();
+    assert_eq!(spool.pending(), 100);
+    // Finishing notifications makes room again.
+    let page = spool.pending_page(None, 5).await.unwrap();
+    let done = page
+        .iter()
+        .map(|p| Completion {
+            id: p.id,
+            state: State::Delivered,
+            attempts: 1,
+            status: Some(200),
+            reason: None,
+            due_at: None,
+        })
+        .collect();
+    spool.complete(done).await.unwrap();
+    assert_eq!(spool.pending(), 95);
+    spool.enqueue(vec![request("shop", 200, 5)]).await.unwrap();
+}
+
+#[tokio::test]
+async fn recovery_requeues_in_flight_and_keeps_scheduled_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool.db");
+    let spool = SqliteSpool::open(&path, SpoolOptions::default()).unwrap();
+    let now = request("shop", 0, 4);
+    let mut later = request("shop", 10, 2);
+    later.send_at = Some(SystemTime::now() + Duration::from_secs(3600));
+    let in_flight: Vec<_> = now.notifications[..2].iter().map(|(id, _)| *id).collect();
+    let scheduled: Vec<_> = later.notifications.iter().map(|(id, _)| *id).collect();
+    spool.enqueue(vec![now, later]).await.unwrap();
+    spool.mark_in_flight(in_flight.clone()).await.unwrap();
+    assert_eq!(
+        spool.get(in_flight[0]).await.unwrap().unwrap().state,
+        State::InFlight
+    );
+    spool.close().await.unwrap();
+    assert!(spool.flush().await.is_err(), "a closed spool refuses work");
+
+    let spool = SqliteSpool::open(&path, SpoolOptions::default()).unwrap();
+    assert_eq!(spool.pending(), 6);
+    let report = spool.recover().await.unwrap();
+    assert_eq!((report.requeued, report.pending), (2, 6));
+    for id in &in_flight {
+        assert_eq!(spool.get(*id).await.unwrap().unwrap().state, State::Queued);
+    }
+    let page = spool.pending_page(None, 100).await.unwrap();
+    assert_eq!(page.len(), 6);
+    let sched: Vec<_> = page
+        .iter()
+        .filter(|p| p.state == State::Scheduled)
+        .collect();
+    assert_eq!(sched.len(), 2);
+    assert!(
+        sched
+            .iter()
+            .all(|p| p.due_at.is_some() && scheduled.contains(&p.id))
+    );
+    // Paging by key returns the rest after a given id.
+    let rest = spool.pending_page(Some(page[3].id), 100).await.unwrap();
+    assert_eq!(rest.len(), 2);
+    // Not due yet, then due.
+    assert!(
+        spool
+            .claim_due(SystemTime::now(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let claimed = spool
+        .claim_due(SystemTime::now() + Duration::from_secs(3601), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert_eq!(
+        spool.get(scheduled[0]).await.unwrap().unwrap().state,
+        State::Queued
+    );
+}
+
+#[tokio::test]
+async fn finished_rows_are_pruned_after_retention_and_pending_ones_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(&dir);
+    let done_req = request("shop", 0, 10);
+    let keep_req = request("shop", 100, 5);
+    let done_ids: Vec<_> = done_req.notifications.iter().map(|(id, _)| *id).collect();
+    let keep_id = keep_req.notifications[0].0;
+    spool.enqueue(vec![done_req, keep_req]).await.unwrap();
+    let completions = done_ids
+        .iter()
+        .map(|id| Completion {
+            id: *id,
+            state: State::Failed,
+            attempts: 1,
+            status: Some(400),
+            reason: Some(Reason::BadTopic),
+            due_at: None,
+        })
+        .collect();
+    spool.complete(completions).await.unwrap();
+    let failed = spool.get(done_ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        (failed.state, failed.status, failed.reason),
+        (State::Failed, Some(400), Some(Reason::BadTopic))
+    );
+    // Not yet past retention: nothing goes.
+    assert_eq!(
+        spool
+            .prune(SystemTime::now() - Duration::from_secs(60), 100)
+            .await
+            .unwrap(),
+        0
+    );
+    // Past it: finished rows go, in chunks.
+    let later = SystemTime::now() + Duration::from_secs(1);
+    assert_eq!(spool.prune(later, 4).await.unwrap(), 4);
+    assert_eq!(spool.prune(later, 100).await.unwrap(), 6);
+    assert_eq!(spool.get(done_ids[9]).await.unwrap(), None);
+    let kept = spool
+        .get(keep_id)
+        .await
+        .unwrap()
+        .expect("pending rows stay, with their request");
+    assert_eq!(kept.state, State::Queued);
+    assert_eq!(spool.counts().await.unwrap(), vec![(State::Queued, 5)]);
+}
+
+#[tokio::test]
+async fn dead_tokens_are_registered_and_refreshed() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(&dir);
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+    spool
+        .register_dead_token(DeadToken {
+            app: "shop".into(),
+            token: token(7),
+            reason: Reason::Unregistered,
+            since: t0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        spool.dead_token("shop", &token(7)).await.unwrap(),
+        Some((Reason::Unregistered, t0))
+    );
+    assert_eq!(spool.dead_token("other", &token(7)).await.unwrap(), None);
+    let t1 = t0 + Duration::from_secs(60);
+    spool
+        .register_dead_token(DeadToken {
+            app: "shop".into(),
+            token: token(7),
+            reason: Reason::ExpiredToken,
+            since: t1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        spool.dead_token("shop", &token(7)).await.unwrap(),
+        Some((Reason::ExpiredToken, t1))
+    );
+}
+
+#[tokio::test]
+async fn a_retry_keeps_the_row_pending_with_its_due_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(&dir);
+    let r = request("shop", 0, 1);
+    let id = r.notifications[0].0;
+    spool.enqueue(vec![r]).await.unwrap();
+    let due = SystemTime::now() + Duration::from_secs(30);
+    spool
+        .complete(vec![Completion {
+            id,
+            state: State::Queued,
+            attempts: 1,
+            status: Some(503),
+            reason: Some(Reason::ServiceUnavailable),
+            due_at: Some(due),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(spool.pending(), 1);
+    let page = spool.pending_page(None, 10).await.unwrap();
+    assert_eq!(page[0].attempts, 1);
+    assert!(page[0].due_at.is_some());
+}

@@ -1,0 +1,68 @@
+//! `pushgate config check FILE`: parse the file, load every credential, report every problem
+//! with file:line (the same code `serve` runs before binding anything).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use gateway::config::{Config, Credential};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ConfigCommand {
+    /// Check a configuration file and every credential it names.
+    Check {
+        /// The TOML file.
+        file: PathBuf,
+    },
+}
+
+#[allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the report is this command's output"
+)]
+pub fn run(c: ConfigCommand) -> anyhow::Result<ExitCode> {
+    let ConfigCommand::Check { file } = c;
+    match Config::load(&file) {
+        Ok(config) => {
+            println!("{}: ok", file.display());
+            println!("  spool: {}", config.storage.sqlite.display());
+            println!("  api keys: {}", config.api_keys.len());
+            for app in &config.apps {
+                println!("  app {} ({}, {})", app.name, app.topic, app.endpoint);
+                for cred in &app.credentials {
+                    match cred {
+                        Credential::Token { key, file } => println!(
+                            "    token key {} (team {}) from {}",
+                            key.key_id(),
+                            key.team_id(),
+                            file.display()
+                        ),
+                        Credential::Certificate { identity, file } => {
+                            let info = identity.info();
+                            let days = info
+                                .not_after
+                                .duration_since(SystemTime::now())
+                                .map_or(0, |d| d.as_secs() / 86_400);
+                            let until = info
+                                .not_after
+                                .duration_since(UNIX_EPOCH)
+                                .map_or(0, |d| d.as_secs());
+                            println!(
+                                "    certificate {} from {} (topics: {}; expires in {days} days, at unix {until})",
+                                info.subject,
+                                file.display(),
+                                info.topics.join(", ")
+                            );
+                        }
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
