@@ -12,14 +12,14 @@ pub enum Command {
     #[command(subcommand)]
     Config(config::ConfigCommand),
     /// Run the APNs simulator (TLS + HTTP/2, Apple's checks and reasons, fault injection).
-    MockApns(mock_apns::Args),
+    MockApns(Box<mock_apns::Args>),
 }
 
 impl Command {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         match self {
             Command::Config(c) => config::run(c),
-            Command::MockApns(args) => mock_apns::run(args).await,
+            Command::MockApns(args) => mock_apns::run(*args).await,
         }
     }
 }
