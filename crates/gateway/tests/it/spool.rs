@@ -271,3 +271,40 @@ async fn a_retry_keeps_the_row_pending_with_its_due_time() {
     assert_eq!(page[0].attempts, 1);
     assert!(page[0].due_at.is_some());
 }
+
+/// The background pruner removes finished rows once they are older than the retention.
+#[tokio::test]
+async fn the_pruner_runs_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(&dir);
+    let r = request("shop", 0, 3);
+    let ids: Vec<_> = r.notifications.iter().map(|(id, _)| *id).collect();
+    spool.enqueue(vec![r]).await.unwrap();
+    spool
+        .complete(vec![Completion {
+            id: ids[0],
+            state: State::Delivered,
+            attempts: 1,
+            status: Some(200),
+            reason: None,
+            due_at: None,
+        }])
+        .await
+        .unwrap();
+    let pruner =
+        gateway::spool::spawn_pruner(spool.clone(), Duration::ZERO, Duration::from_millis(20));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while spool.get(ids[0]).await.unwrap().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the delivered row was not pruned within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    pruner.abort();
+    assert!(
+        spool.get(ids[1]).await.unwrap().is_some(),
+        "pending rows stay"
+    );
+    assert_eq!(spool.pending(), 2);
+}
