@@ -19,7 +19,9 @@ async fn goaway_in_the_middle_of_a_burst_loses_nothing() {
         &failed[..failed.len().min(3)]
     );
     let s = sim.stats().snapshot();
-    assert!(s.goaways >= 10, "{s:?}");
+    // A connection also takes the streams that arrive while its GOAWAY is in flight, so there
+    // are fewer GOAWAYs than 2000 / 100; several must have cut through the burst.
+    assert!(s.goaways >= 5, "{s:?}");
     assert_eq!(s.accepted, 2000);
     assert_eq!(s.unique_ids, 2000);
     assert_eq!(s.duplicate_ids, 0);
