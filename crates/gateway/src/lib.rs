@@ -7,7 +7,10 @@
 //! ```
 //!
 //! What exists so far: [`config`] (the TOML file, raw → validated, every problem at once with
-//! file:line) and [`spool`] (the SQLite queue). Ingest, dispatch and outcomes follow.
+//! file:line), [`ingest`] (the API's notification documents), [`http`] (the API on axum) and
+//! [`spool`] (the SQLite queue). Dispatch and outcomes follow.
 
 pub mod config;
+pub mod http;
+pub mod ingest;
 pub mod spool;

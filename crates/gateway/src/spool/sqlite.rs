@@ -384,3 +384,171 @@ pub(crate) fn token_from_bytes(b: &[u8]) -> Result<DeviceToken, SpoolError> {
 pub(crate) fn decode_id(b: &[u8]) -> Result<ApnsId, SpoolError> {
     id_from_bytes(b).map_err(|_| SpoolError::Corrupt("stored id"))
 }
+
+/// One dead token, as the feedback endpoint lists them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedbackEntry {
+    pub token: DeviceToken,
+    pub reason: Reason,
+    pub since: SystemTime,
+}
+
+impl SqliteSpool {
+    /// Many notifications at once (unknown ids are left out), in one read.
+    pub async fn get_many(&self, ids: Vec<ApnsId>) -> Result<Vec<NotificationRecord>, SpoolError> {
+        let mut out = Vec::with_capacity(ids.len());
+        // One blocking task for the lot; `get` does the row mapping.
+        for chunk in ids.chunks(1000) {
+            for id in chunk {
+                if let Some(r) = Spool::get(self, *id).await? {
+                    out.push(r);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Dead tokens of `app` registered at or after `since`, oldest first.
+    pub async fn feedback(
+        &self,
+        app: &str,
+        since: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<FeedbackEntry>, SpoolError> {
+        let app = app.to_owned();
+        let since = super::to_ms(since);
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT token, reason, since FROM dead_tokens WHERE app = ?1 AND since >= ?2 \
+                     ORDER BY since, token LIMIT ?3",
+                )
+                .map_err(sql("listing dead tokens"))?;
+            let rows = st
+                .query_map(params![app, since, limit as i64], |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .map_err(sql("listing dead tokens"))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (token, reason, since) = row.map_err(sql("listing dead tokens"))?;
+                out.push(FeedbackEntry {
+                    token: token_from_bytes(&token)?,
+                    reason: Reason::parse(&reason),
+                    since: from_ms(since),
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Removes a dead token (the device registered again); `false` if it was not registered.
+    pub async fn clear_dead_token(
+        &self,
+        app: &str,
+        token: &DeviceToken,
+    ) -> Result<bool, SpoolError> {
+        let (app, token) = (app.to_owned(), token.clone());
+        self.call(|reply| Command::ClearDeadToken { app, token, reply })
+            .await
+    }
+
+    /// Notifications by app and state.
+    pub async fn counts_by_app(&self) -> Result<Vec<(String, State, u64)>, SpoolError> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT r.app, n.state, COUNT(*) FROM notifications n \
+                     JOIN requests r ON r.id = n.request_id GROUP BY r.app, n.state",
+                )
+                .map_err(sql("counting notifications"))?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .map_err(sql("counting notifications"))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (app, s, n) = row.map_err(sql("counting notifications"))?;
+                let s = State::from_i64(s).ok_or(SpoolError::Corrupt("unknown state"))?;
+                out.push((app, s, n as u64));
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+/// The payload and headers stored once for a request, as dispatch will send them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRequest {
+    pub app: String,
+    pub payload: bytes::Bytes,
+    pub push_type: apns::PushType,
+    pub priority: Option<apns::Priority>,
+    pub topic: Option<apns::Topic>,
+    pub collapse_id: Option<apns::CollapseId>,
+    pub apns_expiration: Option<apns::Expiration>,
+}
+
+impl SqliteSpool {
+    /// The request a notification belongs to.
+    pub async fn request_of(&self, id: ApnsId) -> Result<Option<StoredRequest>, SpoolError> {
+        self.read(move |c| {
+            let row = c
+                .prepare_cached(
+                    "SELECT r.app, r.payload, r.push_type, r.priority, r.topic, r.collapse_id, \
+                     r.apns_expiration FROM notifications n JOIN requests r ON r.id = n.request_id \
+                     WHERE n.id = ?1",
+                )
+                .map_err(sql("reading a request"))?
+                .query_row(params![&id.as_uuid().as_bytes()[..]], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<u8>>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                        r.get::<_, Option<i64>>(6)?,
+                    ))
+                })
+                .optional()
+                .map_err(sql("reading a request"))?;
+            let Some((app, payload, push_type, priority, topic, collapse_id, exp)) = row else {
+                return Ok(None);
+            };
+            let bad = |_| SpoolError::Corrupt("stored request headers");
+            Ok(Some(StoredRequest {
+                app,
+                payload: bytes::Bytes::from(payload),
+                push_type: apns::PushType::parse(&push_type).map_err(bad)?,
+                priority: priority
+                    .map(apns::Priority::from_u8)
+                    .transpose()
+                    .map_err(bad)?,
+                topic: topic
+                    .as_deref()
+                    .map(apns::Topic::parse)
+                    .transpose()
+                    .map_err(bad)?,
+                collapse_id: collapse_id
+                    .as_deref()
+                    .map(apns::CollapseId::parse)
+                    .transpose()
+                    .map_err(bad)?,
+                apns_expiration: exp.map(|e| apns::Expiration::from_unix(e.max(0) as u64)),
+            }))
+        })
+        .await
+    }
+}

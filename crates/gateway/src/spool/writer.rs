@@ -58,6 +58,12 @@ pub(crate) enum Command {
     RequeueInFlight {
         reply: Reply<usize>,
     },
+    /// Removes a dead token; answers whether it was there.
+    ClearDeadToken {
+        app: String,
+        token: apns::DeviceToken,
+        reply: Reply<bool>,
+    },
     /// Commits what came before, closes the connection and ends the thread.
     Stop {
         reply: Reply<()>,
@@ -73,6 +79,7 @@ enum Answer {
     Ids(Reply<Vec<ApnsId>>, Result<Vec<ApnsId>, SpoolError>),
     Unit(Reply<()>, Result<(), SpoolError>, u64),
     Count(Reply<usize>, Result<usize, SpoolError>),
+    Flag(Reply<bool>, Result<bool, SpoolError>),
 }
 
 /// Runs the writer until every sender is gone.
@@ -191,6 +198,14 @@ fn apply_group(
             Command::RequeueInFlight { reply } => {
                 Answer::Count(reply, in_savepoint(&tx, |tx| requeue_in_flight(tx, now)))
             }
+            Command::ClearDeadToken { app, token, reply } => Answer::Flag(
+                reply,
+                in_savepoint(&tx, |tx| {
+                    tx.prepare_cached("DELETE FROM dead_tokens WHERE app = ?1 AND token = ?2")?
+                        .execute(params![app, token_bytes(&token)])
+                        .map(|n| n > 0)
+                }),
+            ),
             Command::Stop { reply } => Answer::Unit(reply, Ok(()), 0),
         };
         answers.push(answer);
@@ -224,6 +239,9 @@ fn deliver(answers: Vec<Answer>, pending: &AtomicU64) {
             Answer::Count(reply, r) => {
                 let _ = reply.send(r);
             }
+            Answer::Flag(reply, r) => {
+                let _ = reply.send(r);
+            }
         }
     }
 }
@@ -239,6 +257,7 @@ fn refuse(c: Command, err: impl Fn() -> SpoolError) -> Answer {
         Command::Prune { reply, .. } | Command::RequeueInFlight { reply } => {
             Answer::Count(reply, Err(err()))
         }
+        Command::ClearDeadToken { reply, .. } => Answer::Flag(reply, Err(err())),
     }
 }
 
@@ -252,6 +271,7 @@ fn fail(a: Answer, source: &rusqlite::Error) -> Answer {
         Answer::Ids(r, _) => Answer::Ids(r, Err(err())),
         Answer::Unit(r, _, _) => Answer::Unit(r, Err(err()), 0),
         Answer::Count(r, _) => Answer::Count(r, Err(err())),
+        Answer::Flag(r, _) => Answer::Flag(r, Err(err())),
     }
 }
 

@@ -1,6 +1,10 @@
 //! The gateway's parts against real files: TOML configurations, SQLite spools.
 #![allow(clippy::unwrap_used)]
 
+/// The HTTP API through real HTTP: every error code, atomicity, scopes, defaults, states.
+mod api;
+/// A running API on a port-0 listener and a client for it.
+mod api_harness;
 /// Configuration: defaults, relative paths, credentials, every kind of mistake with its line.
 mod config;
 /// A child process that submits until SIGKILLed; nothing acknowledged is lost.

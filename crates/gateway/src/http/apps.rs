@@ -1,0 +1,109 @@
+//! `GET /v1/apps/{app}/feedback` and `DELETE /v1/apps/{app}/feedback/{token}`: the dead-token
+//! list that Apple's retired Feedback Service used to give.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use apns::DeviceToken;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+
+use super::auth::{Caller, authenticate};
+use super::error::{ApiError, Code};
+use super::{ApiState, spool_error};
+
+const DEFAULT_LIMIT: usize = 1000;
+const MAX_LIMIT: usize = 10_000;
+
+/// Scope first (forbidden for an app outside the key's list), then existence.
+fn check_app(state: &ApiState, caller: &Caller, app: &str) -> Result<(), ApiError> {
+    if !caller.may_use(app) {
+        return Err(ApiError::new(
+            Code::ForbiddenApp,
+            format!("this key may not use app {app:?}"),
+        ));
+    }
+    if state.config.app(app).is_none() {
+        return Err(ApiError::new(
+            Code::UnknownAppInPath,
+            format!("no app is named {app:?}"),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct FeedbackQuery {
+    since: Option<String>,
+    limit: Option<String>,
+}
+
+pub async fn feedback(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+    Query(q): Query<FeedbackQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let caller = authenticate(&state.config.api_keys, &headers)?;
+    check_app(&state, &caller, &app)?;
+    let since = match q.since.as_deref() {
+        None => 0,
+        Some(s) => s
+            .parse::<u64>()
+            .map_err(|_| ApiError::new(Code::InvalidField, "\"since\" must be UNIX seconds"))?,
+    };
+    let limit = match q.limit.as_deref() {
+        None => DEFAULT_LIMIT,
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=MAX_LIMIT).contains(l))
+            .ok_or_else(|| {
+                ApiError::new(
+                    Code::InvalidField,
+                    format!("\"limit\" must be 1 to {MAX_LIMIT}"),
+                )
+            })?,
+    };
+    let entries = state
+        .spool
+        .feedback(&app, UNIX_EPOCH + Duration::from_secs(since), limit)
+        .await
+        .map_err(|e| spool_error(&e))?;
+    let list: Vec<_> = entries
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "token": e.token.as_str(),
+                "reason": e.reason.as_str(),
+                "timestamp": e.since.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::Value::Array(list)))
+}
+
+pub async fn clear(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path((app, token)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let caller = authenticate(&state.config.api_keys, &headers)?;
+    check_app(&state, &caller, &app)?;
+    let token =
+        DeviceToken::parse(&token).map_err(|e| ApiError::new(Code::InvalidToken, e.to_string()))?;
+    let cleared = state
+        .spool
+        .clear_dead_token(&app, &token)
+        .await
+        .map_err(|e| spool_error(&e))?;
+    if cleared {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(
+            Code::NotFound,
+            "that token is not registered dead for this app",
+        ))
+    }
+}

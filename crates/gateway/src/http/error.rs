@@ -1,0 +1,117 @@
+//! Every API error becomes `{"error": {"code", "message", "index"}}` here, and only here.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// The error codes of the API contract (DESIGN §3), each with its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    Unauthorized,
+    ForbiddenApp,
+    UnknownApp,
+    UnknownAppInPath,
+    NotFound,
+    UnsupportedMediaType,
+    InvalidJson,
+    BodyTooLarge,
+    TooManyTokens,
+    PayloadTooLarge,
+    InvalidToken,
+    InvalidPushType,
+    InvalidPriority,
+    InvalidTopic,
+    CollapseIdTooLong,
+    ConflictingFields,
+    AlreadyExpired,
+    InvalidField,
+    SpoolFull,
+    SpoolUnavailable,
+    Internal,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Unauthorized => "unauthorized",
+            Code::ForbiddenApp => "forbidden_app",
+            Code::UnknownApp | Code::UnknownAppInPath => "unknown_app",
+            Code::NotFound => "not_found",
+            Code::UnsupportedMediaType => "unsupported_media_type",
+            Code::InvalidJson => "invalid_json",
+            Code::BodyTooLarge => "body_too_large",
+            Code::TooManyTokens => "too_many_tokens",
+            Code::PayloadTooLarge => "payload_too_large",
+            Code::InvalidToken => "invalid_token",
+            Code::InvalidPushType => "invalid_push_type",
+            Code::InvalidPriority => "invalid_priority",
+            Code::InvalidTopic => "invalid_topic",
+            Code::CollapseIdTooLong => "collapse_id_too_long",
+            Code::ConflictingFields => "conflicting_fields",
+            Code::AlreadyExpired => "already_expired",
+            Code::InvalidField => "invalid_field",
+            Code::SpoolFull => "spool_full",
+            Code::SpoolUnavailable => "spool_unavailable",
+            Code::Internal => "internal",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            Code::Unauthorized => StatusCode::UNAUTHORIZED,
+            Code::ForbiddenApp => StatusCode::FORBIDDEN,
+            Code::UnknownAppInPath | Code::NotFound => StatusCode::NOT_FOUND,
+            Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Code::BodyTooLarge | Code::TooManyTokens => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::SpoolFull | Code::SpoolUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// An API error: code, a message for people, and the index of the first bad notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: Code,
+    pub message: String,
+    pub index: Option<usize>,
+}
+
+impl ApiError {
+    pub fn new(code: Code, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+            index: None,
+        }
+    }
+
+    pub fn at(mut self, index: usize) -> ApiError {
+        self.index = Some(index);
+        self
+    }
+}
+
+/// How long a client should wait after a 503.
+const RETRY_AFTER_S: &str = "5";
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": {
+            "code": self.code.as_str(),
+            "message": self.message,
+            "index": self.index,
+        }});
+        let mut resp = (self.code.status(), Json(body)).into_response();
+        if self.code.status() == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_S));
+        }
+        if self.code == Code::Unauthorized {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}

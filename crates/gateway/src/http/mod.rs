@@ -1,0 +1,79 @@
+//! The HTTP API (DESIGN §3) on axum.
+//!
+//! - `error`: the one place errors become `{"error": {...}}` answers.
+//! - `auth`: API keys (SHA-256, constant time) and their scopes.
+//! - `notifications`: submit, status, lookup. `apps`: feedback. `stats`: stats, health, readiness.
+
+mod apps;
+pub mod auth;
+pub mod error;
+mod notifications;
+mod stats;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::routing::{delete, get, post};
+
+use crate::config::Config;
+use crate::spool::{NotificationRecord, SqliteSpool};
+use error::{ApiError, Code};
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct ApiState {
+    pub config: Arc<Config>,
+    pub spool: SqliteSpool,
+}
+
+/// The API's routes.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/v1/notifications", post(notifications::submit))
+        .route("/v1/notifications/lookup", post(notifications::lookup))
+        .route("/v1/notifications/{id}", get(notifications::status))
+        .route("/v1/apps/{app}/feedback", get(apps::feedback))
+        .route("/v1/apps/{app}/feedback/{token}", delete(apps::clear))
+        .route("/v1/stats", get(stats::stats))
+        .route("/healthz", get(stats::healthz))
+        .route("/readyz", get(stats::readyz))
+        .fallback(|| async { ApiError::new(Code::NotFound, "no such resource") })
+        .with_state(state)
+}
+
+/// RFC 3339 in UTC, to the millisecond.
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    let t = time::OffsetDateTime::from(t);
+    let t = t
+        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+        .unwrap_or(t);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The status document of one notification.
+pub(crate) fn document(r: &NotificationRecord) -> serde_json::Value {
+    serde_json::json!({
+        "id": r.id.to_string(),
+        "app": r.app,
+        "token": r.token.as_str(),
+        "state": r.state.as_str(),
+        "attempts": r.attempts,
+        "status_code": r.status,
+        "reason": r.reason.as_ref().map(|x| x.as_str()),
+        "created_at": rfc3339(r.created_at),
+        "updated_at": rfc3339(r.updated_at),
+        "send_at": r.send_at.map(rfc3339),
+        "expires_at": rfc3339(r.expires_at),
+    })
+}
+
+/// Maps a spool failure to the API's answer; the detail goes to the log, not the client.
+pub(crate) fn spool_error(e: &crate::spool::SpoolError) -> ApiError {
+    tracing::error!(error = %e, "spool failure");
+    ApiError::new(
+        Code::SpoolUnavailable,
+        "the spool is unavailable; try again later",
+    )
+}

@@ -1,0 +1,143 @@
+//! `POST /v1/notifications`, `GET /v1/notifications/{id}`, `POST /v1/notifications/lookup`.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use apns::ApnsId;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+
+use super::auth::authenticate;
+use super::error::{ApiError, Code};
+use super::{ApiState, document, spool_error};
+use crate::spool::{Spool, SubmitError};
+
+/// Most ids in one lookup.
+const MAX_LOOKUP: usize = 10_000;
+
+async fn json_body(
+    state: &ApiState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<bytes::Bytes, ApiError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !json {
+        return Err(ApiError::new(
+            Code::UnsupportedMediaType,
+            "send Content-Type: application/json",
+        ));
+    }
+    let limit = state.config.server.max_body_bytes;
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::new(
+                Code::BodyTooLarge,
+                format!("the body is over {limit} bytes"),
+            )
+        } else {
+            ApiError::new(Code::InvalidJson, "the body could not be read")
+        }
+    })
+}
+
+pub async fn submit(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let caller = authenticate(&state.config.api_keys, &headers)?;
+    let bytes = json_body(&state, &headers, body).await?;
+    let (requests, ids) =
+        crate::ingest::json::parse(&bytes, &caller, &state.config, SystemTime::now())?;
+    state.spool.enqueue(requests).await.map_err(|e| match e {
+        SubmitError::Full { .. } => ApiError::new(Code::SpoolFull, e.to_string()),
+        SubmitError::Unavailable(inner) => spool_error(&inner),
+    })?;
+    let ids: Vec<String> = ids.iter().map(ApnsId::to_string).collect();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "ids": ids })),
+    ))
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(Code::NotFound, "no such notification")
+}
+
+pub async fn status(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let caller = authenticate(&state.config.api_keys, &headers)?;
+    let id = ApnsId::parse(&id).map_err(|_| not_found())?;
+    let record = state.spool.get(id).await.map_err(|e| spool_error(&e))?;
+    match record {
+        Some(r) if caller.may_use(&r.app) => Ok(Json(document(&r))),
+        _ => Err(not_found()),
+    }
+}
+
+pub async fn lookup(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let caller = authenticate(&state.config.api_keys, &headers)?;
+    let bytes = json_body(&state, &headers, body).await?;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Lookup {
+        ids: Vec<String>,
+    }
+    let req: Lookup = serde_json::from_slice(&bytes).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            ApiError::new(Code::InvalidJson, format!("the body is not JSON: {e}"))
+        } else {
+            ApiError::new(
+                Code::InvalidField,
+                format!("expected {{\"ids\": [...]}}: {e}"),
+            )
+        }
+    })?;
+    if req.ids.len() > MAX_LOOKUP {
+        return Err(ApiError::new(
+            Code::InvalidField,
+            format!("at most {MAX_LOOKUP} ids per lookup"),
+        ));
+    }
+    let ids = req
+        .ids
+        .iter()
+        .map(|s| {
+            ApnsId::parse(s).map_err(|_| {
+                ApiError::new(
+                    Code::InvalidField,
+                    format!("{s:?} is not a notification id"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let records = state
+        .spool
+        .get_many(ids)
+        .await
+        .map_err(|e| spool_error(&e))?;
+    let docs: Vec<_> = records
+        .iter()
+        .filter(|r| caller.may_use(&r.app))
+        .map(document)
+        .collect();
+    Ok(Json(serde_json::json!({ "notifications": docs })))
+}

@@ -1,0 +1,86 @@
+//! `GET /v1/stats`, `GET /healthz`, `GET /readyz`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+
+use super::auth::authenticate;
+use super::error::ApiError;
+use super::{ApiState, spool_error};
+use crate::spool::{Spool, State as NState};
+
+const STATES: [NState; 6] = [
+    NState::Scheduled,
+    NState::Queued,
+    NState::InFlight,
+    NState::Delivered,
+    NState::Failed,
+    NState::Expired,
+];
+
+fn zeroes() -> BTreeMap<&'static str, serde_json::Value> {
+    STATES
+        .iter()
+        .map(|s| (s.as_str(), serde_json::Value::from(0u64)))
+        .collect()
+}
+
+pub async fn stats(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let caller = authenticate(&state.config.api_keys, &headers)?;
+    let counts = state
+        .spool
+        .counts_by_app()
+        .await
+        .map_err(|e| spool_error(&e))?;
+    let mut totals = zeroes();
+    let mut apps: BTreeMap<String, BTreeMap<&'static str, serde_json::Value>> = BTreeMap::new();
+    for app in state.config.apps.iter().filter(|a| caller.may_use(&a.name)) {
+        let mut m = zeroes();
+        // Dispatch does not run in this build; no connections are open.
+        m.insert("connections", 0u64.into());
+        m.insert("streams_in_flight", 0u64.into());
+        m.insert("healthy", true.into());
+        apps.insert(app.name.clone(), m);
+    }
+    for (app, s, n) in counts {
+        if let Some(m) = apps.get_mut(&app) {
+            m.insert(s.as_str(), n.into());
+            let t = totals.entry(s.as_str()).or_insert_with(|| 0u64.into());
+            *t = (t.as_u64().unwrap_or(0) + n).into();
+        }
+    }
+    Ok(Json(serde_json::json!({ "totals": totals, "apps": apps })))
+}
+
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Ready when the spool's writer answers within 2 s and the spool is below its limit.
+pub async fn readyz(State(state): State<Arc<ApiState>>) -> (StatusCode, Json<serde_json::Value>) {
+    let mut reasons = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(2), state.spool.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => reasons.push(format!("spool unavailable: {}", spool_error(&e).message)),
+        Err(_) => reasons.push("spool writer did not answer within 2 s".to_owned()),
+    }
+    let (pending, limit) = (state.spool.pending(), state.spool.max_pending());
+    if pending >= limit {
+        reasons.push(format!("spool full: {pending} pending, limit {limit}"));
+    }
+    if reasons.is_empty() {
+        (StatusCode::OK, Json(serde_json::json!({ "ready": true })))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "ready": false, "reasons": reasons })),
+        )
+    }
+}

@@ -1,0 +1,661 @@
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use apns::{Expiration, Priority, PushType, Reason};
+use gateway::spool::{Completion, DeadToken, Spool, State};
+use serde_json::json;
+
+use crate::api_harness::*;
+use crate::harness::token;
+
+const T1: &str = "6a3c8f0e9d1b2a4c5e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5";
+const T2: &str = "AABBCCDDEEFF00112233445566778899aabbccddeeff00112233445566778899";
+
+fn alert(extra: serde_json::Value) -> String {
+    let mut n = json!({"app": "shop", "tokens": [T1], "alert": {"title": "Hi", "body": "There"}});
+    for (k, v) in extra.as_object().unwrap() {
+        n[k] = v.clone();
+    }
+    n.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_answers_one_id_per_token_in_order_after_commit() {
+    let api = TestApi::start().await;
+    let body = json!({"notifications": [
+        {"app": "shop", "tokens": [T1, T2], "alert": "one"},
+        {"app": "shop", "tokens": [T2], "badge": 2},
+    ]})
+    .to_string();
+    let ids = api.submit(SHOP_KEY, &body).await;
+    assert_eq!(ids.len(), 3);
+    // Committed before the answer: each id is in the spool, in request and token order.
+    let tokens: Vec<String> = [T1, T2, T2].iter().map(|t| t.to_lowercase()).collect();
+    for (id, t) in ids.iter().zip(&tokens) {
+        let r = api
+            .spool
+            .get(*id)
+            .await
+            .unwrap()
+            .expect("stored before 202");
+        assert_eq!(r.token.as_str(), t);
+        assert_eq!(r.state, State::Queued);
+    }
+    let req = api.spool.request_of(ids[0]).await.unwrap().unwrap();
+    assert_eq!(&req.payload[..], br#"{"aps":{"alert":"one"}}"#);
+    assert_eq!(req.push_type, PushType::Alert);
+    assert_eq!(req.priority, Some(Priority::Immediate));
+    assert_eq!(req.topic.unwrap().as_str(), "com.example.shop");
+    assert_eq!(req.apns_expiration, None);
+}
+
+/// Every error code of the contract, with the index of the first bad notification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_code_with_its_status_and_index() {
+    let api = TestApi::start().await;
+    let long_id = "x".repeat(65);
+    let big = "x".repeat(4100);
+    let many: Vec<String> = (0..10_001).map(|i| format!("{i:064x}")).collect();
+    let second_bad = |n: serde_json::Value| {
+        json!({"notifications": [{"app": "shop", "tokens": [T1], "alert": "ok"}, n]}).to_string()
+    };
+    /// What, key, body, then the expected status, code and index.
+    type Case<'a> = (&'a str, Option<&'a str>, String, u16, &'a str, Option<u64>);
+    let cases: Vec<Case> = vec![
+        ("no key", None, alert(json!({})), 401, "unauthorized", None),
+        (
+            "wrong key",
+            Some("nope"),
+            alert(json!({})),
+            401,
+            "unauthorized",
+            None,
+        ),
+        (
+            "app outside the key",
+            Some(SHOP_KEY),
+            second_bad(json!({"app": "news", "tokens": [T1], "alert": "x"})),
+            403,
+            "forbidden_app",
+            Some(1),
+        ),
+        (
+            "unknown app, all-apps key",
+            Some(ALL_KEY),
+            second_bad(json!({"app": "nope", "tokens": [T1], "alert": "x"})),
+            400,
+            "unknown_app",
+            Some(1),
+        ),
+        (
+            "not JSON",
+            Some(SHOP_KEY),
+            "{nope".into(),
+            400,
+            "invalid_json",
+            None,
+        ),
+        (
+            "too many tokens",
+            Some(SHOP_KEY),
+            json!({"app": "shop", "tokens": many, "alert": "x"}).to_string(),
+            413,
+            "too_many_tokens",
+            None,
+        ),
+        (
+            "payload too large",
+            Some(SHOP_KEY),
+            second_bad(json!({"app": "shop", "tokens": [T1], "alert": big})),
+            400,
+            "payload_too_large",
+            Some(1),
+        ),
+        (
+            "bad token",
+            Some(SHOP_KEY),
+            second_bad(json!({"app": "shop", "tokens": [T1, "xyz"], "alert": "x"})),
+            400,
+            "invalid_token",
+            Some(1),
+        ),
+        (
+            "unknown push type",
+            Some(SHOP_KEY),
+            alert(json!({"push_type": "telepathy"})),
+            400,
+            "invalid_push_type",
+            Some(0),
+        ),
+        (
+            "no push type to infer",
+            Some(SHOP_KEY),
+            json!({"app": "shop", "tokens": [T1], "data": {"k": 1}}).to_string(),
+            400,
+            "invalid_push_type",
+            Some(0),
+        ),
+        (
+            "priority 7",
+            Some(SHOP_KEY),
+            alert(json!({"priority": 7})),
+            400,
+            "invalid_priority",
+            Some(0),
+        ),
+        (
+            "background at 10",
+            Some(SHOP_KEY),
+            json!({"app": "shop", "tokens": [T1], "aps": {"content-available": 1}, "priority": 10})
+                .to_string(),
+            400,
+            "invalid_priority",
+            Some(0),
+        ),
+        (
+            "another app's topic",
+            Some(SHOP_KEY),
+            alert(json!({"topic": "com.example.news"})),
+            400,
+            "invalid_topic",
+            Some(0),
+        ),
+        (
+            "long collapse id",
+            Some(SHOP_KEY),
+            alert(json!({"collapse_id": long_id})),
+            400,
+            "collapse_id_too_long",
+            Some(0),
+        ),
+        (
+            "expiration and ttl",
+            Some(SHOP_KEY),
+            alert(json!({"expiration": 2_000_000_000u64, "ttl": 60})),
+            400,
+            "conflicting_fields",
+            Some(0),
+        ),
+        (
+            "send_at and delay",
+            Some(SHOP_KEY),
+            alert(json!({"send_at": "2030-01-01T00:00:00Z", "delay": 5})),
+            400,
+            "conflicting_fields",
+            Some(0),
+        ),
+        (
+            "expired",
+            Some(SHOP_KEY),
+            alert(json!({"expiration": 1_000_000_000u64})),
+            400,
+            "already_expired",
+            Some(0),
+        ),
+        (
+            "unknown field",
+            Some(SHOP_KEY),
+            alert(json!({"colour": "red"})),
+            400,
+            "invalid_field",
+            Some(0),
+        ),
+        (
+            "wrong type",
+            Some(SHOP_KEY),
+            alert(json!({"badge": "three"})),
+            400,
+            "invalid_field",
+            Some(0),
+        ),
+        (
+            "aps inside data",
+            Some(SHOP_KEY),
+            alert(json!({"data": {"aps": {}}})),
+            400,
+            "invalid_field",
+            Some(0),
+        ),
+        (
+            "bad send_at",
+            Some(SHOP_KEY),
+            alert(json!({"send_at": "tomorrow"})),
+            400,
+            "invalid_field",
+            Some(0),
+        ),
+        (
+            "missing tokens",
+            Some(SHOP_KEY),
+            json!({"app": "shop", "alert": "x"}).to_string(),
+            400,
+            "invalid_field",
+            Some(0),
+        ),
+    ];
+    for (what, key, body, status, code, index) in cases {
+        let (got, _, json) = api
+            .call("POST", "/v1/notifications", key, Some(&body))
+            .await;
+        assert_eq!(got, status, "{what}: {json}");
+        assert_eq!(json["error"]["code"], code, "{what}: {json}");
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
+        assert_eq!(json["error"]["index"].as_u64(), index, "{what}: {json}");
+    }
+    let (status, _, json) = api
+        .call_typed(
+            "POST",
+            "/v1/notifications",
+            Some(SHOP_KEY),
+            Some(&alert(json!({}))),
+            "text/plain",
+        )
+        .await;
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (415, Some("unsupported_media_type"))
+    );
+    // Nothing of any refused request was stored.
+    assert_eq!(api.spool.counts().await.unwrap(), vec![]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_is_refused_whole_when_one_notification_is_bad() {
+    let api = TestApi::start().await;
+    let body = json!({"notifications": [
+        {"app": "shop", "tokens": [T1, T2], "alert": "fine"},
+        {"app": "shop", "tokens": [T1], "alert": "fine too"},
+        {"app": "shop", "tokens": [T1], "priority": 3, "alert": "bad"},
+    ]})
+    .to_string();
+    let (status, _, json) = api
+        .call("POST", "/v1/notifications", Some(SHOP_KEY), Some(&body))
+        .await;
+    assert_eq!(
+        (status, json["error"]["index"].as_u64()),
+        (400, Some(2)),
+        "{json}"
+    );
+    assert_eq!(api.spool.counts().await.unwrap(), vec![], "nothing stored");
+    assert_eq!(api.spool.pending(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_and_spool_limits_answer_413_and_503() {
+    let api = TestApi::start_with("max_body_bytes = 1024", "max_pending = 2").await;
+    let big = alert(json!({"data": {"pad": "x".repeat(2000)}}));
+    let (status, _, json) = api
+        .call("POST", "/v1/notifications", Some(SHOP_KEY), Some(&big))
+        .await;
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (413, Some("body_too_large"))
+    );
+    api.submit(SHOP_KEY, &alert(json!({"tokens": [T1, T2]})))
+        .await;
+    let (status, headers, json) = api
+        .call(
+            "POST",
+            "/v1/notifications",
+            Some(SHOP_KEY),
+            Some(&alert(json!({}))),
+        )
+        .await;
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (503, Some("spool_full")),
+        "{json}"
+    );
+    assert_eq!(headers["retry-after"], "5");
+    let (status, _, json) = api.call("GET", "/readyz", None, None).await;
+    assert_eq!(status, 503);
+    assert!(
+        json["reasons"][0].as_str().unwrap().contains("spool full"),
+        "{json}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defaults_for_push_type_priority_topic_and_expiry() {
+    let api = TestApi::start().await;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Background is inferred from content-available alone, with priority 5.
+    let ids = api
+        .submit(
+            SHOP_KEY,
+            &json!({"app": "shop", "tokens": [T1], "aps": {"content-available": 1}}).to_string(),
+        )
+        .await;
+    let r = api.spool.request_of(ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        (r.push_type, r.priority),
+        (PushType::Background, Some(Priority::Conserve))
+    );
+    // A VoIP push gets the suffix; the bare bundle id is accepted and suffixed.
+    let ids = api
+        .submit(
+            SHOP_KEY,
+            &alert(json!({"push_type": "voip", "topic": "com.example.shop"})),
+        )
+        .await;
+    let r = api.spool.request_of(ids[0]).await.unwrap().unwrap();
+    assert_eq!(r.topic.unwrap().as_str(), "com.example.shop.voip");
+    let ids = api.submit(SHOP_KEY, &alert(json!({"push_type": "liveactivity", "topic": "com.example.shop.push-type.liveactivity"}))).await;
+    assert_eq!(
+        api.spool
+            .request_of(ids[0])
+            .await
+            .unwrap()
+            .unwrap()
+            .topic
+            .unwrap()
+            .as_str(),
+        "com.example.shop.push-type.liveactivity"
+    );
+    // data goes beside aps; a raw aps is the base and alert replaces its key.
+    let ids = api.submit(SHOP_KEY, &alert(json!({"aps": {"alert": "old", "category": "C"}, "alert": "new", "data": {"order": 7}}))).await;
+    let r = api.spool.request_of(ids[0]).await.unwrap().unwrap();
+    let payload: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+    assert_eq!(
+        payload,
+        json!({"aps": {"alert": "new", "category": "C"}, "order": 7})
+    );
+    // No expiration: no header, and the gateway gives up after default_ttl_s (3600 here).
+    let ids = api.submit(SHOP_KEY, &alert(json!({}))).await;
+    let rec = api.spool.get(ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        api.spool
+            .request_of(ids[0])
+            .await
+            .unwrap()
+            .unwrap()
+            .apns_expiration,
+        None
+    );
+    let exp = rec.expires_at.duration_since(UNIX_EPOCH).unwrap().as_secs();
+    assert!((now + 3599..=now + 3602).contains(&exp), "{exp} vs {now}");
+    // ttl counts from send_at; the notification waits as scheduled.
+    let ids = api
+        .submit(
+            SHOP_KEY,
+            &alert(json!({"send_at": "2099-01-01T01:00:00+01:00", "ttl": 60})),
+        )
+        .await;
+    let rec = api.spool.get(ids[0]).await.unwrap().unwrap();
+    assert_eq!(rec.state, State::Scheduled);
+    let send_at = rec
+        .send_at
+        .unwrap()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(send_at, 4_070_908_800, "2099-01-01T00:00:00Z");
+    assert_eq!(
+        api.spool
+            .request_of(ids[0])
+            .await
+            .unwrap()
+            .unwrap()
+            .apns_expiration,
+        Some(Expiration::At(4_070_908_860))
+    );
+    // delay schedules too; expiration 0 means one attempt.
+    let ids = api
+        .submit(SHOP_KEY, &alert(json!({"delay": 600, "expiration": 0})))
+        .await;
+    let rec = api.spool.get(ids[0]).await.unwrap().unwrap();
+    assert_eq!(rec.state, State::Scheduled);
+    assert_eq!(
+        api.spool
+            .request_of(ids[0])
+            .await
+            .unwrap()
+            .unwrap()
+            .apns_expiration,
+        Some(Expiration::Immediately)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_document_follows_a_notification_through_its_states() {
+    let api = TestApi::start().await;
+    let ids = api
+        .submit(SHOP_KEY, &alert(json!({"tokens": [T1, T2]})))
+        .await;
+    let path = format!("/v1/notifications/{}", ids[0]);
+    let (status, _, doc) = api.call("GET", &path, Some(SHOP_KEY), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["id"], ids[0].to_string());
+    assert_eq!(
+        (doc["app"].as_str(), doc["token"].as_str()),
+        (Some("shop"), Some(T1))
+    );
+    assert_eq!(
+        (doc["state"].as_str(), doc["attempts"].as_u64()),
+        (Some("queued"), Some(0))
+    );
+    assert!(doc["status_code"].is_null() && doc["reason"].is_null() && doc["send_at"].is_null());
+    assert!(doc["created_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(doc.as_object().unwrap().len(), 11);
+    api.spool.mark_in_flight(vec![ids[0]]).await.unwrap();
+    let (_, _, doc) = api.call("GET", &path, Some(SHOP_KEY), None).await;
+    assert_eq!(doc["state"], "in_flight");
+    api.spool
+        .complete(vec![
+            Completion {
+                id: ids[0],
+                state: State::Delivered,
+                attempts: 1,
+                status: Some(200),
+                reason: None,
+                due_at: None,
+            },
+            Completion {
+                id: ids[1],
+                state: State::Failed,
+                attempts: 2,
+                status: Some(410),
+                reason: Some(Reason::Unregistered),
+                due_at: None,
+            },
+        ])
+        .await
+        .unwrap();
+    let (_, _, doc) = api.call("GET", &path, Some(SHOP_KEY), None).await;
+    assert_eq!(
+        (
+            doc["state"].as_str(),
+            doc["status_code"].as_u64(),
+            doc["attempts"].as_u64()
+        ),
+        (Some("delivered"), Some(200), Some(1))
+    );
+    // Lookup answers many at once; unknown ids are left out.
+    let body =
+        json!({"ids": [ids[0].to_string(), ids[1].to_string(), apns::ApnsId::new().to_string()]})
+            .to_string();
+    let (status, _, json) = api
+        .call(
+            "POST",
+            "/v1/notifications/lookup",
+            Some(SHOP_KEY),
+            Some(&body),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let docs = json["notifications"].as_array().unwrap();
+    assert_eq!(docs.len(), 2);
+    assert_eq!(
+        (docs[1]["state"].as_str(), docs[1]["reason"].as_str()),
+        (Some("failed"), Some("Unregistered"))
+    );
+    // Unknown, malformed and foreign ids are all 404.
+    for (p, key) in [
+        (
+            format!("/v1/notifications/{}", apns::ApnsId::new()),
+            SHOP_KEY,
+        ),
+        ("/v1/notifications/not-a-uuid".to_owned(), SHOP_KEY),
+    ] {
+        let (status, _, json) = api.call("GET", &p, Some(key), None).await;
+        assert_eq!(
+            (status, json["error"]["code"].as_str()),
+            (404, Some("not_found"))
+        );
+    }
+    let news = api
+        .submit(
+            ALL_KEY,
+            &json!({"app": "news", "tokens": [T1], "alert": "x"}).to_string(),
+        )
+        .await;
+    let (status, _, _) = api
+        .call(
+            "GET",
+            &format!("/v1/notifications/{}", news[0]),
+            Some(SHOP_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "another app's notification is not visible");
+    let (status, _, _) = api
+        .call(
+            "GET",
+            &format!("/v1/notifications/{}", news[0]),
+            Some(ADMIN_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feedback_lists_dead_tokens_and_delete_clears_them() {
+    let api = TestApi::start().await;
+    for (i, secs) in [
+        (1u64, 1_700_000_300u64),
+        (2, 1_700_000_100),
+        (3, 1_700_000_200),
+    ] {
+        api.spool
+            .register_dead_token(DeadToken {
+                app: "shop".into(),
+                token: token(i),
+                reason: Reason::Unregistered,
+                since: UNIX_EPOCH + Duration::from_secs(secs),
+            })
+            .await
+            .unwrap();
+    }
+    let (status, _, json) = api
+        .call("GET", "/v1/apps/shop/feedback", Some(SHOP_KEY), None)
+        .await;
+    assert_eq!(status, 200);
+    let ts: Vec<u64> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["timestamp"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ts,
+        [1_700_000_100, 1_700_000_200, 1_700_000_300],
+        "ascending by time"
+    );
+    assert_eq!(json[0]["token"], token(2).as_str());
+    assert_eq!(json[0]["reason"], "Unregistered");
+    let (_, _, json) = api
+        .call(
+            "GET",
+            "/v1/apps/shop/feedback?since=1700000150&limit=1",
+            Some(SHOP_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(json.as_array().unwrap().len(), 1);
+    assert_eq!(json[0]["timestamp"], 1_700_000_200);
+    let (status, _, json) = api
+        .call(
+            "GET",
+            "/v1/apps/shop/feedback?limit=20000",
+            Some(SHOP_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (400, Some("invalid_field"))
+    );
+    let del = format!("/v1/apps/shop/feedback/{}", token(2).as_str());
+    let (status, _, _) = api.call("DELETE", &del, Some(SHOP_KEY), None).await;
+    assert_eq!(status, 204);
+    let (status, _, json) = api.call("DELETE", &del, Some(SHOP_KEY), None).await;
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    assert_eq!(api.spool.dead_token("shop", &token(2)).await.unwrap(), None);
+    // Scope and existence in the path.
+    let (status, _, json) = api
+        .call("GET", "/v1/apps/news/feedback", Some(SHOP_KEY), None)
+        .await;
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (403, Some("forbidden_app"))
+    );
+    let (status, _, json) = api
+        .call("GET", "/v1/apps/nope/feedback", Some(ALL_KEY), None)
+        .await;
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (404, Some("unknown_app"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_health_and_readiness() {
+    let api = TestApi::start().await;
+    api.submit(SHOP_KEY, &alert(json!({"tokens": [T1, T2]})))
+        .await;
+    api.submit(
+        ALL_KEY,
+        &json!({"app": "news", "tokens": [T1], "alert": "x"}).to_string(),
+    )
+    .await;
+    let (status, _, json) = api.call("GET", "/v1/stats", Some(SHOP_KEY), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        json["totals"]["queued"], 2,
+        "limited to the key's apps: {json}"
+    );
+    assert_eq!(json["totals"]["delivered"], 0);
+    assert!(json["apps"].get("news").is_none());
+    assert_eq!(json["apps"]["shop"]["queued"], 2);
+    assert_eq!(json["apps"]["shop"]["healthy"], true);
+    let (_, _, json) = api.call("GET", "/v1/stats", Some(ADMIN_KEY), None).await;
+    assert_eq!(
+        (
+            json["totals"]["queued"].as_u64(),
+            json["apps"]["news"]["queued"].as_u64()
+        ),
+        (Some(3), Some(1))
+    );
+    let (status, _, _) = api.call("GET", "/v1/stats", None, None).await;
+    assert_eq!(status, 401);
+    let (status, _, json) = api.call("GET", "/healthz", None, None).await;
+    assert_eq!((status, json["status"].as_str()), (200, Some("ok")));
+    let (status, _, json) = api.call("GET", "/readyz", None, None).await;
+    assert_eq!((status, json["ready"].as_bool()), (200, Some(true)));
+    let (status, _, json) = api.call("GET", "/v2/nothing", None, None).await;
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+}

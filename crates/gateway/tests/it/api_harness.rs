@@ -1,0 +1,181 @@
+//! A running API on a port-0 listener, with a real spool file, and an HTTP client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use gateway::config::Config;
+use gateway::http::{ApiState, auth::key_sha256_hex, router};
+use gateway::spool::{SpoolOptions, SqliteSpool};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::harness::apns_fixtures;
+
+pub const SHOP_KEY: &str = "shop-key-0123456789";
+pub const ALL_KEY: &str = "all-apps-key-0123456789";
+pub const ADMIN_KEY: &str = "admin-key-0123456789";
+
+pub struct TestApi {
+    pub addr: SocketAddr,
+    pub spool: SqliteSpool,
+    _dir: tempfile::TempDir,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestApi {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// The test configuration; `extra` is appended to `[storage]`/`[server]` through `sections`.
+pub fn config_text(server_extra: &str, storage_extra: &str) -> String {
+    format!(
+        r#"
+[server]
+{server_extra}
+
+[storage]
+sqlite = "spool.db"
+{storage_extra}
+
+[[api_keys]]
+name = "shop"
+key_sha256 = "{shop}"
+apps = ["shop"]
+
+[[api_keys]]
+name = "all"
+key_sha256 = "{all}"
+apps = ["*"]
+
+[[api_keys]]
+name = "admin"
+key_sha256 = "{admin}"
+admin = true
+
+[[apps]]
+name = "shop"
+topic = "com.example.shop"
+environment = "sandbox"
+key_file = "AuthKey_ABC123DEFG.p8"
+key_id = "ABC123DEFG"
+team_id = "TEAM123456"
+default_ttl_s = 3600
+
+[[apps]]
+name = "news"
+topic = "com.example.news"
+environment = "sandbox"
+key_file = "AuthKey_ABC123DEFG.p8"
+key_id = "ABC123DEFG"
+team_id = "TEAM123456"
+"#,
+        shop = key_sha256_hex(SHOP_KEY),
+        all = key_sha256_hex(ALL_KEY),
+        admin = key_sha256_hex(ADMIN_KEY),
+    )
+}
+
+impl TestApi {
+    pub async fn start() -> TestApi {
+        TestApi::start_with("", "").await
+    }
+
+    pub async fn start_with(server_extra: &str, storage_extra: &str) -> TestApi {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            apns_fixtures().join("AuthKey_ABC123DEFG.p8"),
+            dir.path().join("AuthKey_ABC123DEFG.p8"),
+        )
+        .unwrap();
+        let file = dir.path().join("pushgate.toml");
+        std::fs::write(&file, config_text(server_extra, storage_extra)).unwrap();
+        let config = Arc::new(Config::load(&file).unwrap());
+        let spool = SqliteSpool::open(
+            &config.storage.sqlite,
+            SpoolOptions {
+                max_pending: config.storage.max_pending,
+                ..SpoolOptions::default()
+            },
+        )
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(Arc::new(ApiState {
+            config: Arc::clone(&config),
+            spool: spool.clone(),
+        }));
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        TestApi {
+            addr,
+            spool,
+            _dir: dir,
+            server,
+        }
+    }
+
+    /// Sends a request; returns status, headers and the body parsed as JSON (Null if empty).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, http::HeaderMap, serde_json::Value) {
+        self.call_typed(method, path, key, body, "application/json")
+            .await
+    }
+
+    pub async fn call_typed(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&str>,
+        content_type: &str,
+    ) -> (u16, http::HeaderMap, serde_json::Value) {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr))
+            .header("content-type", content_type);
+        if let Some(k) = key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        let req = req
+            .body(Full::new(bytes::Bytes::from(
+                body.unwrap_or_default().to_owned(),
+            )))
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let json = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+            })
+        };
+        (status, headers, json)
+    }
+
+    /// Submits one notification document and returns its ids (asserting 202).
+    pub async fn submit(&self, key: &str, body: &str) -> Vec<apns::ApnsId> {
+        let (status, _, json) = self
+            .call("POST", "/v1/notifications", Some(key), Some(body))
+            .await;
+        assert_eq!(status, 202, "{json}");
+        json["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| apns::ApnsId::parse(v.as_str().unwrap()).unwrap())
+            .collect()
+    }
+}
