@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use gateway::config::Config;
-use gateway::http::{ApiState, auth::key_sha256_hex, router};
+use gateway::http::auth::key_sha256_hex;
 use gateway::spool::{SpoolOptions, SqliteSpool};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -20,7 +20,7 @@ pub struct TestApi {
     pub addr: SocketAddr,
     pub spool: SqliteSpool,
     _dir: tempfile::TempDir,
-    server: tokio::task::JoinHandle<()>,
+    server: tokio::task::JoinHandle<Result<(), gateway::server::ServeError>>,
 }
 
 impl Drop for TestApi {
@@ -103,13 +103,12 @@ impl TestApi {
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = router(Arc::new(ApiState {
-            config: Arc::clone(&config),
-            spool: spool.clone(),
-        }));
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
+        let server = tokio::spawn(gateway::server::run(
+            listener,
+            Arc::clone(&config),
+            spool.clone(),
+            std::future::pending(),
+        ));
         TestApi {
             addr,
             spool,

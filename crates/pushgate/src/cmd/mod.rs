@@ -2,6 +2,7 @@
 
 mod config;
 mod mock_apns;
+mod send;
 
 use std::process::ExitCode;
 
@@ -11,6 +12,8 @@ pub enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Submit notifications to a running gateway (API key from PUSHGATE_API_KEY or --api-key-file).
+    Send(Box<send::Args>),
     /// Run the APNs simulator (TLS + HTTP/2, Apple's checks and reasons, fault injection).
     MockApns(Box<mock_apns::Args>),
 }
@@ -20,6 +23,7 @@ impl Command {
         match self {
             Command::Config(c) => config::run(c),
             Command::MockApns(args) => mock_apns::run(*args).await,
+            Command::Send(args) => send::run(*args).await,
         }
     }
 }

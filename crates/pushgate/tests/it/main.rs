@@ -7,3 +7,5 @@ mod config;
 mod harness;
 /// `pushgate mock-apns` checked with curl and h2load, clients we did not write.
 mod mock_apns;
+/// `pushgate send` against a running API: tokens files, --wait, --output json, exit codes.
+mod send;
