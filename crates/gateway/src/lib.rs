@@ -11,7 +11,9 @@
 //! [`spool`] (the SQLite queue). Dispatch and outcomes follow.
 
 pub mod config;
+pub mod dispatch;
 pub mod http;
 pub mod ingest;
+pub mod outcomes;
 pub mod server;
 pub mod spool;

@@ -1,37 +1,145 @@
 //! Wiring the stages together and running them until shutdown.
 //!
-//! Today that is the HTTP API over the spool; dispatch joins it in the next stage. `run` takes a
-//! bound listener and a shutdown future, so the binary binds and passes the signal while tests
-//! pass a port-0 listener and a trigger of their own.
+//! [`Gateway::start`] opens the spool, recovers it and starts dispatch; [`Gateway::serve`] runs
+//! the API on a bound listener until a shutdown future resolves, then shuts down in order: stop
+//! intake (requests in progress commit and answer), let streams in flight finish within the
+//! grace period, record their outcomes, close the spool. The binary binds and passes the
+//! signal; tests pass a port-0 listener and a trigger of their own.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tracing::info;
 
 use crate::config::Config;
+use crate::dispatch::{DispatchOptions, Dispatcher};
 use crate::http::{ApiState, router};
-use crate::spool::SqliteSpool;
+use crate::spool::{SpoolError, SpoolOptions, SqliteSpool, spawn_pruner};
 
-/// Why the service stopped with an error.
+/// How often finished notifications past their retention are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Why the service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
     #[error("serving HTTP")]
     Http(#[source] std::io::Error),
+    #[error("the spool")]
+    Spool(#[source] SpoolError),
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then finishes the requests in
-/// progress (their submits are committed before they answer).
+/// A started gateway: spool, dispatch, and the API's state.
+#[derive(Debug)]
+pub struct Gateway {
+    pub state: Arc<ApiState>,
+    pub dispatch: Arc<Dispatcher>,
+    pruner: JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Opens the spool, recovers it and starts dispatching.
+    pub async fn start(config: Config, options: DispatchOptions) -> Result<Gateway, ServeError> {
+        let spool = SqliteSpool::open(
+            &config.storage.sqlite,
+            SpoolOptions {
+                max_pending: config.storage.max_pending,
+                ..SpoolOptions::default()
+            },
+        )
+        .map_err(ServeError::Spool)?;
+        let dispatch = Dispatcher::start(&config, spool.clone(), options)
+            .await
+            .map_err(ServeError::Spool)?;
+        let pruner = spawn_pruner(spool.clone(), config.storage.retention, PRUNE_EVERY);
+        let state = Arc::new(ApiState::new(
+            Arc::new(config),
+            spool,
+            Some(Arc::clone(&dispatch)),
+        ));
+        Ok(Gateway {
+            state,
+            dispatch,
+            pruner,
+        })
+    }
+
+    /// A handle that applies reloaded configurations while the gateway serves.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            state: Arc::clone(&self.state),
+            dispatch: Arc::clone(&self.dispatch),
+        }
+    }
+
+    /// Serves the API until `shutdown`, then stops in order within the grace period.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let served = run(listener, Arc::clone(&self.state), shutdown).await;
+        let grace = self.state.config().server.shutdown_grace;
+        info!(?grace, "intake stopped; finishing streams in flight");
+        self.dispatch.shutdown(grace).await;
+        self.pruner.abort();
+        self.state.spool.close().await.map_err(ServeError::Spool)?;
+        info!("spool closed; stopped");
+        served
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` resolves; requests in progress finish (their
+/// submits commit before they answer).
 pub async fn run(
     listener: TcpListener,
-    config: Arc<Config>,
-    spool: SqliteSpool,
+    state: Arc<ApiState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let app = router(Arc::new(ApiState { config, spool }));
-    axum::serve(listener, app)
+    axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(ServeError::Http)
+}
+
+/// Applies reloaded configurations (SIGHUP).
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    state: Arc<ApiState>,
+    dispatch: Arc<Dispatcher>,
+}
+
+impl Reloader {
+    /// Applies `config`: API keys and apps (new connections use the new settings; connections
+    /// in use finish their streams). Changes that need a restart are logged.
+    pub fn reload(&self, config: Config) {
+        let old = self.state.config();
+        for (what, changed) in [
+            (
+                "[server]",
+                format!("{:?}", old.server) != format!("{:?}", config.server),
+            ),
+            (
+                "[storage]",
+                format!("{:?}", old.storage) != format!("{:?}", config.storage),
+            ),
+            (
+                "[smtp] listen",
+                old.smtp.as_ref().map(|s| s.listen) != config.smtp.as_ref().map(|s| s.listen),
+            ),
+        ] {
+            if changed {
+                tracing::warn!(
+                    section = what,
+                    "changed in the configuration; takes effect after a restart"
+                );
+            }
+        }
+        self.dispatch.reload(&config);
+        self.state.set_config(Arc::new(config));
+        info!("configuration reloaded");
+    }
 }

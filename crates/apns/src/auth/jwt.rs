@@ -151,7 +151,7 @@ impl fmt::Debug for ProviderToken {
 /// Shared by every connection of every pool that uses the key.
 #[derive(Debug)]
 pub struct TokenSigner {
-    key: SigningKey,
+    key: Arc<SigningKey>,
     clock: Arc<dyn Clock>,
     /// The token in use. A std mutex: held only to compare times and clone an `Arc` (signing
     /// happens under it too, about 30 µs every 50 minutes), never across an await.
@@ -159,9 +159,9 @@ pub struct TokenSigner {
 }
 
 impl TokenSigner {
-    pub fn new(key: SigningKey, clock: Arc<dyn Clock>) -> TokenSigner {
+    pub fn new(key: impl Into<Arc<SigningKey>>, clock: Arc<dyn Clock>) -> TokenSigner {
         TokenSigner {
-            key,
+            key: key.into(),
             clock,
             current: Mutex::new(None),
         }

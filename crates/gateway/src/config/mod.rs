@@ -150,7 +150,7 @@ pub struct App {
 #[derive(Debug)]
 pub enum Credential {
     Token {
-        key: SigningKey,
+        key: std::sync::Arc<SigningKey>,
         file: PathBuf,
     },
     Certificate {

@@ -661,7 +661,10 @@ impl Cx<'_> {
                 );
                 let path = self.path(f);
                 match SigningKey::from_file(&path, id.get_ref(), team.get_ref()) {
-                    Ok(key) => Some(Credential::Token { key, file: path }),
+                    Ok(key) => Some(Credential::Token {
+                        key: std::sync::Arc::new(key),
+                        file: path,
+                    }),
                     Err(e) => {
                         let s = match &e {
                             apns::auth::AuthError::InvalidKeyField {

@@ -24,7 +24,7 @@ fn check_app(state: &ApiState, caller: &Caller, app: &str) -> Result<(), ApiErro
             format!("this key may not use app {app:?}"),
         ));
     }
-    if state.config.app(app).is_none() {
+    if state.config().app(app).is_none() {
         return Err(ApiError::new(
             Code::UnknownAppInPath,
             format!("no app is named {app:?}"),
@@ -45,7 +45,7 @@ pub async fn feedback(
     Path(app): Path<String>,
     Query(q): Query<FeedbackQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let caller = authenticate(&state.config.api_keys, &headers)?;
+    let caller = authenticate(&state.config().api_keys, &headers)?;
     check_app(&state, &caller, &app)?;
     let since = match q.since.as_deref() {
         None => 0,
@@ -89,7 +89,7 @@ pub async fn clear(
     headers: HeaderMap,
     Path((app, token)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let caller = authenticate(&state.config.api_keys, &headers)?;
+    let caller = authenticate(&state.config().api_keys, &headers)?;
     check_app(&state, &caller, &app)?;
     let token =
         DeviceToken::parse(&token).map_err(|e| ApiError::new(Code::InvalidToken, e.to_string()))?;
@@ -99,6 +99,9 @@ pub async fn clear(
         .await
         .map_err(|e| spool_error(&e))?;
     if cleared {
+        if let Some(d) = &state.dispatch {
+            d.dead_tokens().remove(&app, &token);
+        }
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::new(

@@ -17,14 +17,42 @@ use axum::Router;
 use axum::routing::{delete, get, post};
 
 use crate::config::Config;
+use crate::dispatch::Dispatcher;
 use crate::spool::{NotificationRecord, SqliteSpool};
 use error::{ApiError, Code};
 
 /// What every handler shares.
 #[derive(Debug)]
 pub struct ApiState {
-    pub config: Arc<Config>,
+    /// The configuration in force; replaced on reload. A std lock held to clone the `Arc`.
+    config: std::sync::RwLock<Arc<Config>>,
     pub spool: SqliteSpool,
+    /// `None` when the API runs without dispatch (tests of the API alone).
+    pub dispatch: Option<Arc<Dispatcher>>,
+}
+
+impl ApiState {
+    pub fn new(
+        config: Arc<Config>,
+        spool: SqliteSpool,
+        dispatch: Option<Arc<Dispatcher>>,
+    ) -> ApiState {
+        ApiState {
+            config: std::sync::RwLock::new(config),
+            spool,
+            dispatch,
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config.read().expect("config lock"))
+    }
+
+    /// Replaces the configuration (API keys, apps) after a reload.
+    pub fn set_config(&self, config: Arc<Config>) {
+        *self.config.write().expect("config lock") = config;
+    }
 }
 
 /// The API's routes.

@@ -36,7 +36,7 @@ async fn json_body(
             "send Content-Type: application/json",
         ));
     }
-    let limit = state.config.server.max_body_bytes;
+    let limit = state.config().server.max_body_bytes;
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         let too_large = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
@@ -56,14 +56,18 @@ pub async fn submit(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let caller = authenticate(&state.config.api_keys, &headers)?;
+    let config = state.config();
+    let caller = authenticate(&config.api_keys, &headers)?;
     let bytes = json_body(&state, &headers, body).await?;
-    let (requests, ids) =
-        crate::ingest::json::parse(&bytes, &caller, &state.config, SystemTime::now())?;
-    state.spool.enqueue(requests).await.map_err(|e| match e {
+    let (requests, ids) = crate::ingest::json::parse(&bytes, &caller, &config, SystemTime::now())?;
+    let committed = state.spool.enqueue(requests).await.map_err(|e| match e {
         SubmitError::Full { .. } => ApiError::new(Code::SpoolFull, e.to_string()),
         SubmitError::Unavailable(inner) => spool_error(&inner),
     })?;
+    // Straight to dispatch, without reading back what was just written.
+    if let Some(d) = &state.dispatch {
+        d.offer(&committed);
+    }
     let ids: Vec<String> = ids.iter().map(ApnsId::to_string).collect();
     Ok((
         StatusCode::ACCEPTED,
@@ -80,7 +84,7 @@ pub async fn status(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let caller = authenticate(&state.config.api_keys, &headers)?;
+    let caller = authenticate(&state.config().api_keys, &headers)?;
     let id = ApnsId::parse(&id).map_err(|_| not_found())?;
     let record = state.spool.get(id).await.map_err(|e| spool_error(&e))?;
     match record {
@@ -94,7 +98,7 @@ pub async fn lookup(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let caller = authenticate(&state.config.api_keys, &headers)?;
+    let caller = authenticate(&state.config().api_keys, &headers)?;
     let bytes = json_body(&state, &headers, body).await?;
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]

@@ -33,7 +33,8 @@ pub async fn stats(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let caller = authenticate(&state.config.api_keys, &headers)?;
+    let config = state.config();
+    let caller = authenticate(&config.api_keys, &headers)?;
     let counts = state
         .spool
         .counts_by_app()
@@ -41,12 +42,24 @@ pub async fn stats(
         .map_err(|e| spool_error(&e))?;
     let mut totals = zeroes();
     let mut apps: BTreeMap<String, BTreeMap<&'static str, serde_json::Value>> = BTreeMap::new();
-    for app in state.config.apps.iter().filter(|a| caller.may_use(&a.name)) {
+    for app in config.apps.iter().filter(|a| caller.may_use(&a.name)) {
         let mut m = zeroes();
-        // Dispatch does not run in this build; no connections are open.
-        m.insert("connections", 0u64.into());
-        m.insert("streams_in_flight", 0u64.into());
-        m.insert("healthy", true.into());
+        let status = state.dispatch.as_ref().and_then(|d| d.status(&app.name));
+        m.insert(
+            "connections",
+            status.as_ref().map_or(0, |s| s.connections).into(),
+        );
+        m.insert(
+            "streams_in_flight",
+            status.as_ref().map_or(0, |s| s.streams_in_flight).into(),
+        );
+        m.insert(
+            "healthy",
+            status.as_ref().is_none_or(|s| s.halted.is_none()).into(),
+        );
+        if let Some(reason) = status.and_then(|s| s.halted) {
+            m.insert("halted_reason", reason.into());
+        }
         apps.insert(app.name.clone(), m);
     }
     for (app, s, n) in counts {
@@ -63,7 +76,8 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Ready when the spool's writer answers within 2 s and the spool is below its limit.
+/// Ready when the spool's writer answers within 2 s, the spool is below its limit, and no app
+/// is halted.
 pub async fn readyz(State(state): State<Arc<ApiState>>) -> (StatusCode, Json<serde_json::Value>) {
     let mut reasons = Vec::new();
     match tokio::time::timeout(Duration::from_secs(2), state.spool.flush()).await {
@@ -74,6 +88,11 @@ pub async fn readyz(State(state): State<Arc<ApiState>>) -> (StatusCode, Json<ser
     let (pending, limit) = (state.spool.pending(), state.spool.max_pending());
     if pending >= limit {
         reasons.push(format!("spool full: {pending} pending, limit {limit}"));
+    }
+    if let Some(d) = &state.dispatch {
+        for (app, reason) in d.halted() {
+            reasons.push(format!("app {app} halted: {reason}"));
+        }
     }
     if reasons.is_empty() {
         (StatusCode::OK, Json(serde_json::json!({ "ready": true })))

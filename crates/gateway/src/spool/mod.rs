@@ -24,7 +24,7 @@ mod writer;
 
 pub use recovery::{PendingRow, RecoveryReport};
 pub use retention::spawn_pruner;
-pub use sqlite::{SpoolOptions, SqliteSpool};
+pub use sqlite::{FeedbackEntry, ReadyRow, SpoolOptions, SqliteSpool, StoredRequest};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -192,11 +192,12 @@ pub enum SpoolError {
 
 /// The operations of a spool backend (DESIGN §2). The gateway holds one.
 pub trait Spool: Send + Sync {
-    /// Stores a batch whole, in one transaction, and answers after the commit.
+    /// Stores a batch whole, in one transaction, and answers after the commit with the batch,
+    /// which goes on to dispatch without being read back.
     fn enqueue(
         &self,
         batch: Vec<NewRequest>,
-    ) -> impl Future<Output = Result<(), SubmitError>> + Send;
+    ) -> impl Future<Output = Result<Vec<NewRequest>, SubmitError>> + Send;
 
     /// Moves scheduled notifications whose time has come to queued; returns their ids.
     fn claim_due(

@@ -277,7 +277,7 @@ impl SqliteSpool {
 }
 
 impl Spool for SqliteSpool {
-    async fn enqueue(&self, batch: Vec<NewRequest>) -> Result<(), SubmitError> {
+    async fn enqueue(&self, batch: Vec<NewRequest>) -> Result<Vec<NewRequest>, SubmitError> {
         let rows: u64 = batch.iter().map(|r| r.len() as u64).sum();
         let pending = self.inner.pending.load(Ordering::Acquire);
         if pending + rows > self.inner.max_pending {
@@ -548,6 +548,105 @@ impl SqliteSpool {
                     .map_err(bad)?,
                 apns_expiration: exp.map(|e| apns::Expiration::from_unix(e.max(0) as u64)),
             }))
+        })
+        .await
+    }
+}
+
+/// A queued notification that is due, with what is needed to send it.
+#[derive(Debug, Clone)]
+pub struct ReadyRow {
+    pub id: ApnsId,
+    pub app: String,
+    pub token: DeviceToken,
+    pub attempts: u32,
+    pub expires_at: SystemTime,
+    /// Shared by the rows of one request within a page.
+    pub request: Arc<StoredRequest>,
+}
+
+impl SqliteSpool {
+    /// Queued notifications that are due at `now`, with ids after `after`, in id order.
+    pub async fn ready_page(
+        &self,
+        after: Option<ApnsId>,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<ReadyRow>, SpoolError> {
+        let after = after.map_or_else(Vec::new, |id| id.as_uuid().as_bytes().to_vec());
+        let now = super::to_ms(now);
+        self.read(move |c| {
+            let e = sql("paging ready notifications");
+            let mut st = c
+                .prepare_cached(
+                    "SELECT n.id, n.token, n.attempts, n.request_id, r.app, r.payload, r.push_type, \
+                     r.priority, r.topic, r.collapse_id, r.apns_expiration, r.expires_at \
+                     FROM notifications n JOIN requests r ON r.id = n.request_id \
+                     WHERE n.state = 1 AND (n.due_at IS NULL OR n.due_at <= ?2) AND n.id > ?1 \
+                     ORDER BY n.id LIMIT ?3",
+                )
+                .map_err(e)?;
+            let mut rows = st
+                .query(params![after, now, limit as i64])
+                .map_err(sql("paging ready notifications"))?;
+            let mut cache: std::collections::HashMap<i64, Arc<StoredRequest>> = std::collections::HashMap::new();
+            let mut out = Vec::new();
+            let bad = |_| SpoolError::Corrupt("stored request headers");
+            while let Some(r) = rows.next().map_err(sql("paging ready notifications"))? {
+                let get = |e| SpoolError::Sql { what: "reading a ready row", source: e };
+                let request_id: i64 = r.get(3).map_err(get)?;
+                let request = match cache.get(&request_id) {
+                    Some(req) => Arc::clone(req),
+                    None => {
+                        let push_type: String = r.get(6).map_err(get)?;
+                        let priority: Option<u8> = r.get(7).map_err(get)?;
+                        let topic: Option<String> = r.get(8).map_err(get)?;
+                        let collapse: Option<String> = r.get(9).map_err(get)?;
+                        let exp: Option<i64> = r.get(10).map_err(get)?;
+                        let req = Arc::new(StoredRequest {
+                            app: r.get(4).map_err(get)?,
+                            payload: bytes::Bytes::from(r.get::<_, Vec<u8>>(5).map_err(get)?),
+                            push_type: apns::PushType::parse(&push_type).map_err(bad)?,
+                            priority: priority.map(apns::Priority::from_u8).transpose().map_err(bad)?,
+                            topic: topic.as_deref().map(apns::Topic::parse).transpose().map_err(bad)?,
+                            collapse_id: collapse.as_deref().map(apns::CollapseId::parse).transpose().map_err(bad)?,
+                            apns_expiration: exp.map(|e| apns::Expiration::from_unix(e.max(0) as u64)),
+                        });
+                        cache.insert(request_id, Arc::clone(&req));
+                        req
+                    }
+                };
+                out.push(ReadyRow {
+                    id: decode_id(&r.get::<_, Vec<u8>>(0).map_err(get)?)?,
+                    app: request.app.clone(),
+                    token: token_from_bytes(&r.get::<_, Vec<u8>>(1).map_err(get)?)?,
+                    attempts: r.get(2).map_err(get)?,
+                    expires_at: from_ms(r.get(11).map_err(get)?),
+                    request,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Every registered dead token (app, token), for the dispatcher's suppression set.
+    pub async fn all_dead_tokens(&self) -> Result<Vec<(String, DeviceToken)>, SpoolError> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached("SELECT app, token FROM dead_tokens")
+                .map_err(sql("reading dead tokens"))?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })
+                .map_err(sql("reading dead tokens"))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (app, t) = row.map_err(sql("reading dead tokens"))?;
+                out.push((app, token_from_bytes(&t)?));
+            }
+            Ok(out)
         })
         .await
     }

@@ -28,7 +28,8 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T, SpoolError>>;
 pub(crate) enum Command {
     Enqueue {
         batch: Vec<NewRequest>,
-        reply: oneshot::Sender<Result<(), SubmitError>>,
+        /// Answers with the batch itself once committed, so it goes on to dispatch unread.
+        reply: oneshot::Sender<Result<Vec<NewRequest>, SubmitError>>,
     },
     ClaimDue {
         now: SystemTime,
@@ -73,8 +74,8 @@ pub(crate) enum Command {
 /// An answer computed inside the transaction, sent after the commit.
 enum Answer {
     Enqueue(
-        oneshot::Sender<Result<(), SubmitError>>,
-        Result<u64, SpoolError>,
+        oneshot::Sender<Result<Vec<NewRequest>, SubmitError>>,
+        Result<(u64, Vec<NewRequest>), SpoolError>,
     ),
     Ids(Reply<Vec<ApnsId>>, Result<Vec<ApnsId>, SpoolError>),
     Unit(Reply<()>, Result<(), SpoolError>, u64),
@@ -163,7 +164,8 @@ fn apply_group(
                     }));
                     continue;
                 }
-                let r = in_savepoint(&tx, |tx| insert_batch(tx, &batch, now)).map(|()| rows);
+                let r =
+                    in_savepoint(&tx, |tx| insert_batch(tx, &batch, now)).map(|()| (rows, batch));
                 if r.is_ok() {
                     admitted += rows;
                 }
@@ -222,10 +224,10 @@ fn deliver(answers: Vec<Answer>, pending: &AtomicU64) {
     for a in answers {
         match a {
             Answer::Enqueue(reply, r) => {
-                if let Ok(rows) = &r {
+                if let Ok((rows, _)) = &r {
                     pending.fetch_add(*rows, Ordering::AcqRel);
                 }
-                let _ = reply.send(r.map(|_| ()).map_err(SubmitError::Unavailable));
+                let _ = reply.send(r.map(|(_, batch)| batch).map_err(SubmitError::Unavailable));
             }
             Answer::Ids(reply, r) => {
                 let _ = reply.send(r);

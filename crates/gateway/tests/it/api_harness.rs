@@ -103,10 +103,14 @@ impl TestApi {
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(gateway::server::run(
-            listener,
+        let state = Arc::new(gateway::http::ApiState::new(
             Arc::clone(&config),
             spool.clone(),
+            None,
+        ));
+        let server = tokio::spawn(gateway::server::run(
+            listener,
+            state,
             std::future::pending(),
         ));
         TestApi {

@@ -3,6 +3,7 @@
 mod config;
 mod mock_apns;
 mod send;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -12,6 +13,8 @@ pub enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Run the gateway (`--demo`: no configuration needed, against the built-in simulator).
+    Serve(serve::Args),
     /// Submit notifications to a running gateway (API key from PUSHGATE_API_KEY or --api-key-file).
     Send(Box<send::Args>),
     /// Run the APNs simulator (TLS + HTTP/2, Apple's checks and reasons, fault injection).
@@ -24,6 +27,7 @@ impl Command {
             Command::Config(c) => config::run(c),
             Command::MockApns(args) => mock_apns::run(*args).await,
             Command::Send(args) => send::run(*args).await,
+            Command::Serve(args) => serve::run(args).await,
         }
     }
 }

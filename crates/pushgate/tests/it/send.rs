@@ -67,10 +67,10 @@ team_id = "TEAM123456"
     let spool = SqliteSpool::open(&config.storage.sqlite, SpoolOptions::default()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let state = Arc::new(gateway::http::ApiState::new(config, spool.clone(), None));
     tokio::spawn(gateway::server::run(
         listener,
-        config,
-        spool.clone(),
+        state,
         std::future::pending(),
     ));
     Gateway { url, spool, dir }

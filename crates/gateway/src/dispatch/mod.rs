@@ -1,0 +1,393 @@
+//! Dispatch: from the spool to APNs and back (DESIGN §1).
+//!
+//! # Parts
+//!
+//! - `ready`: each app's bounded in-memory queue. Ingest offers what it just committed
+//!   ([`Dispatcher::offer`]); what does not fit stays in the spool.
+//! - `scheduler`: reads the spool back only when needed — recovery, scheduled notifications
+//!   whose time has come, due retries, a backlog that overflowed memory.
+//! - `worker`: one per app; sends through the app's `apns::Pool` with many streams in flight
+//!   and decides each outcome (`crate::outcomes`).
+//! - the completer (here): records decisions in batches, registers dead tokens, and only then
+//!   lets the queues forget the ids.
+//! - `backoff`: retry delays.
+//!
+//! ```text
+//! ingest ──offer──▶ ready queue ──▶ worker ──▶ Pool::send ──▶ Outcome ──▶ decide ──▶ completer ──▶ spool
+//!                       ▲                                                                │
+//!                       └────────── scheduler (due, retries, backlog) ◀──── spool ◀─────┘
+//! ```
+
+pub mod backoff;
+mod ready;
+mod scheduler;
+mod worker;
+
+pub use ready::{Ready, ReadyQueue};
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use apns::auth::{Auth, TokenSigner};
+use apns::clock::SystemClock;
+use apns::{Pool, PoolConfig};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::{App, Config, Credential};
+use crate::outcomes::{DeadTokens, Limits};
+use crate::spool::{NewRequest, Spool, SpoolError, SqliteSpool, StoredRequest};
+use worker::{AppWorker, Done, Settings};
+
+/// Tunables; the defaults suit production.
+#[derive(Debug, Clone)]
+pub struct DispatchOptions {
+    /// Notifications held in memory per app; the rest waits in the spool.
+    pub queue_capacity: usize,
+    /// Streams in flight per connection the worker aims for (times `max_connections`).
+    pub streams_per_connection: usize,
+    /// How often a halted app is probed.
+    pub probe_interval: Duration,
+    /// How often the spool is checked for due work.
+    pub scan_interval: Duration,
+}
+
+impl Default for DispatchOptions {
+    fn default() -> Self {
+        DispatchOptions {
+            queue_capacity: 20_000,
+            streams_per_connection: 1000,
+            probe_interval: Duration::from_secs(60),
+            scan_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// An app's state for stats and readiness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppStatus {
+    pub connections: usize,
+    pub streams_in_flight: usize,
+    /// Why it is halted, if it is.
+    pub halted: Option<String>,
+    pub queued_in_memory: usize,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub spool: SqliteSpool,
+    pub dead: Arc<DeadTokens>,
+    pub options: DispatchOptions,
+    pub shutdown: CancellationToken,
+    /// App workers by name. A std lock, held to clone the list.
+    apps: RwLock<HashMap<String, Arc<AppWorker>>>,
+    /// Wakes the scheduler.
+    pub scan_wake: Notify,
+    /// Something may be waiting in the spool that no queue has seen.
+    pub rescan_needed: AtomicBool,
+    /// The earliest due time of a retry recorded since the last scan.
+    pub next_retry: Mutex<Option<SystemTime>>,
+}
+
+impl Shared {
+    pub fn apps(&self) -> Vec<Arc<AppWorker>> {
+        self.apps
+            .read()
+            .expect("apps lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn rescan(&self) {
+        self.rescan_needed.store(true, Ordering::Release);
+        self.scan_wake.notify_one();
+    }
+}
+
+/// The running dispatcher.
+#[derive(Debug)]
+pub struct Dispatcher {
+    shared: Arc<Shared>,
+    /// To the completer; taken at shutdown so the completer ends once the workers have.
+    done: Mutex<Option<mpsc::Sender<Done>>>,
+    /// Every worker, the completer and the scheduler; awaited on shutdown.
+    tracker: TaskTracker,
+    signers: Mutex<HashMap<(String, String), Arc<TokenSigner>>>,
+}
+
+impl Dispatcher {
+    /// Recovers the spool (in-flight rows back to the queue), loads the dead tokens and starts
+    /// a worker per app, the completer and the scheduler.
+    pub async fn start(
+        config: &Config,
+        spool: SqliteSpool,
+        options: DispatchOptions,
+    ) -> Result<Arc<Dispatcher>, SpoolError> {
+        let report = spool.recover().await?;
+        info!(requeued = report.requeued, pending = report.pending, took = ?report.elapsed, "spool recovered");
+        let dead = Arc::new(DeadTokens::new(spool.all_dead_tokens().await?));
+        let (done_tx, done_rx) = mpsc::channel(4096);
+        let shared = Arc::new(Shared {
+            spool,
+            dead,
+            options,
+            shutdown: CancellationToken::new(),
+            apps: RwLock::new(HashMap::new()),
+            scan_wake: Notify::new(),
+            rescan_needed: AtomicBool::new(true),
+            next_retry: Mutex::new(None),
+        });
+        let d = Arc::new(Dispatcher {
+            shared: Arc::clone(&shared),
+            done: Mutex::new(Some(done_tx)),
+            tracker: TaskTracker::new(),
+            signers: Mutex::new(HashMap::new()),
+        });
+        d.tracker.spawn(complete(Arc::clone(&shared), done_rx));
+        d.tracker.spawn(scheduler::run(Arc::clone(&shared)));
+        d.apply_apps(config);
+        shared.scan_wake.notify_one();
+        Ok(d)
+    }
+
+    /// The dead-token set the API keeps in step when a token is cleared.
+    pub fn dead_tokens(&self) -> &Arc<DeadTokens> {
+        &self.shared.dead
+    }
+
+    /// Hands just-committed requests to their apps' queues (no re-read). Scheduled ones wait
+    /// for the scheduler; what does not fit is read back from the spool later.
+    pub fn offer(&self, requests: &[NewRequest]) {
+        let now = SystemTime::now();
+        let apps = self.shared.apps.read().expect("apps lock");
+        for r in requests {
+            if r.send_at.is_some_and(|t| t > now) {
+                continue;
+            }
+            let Some(worker) = apps.get(&r.app) else {
+                continue;
+            };
+            let request = Arc::new(StoredRequest {
+                app: r.app.clone(),
+                payload: r.payload.clone(),
+                push_type: r.push_type.clone(),
+                priority: r.priority,
+                topic: r.topic.clone(),
+                collapse_id: r.collapse_id.clone(),
+                apns_expiration: r.apns_expiration,
+            });
+            let items = r.notifications.iter().map(|(id, token)| Ready {
+                id: *id,
+                token: token.clone(),
+                attempts: 0,
+                expires_at: r.expires_at,
+                request: Arc::clone(&request),
+            });
+            let offered = worker.queue.offer(items);
+            if offered < r.notifications.len() {
+                self.shared.rescan();
+            }
+        }
+    }
+
+    /// Connections, streams and health of `app`.
+    pub fn status(&self, app: &str) -> Option<AppStatus> {
+        let apps = self.shared.apps.read().expect("apps lock");
+        let w = apps.get(app)?;
+        let stats = w.settings().pool.map(|p| p.stats()).unwrap_or_default();
+        Some(AppStatus {
+            connections: stats.connections,
+            streams_in_flight: stats.streams_in_flight,
+            halted: w.halted(),
+            queued_in_memory: w.queue.len(),
+        })
+    }
+
+    /// Apps that are halted, with their reasons.
+    pub fn halted(&self) -> Vec<(String, String)> {
+        let mut v: Vec<_> = self
+            .shared
+            .apps()
+            .into_iter()
+            .filter_map(|a| a.halted().map(|r| (a.name.clone(), r)))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Applies a (re)loaded configuration: new connections use the new settings, connections in
+    /// use finish their streams and close, halted apps resume, removed apps stop (their
+    /// notifications stay in the spool until the app returns).
+    pub fn reload(&self, config: &Config) {
+        self.apply_apps(config);
+        self.shared.rescan();
+    }
+
+    fn apply_apps(&self, config: &Config) {
+        let mut apps = self.shared.apps.write().expect("apps lock");
+        let mut keep = std::collections::HashSet::new();
+        for app in &config.apps {
+            keep.insert(app.name.clone());
+            let (settings, problem) = self.settings_for(app);
+            match apps.get(&app.name) {
+                Some(w) => {
+                    let old = std::mem::replace(
+                        &mut *w.settings.write().expect("settings lock"),
+                        settings,
+                    );
+                    if let Some(p) = old.pool {
+                        p.close();
+                    }
+                    match problem {
+                        Some(p) => w.halt(&p),
+                        None => w.resume("configuration reloaded"),
+                    }
+                }
+                None => {
+                    let Some(done) = self.done.lock().expect("done lock").clone() else {
+                        continue;
+                    };
+                    let w = Arc::new(AppWorker::new(
+                        app.name.clone(),
+                        self.shared.options.queue_capacity,
+                        settings,
+                        problem,
+                    ));
+                    self.tracker
+                        .spawn(worker::run(Arc::clone(&w), Arc::clone(&self.shared), done));
+                    apps.insert(app.name.clone(), w);
+                }
+            }
+        }
+        apps.retain(|name, w| {
+            let stays = keep.contains(name);
+            if !stays {
+                info!(app = %name, "app removed from the configuration; its notifications stay queued");
+                w.stopped.store(true, Ordering::Release);
+                w.wake.notify_one();
+                if let Some(p) = w.settings().pool {
+                    p.close();
+                }
+            }
+            stays
+        });
+    }
+
+    /// The pool and limits for `app`; the first credential that is not expired is used.
+    fn settings_for(&self, app: &App) -> (Settings, Option<String>) {
+        let now = SystemTime::now();
+        let auth = app.credentials.iter().find_map(|c| match c {
+            Credential::Token { key, .. } => {
+                let mut signers = self.signers.lock().expect("signers lock");
+                let signer = signers
+                    .entry((key.team_id().to_owned(), key.key_id().to_owned()))
+                    .or_insert_with(|| {
+                        Arc::new(TokenSigner::new(Arc::clone(key), Arc::new(SystemClock)))
+                    });
+                Some(Auth::Token(Arc::clone(signer)))
+            }
+            Credential::Certificate { identity, .. } if identity.info().not_after > now => {
+                Some(Auth::Certificate(Arc::new(identity.clone())))
+            }
+            Credential::Certificate { file, .. } => {
+                warn!(app = %app.name, file = %file.display(), "certificate has expired; not used");
+                None
+            }
+        });
+        let limits = Limits {
+            max_attempts: app.max_attempts,
+        };
+        let max_in_flight = app.max_connections * self.shared.options.streams_per_connection;
+        let pool = auth.map(|auth| {
+            let mut c = PoolConfig::new(app.endpoint.clone(), auth);
+            c.extra_roots = app.extra_roots.clone();
+            c.max_connections = app.max_connections;
+            c.response_timeout = app.response_timeout;
+            c.idle_timeout = app.idle_timeout;
+            Pool::new(c)
+        });
+        let problem = pool.is_none().then(|| "NoUsableCredential".to_owned());
+        (
+            Settings {
+                pool,
+                limits,
+                suppress_dead_tokens: app.suppress_dead_tokens,
+                max_in_flight,
+            },
+            problem,
+        )
+    }
+
+    /// Stops taking work, lets streams in flight finish within `grace`, records their outcomes,
+    /// and closes the connections. What was not finished stays in the spool (in flight rows are
+    /// re-queued at the next start).
+    pub async fn shutdown(&self, grace: Duration) {
+        self.shared.shutdown.cancel();
+        self.done.lock().expect("done lock").take();
+        self.tracker.close();
+        for w in self.shared.apps() {
+            w.wake.notify_one();
+        }
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                ?grace,
+                "streams still in flight at the end of the grace period; they will be re-sent after restart"
+            );
+        }
+        for w in self.shared.apps() {
+            if let Some(p) = w.settings().pool {
+                p.close();
+            }
+        }
+    }
+}
+
+/// Records decisions in batches: one spool command per batch, then dead tokens, then the ids
+/// are released from their queues. Ends when every worker has stopped.
+async fn complete(shared: Arc<Shared>, mut rx: mpsc::Receiver<Done>) {
+    let mut batch = Vec::with_capacity(1024);
+    while rx.recv_many(&mut batch, 1024).await > 0 {
+        let completions: Vec<_> = batch
+            .iter()
+            .map(|d| d.decision.completion.clone())
+            .collect();
+        let mut earliest = None::<SystemTime>;
+        let mut requeued = false;
+        for c in &completions {
+            match c.due_at {
+                Some(t) => earliest = Some(earliest.map_or(t, |e| e.min(t))),
+                None if c.state == crate::spool::State::Queued => requeued = true,
+                None => {}
+            }
+        }
+        if let Err(e) = shared.spool.complete(completions).await {
+            warn!(error = %e, "recording outcomes failed; those notifications are re-sent after restart");
+        }
+        for d in &batch {
+            if let Some(dead) = &d.decision.dead {
+                match shared.spool.register_dead_token(dead.clone()).await {
+                    Ok(()) => shared.dead.insert(&dead.app, &dead.token),
+                    Err(e) => warn!(error = %e, "registering a dead token failed"),
+                }
+            }
+        }
+        for d in batch.drain(..) {
+            d.app.queue.release([d.decision.completion.id]);
+        }
+        if let Some(t) = earliest {
+            let mut next = shared.next_retry.lock().expect("retry lock");
+            *next = Some(next.map_or(t, |n| n.min(t)));
+        }
+        if requeued {
+            shared.rescan();
+        }
+    }
+}

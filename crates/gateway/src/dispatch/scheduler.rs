@@ -1,0 +1,88 @@
+//! Reading work back from the spool: at start-up (recovery), for scheduled notifications whose
+//! time has come, for retries that are due, and for a backlog that did not fit in memory. The
+//! hot path never comes here: what ingest commits goes straight to the app's queue.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use tracing::warn;
+
+use super::Shared;
+use super::ready::Ready;
+use crate::spool::Spool;
+
+/// Rows read per page.
+const PAGE: usize = 1000;
+
+/// Runs until shutdown: every scan interval, or when woken, claims due scheduled rows and, if
+/// anything may be waiting in the spool, pages it into the queues that have room.
+pub(crate) async fn run(shared: Arc<Shared>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(shared.options.scan_interval) => {}
+            _ = shared.scan_wake.notified() => {}
+            _ = shared.shutdown.cancelled() => return,
+        }
+        if let Err(e) = scan(&shared).await {
+            warn!(error = %e, "reading due notifications from the spool failed");
+        }
+    }
+}
+
+async fn scan(shared: &Shared) -> Result<(), crate::spool::SpoolError> {
+    let now = SystemTime::now();
+    loop {
+        let claimed = shared.spool.claim_due(now, 10_000).await?;
+        if !claimed.is_empty() {
+            shared.rescan_needed.store(true, Ordering::Release);
+        }
+        if claimed.len() < 10_000 {
+            break;
+        }
+    }
+    let due_retry = shared
+        .next_retry
+        .lock()
+        .expect("retry lock")
+        .is_some_and(|t| t <= now);
+    let overflow = shared.apps().iter().any(|a| a.queue.room().1);
+    if !(shared.rescan_needed.swap(false, Ordering::AcqRel) || due_retry || overflow) {
+        return Ok(());
+    }
+    *shared.next_retry.lock().expect("retry lock") = None;
+    let apps: HashMap<String, _> = shared
+        .apps()
+        .into_iter()
+        .map(|a| (a.name.clone(), a))
+        .collect();
+    let mut after = None;
+    loop {
+        let rows = shared.spool.ready_page(after, now, PAGE).await?;
+        let Some(last) = rows.last() else { break };
+        after = Some(last.id);
+        let mut by_app: HashMap<&str, Vec<Ready>> = HashMap::new();
+        for r in &rows {
+            by_app.entry(r.app.as_str()).or_default().push(Ready {
+                id: r.id,
+                token: r.token.clone(),
+                attempts: r.attempts,
+                expires_at: r.expires_at,
+                request: Arc::clone(&r.request),
+            });
+        }
+        for (app, items) in by_app {
+            // An app that is not configured (removed) keeps its notifications in the spool.
+            if let Some(worker) = apps.get(app) {
+                worker.queue.offer(items);
+            }
+        }
+        if apps.values().all(|a| a.queue.room().0 == 0) {
+            // Everything is full; the rest waits for the next scan.
+            shared.rescan_needed.store(true, Ordering::Release);
+            break;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! One app's sender: takes ready notifications, sends them through the app's pool with many
+//! streams in flight, and turns each outcome into a decision for the completer.
+//!
+//! While the app is halted it takes nothing; every probe interval it sends one notification as
+//! a probe, and resumes if that is not refused again (or when the configuration is reloaded).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use apns::{Notification, Outcome, Pool, Reason};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::Shared;
+use super::ready::{Ready, ReadyQueue};
+use crate::outcomes::{Decision, Limits, decide, expired, suppressed};
+use crate::spool::{Completion, Spool};
+
+/// Answers kept for the wrong-environment guard, and how many BadDeviceToken among them halt.
+const WINDOW: usize = 100;
+const WRONG_ENV_THRESHOLD: usize = 50;
+/// Notifications taken from the queue at once (one in-flight mark covers them).
+const TAKE: usize = 256;
+
+/// What the completer records.
+#[derive(Debug)]
+pub(crate) struct Done {
+    pub app: Arc<AppWorker>,
+    pub decision: Decision,
+}
+
+#[derive(Debug)]
+pub(crate) struct AppWorker {
+    pub name: String,
+    pub queue: Arc<ReadyQueue>,
+    pub settings: RwLock<Settings>,
+    /// `Some(reason)` while halted. A std mutex, never held across an await.
+    halted: Mutex<Option<String>>,
+    /// Wakes the worker on resume (reload) or stop.
+    pub wake: Notify,
+    /// Whether each of the last answers was BadDeviceToken.
+    recent: Mutex<VecDeque<bool>>,
+    pub stopped: std::sync::atomic::AtomicBool,
+}
+
+/// What a reload may change.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub pool: Option<Pool>,
+    pub limits: Limits,
+    pub suppress_dead_tokens: bool,
+    pub max_in_flight: usize,
+}
+
+impl AppWorker {
+    pub fn new(
+        name: String,
+        queue_capacity: usize,
+        settings: Settings,
+        halted: Option<String>,
+    ) -> AppWorker {
+        AppWorker {
+            name,
+            queue: Arc::new(ReadyQueue::new(queue_capacity)),
+            settings: RwLock::new(settings),
+            halted: Mutex::new(halted),
+            wake: Notify::new(),
+            recent: Mutex::new(VecDeque::with_capacity(WINDOW)),
+            stopped: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    pub fn halted(&self) -> Option<String> {
+        self.halted.lock().expect("halt lock").clone()
+    }
+
+    pub fn halt(&self, reason: &str) {
+        let mut h = self.halted.lock().expect("halt lock");
+        if h.is_none() {
+            warn!(app = %self.name, reason, "app halted: its notifications stay queued");
+        }
+        *h = Some(reason.to_owned());
+    }
+
+    pub fn resume(&self, why: &str) {
+        let was = self.halted.lock().expect("halt lock").take();
+        if let Some(reason) = was {
+            info!(app = %self.name, was = %reason, why, "app resumed");
+            self.recent.lock().expect("window lock").clear();
+        }
+        self.wake.notify_one();
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.settings.read().expect("settings lock").clone()
+    }
+
+    /// Records an answer; true when it is a BadDeviceToken that brings the window to the
+    /// wrong-environment threshold.
+    fn note_answer(&self, outcome: &Outcome) -> bool {
+        let Outcome::Response(_) = outcome else {
+            return false;
+        };
+        let bad = outcome.reason() == Some(&Reason::BadDeviceToken);
+        let mut w = self.recent.lock().expect("window lock");
+        if w.len() == WINDOW {
+            w.pop_front();
+        }
+        w.push_back(bad);
+        bad && w.iter().filter(|b| **b).count() >= WRONG_ENV_THRESHOLD
+    }
+}
+
+fn notification(r: &Ready) -> Notification {
+    let q = &r.request;
+    Notification {
+        id: r.id,
+        token: r.token.clone(),
+        topic: q.topic.clone(),
+        push_type: q.push_type.clone(),
+        priority: q.priority,
+        expiration: q.apns_expiration,
+        collapse_id: q.collapse_id.clone(),
+        payload: q.payload.clone(),
+    }
+}
+
+type Sending = std::pin::Pin<Box<dyn std::future::Future<Output = (Ready, Outcome)> + Send>>;
+
+/// Runs `app` until it is stopped or the gateway shuts down and its streams have finished.
+pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Sender<Done>) {
+    let mut sends: FuturesUnordered<Sending> = FuturesUnordered::new();
+    let mut next_probe = Instant::now() + shared.options.probe_interval;
+    let mut probing = false;
+    loop {
+        let stopping = shared.shutdown.is_cancelled()
+            || app.stopped.load(std::sync::atomic::Ordering::Acquire);
+        if stopping && sends.is_empty() {
+            break;
+        }
+        let settings = app.settings();
+        let halted = app.halted().is_some();
+        let probe_now = halted && !probing && sends.is_empty() && Instant::now() >= next_probe;
+        let room = settings.max_in_flight.saturating_sub(sends.len());
+        let want = match (stopping, halted, probe_now) {
+            (true, _, _) => 0,
+            (false, false, _) => room.min(TAKE),
+            (false, true, true) => 1,
+            (false, true, false) => 0,
+        };
+        let batch = if want > 0 {
+            app.queue.take(want)
+        } else {
+            Vec::new()
+        };
+        if !batch.is_empty() {
+            if probe_now {
+                probing = true;
+                next_probe = Instant::now() + shared.options.probe_interval;
+                info!(app = %app.name, "probing a halted app with one notification");
+            }
+            start_sends(&app, &shared, &done, &settings, batch, &mut sends).await;
+            continue;
+        }
+        if probe_now {
+            // Nothing to probe with; look again later.
+            next_probe = Instant::now() + shared.options.probe_interval;
+        }
+        tokio::select! {
+            _ = app.queue.arrived.notified(), if want > 0 => {}
+            Some((ready, outcome)) = sends.next(), if !sends.is_empty() => {
+                let wrong_env = app.note_answer(&outcome);
+                let decision = decide(&ready, &app.name, &outcome, settings.limits, wrong_env, SystemTime::now());
+                match &decision.halt {
+                    Some(reason) => app.halt(reason),
+                    None if probing => app.resume("a probe succeeded"),
+                    None => {}
+                }
+                probing = false;
+                if done.send(Done { app: Arc::clone(&app), decision }).await.is_err() {
+                    break;
+                }
+            }
+            _ = app.wake.notified() => {}
+            _ = tokio::time::sleep_until(next_probe), if halted && !probing => {}
+            _ = shared.shutdown.cancelled(), if !stopping => {}
+        }
+    }
+}
+
+/// Settles what need not be sent (expired, suppressed), marks the rest in flight, and starts
+/// their sends.
+async fn start_sends(
+    app: &Arc<AppWorker>,
+    shared: &Arc<Shared>,
+    done: &mpsc::Sender<Done>,
+    settings: &Settings,
+    batch: Vec<Ready>,
+    sends: &mut FuturesUnordered<Sending>,
+) {
+    let now = SystemTime::now();
+    let mut go = Vec::with_capacity(batch.len());
+    for r in batch {
+        let settled: Option<Completion> = if now >= r.expires_at {
+            Some(expired(&r))
+        } else if settings.suppress_dead_tokens && shared.dead.is_dead(&app.name, &r.token) {
+            Some(suppressed(&r))
+        } else {
+            None
+        };
+        match settled {
+            Some(completion) => {
+                let decision = Decision {
+                    completion,
+                    dead: None,
+                    halt: None,
+                };
+                let _ = done
+                    .send(Done {
+                        app: Arc::clone(app),
+                        decision,
+                    })
+                    .await;
+            }
+            None => go.push(r),
+        }
+    }
+    if go.is_empty() {
+        return;
+    }
+    let Some(pool) = settings.pool.clone() else {
+        app.halt("NoUsableCredential");
+        app.queue.release(go.iter().map(|r| r.id));
+        return;
+    };
+    // The mark commits before any send starts, so a later outcome can never be overwritten by it.
+    if let Err(e) = shared
+        .spool
+        .mark_in_flight(go.iter().map(|r| r.id).collect())
+        .await
+    {
+        warn!(app = %app.name, error = %e, "cannot mark notifications in flight; they stay queued");
+        app.queue.release(go.iter().map(|r| r.id));
+        shared.rescan();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        return;
+    }
+    for r in go {
+        let pool = pool.clone();
+        sends.push(Box::pin(async move {
+            let n = notification(&r);
+            let outcome = pool.send(&n).await;
+            (r, outcome)
+        }));
+    }
+}

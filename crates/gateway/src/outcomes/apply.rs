@@ -1,0 +1,322 @@
+//! From an attempt's outcome to what is recorded (DESIGN §1, the five consequences).
+
+use std::time::{Duration, SystemTime};
+
+use apns::{Consequence, Expiration, Outcome, Reason};
+
+use crate::dispatch::Ready;
+use crate::dispatch::backoff::retry_delay;
+use crate::spool::{Completion, DeadToken, State};
+
+/// The app settings that shape decisions.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_attempts: u32,
+}
+
+/// What to record for one attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub completion: Completion,
+    /// Register this token as dead.
+    pub dead: Option<DeadToken>,
+    /// Halt the app with this reason.
+    pub halt: Option<String>,
+}
+
+fn done(
+    r: &Ready,
+    state: State,
+    attempts: u32,
+    status: Option<u16>,
+    reason: Option<Reason>,
+) -> Completion {
+    Completion {
+        id: r.id,
+        state,
+        attempts,
+        status,
+        reason,
+        due_at: None,
+    }
+}
+
+/// A notification past its expiry is never sent: it becomes `expired`.
+pub fn expired(r: &Ready) -> Completion {
+    done(
+        r,
+        State::Expired,
+        r.attempts,
+        None,
+        Some(Reason::Unknown("Expired".into())),
+    )
+}
+
+/// A send to a registered dead token is suppressed: it fails as `Unregistered`.
+pub fn suppressed(r: &Ready) -> Completion {
+    done(
+        r,
+        State::Failed,
+        r.attempts,
+        None,
+        Some(Reason::Unregistered),
+    )
+}
+
+/// Decides what an attempt's outcome means for `r`. `wrong_environment` is true when this
+/// answer is a BadDeviceToken that makes at least half of the app's recent answers
+/// BadDeviceToken (the guard against a wrong `environment`).
+pub fn decide(
+    r: &Ready,
+    app: &str,
+    outcome: &Outcome,
+    limits: Limits,
+    wrong_environment: bool,
+    now: SystemTime,
+) -> Decision {
+    let status = match outcome {
+        Outcome::Response(resp) => Some(resp.status),
+        _ => None,
+    };
+    let reason = outcome.reason().cloned();
+    let plain = |completion| Decision {
+        completion,
+        dead: None,
+        halt: None,
+    };
+    // Put back in the queue, due now, without using up an attempt.
+    let requeue = |halt: String| Decision {
+        completion: Completion {
+            id: r.id,
+            state: State::Queued,
+            attempts: r.attempts,
+            status,
+            reason: reason.clone(),
+            due_at: None,
+        },
+        dead: None,
+        halt: Some(halt),
+    };
+    if wrong_environment {
+        return requeue("LikelyWrongEnvironment".to_owned());
+    }
+    match outcome.consequence() {
+        Consequence::Delivered => plain(done(r, State::Delivered, r.attempts + 1, status, None)),
+        Consequence::Rejected => plain(done(r, State::Failed, r.attempts + 1, status, reason)),
+        Consequence::DeadToken { since } => Decision {
+            completion: done(r, State::Failed, r.attempts + 1, status, reason.clone()),
+            dead: Some(DeadToken {
+                app: app.to_owned(),
+                token: r.token.clone(),
+                reason: reason.unwrap_or(Reason::Unregistered),
+                since: since.unwrap_or(now),
+            }),
+            halt: None,
+        },
+        Consequence::AppHalted => requeue(reason.as_ref().map_or_else(
+            || "ConnectionRejected".to_owned(),
+            |r| r.as_str().to_owned(),
+        )),
+        Consequence::Retry {
+            after,
+            counts_as_attempt,
+        } => {
+            let attempts = r.attempts + u32::from(counts_as_attempt);
+            let one_shot = r.request.apns_expiration == Some(Expiration::Immediately);
+            if counts_as_attempt && (attempts >= limits.max_attempts || one_shot) {
+                let mut c = done(
+                    r,
+                    State::Failed,
+                    attempts,
+                    status,
+                    Some(Reason::Unknown("MaxAttempts".into())),
+                );
+                if let Some(last) = reason.filter(|_| one_shot) {
+                    c.reason = Some(last);
+                }
+                return plain(c);
+            }
+            let delay = retry_delay(attempts.max(1), after, fastrand::f64());
+            let due = now + delay.max(Duration::from_millis(10));
+            if due >= r.expires_at {
+                return plain(done(
+                    r,
+                    State::Expired,
+                    attempts,
+                    status,
+                    Some(Reason::Unknown("Expired".into())),
+                ));
+            }
+            plain(Completion {
+                id: r.id,
+                state: State::Queued,
+                attempts,
+                status,
+                reason,
+                due_at: Some(due),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::StoredRequest;
+    use apns::{ApnsId, DeviceToken, PushType, Response};
+    use std::sync::Arc;
+
+    fn ready(attempts: u32, expires_in: Duration, exp: Option<Expiration>) -> Ready {
+        Ready {
+            id: ApnsId::new(),
+            token: DeviceToken::parse("aa").unwrap(),
+            attempts,
+            expires_at: SystemTime::now() + expires_in,
+            request: Arc::new(StoredRequest {
+                app: "a".into(),
+                payload: bytes::Bytes::from_static(b"{}"),
+                push_type: PushType::Alert,
+                priority: None,
+                topic: None,
+                collapse_id: None,
+                apns_expiration: exp,
+            }),
+        }
+    }
+
+    fn answer(status: u16, reason: Option<Reason>) -> Outcome {
+        Outcome::Response(Response {
+            status,
+            apns_id: None,
+            reason,
+            timestamp: None,
+            retry_after: None,
+        })
+    }
+
+    const LIMITS: Limits = Limits { max_attempts: 3 };
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    #[test]
+    fn each_consequence_becomes_its_record() {
+        let now = SystemTime::now();
+        let r = ready(0, DAY, None);
+        let d = decide(&r, "a", &answer(200, None), LIMITS, false, now);
+        assert_eq!(
+            (d.completion.state, d.completion.attempts),
+            (State::Delivered, 1)
+        );
+        let d = decide(
+            &r,
+            "a",
+            &answer(410, Some(Reason::Unregistered)),
+            LIMITS,
+            false,
+            now,
+        );
+        assert_eq!(d.completion.state, State::Failed);
+        assert_eq!(d.dead.unwrap().reason, Reason::Unregistered);
+        let d = decide(
+            &r,
+            "a",
+            &answer(400, Some(Reason::BadTopic)),
+            LIMITS,
+            false,
+            now,
+        );
+        assert_eq!(
+            (d.completion.state, d.dead, d.halt),
+            (State::Failed, None, None)
+        );
+        let d = decide(
+            &r,
+            "a",
+            &answer(403, Some(Reason::InvalidProviderToken)),
+            LIMITS,
+            false,
+            now,
+        );
+        assert_eq!(
+            (d.completion.state, d.completion.attempts),
+            (State::Queued, 0),
+            "halted: kept, not failed"
+        );
+        assert_eq!(d.halt.as_deref(), Some("InvalidProviderToken"));
+        let d = decide(
+            &r,
+            "a",
+            &answer(503, Some(Reason::ServiceUnavailable)),
+            LIMITS,
+            false,
+            now,
+        );
+        assert_eq!(
+            (d.completion.state, d.completion.attempts),
+            (State::Queued, 1)
+        );
+        assert!(d.completion.due_at.unwrap() > now);
+    }
+
+    #[test]
+    fn retries_stop_at_max_attempts_expiry_and_one_shot() {
+        let now = SystemTime::now();
+        let busy = answer(503, Some(Reason::ServiceUnavailable));
+        let d = decide(&ready(2, DAY, None), "a", &busy, LIMITS, false, now);
+        assert_eq!(
+            (d.completion.state, d.completion.reason),
+            (State::Failed, Some(Reason::Unknown("MaxAttempts".into())))
+        );
+        let d = decide(
+            &ready(0, Duration::from_millis(5), None),
+            "a",
+            &busy,
+            LIMITS,
+            false,
+            now,
+        );
+        assert_eq!(
+            d.completion.state,
+            State::Expired,
+            "a retry never goes past the expiry"
+        );
+        let d = decide(
+            &ready(0, DAY, Some(Expiration::Immediately)),
+            "a",
+            &busy,
+            LIMITS,
+            false,
+            now,
+        );
+        assert_eq!(
+            (d.completion.state, d.completion.reason),
+            (State::Failed, Some(Reason::ServiceUnavailable))
+        );
+        // Unreachable does not use up attempts.
+        let d = decide(
+            &ready(2, DAY, None),
+            "a",
+            &Outcome::Unreachable,
+            LIMITS,
+            false,
+            now,
+        );
+        assert_eq!(
+            (d.completion.state, d.completion.attempts),
+            (State::Queued, 2)
+        );
+    }
+
+    #[test]
+    fn the_wrong_environment_guard_keeps_the_notification_and_the_token() {
+        let d = decide(
+            &ready(0, DAY, None),
+            "a",
+            &answer(400, Some(Reason::BadDeviceToken)),
+            LIMITS,
+            true,
+            SystemTime::now(),
+        );
+        assert_eq!((d.completion.state, d.dead), (State::Queued, None));
+        assert_eq!(d.halt.as_deref(), Some("LikelyWrongEnvironment"));
+    }
+}

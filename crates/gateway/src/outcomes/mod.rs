@@ -1,0 +1,13 @@
+//! What the gateway does with each attempt's outcome (DESIGN §1): the state update, the
+//! dead-token registry, and the halt of an app whose credentials APNs refuses.
+//!
+//! - `apply`: an attempt's [`apns::Outcome`] → a spool [`crate::spool::Completion`], maybe a
+//!   dead token, maybe a halt.
+//! - `feedback`: the in-memory set of dead tokens used to suppress sends, kept in step with the
+//!   spool's registry.
+
+mod apply;
+mod feedback;
+
+pub use apply::{Decision, Limits, decide, expired, suppressed};
+pub use feedback::DeadTokens;

@@ -1,0 +1,175 @@
+//! `pushgate serve [--config FILE | --demo]`: run the gateway until SIGINT/SIGTERM; SIGHUP
+//! reloads the configuration.
+//!
+//! `--demo` needs no file: it keeps everything in `./pushgate-data/`, runs the APNs simulator
+//! (TLS + HTTP/2) on a loopback port in this process, configures one app `demo` (topic
+//! `com.example.demo`) and an admin API key kept in `./pushgate-data/demo-api-key`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use gateway::config::Config;
+use gateway::dispatch::DispatchOptions;
+use gateway::http::auth::key_sha256_hex;
+use gateway::server::Gateway;
+use tracing::{error, info};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The configuration file.
+    #[arg(long, required_unless_present = "demo", conflicts_with = "demo")]
+    config: Option<PathBuf>,
+    /// Run the demo: the simulator in-process, one app `demo`, data in ./pushgate-data/.
+    #[arg(long)]
+    demo: bool,
+    /// Listen here instead of `[server] listen` (127.0.0.1:8080 in the demo).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
+const DEMO_DIR: &str = "pushgate-data";
+
+#[allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "addresses and the demo key are this command's output"
+)]
+pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let (file, demo) = match (&a.config, a.demo) {
+        (Some(f), _) => (f.clone(), None),
+        (None, _) => {
+            let demo = Demo::prepare(Path::new(DEMO_DIR)).await?;
+            (demo.config_file.clone(), Some(demo))
+        }
+    };
+    let config = match Config::load(&file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let addr = a.listen.unwrap_or(config.server.listen);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the API listener {addr}"))?;
+    let local = listener.local_addr()?;
+    let gateway = Gateway::start(config, DispatchOptions::default()).await?;
+    println!("pushgate listening on http://{local}");
+    if let Some(d) = &demo {
+        println!("demo APNs simulator on {}", d.sim.endpoint());
+        println!("API key: {} (kept in {}/demo-api-key)", d.api_key, DEMO_DIR);
+        println!("app: demo (topic com.example.demo)");
+    }
+    let reloader = gateway.reloader();
+    let reload_file = file.clone();
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match Config::load(&reload_file) {
+                Ok(c) => reloader.reload(c),
+                Err(e) => error!("reload refused; the running configuration stays:\n{e}"),
+            }
+        }
+    });
+    gateway.serve(listener, super::shutdown_signal()).await?;
+    if let Some(d) = demo {
+        d.sim.shutdown().await;
+    }
+    info!("bye");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The demo's files and its simulator.
+struct Demo {
+    config_file: PathBuf,
+    api_key: String,
+    sim: apns_mock::RunningMock,
+}
+
+impl Demo {
+    async fn prepare(dir: &Path) -> anyhow::Result<Demo> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let key_file = dir.join("demo-AuthKey.p8");
+        let pub_file = dir.join("demo-AuthKey.pub.pem");
+        if !key_file.exists() || !pub_file.exists() {
+            let key = rcgen::KeyPair::generate().context("generating the demo signing key")?;
+            write_private(&key_file, &key.serialize_pem())?;
+            std::fs::write(&pub_file, key.public_key_pem())?;
+        }
+        let key_path = dir.join("demo-api-key");
+        let api_key = match std::fs::read_to_string(&key_path) {
+            Ok(k) if !k.trim().is_empty() => k.trim().to_owned(),
+            _ => {
+                let mut bytes = [0u8; 24];
+                aws_lc_rs::rand::fill(&mut bytes).map_err(|_| anyhow::anyhow!("no randomness"))?;
+                let k: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                write_private(&key_path, &format!("{k}\n"))?;
+                k
+            }
+        };
+        let sim = apns_mock::MockApns::builder()
+            .jwt_key(std::fs::read(&pub_file)?)
+            .spawn()
+            .await?;
+        std::fs::write(
+            dir.join("demo-sim-ca.pem"),
+            sim.ca_pem().unwrap_or_default(),
+        )?;
+        let config_file = dir.join("demo.toml");
+        std::fs::write(
+            &config_file,
+            format!(
+                r#"# Written by `pushgate serve --demo`; rewritten at every demo start.
+[server]
+listen = "127.0.0.1:8080"
+
+[storage]
+sqlite = "spool.db"
+
+[[api_keys]]
+name = "demo-admin"
+key_sha256 = "{hash}"
+admin = true
+
+[[apps]]
+name = "demo"
+topic = "com.example.demo"
+environment = "sandbox"
+endpoint = "{endpoint}"
+ca_file = "demo-sim-ca.pem"
+key_file = "demo-AuthKey.p8"
+key_id = "DEMOKEY123"
+team_id = "DEMOTEAM12"
+"#,
+                hash = key_sha256_hex(&api_key),
+                endpoint = sim.endpoint(),
+            ),
+        )?;
+        Ok(Demo {
+            config_file,
+            api_key,
+            sim,
+        })
+    }
+}
+
+/// Writes a secret readable by its owner only.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
