@@ -229,6 +229,9 @@ impl Dispatcher {
     }
 
     fn apply_apps(&self, config: &Config) {
+        // A reload may change a key behind the same ids: sign with fresh signers. Connections
+        // are new as well, so the 20-minute rule is kept per connection.
+        self.signers.lock().expect("signers lock").clear();
         let mut apps = self.shared.apps.write().expect("apps lock");
         let mut keep = std::collections::HashSet::new();
         for app in &config.apps {
@@ -331,6 +334,11 @@ impl Dispatcher {
         self.done.lock().expect("done lock").take();
         self.tracker.close();
         for w in self.shared.apps() {
+            // Sends still waiting for a stream slot give up at once (their notifications go
+            // back to the queue); streams already open finish within the grace period.
+            if let Some(p) = w.settings().pool {
+                p.close();
+            }
             w.wake.notify_one();
         }
         if tokio::time::timeout(grace, self.tracker.wait())

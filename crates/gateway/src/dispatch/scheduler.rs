@@ -51,7 +51,9 @@ async fn scan(shared: &Shared) -> Result<(), crate::spool::SpoolError> {
     if !(shared.rescan_needed.swap(false, Ordering::AcqRel) || due_retry || overflow) {
         return Ok(());
     }
-    *shared.next_retry.lock().expect("retry lock") = None;
+    // The retries due later than now: remember the earliest so the next scan comes in time.
+    let later = shared.spool.next_due(now).await?;
+    *shared.next_retry.lock().expect("retry lock") = later;
     let apps: HashMap<String, _> = shared
         .apps()
         .into_iter()

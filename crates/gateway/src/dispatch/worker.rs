@@ -115,6 +115,17 @@ impl AppWorker {
     }
 }
 
+fn requeued(r: &Ready) -> Completion {
+    Completion {
+        id: r.id,
+        state: crate::spool::State::Queued,
+        attempts: r.attempts,
+        status: None,
+        reason: None,
+        due_at: None,
+    }
+}
+
 fn notification(r: &Ready) -> Notification {
     let q = &r.request;
     Notification {
@@ -174,7 +185,12 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
             _ = app.queue.arrived.notified(), if want > 0 => {}
             Some((ready, outcome)) = sends.next(), if !sends.is_empty() => {
                 let wrong_env = app.note_answer(&outcome);
-                let decision = decide(&ready, &app.name, &outcome, settings.limits, wrong_env, SystemTime::now());
+                let decision = if outcome == Outcome::Unreachable && shared.shutdown.is_cancelled() {
+                    // Never sent because we are stopping: back to the queue, due at once.
+                    Decision { completion: requeued(&ready), dead: None, halt: None }
+                } else {
+                    decide(&ready, &app.name, &outcome, settings.limits, wrong_env, SystemTime::now())
+                };
                 match &decision.halt {
                     Some(reason) => app.halt(reason),
                     None if probing => app.resume("a probe succeeded"),

@@ -651,3 +651,20 @@ impl SqliteSpool {
         .await
     }
 }
+
+impl SqliteSpool {
+    /// The earliest due time after `now` of a queued notification waiting for a retry.
+    pub async fn next_due(&self, now: SystemTime) -> Result<Option<SystemTime>, SpoolError> {
+        let now = super::to_ms(now);
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT MIN(due_at) FROM notifications WHERE state = 1 AND due_at > ?1",
+            )
+            .map_err(sql("reading the next due time"))?
+            .query_row(params![now], |r| r.get::<_, Option<i64>>(0))
+            .map(|t| t.map(from_ms))
+            .map_err(sql("reading the next due time"))
+        })
+        .await
+    }
+}

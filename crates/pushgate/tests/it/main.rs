@@ -3,6 +3,11 @@
 
 /// `pushgate config check`: a good file, every problem with its line, exit codes.
 mod config;
+/// `pushgate serve` delivering to `pushgate mock-apns`: every consequence, faults, expiry,
+/// delay, halt and reload, kill -9, SIGTERM, the demo.
+mod delivery;
+/// A gateway process against a simulator process.
+mod gateway_harness;
 /// Spawning the binary and talking to it.
 mod harness;
 /// `pushgate mock-apns` checked with curl and h2load, clients we did not write.

@@ -1,0 +1,356 @@
+//! End to end through the spawned binaries: `pushgate serve` delivering to `pushgate mock-apns`.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::gateway_harness::*;
+use crate::harness::*;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn sim_stat(sim: &Sim, key: &str) -> u64 {
+    stats(sim)[key].as_u64().unwrap()
+}
+
+#[test]
+fn a_notification_is_delivered_end_to_end() {
+    let sim = sim(&[]);
+    let gw = Gw::start(&sim, "");
+    let ids = gw.submit(json!({"app": "shop", "tokens": [token(1)], "alert": {"title": "Hi", "body": "there"}, "collapse_id": "c1"}));
+    let docs = gw.wait_final(&ids, MINUTE);
+    assert_eq!(docs[0]["state"], "delivered", "{}", docs[0]);
+    assert_eq!(
+        (
+            docs[0]["attempts"].as_u64(),
+            docs[0]["status_code"].as_u64()
+        ),
+        (Some(1), Some(200))
+    );
+    let out = run(Command::new("curl").args(["-sf", &format!("{}/notifications", sim.stats)]));
+    let seen: serde_json::Value = serde_json::from_str(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(seen["apns_id"], ids[0], "the id is the apns-id");
+    assert_eq!(seen["headers"]["apns-topic"], "com.example.demo");
+    assert_eq!(seen["headers"]["apns-push-type"], "alert");
+    assert_eq!(seen["headers"]["apns-collapse-id"], "c1");
+    assert_eq!(seen["payload"]["aps"]["alert"]["title"], "Hi");
+}
+
+#[test]
+fn a_batch_of_ten_thousand() {
+    let sim = sim(&[]);
+    let gw = Gw::start(&sim, "");
+    let tokens: Vec<String> = (0..10_000).map(token).collect();
+    let ids = gw.submit(json!({"app": "shop", "tokens": tokens, "alert": "hello"}));
+    assert_eq!(ids.len(), 10_000);
+    let docs = gw.wait_final(&ids, MINUTE);
+    assert!(docs.iter().all(|d| d["state"] == "delivered"));
+    assert_eq!(sim_stat(&sim, "unique_ids"), 10_000);
+}
+
+/// Every consequence class of DESIGN §1, produced by the simulator's `--reasons`.
+#[test]
+fn every_consequence_class_and_suppression() {
+    let dir = tempfile::tempdir().unwrap();
+    let reasons = dir.path().join("reasons");
+    std::fs::write(
+        &reasons,
+        format!(
+            "{} 410 Unregistered\n{} 400 BadTopic\n{} 503 ServiceUnavailable\n",
+            token(2),
+            token(3),
+            token(4)
+        ),
+    )
+    .unwrap();
+    let sim = sim(&["--reasons", reasons.to_str().unwrap()]);
+    let gw = Gw::start(&sim, "max_attempts = 2");
+    let ids = gw.submit(
+        json!({"app": "shop", "tokens": [token(1), token(2), token(3), token(4)], "alert": "x"}),
+    );
+    let docs = gw.wait_final(&ids, MINUTE);
+    let got: Vec<(&str, Option<&str>, u64)> = docs
+        .iter()
+        .map(|d| {
+            (
+                d["state"].as_str().unwrap(),
+                d["reason"].as_str(),
+                d["attempts"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got[0], ("delivered", None, 1));
+    assert_eq!(got[1], ("failed", Some("Unregistered"), 1), "dead token");
+    assert_eq!(got[2], ("failed", Some("BadTopic"), 1), "rejected");
+    assert_eq!(
+        got[3],
+        ("failed", Some("MaxAttempts"), 2),
+        "retried, then given up"
+    );
+    // The dead token is in the feedback list, and later sends to it are suppressed.
+    let (status, feedback) = gw.api("GET", "/v1/apps/shop/feedback", None);
+    assert_eq!(status, 200);
+    assert_eq!(feedback[0]["token"], token(2));
+    let again = gw.submit(json!({"app": "shop", "tokens": [token(2)], "alert": "x"}));
+    let doc = &gw.wait_final(&again, MINUTE)[0];
+    assert_eq!(
+        (
+            doc["state"].as_str(),
+            doc["reason"].as_str(),
+            doc["attempts"].as_u64()
+        ),
+        (Some("failed"), Some("Unregistered"), Some(0))
+    );
+    assert_eq!(
+        stats(&sim)["by_reason"]["Unregistered"],
+        1,
+        "suppressed: not sent again"
+    );
+    // The device registers again: clearing it lets sends through (the simulator still answers 410).
+    let (status, _) = gw.api(
+        "DELETE",
+        &format!("/v1/apps/shop/feedback/{}", token(2)),
+        None,
+    );
+    assert_eq!(status, 204);
+    let third = gw.submit(json!({"app": "shop", "tokens": [token(2)], "alert": "x"}));
+    gw.wait_final(&third, MINUTE);
+    assert_eq!(stats(&sim)["by_reason"]["Unregistered"], 2);
+}
+
+/// 500/503/429 and GOAWAY: everything is eventually delivered.
+#[test]
+fn injected_failures_and_goaway_are_retried_until_delivered() {
+    let sim = sim(&["--fail-rate", "0.2", "--goaway-every", "20"]);
+    let gw = Gw::start(&sim, "");
+    let tokens: Vec<String> = (0..300).map(token).collect();
+    let ids = gw.submit(json!({"app": "shop", "tokens": tokens, "alert": "x"}));
+    let docs = gw.wait_final(&ids, Duration::from_secs(120));
+    let not: Vec<_> = docs.iter().filter(|d| d["state"] != "delivered").collect();
+    assert!(not.is_empty(), "{not:?}");
+    let s = stats(&sim);
+    assert_eq!(s["unique_ids"], 300);
+    assert!(s["goaways"].as_u64().unwrap() >= 2, "GOAWAYs cut through the run: {s}");
+    let failures: u64 = ["429", "500", "503"]
+        .iter()
+        .map(|k| s["by_status"][k].as_u64().unwrap_or(0))
+        .sum();
+    assert!(failures > 20, "faults were injected: {s}");
+    assert!(
+        docs.iter().any(|d| d["attempts"].as_u64() > Some(1)),
+        "some needed a retry"
+    );
+}
+
+#[test]
+fn expiry_and_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let reasons = dir.path().join("reasons");
+    std::fs::write(&reasons, format!("{} 503 ServiceUnavailable\n", token(9))).unwrap();
+    let sim = sim(&["--reasons", reasons.to_str().unwrap()]);
+    let gw = Gw::start(&sim, "");
+    // Never accepted, and only 2 s to live: it expires instead of being retried past that.
+    let expiring = gw.submit(json!({"app": "shop", "tokens": [token(9)], "alert": "x", "ttl": 2}));
+    // Delayed by 2 s: scheduled first, and not sent before its time.
+    let delayed = gw.submit(json!({"app": "shop", "tokens": [token(1)], "alert": "x", "delay": 2}));
+    let doc = &gw.lookup(&delayed)[0];
+    assert_eq!(doc["state"], "scheduled");
+    assert!(doc["send_at"].is_string());
+    let docs = gw.wait_final(&delayed, MINUTE);
+    assert_eq!(docs[0]["state"], "delivered");
+    let created = docs[0]["created_at"].as_str().unwrap().to_owned();
+    let updated = docs[0]["updated_at"].as_str().unwrap().to_owned();
+    let ms = |s: &str| {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap()
+    };
+    assert!(
+        ms(&updated) - ms(&created) >= time::Duration::seconds(2) - time::Duration::milliseconds(5),
+        "{created} → {updated}"
+    );
+    let docs = gw.wait_final(&expiring, MINUTE);
+    assert_eq!(docs[0]["state"], "expired", "{}", docs[0]);
+}
+
+/// A key the simulator does not trust halts the app: nothing fails, /readyz says why, and a
+/// fixed configuration loaded with SIGHUP resumes it.
+#[test]
+fn a_bad_key_halts_the_app_until_a_fixed_config_is_reloaded() {
+    let sim = sim(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let bad = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(dir.path().join("bad.p8"), bad.serialize_pem()).unwrap();
+    let config = write_config(dir.path(), &sim, "bad.p8", "");
+    let mut gw = Gw {
+        child: None,
+        url: String::new(),
+        dir,
+        config,
+    };
+    gw.spawn();
+    let ids =
+        gw.submit(json!({"app": "shop", "tokens": [token(1), token(2), token(3)], "alert": "x"}));
+    wait_until("the app to halt", MINUTE, || {
+        gw.api("GET", "/readyz", None).0 == 503
+    });
+    let (_, ready) = gw.api("GET", "/readyz", None);
+    assert!(
+        ready["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("InvalidProviderToken"),
+        "{ready}"
+    );
+    let (_, stats) = gw.api("GET", "/v1/stats", None);
+    assert_eq!(stats["apps"]["shop"]["healthy"], false);
+    let docs = gw.lookup(&ids);
+    assert!(
+        docs.iter().all(|d| d["state"] == "queued"),
+        "halted, not failed: {docs:?}"
+    );
+    // Fix the key and reload.
+    write_config(gw.dir.path(), &sim, "AuthKey_ABC123DEFG.p8", "");
+    gw.signal("HUP");
+    let docs = gw.wait_final(&ids, MINUTE);
+    assert!(docs.iter().all(|d| d["state"] == "delivered"), "{docs:?}");
+    assert_eq!(gw.api("GET", "/readyz", None).0, 200);
+}
+
+/// SIGKILL while 50,000 acknowledged notifications are in progress and fewer than half have
+/// reached the simulator; after a restart on the same spool every acknowledged id arrives.
+#[test]
+fn kill_9_loses_nothing_acknowledged() {
+    let sim = sim(&["--latency-ms", "20", "--max-streams", "50"]);
+    let mut gw = Gw::start(&sim, "max_connections = 1");
+    let mut ids = Vec::new();
+    for batch in 0..5u64 {
+        let tokens: Vec<String> = (batch * 10_000..(batch + 1) * 10_000).map(token).collect();
+        ids.extend(gw.submit(json!({"app": "shop", "tokens": tokens, "alert": "x"})));
+    }
+    gw.kill9();
+    let at_kill = sim_stat(&sim, "unique_ids");
+    assert!(
+        at_kill < 25_000,
+        "the kill landed with {at_kill} of 50,000 at the simulator"
+    );
+    gw.spawn();
+    wait_until(
+        "every acknowledged notification at the simulator",
+        Duration::from_secs(120),
+        || sim_stat(&sim, "unique_ids") >= 50_000,
+    );
+    let out = run(Command::new("curl").args(["-sf", &format!("{}/notifications", sim.stats)]));
+    let seen: std::collections::HashMap<String, u32> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["apns_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .fold(std::collections::HashMap::new(), |mut m, id| {
+            *m.entry(id).or_default() += 1;
+            m
+        });
+    let missing: Vec<_> = ids.iter().filter(|id| !seen.contains_key(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged ids never arrived",
+        missing.len()
+    );
+    let duplicates = sim_stat(&sim, "duplicate_ids");
+    println!(
+        "kill -9: {at_kill} of 50000 at the simulator when killed; after restart all 50000 arrived, {duplicates} duplicates (at-least-once)"
+    );
+    let docs = gw.wait_final(&ids, MINUTE);
+    assert!(docs.iter().all(|d| d["state"] == "delivered"));
+}
+
+/// SIGTERM with streams in flight: they finish (no duplicates later), the process exits 0, and
+/// a restart finishes the rest.
+#[test]
+fn sigterm_finishes_streams_in_flight_and_exits_0() {
+    let sim = sim(&["--latency-ms", "300", "--max-streams", "20"]);
+    let mut gw = Gw::start(&sim, "max_connections = 1");
+    let tokens: Vec<String> = (0..200).map(token).collect();
+    let ids = gw.submit(json!({"app": "shop", "tokens": tokens, "alert": "x"}));
+    wait_until("streams in flight", MINUTE, || {
+        gw.api("GET", "/v1/stats", None).1["apps"]["shop"]["streams_in_flight"].as_u64() > Some(0)
+    });
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(Duration::from_secs(15)), Some(0));
+    let delivered_before = sim_stat(&sim, "accepted");
+    assert!(
+        delivered_before > 0 && delivered_before < 200,
+        "{delivered_before}"
+    );
+    gw.spawn();
+    let docs = gw.wait_final(&ids, MINUTE);
+    assert!(docs.iter().all(|d| d["state"] == "delivered"));
+    assert_eq!(
+        sim_stat(&sim, "duplicate_ids"),
+        0,
+        "streams finished before exit were not re-sent"
+    );
+}
+
+/// `pushgate serve --demo` needs no configuration, prints its key, and delivers.
+#[test]
+fn the_demo_runs_from_an_empty_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines
+        .next()
+        .unwrap()
+        .unwrap()
+        .strip_prefix("pushgate listening on ")
+        .unwrap()
+        .to_owned();
+    let _sim = lines.next().unwrap().unwrap();
+    let key_line = lines.next().unwrap().unwrap();
+    let key = std::fs::read_to_string(dir.path().join("pushgate-data/demo-api-key"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(key_line.contains(&key), "{key_line}");
+    let out = run(Command::new("curl").args([
+        "-s",
+        "-H",
+        &format!("Authorization: Bearer {key}"),
+        "-H",
+        "content-type: application/json",
+        "-d",
+        &json!({"app": "demo", "tokens": [token(5)], "alert": "hi"}).to_string(),
+        &format!("{url}/v1/notifications"),
+    ]));
+    let ids: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = ids["ids"][0].as_str().unwrap().to_owned();
+    wait_until("the demo notification to be delivered", MINUTE, || {
+        let out = run(Command::new("curl").args([
+            "-s",
+            "-H",
+            &format!("Authorization: Bearer {key}"),
+            &format!("{url}/v1/notifications/{id}"),
+        ]));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .is_ok_and(|d| d["state"] == "delivered")
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,0 +1,265 @@
+//! A `pushgate serve` process against a `pushgate mock-apns` process, and the API through curl.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gateway::http::auth::key_sha256_hex;
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+pub const KEY: &str = "e2e-admin-key-0123456789";
+
+/// The simulator with the fixture key trusted, plus `args`.
+pub fn sim(args: &[&str]) -> Sim {
+    let key = fixtures().join("AuthKey_ABC123DEFG.pub.pem");
+    let mut all = vec![
+        "--jwt-key",
+        key.to_str().unwrap(),
+        "--record-limit",
+        "200000",
+    ];
+    all.extend_from_slice(args);
+    start_sim(&all)
+}
+
+pub struct Gw {
+    pub child: Option<Child>,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Writes a configuration for app `shop` (topic com.example.demo) against `sim`, signing with
+/// `key_file` (the fixture key by default); `app_extra` adds lines to the app.
+pub fn write_config(dir: &std::path::Path, sim: &Sim, key_file: &str, app_extra: &str) -> PathBuf {
+    let p8 = dir.join("AuthKey_ABC123DEFG.p8");
+    if !p8.exists() {
+        std::fs::copy(fixtures().join("AuthKey_ABC123DEFG.p8"), &p8).unwrap();
+    }
+    let file = dir.join("pushgate.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_grace_s = 10
+
+[storage]
+sqlite = "spool.db"
+
+[[api_keys]]
+name = "e2e"
+key_sha256 = "{hash}"
+admin = true
+
+[[apps]]
+name = "shop"
+topic = "com.example.demo"
+environment = "sandbox"
+endpoint = "{endpoint}"
+ca_file = "{ca}"
+key_file = "{key_file}"
+key_id = "ABC123DEFG"
+team_id = "TEAM123456"
+{app_extra}
+"#,
+            hash = key_sha256_hex(KEY),
+            endpoint = sim.endpoint,
+            ca = sim.ca.display(),
+        ),
+    )
+    .unwrap();
+    file
+}
+
+impl Gw {
+    pub fn start(sim: &Sim, app_extra: &str) -> Gw {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(dir.path(), sim, "AuthKey_ABC123DEFG.p8", app_extra);
+        let mut gw = Gw {
+            child: None,
+            url: String::new(),
+            dir,
+            config,
+        };
+        gw.spawn();
+        gw
+    }
+
+    /// Starts (or restarts) the process on the same configuration and spool.
+    pub fn spawn(&mut self) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let line = BufReader::new(child.stdout.take().unwrap())
+            .lines()
+            .next()
+            .expect("serve printed its address")
+            .unwrap();
+        self.url = line
+            .strip_prefix("pushgate listening on ")
+            .unwrap_or_else(|| panic!("{line}"))
+            .to_owned();
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill9(&mut self) {
+        let mut c = self.child.take().unwrap();
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+
+    /// Sends a signal with kill(1).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for the process to exit; returns its code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let mut c = self.child.take().unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                start.elapsed() < within,
+                "serve did not exit within {within:?}"
+            );
+            wait_a_little();
+        }
+    }
+
+    /// Calls the API with curl; returns status and JSON.
+    pub fn api(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-s",
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            &format!("Authorization: Bearer {KEY}"),
+        ]);
+        if let Some(b) = body {
+            let f = self.dir.path().join("body.json");
+            std::fs::write(&f, b.to_string()).unwrap();
+            cmd.args(["-H", "content-type: application/json", "--data-binary"])
+                .arg(format!("@{}", f.display()));
+        }
+        let out = run(cmd.arg(format!("{}{path}", self.url)));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (body, status) = text.rsplit_once('\n').unwrap();
+        (
+            status.trim().parse().unwrap(),
+            serde_json::from_str(body).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Submits and returns the ids (asserting 202).
+    pub fn submit(&self, n: Value) -> Vec<String> {
+        let (status, json) = self.api("POST", "/v1/notifications", Some(&n));
+        assert_eq!(status, 202, "{json}");
+        json["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// The status documents of `ids`, in the order asked.
+    pub fn lookup(&self, ids: &[String]) -> Vec<Value> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(10_000) {
+            let (status, json) = self.api(
+                "POST",
+                "/v1/notifications/lookup",
+                Some(&json!({ "ids": chunk })),
+            );
+            assert_eq!(status, 200, "{json}");
+            out.extend(json["notifications"].as_array().unwrap().iter().cloned());
+        }
+        out
+    }
+
+    /// Waits until every id is in a final state; returns their documents.
+    pub fn wait_final(&self, ids: &[String], within: Duration) -> Vec<Value> {
+        let start = Instant::now();
+        loop {
+            let docs = self.lookup(ids);
+            let final_ = docs
+                .iter()
+                .filter(|d| {
+                    matches!(
+                        d["state"].as_str(),
+                        Some("delivered" | "failed" | "expired")
+                    )
+                })
+                .count();
+            if final_ == ids.len() {
+                return docs;
+            }
+            assert!(
+                start.elapsed() < within,
+                "{final_} of {} final after {within:?}",
+                ids.len()
+            );
+            wait_a_little();
+        }
+    }
+}
+
+/// Polls `cond` until it holds, panicking with `what` after `within`.
+pub fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < within,
+            "{what} did not happen within {within:?}"
+        );
+        wait_a_little();
+    }
+}
+
+/// The pause between two polls of a condition (never a synchronisation on its own). These
+/// tests are synchronous, so a thread sleep blocks no runtime.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a poll interval in a synchronous test"
+)]
+fn wait_a_little() {
+    std::thread::sleep(Duration::from_millis(50));
+}
+
+pub fn token(i: u64) -> String {
+    format!("{i:064x}")
+}
