@@ -3,11 +3,15 @@
 //! Work arrives straight from ingest after its commit (no re-read) or from the scheduler's
 //! scans of the spool; what does not fit stays in the spool (`overflow` tells the scheduler to
 //! page it in later). Every id in memory or in flight is "known", so a scan never loads a
-//! notification twice; an id is forgotten only after its outcome is committed.
+//! notification twice; an id is forgotten only after its outcome is committed, and then kept
+//! for a short while as "recently released": a page read before that commit (or an offer from
+//! ingest that lost a race with the scheduler) would otherwise send it again.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use apns::{ApnsId, DeviceToken};
 use tokio::sync::Notify;
@@ -33,12 +37,31 @@ pub struct ReadyQueue {
     pub(crate) arrived: Notify,
 }
 
+/// How long a released id is still refused by `offer`: far longer than a page read or an offer
+/// after a commit takes; a retry due sooner than this is sent this much later.
+const RECENT: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Default)]
 struct Inner {
     items: VecDeque<Ready>,
     known: HashSet<ApnsId>,
+    /// Ids released within `RECENT`, oldest first, and the same as a set.
+    recent: VecDeque<(Instant, ApnsId)>,
+    recent_set: HashSet<ApnsId>,
     /// Something did not fit: the spool holds work this queue has not seen.
     overflow: bool,
+}
+
+impl Inner {
+    fn forget_old(&mut self) {
+        while let Some((t, id)) = self.recent.front().copied() {
+            if t.elapsed() < RECENT {
+                break;
+            }
+            self.recent.pop_front();
+            self.recent_set.remove(&id);
+        }
+    }
 }
 
 impl ReadyQueue {
@@ -56,12 +79,19 @@ impl ReadyQueue {
             .expect("ready queue lock is never poisoned")
     }
 
-    /// Adds what fits, skipping known ids; returns how many were added.
+    /// Adds what fits, skipping known and recently released ids; returns how many were added.
     pub fn offer(&self, items: impl IntoIterator<Item = Ready>) -> usize {
         let mut q = self.lock();
+        q.forget_old();
         let mut added = 0;
         for item in items {
             if q.known.contains(&item.id) {
+                continue;
+            }
+            if q.recent_set.contains(&item.id) {
+                // Possibly stale; if it really is due again (a retry, a requeue), a later scan
+                // takes it once the window has passed.
+                q.overflow = true;
                 continue;
             }
             if q.items.len() >= self.capacity {
@@ -89,16 +119,24 @@ impl ReadyQueue {
     /// Forgets ids whose outcome is committed.
     pub fn release(&self, ids: impl IntoIterator<Item = ApnsId>) {
         let mut q = self.lock();
+        let now = Instant::now();
         for id in ids {
-            q.known.remove(&id);
+            if q.known.remove(&id) && q.recent_set.insert(id) {
+                q.recent.push_back((now, id));
+            }
         }
+        q.forget_old();
     }
 
-    /// Room left, and whether work was turned away since the last call (clearing the flag).
-    pub fn room(&self) -> (usize, bool) {
-        let mut q = self.lock();
-        let overflow = std::mem::take(&mut q.overflow);
-        (self.capacity - q.items.len(), overflow)
+    /// Room left.
+    pub fn space(&self) -> usize {
+        self.capacity - self.lock().items.len()
+    }
+
+    /// Whether work was turned away (or refused as recently released) since the last call;
+    /// clears the flag.
+    pub fn take_overflow(&self) -> bool {
+        std::mem::take(&mut self.lock().overflow)
     }
 
     pub fn len(&self) -> usize {
@@ -107,5 +145,63 @@ impl ReadyQueue {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::StoredRequest;
+
+    fn item(id: ApnsId) -> Ready {
+        Ready {
+            id,
+            token: DeviceToken::parse("aa").expect("hex"),
+            attempts: 0,
+            expires_at: SystemTime::now(),
+            request: Arc::new(StoredRequest {
+                app: "a".into(),
+                payload: bytes::Bytes::from_static(b"{}"),
+                push_type: apns::PushType::Alert,
+                priority: None,
+                topic: None,
+                collapse_id: None,
+                apns_expiration: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn known_ids_are_not_queued_twice_and_capacity_overflows_to_the_spool() {
+        let q = ReadyQueue::new(2);
+        let (a, b, c) = (ApnsId::new(), ApnsId::new(), ApnsId::new());
+        assert_eq!(q.offer([item(a), item(a), item(b)]), 2);
+        assert_eq!(q.offer([item(c)]), 0, "full");
+        assert_eq!(
+            (q.space(), q.take_overflow()),
+            (0, true),
+            "the overflow is reported once"
+        );
+        assert!(!q.take_overflow());
+        let taken = q.take(10);
+        assert_eq!(taken.len(), 2);
+        assert_eq!(q.offer([item(a)]), 0, "taken but not finished: still known");
+    }
+
+    /// Regression: a page read before an outcome committed offered the notification again after
+    /// it was released, and it was sent twice (found by the end-to-end benchmark).
+    #[test]
+    fn a_recently_released_id_is_refused() {
+        let q = ReadyQueue::new(10);
+        let a = ApnsId::new();
+        q.offer([item(a)]);
+        q.take(1);
+        q.release([a]);
+        assert_eq!(q.offer([item(a)]), 0);
+        assert!(q.is_empty());
+        assert!(
+            q.take_overflow(),
+            "a later scan is asked for, in case it is due again"
+        );
     }
 }

@@ -19,19 +19,25 @@ const PAGE: usize = 1000;
 /// Runs until shutdown: every scan interval, or when woken, claims due scheduled rows and, if
 /// anything may be waiting in the spool, pages it into the queues that have room.
 pub(crate) async fn run(shared: Arc<Shared>) {
+    // Where the last pass stopped: the next one goes on from there instead of re-reading rows
+    // the queues already hold; it starts over once it reaches the end.
+    let mut cursor = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(shared.options.scan_interval) => {}
             _ = shared.scan_wake.notified() => {}
             _ = shared.shutdown.cancelled() => return,
         }
-        if let Err(e) = scan(&shared).await {
+        if let Err(e) = scan(&shared, &mut cursor).await {
             warn!(error = %e, "reading due notifications from the spool failed");
         }
     }
 }
 
-async fn scan(shared: &Shared) -> Result<(), crate::spool::SpoolError> {
+async fn scan(
+    shared: &Shared,
+    cursor: &mut Option<apns::ApnsId>,
+) -> Result<(), crate::spool::SpoolError> {
     let now = SystemTime::now();
     loop {
         let claimed = shared.spool.claim_due(now, 10_000).await?;
@@ -47,7 +53,11 @@ async fn scan(shared: &Shared) -> Result<(), crate::spool::SpoolError> {
         .lock()
         .expect("retry lock")
         .is_some_and(|t| t <= now);
-    let overflow = shared.apps().iter().any(|a| a.queue.room().1);
+    // Every queue's flag is read (and cleared), not just up to the first one set.
+    let overflow = shared
+        .apps()
+        .iter()
+        .fold(false, |any, a| a.queue.take_overflow() || any);
     if !(shared.rescan_needed.swap(false, Ordering::AcqRel) || due_retry || overflow) {
         return Ok(());
     }
@@ -59,11 +69,19 @@ async fn scan(shared: &Shared) -> Result<(), crate::spool::SpoolError> {
         .into_iter()
         .map(|a| (a.name.clone(), a))
         .collect();
-    let mut after = None;
+    let mut wrapped = cursor.is_none();
     loop {
-        let rows = shared.spool.ready_page(after, now, PAGE).await?;
-        let Some(last) = rows.last() else { break };
-        after = Some(last.id);
+        let rows = shared.spool.ready_page(*cursor, now, PAGE).await?;
+        let Some(last) = rows.last() else {
+            *cursor = None;
+            if wrapped {
+                break;
+            }
+            // Reached the end from the middle: go once more from the start.
+            wrapped = true;
+            continue;
+        };
+        *cursor = Some(last.id);
         let mut by_app: HashMap<&str, Vec<Ready>> = HashMap::new();
         for r in &rows {
             by_app.entry(r.app.as_str()).or_default().push(Ready {
@@ -80,7 +98,7 @@ async fn scan(shared: &Shared) -> Result<(), crate::spool::SpoolError> {
                 worker.queue.offer(items);
             }
         }
-        if apps.values().all(|a| a.queue.room().0 == 0) {
+        if apps.values().all(|a| a.queue.space() == 0) {
             // Everything is full; the rest waits for the next scan.
             shared.rescan_needed.store(true, Ordering::Release);
             break;

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use apns::{Notification, Outcome, Pool, Reason};
 use futures_util::StreamExt;
@@ -141,23 +141,28 @@ fn notification(r: &Ready) -> Notification {
 }
 
 type Sending = std::pin::Pin<Box<dyn std::future::Future<Output = (Ready, Outcome)> + Send>>;
+/// A batch being marked in flight; its sends start when the mark has committed.
+type Marking =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<(Pool, Vec<Ready>)>> + Send>>;
 
 /// Runs `app` until it is stopped or the gateway shuts down and its streams have finished.
 pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Sender<Done>) {
     let mut sends: FuturesUnordered<Sending> = FuturesUnordered::new();
+    // At most one batch is being marked at a time; sends keep being polled meanwhile.
+    let mut marking: Option<Marking> = None;
     let mut next_probe = Instant::now() + shared.options.probe_interval;
     let mut probing = false;
     loop {
         let stopping = shared.shutdown.is_cancelled()
             || app.stopped.load(std::sync::atomic::Ordering::Acquire);
-        if stopping && sends.is_empty() {
+        if stopping && sends.is_empty() && marking.is_none() {
             break;
         }
         let settings = app.settings();
         let halted = app.halted().is_some();
         let probe_now = halted && !probing && sends.is_empty() && Instant::now() >= next_probe;
         let room = settings.max_in_flight.saturating_sub(sends.len());
-        let want = match (stopping, halted, probe_now) {
+        let want = match (stopping || marking.is_some(), halted, probe_now) {
             (true, _, _) => 0,
             (false, false, _) => room.min(TAKE),
             (false, true, true) => 1,
@@ -174,7 +179,7 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
                 next_probe = Instant::now() + shared.options.probe_interval;
                 info!(app = %app.name, "probing a halted app with one notification");
             }
-            start_sends(&app, &shared, &done, &settings, batch, &mut sends).await;
+            marking = start_sends(&app, &shared, &done, &settings, batch).await;
             continue;
         }
         if probe_now {
@@ -201,6 +206,19 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
                     break;
                 }
             }
+            marked = async { marking.as_mut().expect("guarded").await }, if marking.is_some() => {
+                marking = None;
+                if let Some((pool, batch)) = marked {
+                    for r in batch {
+                        let pool = pool.clone();
+                        sends.push(Box::pin(async move {
+                            let n = notification(&r);
+                            let outcome = pool.send(&n).await;
+                            (r, outcome)
+                        }));
+                    }
+                }
+            }
             _ = app.wake.notified() => {}
             _ = tokio::time::sleep_until(next_probe), if halted && !probing => {}
             _ = shared.shutdown.cancelled(), if !stopping => {}
@@ -208,16 +226,15 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
     }
 }
 
-/// Settles what need not be sent (expired, suppressed), marks the rest in flight, and starts
-/// their sends.
+/// Settles what need not be sent (expired, suppressed) and returns the marking of the rest as
+/// in flight; their sends start once it has committed.
 async fn start_sends(
     app: &Arc<AppWorker>,
     shared: &Arc<Shared>,
     done: &mpsc::Sender<Done>,
     settings: &Settings,
     batch: Vec<Ready>,
-    sends: &mut FuturesUnordered<Sending>,
-) {
+) -> Option<Marking> {
     let now = SystemTime::now();
     let mut go = Vec::with_capacity(batch.len());
     for r in batch {
@@ -246,31 +263,28 @@ async fn start_sends(
         }
     }
     if go.is_empty() {
-        return;
+        return None;
     }
     let Some(pool) = settings.pool.clone() else {
         app.halt("NoUsableCredential");
         app.queue.release(go.iter().map(|r| r.id));
-        return;
+        return None;
     };
+    let (app, shared) = (Arc::clone(app), Arc::clone(shared));
     // The mark commits before any send starts, so a later outcome can never be overwritten by it.
-    if let Err(e) = shared
-        .spool
-        .mark_in_flight(go.iter().map(|r| r.id).collect())
-        .await
-    {
-        warn!(app = %app.name, error = %e, "cannot mark notifications in flight; they stay queued");
-        app.queue.release(go.iter().map(|r| r.id));
-        shared.rescan();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        return;
-    }
-    for r in go {
-        let pool = pool.clone();
-        sends.push(Box::pin(async move {
-            let n = notification(&r);
-            let outcome = pool.send(&n).await;
-            (r, outcome)
-        }));
-    }
+    Some(Box::pin(async move {
+        match shared
+            .spool
+            .mark_in_flight(go.iter().map(|r| r.id).collect())
+            .await
+        {
+            Ok(()) => Some((pool, go)),
+            Err(e) => {
+                warn!(app = %app.name, error = %e, "cannot mark notifications in flight; they stay queued");
+                app.queue.release(go.iter().map(|r| r.id));
+                shared.rescan();
+                None
+            }
+        }
+    }))
 }

@@ -138,7 +138,10 @@ fn injected_failures_and_goaway_are_retried_until_delivered() {
     assert!(not.is_empty(), "{not:?}");
     let s = stats(&sim);
     assert_eq!(s["unique_ids"], 300);
-    assert!(s["goaways"].as_u64().unwrap() >= 2, "GOAWAYs cut through the run: {s}");
+    assert!(
+        s["goaways"].as_u64().unwrap() >= 2,
+        "GOAWAYs cut through the run: {s}"
+    );
     let failures: u64 = ["429", "500", "503"]
         .iter()
         .map(|k| s["by_status"][k].as_u64().unwrap_or(0))
