@@ -57,7 +57,9 @@ async fn scan(
     let overflow = shared
         .apps()
         .iter()
-        .fold(false, |any, a| a.queue.take_overflow() || any);
+        .map(|a| a.queue.take_overflow())
+        .collect::<Vec<_>>()
+        .contains(&true);
     if !(shared.rescan_needed.swap(false, Ordering::AcqRel) || due_retry || overflow) {
         return Ok(());
     }
