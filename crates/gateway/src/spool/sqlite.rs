@@ -527,27 +527,15 @@ impl SqliteSpool {
             let Some((app, payload, push_type, priority, topic, collapse_id, exp)) = row else {
                 return Ok(None);
             };
-            let bad = |_| SpoolError::Corrupt("stored request headers");
-            Ok(Some(StoredRequest {
+            Ok(Some(decode_request(
                 app,
-                payload: bytes::Bytes::from(payload),
-                push_type: apns::PushType::parse(&push_type).map_err(bad)?,
-                priority: priority
-                    .map(apns::Priority::from_u8)
-                    .transpose()
-                    .map_err(bad)?,
-                topic: topic
-                    .as_deref()
-                    .map(apns::Topic::parse)
-                    .transpose()
-                    .map_err(bad)?,
-                collapse_id: collapse_id
-                    .as_deref()
-                    .map(apns::CollapseId::parse)
-                    .transpose()
-                    .map_err(bad)?,
-                apns_expiration: exp.map(|e| apns::Expiration::from_unix(e.max(0) as u64)),
-            }))
+                payload,
+                &push_type,
+                priority,
+                topic,
+                collapse_id,
+                exp,
+            )?))
         })
         .await
     }
@@ -591,7 +579,6 @@ impl SqliteSpool {
                 .map_err(sql("paging ready notifications"))?;
             let mut cache: std::collections::HashMap<i64, Arc<StoredRequest>> = std::collections::HashMap::new();
             let mut out = Vec::new();
-            let bad = |_| SpoolError::Corrupt("stored request headers");
             while let Some(r) = rows.next().map_err(sql("paging ready notifications"))? {
                 let get = |e| SpoolError::Sql { what: "reading a ready row", source: e };
                 let request_id: i64 = r.get(3).map_err(get)?;
@@ -603,15 +590,15 @@ impl SqliteSpool {
                         let topic: Option<String> = r.get(8).map_err(get)?;
                         let collapse: Option<String> = r.get(9).map_err(get)?;
                         let exp: Option<i64> = r.get(10).map_err(get)?;
-                        let req = Arc::new(StoredRequest {
-                            app: r.get(4).map_err(get)?,
-                            payload: bytes::Bytes::from(r.get::<_, Vec<u8>>(5).map_err(get)?),
-                            push_type: apns::PushType::parse(&push_type).map_err(bad)?,
-                            priority: priority.map(apns::Priority::from_u8).transpose().map_err(bad)?,
-                            topic: topic.as_deref().map(apns::Topic::parse).transpose().map_err(bad)?,
-                            collapse_id: collapse.as_deref().map(apns::CollapseId::parse).transpose().map_err(bad)?,
-                            apns_expiration: exp.map(|e| apns::Expiration::from_unix(e.max(0) as u64)),
-                        });
+                        let req = Arc::new(decode_request(
+                            r.get(4).map_err(get)?,
+                            r.get::<_, Vec<u8>>(5).map_err(get)?,
+                            &push_type,
+                            priority,
+                            topic,
+                            collapse,
+                            exp,
+                        )?);
                         cache.insert(request_id, Arc::clone(&req));
                         req
                     }
@@ -667,4 +654,37 @@ impl SqliteSpool {
         })
         .await
     }
+}
+
+/// A request's stored columns back into values.
+fn decode_request(
+    app: String,
+    payload: Vec<u8>,
+    push_type: &str,
+    priority: Option<u8>,
+    topic: Option<String>,
+    collapse_id: Option<String>,
+    apns_expiration: Option<i64>,
+) -> Result<StoredRequest, SpoolError> {
+    let bad = |_| SpoolError::Corrupt("stored request headers");
+    Ok(StoredRequest {
+        app,
+        payload: bytes::Bytes::from(payload),
+        push_type: apns::PushType::parse(push_type).map_err(bad)?,
+        priority: priority
+            .map(apns::Priority::from_u8)
+            .transpose()
+            .map_err(bad)?,
+        topic: topic
+            .as_deref()
+            .map(apns::Topic::parse)
+            .transpose()
+            .map_err(bad)?,
+        collapse_id: collapse_id
+            .as_deref()
+            .map(apns::CollapseId::parse)
+            .transpose()
+            .map_err(bad)?,
+        apns_expiration: apns_expiration.map(|e| apns::Expiration::from_unix(e.max(0) as u64)),
+    })
 }
