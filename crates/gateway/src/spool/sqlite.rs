@@ -314,61 +314,7 @@ impl Spool for SqliteSpool {
     }
 
     async fn get(&self, id: ApnsId) -> Result<Option<NotificationRecord>, SpoolError> {
-        self.read(move |c| {
-            c.prepare_cached(
-                "SELECT n.token, n.state, n.attempts, n.status, n.reason, r.created_at, \
-                 n.updated_at, r.send_at, r.expires_at, r.app FROM notifications n \
-                 JOIN requests r ON r.id = n.request_id WHERE n.id = ?1",
-            )
-            .map_err(sql("reading a notification"))?
-            .query_row(params![&id.as_uuid().as_bytes()[..]], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, u32>(2)?,
-                    r.get::<_, Option<u16>>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, i64>(6)?,
-                    r.get::<_, Option<i64>>(7)?,
-                    r.get::<_, i64>(8)?,
-                    r.get::<_, String>(9)?,
-                ))
-            })
-            .optional()
-            .map_err(sql("reading a notification"))?
-            .map(
-                |(
-                    token,
-                    state,
-                    attempts,
-                    status,
-                    reason,
-                    created,
-                    updated,
-                    send_at,
-                    expires,
-                    app,
-                )| {
-                    Ok(NotificationRecord {
-                        id,
-                        app,
-                        token: token_from_bytes(&token)?,
-                        state: State::from_i64(state)
-                            .ok_or(SpoolError::Corrupt("unknown state"))?,
-                        attempts,
-                        status,
-                        reason: reason.as_deref().map(Reason::parse),
-                        created_at: from_ms(created),
-                        updated_at: from_ms(updated),
-                        send_at: send_at.map(from_ms),
-                        expires_at: from_ms(expires),
-                    })
-                },
-            )
-            .transpose()
-        })
-        .await
+        self.read(move |c| read_record(c, id)).await
     }
 
     fn pending(&self) -> u64 {
@@ -394,18 +340,18 @@ pub struct FeedbackEntry {
 }
 
 impl SqliteSpool {
-    /// Many notifications at once (unknown ids are left out), in one read.
+    /// Many notifications at once (unknown ids are left out), in one blocking read.
     pub async fn get_many(&self, ids: Vec<ApnsId>) -> Result<Vec<NotificationRecord>, SpoolError> {
-        let mut out = Vec::with_capacity(ids.len());
-        // One blocking task for the lot; `get` does the row mapping.
-        for chunk in ids.chunks(1000) {
-            for id in chunk {
-                if let Some(r) = Spool::get(self, *id).await? {
+        self.read(move |c| {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(r) = read_record(c, id)? {
                     out.push(r);
                 }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
+        .await
     }
 
     /// Dead tokens of `app` registered at or after `since`, oldest first.
@@ -687,4 +633,49 @@ fn decode_request(
             .map_err(bad)?,
         apns_expiration: apns_expiration.map(|e| apns::Expiration::from_unix(e.max(0) as u64)),
     })
+}
+
+/// One notification with its request's times, on the read connection.
+fn read_record(c: &Connection, id: ApnsId) -> Result<Option<NotificationRecord>, SpoolError> {
+    let row = c
+        .prepare_cached(
+            "SELECT n.token, n.state, n.attempts, n.status, n.reason, r.created_at, \
+             n.updated_at, r.send_at, r.expires_at, r.app FROM notifications n \
+             JOIN requests r ON r.id = n.request_id WHERE n.id = ?1",
+        )
+        .map_err(sql("reading a notification"))?
+        .query_row(params![&id.as_uuid().as_bytes()[..]], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, u32>(2)?,
+                r.get::<_, Option<u16>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, i64>(6)?,
+                r.get::<_, Option<i64>>(7)?,
+                r.get::<_, i64>(8)?,
+                r.get::<_, String>(9)?,
+            ))
+        })
+        .optional()
+        .map_err(sql("reading a notification"))?;
+    let Some((token, state, attempts, status, reason, created, updated, send_at, expires, app)) =
+        row
+    else {
+        return Ok(None);
+    };
+    Ok(Some(NotificationRecord {
+        id,
+        app,
+        token: token_from_bytes(&token)?,
+        state: State::from_i64(state).ok_or(SpoolError::Corrupt("unknown state"))?,
+        attempts,
+        status,
+        reason: reason.as_deref().map(Reason::parse),
+        created_at: from_ms(created),
+        updated_at: from_ms(updated),
+        send_at: send_at.map(from_ms),
+        expires_at: from_ms(expires),
+    }))
 }
