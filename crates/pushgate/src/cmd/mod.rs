@@ -1,5 +1,6 @@
 //! Subcommands, one file each.
 
+mod cert;
 mod config;
 mod mock_apns;
 mod send;
@@ -10,6 +11,9 @@ use std::process::ExitCode;
 /// Every subcommand.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
+    /// Work with APNs certificates.
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
     /// Work with configuration files.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -24,6 +28,7 @@ pub enum Command {
 impl Command {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         match self {
+            Command::Cert(c) => cert::run(c),
             Command::Config(c) => config::run(c),
             Command::MockApns(args) => mock_apns::run(*args).await,
             Command::Send(args) => send::run(*args).await,

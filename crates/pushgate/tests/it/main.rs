@@ -1,6 +1,8 @@
 //! The built `pushgate` executable, driven as a user would.
 #![allow(clippy::unwrap_used)]
 
+/// `pushgate cert inspect`: a legacy .p12, a PEM certificate, a wrong password.
+mod cert;
 /// `pushgate config check`: a good file, every problem with its line, exit codes.
 mod config;
 /// `pushgate serve` delivering to `pushgate mock-apns`: every consequence, faults, expiry,
