@@ -52,6 +52,11 @@ for b in range(20):
 PY
 batches=$(( (N + 9999) / 10000 ))
 cpu() { awk '{print $14+$15}' "/proc/$GW/stat"; }
+if [ -n "${PROFILE:-}" ]; then
+  # PROFILE=out.data: sample the gateway's CPU (software clock) for `perf report`.
+  perf record -e cpu-clock -F 999 -o "$PROFILE" -p "$GW" > /dev/null 2>&1 &
+  PERF=$!
+fi
 c0=$(cpu); t0=$(date +%s.%N)
 for b in $(seq 0 $((batches - 1))); do
   f="$tmp/batch$((b % 20)).json"
@@ -65,6 +70,7 @@ while :; do
 done
 t2=$(date +%s.%N); c1=$(cpu)
 rss=$(awk '/VmHWM/ {print $2}' "/proc/$GW/status")
+if [ -n "${PROFILE:-}" ]; then kill -INT "$PERF"; wait "$PERF" 2>/dev/null || true; fi
 python3 - "$N" "$t0" "$t1" "$t2" "$c0" "$c1" "$rss" <<'PY'
 import sys
 n, t0, t1, t2, c0, c1, rss = int(sys.argv[1]), *map(float, sys.argv[2:7]), int(sys.argv[7])

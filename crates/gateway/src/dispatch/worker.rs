@@ -24,7 +24,7 @@ use crate::spool::{Completion, Spool};
 const WINDOW: usize = 100;
 const WRONG_ENV_THRESHOLD: usize = 50;
 /// Notifications taken from the queue at once (one in-flight mark covers them).
-const TAKE: usize = 256;
+const TAKE: usize = 2048;
 
 /// What the completer records.
 #[derive(Debug)]

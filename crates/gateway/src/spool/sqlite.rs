@@ -323,7 +323,12 @@ impl Spool for SqliteSpool {
 }
 
 pub(crate) fn token_from_bytes(b: &[u8]) -> Result<DeviceToken, SpoolError> {
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(b.len() * 2);
+    for x in b {
+        hex.push(char::from(HEX[usize::from(x >> 4)]));
+        hex.push(char::from(HEX[usize::from(x & 0xf)]));
+    }
     DeviceToken::parse(&hex).map_err(|_| SpoolError::Corrupt("stored token"))
 }
 
