@@ -14,6 +14,7 @@ pub mod config;
 pub mod dispatch;
 pub mod http;
 pub mod ingest;
+pub mod metrics;
 pub mod outcomes;
 pub mod server;
 pub mod spool;

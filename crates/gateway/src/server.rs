@@ -43,6 +43,8 @@ pub struct Gateway {
 impl Gateway {
     /// Opens the spool, recovers it and starts dispatching.
     pub async fn start(config: Config, options: DispatchOptions) -> Result<Gateway, ServeError> {
+        // Before dispatch starts, so recovery's sends are counted too.
+        let _ = crate::metrics::handle();
         let spool = SqliteSpool::open(
             &config.storage.sqlite,
             SpoolOptions {

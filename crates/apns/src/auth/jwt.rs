@@ -186,6 +186,13 @@ impl TokenSigner {
         Ok(fresh)
     }
 
+    /// How old the token in use is (`None` before the first is signed); never signs.
+    pub fn current_age(&self) -> Option<Duration> {
+        let now = self.clock.now();
+        let current = self.current.lock().expect("token lock is never poisoned");
+        current.as_ref().map(|t| age(t, now))
+    }
+
     /// APNs answered `ExpiredProviderToken` to `rejected`. Renew if `rejected` is still current
     /// and at least [`MIN_RENEWAL_INTERVAL`] old; a younger token rejected as expired means the
     /// clocks disagree, and renewing would only add `TooManyProviderTokenUpdates`.

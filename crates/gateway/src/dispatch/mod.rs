@@ -75,6 +75,10 @@ pub struct AppStatus {
     /// Why it is halted, if it is.
     pub halted: Option<String>,
     pub queued_in_memory: usize,
+    /// Time left on the certificate in use (certificate auth).
+    pub certificate_expires_in: Option<Duration>,
+    /// Age of the provider token in use (token auth, once one is signed).
+    pub token_age: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -199,12 +203,28 @@ impl Dispatcher {
     pub fn status(&self, app: &str) -> Option<AppStatus> {
         let apps = self.shared.apps.read().expect("apps lock");
         let w = apps.get(app)?;
-        let stats = w.settings().pool.map(|p| p.stats()).unwrap_or_default();
+        let pool = w.settings().pool;
+        let stats = pool.as_ref().map(Pool::stats).unwrap_or_default();
+        let (mut certificate_expires_in, mut token_age) = (None, None);
+        match pool.as_ref().map(|p| &p.config().auth) {
+            Some(Auth::Certificate(id)) => {
+                certificate_expires_in = Some(
+                    id.info()
+                        .not_after
+                        .duration_since(SystemTime::now())
+                        .unwrap_or_default(),
+                );
+            }
+            Some(Auth::Token(signer)) => token_age = signer.current_age(),
+            None => {}
+        }
         Some(AppStatus {
             connections: stats.connections,
             streams_in_flight: stats.streams_in_flight,
             halted: w.halted(),
             queued_in_memory: w.queue.len(),
+            certificate_expires_in,
+            token_age,
         })
     }
 
@@ -388,7 +408,17 @@ async fn complete(shared: Arc<Shared>, mut rx: mpsc::Receiver<Done>) {
             }
         }
         for d in batch.drain(..) {
-            d.app.queue.release([d.decision.completion.id]);
+            let c = &d.decision.completion;
+            let reason = c.reason.as_ref().map_or("", |r| r.as_str());
+            if c.state.is_final() {
+                d.app.metrics.finished(c.state.as_str(), reason);
+                if c.state == crate::spool::State::Delivered {
+                    d.app.metrics.delivered(&c.id);
+                }
+            } else if c.due_at.is_some() {
+                d.app.metrics.retry(reason);
+            }
+            d.app.queue.release([c.id]);
         }
         if let Some(t) = earliest {
             let mut next = shared.next_retry.lock().expect("retry lock");

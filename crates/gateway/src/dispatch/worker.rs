@@ -45,6 +45,7 @@ pub(crate) struct AppWorker {
     /// Whether each of the last answers was BadDeviceToken.
     recent: Mutex<VecDeque<bool>>,
     pub stopped: std::sync::atomic::AtomicBool,
+    pub metrics: crate::metrics::AppMetrics,
 }
 
 /// What a reload may change.
@@ -64,6 +65,7 @@ impl AppWorker {
         halted: Option<String>,
     ) -> AppWorker {
         AppWorker {
+            metrics: crate::metrics::AppMetrics::new(&name),
             name,
             queue: Arc::new(ReadyQueue::new(queue_capacity)),
             settings: RwLock::new(settings),
@@ -115,6 +117,28 @@ impl AppWorker {
     }
 }
 
+fn record_attempt(
+    metrics: &crate::metrics::AppMetrics,
+    outcome: &Outcome,
+    took: std::time::Duration,
+) {
+    let (result, took) = match outcome {
+        Outcome::Response(r) => (
+            match r.status {
+                200..=299 => "2xx",
+                400..=499 => "4xx",
+                _ => "5xx",
+            },
+            Some(took),
+        ),
+        Outcome::Timeout => ("timeout", None),
+        Outcome::ConnectionLost { .. } => ("connection_lost", None),
+        Outcome::Unreachable => ("unreachable", None),
+        Outcome::ConnectionRejected => ("rejected_connection", None),
+    };
+    metrics.attempt(result, took);
+}
+
 fn requeued(r: &Ready) -> Completion {
     Completion {
         id: r.id,
@@ -140,7 +164,9 @@ fn notification(r: &Ready) -> Notification {
     }
 }
 
-type Sending = std::pin::Pin<Box<dyn std::future::Future<Output = (Ready, Outcome)> + Send>>;
+type Sending = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (Ready, Outcome, std::time::Duration)> + Send>,
+>;
 /// A batch being marked in flight; its sends start when the mark has committed.
 type Marking =
     std::pin::Pin<Box<dyn std::future::Future<Output = Option<(Pool, Vec<Ready>)>> + Send>>;
@@ -188,7 +214,8 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
         }
         tokio::select! {
             _ = app.queue.arrived.notified(), if want > 0 => {}
-            Some((ready, outcome)) = sends.next(), if !sends.is_empty() => {
+            Some((ready, outcome, took)) = sends.next(), if !sends.is_empty() => {
+                record_attempt(&app.metrics, &outcome, took);
                 let wrong_env = app.note_answer(&outcome);
                 let decision = if outcome == Outcome::Unreachable && shared.shutdown.is_cancelled() {
                     // Never sent because we are stopping: back to the queue, due at once.
@@ -213,8 +240,9 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
                         let pool = pool.clone();
                         sends.push(Box::pin(async move {
                             let n = notification(&r);
+                            let started = Instant::now();
                             let outcome = pool.send(&n).await;
-                            (r, outcome)
+                            (r, outcome, started.elapsed())
                         }));
                     }
                 }

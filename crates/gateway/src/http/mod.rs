@@ -66,6 +66,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/stats", get(stats::stats))
         .route("/healthz", get(stats::healthz))
         .route("/readyz", get(stats::readyz))
+        .route("/metrics", get(stats::metrics))
         .fallback(|| async { ApiError::new(Code::NotFound, "no such resource") })
         .with_state(state)
 }

@@ -64,6 +64,9 @@ pub async fn submit(
         SubmitError::Full { .. } => ApiError::new(Code::SpoolFull, e.to_string()),
         SubmitError::Unavailable(inner) => spool_error(&inner),
     })?;
+    for r in &committed {
+        crate::metrics::accepted(&r.app, r.len());
+    }
     // Straight to dispatch, without reading back what was just written.
     if let Some(d) = &state.dispatch {
         d.offer(&committed);

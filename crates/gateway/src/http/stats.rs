@@ -103,3 +103,73 @@ pub async fn readyz(State(state): State<Arc<ApiState>>) -> (StatusCode, Json<ser
         )
     }
 }
+
+/// `GET /metrics`: Prometheus text, with the gauges of the present set first.
+pub async fn metrics(State(state): State<Arc<ApiState>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some(handle) = crate::metrics::handle() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics are not recorded in this process",
+        )
+            .into_response();
+    };
+    let config = state.config();
+    for app in &config.apps {
+        let labels = [("app", app.name.clone())];
+        let status = state.dispatch.as_ref().and_then(|d| d.status(&app.name));
+        let s = status.as_ref();
+        crate::metrics::gauge(
+            "pushgate_connections",
+            &labels,
+            s.map_or(0, |s| s.connections) as f64,
+        );
+        crate::metrics::gauge(
+            "pushgate_streams_in_flight",
+            &labels,
+            s.map_or(0, |s| s.streams_in_flight) as f64,
+        );
+        crate::metrics::gauge(
+            "pushgate_app_halted",
+            &labels,
+            f64::from(u8::from(s.is_some_and(|s| s.halted.is_some()))),
+        );
+        crate::metrics::gauge(
+            "pushgate_ready_queue_depth",
+            &labels,
+            s.map_or(0, |s| s.queued_in_memory) as f64,
+        );
+        if let Some(left) = s.and_then(|s| s.certificate_expires_in) {
+            crate::metrics::gauge(
+                "pushgate_certificate_expiry_seconds",
+                &labels,
+                left.as_secs_f64(),
+            );
+        }
+        if let Some(age) = s.and_then(|s| s.token_age) {
+            crate::metrics::gauge(
+                "pushgate_provider_token_age_seconds",
+                &labels,
+                age.as_secs_f64(),
+            );
+        }
+    }
+    if let Ok(counts) = state.spool.pending_counts().await {
+        for st in [NState::Scheduled, NState::Queued, NState::InFlight] {
+            let n = counts.iter().find(|(s, _)| *s == st).map_or(0, |(_, n)| *n);
+            crate::metrics::gauge(
+                "pushgate_spool_notifications",
+                &[("state", st.as_str().to_owned())],
+                n as f64,
+            );
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        handle.render(),
+    )
+        .into_response()
+}

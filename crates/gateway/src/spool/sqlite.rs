@@ -684,3 +684,29 @@ fn read_record(c: &Connection, id: ApnsId) -> Result<Option<NotificationRecord>,
         expires_at: from_ms(expires),
     }))
 }
+
+impl SqliteSpool {
+    /// Notifications not yet final, by state (read through the index of pending rows).
+    pub async fn pending_counts(&self) -> Result<Vec<(State, u64)>, SpoolError> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT state, COUNT(*) FROM notifications WHERE state < 3 GROUP BY state",
+                )
+                .map_err(sql("counting pending notifications"))?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(sql("counting pending notifications"))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (s, n) = row.map_err(sql("counting pending notifications"))?;
+                out.push((
+                    State::from_i64(s).ok_or(SpoolError::Corrupt("unknown state"))?,
+                    n as u64,
+                ));
+            }
+            Ok(out)
+        })
+        .await
+    }
+}

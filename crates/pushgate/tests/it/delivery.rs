@@ -42,6 +42,25 @@ fn a_notification_is_delivered_end_to_end() {
     assert_eq!(seen["headers"]["apns-push-type"], "alert");
     assert_eq!(seen["headers"]["apns-collapse-id"], "c1");
     assert_eq!(seen["payload"]["aps"]["alert"]["title"], "Hi");
+    // And it is counted: accepted, the attempt, its answer time, the outcome, the connection.
+    let out = run(Command::new("curl").args(["-s", &format!("{}/metrics", gw.url)]));
+    let metrics = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "pushgate_notifications_accepted_total{app=\"shop\"} 1",
+        "pushgate_attempts_total{app=\"shop\",result=\"2xx\"} 1",
+        "pushgate_apns_response_seconds_count{app=\"shop\"} 1",
+        "pushgate_accept_to_delivered_seconds_count{app=\"shop\"} 1",
+        "pushgate_notifications_total{app=\"shop\",outcome=\"delivered\",reason=\"\"} 1",
+        "pushgate_connections{app=\"shop\"} 1",
+        "pushgate_app_halted{app=\"shop\"} 0",
+        "pushgate_spool_notifications{state=\"queued\"} 0",
+    ] {
+        assert!(metrics.contains(want), "missing {want} in:\n{metrics}");
+    }
+    assert!(
+        metrics.contains("pushgate_provider_token_age_seconds{app=\"shop\"}"),
+        "{metrics}"
+    );
 }
 
 #[test]

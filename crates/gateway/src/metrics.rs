@@ -1,0 +1,151 @@
+//! Prometheus metrics at `/metrics`.
+//!
+//! Each stage records its own through the `metrics` facade; labels stay bounded: app, outcome
+//! (a state), reason (Apple's reason strings and the gateway's own), status class — never a
+//! token or an id. Gauges that describe the present (connections, queues, halts, credentials)
+//! are set when the page is scraped. The names are listed in docs/metrics.md.
+
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// APNs answer time buckets, in seconds.
+const RESPONSE_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Accept-to-delivered buckets, in seconds.
+const DELIVERY_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 3600.0, 86_400.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The process's recorder, installed on first use (one per process: a test binary may run
+/// several gateways, which then share it). `None` if another recorder was installed first.
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("pushgate_apns_response_seconds".into()),
+                    RESPONSE_BUCKETS,
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("pushgate_accept_to_delivered_seconds".into()),
+                        DELIVERY_BUCKETS,
+                    )
+                })
+                .and_then(PrometheusBuilder::install_recorder)
+                .map_err(|e| tracing::warn!(error = %e, "metrics are not recorded"))
+                .ok()
+        })
+        .as_ref()
+}
+
+/// Notifications accepted (committed) by ingest.
+pub fn accepted(app: &str, n: usize) {
+    metrics::counter!("pushgate_notifications_accepted_total", "app" => app.to_owned())
+        .increment(n as u64);
+}
+
+/// An app's counters and histograms, registered once and reused: looking a metric up by name
+/// and labels on every notification costs more than the rest of its bookkeeping.
+#[derive(Debug)]
+pub struct AppMetrics {
+    app: String,
+    attempts: [(&'static str, metrics::Counter); 7],
+    response: metrics::Histogram,
+    delivered_after: metrics::Histogram,
+    /// (outcome, reason) → counter; (reason) → retry counter. Few distinct keys per app.
+    finished: std::sync::Mutex<std::collections::HashMap<(&'static str, String), metrics::Counter>>,
+    retries: std::sync::Mutex<std::collections::HashMap<String, metrics::Counter>>,
+}
+
+const RESULTS: [&str; 7] = [
+    "2xx",
+    "4xx",
+    "5xx",
+    "timeout",
+    "connection_lost",
+    "unreachable",
+    "rejected_connection",
+];
+
+impl AppMetrics {
+    pub fn new(app: &str) -> AppMetrics {
+        let _ = handle();
+        let a = app.to_owned();
+        AppMetrics {
+            attempts: RESULTS.map(|r| {
+                (
+                    r,
+                    metrics::counter!("pushgate_attempts_total", "app" => a.clone(), "result" => r),
+                )
+            }),
+            response: metrics::histogram!("pushgate_apns_response_seconds", "app" => a.clone()),
+            delivered_after: metrics::histogram!("pushgate_accept_to_delivered_seconds", "app" => a.clone()),
+            finished: Default::default(),
+            retries: Default::default(),
+            app: a,
+        }
+    }
+
+    /// One attempt's result class (`2xx`, `4xx`, `5xx`, `timeout`, `connection_lost`,
+    /// `unreachable`, `rejected_connection`) and, when APNs answered, its answer time.
+    pub fn attempt(&self, result: &'static str, took: Option<Duration>) {
+        if let Some((_, c)) = self.attempts.iter().find(|(r, _)| *r == result) {
+            c.increment(1);
+        }
+        if let Some(t) = took {
+            self.response.record(t.as_secs_f64());
+        }
+    }
+
+    /// A notification reached a final state.
+    pub fn finished(&self, outcome: &'static str, reason: &str) {
+        let mut m = self.finished.lock().expect("metrics lock");
+        m.entry((outcome, reason.to_owned()))
+            .or_insert_with(|| {
+                metrics::counter!(
+                    "pushgate_notifications_total",
+                    "app" => self.app.clone(),
+                    "outcome" => outcome,
+                    "reason" => reason.to_owned()
+                )
+            })
+            .increment(1);
+    }
+
+    /// A retry was scheduled.
+    pub fn retry(&self, reason: &str) {
+        let mut m = self.retries.lock().expect("metrics lock");
+        m.entry(reason.to_owned())
+            .or_insert_with(|| {
+                metrics::counter!("pushgate_retries_total", "app" => self.app.clone(), "reason" => reason.to_owned())
+            })
+            .increment(1);
+    }
+
+    /// Time from acceptance to delivery; acceptance is read from the id (a time-ordered UUID).
+    pub fn delivered(&self, id: &apns::ApnsId) {
+        let Some(ts) = id.as_uuid().get_timestamp() else {
+            return;
+        };
+        let (secs, nanos) = ts.to_unix();
+        let accepted = UNIX_EPOCH + Duration::new(secs, nanos);
+        if let Ok(d) = SystemTime::now().duration_since(accepted) {
+            self.delivered_after.record(d.as_secs_f64());
+        }
+    }
+}
+
+/// A gauge set at scrape time.
+pub fn gauge(name: &'static str, labels: &[(&'static str, String)], value: f64) {
+    let labels: Vec<metrics::Label> = labels
+        .iter()
+        .map(|(k, v)| metrics::Label::new(*k, v.clone()))
+        .collect();
+    metrics::gauge!(name, labels).set(value);
+}
