@@ -120,14 +120,8 @@ impl Reloader {
     pub fn reload(&self, config: Config) {
         let old = self.state.config();
         for (what, changed) in [
-            (
-                "[server]",
-                format!("{:?}", old.server) != format!("{:?}", config.server),
-            ),
-            (
-                "[storage]",
-                format!("{:?}", old.storage) != format!("{:?}", config.storage),
-            ),
+            ("[server]", old.server != config.server),
+            ("[storage]", old.storage != config.storage),
             (
                 "[smtp] listen",
                 old.smtp.as_ref().map(|s| s.listen) != config.smtp.as_ref().map(|s| s.listen),

@@ -32,7 +32,7 @@ pub struct Config {
     pub apps: Vec<App>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Server {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
@@ -40,13 +40,13 @@ pub struct Server {
     pub tls: Option<TlsFiles>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Storage {
     pub sqlite: PathBuf,
     /// Finished notifications are kept this long.
