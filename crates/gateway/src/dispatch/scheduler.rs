@@ -54,12 +54,10 @@ async fn scan(
         .expect("retry lock")
         .is_some_and(|t| t <= now);
     // Every queue's flag is read (and cleared), not just up to the first one set.
-    let overflow = shared
-        .apps()
-        .iter()
-        .map(|a| a.queue.take_overflow())
-        .collect::<Vec<_>>()
-        .contains(&true);
+    let mut overflow = false;
+    for a in shared.apps() {
+        overflow |= a.queue.take_overflow();
+    }
     if !(shared.rescan_needed.swap(false, Ordering::AcqRel) || due_retry || overflow) {
         return Ok(());
     }

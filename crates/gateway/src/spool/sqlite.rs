@@ -224,19 +224,10 @@ impl SqliteSpool {
     /// Counts notifications by state (every state present).
     pub async fn counts(&self) -> Result<Vec<(State, u64)>, SpoolError> {
         self.read(|c| {
-            let mut st = c
-                .prepare_cached("SELECT state, COUNT(*) FROM notifications GROUP BY state")
-                .map_err(sql("counting notifications"))?;
-            let rows = st
-                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
-                .map_err(sql("counting notifications"))?;
-            let mut out = Vec::new();
-            for r in rows {
-                let (s, n) = r.map_err(sql("counting notifications"))?;
-                let s = State::from_i64(s).ok_or(SpoolError::Corrupt("unknown state"))?;
-                out.push((s, n as u64));
-            }
-            Ok(out)
+            count_by_state(
+                c,
+                "SELECT state, COUNT(*) FROM notifications GROUP BY state",
+            )
         })
         .await
     }
@@ -689,24 +680,30 @@ impl SqliteSpool {
     /// Notifications not yet final, by state (read through the index of pending rows).
     pub async fn pending_counts(&self) -> Result<Vec<(State, u64)>, SpoolError> {
         self.read(|c| {
-            let mut st = c
-                .prepare_cached(
-                    "SELECT state, COUNT(*) FROM notifications WHERE state < 3 GROUP BY state",
-                )
-                .map_err(sql("counting pending notifications"))?;
-            let rows = st
-                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
-                .map_err(sql("counting pending notifications"))?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (s, n) = row.map_err(sql("counting pending notifications"))?;
-                out.push((
-                    State::from_i64(s).ok_or(SpoolError::Corrupt("unknown state"))?,
-                    n as u64,
-                ));
-            }
-            Ok(out)
+            count_by_state(
+                c,
+                "SELECT state, COUNT(*) FROM notifications WHERE state < 3 GROUP BY state",
+            )
         })
         .await
     }
+}
+
+/// Runs a `SELECT state, COUNT(*) ... GROUP BY state` query.
+fn count_by_state(c: &Connection, query: &str) -> Result<Vec<(State, u64)>, SpoolError> {
+    let mut st = c
+        .prepare_cached(query)
+        .map_err(sql("counting notifications"))?;
+    let rows = st
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+        .map_err(sql("counting notifications"))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (s, n) = row.map_err(sql("counting notifications"))?;
+        out.push((
+            State::from_i64(s).ok_or(SpoolError::Corrupt("unknown state"))?,
+            n as u64,
+        ));
+    }
+    Ok(out)
 }
