@@ -3,18 +3,24 @@
 //! # Flow
 //!
 //! ```text
-//! ingest ──▶ spool (durable, group commit) ──▶ dispatch ──▶ apns::Pool ──▶ outcomes
+//! http / smtp ──▶ ingest ──▶ spool (durable, group commit) ──▶ dispatch ──▶ apns::Pool ──▶ outcomes
+//!                                                                                          │
+//!                                                        delivery log, webhooks ◀── events ┘
 //! ```
 //!
-//! What exists so far: [`config`] (the TOML file, raw → validated, every problem at once with
-//! file:line), [`ingest`] (the API's notification documents), [`http`] (the API on axum) and
-//! [`spool`] (the SQLite queue). Dispatch and outcomes follow.
+//! [`config`] (the TOML file, raw → validated, every problem at once with file:line),
+//! [`http`] (the API on axum, with Momentum's `/v1.0/inject`) and [`smtp`] (the MCMT listener)
+//! take notifications in; [`ingest`] turns what they received into spool requests; [`spool`]
+//! (SQLite) keeps them; [`dispatch`] sends them and [`outcomes`] decides what each answer
+//! means; [`events`] carries final outcomes to the delivery log and the failure hooks.
 
 pub mod config;
 pub mod dispatch;
+
 pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod outcomes;
 pub mod server;
+pub mod smtp;
 pub mod spool;

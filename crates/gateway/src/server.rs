@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::Config;
@@ -30,6 +31,8 @@ pub enum ServeError {
     Http(#[source] std::io::Error),
     #[error("the spool")]
     Spool(#[source] SpoolError),
+    #[error("the SMTP listener")]
+    Smtp(#[source] crate::smtp::SmtpError),
 }
 
 /// A started gateway: spool, dispatch, and the API's state.
@@ -77,13 +80,36 @@ impl Gateway {
         }
     }
 
-    /// Serves the API until `shutdown`, then stops in order within the grace period.
+    /// Serves the API (and SMTP, given its listener) until `shutdown`, then stops in order
+    /// within the grace period.
     pub async fn serve(
         self,
         listener: TcpListener,
+        smtp: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
+        let smtp_stop = CancellationToken::new();
+        let smtp_task = match smtp {
+            Some(l) => {
+                let config = self.state.config();
+                let tls = match config.smtp.as_ref().and_then(|s| s.tls.as_ref()) {
+                    Some(files) => Some(crate::smtp::acceptor(files).map_err(ServeError::Smtp)?),
+                    None => None,
+                };
+                Some(tokio::spawn(crate::smtp::serve(
+                    l,
+                    Arc::clone(&self.state),
+                    tls,
+                    smtp_stop.clone(),
+                )))
+            }
+            None => None,
+        };
         let served = run(listener, Arc::clone(&self.state), shutdown).await;
+        smtp_stop.cancel();
+        if let Some(t) = smtp_task {
+            let _ = t.await;
+        }
         let grace = self.state.config().server.shutdown_grace;
         info!(?grace, "intake stopped; finishing streams in flight");
         self.dispatch.shutdown(grace).await;

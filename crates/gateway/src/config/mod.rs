@@ -220,4 +220,15 @@ impl Config {
     pub fn app(&self, name: &str) -> Option<&App> {
         self.apps.iter().find(|a| a.name == name)
     }
+
+    /// The app a recipient domain routes to: its name or one of its `smtp_domains` (Momentum's
+    /// "domain"), compared without regard to case.
+    pub fn app_for_domain(&self, domain: &str) -> Option<&App> {
+        self.apps.iter().find(|a| {
+            a.name.eq_ignore_ascii_case(domain)
+                || a.smtp_domains
+                    .iter()
+                    .any(|d| d.eq_ignore_ascii_case(domain))
+        })
+    }
 }

@@ -3,10 +3,12 @@
 //! - `error`: the one place errors become `{"error": {...}}` answers.
 //! - `auth`: API keys (SHA-256, constant time) and their scopes.
 //! - `notifications`: submit, status, lookup. `apps`: feedback. `stats`: stats, health, readiness.
+//! - `inject`: Momentum's REST injector, `/v1.0/inject`.
 
 mod apps;
 pub mod auth;
 pub mod error;
+mod inject;
 mod notifications;
 mod stats;
 
@@ -18,7 +20,7 @@ use axum::routing::{delete, get, post};
 
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
-use crate::spool::{NotificationRecord, SqliteSpool};
+use crate::spool::{NewRequest, NotificationRecord, Spool, SqliteSpool, SubmitError};
 use error::{ApiError, Code};
 
 /// What every handler shares.
@@ -53,6 +55,19 @@ impl ApiState {
     pub fn set_config(&self, config: Arc<Config>) {
         *self.config.write().expect("config lock") = config;
     }
+
+    /// Every ingest's last step: commits `requests` (answering only after the commit), counts
+    /// them, and offers them straight to dispatch without reading back what was just written.
+    pub async fn commit(&self, requests: Vec<NewRequest>) -> Result<(), SubmitError> {
+        let committed = self.spool.enqueue(requests).await?;
+        for r in &committed {
+            crate::metrics::accepted(&r.app, r.len());
+        }
+        if let Some(d) = &self.dispatch {
+            d.offer(&committed);
+        }
+        Ok(())
+    }
 }
 
 /// The API's routes.
@@ -64,6 +79,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/apps/{app}/feedback", get(apps::feedback))
         .route("/v1/apps/{app}/feedback/{token}", delete(apps::clear))
         .route("/v1/stats", get(stats::stats))
+        .route("/v1.0/inject", post(inject::inject))
+        .route("/v1.0/inject/", post(inject::inject))
         .route("/healthz", get(stats::healthz))
         .route("/readyz", get(stats::readyz))
         .route("/metrics", get(stats::metrics))

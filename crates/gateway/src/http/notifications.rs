@@ -17,7 +17,7 @@ use crate::spool::{Spool, SubmitError};
 /// Most ids in one lookup.
 const MAX_LOOKUP: usize = 10_000;
 
-async fn json_body(
+pub(super) async fn json_body(
     state: &ApiState,
     headers: &HeaderMap,
     body: Body,
@@ -51,6 +51,14 @@ async fn json_body(
     })
 }
 
+/// A failed commit as the API answers it.
+pub(crate) fn submit_error(e: SubmitError) -> ApiError {
+    match e {
+        SubmitError::Full { .. } => ApiError::new(Code::SpoolFull, e.to_string()),
+        SubmitError::Unavailable(inner) => spool_error(&inner),
+    }
+}
+
 pub async fn submit(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -60,17 +68,7 @@ pub async fn submit(
     let caller = authenticate(&config.api_keys, &headers)?;
     let bytes = json_body(&state, &headers, body).await?;
     let (requests, ids) = crate::ingest::json::parse(&bytes, &caller, &config, SystemTime::now())?;
-    let committed = state.spool.enqueue(requests).await.map_err(|e| match e {
-        SubmitError::Full { .. } => ApiError::new(Code::SpoolFull, e.to_string()),
-        SubmitError::Unavailable(inner) => spool_error(&inner),
-    })?;
-    for r in &committed {
-        crate::metrics::accepted(&r.app, r.len());
-    }
-    // Straight to dispatch, without reading back what was just written.
-    if let Some(d) = &state.dispatch {
-        d.offer(&committed);
-    }
+    state.commit(requests).await.map_err(submit_error)?;
     let ids: Vec<String> = ids.iter().map(ApnsId::to_string).collect();
     Ok((
         StatusCode::ACCEPTED,

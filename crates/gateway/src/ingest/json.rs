@@ -135,7 +135,11 @@ fn string<'a>(n: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, A
     }
 }
 
-fn one(n: &Map<String, Value>, app: &App, now: SystemTime) -> Result<NewRequest, ApiError> {
+pub(crate) fn one(
+    n: &Map<String, Value>,
+    app: &App,
+    now: SystemTime,
+) -> Result<NewRequest, ApiError> {
     if let Some(k) = n.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(field(format!("unknown field {k:?}")));
     }

@@ -18,14 +18,18 @@ pub const ADMIN_KEY: &str = "admin-key-0123456789";
 
 pub struct TestApi {
     pub addr: SocketAddr,
+    /// The SMTP listener, when the configuration has `[smtp]`.
+    pub smtp: Option<SocketAddr>,
     pub spool: SqliteSpool,
-    _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
     server: tokio::task::JoinHandle<Result<(), gateway::server::ServeError>>,
+    smtp_stop: tokio_util::sync::CancellationToken,
 }
 
 impl Drop for TestApi {
     fn drop(&mut self) {
         self.server.abort();
+        self.smtp_stop.cancel();
     }
 }
 
@@ -57,6 +61,7 @@ admin = true
 
 [[apps]]
 name = "shop"
+smtp_domains = ["push.shop.example"]
 topic = "com.example.shop"
 environment = "sandbox"
 key_file = "AuthKey_ABC123DEFG.p8"
@@ -84,14 +89,30 @@ impl TestApi {
     }
 
     pub async fn start_with(server_extra: &str, storage_extra: &str) -> TestApi {
+        TestApi::start_sections(server_extra, storage_extra, "", |_| ()).await
+    }
+
+    /// With `sections` appended to the file (`[smtp]` and the like), after `prepare` has put
+    /// what they name into the folder.
+    pub async fn start_sections(
+        server_extra: &str,
+        storage_extra: &str,
+        sections: &str,
+        prepare: impl FnOnce(&std::path::Path),
+    ) -> TestApi {
         let dir = tempfile::tempdir().unwrap();
         std::fs::copy(
             apns_fixtures().join("AuthKey_ABC123DEFG.p8"),
             dir.path().join("AuthKey_ABC123DEFG.p8"),
         )
         .unwrap();
+        prepare(dir.path());
         let file = dir.path().join("pushgate.toml");
-        std::fs::write(&file, config_text(server_extra, storage_extra)).unwrap();
+        std::fs::write(
+            &file,
+            format!("{}\n{sections}", config_text(server_extra, storage_extra)),
+        )
+        .unwrap();
         let config = Arc::new(Config::load(&file).unwrap());
         let spool = SqliteSpool::open(
             &config.storage.sqlite,
@@ -108,6 +129,22 @@ impl TestApi {
             spool.clone(),
             None,
         ));
+        let smtp_stop = tokio_util::sync::CancellationToken::new();
+        let smtp = match &config.smtp {
+            Some(s) => {
+                let l = tokio::net::TcpListener::bind(s.listen).await.unwrap();
+                let at = l.local_addr().unwrap();
+                let tls = s.tls.as_ref().map(|f| gateway::smtp::acceptor(f).unwrap());
+                tokio::spawn(gateway::smtp::serve(
+                    l,
+                    Arc::clone(&state),
+                    tls,
+                    smtp_stop.clone(),
+                ));
+                Some(at)
+            }
+            None => None,
+        };
         let server = tokio::spawn(gateway::server::run(
             listener,
             state,
@@ -115,9 +152,11 @@ impl TestApi {
         ));
         TestApi {
             addr,
+            smtp,
             spool,
-            _dir: dir,
+            dir,
             server,
+            smtp_stop,
         }
     }
 

@@ -11,5 +11,8 @@ mod config;
 mod crash;
 /// Building requests for the spool.
 mod harness;
+/// The SMTP listener with lettre, Python's smtplib and a raw socket: the seed's example,
+/// pipelining, dot-stuffing, encodings, placements, fan-out, every refusal, STARTTLS and AUTH.
+mod smtp;
 /// The spool: whole-or-nothing batches, limits, recovery, retention, dead tokens.
 mod spool;

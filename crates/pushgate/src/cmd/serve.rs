@@ -56,8 +56,23 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("binding the API listener {addr}"))?;
     let local = listener.local_addr()?;
+    let smtp = match &config.smtp {
+        Some(s) => Some(
+            tokio::net::TcpListener::bind(s.listen)
+                .await
+                .with_context(|| format!("binding the SMTP listener {}", s.listen))?,
+        ),
+        None => None,
+    };
+    let smtp_addr = smtp
+        .as_ref()
+        .map(tokio::net::TcpListener::local_addr)
+        .transpose()?;
     let gateway = Gateway::start(config, DispatchOptions::default()).await?;
     println!("pushgate listening on http://{local}");
+    if let Some(a) = smtp_addr {
+        println!("pushgate smtp on {a}");
+    }
     if let Some(d) = &demo {
         println!("demo APNs simulator on {}", d.sim.endpoint());
         println!("API key: {} (kept in {}/demo-api-key)", d.api_key, DEMO_DIR);
@@ -77,7 +92,9 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             }
         }
     });
-    gateway.serve(listener, super::shutdown_signal()).await?;
+    gateway
+        .serve(listener, smtp, super::shutdown_signal())
+        .await?;
     if let Some(d) = demo {
         d.sim.shutdown().await;
     }

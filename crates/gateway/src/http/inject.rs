@@ -1,0 +1,227 @@
+//! `POST /v1.0/inject`: Momentum's REST injector (DESIGN §3).
+//!
+//! The body carries an MCMT MIME message as `template` and the recipients, which resolve as
+//! over SMTP (the domain names the app; `vctx.DLV_Dest_ID` may carry the token). Like
+//! Momentum, the injection is all-or-nothing: one refused recipient or part refuses it whole,
+//! with each recipient's SMTP-style reason.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::ApiState;
+use super::auth::{Caller, authenticate, check_key};
+use super::error::{ApiError, Code};
+use crate::ingest::mcmt::{self, Recipient};
+use crate::spool::SubmitError;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Injection {
+    template: String,
+    recipients: Vec<InjectRecipient>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InjectRecipient {
+    to: String,
+    #[serde(default)]
+    #[allow(dead_code, reason = "Momentum's field; accepted, not used by APNs")]
+    from: Option<String>,
+    #[serde(default)]
+    vctx: Option<Vctx>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Vctx {
+    #[serde(rename = "DLV_Dest_ID")]
+    dest_id: Option<String>,
+}
+
+/// Most recipients in one injection (the API's token limit).
+const MAX_RECIPIENTS: usize = crate::ingest::json::MAX_TOKENS;
+
+pub async fn inject(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match run(&state, &headers, body).await {
+        Ok(r) | Err(Failure::Momentum(r)) => r,
+        Err(Failure::Api(e)) => e.into_response(),
+    }
+}
+
+enum Failure {
+    /// Before any recipient was looked at: the API's own error document.
+    Api(ApiError),
+    /// Momentum's failure document.
+    Momentum(Response),
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Failure::Api(e)
+    }
+}
+
+/// Momentum's failure document: every recipient with its reason.
+fn failure(status: StatusCode, reasons: Vec<String>) -> Failure {
+    let results: Vec<Value> = reasons
+        .into_iter()
+        .map(|r| json!({"status": "failure", "reason": r}))
+        .collect();
+    let mut response = (
+        status,
+        Json(json!({"results": results, "status": "failure"})),
+    )
+        .into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+    }
+    Failure::Momentum(response)
+}
+
+async fn run(state: &ApiState, headers: &HeaderMap, body: Body) -> Result<Response, Failure> {
+    let config = state.config();
+    let caller = caller(&config.api_keys, headers)?;
+    let bytes = super::notifications::json_body(state, headers, body).await?;
+    let injection: Injection = serde_json::from_slice(&bytes).map_err(|e| {
+        let code = if e.is_syntax() || e.is_eof() {
+            Code::InvalidJson
+        } else {
+            Code::InvalidField
+        };
+        ApiError::new(code, format!("not an injection: {e}"))
+    })?;
+    if injection.recipients.is_empty() {
+        return Err(ApiError::new(Code::InvalidField, "\"recipients\" is empty").into());
+    }
+    if injection.recipients.len() > MAX_RECIPIENTS {
+        return Err(ApiError::new(
+            Code::TooManyTokens,
+            format!("at most {MAX_RECIPIENTS} recipients in one injection"),
+        )
+        .into());
+    }
+    // Every recipient is resolved before anything else, as RCPT would.
+    let mut recipients = Vec::with_capacity(injection.recipients.len());
+    let mut reasons = Vec::new();
+    for r in &injection.recipients {
+        match resolve(r, &caller, &config) {
+            Ok(x) => {
+                recipients.push(x);
+                reasons.push("250 2.1.5 recipient OK; not injected: another was refused".into());
+            }
+            Err(reason) => reasons.push(reason),
+        }
+    }
+    if recipients.len() < injection.recipients.len() {
+        return Err(failure(StatusCode::BAD_REQUEST, reasons));
+    }
+    let n = recipients.len();
+    let parsed = mcmt::parse(
+        injection.template.as_bytes(),
+        &recipients,
+        &config,
+        SystemTime::now(),
+    )
+    .map_err(|e| failure(StatusCode::BAD_REQUEST, vec![format!("554 5.6.0 {e}"); n]))?;
+    let mcmt::Parsed { requests, ids } = parsed;
+    state.commit(requests).await.map_err(|e| match e {
+        SubmitError::Full { .. } => failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            vec!["451 4.3.0 the spool is full; try again later".into(); n],
+        ),
+        SubmitError::Unavailable(inner) => {
+            tracing::warn!(error = %inner, "spool failure on an injection");
+            failure(
+                StatusCode::SERVICE_UNAVAILABLE,
+                vec!["451 4.3.0 the spool is unavailable; try again later".into(); n],
+            )
+        }
+    })?;
+    let results: Vec<Value> = ids
+        .iter()
+        .map(|ids| {
+            let first = ids.first().map(ToString::to_string).unwrap_or_default();
+            let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+            json!({"status": "success", "mid": first, "reason": format!("250 {first}"), "ids": ids})
+        })
+        .collect();
+    Ok((
+        StatusCode::OK,
+        Json(json!({"results": results, "status": "success"})),
+    )
+        .into_response())
+}
+
+/// Bearer, or Basic with the key as the password (Momentum's clients send either).
+fn caller(keys: &[crate::config::ApiKey], headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+        });
+    let Some(encoded) = basic else {
+        return authenticate(keys, headers);
+    };
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|pair| {
+            let (_, password) = pair.split_once(':')?;
+            check_key(keys, password)
+        })
+        .ok_or_else(|| {
+            ApiError::new(
+                Code::Unauthorized,
+                "a valid API key is required (Bearer, or Basic with the key as the password)",
+            )
+        })
+}
+
+/// A recipient routed to its app, or its SMTP-style refusal.
+fn resolve(
+    r: &InjectRecipient,
+    caller: &Caller,
+    config: &crate::config::Config,
+) -> Result<Recipient, String> {
+    let address = r.to.trim();
+    let address = match (address.find('<'), address.rfind('>')) {
+        (Some(a), Some(b)) if a < b => &address[a + 1..b],
+        _ => address,
+    };
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return Err(format!(
+            "501 5.1.3 {address:?} needs a domain naming an app"
+        ));
+    };
+    let app = config
+        .app_for_domain(domain)
+        .ok_or_else(|| format!("550 5.1.2 no app takes the domain {domain:?}"))?;
+    if !caller.may_use(&app.name) {
+        return Err(format!(
+            "550 5.7.1 {:?} may not use app {:?}",
+            caller.name, app.name
+        ));
+    }
+    Ok(Recipient {
+        app: app.name.clone(),
+        local: local.to_owned(),
+        dest_id: r.vctx.as_ref().and_then(|v| v.dest_id.clone()),
+    })
+}

@@ -1,0 +1,313 @@
+//! Momentum's Multi-Channel Message Type (MCMT) → spool requests: what the SMTP listener and
+//! the REST injector (`/v1.0/inject`) both accept (DESIGN §3, "SMTP").
+//!
+//! Each MIME part with `Content-Type: message/vnd.msys.apn` is one push. Its headers
+//! (`X-Device-Token`, `X-APNs-*`) come either as an inner header block at the start of the
+//! part's content, followed by an empty line and the JSON payload (the seed's layout), or among
+//! the part's own MIME headers with the JSON as the whole content. The part's
+//! Content-Transfer-Encoding applies to the whole content, inner headers included.
+//!
+//! Recipients name apps by their domain. A part with `X-Device-Token` makes one notification
+//! per distinct app among the recipients; a part without one makes one per recipient, whose
+//! token is `vctx.DLV_Dest_ID` (inject) or else the address's local part. The payload then goes
+//! through the HTTP API's own checks and defaults (`super::json::one`), so every way in agrees
+//! on push types, priorities, topics and expiry. Like the API, a message is taken whole or not
+//! at all: the first problem refuses it, naming the part.
+
+use std::time::SystemTime;
+
+use apns::{ApnsId, DeviceToken};
+use mail_parser::{MessageParser, MessagePart, MimeHeaders};
+use serde_json::{Map, Value};
+
+use crate::config::Config;
+use crate::spool::NewRequest;
+
+/// One recipient, already routed to an app by its domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    /// The app its domain names.
+    pub app: String,
+    /// The address's local part.
+    pub local: String,
+    /// `vctx.DLV_Dest_ID` (the REST injector only).
+    pub dest_id: Option<String>,
+}
+
+/// Why a message is refused (SMTP `554 5.6.0`); the text names the part and the problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+/// A message turned into spool requests.
+#[derive(Debug)]
+pub struct Parsed {
+    pub requests: Vec<NewRequest>,
+    /// For each recipient, in order, the ids of the notifications made for it. A notification
+    /// made once for an app (a part with `X-Device-Token`) is listed under each of the app's
+    /// recipients.
+    pub ids: Vec<Vec<ApnsId>>,
+}
+
+impl Parsed {
+    /// How many notifications, and the first id (in part order).
+    pub fn count_and_first(&self) -> (usize, Option<ApnsId>) {
+        let count = self.requests.iter().map(NewRequest::len).sum();
+        let first = self
+            .requests
+            .first()
+            .and_then(|r| r.notifications.first())
+            .map(|(id, _)| *id);
+        (count, first)
+    }
+}
+
+/// The MCMT content type of a push part.
+const PUSH_TYPE: (&str, &str) = ("message", "vnd.msys.apn");
+
+/// The push headers of one part.
+#[derive(Debug, Default)]
+struct PushHeaders {
+    token: Option<String>,
+    topic: Option<String>,
+    priority: Option<String>,
+    expiration: Option<String>,
+    push_type: Option<String>,
+    collapse_id: Option<String>,
+}
+
+impl PushHeaders {
+    /// Records `name: value` if it is a push header; true if it was one.
+    fn set(&mut self, name: &str, value: &str) -> bool {
+        let slot = match name.to_ascii_lowercase().as_str() {
+            "x-device-token" => &mut self.token,
+            "x-apns-topic" => &mut self.topic,
+            "x-apns-priority" => &mut self.priority,
+            "x-apns-expiration" => &mut self.expiration,
+            "x-apns-push-type" => &mut self.push_type,
+            "x-apns-collapse-id" => &mut self.collapse_id,
+            _ => return false,
+        };
+        *slot = Some(value.trim().to_owned());
+        true
+    }
+}
+
+/// Parses `message` for `recipients` into requests, checked whole before anything is stored.
+pub fn parse(
+    message: &[u8],
+    recipients: &[Recipient],
+    config: &Config,
+    now: SystemTime,
+) -> Result<Parsed, Refused> {
+    let parsed = MessageParser::default()
+        .parse(message)
+        .ok_or_else(|| Refused("the message has no MIME headers".into()))?;
+    let parts: Vec<&MessagePart<'_>> = parsed.parts.iter().filter(|p| is_push(p)).collect();
+    if parts.is_empty() {
+        return Err(Refused(
+            "the message has no message/vnd.msys.apn part".into(),
+        ));
+    }
+    let mut out = Parsed {
+        requests: Vec::new(),
+        ids: vec![Vec::new(); recipients.len()],
+    };
+    for (n, part) in parts.iter().enumerate() {
+        let name = format!("push part {}", n + 1);
+        one_part(part, recipients, config, now, &mut out)
+            .map_err(|e| Refused(format!("{name}: {e}")))?;
+    }
+    Ok(out)
+}
+
+fn is_push(part: &MessagePart<'_>) -> bool {
+    part.content_type().is_some_and(|ct| {
+        ct.ctype().eq_ignore_ascii_case(PUSH_TYPE.0)
+            && ct
+                .subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case(PUSH_TYPE.1))
+    })
+}
+
+fn one_part(
+    part: &MessagePart<'_>,
+    recipients: &[Recipient],
+    config: &Config,
+    now: SystemTime,
+    out: &mut Parsed,
+) -> Result<(), String> {
+    let encoding = part
+        .headers()
+        .iter()
+        .find(|h| h.name().eq_ignore_ascii_case("content-transfer-encoding"))
+        .and_then(|h| h.value().as_text())
+        .map(|v| v.trim().to_ascii_lowercase());
+    if let Some(e) = &encoding
+        && !["7bit", "8bit", "binary", "base64", "quoted-printable"].contains(&e.as_str())
+    {
+        return Err(format!("unknown Content-Transfer-Encoding {e:?}"));
+    }
+    if part.is_encoding_problem {
+        return Err(format!(
+            "its content is not valid {}",
+            encoding.as_deref().unwrap_or("7bit")
+        ));
+    }
+    let mut headers = PushHeaders::default();
+    let mut outer = false;
+    for h in part.headers() {
+        if let Some(v) = h.value().as_text() {
+            outer |= headers.set(h.name(), v);
+        }
+    }
+    let content = part.contents();
+    let json = if outer {
+        content
+    } else {
+        inner_headers(content, &mut headers)?
+    };
+    let payload: Value =
+        serde_json::from_slice(json).map_err(|e| format!("the payload is not valid JSON: {e}"))?;
+    let Value::Object(mut payload) = payload else {
+        return Err("the payload must be a JSON object".into());
+    };
+    let aps = payload.remove("aps");
+    // The document the HTTP API would have received for these headers and payload.
+    let mut doc = Map::new();
+    if let Some(aps) = aps {
+        doc.insert("aps".into(), aps);
+    }
+    if !payload.is_empty() {
+        doc.insert("data".into(), Value::Object(payload));
+    }
+    for (key, value) in [
+        ("topic", &headers.topic),
+        ("push_type", &headers.push_type),
+        ("collapse_id", &headers.collapse_id),
+    ] {
+        if let Some(v) = value {
+            doc.insert(key.into(), Value::String(v.clone()));
+        }
+    }
+    for (key, header, value) in [
+        ("priority", "X-APNs-Priority", &headers.priority),
+        ("expiration", "X-APNs-Expiration", &headers.expiration),
+    ] {
+        if let Some(v) = value {
+            let n: u64 = v
+                .parse()
+                .map_err(|_| format!("{header} {v:?} is not a non-negative integer"))?;
+            doc.insert(key.into(), Value::from(n));
+        }
+    }
+
+    // Which apps get which tokens, in recipient order; the k-th owner list of an app names the
+    // recipients whose result lists its k-th token.
+    let mut groups: Vec<Group<'_>> = Vec::new();
+    match &headers.token {
+        Some(t) => {
+            let token = DeviceToken::parse(t).map_err(|e| format!("X-Device-Token: {e}"))?;
+            for (i, r) in recipients.iter().enumerate() {
+                let (_, tokens, owners) = group(&mut groups, &r.app);
+                if tokens.is_empty() {
+                    tokens.push(token.clone());
+                    owners.push(Vec::new());
+                }
+                owners[0].push(i);
+            }
+        }
+        None => {
+            for (i, r) in recipients.iter().enumerate() {
+                let raw = r.dest_id.as_deref().unwrap_or(&r.local);
+                let token = DeviceToken::parse(raw).map_err(|e| {
+                    format!(
+                        "no X-Device-Token, and recipient {} does not carry a device token ({raw:?}): {e}",
+                        i + 1
+                    )
+                })?;
+                let (_, tokens, owners) = group(&mut groups, &r.app);
+                tokens.push(token);
+                owners.push(vec![i]);
+            }
+        }
+    }
+    for (app_name, tokens, owners) in groups {
+        let app = config
+            .app(app_name)
+            .ok_or_else(|| format!("no app is named {app_name:?}"))?;
+        doc.insert(
+            "tokens".into(),
+            Value::Array(
+                tokens
+                    .iter()
+                    .map(|t| Value::String(t.as_str().to_owned()))
+                    .collect(),
+            ),
+        );
+        let request = super::json::one(&doc, app, now).map_err(|e| e.message)?;
+        for ((id, _), owners) in request.notifications.iter().zip(&owners) {
+            for &i in owners {
+                out.ids[i].push(*id);
+            }
+        }
+        out.requests.push(request);
+    }
+    Ok(())
+}
+
+/// An app's name, its tokens, and for each token the recipients it is listed under.
+type Group<'a> = (&'a str, Vec<DeviceToken>, Vec<Vec<usize>>);
+
+/// The group of `app`, added at the end if it is new.
+fn group<'g, 'a>(groups: &'g mut Vec<Group<'a>>, app: &'a str) -> &'g mut Group<'a> {
+    let i = match groups.iter().position(|(a, _, _)| *a == app) {
+        Some(i) => i,
+        None => {
+            groups.push((app, Vec::new(), Vec::new()));
+            groups.len() - 1
+        }
+    };
+    &mut groups[i]
+}
+
+/// Splits the seed's layout: an inner header block, an empty line, the JSON. Content that
+/// starts with the JSON has no inner headers.
+fn inner_headers<'a>(content: &'a [u8], headers: &mut PushHeaders) -> Result<&'a [u8], String> {
+    let start = content
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(content.len());
+    let content = &content[start..];
+    if content.first() == Some(&b'{') {
+        return Ok(content);
+    }
+    let (block, json) = split_blank_line(content).ok_or_else(|| {
+        "the push headers must be followed by an empty line and the JSON payload".to_owned()
+    })?;
+    let block = std::str::from_utf8(block).map_err(|_| "the push headers are not UTF-8")?;
+    for line in block.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| format!("push header line {line:?} is not \"Name: value\""))?;
+        headers.set(name.trim(), value);
+    }
+    Ok(json)
+}
+
+/// The text before and after the first empty line (CRLF or LF line ends).
+fn split_blank_line(content: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut line_start = 0;
+    for (i, b) in content.iter().enumerate() {
+        if *b != b'\n' {
+            continue;
+        }
+        let line = &content[line_start..i];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) && line_start > 0 {
+            return Some((&content[..line_start], &content[i + 1..]));
+        }
+        line_start = i + 1;
+    }
+    None
+}

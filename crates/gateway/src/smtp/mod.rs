@@ -1,0 +1,104 @@
+//! The SMTP listener for Momentum's MCMT injection (`[smtp]`, DESIGN §3).
+//!
+//! Commands are parsed by `smtp-proto` (Stalwart's RFC 5321 parser and DATA receiver); the
+//! session loop, limits, reply codes and pipelining are ours (`session`). A message becomes
+//! notifications through `crate::ingest::mcmt` and is answered `250` only after the spool's
+//! commit, so a client that saw 250 never loses its message.
+//!
+//! STARTTLS is offered when `tls_cert`/`tls_key` are set; AUTH (PLAIN, LOGIN) only over TLS,
+//! with the API key's name as the user and the key as the password. The key's app scope then
+//! limits the recipient domains.
+
+mod session;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::config::TlsFiles;
+use crate::http::ApiState;
+
+/// How long sessions still open at shutdown get to finish their current command.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Why the listener could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SmtpError {
+    #[error("reading the SMTP TLS files {cert} / {key}: {reason}")]
+    Tls {
+        cert: String,
+        key: String,
+        reason: String,
+    },
+}
+
+/// Builds the STARTTLS acceptor from `[smtp] tls_cert` / `tls_key`.
+pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, SmtpError> {
+    let fail = |reason: String| SmtpError::Tls {
+        cert: files.cert.display().to_string(),
+        key: files.key.display().to_string(),
+        reason,
+    };
+    let chain = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|e| fail(e.to_string()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(Path::new(&files.key)).map_err(|e| fail(e.to_string()))?;
+    let config = ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| fail(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(|e| fail(e.to_string()))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Accepts SMTP sessions on `listener` until `shutdown`; then sessions are asked to close at
+/// their next command and get a short while to do so.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<ApiState>,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+) {
+    let sessions = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = shutdown.cancelled() => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let (state, tls, shutdown) = (Arc::clone(&state), tls.clone(), shutdown.clone());
+                sessions.spawn(async move {
+                    if let Err(e) = session::run(stream, peer, state, tls, shutdown).await {
+                        debug!(%peer, error = %e, "SMTP session ended with an error");
+                    }
+                });
+            }
+            Err(e) => {
+                warn!(error = %e, "accepting an SMTP connection failed");
+                // Out of descriptors, most likely: give sessions a moment to end.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    sessions.close();
+    if tokio::time::timeout(DRAIN, sessions.wait()).await.is_err() {
+        warn!("SMTP sessions still open at shutdown were closed");
+    }
+    info!("SMTP listener stopped");
+}
