@@ -11,6 +11,8 @@ mod config;
 mod crash;
 /// Building requests for the spool.
 mod harness;
+/// Momentum's REST injector: results per recipient, fan-out, Basic auth, all-or-nothing.
+mod inject;
 /// The SMTP listener with lettre, Python's smtplib and a raw socket: the seed's example,
 /// pipelining, dot-stuffing, encodings, placements, fan-out, every refusal, STARTTLS and AUTH.
 mod smtp;
