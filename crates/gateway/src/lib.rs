@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod dispatch;
+pub mod events;
 
 pub mod http;
 pub mod ingest;

@@ -6,7 +6,7 @@
 //! are set when the page is scraped. The names are listed in docs/metrics.md.
 
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -130,11 +130,9 @@ impl AppMetrics {
 
     /// Time from acceptance to delivery; acceptance is read from the id (a time-ordered UUID).
     pub fn delivered(&self, id: &apns::ApnsId) {
-        let Some(ts) = id.as_uuid().get_timestamp() else {
+        let Some(accepted) = crate::events::accepted_at(id) else {
             return;
         };
-        let (secs, nanos) = ts.to_unix();
-        let accepted = UNIX_EPOCH + Duration::new(secs, nanos);
         if let Ok(d) = SystemTime::now().duration_since(accepted) {
             self.delivered_after.record(d.as_secs_f64());
         }

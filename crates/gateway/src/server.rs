@@ -113,6 +113,8 @@ impl Gateway {
         let grace = self.state.config().server.shutdown_grace;
         info!(?grace, "intake stopped; finishing streams in flight");
         self.dispatch.shutdown(grace).await;
+        // Outcomes recorded during the grace period reach the delivery log's file.
+        self.dispatch.events().close(Duration::from_secs(5)).await;
         self.pruner.abort();
         self.state.spool.close().await.map_err(ServeError::Spool)?;
         info!("spool closed; stopped");

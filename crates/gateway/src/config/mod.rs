@@ -79,7 +79,7 @@ pub struct Smtp {
     pub require_auth: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Log {
     pub file: Option<PathBuf>,
     pub mode: u32,
@@ -96,7 +96,7 @@ pub enum WebhookEvent {
     AppHalted,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Webhook {
     pub url: String,
     pub events: Vec<WebhookEvent>,
@@ -108,6 +108,10 @@ pub struct Webhook {
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(secret: impl Into<String>) -> Secret {
+        Secret(secret.into())
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }

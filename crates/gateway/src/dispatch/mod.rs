@@ -39,6 +39,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::{App, Config, Credential};
+use crate::events::{Event, Events, OutcomeEvent};
 use crate::outcomes::{DeadTokens, Limits};
 use crate::spool::{NewRequest, Spool, SpoolError, SqliteSpool, StoredRequest};
 use worker::{AppWorker, Done, Settings};
@@ -84,6 +85,8 @@ pub struct AppStatus {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub spool: SqliteSpool,
+    /// Where recorded outcomes and halts are told (delivery log, hooks).
+    pub events: Arc<Events>,
     pub dead: Arc<DeadTokens>,
     pub options: DispatchOptions,
     pub shutdown: CancellationToken,
@@ -138,6 +141,7 @@ impl Dispatcher {
         let (done_tx, done_rx) = mpsc::channel(4096);
         let shared = Arc::new(Shared {
             spool,
+            events: Arc::new(Events::start(config)),
             dead,
             options,
             shutdown: CancellationToken::new(),
@@ -157,6 +161,11 @@ impl Dispatcher {
         d.apply_apps(config);
         shared.scan_wake.notify_one();
         Ok(d)
+    }
+
+    /// The event hub (delivery log, hooks).
+    pub fn events(&self) -> &Arc<Events> {
+        &self.shared.events
     }
 
     /// The dead-token set the API keeps in step when a token is cleared.
@@ -244,6 +253,7 @@ impl Dispatcher {
     /// use finish their streams and close, halted apps resume, removed apps stop (their
     /// notifications stay in the spool until the app returns).
     pub fn reload(&self, config: &Config) {
+        self.shared.events.reload(config);
         self.apply_apps(config);
         self.shared.rescan();
     }
@@ -277,6 +287,7 @@ impl Dispatcher {
                     };
                     let w = Arc::new(AppWorker::new(
                         app.name.clone(),
+                        Arc::clone(&self.shared.events),
                         self.shared.options.queue_capacity,
                         settings,
                         problem,
@@ -396,14 +407,51 @@ async fn complete(shared: Arc<Shared>, mut rx: mpsc::Receiver<Done>) {
                 None => {}
             }
         }
-        if let Err(e) = shared.spool.complete(completions).await {
-            warn!(error = %e, "recording outcomes failed; those notifications are re-sent after restart");
-        }
+        let recorded = match shared.spool.complete(completions).await {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(error = %e, "recording outcomes failed; those notifications are re-sent after restart");
+                false
+            }
+        };
+        let sinks = shared.events.sinks();
+        let now = SystemTime::now();
         for d in &batch {
             if let Some(dead) = &d.decision.dead {
                 match shared.spool.register_dead_token(dead.clone()).await {
-                    Ok(()) => shared.dead.insert(&dead.app, &dead.token),
+                    Ok(()) => {
+                        shared.dead.insert(&dead.app, &dead.token);
+                        if sinks.any() {
+                            sinks.send(&Event::TokenInvalidated {
+                                time: now,
+                                app: dead.app.clone(),
+                                token: dead.token.clone(),
+                                reason: dead.reason.as_str().to_owned(),
+                                since: dead.since,
+                            });
+                        }
+                    }
                     Err(e) => warn!(error = %e, "registering a dead token failed"),
+                }
+            }
+        }
+        if recorded && sinks.any() {
+            let per_attempt = sinks.per_attempt();
+            for d in &batch {
+                let c = &d.decision.completion;
+                // A notification put back without an attempt (a halt, a shutdown) is not one.
+                let attempted = c.state.is_final() || c.due_at.is_some();
+                if c.state.is_final() || (per_attempt && attempted) {
+                    sinks.send(&Event::Outcome(OutcomeEvent {
+                        time: now,
+                        id: c.id,
+                        app: d.app.name.clone(),
+                        token: d.token.clone(),
+                        state: c.state,
+                        status: c.status,
+                        reason: c.reason.as_ref().map(|r| r.as_str().to_owned()),
+                        attempts: c.attempts,
+                    }));
                 }
             }
         }

@@ -30,6 +30,8 @@ const TAKE: usize = 2048;
 #[derive(Debug)]
 pub(crate) struct Done {
     pub app: Arc<AppWorker>,
+    /// For the delivery log and hooks.
+    pub token: apns::DeviceToken,
     pub decision: Decision,
 }
 
@@ -46,6 +48,8 @@ pub(crate) struct AppWorker {
     recent: Mutex<VecDeque<bool>>,
     pub stopped: std::sync::atomic::AtomicBool,
     pub metrics: crate::metrics::AppMetrics,
+    /// Told when the app halts.
+    events: Arc<crate::events::Events>,
 }
 
 /// What a reload may change.
@@ -60,6 +64,7 @@ pub(crate) struct Settings {
 impl AppWorker {
     pub fn new(
         name: String,
+        events: Arc<crate::events::Events>,
         queue_capacity: usize,
         settings: Settings,
         halted: Option<String>,
@@ -73,6 +78,7 @@ impl AppWorker {
             wake: Notify::new(),
             recent: Mutex::new(VecDeque::with_capacity(WINDOW)),
             stopped: std::sync::atomic::AtomicBool::new(false),
+            events,
         }
     }
 
@@ -81,11 +87,16 @@ impl AppWorker {
     }
 
     pub fn halt(&self, reason: &str) {
-        let mut h = self.halted.lock().expect("halt lock");
-        if h.is_none() {
+        let newly = {
+            let mut h = self.halted.lock().expect("halt lock");
+            let newly = h.is_none();
+            *h = Some(reason.to_owned());
+            newly
+        };
+        if newly {
             warn!(app = %self.name, reason, "app halted: its notifications stay queued");
+            self.events.app_halted(&self.name, reason);
         }
-        *h = Some(reason.to_owned());
     }
 
     pub fn resume(&self, why: &str) {
@@ -229,7 +240,7 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
                     None => {}
                 }
                 probing = false;
-                if done.send(Done { app: Arc::clone(&app), decision }).await.is_err() {
+                if done.send(Done { app: Arc::clone(&app), token: ready.token, decision }).await.is_err() {
                     break;
                 }
             }
@@ -283,6 +294,7 @@ async fn start_sends(
                 let _ = done
                     .send(Done {
                         app: Arc::clone(app),
+                        token: r.token,
                         decision,
                     })
                     .await;

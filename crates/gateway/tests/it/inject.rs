@@ -9,10 +9,17 @@ const T1: &str = "6a3c8f0e9d1b2a4c5e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4
 const T2: &str = "aabbccddeeff00112233445566778899aabbccddeeff00112233445566778899";
 
 /// A template whose push part has no X-Device-Token: each recipient brings its token.
-const PER_RECIPIENT: &str = "Content-Type: message/vnd.msys.apn\r\n\r\n{\"aps\":{\"alert\":\"hi\"}}\r\n";
+const PER_RECIPIENT: &str =
+    "Content-Type: message/vnd.msys.apn\r\n\r\n{\"aps\":{\"alert\":\"hi\"}}\r\n";
 
 async fn stored(api: &TestApi) -> u64 {
-    api.spool.counts().await.unwrap().iter().map(|(_, n)| n).sum()
+    api.spool
+        .counts()
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, n)| n)
+        .sum()
 }
 
 fn ids(result: &Value) -> Vec<ApnsId> {
@@ -49,8 +56,16 @@ async fn an_injection_answers_momentum_results_per_recipient() {
             assert_eq!(ids.len(), 1);
             assert_eq!(r["mid"], ids[0].to_string());
             assert_eq!(r["reason"], format!("250 {}", ids[0]));
-            let record = api.spool.get(ids[0]).await.unwrap().expect("committed before 200");
-            assert_eq!((record.app.as_str(), record.token.as_str()), ("shop", token));
+            let record = api
+                .spool
+                .get(ids[0])
+                .await
+                .unwrap()
+                .expect("committed before 200");
+            assert_eq!(
+                (record.app.as_str(), record.token.as_str()),
+                ("shop", token)
+            );
         }
     }
     assert_eq!(stored(&api).await, 4);
@@ -67,14 +82,14 @@ async fn a_token_header_fans_out_once_per_app_and_basic_auth_works() {
         {"to": "a@shop"}, {"to": "b@shop"}, {"to": "c@news"},
     ]});
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("any:{ALL_KEY}"));
-    let client = hyper_util::client::legacy::Client::builder(
-        hyper_util::rt::TokioExecutor::new(),
-    )
-    .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
     let req = http::Request::post(format!("http://{}/v1.0/inject", api.addr))
         .header("content-type", "application/json")
         .header("authorization", format!("Basic {basic}"))
-        .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
         .unwrap();
     let resp = client.request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -100,7 +115,12 @@ async fn an_injection_is_all_or_nothing_with_smtp_reasons() {
         {"to": format!("{T1}@shop")}, {"to": format!("{T1}@news")}, {"to": format!("{T1}@nowhere")},
     ]});
     let (status, _, answer) = api
-        .call("POST", "/v1.0/inject", Some(SHOP_KEY), Some(&body.to_string()))
+        .call(
+            "POST",
+            "/v1.0/inject",
+            Some(SHOP_KEY),
+            Some(&body.to_string()),
+        )
         .await;
     assert_eq!(status, 400, "{answer}");
     assert_eq!(answer["status"], "failure");
@@ -118,7 +138,12 @@ async fn an_injection_is_all_or_nothing_with_smtp_reasons() {
         {"to": format!("{T1}@shop")}, {"to": "xyz@shop"},
     ]});
     let (status, _, answer) = api
-        .call("POST", "/v1.0/inject", Some(SHOP_KEY), Some(&body.to_string()))
+        .call(
+            "POST",
+            "/v1.0/inject",
+            Some(SHOP_KEY),
+            Some(&body.to_string()),
+        )
         .await;
     assert_eq!(status, 400, "{answer}");
     for r in answer["results"].as_array().unwrap() {
@@ -132,7 +157,12 @@ async fn an_injection_is_all_or_nothing_with_smtp_reasons() {
     // The seed's trailing comma.
     let body = json!({"template": "Content-Type: message/vnd.msys.apn\r\n\r\n{\"aps\":{\"alert\":\"x\"},}", "recipients": [{"to": format!("{T1}@shop")}]});
     let (status, _, answer) = api
-        .call("POST", "/v1.0/inject", Some(SHOP_KEY), Some(&body.to_string()))
+        .call(
+            "POST",
+            "/v1.0/inject",
+            Some(SHOP_KEY),
+            Some(&body.to_string()),
+        )
         .await;
     assert_eq!(status, 400);
     assert!(
@@ -146,11 +176,17 @@ async fn an_injection_is_all_or_nothing_with_smtp_reasons() {
     let (status, _, answer) = api
         .call("POST", "/v1.0/inject", None, Some(&body.to_string()))
         .await;
-    assert_eq!((status, answer["error"]["code"].as_str()), (401, Some("unauthorized")));
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
     let (status, _, answer) = api
         .call("POST", "/v1.0/inject", Some(SHOP_KEY), Some("{"))
         .await;
-    assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("invalid_json")));
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (400, Some("invalid_json"))
+    );
     let (status, _, answer) = api
         .call(
             "POST",
@@ -159,6 +195,13 @@ async fn an_injection_is_all_or_nothing_with_smtp_reasons() {
             Some(&json!({"template": "x", "recipients": [], "extra": 1}).to_string()),
         )
         .await;
-    assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("invalid_field")));
-    assert_eq!(stored(&api).await, 0, "nothing of a refused injection is stored");
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (400, Some("invalid_field"))
+    );
+    assert_eq!(
+        stored(&api).await,
+        0,
+        "nothing of a refused injection is stored"
+    );
 }

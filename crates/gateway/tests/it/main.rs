@@ -9,6 +9,9 @@ mod api_harness;
 mod config;
 /// A child process that submits until SIGKILLed; nothing acknowledged is lost.
 mod crash;
+/// The delivery log (rotation, heartbeat, mode, a stalled file) and failure hooks (signed
+/// batches, retries, a hook that is down), against real files, FIFOs and sockets.
+mod events;
 /// Building requests for the spool.
 mod harness;
 /// Momentum's REST injector: results per recipient, fan-out, Basic auth, all-or-nothing.

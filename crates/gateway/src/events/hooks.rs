@@ -1,0 +1,262 @@
+//! Failure hooks (`[[webhooks]]`): events POSTed as JSON to a URL, signed with
+//! `X-Pushgate-Signature: sha256=<hex HMAC-SHA256 of the body>` when a secret is configured.
+//!
+//! Each hook has a bounded queue and one task. The task sends what is queued in batches
+//! (`{"events": [...]}`, up to 100 at a time) and retries a failed POST with growing delays;
+//! a batch that still fails is given up. Events that find the queue full, and batches given
+//! up, are counted in `pushgate_webhook_events_dropped_total{hook, reason}`. Nothing here is
+//! ever awaited by delivery.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use aws_lc_rs::hmac;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::Request;
+use hyper::Uri;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::Event;
+use crate::config::{Webhook, WebhookEvent};
+
+/// Tunables.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Events waiting to be sent; beyond this they are dropped.
+    pub queue: usize,
+    /// Most events in one POST.
+    pub batch: usize,
+    /// The delays before each retry of a failed POST; after the last, the batch is given up.
+    pub retry_delays: Vec<Duration>,
+    /// How long one POST may take.
+    pub timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            queue: 10_000,
+            batch: 100,
+            retry_delays: [1, 2, 4, 8, 16, 32]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A running hook.
+#[derive(Debug)]
+pub struct Hook {
+    tx: mpsc::Sender<Event>,
+    events: Vec<WebhookEvent>,
+    /// The URL without its query, for metrics and logs (a query may carry a secret).
+    label: String,
+    counts: Arc<Counts>,
+}
+
+/// What a hook did with its events (also in metrics).
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub sent: AtomicU64,
+    /// Found the queue full.
+    pub dropped_queue_full: AtomicU64,
+    /// In a batch given up after every retry.
+    pub dropped_gave_up: AtomicU64,
+}
+
+impl Hook {
+    /// Starts the hook's task on the current Tokio runtime.
+    pub fn start(config: &Webhook, options: Options) -> Arc<Hook> {
+        let (tx, rx) = mpsc::channel(options.queue);
+        let label = config
+            .url
+            .split_once('?')
+            .map_or(config.url.as_str(), |(u, _)| u)
+            .to_owned();
+        let key = config
+            .secret
+            .as_ref()
+            .map(|s| hmac::Key::new(hmac::HMAC_SHA256, s.expose().as_bytes()));
+        let counts = Arc::new(Counts::default());
+        tokio::spawn(run(
+            rx,
+            config.url.clone(),
+            label.clone(),
+            key,
+            options,
+            Arc::clone(&counts),
+        ));
+        Arc::new(Hook {
+            tx,
+            events: config.events.clone(),
+            label,
+            counts,
+        })
+    }
+
+    pub fn counts(&self) -> &Counts {
+        &self.counts
+    }
+
+    /// Queues `event` if the hook subscribes to `kind`; never waits.
+    pub fn offer(&self, kind: WebhookEvent, event: &Event) {
+        if !self.events.contains(&kind) {
+            return;
+        }
+        if self.tx.try_send(event.clone()).is_err() {
+            self.counts
+                .dropped_queue_full
+                .fetch_add(1, Ordering::Relaxed);
+            dropped(&self.label, "queue_full", 1);
+        }
+    }
+}
+
+fn dropped(label: &str, reason: &'static str, n: usize) {
+    metrics::counter!("pushgate_webhook_events_dropped_total", "hook" => label.to_owned(), "reason" => reason)
+        .increment(n as u64);
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<Event>,
+    url: String,
+    label: String,
+    key: Option<hmac::Key>,
+    options: Options,
+    counts: Arc<Counts>,
+) {
+    let mut batch = Vec::with_capacity(options.batch);
+    while rx.recv_many(&mut batch, options.batch).await > 0 {
+        let events: Vec<serde_json::Value> = batch.iter().map(Event::to_json).collect();
+        let body = Bytes::from(serde_json::json!({ "events": events }).to_string());
+        let signature = key.as_ref().map(|k| {
+            let tag = hmac::sign(k, &body);
+            let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+            format!("sha256={hex}")
+        });
+        let mut delays = options.retry_delays.iter();
+        let sent = loop {
+            let result = tokio::time::timeout(
+                options.timeout,
+                post(&url, body.clone(), signature.as_deref()),
+            )
+            .await
+            .unwrap_or_else(|_| Err("timed out".to_owned()));
+            match result {
+                Ok(()) => break true,
+                Err(e) => match delays.next() {
+                    Some(d) => {
+                        debug!(hook = %label, error = %e, retry_in = ?d, "webhook POST failed");
+                        tokio::time::sleep(*d).await;
+                    }
+                    None => {
+                        warn!(hook = %label, error = %e, events = batch.len(), "webhook POST failed after every retry; these events are dropped");
+                        break false;
+                    }
+                },
+            }
+        };
+        if sent {
+            counts.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            metrics::counter!("pushgate_webhook_events_sent_total", "hook" => label.clone())
+                .increment(batch.len() as u64);
+        } else {
+            counts
+                .dropped_gave_up
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            dropped(&label, "gave_up", batch.len());
+        }
+        batch.clear();
+    }
+}
+
+/// One POST; Ok on a 2xx answer.
+async fn post(url: &str, body: Bytes, signature: Option<&str>) -> Result<(), String> {
+    let uri: Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
+    let https = uri.scheme_str() == Some("https");
+    let host = uri.host().ok_or("the URL has no host")?.to_owned();
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let tcp = TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| format!("connecting: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let path = uri
+        .path_and_query()
+        .map_or("/", hyper::http::uri::PathAndQuery::as_str)
+        .to_owned();
+    let mut request = Request::post(path)
+        .header(
+            hyper::header::HOST,
+            uri.authority().map_or(host.as_str(), |a| a.as_str()),
+        )
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(
+            hyper::header::USER_AGENT,
+            concat!("pushgate/", env!("CARGO_PKG_VERSION")),
+        );
+    if let Some(s) = signature {
+        request = request.header("x-pushgate-signature", s);
+    }
+    let request = request
+        .body(Full::new(body))
+        .map_err(|e| format!("building the request: {e}"))?;
+    let status = if https {
+        let tls = tokio_rustls::TlsConnector::from(tls_config())
+            .connect(
+                rustls_pki_types::ServerName::try_from(host.clone())
+                    .map_err(|e| format!("bad host: {e}"))?,
+                tcp,
+            )
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        send(TokioIo::new(tls), request).await?
+    } else {
+        send(TokioIo::new(tcp), request).await?
+    };
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("answered {status}"))
+    }
+}
+
+async fn send<T>(io: T, request: Request<Full<Bytes>>) -> Result<hyper::StatusCode, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| format!("HTTP: {e}"))?;
+    tokio::spawn(conn);
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("HTTP: {e}"))?;
+    Ok(response.status())
+}
+
+/// TLS for hooks: Mozilla's roots (webpki-roots), aws-lc-rs as everywhere else.
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    Arc::clone(CONFIG.get_or_init(|| {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("aws-lc-rs supports TLS 1.2 and 1.3")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+        )
+    }))
+}

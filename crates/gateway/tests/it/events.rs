@@ -1,0 +1,333 @@
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use apns::clock::ManualClock;
+use apns::{ApnsId, DeviceToken};
+use gateway::config::{Log, Secret, Webhook, WebhookEvent};
+use gateway::events::hooks::{self, Hook};
+use gateway::events::log::{self, DeliveryLog};
+use gateway::events::{Event, OutcomeEvent};
+use gateway::spool::State;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn outcome(i: u64, state: State) -> Event {
+    Event::Outcome(OutcomeEvent {
+        time: SystemTime::now(),
+        id: ApnsId::new(),
+        app: "shop".into(),
+        token: DeviceToken::parse(&format!("{i:064x}")).unwrap(),
+        state,
+        status: Some(if state == State::Delivered { 200 } else { 410 }),
+        reason: (state != State::Delivered).then(|| "Unregistered".to_owned()),
+        attempts: 1,
+    })
+}
+
+fn log_config(file: &Path, max_bytes: u64, heartbeat: Duration) -> Log {
+    Log {
+        file: Some(file.to_owned()),
+        mode: 0o640,
+        max_bytes,
+        heartbeat,
+        per_attempt: false,
+    }
+}
+
+/// Every line of every file in `dir` whose name starts with `deliveries.jsonl`.
+fn all_lines(dir: &Path) -> Vec<(PathBuf, Value)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("deliveries.jsonl")
+        })
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        for l in std::fs::read_to_string(&f).unwrap().lines() {
+            out.push((f.clone(), serde_json::from_str(l).unwrap()));
+        }
+    }
+    out
+}
+
+/// Polls `cond` until it holds or `within` passes.
+async fn eventually(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < within, "{what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_rotates_by_size_keeps_every_line_and_sets_the_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("deliveries.jsonl");
+    let log = DeliveryLog::start(
+        &log_config(&file, 4096, Duration::from_secs(3600)),
+        log::Options::default(),
+    );
+    for i in 0..100 {
+        log.offer(&outcome(i, State::Delivered));
+    }
+    log.close(Duration::from_secs(10)).await;
+    let lines = all_lines(dir.path());
+    assert_eq!(lines.len(), 100);
+    let files: std::collections::BTreeSet<&PathBuf> = lines.iter().map(|(f, _)| f).collect();
+    assert!(
+        files.len() >= 5,
+        "100 lines of ~250 bytes in 4 KiB files: {files:?}"
+    );
+    for f in &files {
+        let len = std::fs::metadata(f).unwrap().len();
+        assert!(len < 4096 + 400, "{f:?} is {len} bytes");
+    }
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+    let first = &lines[0].1;
+    for key in [
+        "time", "id", "app", "token", "status", "reason", "attempts", "ms",
+    ] {
+        assert!(first.get(key).is_some(), "{key} in {first}");
+    }
+    assert_eq!(first["status"], "delivered");
+    assert_eq!(log.counts().written.load(Ordering::Relaxed), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_rotates_at_a_new_utc_day_and_beats() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("deliveries.jsonl");
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let log = DeliveryLog::start(
+        &log_config(&file, 1 << 30, Duration::from_secs(1)),
+        log::Options {
+            clock: Arc::clone(&clock) as _,
+            ..log::Options::default()
+        },
+    );
+    log.offer(&outcome(1, State::Failed));
+    let heartbeat = |lines: &[(PathBuf, Value)]| lines.iter().any(|(_, l)| l["heartbeat"] == true);
+    eventually("a line and a heartbeat", Duration::from_secs(10), || {
+        let lines = all_lines(dir.path());
+        lines.len() >= 2 && heartbeat(&lines)
+    })
+    .await;
+    clock.advance(Duration::from_secs(86_400));
+    log.offer(&outcome(2, State::Expired));
+    log.close(Duration::from_secs(10)).await;
+    let lines = all_lines(dir.path());
+    let rotated: Vec<&Value> = lines
+        .iter()
+        .filter(|(f, _)| f != &file)
+        .map(|(_, l)| l)
+        .collect();
+    // (A heartbeat may land in either file.)
+    let current: Vec<&Value> = lines
+        .iter()
+        .filter(|(f, l)| f == &file && l["heartbeat"] != true)
+        .map(|(_, l)| l)
+        .collect();
+    assert!(
+        rotated.iter().any(|l| l["status"] == "failed"),
+        "{rotated:?}"
+    );
+    assert_eq!(current.len(), 1, "the new day's file: {current:?}");
+    assert_eq!(current[0]["status"], "expired");
+    assert!(
+        rotated
+            .iter()
+            .any(|l| l["heartbeat"] == true && l["written"] == 1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_log_file_drops_counted_lines_and_never_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("deliveries.jsonl");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // Opening a FIFO for writing blocks until a reader comes: the writer thread is stuck.
+    let log = DeliveryLog::start(
+        &log_config(&fifo, 1 << 30, Duration::from_secs(3600)),
+        log::Options {
+            queue: 10,
+            ..log::Options::default()
+        },
+    );
+    for i in 0..100 {
+        log.offer(&outcome(i, State::Delivered));
+    }
+    let dropped = log.counts().dropped.load(Ordering::Relaxed);
+    assert!(
+        (89..=90).contains(&dropped),
+        "a queue of 10 (+1 in the writer's hands) keeps 10 or 11 of 100: {dropped} dropped"
+    );
+    // Now a reader: the writer gets through what it kept.
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::fs::File::open(&fifo)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        text
+    });
+    log.close(Duration::from_secs(10)).await;
+    let text = reader.join().unwrap();
+    let lines = BufReader::new(text.as_bytes()).lines().count() as u64;
+    assert_eq!(
+        lines + dropped,
+        100,
+        "every line is written or counted as dropped"
+    );
+}
+
+/// Each request's head and body, in arrival order.
+type Requests = Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A hook receiver: answers the first `failures` POSTs with 500, then 200; keeps what it got.
+struct Receiver {
+    url: String,
+    got: Requests,
+}
+
+async fn receiver(failures: usize) -> Receiver {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook?k=v", listener.local_addr().unwrap());
+    let got: Requests = Arc::default();
+    let seen = Arc::clone(&got);
+    tokio::spawn(async move {
+        let mut n = 0;
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            // Head, then Content-Length bytes of body.
+            let (head, body) = loop {
+                let k = s.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..k]);
+                if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..p]).into_owned();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap();
+                    while buf.len() < p + 4 + len {
+                        let k = s.read(&mut chunk).await.unwrap();
+                        buf.extend_from_slice(&chunk[..k]);
+                    }
+                    break (head, buf[p + 4..p + 4 + len].to_vec());
+                }
+            };
+            n += 1;
+            let status = if n <= failures { "500 Oops" } else { "200 OK" };
+            seen.lock().unwrap().push((head, body));
+            let _ = s
+                .write_all(
+                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await;
+        }
+    });
+    Receiver { url, got }
+}
+
+fn fast_retries() -> hooks::Options {
+    hooks::Options {
+        retry_delays: vec![Duration::from_millis(20); 3],
+        ..hooks::Options::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_posts_signed_batches_and_retries_a_failed_post() {
+    let r = receiver(1).await;
+    let hook = Hook::start(
+        &Webhook {
+            url: r.url.clone(),
+            events: vec![WebhookEvent::Failed, WebhookEvent::AppHalted],
+            secret: Some(Secret::new("hook-secret")),
+        },
+        fast_retries(),
+    );
+    let failed = outcome(7, State::Failed);
+    hook.offer(WebhookEvent::Failed, &failed);
+    // Not subscribed: never sent.
+    hook.offer(WebhookEvent::Expired, &outcome(8, State::Expired));
+    eventually("the retried POST", Duration::from_secs(10), || {
+        hook.counts().sent.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    let got = r.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "one 500, then the same body again");
+    assert_eq!(got[0].1, got[1].1);
+    let (head, body) = &got[1];
+    assert!(head.starts_with("POST /hook?k=v HTTP/1.1"), "{head}");
+    let signature = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-pushgate-signature: "))
+        .unwrap_or_else(|| panic!("signed: {head}"));
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, b"hook-secret");
+    let expected: String = aws_lc_rs::hmac::sign(&key, body)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(signature, format!("sha256={expected}"));
+    let doc: Value = serde_json::from_slice(body).unwrap();
+    let events = doc["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["event"], "failed");
+    assert_eq!(events[0]["token"], format!("{:064x}", 7));
+    assert_eq!(events[0]["status_code"], 410);
+    assert_eq!(events[0]["reason"], "Unregistered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_that_is_down_loses_counted_events_and_never_blocks() {
+    // A port nothing listens on.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", closed.local_addr().unwrap());
+    drop(closed);
+    let hook = Hook::start(
+        &Webhook {
+            url,
+            events: vec![WebhookEvent::Failed],
+            secret: None,
+        },
+        hooks::Options {
+            queue: 10,
+            batch: 5,
+            ..fast_retries()
+        },
+    );
+    for i in 0..100 {
+        hook.offer(WebhookEvent::Failed, &outcome(i, State::Failed));
+    }
+    let full = hook.counts().dropped_queue_full.load(Ordering::Relaxed);
+    assert!(full >= 80, "{full} found the queue full");
+    eventually("every kept event given up", Duration::from_secs(10), || {
+        full + hook.counts().dropped_gave_up.load(Ordering::Relaxed) == 100
+    })
+    .await;
+    assert_eq!(hook.counts().sent.load(Ordering::Relaxed), 0);
+}
