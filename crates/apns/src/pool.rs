@@ -295,6 +295,11 @@ impl Pool {
         }
     }
 
+    /// Whether [`Pool::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock().closed
+    }
+
     /// Stops opening streams; connections close once their streams finish. Sends waiting for
     /// a slot, and later ones, get [`Outcome::Unreachable`].
     pub fn close(&self) {

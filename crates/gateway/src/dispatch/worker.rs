@@ -175,8 +175,10 @@ fn notification(r: &Ready) -> Notification {
     }
 }
 
+/// A send in progress: the notification, its outcome, how long it took, and whether it was
+/// never sent because its pool had been closed (a reload or a shutdown).
 type Sending = std::pin::Pin<
-    Box<dyn std::future::Future<Output = (Ready, Outcome, std::time::Duration)> + Send>,
+    Box<dyn std::future::Future<Output = (Ready, Outcome, std::time::Duration, bool)> + Send>,
 >;
 /// A batch being marked in flight; its sends start when the mark has committed.
 type Marking =
@@ -225,11 +227,12 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
         }
         tokio::select! {
             _ = app.queue.arrived.notified(), if want > 0 => {}
-            Some((ready, outcome, took)) = sends.next(), if !sends.is_empty() => {
+            Some((ready, outcome, took, unsent)) = sends.next(), if !sends.is_empty() => {
                 record_attempt(&app.metrics, &outcome, took);
                 let wrong_env = app.note_answer(&outcome);
-                let decision = if outcome == Outcome::Unreachable && shared.shutdown.is_cancelled() {
-                    // Never sent because we are stopping: back to the queue, due at once.
+                let decision = if unsent {
+                    // Never sent: its pool was closed by a reload or the shutdown. Back to the
+                    // queue, due at once, without using up an attempt.
                     Decision { completion: requeued(&ready), dead: None, halt: None }
                 } else {
                     decide(&ready, &app.name, &outcome, settings.limits, wrong_env, SystemTime::now())
@@ -253,7 +256,8 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
                             let n = notification(&r);
                             let started = Instant::now();
                             let outcome = pool.send(&n).await;
-                            (r, outcome, started.elapsed())
+                            let unsent = outcome == Outcome::Unreachable && pool.is_closed();
+                            (r, outcome, started.elapsed(), unsent)
                         }));
                     }
                 }

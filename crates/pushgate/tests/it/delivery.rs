@@ -210,12 +210,7 @@ fn a_bad_key_halts_the_app_until_a_fixed_config_is_reloaded() {
     let bad = rcgen::KeyPair::generate().unwrap();
     std::fs::write(dir.path().join("bad.p8"), bad.serialize_pem()).unwrap();
     let config = write_config(dir.path(), &sim, "bad.p8", "");
-    let mut gw = Gw {
-        child: None,
-        url: String::new(),
-        dir,
-        config,
-    };
+    let mut gw = Gw::new(dir, config);
     gw.spawn();
     let ids =
         gw.submit(json!({"app": "shop", "tokens": [token(1), token(2), token(3)], "alert": "x"}));

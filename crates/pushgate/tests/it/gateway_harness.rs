@@ -28,6 +28,8 @@ pub fn sim(args: &[&str]) -> Sim {
 pub struct Gw {
     pub child: Option<Child>,
     pub url: String,
+    /// The SMTP listener's address, when the configuration has `[smtp]`.
+    pub smtp: Option<String>,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
 }
@@ -44,6 +46,17 @@ impl Drop for Gw {
 /// Writes a configuration for app `shop` (topic com.example.demo) against `sim`, signing with
 /// `key_file` (the fixture key by default); `app_extra` adds lines to the app.
 pub fn write_config(dir: &std::path::Path, sim: &Sim, key_file: &str, app_extra: &str) -> PathBuf {
+    write_config_with(dir, sim, key_file, app_extra, "")
+}
+
+/// As [`write_config`], with `sections` (`[smtp]`, `[log]`, `[[webhooks]]`...) at the end.
+pub fn write_config_with(
+    dir: &std::path::Path,
+    sim: &Sim,
+    key_file: &str,
+    app_extra: &str,
+    sections: &str,
+) -> PathBuf {
     let p8 = dir.join("AuthKey_ABC123DEFG.p8");
     if !p8.exists() {
         std::fs::copy(fixtures().join("AuthKey_ABC123DEFG.p8"), &p8).unwrap();
@@ -75,6 +88,8 @@ key_file = "{key_file}"
 key_id = "ABC123DEFG"
 team_id = "TEAM123456"
 {app_extra}
+
+{sections}
 "#,
             hash = key_sha256_hex(KEY),
             endpoint = sim.endpoint,
@@ -87,37 +102,74 @@ team_id = "TEAM123456"
 
 impl Gw {
     pub fn start(sim: &Sim, app_extra: &str) -> Gw {
+        Gw::start_with(sim, app_extra, "")
+    }
+
+    /// With `sections` at the end of the configuration.
+    pub fn start_with(sim: &Sim, app_extra: &str, sections: &str) -> Gw {
         let dir = tempfile::tempdir().unwrap();
-        let config = write_config(dir.path(), sim, "AuthKey_ABC123DEFG.p8", app_extra);
-        let mut gw = Gw {
-            child: None,
-            url: String::new(),
-            dir,
-            config,
-        };
+        let config = write_config_with(
+            dir.path(),
+            sim,
+            "AuthKey_ABC123DEFG.p8",
+            app_extra,
+            sections,
+        );
+        let mut gw = Gw::new(dir, config);
         gw.spawn();
         gw
     }
 
+    /// Not started yet.
+    pub fn new(dir: tempfile::TempDir, config: PathBuf) -> Gw {
+        Gw {
+            child: None,
+            url: String::new(),
+            smtp: None,
+            dir,
+            config,
+        }
+    }
+
+    /// What the process has logged (warnings and errors) so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
     /// Starts (or restarts) the process on the same configuration and spool.
     pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("serve.log"))
+            .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "warn")
+            .env("PUSHGATE_TEST_HOOK_SECRET", "hook-secret")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
-        let line = BufReader::new(child.stdout.take().unwrap())
-            .lines()
-            .next()
-            .expect("serve printed its address")
-            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = lines.next().expect("serve printed its address").unwrap();
         self.url = line
             .strip_prefix("pushgate listening on ")
             .unwrap_or_else(|| panic!("{line}"))
             .to_owned();
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        if text.lines().any(|l| l.trim() == "[smtp]") {
+            let line = lines
+                .next()
+                .expect("serve printed its SMTP address")
+                .unwrap();
+            self.smtp = Some(
+                line.strip_prefix("pushgate smtp on ")
+                    .unwrap_or_else(|| panic!("{line}"))
+                    .to_owned(),
+            );
+        }
         self.child = Some(child);
     }
 

@@ -14,5 +14,8 @@ mod gateway_harness;
 mod harness;
 /// `pushgate mock-apns` checked with curl and h2load, clients we did not write.
 mod mock_apns;
+/// Momentum's ways in and out: SMTP and `/v1.0/inject` to the simulator, the delivery log and
+/// a failure hook, live reload on SIGHUP with streams in flight.
+mod momentum;
 /// `pushgate send` against a running API: tokens files, --wait, --output json, exit codes.
 mod send;
