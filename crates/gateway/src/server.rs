@@ -143,8 +143,9 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// Applies `config`: API keys and apps (new connections use the new settings; connections
-    /// in use finish their streams). Changes that need a restart are logged.
+    /// Applies `config`: API keys, apps (new connections use the new settings; connections in
+    /// use finish their streams), `[log]` and `[[webhooks]]`, and the SMTP limits. Changes that
+    /// need a restart are logged.
     pub fn reload(&self, config: Config) {
         let old = self.state.config();
         for (what, changed) in [
@@ -153,6 +154,10 @@ impl Reloader {
             (
                 "[smtp] listen",
                 old.smtp.as_ref().map(|s| s.listen) != config.smtp.as_ref().map(|s| s.listen),
+            ),
+            (
+                "[smtp] tls_cert/tls_key",
+                old.smtp.as_ref().map(|s| &s.tls) != config.smtp.as_ref().map(|s| &s.tls),
             ),
         ] {
             if changed {
