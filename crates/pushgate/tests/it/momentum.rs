@@ -116,7 +116,15 @@ fn final_lines(gw: &Gw, n: usize) -> Vec<Value> {
 fn smtp_and_inject_reach_apple_and_outcomes_reach_the_log_and_the_hook() {
     let dir = tempfile::tempdir().unwrap();
     let reasons = dir.path().join("reasons");
-    std::fs::write(&reasons, format!("{} 410 Unregistered\n", token(2))).unwrap();
+    std::fs::write(
+        &reasons,
+        format!(
+            "{} 410 Unregistered\n{} 503 ServiceUnavailable\n",
+            token(2),
+            token(4)
+        ),
+    )
+    .unwrap();
     let sim = sim(&["--reasons", reasons.to_str().unwrap()]);
     let (hook_url, hooked) = hook_receiver();
     let sections = format!(
@@ -134,7 +142,11 @@ events = ["failed", "token_invalidated"]
 secret_env = "PUSHGATE_TEST_HOOK_SECRET"
 "#
     );
-    let gw = Gw::start_with(&sim, "smtp_domains = [\"push.example.com\"]", &sections);
+    let gw = Gw::start_with(
+        &sim,
+        "smtp_domains = [\"push.example.com\"]\nmax_attempts = 2",
+        &sections,
+    );
 
     // SMTP: the part has no X-Device-Token, so each recipient's local part is its token.
     let message = "Subject: hello\r\nContent-Type: message/vnd.msys.apn\r\n\r\n\
@@ -144,11 +156,12 @@ secret_env = "PUSHGATE_TEST_HOOK_SECRET"
         &[
             format!("{}@shop", token(1)),
             format!("{}@push.example.com", token(2)),
+            format!("{}@shop", token(4)),
         ],
         message,
     );
     assert!(
-        reply.starts_with("250 2.0.0 2 notifications queued"),
+        reply.starts_with("250 2.0.0 3 notifications queued"),
         "{reply}"
     );
     // The REST injector, with the token in vctx.
@@ -163,7 +176,7 @@ secret_env = "PUSHGATE_TEST_HOOK_SECRET"
     assert_eq!(status, 200, "{injected}");
     let injected_id = injected["results"][0]["mid"].as_str().unwrap().to_owned();
 
-    let lines = final_lines(&gw, 3);
+    let lines = final_lines(&gw, 4);
     let by_token: HashMap<&str, &Value> = lines
         .iter()
         .map(|l| (l["token"].as_str().unwrap(), l))
@@ -175,9 +188,25 @@ secret_env = "PUSHGATE_TEST_HOOK_SECRET"
     assert_eq!(by_token[t2.as_str()]["reason"], "Unregistered");
     assert_eq!(by_token[t3.as_str()]["id"], injected_id.as_str());
     assert_eq!(by_token[t3.as_str()]["status"], "delivered");
+    // Token 4: an attempt that is retried (a line with per_attempt), then the last one.
+    let t4 = token(4);
+    assert_eq!(by_token[t4.as_str()]["status"], "failed");
+    assert_eq!(by_token[t4.as_str()]["reason"], "MaxAttempts");
+    assert_eq!(by_token[t4.as_str()]["code"], 503);
+    assert_eq!(by_token[t4.as_str()]["attempts"], 2);
+    let all = std::fs::read_to_string(gw.dir.path().join("deliveries.jsonl")).unwrap();
+    let retried: Vec<Value> = all
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["final"] == false)
+        .collect();
+    assert_eq!(retried.len(), 1, "{retried:?}");
+    assert_eq!(retried[0]["token"], t4.as_str());
+    assert_eq!(retried[0]["status"], "queued");
+    assert_eq!(retried[0]["code"], 503);
+    assert_eq!(retried[0]["attempts"], 1);
     for l in &lines {
         assert_eq!(l["app"], "shop");
-        assert_eq!(l["attempts"], 1);
         assert!(l["ms"].as_u64().unwrap() < 60_000, "{l}");
     }
     let sent: Vec<Value> = stats_notifications(&sim);
@@ -190,7 +219,7 @@ secret_env = "PUSHGATE_TEST_HOOK_SECRET"
 
     // The hook: token 2's failure and its invalidation, signed.
     let mut events = Vec::new();
-    wait_until("the hook's two events", MINUTE, || {
+    wait_until("the hook's three events", MINUTE, || {
         events = hooked
             .lock()
             .unwrap()
@@ -212,19 +241,22 @@ secret_env = "PUSHGATE_TEST_HOOK_SECRET"
                     .clone()
             })
             .collect();
-        events.len() >= 2
+        events.len() >= 3
     });
-    let mut kinds: Vec<&str> = events
+    let mut kinds: Vec<(&str, &str)> = events
         .iter()
-        .map(|e| e["event"].as_str().unwrap())
+        .map(|e| (e["event"].as_str().unwrap(), e["token"].as_str().unwrap()))
         .collect();
     kinds.sort_unstable();
-    assert_eq!(kinds, ["failed", "token_invalidated"]);
-    assert!(
-        events
-            .iter()
-            .all(|e| e["token"] == t2.as_str() && e["app"] == "shop")
+    assert_eq!(
+        kinds,
+        [
+            ("failed", t2.as_str()),
+            ("failed", t4.as_str()),
+            ("token_invalidated", t2.as_str()),
+        ]
     );
+    assert!(events.iter().all(|e| e["app"] == "shop"));
 }
 
 /// What the simulator accepted, with payloads as JSON.
