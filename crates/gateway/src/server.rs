@@ -56,15 +56,12 @@ impl Gateway {
             },
         )
         .map_err(ServeError::Spool)?;
+        let config = Arc::new(config);
         let dispatch = Dispatcher::start(&config, spool.clone(), options)
             .await
             .map_err(ServeError::Spool)?;
         let pruner = spawn_pruner(spool.clone(), config.storage.retention, PRUNE_EVERY);
-        let state = Arc::new(ApiState::new(
-            Arc::new(config),
-            spool,
-            Some(Arc::clone(&dispatch)),
-        ));
+        let state = Arc::new(ApiState::new(config, spool, Some(Arc::clone(&dispatch))));
         Ok(Gateway {
             state,
             dispatch,
@@ -167,8 +164,9 @@ impl Reloader {
                 );
             }
         }
+        let config = Arc::new(config);
         self.dispatch.reload(&config);
-        self.state.set_config(Arc::new(config));
+        self.state.set_config(config);
         info!("configuration reloaded");
     }
 }

@@ -150,6 +150,34 @@ pub struct App {
     pub suppress_dead_tokens: bool,
 }
 
+impl App {
+    /// The credential new connections use at `now`, by its index in `credentials`: the newest
+    /// valid one. A token key (.p8) does not expire and is preferred, the last listed first (a
+    /// rotated key is listed after the one it replaces); otherwise the certificate that is valid
+    /// now with the latest not-before. An expired (or not yet valid) certificate is never used.
+    pub fn active_credential(&self, now: std::time::SystemTime) -> Option<usize> {
+        let last_token = self
+            .credentials
+            .iter()
+            .rposition(|c| matches!(c, Credential::Token { .. }));
+        last_token.or_else(|| {
+            self.credentials
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| match c {
+                    Credential::Certificate { identity, .. } => {
+                        let info = identity.info();
+                        (info.not_before <= now && now < info.not_after)
+                            .then_some((info.not_before, i))
+                    }
+                    Credential::Token { .. } => None,
+                })
+                .max()
+                .map(|(_, i)| i)
+        })
+    }
+}
+
 /// A loaded credential and the file it came from.
 #[derive(Debug)]
 pub enum Credential {
@@ -161,6 +189,15 @@ pub enum Credential {
         identity: ClientIdentity,
         file: PathBuf,
     },
+}
+
+impl Credential {
+    /// The file it was loaded from.
+    pub fn file(&self) -> &Path {
+        match self {
+            Credential::Token { file, .. } | Credential::Certificate { file, .. } => file,
+        }
+    }
 }
 
 /// One problem in a configuration file.

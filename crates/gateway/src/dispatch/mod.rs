@@ -55,6 +55,8 @@ pub struct DispatchOptions {
     pub probe_interval: Duration,
     /// How often the spool is checked for due work.
     pub scan_interval: Duration,
+    /// How often each app's newest valid credential is looked for (roll-over, expiry).
+    pub credential_check: Duration,
 }
 
 impl Default for DispatchOptions {
@@ -64,6 +66,7 @@ impl Default for DispatchOptions {
             streams_per_connection: 1000,
             probe_interval: Duration::from_secs(60),
             scan_interval: Duration::from_secs(1),
+            credential_check: Duration::from_secs(60),
         }
     }
 }
@@ -125,13 +128,32 @@ pub struct Dispatcher {
     /// Every worker, the completer and the scheduler; awaited on shutdown.
     tracker: TaskTracker,
     signers: Mutex<HashMap<(String, String), Arc<TokenSigner>>>,
+    /// The configuration in force, for the credential check.
+    config: Mutex<Option<Arc<Config>>>,
+    /// When each certificate file was last warned about.
+    warned: Mutex<HashMap<std::path::PathBuf, SystemTime>>,
+}
+
+/// Certificates expiring within this are warned about.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 86_400);
+
+/// Puts `settings` in force for `w`: its old pool finishes its streams and closes.
+fn replace_settings(w: &AppWorker, settings: Settings, problem: Option<String>, why: &str) {
+    let old = std::mem::replace(&mut *w.settings.write().expect("settings lock"), settings);
+    if let Some(p) = old.pool {
+        p.close();
+    }
+    match problem {
+        Some(p) => w.halt(&p),
+        None => w.resume(why),
+    }
 }
 
 impl Dispatcher {
     /// Recovers the spool (in-flight rows back to the queue), loads the dead tokens and starts
     /// a worker per app, the completer and the scheduler.
     pub async fn start(
-        config: &Config,
+        config: &Arc<Config>,
         spool: SqliteSpool,
         options: DispatchOptions,
     ) -> Result<Arc<Dispatcher>, SpoolError> {
@@ -155,11 +177,27 @@ impl Dispatcher {
             done: Mutex::new(Some(done_tx)),
             tracker: TaskTracker::new(),
             signers: Mutex::new(HashMap::new()),
+            config: Mutex::new(Some(Arc::clone(config))),
+            warned: Mutex::new(HashMap::new()),
         });
         d.tracker.spawn(complete(Arc::clone(&shared), done_rx));
         d.tracker.spawn(scheduler::run(Arc::clone(&shared)));
         d.apply_apps(config);
         shared.scan_wake.notify_one();
+        let weak = Arc::downgrade(&d);
+        let (every, stop) = (shared.options.credential_check, shared.shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = stop.cancelled() => return,
+                }
+                match weak.upgrade() {
+                    Some(d) => d.check_credentials(),
+                    None => return,
+                }
+            }
+        });
         Ok(d)
     }
 
@@ -252,7 +290,8 @@ impl Dispatcher {
     /// Applies a (re)loaded configuration: new connections use the new settings, connections in
     /// use finish their streams and close, halted apps resume, removed apps stop (their
     /// notifications stay in the spool until the app returns).
-    pub fn reload(&self, config: &Config) {
+    pub fn reload(&self, config: &Arc<Config>) {
+        *self.config.lock().expect("config lock") = Some(Arc::clone(config));
         self.shared.events.reload(config);
         self.apply_apps(config);
         self.shared.rescan();
@@ -268,19 +307,7 @@ impl Dispatcher {
             keep.insert(app.name.clone());
             let (settings, problem) = self.settings_for(app);
             match apps.get(&app.name) {
-                Some(w) => {
-                    let old = std::mem::replace(
-                        &mut *w.settings.write().expect("settings lock"),
-                        settings,
-                    );
-                    if let Some(p) = old.pool {
-                        p.close();
-                    }
-                    match problem {
-                        Some(p) => w.halt(&p),
-                        None => w.resume("configuration reloaded"),
-                    }
-                }
+                Some(w) => replace_settings(w, settings, problem, "configuration reloaded"),
                 None => {
                     let Some(done) = self.done.lock().expect("done lock").clone() else {
                         continue;
@@ -312,27 +339,78 @@ impl Dispatcher {
         });
     }
 
-    /// The pool and limits for `app`; the first credential that is not expired is used.
+    /// Every `credential_check`: an app whose newest valid credential changed (a certificate
+    /// expired, or a newer one became valid) gets a pool with it; certificates that expire
+    /// within 30 days are warned about once a day.
+    pub fn check_credentials(&self) {
+        let Some(config) = self.config.lock().expect("config lock").clone() else {
+            return;
+        };
+        let now = SystemTime::now();
+        let apps = self.shared.apps.read().expect("apps lock").clone();
+        for app in &config.apps {
+            let Some(w) = apps.get(&app.name) else {
+                continue;
+            };
+            if w.settings().credential != app.active_credential(now) {
+                let (settings, problem) = self.settings_for(app);
+                info!(app = %app.name, credential = ?settings.credential.and_then(|i| app.credentials.get(i)).map(Credential::file), "switching to the newest valid credential");
+                replace_settings(w, settings, problem, "a valid credential was found");
+            }
+            for c in &app.credentials {
+                let Credential::Certificate { identity, file } = c else {
+                    continue;
+                };
+                let left = identity
+                    .info()
+                    .not_after
+                    .duration_since(now)
+                    .unwrap_or_default();
+                if left < EXPIRY_WARNING && self.warned_today(file, now) {
+                    warn!(app = %app.name, file = %file.display(), days_left = left.as_secs() / 86_400, "certificate expires soon; roll a new one in with [[apps.credentials]]");
+                }
+            }
+        }
+    }
+
+    /// True once a day per file: whether to warn about it now.
+    fn warned_today(&self, file: &std::path::Path, now: SystemTime) -> bool {
+        let mut warned = self.warned.lock().expect("warned lock");
+        match warned.get(file) {
+            Some(t) if now.duration_since(*t).unwrap_or_default() < Duration::from_secs(86_400) => {
+                false
+            }
+            _ => {
+                warned.insert(file.to_owned(), now);
+                true
+            }
+        }
+    }
+
+    /// The pool and limits for `app`, with its newest valid credential
+    /// ([`App::active_credential`]).
     fn settings_for(&self, app: &App) -> (Settings, Option<String>) {
         let now = SystemTime::now();
-        let auth = app.credentials.iter().find_map(|c| match c {
-            Credential::Token { key, .. } => {
-                let mut signers = self.signers.lock().expect("signers lock");
-                let signer = signers
-                    .entry((key.team_id().to_owned(), key.key_id().to_owned()))
-                    .or_insert_with(|| {
-                        Arc::new(TokenSigner::new(Arc::clone(key), Arc::new(SystemClock)))
-                    });
-                Some(Auth::Token(Arc::clone(signer)))
-            }
-            Credential::Certificate { identity, .. } if identity.info().not_after > now => {
-                Some(Auth::Certificate(Arc::new(identity.clone())))
-            }
-            Credential::Certificate { file, .. } => {
-                warn!(app = %app.name, file = %file.display(), "certificate has expired; not used");
-                None
-            }
-        });
+        let credential = app.active_credential(now);
+        let auth = credential
+            .and_then(|i| app.credentials.get(i))
+            .and_then(|c| match c {
+                Credential::Token { key, .. } => {
+                    let mut signers = self.signers.lock().expect("signers lock");
+                    let signer = signers
+                        .entry((key.team_id().to_owned(), key.key_id().to_owned()))
+                        .or_insert_with(|| {
+                            Arc::new(TokenSigner::new(Arc::clone(key), Arc::new(SystemClock)))
+                        });
+                    Some(Auth::Token(Arc::clone(signer)))
+                }
+                Credential::Certificate { identity, .. } => {
+                    Some(Auth::Certificate(Arc::new(identity.clone())))
+                }
+            });
+        if auth.is_none() {
+            warn!(app = %app.name, "no credential is valid now (every certificate expired or not yet valid)");
+        }
         let limits = Limits {
             max_attempts: app.max_attempts,
         };
@@ -349,6 +427,7 @@ impl Dispatcher {
         (
             Settings {
                 pool,
+                credential,
                 limits,
                 suppress_dead_tokens: app.suppress_dead_tokens,
                 max_in_flight,

@@ -56,6 +56,8 @@ pub(crate) struct AppWorker {
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub pool: Option<Pool>,
+    /// The index of the credential the pool uses.
+    pub credential: Option<usize>,
     pub limits: Limits,
     pub suppress_dead_tokens: bool,
     pub max_in_flight: usize,

@@ -303,3 +303,106 @@ team_id = "TEAM123456"
     );
     assert!(err.contains("\"b\" names two apps"), "{err}");
 }
+
+/// A self-signed certificate and its key, valid from `from` to `until` days from now.
+fn certificate(dir: &Path, name: &str, from: i64, until: i64) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![format!("{name}.example")]).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now + time::Duration::days(from);
+    params.not_after = now + time::Duration::days(until);
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+    std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
+}
+
+#[test]
+fn new_connections_use_the_newest_valid_credential_and_never_an_expired_one() {
+    let dir = folder();
+    certificate(dir.path(), "expired", -400, -1);
+    certificate(dir.path(), "older", -300, 60);
+    certificate(dir.path(), "newer", -10, 400);
+    certificate(dir.path(), "future", 2, 800);
+    let file = write(
+        dir.path(),
+        r#"
+[[apps]]
+name = "shop"
+topic = "com.example.shop"
+environment = "production"
+certificate = "older.pem"
+certificate_key = "older-key.pem"
+
+[[apps.credentials]]
+certificate = "expired.pem"
+certificate_key = "expired-key.pem"
+
+[[apps.credentials]]
+certificate = "newer.pem"
+certificate_key = "newer-key.pem"
+
+[[apps.credentials]]
+certificate = "future.pem"
+certificate_key = "future-key.pem"
+
+[[apps]]
+name = "keys"
+topic = "com.example.keys"
+environment = "production"
+certificate = "newer.pem"
+certificate_key = "newer-key.pem"
+
+[[apps.credentials]]
+key_file = "AuthKey_ABC123DEFG.p8"
+key_id = "ABC123DEFG"
+team_id = "TEAM123456"
+"#,
+    );
+    let config = Config::load(&file).unwrap();
+    let shop = config.app("shop").unwrap();
+    let file_of = |t: std::time::SystemTime| {
+        shop.active_credential(t)
+            .map(|i| shop.credentials[i].file().file_name().unwrap().to_owned())
+    };
+    let now = std::time::SystemTime::now();
+    let day = Duration::from_secs(86_400);
+    assert_eq!(file_of(now).unwrap(), "newer.pem", "the newest valid one");
+    assert_eq!(
+        file_of(now + 3 * day).unwrap(),
+        "future.pem",
+        "once it is valid"
+    );
+    // Long after: only what has not expired.
+    assert_eq!(file_of(now + 500 * day).unwrap(), "future.pem");
+    assert_eq!(
+        file_of(now + 900 * day),
+        None,
+        "every certificate expired: none"
+    );
+    // Before "newer" was issued, "older" was the newest valid; "expired" never is.
+    assert_eq!(file_of(now - 20 * day).unwrap(), "older.pem");
+    assert!((0..1000).all(|d| file_of(now + d * day).is_none_or(|f| f != "expired.pem")));
+    // A token key does not expire: it is preferred.
+    let keys = config.app("keys").unwrap();
+    assert_eq!(keys.active_credential(now), Some(1));
+}
+
+#[test]
+fn a_key_that_does_not_match_its_certificate_is_refused_naming_the_file() {
+    let dir = folder();
+    std::fs::copy(
+        apns_fixtures().join("other-key.pem"),
+        dir.path().join("other-key.pem"),
+    )
+    .unwrap();
+    let file = write(
+        dir.path(),
+        "[[apps]]\nname = \"shop\"\ntopic = \"com.example.shop\"\nenvironment = \"production\"\n\
+         certificate = \"client.pem\"\ncertificate_key = \"other-key.pem\"\n",
+    );
+    let err = Config::load(&file).unwrap_err().to_string();
+    assert!(
+        err.contains("client.pem") && err.contains("does not match"),
+        "{err}"
+    );
+}
