@@ -394,7 +394,7 @@ impl Dispatcher {
         let credential = app.active_credential(now);
         let auth = credential
             .and_then(|i| app.credentials.get(i))
-            .and_then(|c| match c {
+            .map(|c| match c {
                 Credential::Token { key, .. } => {
                     let mut signers = self.signers.lock().expect("signers lock");
                     let signer = signers
@@ -402,10 +402,10 @@ impl Dispatcher {
                         .or_insert_with(|| {
                             Arc::new(TokenSigner::new(Arc::clone(key), Arc::new(SystemClock)))
                         });
-                    Some(Auth::Token(Arc::clone(signer)))
+                    Auth::Token(Arc::clone(signer))
                 }
                 Credential::Certificate { identity, .. } => {
-                    Some(Auth::Certificate(Arc::new(identity.clone())))
+                    Auth::Certificate(Arc::new(identity.clone()))
                 }
             });
         if auth.is_none() {
