@@ -4,6 +4,10 @@
 //! Exit codes (DESIGN §3): 0 all accepted (with `--wait`: all delivered), 1 some failed or did
 //! not finish in time, 2 usage or configuration, 3 the server refused a request or could not be
 //! reached.
+//!
+//! On a terminal (and with text output) an indicatif bar shows the submission, and with
+//! `--wait` a second one counts outcomes as they arrive; piped or with `--output json`, nothing
+//! but the report is printed.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -11,11 +15,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use std::io::IsTerminal;
+
 use anyhow::{Context, bail};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 
 /// Tokens per request (the API's limit).
@@ -222,6 +229,8 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         key,
     };
     let json_out = a.output == "json";
+    let interactive = !json_out && std::io::stderr().is_terminal();
+    let bar = progress(interactive, tokens.len(), "submitting");
     let mut ids: Vec<String> = Vec::with_capacity(tokens.len());
     for chunk in tokens.chunks(BATCH) {
         let body = match notification(&a, chunk) {
@@ -257,7 +266,9 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
                 .flatten()
                 .filter_map(|v| v.as_str().map(str::to_owned)),
         );
+        bar.set_position(ids.len() as u64);
     }
+    bar.finish_and_clear();
     if !a.wait {
         if json_out {
             println!("{}", json!({ "accepted": ids.len(), "ids": ids }));
@@ -273,7 +284,9 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let outcome = wait(&api, &ids, Duration::from_secs(a.wait_timeout_s)).await;
+    let bar = progress(interactive, ids.len(), "outcomes");
+    let outcome = wait(&api, &ids, Duration::from_secs(a.wait_timeout_s), &bar).await;
+    bar.finish_and_clear();
     let (states, reasons) = match outcome {
         Ok(r) => r,
         Err(e) => {
@@ -303,11 +316,32 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// A bar on stderr when `shown`, else one that draws nothing.
+fn progress(shown: bool, len: usize, what: &'static str) -> ProgressBar {
+    if !shown {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(what);
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
 type Tally = (BTreeMap<String, u64>, BTreeMap<String, u64>);
 
 /// Polls `lookup` until every notification is final or `timeout` passes; counts states and
 /// the reasons of the failed ones.
-async fn wait(api: &Api, ids: &[String], timeout: Duration) -> anyhow::Result<Tally> {
+async fn wait(
+    api: &Api,
+    ids: &[String],
+    timeout: Duration,
+    bar: &ProgressBar,
+) -> anyhow::Result<Tally> {
     let start = Instant::now();
     loop {
         let mut states = BTreeMap::new();
@@ -331,6 +365,14 @@ async fn wait(api: &Api, ids: &[String], timeout: Duration) -> anyhow::Result<Ta
                 *states.entry(state).or_insert(0) += 1;
             }
         }
+        bar.set_position(ids.len() as u64 - pending);
+        bar.set_message(
+            states
+                .iter()
+                .map(|(s, n)| format!("{s} {n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
         if pending == 0 || start.elapsed() >= timeout {
             return Ok((states, reasons));
         }

@@ -1,14 +1,13 @@
-//! `pushgate send` against a running gateway API (in this process, on a port-0 listener, with a
-//! real spool). Until dispatch exists, a task here plays the dispatcher for `--wait`: it marks
-//! notifications delivered, or failed for the token ending in `dead`.
+//! `pushgate send`: submission and exit codes against an API in this process (port-0 listener,
+//! real spool); `--wait`, outcomes and the terminal's progress bars against a real gateway
+//! process delivering to the simulator.
 
 use std::process::Output;
 use std::sync::Arc;
-use std::time::Duration;
 
 use gateway::config::Config;
 use gateway::http::auth::key_sha256_hex;
-use gateway::spool::{Completion, Spool, SpoolOptions, SqliteSpool, State};
+use gateway::spool::{Spool, SpoolOptions, SqliteSpool};
 use tokio::process::Command;
 
 use crate::harness::fixtures;
@@ -76,37 +75,6 @@ team_id = "TEAM123456"
     Gateway { url, spool, dir }
 }
 
-/// Plays the dispatcher: finishes every pending notification.
-fn fake_dispatch(spool: SqliteSpool) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            let page = spool.pending_page(None, 1000).await.unwrap();
-            let done = page
-                .iter()
-                .map(|p| {
-                    let dead = p.token.as_str().ends_with("dead");
-                    Completion {
-                        id: p.id,
-                        state: if dead {
-                            State::Failed
-                        } else {
-                            State::Delivered
-                        },
-                        attempts: 1,
-                        status: Some(if dead { 410 } else { 200 }),
-                        reason: dead.then_some(apns::Reason::Unregistered),
-                        due_at: None,
-                    }
-                })
-                .collect::<Vec<_>>();
-            if !done.is_empty() {
-                spool.complete(done).await.unwrap();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-}
-
 async fn send(gw: &Gateway, args: &[&str], key: Option<&str>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushgate"));
     cmd.arg("send")
@@ -162,26 +130,31 @@ async fn send_from_a_tokens_file_prints_one_id_per_token() {
     assert_eq!(gw.spool.pending(), 25);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn send_wait_reports_outcomes_and_sets_the_exit_code() {
-    let gw = gateway().await;
-    let dispatcher = fake_dispatch(gw.spool.clone());
-    let out = send(
-        &gw,
-        &[
-            "--app",
-            "shop",
-            "--token",
-            T1,
-            "--body",
-            "x",
-            "--wait",
-            "--wait-timeout-s",
-            "20",
-        ],
-        Some(KEY),
-    )
-    .await;
+/// `send --wait` against a real gateway process delivering to the simulator, which answers
+/// 410 for the dead token.
+fn real_gateway() -> (crate::harness::Sim, crate::gateway_harness::Gw) {
+    let dir = tempfile::tempdir().unwrap();
+    let reasons = dir.path().join("reasons");
+    std::fs::write(&reasons, format!("{DEAD} 410 Unregistered\n")).unwrap();
+    let sim = crate::gateway_harness::sim(&["--reasons", reasons.to_str().unwrap()]);
+    let gw = crate::gateway_harness::Gw::start(&sim, "");
+    (sim, gw)
+}
+
+fn send_to(gw: &crate::gateway_harness::Gw, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .arg("send")
+        .args(["--server", &gw.url, "--app", "shop", "--body", "x"])
+        .args(args)
+        .env("PUSHGATE_API_KEY", crate::gateway_harness::KEY)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn send_wait_reports_outcomes_and_sets_the_exit_code() {
+    let (_sim, gw) = real_gateway();
+    let out = send_to(&gw, &["--token", T1, "--wait", "--wait-timeout-s", "30"]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -194,15 +167,12 @@ async fn send_wait_reports_outcomes_and_sets_the_exit_code() {
         "{}",
         text(&out.stdout)
     );
-    let out = send(
+    // Not a terminal: no progress bar, only the report.
+    assert!(text(&out.stderr).is_empty(), "{}", text(&out.stderr));
+    let out = send_to(
         &gw,
-        &[
-            "--app", "shop", "--token", T1, "--token", DEAD, "--body", "x", "--wait", "--output",
-            "json",
-        ],
-        Some(KEY),
-    )
-    .await;
+        &["--token", T1, "--token", DEAD, "--wait", "--output", "json"],
+    );
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -215,7 +185,38 @@ async fn send_wait_reports_outcomes_and_sets_the_exit_code() {
     assert_eq!(doc["states"]["delivered"], 1);
     assert_eq!(doc["states"]["failed"], 1);
     assert_eq!(doc["reasons"]["Unregistered"], 1);
-    dispatcher.abort();
+}
+
+/// On a terminal (a pseudo-terminal from script(1)) the bars are drawn, with live outcome
+/// counts, and the summary by reason follows.
+#[test]
+fn on_a_terminal_send_draws_progress_and_a_summary_by_reason() {
+    let (_sim, gw) = real_gateway();
+    let file = gw.dir.path().join("tokens.txt");
+    let mut tokens: Vec<String> = (1..=300).map(|i| format!("{i:064x}")).collect();
+    tokens.push(DEAD.to_owned());
+    std::fs::write(&file, tokens.join("\n")).unwrap();
+    let command = format!(
+        "{} send --server {} --app shop --body x --tokens-file {} --wait --wait-timeout-s 60",
+        env!("CARGO_BIN_EXE_pushgate"),
+        gw.url,
+        file.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env("PUSHGATE_API_KEY", crate::gateway_harness::KEY)
+        .env("COLUMNS", "120")
+        .output()
+        .expect("script(1) from util-linux");
+    let screen = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "one failed: {screen}");
+    assert!(screen.contains("submitting ["), "{screen}");
+    assert!(screen.contains("outcomes ["), "{screen}");
+    assert!(screen.contains("accepted 301, delivered 300"), "{screen}");
+    assert!(
+        screen.contains("failed: 1") && screen.contains("Unregistered: 1"),
+        "{screen}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
