@@ -25,3 +25,4 @@ pub mod outcomes;
 pub mod server;
 pub mod smtp;
 pub mod spool;
+pub mod tls;

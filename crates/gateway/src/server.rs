@@ -31,8 +31,8 @@ pub enum ServeError {
     Http(#[source] std::io::Error),
     #[error("the spool")]
     Spool(#[source] SpoolError),
-    #[error("the SMTP listener")]
-    Smtp(#[source] crate::smtp::SmtpError),
+    #[error("TLS")]
+    Tls(#[source] crate::tls::TlsError),
 }
 
 /// A started gateway: spool, dispatch, and the API's state.
@@ -90,7 +90,7 @@ impl Gateway {
             Some(l) => {
                 let config = self.state.config();
                 let tls = match config.smtp.as_ref().and_then(|s| s.tls.as_ref()) {
-                    Some(files) => Some(crate::smtp::acceptor(files).map_err(ServeError::Smtp)?),
+                    Some(files) => Some(crate::smtp::acceptor(files).map_err(ServeError::Tls)?),
                     None => None,
                 };
                 Some(tokio::spawn(crate::smtp::serve(
@@ -119,17 +119,32 @@ impl Gateway {
     }
 }
 
-/// Serves the API on `listener` until `shutdown` resolves; requests in progress finish (their
-/// submits commit before they answer).
+/// Serves the API on `listener` (HTTPS when `[server] tls_cert`/`tls_key` are set) until
+/// `shutdown` resolves; requests in progress finish (their submits commit before they answer).
 pub async fn run(
     listener: TcpListener,
     state: Arc<ApiState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ServeError::Http)
+    let tls = state.config().server.tls.clone();
+    let app = router(state);
+    match tls {
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(ServeError::Http),
+        Some(files) => {
+            let acceptor = crate::tls::acceptor(&files, &[b"http/1.1"]).map_err(ServeError::Tls)?;
+            let listener = crate::tls::TlsListener {
+                tcp: listener,
+                acceptor,
+            };
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(ServeError::Http)
+        }
+    }
 }
 
 /// Applies reloaded configurations (SIGHUP).

@@ -25,7 +25,7 @@ mod worker;
 
 pub use ready::{Ready, ReadyQueue};
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -71,6 +71,29 @@ impl Default for DispatchOptions {
     }
 }
 
+/// Outcomes since the gateway started, for the dashboard: counts by final state, failures by
+/// reason, and the latest failures.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    pub outcomes: BTreeMap<&'static str, u64>,
+    pub failures_by_reason: BTreeMap<String, u64>,
+    /// Newest first, at most [`LATEST_FAILURES`].
+    pub latest_failures: std::collections::VecDeque<FailureRecord>,
+}
+
+/// How many recent failures the dashboard keeps.
+pub const LATEST_FAILURES: usize = 20;
+
+#[derive(Debug, Clone)]
+pub struct FailureRecord {
+    pub time: SystemTime,
+    pub id: apns::ApnsId,
+    pub app: String,
+    pub token: apns::DeviceToken,
+    pub state: crate::spool::State,
+    pub reason: String,
+}
+
 /// An app's state for stats and readiness.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppStatus {
@@ -101,6 +124,8 @@ pub(crate) struct Shared {
     pub rescan_needed: AtomicBool,
     /// The earliest due time of a retry recorded since the last scan.
     pub next_retry: Mutex<Option<SystemTime>>,
+    /// Outcomes since start (a std lock, held to update or clone).
+    pub tally: Mutex<Tally>,
 }
 
 impl Shared {
@@ -171,6 +196,7 @@ impl Dispatcher {
             scan_wake: Notify::new(),
             rescan_needed: AtomicBool::new(true),
             next_retry: Mutex::new(None),
+            tally: Mutex::new(Tally::default()),
         });
         let d = Arc::new(Dispatcher {
             shared: Arc::clone(&shared),
@@ -199,6 +225,11 @@ impl Dispatcher {
             }
         });
         Ok(d)
+    }
+
+    /// Outcomes since start.
+    pub fn tally(&self) -> Tally {
+        self.shared.tally.lock().expect("tally lock").clone()
     }
 
     /// The event hub (delivery log, hooks).
@@ -511,6 +542,29 @@ async fn complete(shared: Arc<Shared>, mut rx: mpsc::Receiver<Done>) {
                         }
                     }
                     Err(e) => warn!(error = %e, "registering a dead token failed"),
+                }
+            }
+        }
+        if recorded {
+            let mut tally = shared.tally.lock().expect("tally lock");
+            for d in &batch {
+                let c = &d.decision.completion;
+                if !c.state.is_final() {
+                    continue;
+                }
+                *tally.outcomes.entry(c.state.as_str()).or_default() += 1;
+                if c.state != crate::spool::State::Delivered {
+                    let reason = c.reason.as_ref().map_or("", |r| r.as_str()).to_owned();
+                    *tally.failures_by_reason.entry(reason.clone()).or_default() += 1;
+                    tally.latest_failures.push_front(FailureRecord {
+                        time: now,
+                        id: c.id,
+                        app: d.app.name.clone(),
+                        token: d.token.clone(),
+                        state: c.state,
+                        reason,
+                    });
+                    tally.latest_failures.truncate(LATEST_FAILURES);
                 }
             }
         }

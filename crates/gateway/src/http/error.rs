@@ -28,6 +28,8 @@ pub enum Code {
     SpoolFull,
     SpoolUnavailable,
     Internal,
+    /// The dashboard's test send without its CSRF token.
+    CsrfFailed,
 }
 
 impl Code {
@@ -53,13 +55,14 @@ impl Code {
             Code::SpoolFull => "spool_full",
             Code::SpoolUnavailable => "spool_unavailable",
             Code::Internal => "internal",
+            Code::CsrfFailed => "csrf_failed",
         }
     }
 
     pub fn status(self) -> StatusCode {
         match self {
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
-            Code::ForbiddenApp => StatusCode::FORBIDDEN,
+            Code::ForbiddenApp | Code::CsrfFailed => StatusCode::FORBIDDEN,
             Code::UnknownAppInPath | Code::NotFound => StatusCode::NOT_FOUND,
             Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::BodyTooLarge | Code::TooManyTokens => StatusCode::PAYLOAD_TOO_LARGE,

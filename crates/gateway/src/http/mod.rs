@@ -4,9 +4,11 @@
 //! - `auth`: API keys (SHA-256, constant time) and their scopes.
 //! - `notifications`: submit, status, lookup. `apps`: feedback. `stats`: stats, health, readiness.
 //! - `inject`: Momentum's REST injector, `/v1.0/inject`.
+//! - `dashboard`: the admin dashboard at `/` (login, live figures, test send).
 
 mod apps;
 pub mod auth;
+mod dashboard;
 pub mod error;
 mod inject;
 mod notifications;
@@ -31,6 +33,8 @@ pub struct ApiState {
     pub spool: SqliteSpool,
     /// `None` when the API runs without dispatch (tests of the API alone).
     pub dispatch: Option<Arc<Dispatcher>>,
+    /// Dashboard sessions.
+    sessions: dashboard::Sessions,
 }
 
 impl ApiState {
@@ -43,6 +47,7 @@ impl ApiState {
             config: std::sync::RwLock::new(config),
             spool,
             dispatch,
+            sessions: dashboard::Sessions::default(),
         }
     }
 
@@ -84,6 +89,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/healthz", get(stats::healthz))
         .route("/readyz", get(stats::readyz))
         .route("/metrics", get(stats::metrics))
+        .merge(dashboard::routes())
         .fallback(|| async { ApiError::new(Code::NotFound, "no such resource") })
         .with_state(state)
 }

@@ -11,13 +11,9 @@
 
 mod session;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::ServerConfig;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -30,39 +26,9 @@ use crate::http::ApiState;
 /// How long sessions still open at shutdown get to finish their current command.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// Why the listener could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SmtpError {
-    #[error("reading the SMTP TLS files {cert} / {key}: {reason}")]
-    Tls {
-        cert: String,
-        key: String,
-        reason: String,
-    },
-}
-
 /// Builds the STARTTLS acceptor from `[smtp] tls_cert` / `tls_key`.
-pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, SmtpError> {
-    let fail = |reason: String| SmtpError::Tls {
-        cert: files.cert.display().to_string(),
-        key: files.key.display().to_string(),
-        reason,
-    };
-    let chain = CertificateDer::pem_file_iter(&files.cert)
-        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-        .map_err(|e| fail(e.to_string()))?;
-    let key =
-        PrivateKeyDer::from_pem_file(Path::new(&files.key)).map_err(|e| fail(e.to_string()))?;
-    let config = ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| fail(e.to_string()))?
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .map_err(|e| fail(e.to_string()))?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, crate::tls::TlsError> {
+    crate::tls::acceptor(files, &[])
 }
 
 /// Accepts SMTP sessions on `listener` until `shutdown`; then sessions are asked to close at

@@ -9,6 +9,8 @@ mod api_harness;
 mod config;
 /// A child process that submits until SIGKILLed; nothing acknowledged is lost.
 mod crash;
+/// The dashboard through real HTTP(S): admin-only login, cookie flags, CSRF, data, logout.
+mod dashboard;
 /// The delivery log (rotation, heartbeat, mode, a stalled file) and failure hooks (signed
 /// batches, retries, a hook that is down), against real files, FIFOs and sockets.
 mod events;

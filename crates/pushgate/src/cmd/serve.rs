@@ -68,8 +68,13 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map(tokio::net::TcpListener::local_addr)
         .transpose()?;
+    let scheme = if config.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let gateway = Gateway::start(config, DispatchOptions::default()).await?;
-    println!("pushgate listening on http://{local}");
+    println!("pushgate listening on {scheme}://{local}");
     if let Some(a) = smtp_addr {
         println!("pushgate smtp on {a}");
     }
@@ -77,6 +82,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         println!("demo APNs simulator on {}", d.sim.endpoint());
         println!("API key: {} (kept in {}/demo-api-key)", d.api_key, DEMO_DIR);
         println!("app: demo (topic com.example.demo)");
+        println!("dashboard: {scheme}://{local}/ (log in with the API key)");
     }
     let reloader = gateway.reloader();
     let reload_file = file.clone();

@@ -1,0 +1,177 @@
+//! What the dashboard shows, gathered once for the page and for each refresh.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+
+use crate::config::Credential;
+use crate::dispatch::{EXPIRY_WARNING, Tally};
+use crate::http::{ApiState, rfc3339};
+use crate::spool::State;
+
+#[derive(Debug)]
+pub struct Data {
+    pub time: SystemTime,
+    /// Notifications waiting in the spool, by state.
+    pub pending: Vec<(State, u64)>,
+    pub tally: Tally,
+    pub apps: Vec<AppRow>,
+    /// Credentials that expire within 30 days (or have), as sentences.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct AppRow {
+    pub name: String,
+    pub halted: Option<String>,
+    pub connections: usize,
+    pub streams_in_flight: usize,
+    pub queued_in_memory: usize,
+    pub credentials: Vec<CredentialRow>,
+}
+
+#[derive(Debug)]
+pub struct CredentialRow {
+    /// The file's name (not its folder).
+    pub file: String,
+    pub kind: &'static str,
+    /// Certificates only.
+    pub not_after: Option<SystemTime>,
+    pub days_left: Option<i64>,
+    pub expiring: bool,
+    /// The one new connections use.
+    pub active: bool,
+}
+
+pub async fn build(state: &ApiState) -> Data {
+    let now = SystemTime::now();
+    let config = state.config();
+    let pending = state.spool.pending_counts().await.unwrap_or_default();
+    let tally = state
+        .dispatch
+        .as_ref()
+        .map(|d| d.tally())
+        .unwrap_or_default();
+    let mut warnings = Vec::new();
+    let apps = config
+        .apps
+        .iter()
+        .map(|app| {
+            let status = state.dispatch.as_ref().and_then(|d| d.status(&app.name));
+            let active = app.active_credential(now);
+            let credentials = app
+                .credentials
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let file = c
+                        .file()
+                        .file_name()
+                        .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+                    let (kind, not_after) = match c {
+                        Credential::Token { .. } => ("token key (.p8, does not expire)", None),
+                        Credential::Certificate { identity, .. } => {
+                            ("certificate", Some(identity.info().not_after))
+                        }
+                    };
+                    let left = not_after.map(|t| match t.duration_since(now) {
+                        Ok(d) => d.as_secs() as i64,
+                        Err(e) => -(e.duration().as_secs() as i64),
+                    });
+                    let expiring = left.is_some_and(|l| l < EXPIRY_WARNING.as_secs() as i64);
+                    if expiring {
+                        let days = left.unwrap_or_default() / 86_400;
+                        warnings.push(if days < 0 {
+                            format!("{}: {file} expired {} days ago", app.name, -days)
+                        } else {
+                            format!("{}: {file} expires in {days} days", app.name)
+                        });
+                    }
+                    CredentialRow {
+                        file,
+                        kind,
+                        not_after,
+                        days_left: left.map(|l| l.div_euclid(86_400)),
+                        expiring,
+                        active: active == Some(i),
+                    }
+                })
+                .collect();
+            AppRow {
+                name: app.name.clone(),
+                halted: status.as_ref().and_then(|s| s.halted.clone()),
+                connections: status.as_ref().map_or(0, |s| s.connections),
+                streams_in_flight: status.as_ref().map_or(0, |s| s.streams_in_flight),
+                queued_in_memory: status.as_ref().map_or(0, |s| s.queued_in_memory),
+                credentials,
+            }
+        })
+        .collect();
+    Data {
+        time: now,
+        pending,
+        tally,
+        apps,
+        warnings,
+    }
+}
+
+impl Data {
+    /// A final-state count since start.
+    pub fn outcome(&self, state: &str) -> u64 {
+        self.tally.outcomes.get(state).copied().unwrap_or(0)
+    }
+
+    pub fn pending(&self, state: State) -> u64 {
+        self.pending
+            .iter()
+            .find(|(s, _)| *s == state)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    pub fn to_json(&self) -> Value {
+        let ms = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or(Duration::ZERO)
+                .as_millis() as u64
+        };
+        json!({
+            "time_ms": ms(self.time),
+            "figures": {
+                "delivered": self.outcome("delivered"),
+                "failed": self.outcome("failed"),
+                "expired": self.outcome("expired"),
+                "queued": self.pending(State::Queued),
+                "scheduled": self.pending(State::Scheduled),
+                "in_flight": self.pending(State::InFlight),
+            },
+            "apps": self.apps.iter().map(|a| json!({
+                "name": a.name,
+                "healthy": a.halted.is_none(),
+                "halted": a.halted,
+                "connections": a.connections,
+                "streams_in_flight": a.streams_in_flight,
+                "queued_in_memory": a.queued_in_memory,
+                "credentials": a.credentials.iter().map(|c| json!({
+                    "file": c.file,
+                    "kind": c.kind,
+                    "not_after": c.not_after.map(rfc3339),
+                    "days_left": c.days_left,
+                    "expiring": c.expiring,
+                    "active": c.active,
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "failures_by_reason": self.tally.failures_by_reason.iter()
+                .map(|(r, n)| json!({"reason": r, "count": n})).collect::<Vec<_>>(),
+            "latest_failures": self.tally.latest_failures.iter().map(|f| json!({
+                "time": rfc3339(f.time),
+                "id": f.id.to_string(),
+                "app": f.app,
+                "token": f.token.as_str(),
+                "state": f.state.as_str(),
+                "reason": f.reason,
+            })).collect::<Vec<_>>(),
+            "warnings": self.warnings,
+        })
+    }
+}

@@ -1,0 +1,178 @@
+//! The dashboard's HTML, rendered on the server; `assets/app.js` re-renders the same rows from
+//! `/dashboard/data`. Every value is escaped.
+
+use std::fmt::Write;
+
+use super::data::{AppRow, Data};
+use crate::http::rfc3339;
+
+/// HTML-escapes `s`.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn head(title: &str, csrf: Option<&str>) -> String {
+    let csrf = csrf.map_or_else(String::new, |c| {
+        format!("<meta name=\"csrf-token\" content=\"{}\">", esc(c))
+    });
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{}</title><link rel=\"stylesheet\" href=\"/dashboard/app.css\">{csrf}</head>",
+        esc(title)
+    )
+}
+
+/// The login form; `error` after a refused key.
+pub fn login(error: Option<&str>) -> String {
+    let error = error.map_or_else(String::new, |e| {
+        format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e))
+    });
+    format!(
+        "{}<body class=\"login\"><main><h1>pushgate</h1>\
+         <form method=\"post\" action=\"/login\">\
+         <label for=\"key\">Admin API key</label>\
+         <input id=\"key\" name=\"key\" type=\"password\" autocomplete=\"current-password\" required autofocus>\
+         <button type=\"submit\">Log in</button>{error}</form></main></body></html>",
+        head("pushgate — log in", None)
+    )
+}
+
+fn figure(id: &str, label: &str, value: &str) -> String {
+    format!(
+        "<div class=\"figure\"><span class=\"value\" id=\"f-{id}\">{}</span><span class=\"label\">{}</span></div>",
+        esc(value),
+        esc(label)
+    )
+}
+
+/// One app's table row (the script renders the same columns).
+fn app_row(a: &AppRow) -> String {
+    let health = match &a.halted {
+        None => "<span class=\"ok\">healthy</span>".to_owned(),
+        Some(r) => format!("<span class=\"bad\">halted: {}</span>", esc(r)),
+    };
+    let mut creds = String::new();
+    for c in &a.credentials {
+        let expiry = match (c.not_after, c.days_left) {
+            (Some(t), Some(d)) => format!("until {} ({d} days)", esc(&rfc3339(t))),
+            _ => "does not expire".to_owned(),
+        };
+        let _ = write!(
+            creds,
+            "<div class=\"cred{}{}\">{}{} — {}, {expiry}</div>",
+            if c.expiring { " expiring" } else { "" },
+            if c.active { " active" } else { "" },
+            if c.active { "▶ " } else { "" },
+            esc(&c.file),
+            esc(c.kind),
+        );
+    }
+    format!(
+        "<tr><td>{}</td><td>{health}</td><td>{}</td><td>{}</td><td>{}</td><td>{creds}</td></tr>",
+        esc(&a.name),
+        a.connections,
+        a.streams_in_flight,
+        a.queued_in_memory
+    )
+}
+
+/// The dashboard for the admin key `name`.
+pub fn dashboard(name: &str, csrf: &str, d: &Data) -> String {
+    let mut out = head("pushgate", Some(csrf));
+    let _ = write!(
+        out,
+        "<body><header><h1>pushgate</h1><span class=\"who\">signed in as {}</span>\
+         <form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <button type=\"submit\">Log out</button></form></header><main>",
+        esc(name),
+        esc(csrf)
+    );
+    out.push_str("<section id=\"warnings\">");
+    for w in &d.warnings {
+        let _ = write!(out, "<p class=\"warning\">Credential: {}</p>", esc(w));
+    }
+    out.push_str("</section><section class=\"figures\">");
+    for (id, label, value) in [
+        ("delivered", "delivered", d.outcome("delivered").to_string()),
+        ("rate", "delivered / s", "–".to_owned()),
+        ("failed", "failed", d.outcome("failed").to_string()),
+        ("expired", "expired", d.outcome("expired").to_string()),
+        (
+            "queued",
+            "queued",
+            d.pending(crate::spool::State::Queued).to_string(),
+        ),
+        (
+            "in_flight",
+            "in flight",
+            d.pending(crate::spool::State::InFlight).to_string(),
+        ),
+        (
+            "scheduled",
+            "scheduled",
+            d.pending(crate::spool::State::Scheduled).to_string(),
+        ),
+    ] {
+        out.push_str(&figure(id, label, &value));
+    }
+    out.push_str(
+        "</section><p class=\"note\">Outcomes count since the gateway started.</p>\
+         <section><h2>Apps</h2><table><thead><tr><th>app</th><th>health</th><th>connections</th>\
+         <th>streams in flight</th><th>queued in memory</th><th>credentials</th></tr></thead><tbody id=\"apps\">",
+    );
+    for a in &d.apps {
+        out.push_str(&app_row(a));
+    }
+    out.push_str(
+        "</tbody></table></section><section class=\"two\"><div><h2>Failures by reason</h2>\
+         <table><thead><tr><th>reason</th><th>count</th></tr></thead><tbody id=\"reasons\">",
+    );
+    for (reason, n) in &d.tally.failures_by_reason {
+        let _ = write!(out, "<tr><td>{}</td><td>{n}</td></tr>", esc(reason));
+    }
+    out.push_str(
+        "</tbody></table></div><div><h2>Latest failures</h2><table><thead><tr><th>time</th>\
+         <th>app</th><th>token</th><th>outcome</th><th>reason</th></tr></thead><tbody id=\"latest\">",
+    );
+    for f in &d.tally.latest_failures {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td class=\"token\">{}…</td><td>{}</td><td>{}</td></tr>",
+            esc(&rfc3339(f.time)),
+            esc(&f.app),
+            esc(&f.token.as_str()[..f.token.as_str().len().min(12)]),
+            f.state.as_str(),
+            esc(&f.reason)
+        );
+    }
+    out.push_str(
+        "</tbody></table></div></section><section><h2>Test send</h2>\
+         <form id=\"send-form\"><label>app <select name=\"app\">",
+    );
+    for a in &d.apps {
+        let _ = write!(out, "<option>{}</option>", esc(&a.name));
+    }
+    out.push_str(
+        "</select></label><label>device token <input name=\"token\" required size=\"66\" \
+         pattern=\"[0-9a-fA-F]+\" spellcheck=\"false\"></label>\
+         <label>title <input name=\"title\" value=\"Hello\"></label>\
+         <label>body <input name=\"body\" value=\"from the pushgate dashboard\"></label>\
+         <button type=\"submit\">Send</button></form>\
+         <p id=\"send-result\" aria-live=\"polite\"></p></section></main>\
+         <footer>updated <span id=\"updated\">now</span></footer>\
+         <script src=\"/dashboard/app.js\"></script></body></html>",
+    );
+    out
+}
