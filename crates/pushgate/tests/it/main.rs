@@ -5,6 +5,8 @@
 mod cert;
 /// `pushgate config check`: a good file, every problem with its line, exit codes.
 mod config;
+/// The dashboard in headless Chromium: log in, test send, "delivered", a screenshot.
+mod dashboard;
 /// `pushgate serve` delivering to `pushgate mock-apns`: every consequence, faults, expiry,
 /// delay, halt and reload, kill -9, SIGTERM, the demo.
 mod delivery;

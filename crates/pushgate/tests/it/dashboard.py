@@ -1,0 +1,50 @@
+"""Drives the dashboard in a real headless Chromium (Debian's chromium and chromium-driver).
+
+Usage: dashboard.py BASE_URL KEY_ENV TOKEN SCREENSHOT
+Logs in with the admin key from $KEY_ENV, checks the session cookie's flags, sends through the
+test-send form, waits for "delivered" and for the live figures to count it, saves a screenshot,
+and prints a JSON summary. Exits non-zero (with the reason) on any failure.
+"""
+import json
+import os
+import sys
+
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+base, key_env, token, shot = sys.argv[1:5]
+options = Options()
+for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--window-size=1360,1000", "--force-device-scale-factor=1"):
+    options.add_argument(arg)
+options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+service = Service(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
+driver = webdriver.Chrome(service=service, options=options)
+try:
+    wait = WebDriverWait(driver, 30)
+    driver.get(base + "/")
+    driver.find_element(By.ID, "key").send_keys(os.environ[key_env])
+    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    wait.until(lambda d: d.find_elements(By.ID, "send-form"))
+    cookie = driver.get_cookie("pushgate_session")
+    assert cookie and cookie["httpOnly"] and cookie["sameSite"] == "Strict", cookie
+    before = int(driver.find_element(By.ID, "f-delivered").text)
+
+    driver.find_element(By.NAME, "token").send_keys(token)
+    driver.find_element(By.CSS_SELECTOR, "#send-form button").click()
+    wait.until(lambda d: "delivered" in d.find_element(By.ID, "send-result").text)
+    result = driver.find_element(By.ID, "send-result").text
+    # The figures refresh without a reload.
+    wait.until(lambda d: int(d.find_element(By.ID, "f-delivered").text) > before)
+    apps = driver.find_element(By.ID, "apps").text
+    reasons = driver.find_element(By.ID, "reasons").text
+    expiring = len(driver.find_elements(By.CSS_SELECTOR, "#apps .cred.expiring"))
+    warnings = driver.find_element(By.ID, "warnings").text
+    driver.save_screenshot(shot)
+    print(json.dumps({"result": result, "before": before, "apps": apps, "reasons": reasons,
+                      "expiring": expiring, "warnings": warnings, "title": driver.title}))
+finally:
+    driver.quit()
