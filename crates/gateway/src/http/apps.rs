@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 
 use super::auth::{Caller, authenticate};
 use super::error::{ApiError, Code};
+use super::openapi::{ErrorBody, FeedbackEntry};
 use super::{ApiState, spool_error};
 
 const DEFAULT_LIMIT: usize = 1000;
@@ -39,13 +40,29 @@ pub struct FeedbackQuery {
     limit: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/apps/{app}/feedback", tag = "apps",
+    params(
+        ("app" = String, Path, description = "The app's name"),
+        ("since" = Option<u64>, Query, description = "UNIX seconds; tokens declared dead at or after this (default 0)"),
+        ("limit" = Option<u32>, Query, description = "At most this many (default 1000, at most 10000)", minimum = 1, maximum = 10000),
+    ),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Dead tokens, oldest first", body = Vec<FeedbackEntry>),
+        (status = 400, description = "invalid_field (since or limit)", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 403, description = "forbidden_app", body = ErrorBody),
+        (status = 404, description = "unknown_app", body = ErrorBody),
+        (status = 500, description = "internal", body = ErrorBody), (status = 503, description = "spool_full or spool_unavailable; retry after Retry-After seconds", body = ErrorBody, headers(("Retry-After" = u32, description = "seconds to wait"))),
+    ))]
 pub async fn feedback(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
-    Path(app): Path<String>,
-    Query(q): Query<FeedbackQuery>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    query: Result<Query<FeedbackQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let caller = authenticate(&state.config().api_keys, &headers)?;
+    let (Path(app), Query(q)) = (path?, query?);
     check_app(&state, &caller, &app)?;
     let since = match q.since.as_deref() {
         None => 0,
@@ -84,12 +101,27 @@ pub async fn feedback(
     Ok(Json(serde_json::Value::Array(list)))
 }
 
+#[utoipa::path(delete, path = "/v1/apps/{app}/feedback/{token}", tag = "apps",
+    params(
+        ("app" = String, Path, description = "The app's name"),
+        ("token" = String, Path, description = "The device token (hex)"),
+    ),
+    security(("api_key" = [])),
+    responses(
+        (status = 204, description = "The device registered again: sends to it resume"),
+        (status = 400, description = "invalid_token", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 403, description = "forbidden_app", body = ErrorBody),
+        (status = 404, description = "unknown_app, or not_found: the token is not registered dead", body = ErrorBody),
+        (status = 500, description = "internal", body = ErrorBody), (status = 503, description = "spool_full or spool_unavailable; retry after Retry-After seconds", body = ErrorBody, headers(("Retry-After" = u32, description = "seconds to wait"))),
+    ))]
 pub async fn clear(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
-    Path((app, token)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let caller = authenticate(&state.config().api_keys, &headers)?;
+    let Path((app, token)) = path?;
     check_app(&state, &caller, &app)?;
     let token =
         DeviceToken::parse(&token).map_err(|e| ApiError::new(Code::InvalidToken, e.to_string()))?;

@@ -118,3 +118,18 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+/// A path the router matched but whose parts could not be read (bad percent-encoding): the
+/// resource does not exist, answered in the API's own shape rather than axum's plain text.
+impl From<axum::extract::rejection::PathRejection> for ApiError {
+    fn from(e: axum::extract::rejection::PathRejection) -> Self {
+        ApiError::new(Code::NotFound, format!("no such resource: {e}"))
+    }
+}
+
+/// A query string that could not be read.
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(e: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::new(Code::InvalidField, format!("the query string: {e}"))
+    }
+}

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::ApiState;
+use super::openapi::{ErrorBody, InjectAnswer, InjectRefusal};
 use super::auth::{Caller, authenticate, check_key};
 use super::error::{ApiError, Code};
 use crate::ingest::mcmt::{self, Recipient};
@@ -49,6 +50,17 @@ struct Vctx {
 /// Most recipients in one injection (the API's token limit).
 const MAX_RECIPIENTS: usize = crate::ingest::json::MAX_TOKENS;
 
+#[utoipa::path(post, path = "/v1.0/inject", tag = "momentum",
+    request_body = super::openapi::Injection,
+    security(("api_key" = []), ("api_key_basic" = [])),
+    responses(
+        (status = 200, description = "Committed: one result per recipient", body = InjectAnswer),
+        (status = 400, description = "A refused recipient or part (Momentum's failure document, every recipient with its SMTP-style reason), or a request that is not an injection (invalid_json, invalid_field)", body = InjectRefusal),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 413, description = "body_too_large or too_many_tokens (over 10,000 recipients)", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
+        (status = 503, description = "The spool is full or unavailable: `451 4.3.0` reasons; retry after Retry-After seconds", body = InjectAnswer, headers(("Retry-After" = u32, description = "seconds to wait"))),
+    ))]
 pub async fn inject(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,

@@ -11,6 +11,7 @@ pub mod auth;
 mod dashboard;
 pub mod error;
 mod inject;
+pub mod openapi;
 mod notifications;
 mod stats;
 
@@ -89,6 +90,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/healthz", get(stats::healthz))
         .route("/readyz", get(stats::readyz))
         .route("/metrics", get(stats::metrics))
+        .route("/openapi.json", get(openapi::document))
         .merge(dashboard::routes())
         .fallback(|| async { ApiError::new(Code::NotFound, "no such resource") })
         .with_state(state)

@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 
 use super::auth::authenticate;
 use super::error::{ApiError, Code};
+use super::openapi::{ErrorBody, Ids, LookupAnswer, LookupBody, NotificationDocument, SubmitBody};
 use super::{ApiState, document, spool_error};
 use crate::spool::{Spool, SubmitError};
 
@@ -59,6 +60,16 @@ pub(crate) fn submit_error(e: SubmitError) -> ApiError {
     }
 }
 
+#[utoipa::path(post, path = "/v1/notifications", tag = "notifications",
+    request_body = SubmitBody, security(("api_key" = [])),
+    responses(
+        (status = 202, description = "Committed: one id per token, notifications in order", body = Ids),
+        (status = 400, description = "invalid_json, invalid_field, unknown_app, invalid_token, invalid_push_type, invalid_priority, invalid_topic, collapse_id_too_long, conflicting_fields, already_expired or payload_too_large; `index` names the first bad notification; nothing was stored", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 403, description = "forbidden_app", body = ErrorBody),
+        (status = 413, description = "body_too_large or too_many_tokens", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody), (status = 500, description = "internal", body = ErrorBody), (status = 503, description = "spool_full or spool_unavailable; retry after Retry-After seconds", body = ErrorBody, headers(("Retry-After" = u32, description = "seconds to wait"))),
+    ))]
 pub async fn submit(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -80,12 +91,22 @@ fn not_found() -> ApiError {
     ApiError::new(Code::NotFound, "no such notification")
 }
 
+#[utoipa::path(get, path = "/v1/notifications/{id}", tag = "notifications",
+    params(("id" = String, Path, description = "The notification's id (its apns-id)")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "What happened to it", body = NotificationDocument),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 404, description = "not_found: unknown, pruned, or of an app the key may not use", body = ErrorBody),
+        (status = 500, description = "internal", body = ErrorBody), (status = 503, description = "spool_full or spool_unavailable; retry after Retry-After seconds", body = ErrorBody, headers(("Retry-After" = u32, description = "seconds to wait"))),
+    ))]
 pub async fn status(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let caller = authenticate(&state.config().api_keys, &headers)?;
+    let Path(id) = path?;
     let id = ApnsId::parse(&id).map_err(|_| not_found())?;
     let record = state.spool.get(id).await.map_err(|e| spool_error(&e))?;
     match record {
@@ -94,6 +115,15 @@ pub async fn status(
     }
 }
 
+#[utoipa::path(post, path = "/v1/notifications/lookup", tag = "notifications",
+    request_body = LookupBody, security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The documents of the known ids", body = LookupAnswer),
+        (status = 400, description = "invalid_json or invalid_field (not ids, or over 10,000)", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 413, description = "body_too_large", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody), (status = 500, description = "internal", body = ErrorBody), (status = 503, description = "spool_full or spool_unavailable; retry after Retry-After seconds", body = ErrorBody, headers(("Retry-After" = u32, description = "seconds to wait"))),
+    ))]
 pub async fn lookup(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,

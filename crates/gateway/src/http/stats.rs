@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 
 use super::auth::authenticate;
 use super::error::ApiError;
+use super::openapi::{ErrorBody, Health, Readiness, Stats};
 use super::{ApiState, spool_error};
 use crate::spool::{Spool, State as NState};
 
@@ -29,6 +30,11 @@ fn zeroes() -> BTreeMap<&'static str, serde_json::Value> {
         .collect()
 }
 
+#[utoipa::path(get, path = "/v1/stats", tag = "operations", security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Counts by state, and per app (of the key's apps) its counts, connections, streams in flight and health", body = Stats),
+        (status = 401, description = "unauthorized", body = ErrorBody), (status = 500, description = "internal", body = ErrorBody), (status = 503, description = "spool_full or spool_unavailable; retry after Retry-After seconds", body = ErrorBody, headers(("Retry-After" = u32, description = "seconds to wait"))),
+    ))]
 pub async fn stats(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -72,12 +78,19 @@ pub async fn stats(
     Ok(Json(serde_json::json!({ "totals": totals, "apps": apps })))
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Running", body = Health)))]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
 /// Ready when the spool's writer answers within 2 s, the spool is below its limit, and no app
 /// is halted.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready: the spool is writable and below its limit, no app is halted", body = Readiness),
+        (status = 503, description = "Not ready, with the reasons", body = Readiness),
+    ))]
 pub async fn readyz(State(state): State<Arc<ApiState>>) -> (StatusCode, Json<serde_json::Value>) {
     let mut reasons = Vec::new();
     match tokio::time::timeout(Duration::from_secs(2), state.spool.flush()).await {
@@ -105,6 +118,11 @@ pub async fn readyz(State(state): State<Arc<ApiState>>) -> (StatusCode, Json<ser
 }
 
 /// `GET /metrics`: Prometheus text, with the gauges of the present set first.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text (docs/metrics.md)", body = String, content_type = "text/plain"),
+        (status = 503, description = "Metrics are not recorded in this process", body = String, content_type = "text/plain"),
+    ))]
 pub async fn metrics(State(state): State<Arc<ApiState>>) -> axum::response::Response {
     use axum::response::IntoResponse;
     let Some(handle) = crate::metrics::handle() else {

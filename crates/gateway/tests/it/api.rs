@@ -659,3 +659,76 @@ async fn stats_health_and_readiness() {
         (404, Some("not_found"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_covers_every_route_and_error_code() {
+    let api = TestApi::start().await;
+    let (status, _, doc) = api.call("GET", "/openapi.json", None, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut paths: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    paths.sort_unstable();
+    assert_eq!(
+        paths,
+        [
+            "/healthz",
+            "/metrics",
+            "/openapi.json",
+            "/readyz",
+            "/v1.0/inject",
+            "/v1/apps/{app}/feedback",
+            "/v1/apps/{app}/feedback/{token}",
+            "/v1/notifications",
+            "/v1/notifications/lookup",
+            "/v1/notifications/{id}",
+            "/v1/stats",
+        ]
+    );
+    let codes: Vec<&str> = doc["components"]["schemas"]["ErrorCode"]["enum"]
+        .as_array()
+        .map(|a| a.iter().map(|v| v.as_str().unwrap()).collect())
+        .unwrap_or_else(|| {
+            // utoipa may describe a documented enum as oneOf of single values.
+            doc["components"]["schemas"]["ErrorCode"]["oneOf"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["enum"][0].as_str().unwrap())
+                .collect()
+        });
+    for code in [
+        "unauthorized",
+        "forbidden_app",
+        "unknown_app",
+        "not_found",
+        "unsupported_media_type",
+        "invalid_json",
+        "body_too_large",
+        "too_many_tokens",
+        "payload_too_large",
+        "invalid_token",
+        "invalid_push_type",
+        "invalid_priority",
+        "invalid_topic",
+        "collapse_id_too_long",
+        "conflicting_fields",
+        "already_expired",
+        "invalid_field",
+        "spool_full",
+        "spool_unavailable",
+        "internal",
+        "csrf_failed",
+    ] {
+        assert!(codes.contains(&code), "{code} in {codes:?}");
+    }
+    // Each submit error's status is documented for the route.
+    let submit = &doc["paths"]["/v1/notifications"]["post"]["responses"];
+    for status in ["202", "400", "401", "403", "413", "415", "500", "503"] {
+        assert!(submit.get(status).is_some(), "{status} for POST /v1/notifications");
+    }
+}
