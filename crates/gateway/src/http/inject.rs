@@ -18,9 +18,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::ApiState;
-use super::openapi::{ErrorBody, InjectAnswer, InjectRefusal};
 use super::auth::{Caller, authenticate, check_key};
 use super::error::{ApiError, Code};
+use super::openapi::{ErrorBody, InjectAnswer, InjectRefusal};
 use crate::ingest::mcmt::{self, Recipient};
 use crate::spool::SubmitError;
 

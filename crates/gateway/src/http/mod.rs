@@ -11,8 +11,8 @@ pub mod auth;
 mod dashboard;
 pub mod error;
 mod inject;
-pub mod openapi;
 mod notifications;
+pub mod openapi;
 mod stats;
 
 use std::sync::Arc;

@@ -3,7 +3,10 @@
 //! JSON directly; these types describe it (`.ci/run` checks the two agree with schemathesis
 //! against a running gateway).
 
-#![allow(dead_code, reason = "types that exist to describe the JSON in the document")]
+#![allow(
+    dead_code,
+    reason = "types that exist to describe the JSON in the document"
+)]
 
 use std::collections::BTreeMap;
 

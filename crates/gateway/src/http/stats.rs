@@ -157,12 +157,24 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> axum::response::Resp
             &labels,
             s.map_or(0, |s| s.queued_in_memory) as f64,
         );
-        if let Some(left) = s.and_then(|s| s.certificate_expires_in) {
-            crate::metrics::gauge(
-                "pushgate_certificate_expiry_seconds",
-                &labels,
-                left.as_secs_f64(),
-            );
+        // Every configured certificate, in use or waiting to roll over (negative once expired).
+        let now = std::time::SystemTime::now();
+        for c in &app.credentials {
+            if let crate::config::Credential::Certificate { identity, file } = c {
+                let not_after = identity.info().not_after;
+                let left = match not_after.duration_since(now) {
+                    Ok(d) => d.as_secs_f64(),
+                    Err(e) => -e.duration().as_secs_f64(),
+                };
+                crate::metrics::gauge(
+                    "pushgate_certificate_expiry_seconds",
+                    &[
+                        ("app", app.name.clone()),
+                        ("file", file.display().to_string()),
+                    ],
+                    left,
+                );
+            }
         }
         if let Some(age) = s.and_then(|s| s.token_age) {
             crate::metrics::gauge(

@@ -729,6 +729,9 @@ async fn the_openapi_document_covers_every_route_and_error_code() {
     // Each submit error's status is documented for the route.
     let submit = &doc["paths"]["/v1/notifications"]["post"]["responses"];
     for status in ["202", "400", "401", "403", "413", "415", "500", "503"] {
-        assert!(submit.get(status).is_some(), "{status} for POST /v1/notifications");
+        assert!(
+            submit.get(status).is_some(),
+            "{status} for POST /v1/notifications"
+        );
     }
 }
