@@ -118,7 +118,7 @@ pub struct NotificationBatch {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum SubmitBody {
-    One(Notification),
+    One(Box<Notification>),
     Many(NotificationBatch),
 }
 
