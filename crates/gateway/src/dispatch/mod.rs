@@ -213,14 +213,15 @@ impl Dispatcher {
         let weak = Arc::downgrade(&d);
         let (every, stop) = (shared.options.credential_check, shared.shutdown.clone());
         tokio::spawn(async move {
+            // At start (expiry warnings at once), then every `credential_check`.
             loop {
-                tokio::select! {
-                    () = tokio::time::sleep(every) => {}
-                    () = stop.cancelled() => return,
-                }
                 match weak.upgrade() {
                     Some(d) => d.check_credentials(),
                     None => return,
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = stop.cancelled() => return,
                 }
             }
         });
