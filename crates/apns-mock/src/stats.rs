@@ -29,6 +29,9 @@ struct Record {
     ids: HashMap<u128, u32>,
     accepted: u64,
     duplicates: u64,
+    /// For each first acceptance of a time-ordered (UUIDv7) apns-id: milliseconds from the
+    /// time in the id (when the gateway accepted it) to this answer.
+    latencies_ms: Vec<u32>,
 }
 
 /// One accepted notification, as `GET /notifications` shows it.
@@ -107,10 +110,19 @@ impl Stats {
         *seen += 1;
         if *seen > 1 {
             r.duplicates += 1;
+        } else if let Some(ms) = age_ms(id) {
+            r.latencies_ms.push(ms);
         }
         if r.kept.len() < limit {
             r.kept.push(make());
         }
+    }
+
+    /// Accept-to-answer latencies so far, in milliseconds, sorted.
+    pub fn latencies_ms(&self) -> Vec<u32> {
+        let mut v = self.record.lock().expect("stats lock").latencies_ms.clone();
+        v.sort_unstable();
+        v
     }
 
     /// The totals now.
@@ -189,4 +201,13 @@ pub fn router(stats: std::sync::Arc<Stats>) -> axum::Router {
         .route("/notifications", get(get_notifications))
         .route("/reset", post(post_reset))
         .with_state(stats)
+}
+
+/// Milliseconds since the time in a UUIDv7 `id`, if it is one.
+fn age_ms(id: u128) -> Option<u32> {
+    let u = uuid::Uuid::from_u128(id);
+    let (secs, nanos) = u.get_timestamp()?.to_unix();
+    let at = std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos);
+    let age = std::time::SystemTime::now().duration_since(at).ok()?;
+    Some(u32::try_from(age.as_millis()).unwrap_or(u32::MAX))
 }

@@ -1,5 +1,6 @@
 //! Subcommands, one file each.
 
+mod bench;
 mod cert;
 mod config;
 mod mock_apns;
@@ -21,6 +22,8 @@ pub enum Command {
     Serve(serve::Args),
     /// Submit notifications to a running gateway (API key from PUSHGATE_API_KEY or --api-key-file).
     Send(Box<send::Args>),
+    /// Measure end to end: a simulator here, a real gateway process, N notifications.
+    Bench(Box<bench::Args>),
     /// Run the APNs simulator (TLS + HTTP/2, Apple's checks and reasons, fault injection).
     MockApns(Box<mock_apns::Args>),
 }
@@ -28,6 +31,7 @@ pub enum Command {
 impl Command {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         match self {
+            Command::Bench(args) => bench::run(*args).await,
             Command::Cert(c) => cert::run(c),
             Command::Config(c) => config::run(c),
             Command::MockApns(args) => mock_apns::run(*args).await,

@@ -1,6 +1,8 @@
 //! The built `pushgate` executable, driven as a user would.
 #![allow(clippy::unwrap_used)]
 
+/// `pushgate bench`: a small smoke run (figures are for BENCHMARKS.md, not tests).
+mod bench;
 /// `pushgate cert inspect`: a legacy .p12, a PEM certificate, a wrong password.
 mod cert;
 /// `pushgate config check`: a good file, every problem with its line, exit codes.

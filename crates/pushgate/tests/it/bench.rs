@@ -1,0 +1,39 @@
+//! `pushgate bench` as a smoke run: it works end to end and reports what it promises. The
+//! figures themselves are measured in BENCHMARKS.md, never asserted here.
+
+use std::process::Command;
+
+#[test]
+fn a_small_bench_run_reports_every_figure_and_exactly_once() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .args([
+            "bench", "-n", "2000", "--batch", "500", "--apps", "2", "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["notifications"], 2000);
+    assert_eq!(r["exactly_once"], true, "{r}");
+    assert_eq!(r["simulator"]["unique_ids"], 2000);
+    assert_eq!(r["simulator"]["duplicate_ids"], 0);
+    for key in [
+        "accepted_per_s",
+        "delivered_per_s",
+        "gateway_cpu_s_per_1000",
+        "gateway_cpu_us_per_notification",
+        "gateway_peak_rss_bytes",
+    ] {
+        assert!(r[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {r}");
+    }
+    let (p50, p99) = (
+        r["latency_ms"]["p50"].as_u64().unwrap(),
+        r["latency_ms"]["p99"].as_u64().unwrap(),
+    );
+    assert!(p50 <= p99, "{r}");
+}
