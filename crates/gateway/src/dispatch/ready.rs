@@ -116,6 +116,13 @@ impl ReadyQueue {
         q.items.drain(..n).collect()
     }
 
+    /// Whether the spool holds work this queue has not seen and the queue is down to half: the
+    /// scheduler should page more in now rather than at its next interval.
+    pub fn wants_refill(&self) -> bool {
+        let q = self.lock();
+        q.overflow && q.items.len() <= self.capacity / 2
+    }
+
     /// Forgets ids whose outcome is committed.
     pub fn release(&self, ids: impl IntoIterator<Item = ApnsId>) {
         let mut q = self.lock();

@@ -210,7 +210,12 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
             (false, true, false) => 0,
         };
         let batch = if want > 0 {
-            app.queue.take(want)
+            let batch = app.queue.take(want);
+            // A backlog waits in the spool: refill before the queue runs dry.
+            if app.queue.wants_refill() {
+                shared.scan_wake.notify_one();
+            }
+            batch
         } else {
             Vec::new()
         };
