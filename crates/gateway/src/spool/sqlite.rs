@@ -117,11 +117,11 @@ impl SqliteSpool {
         }
         let conn = Connection::open(path).map_err(open_err)?;
         let sync = if options.power_safe { "FULL" } else { "NORMAL" };
-        // A page cache of 32 MiB per connection: the hot part of the notifications table stays
+        // A page cache of 8 MiB per connection: the hot part of the notifications table stays
         // in SQLite's own cache instead of being read back from the OS page by page.
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000; \
-             PRAGMA cache_size = -32768;"
+             PRAGMA cache_size = -8192;"
         ))
         .map_err(open_err)?;
         let version: i64 = conn
@@ -153,7 +153,7 @@ impl SqliteSpool {
         )
         .map_err(open_err)?;
         reader
-            .execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -32768;")
+            .execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -8192;")
             .map_err(open_err)?;
         let pending = Arc::new(AtomicU64::new(pending));
         let (tx, rx) = mpsc::channel(options.channel_capacity.max(1));
