@@ -278,6 +278,20 @@ impl Dispatcher {
         }
     }
 
+    /// Whether notification `id` of `app` is being sent now. The spool records it as queued
+    /// until its outcome is committed; this is where "in flight" is known.
+    pub fn is_in_flight(&self, app: &str, id: &apns::ApnsId) -> bool {
+        let apps = self.shared.apps.read().expect("apps lock");
+        apps.get(app).is_some_and(|w| w.queue.is_in_flight(id))
+    }
+
+    /// How many of `app`'s notifications are being sent now.
+    pub fn in_flight_count(&self, app: &str) -> u64 {
+        let apps = self.shared.apps.read().expect("apps lock");
+        apps.get(app)
+            .map_or(0, |w| w.queue.in_flight_count() as u64)
+    }
+
     /// Connections, streams and health of `app`.
     pub fn status(&self, app: &str) -> Option<AppStatus> {
         let apps = self.shared.apps.read().expect("apps lock");

@@ -41,13 +41,40 @@ pub struct ReadyQueue {
 /// after a commit takes; a retry due sooner than this is sent this much later.
 const RECENT: Duration = Duration::from_secs(2);
 
+/// Hashes an [`ApnsId`] by its last 8 bytes. Ids are UUIDv7 whose last 62 bits are random,
+/// so they spread as well as SipHash would, at a fraction of its cost (these sets see every
+/// notification twice).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.rchunks(8).take(1) {
+            let mut b = [0u8; 8];
+            b[8 - chunk.len()..].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(b);
+        }
+    }
+
+    // The length prefix of a slice adds nothing to an id.
+    fn write_usize(&mut self, _: usize) {}
+}
+
+type IdSet = HashSet<ApnsId, std::hash::BuildHasherDefault<IdHasher>>;
+
 #[derive(Debug, Default)]
 struct Inner {
     items: VecDeque<Ready>,
-    known: HashSet<ApnsId>,
+    known: IdSet,
+    /// Taken by the worker and not yet released: in flight (the spool still says queued).
+    in_flight: IdSet,
     /// Ids released within `RECENT`, oldest first, and the same as a set.
     recent: VecDeque<(Instant, ApnsId)>,
-    recent_set: HashSet<ApnsId>,
+    recent_set: IdSet,
     /// Something did not fit: the spool holds work this queue has not seen.
     overflow: bool,
 }
@@ -113,7 +140,19 @@ impl ReadyQueue {
     pub fn take(&self, max: usize) -> Vec<Ready> {
         let mut q = self.lock();
         let n = max.min(q.items.len());
-        q.items.drain(..n).collect()
+        let taken: Vec<Ready> = q.items.drain(..n).collect();
+        q.in_flight.extend(taken.iter().map(|r| r.id));
+        taken
+    }
+
+    /// Whether `id` has been taken for sending and its outcome is not yet committed.
+    pub fn is_in_flight(&self, id: &ApnsId) -> bool {
+        self.lock().in_flight.contains(id)
+    }
+
+    /// How many are taken for sending and not yet settled.
+    pub fn in_flight_count(&self) -> usize {
+        self.lock().in_flight.len()
     }
 
     /// Whether the spool holds work this queue has not seen and the queue is down to half: the
@@ -128,6 +167,7 @@ impl ReadyQueue {
         let mut q = self.lock();
         let now = Instant::now();
         for id in ids {
+            q.in_flight.remove(&id);
             if q.known.remove(&id) && q.recent_set.insert(id) {
                 q.recent.push_back((now, id));
             }

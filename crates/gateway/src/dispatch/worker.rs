@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use super::Shared;
 use super::ready::{Ready, ReadyQueue};
 use crate::outcomes::{Decision, Limits, decide, expired, suppressed};
-use crate::spool::{Completion, Spool};
+use crate::spool::Completion;
 
 /// Answers kept for the wrong-environment guard, and how many BadDeviceToken among them halt.
 const WINDOW: usize = 100;
@@ -182,28 +182,22 @@ fn notification(r: &Ready) -> Notification {
 type Sending = std::pin::Pin<
     Box<dyn std::future::Future<Output = (Ready, Outcome, std::time::Duration, bool)> + Send>,
 >;
-/// A batch being marked in flight; its sends start when the mark has committed.
-type Marking =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Option<(Pool, Vec<Ready>)>> + Send>>;
-
 /// Runs `app` until it is stopped or the gateway shuts down and its streams have finished.
 pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Sender<Done>) {
     let mut sends: FuturesUnordered<Sending> = FuturesUnordered::new();
-    // At most one batch is being marked at a time; sends keep being polled meanwhile.
-    let mut marking: Option<Marking> = None;
     let mut next_probe = Instant::now() + shared.options.probe_interval;
     let mut probing = false;
     loop {
         let stopping = shared.shutdown.is_cancelled()
             || app.stopped.load(std::sync::atomic::Ordering::Acquire);
-        if stopping && sends.is_empty() && marking.is_none() {
+        if stopping && sends.is_empty() {
             break;
         }
         let settings = app.settings();
         let halted = app.halted().is_some();
         let probe_now = halted && !probing && sends.is_empty() && Instant::now() >= next_probe;
         let room = settings.max_in_flight.saturating_sub(sends.len());
-        let want = match (stopping || marking.is_some(), halted, probe_now) {
+        let want = match (stopping, halted, probe_now) {
             (true, _, _) => 0,
             (false, false, _) => room.min(TAKE),
             (false, true, true) => 1,
@@ -225,7 +219,18 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
                 next_probe = Instant::now() + shared.options.probe_interval;
                 info!(app = %app.name, "probing a halted app with one notification");
             }
-            marking = start_sends(&app, &shared, &done, &settings, batch).await;
+            if let Some((pool, go)) = start_sends(&app, &shared, &done, &settings, batch).await {
+                for r in go {
+                    let pool = pool.clone();
+                    sends.push(Box::pin(async move {
+                        let n = notification(&r);
+                        let started = Instant::now();
+                        let outcome = pool.send(&n).await;
+                        let unsent = outcome == Outcome::Unreachable && pool.is_closed();
+                        (r, outcome, started.elapsed(), unsent)
+                    }));
+                }
+            }
             continue;
         }
         if probe_now {
@@ -254,21 +259,6 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
                     break;
                 }
             }
-            marked = async { marking.as_mut().expect("guarded").await }, if marking.is_some() => {
-                marking = None;
-                if let Some((pool, batch)) = marked {
-                    for r in batch {
-                        let pool = pool.clone();
-                        sends.push(Box::pin(async move {
-                            let n = notification(&r);
-                            let started = Instant::now();
-                            let outcome = pool.send(&n).await;
-                            let unsent = outcome == Outcome::Unreachable && pool.is_closed();
-                            (r, outcome, started.elapsed(), unsent)
-                        }));
-                    }
-                }
-            }
             _ = app.wake.notified() => {}
             _ = tokio::time::sleep_until(next_probe), if halted && !probing => {}
             _ = shared.shutdown.cancelled(), if !stopping => {}
@@ -276,15 +266,16 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
     }
 }
 
-/// Settles what need not be sent (expired, suppressed) and returns the marking of the rest as
-/// in flight; their sends start once it has committed.
+/// Settles what need not be sent (expired, suppressed) and returns the rest with the pool to
+/// send them through. Being in flight is kept in memory (the queue's in-flight set), not
+/// written to the spool: after a crash such a notification is queued and sent again either way.
 async fn start_sends(
     app: &Arc<AppWorker>,
     shared: &Arc<Shared>,
     done: &mpsc::Sender<Done>,
     settings: &Settings,
     batch: Vec<Ready>,
-) -> Option<Marking> {
+) -> Option<(Pool, Vec<Ready>)> {
     let now = SystemTime::now();
     let mut go = Vec::with_capacity(batch.len());
     for r in batch {
@@ -321,21 +312,5 @@ async fn start_sends(
         app.queue.release(go.iter().map(|r| r.id));
         return None;
     };
-    let (app, shared) = (Arc::clone(app), Arc::clone(shared));
-    // The mark commits before any send starts, so a later outcome can never be overwritten by it.
-    Some(Box::pin(async move {
-        match shared
-            .spool
-            .mark_in_flight(go.iter().map(|r| r.id).collect())
-            .await
-        {
-            Ok(()) => Some((pool, go)),
-            Err(e) => {
-                warn!(app = %app.name, error = %e, "cannot mark notifications in flight; they stay queued");
-                app.queue.release(go.iter().map(|r| r.id));
-                shared.rescan();
-                None
-            }
-        }
-    }))
+    Some((pool, go))
 }

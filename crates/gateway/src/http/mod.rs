@@ -106,6 +106,41 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
         .unwrap_or_default()
 }
 
+impl ApiState {
+    /// `r` as the API shows it: a queued notification that dispatch is sending now is
+    /// `in_flight` (being in flight is known in memory, not written to the spool).
+    pub(crate) fn with_live_state(&self, mut r: NotificationRecord) -> NotificationRecord {
+        if r.state == crate::spool::State::Queued
+            && self
+                .dispatch
+                .as_ref()
+                .is_some_and(|d| d.is_in_flight(&r.app, &r.id))
+        {
+            r.state = crate::spool::State::InFlight;
+        }
+        r
+    }
+
+    /// Moves `app`'s notifications in flight from `queued` to `in_flight` in spool counts.
+    pub(crate) fn live_counts(&self, app: Option<&str>, queued: &mut u64, in_flight: &mut u64) {
+        let Some(d) = &self.dispatch else {
+            return;
+        };
+        let n = match app {
+            Some(a) => d.in_flight_count(a),
+            None => self
+                .config()
+                .apps
+                .iter()
+                .map(|a| d.in_flight_count(&a.name))
+                .sum(),
+        };
+        let n = n.min(*queued);
+        *queued -= n;
+        *in_flight += n;
+    }
+}
+
 /// The status document of one notification.
 pub(crate) fn document(r: &NotificationRecord) -> serde_json::Value {
     serde_json::json!({

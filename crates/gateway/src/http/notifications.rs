@@ -110,7 +110,7 @@ pub async fn status(
     let id = ApnsId::parse(&id).map_err(|_| not_found())?;
     let record = state.spool.get(id).await.map_err(|e| spool_error(&e))?;
     match record {
-        Some(r) if caller.may_use(&r.app) => Ok(Json(document(&r))),
+        Some(r) if caller.may_use(&r.app) => Ok(Json(document(&state.with_live_state(r)))),
         _ => Err(not_found()),
     }
 }
@@ -170,9 +170,9 @@ pub async fn lookup(
         .await
         .map_err(|e| spool_error(&e))?;
     let docs: Vec<_> = records
-        .iter()
+        .into_iter()
         .filter(|r| caller.may_use(&r.app))
-        .map(document)
+        .map(|r| document(&state.with_live_state(r)))
         .collect();
     Ok(Json(serde_json::json!({ "notifications": docs })))
 }

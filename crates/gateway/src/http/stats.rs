@@ -75,6 +75,21 @@ pub async fn stats(
             *t = (t.as_u64().unwrap_or(0) + n).into();
         }
     }
+    // In flight is known to dispatch, not the spool (which still says queued).
+    let get = |m: &BTreeMap<&'static str, serde_json::Value>, k: &str| {
+        m.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0)
+    };
+    for (name, m) in &mut apps {
+        let (mut queued, mut in_flight) = (get(m, "queued"), get(m, "in_flight"));
+        let moved = queued;
+        state.live_counts(Some(name), &mut queued, &mut in_flight);
+        let moved = moved - queued;
+        m.insert("queued", queued.into());
+        m.insert("in_flight", in_flight.into());
+        let (tq, tf) = (get(&totals, "queued"), get(&totals, "in_flight"));
+        totals.insert("queued", (tq - moved.min(tq)).into());
+        totals.insert("in_flight", (tf + moved).into());
+    }
     Ok(Json(serde_json::json!({ "totals": totals, "apps": apps })))
 }
 
@@ -185,8 +200,15 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> axum::response::Resp
         }
     }
     if let Ok(counts) = state.spool.pending_counts().await {
+        let count = |st| counts.iter().find(|(s, _)| *s == st).map_or(0, |(_, n)| *n);
+        let (mut queued, mut in_flight) = (count(NState::Queued), count(NState::InFlight));
+        state.live_counts(None, &mut queued, &mut in_flight);
         for st in [NState::Scheduled, NState::Queued, NState::InFlight] {
-            let n = counts.iter().find(|(s, _)| *s == st).map_or(0, |(_, n)| *n);
+            let n = match st {
+                NState::Queued => queued,
+                NState::InFlight => in_flight,
+                _ => count(st),
+            };
             crate::metrics::gauge(
                 "pushgate_spool_notifications",
                 &[("state", st.as_str().to_owned())],

@@ -206,12 +206,6 @@ pub trait Spool: Send + Sync {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<ApnsId>, SpoolError>> + Send;
 
-    /// Marks notifications as handed to APNs.
-    fn mark_in_flight(
-        &self,
-        ids: Vec<ApnsId>,
-    ) -> impl Future<Output = Result<(), SpoolError>> + Send;
-
     /// Records results and decisions.
     fn complete(
         &self,

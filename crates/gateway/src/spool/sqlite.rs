@@ -262,11 +262,7 @@ impl SqliteSpool {
 
     /// Waits until the writer has applied everything sent before this call.
     pub async fn flush(&self) -> Result<(), SpoolError> {
-        self.call(|reply| Command::InFlight {
-            ids: Vec::new(),
-            reply,
-        })
-        .await
+        self.call(|reply| Command::Flush { reply }).await
     }
 }
 
@@ -293,10 +289,6 @@ impl Spool for SqliteSpool {
     async fn claim_due(&self, now: SystemTime, limit: usize) -> Result<Vec<ApnsId>, SpoolError> {
         self.call(|reply| Command::ClaimDue { now, limit, reply })
             .await
-    }
-
-    async fn mark_in_flight(&self, ids: Vec<ApnsId>) -> Result<(), SpoolError> {
-        self.call(|reply| Command::InFlight { ids, reply }).await
     }
 
     async fn complete(&self, done: Vec<Completion>) -> Result<(), SpoolError> {

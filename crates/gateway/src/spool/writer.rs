@@ -36,8 +36,8 @@ pub(crate) enum Command {
         limit: usize,
         reply: Reply<Vec<ApnsId>>,
     },
-    InFlight {
-        ids: Vec<ApnsId>,
+    /// Answers once everything sent before it is applied.
+    Flush {
         reply: Reply<()>,
     },
     Complete {
@@ -175,11 +175,7 @@ fn apply_group(
                 reply,
                 in_savepoint(&tx, |tx| claim_due(tx, to_ms(now), limit)),
             ),
-            Command::InFlight { ids, reply } => Answer::Unit(
-                reply,
-                in_savepoint(&tx, |tx| set_in_flight(tx, &ids, now)),
-                0,
-            ),
+            Command::Flush { reply } => Answer::Unit(reply, Ok(()), 0),
             Command::Complete { done, reply } => {
                 match in_savepoint(&tx, |tx| complete(tx, &done, now)) {
                     Ok(finished) => Answer::Unit(reply, Ok(()), finished),
@@ -252,7 +248,7 @@ fn refuse(c: Command, err: impl Fn() -> SpoolError) -> Answer {
     match c {
         Command::Enqueue { reply, .. } => Answer::Enqueue(reply, Err(err())),
         Command::ClaimDue { reply, .. } => Answer::Ids(reply, Err(err())),
-        Command::InFlight { reply, .. }
+        Command::Flush { reply }
         | Command::Complete { reply, .. }
         | Command::DeadToken { reply, .. }
         | Command::Stop { reply } => Answer::Unit(reply, Err(err()), 0),
@@ -390,16 +386,6 @@ pub(crate) fn id_from_bytes(b: &[u8]) -> Result<ApnsId, rusqlite::Error> {
         .map_err(|e| {
             rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
         })
-}
-
-fn set_in_flight(tx: &Transaction<'_>, ids: &[ApnsId], now: i64) -> Result<(), rusqlite::Error> {
-    let mut st = tx.prepare_cached(
-        "UPDATE notifications SET state = 2, updated_at = ?2 WHERE id = ?1 AND state < 3",
-    )?;
-    for id in ids {
-        st.execute(params![&id.as_uuid().as_bytes()[..], now])?;
-    }
-    Ok(())
 }
 
 /// Applies results; returns how many pending notifications became final.

@@ -105,7 +105,7 @@ async fn beyond_max_pending_submits_are_refused_as_full() {
 }
 
 #[tokio::test]
-async fn recovery_requeues_in_flight_and_keeps_scheduled_rows() {
+async fn recovery_requeues_rows_left_in_flight_and_keeps_scheduled_rows() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("spool.db");
     let spool = SqliteSpool::open(&path, SpoolOptions::default()).unwrap();
@@ -115,13 +115,20 @@ async fn recovery_requeues_in_flight_and_keeps_scheduled_rows() {
     let in_flight: Vec<_> = now.notifications[..2].iter().map(|(id, _)| *id).collect();
     let scheduled: Vec<_> = later.notifications.iter().map(|(id, _)| *id).collect();
     spool.enqueue(vec![now, later]).await.unwrap();
-    spool.mark_in_flight(in_flight.clone()).await.unwrap();
-    assert_eq!(
-        spool.get(in_flight[0]).await.unwrap().unwrap().state,
-        State::InFlight
-    );
     spool.close().await.unwrap();
     assert!(spool.flush().await.is_err(), "a closed spool refuses work");
+    // Earlier versions wrote "in flight" (state 2) to the spool; such a file must recover too.
+    // (Dispatch now keeps being in flight in memory.)
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        for id in &in_flight {
+            c.execute(
+                "UPDATE notifications SET state = 2 WHERE id = ?1",
+                [&id.as_uuid().as_bytes()[..]],
+            )
+            .unwrap();
+        }
+    }
 
     let spool = SqliteSpool::open(&path, SpoolOptions::default()).unwrap();
     assert_eq!(spool.pending(), 6);

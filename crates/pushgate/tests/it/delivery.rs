@@ -371,3 +371,22 @@ fn the_demo_runs_from_an_empty_folder() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A notification Apple has not answered yet shows as `in_flight` (known to dispatch; the spool
+/// keeps it queued), in its document and in the stats, then `delivered`.
+#[test]
+fn a_notification_awaiting_apples_answer_is_in_flight() {
+    let sim = sim(&["--latency-ms", "1500"]);
+    let gw = Gw::start(&sim, "");
+    let ids = gw.submit(json!({"app": "shop", "tokens": [token(5)], "alert": "x"}));
+    wait_until("the notification in flight", MINUTE, || {
+        gw.lookup(&ids)[0]["state"] == "in_flight"
+    });
+    let (_, stats) = gw.api("GET", "/v1/stats", None);
+    assert_eq!(stats["apps"]["shop"]["in_flight"], 1, "{stats}");
+    assert_eq!(stats["apps"]["shop"]["queued"], 0, "{stats}");
+    let (_, doc) = gw.api("GET", &format!("/v1/notifications/{}", ids[0]), None);
+    assert_eq!(doc["state"], "in_flight");
+    let docs = gw.wait_final(&ids, MINUTE);
+    assert_eq!(docs[0]["state"], "delivered");
+}

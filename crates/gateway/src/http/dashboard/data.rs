@@ -46,7 +46,16 @@ pub struct CredentialRow {
 pub async fn build(state: &ApiState) -> Data {
     let now = SystemTime::now();
     let config = state.config();
-    let pending = state.spool.pending_counts().await.unwrap_or_default();
+    let mut pending = state.spool.pending_counts().await.unwrap_or_default();
+    // In flight is known to dispatch; the spool still counts those as queued.
+    let count = |p: &[(State, u64)], st| p.iter().find(|(s, _)| *s == st).map_or(0, |(_, n)| *n);
+    let (mut queued, mut in_flight) = (
+        count(&pending, State::Queued),
+        count(&pending, State::InFlight),
+    );
+    state.live_counts(None, &mut queued, &mut in_flight);
+    pending.retain(|(s, _)| !matches!(s, State::Queued | State::InFlight));
+    pending.extend([(State::Queued, queued), (State::InFlight, in_flight)]);
     let tally = state
         .dispatch
         .as_ref()

@@ -294,7 +294,7 @@ async fn notification(
         .await
         .map_err(|e| super::spool_error(&e))?
         .ok_or_else(not_found)?;
-    Ok(Json(super::document(&record)))
+    Ok(Json(super::document(&state.with_live_state(record))))
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {
