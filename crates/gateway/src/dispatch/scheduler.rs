@@ -71,17 +71,9 @@ async fn scan(
         .collect();
     let mut wrapped = cursor.is_none();
     loop {
-        let rows = shared.spool.ready_page(*cursor, now, PAGE).await?;
-        let Some(last) = rows.last() else {
-            *cursor = None;
-            if wrapped {
-                break;
-            }
-            // Reached the end from the middle: go once more from the start.
-            wrapped = true;
-            continue;
-        };
-        *cursor = Some(last.id);
+        let page = shared.spool.ready_page(*cursor, now, PAGE).await?;
+        let rows = page.rows;
+        *cursor = page.cursor;
         let mut by_app: HashMap<&str, Vec<Ready>> = HashMap::new();
         for r in &rows {
             by_app.entry(r.app.as_str()).or_default().push(Ready {
@@ -102,6 +94,13 @@ async fn scan(
             // Everything is full; the rest waits for the next scan.
             shared.rescan_needed.store(true, Ordering::Release);
             break;
+        }
+        if cursor.is_none() {
+            // The end: go once more from the start if this pass began in the middle.
+            if wrapped {
+                break;
+            }
+            wrapped = true;
         }
     }
     Ok(())

@@ -478,6 +478,59 @@ impl SqliteSpool {
     }
 }
 
+/// One page of [`SqliteSpool::ready_page`].
+#[derive(Debug, Clone)]
+pub struct ReadyPage {
+    pub rows: Vec<ReadyRow>,
+    /// Where the next page starts; `None` at the end.
+    pub cursor: Option<ApnsId>,
+}
+
+/// Reads ready rows into `out`, decoding each request once (`cache` by request id).
+fn read_ready(
+    rows: &mut rusqlite::Rows<'_>,
+    cache: &mut std::collections::HashMap<i64, Arc<StoredRequest>>,
+    out: &mut Vec<ReadyRow>,
+) -> Result<(), SpoolError> {
+    while let Some(r) = rows.next().map_err(sql("paging ready notifications"))? {
+        let get = |e| SpoolError::Sql {
+            what: "reading a ready row",
+            source: e,
+        };
+        let request_id: i64 = r.get(3).map_err(get)?;
+        let request = match cache.get(&request_id) {
+            Some(req) => Arc::clone(req),
+            None => {
+                let push_type: String = r.get(6).map_err(get)?;
+                let priority: Option<u8> = r.get(7).map_err(get)?;
+                let topic: Option<String> = r.get(8).map_err(get)?;
+                let collapse: Option<String> = r.get(9).map_err(get)?;
+                let exp: Option<i64> = r.get(10).map_err(get)?;
+                let req = Arc::new(decode_request(
+                    r.get(4).map_err(get)?,
+                    r.get::<_, Vec<u8>>(5).map_err(get)?,
+                    &push_type,
+                    priority,
+                    topic,
+                    collapse,
+                    exp,
+                )?);
+                cache.insert(request_id, Arc::clone(&req));
+                req
+            }
+        };
+        out.push(ReadyRow {
+            id: decode_id(&r.get::<_, Vec<u8>>(0).map_err(get)?)?,
+            app: request.app.clone(),
+            token: token_from_bytes(&r.get::<_, Vec<u8>>(1).map_err(get)?)?,
+            attempts: r.get(2).map_err(get)?,
+            expires_at: from_ms(r.get(11).map_err(get)?),
+            request,
+        });
+    }
+    Ok(())
+}
+
 /// A queued notification that is due, with what is needed to send it.
 #[derive(Debug, Clone)]
 pub struct ReadyRow {
@@ -491,65 +544,56 @@ pub struct ReadyRow {
 }
 
 impl SqliteSpool {
-    /// Queued notifications that are due at `now`, with ids after `after`, in id order.
+    /// Queued notifications that are due at `now`: those waiting for no time, with ids after
+    /// `after`, in id order (through the pending index, so a pass never reads finished rows);
+    /// and at the start of a pass (`after` = `None`) also the retries whose time has come.
+    /// `cursor` is where the next page goes on, `None` once the end is reached.
     pub async fn ready_page(
         &self,
         after: Option<ApnsId>,
         now: SystemTime,
         limit: usize,
-    ) -> Result<Vec<ReadyRow>, SpoolError> {
+    ) -> Result<ReadyPage, SpoolError> {
+        let start = after.is_none();
         let after = after.map_or_else(Vec::new, |id| id.as_uuid().as_bytes().to_vec());
         let now = super::to_ms(now);
         self.read(move |c| {
-            let e = sql("paging ready notifications");
-            let mut st = c
-                .prepare_cached(
-                    "SELECT n.id, n.token, n.attempts, n.request_id, r.app, r.payload, r.push_type, \
-                     r.priority, r.topic, r.collapse_id, r.apns_expiration, r.expires_at \
-                     FROM notifications n JOIN requests r ON r.id = n.request_id \
-                     WHERE n.state = 1 AND (n.due_at IS NULL OR n.due_at <= ?2) AND n.id > ?1 \
-                     ORDER BY n.id LIMIT ?3",
-                )
-                .map_err(e)?;
-            let mut rows = st
-                .query(params![after, now, limit as i64])
+            const COLUMNS: &str = "SELECT n.id, n.token, n.attempts, n.request_id, r.app, r.payload, \
+                 r.push_type, r.priority, r.topic, r.collapse_id, r.apns_expiration, r.expires_at \
+                 FROM notifications n JOIN requests r ON r.id = n.request_id";
+            let mut cache = std::collections::HashMap::new();
+            let mut rows = Vec::new();
+            // `state < 3` lets SQLite use the partial pending index.
+            let mut waiting = c
+                .prepare_cached(&format!(
+                    "{COLUMNS} WHERE n.state < 3 AND n.state = 1 AND n.due_at IS NULL AND n.id > ?1 \
+                     ORDER BY n.id LIMIT ?2"
+                ))
                 .map_err(sql("paging ready notifications"))?;
-            let mut cache: std::collections::HashMap<i64, Arc<StoredRequest>> = std::collections::HashMap::new();
-            let mut out = Vec::new();
-            while let Some(r) = rows.next().map_err(sql("paging ready notifications"))? {
-                let get = |e| SpoolError::Sql { what: "reading a ready row", source: e };
-                let request_id: i64 = r.get(3).map_err(get)?;
-                let request = match cache.get(&request_id) {
-                    Some(req) => Arc::clone(req),
-                    None => {
-                        let push_type: String = r.get(6).map_err(get)?;
-                        let priority: Option<u8> = r.get(7).map_err(get)?;
-                        let topic: Option<String> = r.get(8).map_err(get)?;
-                        let collapse: Option<String> = r.get(9).map_err(get)?;
-                        let exp: Option<i64> = r.get(10).map_err(get)?;
-                        let req = Arc::new(decode_request(
-                            r.get(4).map_err(get)?,
-                            r.get::<_, Vec<u8>>(5).map_err(get)?,
-                            &push_type,
-                            priority,
-                            topic,
-                            collapse,
-                            exp,
-                        )?);
-                        cache.insert(request_id, Arc::clone(&req));
-                        req
-                    }
-                };
-                out.push(ReadyRow {
-                    id: decode_id(&r.get::<_, Vec<u8>>(0).map_err(get)?)?,
-                    app: request.app.clone(),
-                    token: token_from_bytes(&r.get::<_, Vec<u8>>(1).map_err(get)?)?,
-                    attempts: r.get(2).map_err(get)?,
-                    expires_at: from_ms(r.get(11).map_err(get)?),
-                    request,
-                });
+            read_ready(
+                &mut waiting
+                    .query(params![after, limit as i64])
+                    .map_err(sql("paging ready notifications"))?,
+                &mut cache,
+                &mut rows,
+            )?;
+            let cursor = (rows.len() == limit).then(|| rows.last().map(|r| r.id)).flatten();
+            if start {
+                let mut due = c
+                    .prepare_cached(&format!(
+                        "{COLUMNS} WHERE n.state < 3 AND n.state = 1 AND n.due_at <= ?1 \
+                         ORDER BY n.due_at LIMIT ?2"
+                    ))
+                    .map_err(sql("paging due retries"))?;
+                read_ready(
+                    &mut due
+                        .query(params![now, limit as i64])
+                        .map_err(sql("paging due retries"))?,
+                    &mut cache,
+                    &mut rows,
+                )?;
             }
-            Ok(out)
+            Ok(ReadyPage { rows, cursor })
         })
         .await
     }

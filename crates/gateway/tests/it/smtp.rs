@@ -306,7 +306,8 @@ async fn smtplib_sends_base64_8bit_and_header_placements_to_several_recipients()
         .spool
         .ready_page(None, std::time::SystemTime::now(), 100)
         .await
-        .unwrap();
+        .unwrap()
+        .rows;
     let payloads: Vec<Value> = ready
         .iter()
         .map(|r| {
