@@ -61,9 +61,14 @@ pub struct Args {
     /// Print one JSON document.
     #[arg(long)]
     json: bool,
-    /// Keep the working folder (configuration, spool, logs) here instead of a temporary one.
+    /// Keep the working folder (configuration, spool, logs of the last run) here instead of a
+    /// temporary one.
     #[arg(long)]
     keep: Option<PathBuf>,
+    /// Repeat the whole measurement this many times (each with a fresh gateway and spool) and
+    /// report the median of each figure too.
+    #[arg(long, default_value_t = 1)]
+    runs: u32,
 }
 
 /// The gateway process; killed if the bench ends early.
@@ -185,14 +190,74 @@ fn percentile(v: &[u32], p: f64) -> Option<u32> {
     reason = "the report is this command's output"
 )]
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
-    if a.notifications == 0 || a.apps == 0 || a.batch == 0 || a.concurrency == 0 {
-        eprintln!("pushgate bench: -n, --apps, --batch and --concurrency must be at least 1");
+    if a.notifications == 0 || a.apps == 0 || a.batch == 0 || a.concurrency == 0 || a.runs == 0 {
+        eprintln!(
+            "pushgate bench: -n, --apps, --batch, --concurrency and --runs must be at least 1"
+        );
         return Ok(ExitCode::from(2));
     }
+    let mut reports = Vec::new();
+    for _ in 0..a.runs {
+        let report = run_once(&a).await?;
+        if a.json {
+            println!("{report}");
+        } else {
+            print_report(&report);
+        }
+        reports.push(report);
+    }
+    if a.runs > 1 {
+        let median = median_of(&reports);
+        if a.json {
+            println!("{}", json!({ "median": median }));
+        } else {
+            println!("median of {} runs:", a.runs);
+            print_report(&median);
+        }
+    }
+    Ok(if reports.iter().all(|r| r["exactly_once"] == true) {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("pushgate bench: the simulator did not see every id exactly once");
+        ExitCode::from(1)
+    })
+}
+
+/// The median of every numeric figure of `reports` (the first report's other fields).
+fn median_of(reports: &[Value]) -> Value {
+    fn merge(values: &[&Value]) -> Value {
+        match values[0] {
+            Value::Object(first) => Value::Object(
+                first
+                    .keys()
+                    .map(|k| {
+                        let vs: Vec<&Value> = values.iter().map(|v| &v[k.as_str()]).collect();
+                        (k.clone(), merge(&vs))
+                    })
+                    .collect(),
+            ),
+            Value::Number(_) => {
+                let mut ns: Vec<f64> = values.iter().filter_map(|v| v.as_f64()).collect();
+                ns.sort_by(f64::total_cmp);
+                ns.get(ns.len() / 2).map_or(Value::Null, |m| json!(m))
+            }
+            other => other.clone(),
+        }
+    }
+    let all: Vec<&Value> = reports.iter().collect();
+    merge(&all)
+}
+
+/// One measurement: a fresh simulator, gateway and spool.
+async fn run_once(a: &Args) -> anyhow::Result<Value> {
     let tmp = tempfile::tempdir()?;
     let dir = match &a.keep {
         Some(d) => {
             std::fs::create_dir_all(d)?;
+            // A fresh spool for every run.
+            for f in ["spool.db", "spool.db-wal", "spool.db-shm"] {
+                let _ = std::fs::remove_file(d.join(f));
+            }
             d.clone()
         }
         None => tmp.path().to_owned(),
@@ -215,12 +280,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             .status();
     }
     let api_key = "bench-api-key-0123456789";
-    let config = write_config(
-        &dir,
-        &sim,
-        &a,
-        &gateway::http::auth::key_sha256_hex(api_key),
-    )?;
+    let config = write_config(&dir, &sim, a, &gateway::http::auth::key_sha256_hex(api_key))?;
     let gw = start_gateway(&config, &dir, a.pin)?;
     let pid = gw.child.id();
     let ticks = clock_ticks();
@@ -336,17 +396,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         "h2load_per_s": ceiling,
         "of_h2load": ceiling.map(|c| delivered_rate / c),
     });
-    if a.json {
-        println!("{report}");
-    } else {
-        print_report(&report);
-    }
-    Ok(if exactly_once {
-        ExitCode::SUCCESS
-    } else {
-        eprintln!("pushgate bench: the simulator did not see every id exactly once");
-        ExitCode::from(1)
-    })
+    Ok(report)
 }
 
 #[allow(clippy::print_stdout, reason = "the report")]

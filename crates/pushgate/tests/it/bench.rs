@@ -7,7 +7,7 @@ use std::process::Command;
 fn a_small_bench_run_reports_every_figure_and_exactly_once() {
     let out = Command::new(env!("CARGO_BIN_EXE_pushgate"))
         .args([
-            "bench", "-n", "2000", "--batch", "500", "--apps", "2", "--json",
+            "bench", "-n", "2000", "--batch", "500", "--apps", "2", "--runs", "2", "--json",
         ])
         .output()
         .unwrap();
@@ -17,7 +17,15 @@ fn a_small_bench_run_reports_every_figure_and_exactly_once() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "two runs and their median: {lines:?}");
+    let median = &lines[2]["median"];
+    assert_eq!(median["notifications"], 2000.0);
+    assert_eq!(median["exactly_once"], true);
+    let r = &lines[1];
     assert_eq!(r["notifications"], 2000);
     assert_eq!(r["exactly_once"], true, "{r}");
     assert_eq!(r["simulator"]["unique_ids"], 2000);
