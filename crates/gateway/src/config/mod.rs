@@ -192,6 +192,18 @@ pub enum Credential {
 }
 
 impl Credential {
+    /// Seconds from `now` until the certificate expires (negative once it has); `None` for a
+    /// token key, which does not expire.
+    pub fn expires_in(&self, now: std::time::SystemTime) -> Option<i64> {
+        let Credential::Certificate { identity, .. } = self else {
+            return None;
+        };
+        Some(match identity.info().not_after.duration_since(now) {
+            Ok(left) => left.as_secs() as i64,
+            Err(past) => -(past.duration().as_secs() as i64),
+        })
+    }
+
     /// The file it was loaded from.
     pub fn file(&self) -> &Path {
         match self {

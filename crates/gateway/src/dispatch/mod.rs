@@ -404,16 +404,11 @@ impl Dispatcher {
                 replace_settings(w, settings, problem, "a valid credential was found");
             }
             for c in &app.credentials {
-                let Credential::Certificate { identity, file } = c else {
+                let Some(left) = c.expires_in(now) else {
                     continue;
                 };
-                let left = identity
-                    .info()
-                    .not_after
-                    .duration_since(now)
-                    .unwrap_or_default();
-                if left < EXPIRY_WARNING && self.warned_today(file, now) {
-                    warn!(app = %app.name, file = %file.display(), days_left = left.as_secs() / 86_400, "certificate expires soon; roll a new one in with [[apps.credentials]]");
+                if left < EXPIRY_WARNING.as_secs() as i64 && self.warned_today(c.file(), now) {
+                    warn!(app = %app.name, file = %c.file().display(), days_left = left.div_euclid(86_400), "certificate expires soon; roll a new one in with [[apps.credentials]]");
                 }
             }
         }

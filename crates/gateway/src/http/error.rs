@@ -33,6 +33,32 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code, for the OpenAPI document.
+    pub const ALL: [Code; 22] = [
+        Code::Unauthorized,
+        Code::ForbiddenApp,
+        Code::UnknownApp,
+        Code::UnknownAppInPath,
+        Code::NotFound,
+        Code::UnsupportedMediaType,
+        Code::InvalidJson,
+        Code::BodyTooLarge,
+        Code::TooManyTokens,
+        Code::PayloadTooLarge,
+        Code::InvalidToken,
+        Code::InvalidPushType,
+        Code::InvalidPriority,
+        Code::InvalidTopic,
+        Code::CollapseIdTooLong,
+        Code::ConflictingFields,
+        Code::AlreadyExpired,
+        Code::InvalidField,
+        Code::SpoolFull,
+        Code::SpoolUnavailable,
+        Code::Internal,
+        Code::CsrfFailed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Code::Unauthorized => "unauthorized",

@@ -217,23 +217,7 @@ fn resolve(
         (Some(a), Some(b)) if a < b => &address[a + 1..b],
         _ => address,
     };
-    let Some((local, domain)) = address.rsplit_once('@') else {
-        return Err(format!(
-            "501 5.1.3 {address:?} needs a domain naming an app"
-        ));
-    };
-    let app = config
-        .app_for_domain(domain)
-        .ok_or_else(|| format!("550 5.1.2 no app takes the domain {domain:?}"))?;
-    if !caller.may_use(&app.name) {
-        return Err(format!(
-            "550 5.7.1 {:?} may not use app {:?}",
-            caller.name, app.name
-        ));
-    }
-    Ok(Recipient {
-        app: app.name.clone(),
-        local: local.to_owned(),
-        dest_id: r.vctx.as_ref().and_then(|v| v.dest_id.clone()),
-    })
+    let mut recipient = mcmt::route(address, Some(caller), config).map_err(|e| e.to_string())?;
+    recipient.dest_id = r.vctx.as_ref().and_then(|v| v.dest_id.clone());
+    Ok(recipient)
 }

@@ -121,12 +121,13 @@ impl ApiState {
         r
     }
 
-    /// Moves `app`'s notifications in flight from `queued` to `in_flight` in spool counts.
-    pub(crate) fn live_counts(&self, app: Option<&str>, queued: &mut u64, in_flight: &mut u64) {
+    /// How many of `app`'s notifications (every app's with `None`) dispatch is sending now;
+    /// the spool still counts them as queued.
+    pub(crate) fn in_flight_now(&self, app: Option<&str>) -> u64 {
         let Some(d) = &self.dispatch else {
-            return;
+            return 0;
         };
-        let n = match app {
+        match app {
             Some(a) => d.in_flight_count(a),
             None => self
                 .config()
@@ -134,10 +135,37 @@ impl ApiState {
                 .iter()
                 .map(|a| d.in_flight_count(&a.name))
                 .sum(),
+        }
+    }
+
+    /// Not-yet-final notifications of every app by state, as the API shows them.
+    pub(crate) async fn pending_now(&self) -> Result<Pending, crate::spool::SpoolError> {
+        let counts = self.spool.pending_counts().await?;
+        let count = |st| counts.iter().find(|(s, _)| *s == st).map_or(0, |(_, n)| *n);
+        let mut p = Pending {
+            scheduled: count(crate::spool::State::Scheduled),
+            queued: count(crate::spool::State::Queued),
+            in_flight: count(crate::spool::State::InFlight),
         };
-        let n = n.min(*queued);
-        *queued -= n;
-        *in_flight += n;
+        p.shift(self.in_flight_now(None));
+        Ok(p)
+    }
+}
+
+/// Not-yet-final notifications by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Pending {
+    pub scheduled: u64,
+    pub queued: u64,
+    pub in_flight: u64,
+}
+
+impl Pending {
+    /// Moves `n` (at most all) from queued to in flight.
+    pub fn shift(&mut self, n: u64) {
+        let n = n.min(self.queued);
+        self.queued -= n;
+        self.in_flight += n;
     }
 }
 

@@ -12,51 +12,47 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use serde::Serialize;
+
+use super::error::Code;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-/// Every error code the API answers with.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// 401: no API key, or not a configured one.
-    Unauthorized,
-    /// 403: the app is outside the key's list.
-    ForbiddenApp,
-    /// 400 in a body (404 in a path): no app has that name.
-    UnknownApp,
-    /// 404: no such notification, token or resource.
-    NotFound,
-    /// 415: the body is not `application/json`.
-    UnsupportedMediaType,
-    /// 400: the body is not JSON.
-    InvalidJson,
-    /// 413: the body is over `max_body_bytes`.
-    BodyTooLarge,
-    /// 413: over 10,000 tokens in one request.
-    TooManyTokens,
-    /// 400: the payload is over Apple's 4096 (5120 for VoIP) bytes.
-    PayloadTooLarge,
-    /// 400: a device token that is not hex of a plausible length.
-    InvalidToken,
-    InvalidPushType,
-    InvalidPriority,
-    /// 400: a topic that is not the app's (with or without the push type's suffix).
-    InvalidTopic,
-    CollapseIdTooLong,
-    /// 400: `expiration` with `ttl`, or `send_at` with `delay`.
-    ConflictingFields,
-    AlreadyExpired,
-    /// 400: a field of the wrong type, missing or unknown.
-    InvalidField,
-    /// 503 with Retry-After: `max_pending` reached.
-    SpoolFull,
-    /// 503 with Retry-After: the spool cannot be written.
-    SpoolUnavailable,
-    /// 500.
-    Internal,
-    /// 403 (dashboard only): the test send without its CSRF token.
-    CsrfFailed,
+/// Every error code the API answers with: the schema is made from [`Code::ALL`], so the
+/// document cannot miss one; its description gives each code's HTTP status.
+#[derive(Debug, Serialize)]
+pub struct ErrorCode(String);
+
+impl utoipa::PartialSchema for ErrorCode {
+    fn schema() -> RefOr<Schema> {
+        let mut names: Vec<&str> = Vec::new();
+        let mut lines = Vec::new();
+        for code in Code::ALL {
+            let name = code.as_str();
+            let line = format!("`{name}` ({})", code.status().as_u16());
+            if !lines.contains(&line) {
+                lines.push(line);
+            }
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(names))
+            .description(Some(format!(
+                "The error code, with its HTTP status: {}.",
+                lines.join(", ")
+            )))
+            .into()
+    }
+}
+
+impl ToSchema for ErrorCode {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ErrorCode".into()
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]

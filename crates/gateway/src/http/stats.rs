@@ -76,20 +76,25 @@ pub async fn stats(
         }
     }
     // In flight is known to dispatch, not the spool (which still says queued).
-    let get = |m: &BTreeMap<&'static str, serde_json::Value>, k: &str| {
-        m.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0)
+    let pending = |m: &BTreeMap<&'static str, serde_json::Value>| {
+        let get = |k| m.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        super::Pending {
+            scheduled: get("scheduled"),
+            queued: get("queued"),
+            in_flight: get("in_flight"),
+        }
     };
+    let mut all = pending(&totals);
     for (name, m) in &mut apps {
-        let (mut queued, mut in_flight) = (get(m, "queued"), get(m, "in_flight"));
-        let moved = queued;
-        state.live_counts(Some(name), &mut queued, &mut in_flight);
-        let moved = moved - queued;
-        m.insert("queued", queued.into());
-        m.insert("in_flight", in_flight.into());
-        let (tq, tf) = (get(&totals, "queued"), get(&totals, "in_flight"));
-        totals.insert("queued", (tq - moved.min(tq)).into());
-        totals.insert("in_flight", (tf + moved).into());
+        let mut p = pending(m);
+        let before = p.queued;
+        p.shift(state.in_flight_now(Some(name)));
+        all.shift(before - p.queued);
+        m.insert("queued", p.queued.into());
+        m.insert("in_flight", p.in_flight.into());
     }
+    totals.insert("queued", all.queued.into());
+    totals.insert("in_flight", all.in_flight.into());
     Ok(Json(serde_json::json!({ "totals": totals, "apps": apps })))
 }
 
@@ -175,19 +180,14 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> axum::response::Resp
         // Every configured certificate, in use or waiting to roll over (negative once expired).
         let now = std::time::SystemTime::now();
         for c in &app.credentials {
-            if let crate::config::Credential::Certificate { identity, file } = c {
-                let not_after = identity.info().not_after;
-                let left = match not_after.duration_since(now) {
-                    Ok(d) => d.as_secs_f64(),
-                    Err(e) => -e.duration().as_secs_f64(),
-                };
+            if let Some(left) = c.expires_in(now) {
                 crate::metrics::gauge(
                     "pushgate_certificate_expiry_seconds",
                     &[
                         ("app", app.name.clone()),
-                        ("file", file.display().to_string()),
+                        ("file", c.file().display().to_string()),
                     ],
-                    left,
+                    left as f64,
                 );
             }
         }
@@ -199,16 +199,12 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> axum::response::Resp
             );
         }
     }
-    if let Ok(counts) = state.spool.pending_counts().await {
-        let count = |st| counts.iter().find(|(s, _)| *s == st).map_or(0, |(_, n)| *n);
-        let (mut queued, mut in_flight) = (count(NState::Queued), count(NState::InFlight));
-        state.live_counts(None, &mut queued, &mut in_flight);
-        for st in [NState::Scheduled, NState::Queued, NState::InFlight] {
-            let n = match st {
-                NState::Queued => queued,
-                NState::InFlight => in_flight,
-                _ => count(st),
-            };
+    if let Ok(p) = state.pending_now().await {
+        for (st, n) in [
+            (NState::Scheduled, p.scheduled),
+            (NState::Queued, p.queued),
+            (NState::InFlight, p.in_flight),
+        ] {
             crate::metrics::gauge(
                 "pushgate_spool_notifications",
                 &[("state", st.as_str().to_owned())],

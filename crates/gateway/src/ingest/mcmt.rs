@@ -21,6 +21,7 @@ use mail_parser::{MessageParser, MessagePart, MimeHeaders};
 use serde_json::{Map, Value};
 
 use crate::config::Config;
+use crate::http::auth::Caller;
 use crate::spool::NewRequest;
 
 /// One recipient, already routed to an app by its domain.
@@ -32,6 +33,46 @@ pub struct Recipient {
     pub local: String,
     /// `vctx.DLV_Dest_ID` (the REST injector only).
     pub dest_id: Option<String>,
+}
+
+/// Why a recipient is refused: an SMTP reply code and its text (enhanced status code first).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code} {text}")]
+pub struct RecipientRefused {
+    pub code: u16,
+    pub text: String,
+}
+
+/// Routes `address` (`local@domain`) to the app its domain names (`name` or `smtp_domains`),
+/// within `caller`'s apps when there is a caller. SMTP's RCPT and the injector share this.
+pub fn route(
+    address: &str,
+    caller: Option<&Caller>,
+    config: &Config,
+) -> Result<Recipient, RecipientRefused> {
+    let refuse = |code, text: String| RecipientRefused { code, text };
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return Err(refuse(
+            501,
+            format!("5.1.3 {address:?} needs a domain naming an app"),
+        ));
+    };
+    let app = config
+        .app_for_domain(domain)
+        .ok_or_else(|| refuse(550, format!("5.1.2 no app takes the domain {domain:?}")))?;
+    if let Some(c) = caller
+        && !c.may_use(&app.name)
+    {
+        return Err(refuse(
+            550,
+            format!("5.7.1 {:?} may not use app {:?}", c.name, app.name),
+        ));
+    }
+    Ok(Recipient {
+        app: app.name.clone(),
+        local: local.to_owned(),
+        dest_id: None,
+    })
 }
 
 /// Why a message is refused (SMTP `554 5.6.0`); the text names the part and the problem.

@@ -359,35 +359,13 @@ impl Session {
             reply(out, 452, "4.5.3 too many recipients");
             return;
         }
-        let config = self.state.config();
-        let Some((local, domain)) = address.rsplit_once('@') else {
-            reply(out, 501, "5.1.3 the recipient needs a domain naming an app");
-            return;
-        };
-        let Some(app) = config.app_for_domain(domain) else {
-            reply(
-                out,
-                550,
-                &format!("5.1.2 no app takes the domain {domain:?}"),
-            );
-            return;
-        };
-        if let Some(caller) = &self.caller
-            && !caller.may_use(&app.name)
-        {
-            reply(
-                out,
-                550,
-                &format!("5.7.1 {:?} may not use app {:?}", caller.name, app.name),
-            );
-            return;
+        match mcmt::route(address, self.caller.as_ref(), &self.state.config()) {
+            Ok(r) => {
+                self.recipients.push(r);
+                reply(out, 250, "2.1.5 recipient OK");
+            }
+            Err(e) => reply(out, e.code, &e.text),
         }
-        self.recipients.push(Recipient {
-            app: app.name.clone(),
-            local: local.to_owned(),
-            dest_id: None,
-        });
-        reply(out, 250, "2.1.5 recipient OK");
     }
 
     /// A complete message: parsed, committed, and answered only after the commit.

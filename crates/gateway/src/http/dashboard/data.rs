@@ -6,14 +6,13 @@ use serde_json::{Value, json};
 
 use crate::config::Credential;
 use crate::dispatch::{EXPIRY_WARNING, Tally};
-use crate::http::{ApiState, rfc3339};
-use crate::spool::State;
+use crate::http::{ApiState, Pending, rfc3339};
 
 #[derive(Debug)]
 pub struct Data {
     pub time: SystemTime,
-    /// Notifications waiting in the spool, by state.
-    pub pending: Vec<(State, u64)>,
+    /// Notifications not yet final, by state.
+    pub pending: Pending,
     pub tally: Tally,
     pub apps: Vec<AppRow>,
     /// Credentials that expire within 30 days (or have), as sentences.
@@ -46,16 +45,7 @@ pub struct CredentialRow {
 pub async fn build(state: &ApiState) -> Data {
     let now = SystemTime::now();
     let config = state.config();
-    let mut pending = state.spool.pending_counts().await.unwrap_or_default();
-    // In flight is known to dispatch; the spool still counts those as queued.
-    let count = |p: &[(State, u64)], st| p.iter().find(|(s, _)| *s == st).map_or(0, |(_, n)| *n);
-    let (mut queued, mut in_flight) = (
-        count(&pending, State::Queued),
-        count(&pending, State::InFlight),
-    );
-    state.live_counts(None, &mut queued, &mut in_flight);
-    pending.retain(|(s, _)| !matches!(s, State::Queued | State::InFlight));
-    pending.extend([(State::Queued, queued), (State::InFlight, in_flight)]);
+    let pending = state.pending_now().await.unwrap_or_default();
     let tally = state
         .dispatch
         .as_ref()
@@ -83,10 +73,7 @@ pub async fn build(state: &ApiState) -> Data {
                             ("certificate", Some(identity.info().not_after))
                         }
                     };
-                    let left = not_after.map(|t| match t.duration_since(now) {
-                        Ok(d) => d.as_secs() as i64,
-                        Err(e) => -(e.duration().as_secs() as i64),
-                    });
+                    let left = c.expires_in(now);
                     let expiring = left.is_some_and(|l| l < EXPIRY_WARNING.as_secs() as i64);
                     if expiring {
                         let days = left.unwrap_or_default() / 86_400;
@@ -131,13 +118,6 @@ impl Data {
         self.tally.outcomes.get(state).copied().unwrap_or(0)
     }
 
-    pub fn pending(&self, state: State) -> u64 {
-        self.pending
-            .iter()
-            .find(|(s, _)| *s == state)
-            .map_or(0, |(_, n)| *n)
-    }
-
     pub fn to_json(&self) -> Value {
         let ms = |t: SystemTime| {
             t.duration_since(SystemTime::UNIX_EPOCH)
@@ -150,9 +130,9 @@ impl Data {
                 "delivered": self.outcome("delivered"),
                 "failed": self.outcome("failed"),
                 "expired": self.outcome("expired"),
-                "queued": self.pending(State::Queued),
-                "scheduled": self.pending(State::Scheduled),
-                "in_flight": self.pending(State::InFlight),
+                "queued": self.pending.queued,
+                "scheduled": self.pending.scheduled,
+                "in_flight": self.pending.in_flight,
             },
             "apps": self.apps.iter().map(|a| json!({
                 "name": a.name,

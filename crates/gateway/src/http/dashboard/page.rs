@@ -109,21 +109,9 @@ pub fn dashboard(name: &str, csrf: &str, d: &Data) -> String {
         ("rate", "delivered / s", "–".to_owned()),
         ("failed", "failed", d.outcome("failed").to_string()),
         ("expired", "expired", d.outcome("expired").to_string()),
-        (
-            "queued",
-            "queued",
-            d.pending(crate::spool::State::Queued).to_string(),
-        ),
-        (
-            "in_flight",
-            "in flight",
-            d.pending(crate::spool::State::InFlight).to_string(),
-        ),
-        (
-            "scheduled",
-            "scheduled",
-            d.pending(crate::spool::State::Scheduled).to_string(),
-        ),
+        ("queued", "queued", d.pending.queued.to_string()),
+        ("in_flight", "in flight", d.pending.in_flight.to_string()),
+        ("scheduled", "scheduled", d.pending.scheduled.to_string()),
     ] {
         out.push_str(&figure(id, label, &value));
     }
