@@ -57,6 +57,26 @@ CREATE TABLE IF NOT EXISTS dead_tokens (
 ) WITHOUT ROWID;
 ";
 
+// Read-side statements of every scheduler pass; like those in `writer`, checked by `plans`
+// to go through the partial index of pending rows (`state < 3` repeated for that).
+
+/// The queued notifications waiting for no time, in id order after a cursor.
+const READY_WAITING: &str = "SELECT n.id, n.token, n.attempts, n.request_id, r.app, r.payload, \
+     r.push_type, r.priority, r.topic, r.collapse_id, r.apns_expiration, r.expires_at \
+     FROM notifications n JOIN requests r ON r.id = n.request_id \
+     WHERE n.state < 3 AND n.state = 1 AND n.due_at IS NULL AND n.id > ?1 ORDER BY n.id LIMIT ?2";
+/// The queued retries whose time has come.
+const READY_DUE: &str = "SELECT n.id, n.token, n.attempts, n.request_id, r.app, r.payload, \
+     r.push_type, r.priority, r.topic, r.collapse_id, r.apns_expiration, r.expires_at \
+     FROM notifications n JOIN requests r ON r.id = n.request_id \
+     WHERE n.state < 3 AND n.state = 1 AND n.due_at <= ?1 ORDER BY n.due_at LIMIT ?2";
+/// The earliest retry still to come.
+const NEXT_DUE: &str =
+    "SELECT MIN(due_at) FROM notifications WHERE state < 3 AND state = 1 AND due_at > ?1";
+/// Pending notifications by state.
+const PENDING_COUNTS: &str =
+    "SELECT state, COUNT(*) FROM notifications WHERE state < 3 GROUP BY state";
+
 /// How the spool behaves.
 #[derive(Debug, Clone)]
 pub struct SpoolOptions {
@@ -558,17 +578,10 @@ impl SqliteSpool {
         let after = after.map_or_else(Vec::new, |id| id.as_uuid().as_bytes().to_vec());
         let now = super::to_ms(now);
         self.read(move |c| {
-            const COLUMNS: &str = "SELECT n.id, n.token, n.attempts, n.request_id, r.app, r.payload, \
-                 r.push_type, r.priority, r.topic, r.collapse_id, r.apns_expiration, r.expires_at \
-                 FROM notifications n JOIN requests r ON r.id = n.request_id";
             let mut cache = std::collections::HashMap::new();
             let mut rows = Vec::new();
-            // `state < 3` lets SQLite use the partial pending index.
             let mut waiting = c
-                .prepare_cached(&format!(
-                    "{COLUMNS} WHERE n.state < 3 AND n.state = 1 AND n.due_at IS NULL AND n.id > ?1 \
-                     ORDER BY n.id LIMIT ?2"
-                ))
+                .prepare_cached(READY_WAITING)
                 .map_err(sql("paging ready notifications"))?;
             read_ready(
                 &mut waiting
@@ -577,13 +590,12 @@ impl SqliteSpool {
                 &mut cache,
                 &mut rows,
             )?;
-            let cursor = (rows.len() == limit).then(|| rows.last().map(|r| r.id)).flatten();
+            let cursor = (rows.len() == limit)
+                .then(|| rows.last().map(|r| r.id))
+                .flatten();
             if start {
                 let mut due = c
-                    .prepare_cached(&format!(
-                        "{COLUMNS} WHERE n.state < 3 AND n.state = 1 AND n.due_at <= ?1 \
-                         ORDER BY n.due_at LIMIT ?2"
-                    ))
+                    .prepare_cached(READY_DUE)
                     .map_err(sql("paging due retries"))?;
                 read_ready(
                     &mut due
@@ -625,13 +637,11 @@ impl SqliteSpool {
     pub async fn next_due(&self, now: SystemTime) -> Result<Option<SystemTime>, SpoolError> {
         let now = super::to_ms(now);
         self.read(move |c| {
-            c.prepare_cached(
-                "SELECT MIN(due_at) FROM notifications WHERE state = 1 AND due_at > ?1",
-            )
-            .map_err(sql("reading the next due time"))?
-            .query_row(params![now], |r| r.get::<_, Option<i64>>(0))
-            .map(|t| t.map(from_ms))
-            .map_err(sql("reading the next due time"))
+            c.prepare_cached(NEXT_DUE)
+                .map_err(sql("reading the next due time"))?
+                .query_row(params![now], |r| r.get::<_, Option<i64>>(0))
+                .map(|t| t.map(from_ms))
+                .map_err(sql("reading the next due time"))
         })
         .await
     }
@@ -718,13 +728,7 @@ fn read_record(c: &Connection, id: ApnsId) -> Result<Option<NotificationRecord>,
 impl SqliteSpool {
     /// Notifications not yet final, by state (read through the index of pending rows).
     pub async fn pending_counts(&self) -> Result<Vec<(State, u64)>, SpoolError> {
-        self.read(|c| {
-            count_by_state(
-                c,
-                "SELECT state, COUNT(*) FROM notifications WHERE state < 3 GROUP BY state",
-            )
-        })
-        .await
+        self.read(|c| count_by_state(c, PENDING_COUNTS)).await
     }
 }
 
@@ -745,4 +749,52 @@ fn count_by_state(c: &Connection, query: &str) -> Result<Vec<(State, u64)>, Spoo
         ));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod plans {
+    use super::writer::{CLAIM_DUE, COMPLETE, PRUNE_FINISHED, PRUNE_REQUESTS, REQUEUE_IN_FLIGHT};
+    use super::*;
+
+    /// SQLite's plan for `query`, one line per step.
+    fn plan(c: &Connection, query: &str) -> Vec<String> {
+        let mut st = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {query}"))
+            .unwrap_or_else(|e| panic!("{query}: {e}"));
+        // Unbound parameters are NULL, which is all a plan needs.
+        let mut rows = st.raw_query();
+        let mut steps = Vec::new();
+        while let Some(r) = rows.next().expect("plan row") {
+            steps.push(r.get::<_, String>(3).expect("plan detail"));
+        }
+        steps
+    }
+
+    /// No statement of a scheduler pass, an outcome or retention reads the whole notifications
+    /// table: each goes through its primary key or one of its indexes.
+    #[test]
+    fn periodic_statements_use_an_index() {
+        let c = Connection::open_in_memory().expect("memory database");
+        c.execute_batch(SCHEMA).expect("schema");
+        for query in [
+            CLAIM_DUE,
+            REQUEUE_IN_FLIGHT,
+            COMPLETE,
+            PRUNE_FINISHED,
+            PRUNE_REQUESTS,
+            READY_WAITING,
+            READY_DUE,
+            NEXT_DUE,
+            PENDING_COUNTS,
+        ] {
+            let steps = plan(&c, query);
+            assert!(
+                steps.iter().all(|s| !s.starts_with("SCAN notifications")
+                    && !s.starts_with("SCAN n ")
+                    && s != "SCAN n"),
+                "{query}\nreads the whole table: {steps:?}"
+            );
+            assert!(!steps.is_empty(), "{query}: no plan");
+        }
+    }
 }
