@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use uuid::Uuid;
@@ -21,9 +22,10 @@ pub const MAX_COLLAPSE_ID: usize = 64;
 /// growth, but a token of kilobytes is a client bug.
 pub const MAX_TOKEN_HEX: usize = 200;
 
-/// A device token in lowercase hex.
+/// A device token in lowercase hex. Shared, not copied: a token is cloned for the request, the
+/// outcome and the delivery log of every notification.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DeviceToken(Box<str>);
+pub struct DeviceToken(Arc<str>);
 
 impl DeviceToken {
     /// Parses hex (either case), normalising to lowercase.
@@ -35,7 +37,7 @@ impl DeviceToken {
         if !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad());
         }
-        Ok(DeviceToken(s.to_ascii_lowercase().into_boxed_str()))
+        Ok(DeviceToken(s.to_ascii_lowercase().into()))
     }
 
     /// The lowercase hex form.
@@ -236,7 +238,7 @@ impl Priority {
 
 /// `apns-topic`: a bundle id, possibly with a push-type suffix.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Topic(Box<str>);
+pub struct Topic(Arc<str>);
 
 impl Topic {
     /// Accepts a non-empty printable ASCII string without spaces.
@@ -269,7 +271,7 @@ impl fmt::Display for Topic {
 
 /// `apns-collapse-id`: at most 64 bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CollapseId(Box<str>);
+pub struct CollapseId(Arc<str>);
 
 impl CollapseId {
     /// Accepts 1 to 64 bytes of visible text.

@@ -38,10 +38,34 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                     )
                 })
                 .and_then(PrometheusBuilder::install_recorder)
+                .map(|h| {
+                    start_upkeep(h.clone());
+                    h
+                })
                 .map_err(|e| tracing::warn!(error = %e, "metrics are not recorded"))
                 .ok()
         })
         .as_ref()
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The exporter keeps every histogram sample until it is folded into buckets, which happens at
+/// a scrape or at upkeep; without upkeep, a gateway nobody scrapes would keep two samples per
+/// notification forever. A thread of its own, so it runs whatever the runtimes do.
+fn start_upkeep(handle: PrometheusHandle) {
+    let started = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(e) = started {
+        tracing::warn!(error = %e, "metrics upkeep did not start; histograms are folded at scrapes only");
+    }
 }
 
 /// Notifications accepted (committed) by ingest.
@@ -58,8 +82,14 @@ pub struct AppMetrics {
     attempts: [(&'static str, metrics::Counter); 7],
     response: metrics::Histogram,
     delivered_after: metrics::Histogram,
-    /// (outcome, reason) → counter; (reason) → retry counter. Few distinct keys per app.
-    finished: std::sync::Mutex<std::collections::HashMap<(&'static str, String), metrics::Counter>>,
+    /// outcome → reason → counter; reason → retry counter. Few distinct keys per app; looked
+    /// up by `&str`, so counting a known (outcome, reason) allocates nothing.
+    finished: std::sync::Mutex<
+        std::collections::HashMap<
+            &'static str,
+            std::collections::HashMap<String, metrics::Counter>,
+        >,
+    >,
     retries: std::sync::Mutex<std::collections::HashMap<String, metrics::Counter>>,
 }
 
@@ -106,26 +136,33 @@ impl AppMetrics {
     /// A notification reached a final state.
     pub fn finished(&self, outcome: &'static str, reason: &str) {
         let mut m = self.finished.lock().expect("metrics lock");
-        m.entry((outcome, reason.to_owned()))
-            .or_insert_with(|| {
-                metrics::counter!(
+        let by_reason = m.entry(outcome).or_default();
+        match by_reason.get(reason) {
+            Some(c) => c.increment(1),
+            None => {
+                let c = metrics::counter!(
                     "pushgate_notifications_total",
                     "app" => self.app.clone(),
                     "outcome" => outcome,
                     "reason" => reason.to_owned()
-                )
-            })
-            .increment(1);
+                );
+                c.increment(1);
+                by_reason.insert(reason.to_owned(), c);
+            }
+        }
     }
 
     /// A retry was scheduled.
     pub fn retry(&self, reason: &str) {
         let mut m = self.retries.lock().expect("metrics lock");
-        m.entry(reason.to_owned())
-            .or_insert_with(|| {
-                metrics::counter!("pushgate_retries_total", "app" => self.app.clone(), "reason" => reason.to_owned())
-            })
-            .increment(1);
+        match m.get(reason) {
+            Some(c) => c.increment(1),
+            None => {
+                let c = metrics::counter!("pushgate_retries_total", "app" => self.app.clone(), "reason" => reason.to_owned());
+                c.increment(1);
+                m.insert(reason.to_owned(), c);
+            }
+        }
     }
 
     /// Time from acceptance to delivery; acceptance is read from the id (a time-ordered UUID).

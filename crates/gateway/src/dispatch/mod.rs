@@ -165,6 +165,9 @@ pub const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 86_400);
 /// Puts `settings` in force for `w`: its old pool finishes its streams and closes.
 fn replace_settings(w: &AppWorker, settings: Settings, problem: Option<String>, why: &str) {
     let old = std::mem::replace(&mut *w.settings.write().expect("settings lock"), settings);
+    // After the write: a worker that sees the new version reads the new settings.
+    w.settings_version
+        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     if let Some(p) = old.pool {
         p.close();
     }

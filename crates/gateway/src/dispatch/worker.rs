@@ -40,6 +40,9 @@ pub(crate) struct AppWorker {
     pub name: String,
     pub queue: Arc<ReadyQueue>,
     pub settings: RwLock<Settings>,
+    /// Bumped after every change of `settings`, so the worker re-reads them only then instead
+    /// of cloning them for every answer.
+    pub settings_version: std::sync::atomic::AtomicU64,
     /// `Some(reason)` while halted. A std mutex, never held across an await.
     halted: Mutex<Option<String>>,
     /// Wakes the worker on resume (reload) or stop.
@@ -76,6 +79,7 @@ impl AppWorker {
             name,
             queue: Arc::new(ReadyQueue::new(queue_capacity)),
             settings: RwLock::new(settings),
+            settings_version: std::sync::atomic::AtomicU64::new(0),
             halted: Mutex::new(halted),
             wake: Notify::new(),
             recent: Mutex::new(VecDeque::with_capacity(WINDOW)),
@@ -86,6 +90,10 @@ impl AppWorker {
 
     pub fn halted(&self) -> Option<String> {
         self.halted.lock().expect("halt lock").clone()
+    }
+
+    fn is_halted(&self) -> bool {
+        self.halted.lock().expect("halt lock").is_some()
     }
 
     pub fn halt(&self, reason: &str) {
@@ -187,14 +195,24 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
     let mut sends: FuturesUnordered<Sending> = FuturesUnordered::new();
     let mut next_probe = Instant::now() + shared.options.probe_interval;
     let mut probing = false;
+    let mut seen = app
+        .settings_version
+        .load(std::sync::atomic::Ordering::Acquire);
+    let mut settings = app.settings();
     loop {
         let stopping = shared.shutdown.is_cancelled()
             || app.stopped.load(std::sync::atomic::Ordering::Acquire);
         if stopping && sends.is_empty() {
             break;
         }
-        let settings = app.settings();
-        let halted = app.halted().is_some();
+        let version = app
+            .settings_version
+            .load(std::sync::atomic::Ordering::Acquire);
+        if version != seen {
+            seen = version;
+            settings = app.settings();
+        }
+        let halted = app.is_halted();
         let probe_now = halted && !probing && sends.is_empty() && Instant::now() >= next_probe;
         let room = settings.max_in_flight.saturating_sub(sends.len());
         let want = match (stopping, halted, probe_now) {

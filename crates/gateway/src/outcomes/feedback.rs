@@ -2,21 +2,27 @@
 //! spool's `dead_tokens` table is the record; this set is loaded from it at start-up and
 //! updated after each registration or clearance commits.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 
 use apns::DeviceToken;
 
+/// Dead tokens by app. Looked up by `&str` and `&DeviceToken`, so the check made before every
+/// send allocates nothing.
 #[derive(Debug, Default)]
 pub struct DeadTokens {
-    /// (app, token). A std lock: held for one lookup or insert, never across an await.
-    set: RwLock<HashSet<(String, DeviceToken)>>,
+    /// A std lock: held for one lookup or insert, never across an await.
+    set: RwLock<HashMap<String, HashSet<DeviceToken>>>,
 }
 
 impl DeadTokens {
     pub fn new(entries: impl IntoIterator<Item = (String, DeviceToken)>) -> DeadTokens {
+        let mut set: HashMap<String, HashSet<DeviceToken>> = HashMap::new();
+        for (app, token) in entries {
+            set.entry(app).or_default().insert(token);
+        }
         DeadTokens {
-            set: RwLock::new(entries.into_iter().collect()),
+            set: RwLock::new(set),
         }
     }
 
@@ -24,20 +30,29 @@ impl DeadTokens {
         self.set
             .read()
             .expect("dead-token lock is never poisoned")
-            .contains(&(app.to_owned(), token.clone()))
+            .get(app)
+            .is_some_and(|tokens| tokens.contains(token))
     }
 
     pub fn insert(&self, app: &str, token: &DeviceToken) {
-        self.set
-            .write()
-            .expect("dead-token lock is never poisoned")
-            .insert((app.to_owned(), token.clone()));
+        let mut set = self.set.write().expect("dead-token lock is never poisoned");
+        match set.get_mut(app) {
+            Some(tokens) => {
+                tokens.insert(token.clone());
+            }
+            None => {
+                set.insert(app.to_owned(), HashSet::from([token.clone()]));
+            }
+        }
     }
 
     pub fn remove(&self, app: &str, token: &DeviceToken) {
-        self.set
-            .write()
-            .expect("dead-token lock is never poisoned")
-            .remove(&(app.to_owned(), token.clone()));
+        let mut set = self.set.write().expect("dead-token lock is never poisoned");
+        if let Some(tokens) = set.get_mut(app) {
+            tokens.remove(token);
+            if tokens.is_empty() {
+                set.remove(app);
+            }
+        }
     }
 }
