@@ -7,7 +7,8 @@
 //! for a short while as "recently released": a page read before that commit (or an offer from
 //! ingest that lost a race with the scheduler) would otherwise send it again.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -64,29 +65,42 @@ impl std::hash::Hasher for IdHasher {
     fn write_usize(&mut self, _: usize) {}
 }
 
-type IdSet = HashSet<ApnsId, std::hash::BuildHasherDefault<IdHasher>>;
+type IdMap<V> = HashMap<ApnsId, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// Where a known id is. One map for all three, so a notification costs one hash operation at
+/// each step (offer, take, release, forget) instead of one per set it moves between.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Known {
+    Queued,
+    /// Taken by the worker and not yet released: in flight (the spool still says queued).
+    InFlight,
+    /// Released at this time; refused by `offer` until `RECENT` has passed.
+    Released(Instant),
+}
 
 #[derive(Debug, Default)]
 struct Inner {
     items: VecDeque<Ready>,
-    known: IdSet,
-    /// Taken by the worker and not yet released: in flight (the spool still says queued).
-    in_flight: IdSet,
-    /// Ids released within `RECENT`, oldest first, and the same as a set.
+    known: IdMap<Known>,
+    in_flight: usize,
+    /// Ids released within `RECENT`, oldest first (their `known` entry says when).
     recent: VecDeque<(Instant, ApnsId)>,
-    recent_set: IdSet,
     /// Something did not fit: the spool holds work this queue has not seen.
     overflow: bool,
 }
 
 impl Inner {
     fn forget_old(&mut self) {
+        let now = Instant::now();
         while let Some((t, id)) = self.recent.front().copied() {
-            if t.elapsed() < RECENT {
+            if now.duration_since(t) < RECENT {
                 break;
             }
             self.recent.pop_front();
-            self.recent_set.remove(&id);
+            // Only if it has not been offered again since (then it is known anew).
+            if self.known.get(&id) == Some(&Known::Released(t)) {
+                self.known.remove(&id);
+            }
         }
     }
 }
@@ -112,20 +126,24 @@ impl ReadyQueue {
         q.forget_old();
         let mut added = 0;
         for item in items {
-            if q.known.contains(&item.id) {
-                continue;
+            let full = q.items.len() >= self.capacity;
+            match q.known.entry(item.id) {
+                Entry::Occupied(e) => {
+                    if let Known::Released(_) = e.get() {
+                        // Possibly stale; if it really is due again (a retry, a requeue), a
+                        // later scan takes it once the window has passed.
+                        q.overflow = true;
+                    }
+                    continue;
+                }
+                Entry::Vacant(_) if full => {
+                    q.overflow = true;
+                    break;
+                }
+                Entry::Vacant(e) => {
+                    e.insert(Known::Queued);
+                }
             }
-            if q.recent_set.contains(&item.id) {
-                // Possibly stale; if it really is due again (a retry, a requeue), a later scan
-                // takes it once the window has passed.
-                q.overflow = true;
-                continue;
-            }
-            if q.items.len() >= self.capacity {
-                q.overflow = true;
-                break;
-            }
-            q.known.insert(item.id);
             q.items.push_back(item);
             added += 1;
         }
@@ -141,18 +159,27 @@ impl ReadyQueue {
         let mut q = self.lock();
         let n = max.min(q.items.len());
         let taken: Vec<Ready> = q.items.drain(..n).collect();
-        q.in_flight.extend(taken.iter().map(|r| r.id));
+        let mut moved = 0;
+        for r in &taken {
+            if let Some(k) = q.known.get_mut(&r.id)
+                && *k != Known::InFlight
+            {
+                *k = Known::InFlight;
+                moved += 1;
+            }
+        }
+        q.in_flight += moved;
         taken
     }
 
     /// Whether `id` has been taken for sending and its outcome is not yet committed.
     pub fn is_in_flight(&self, id: &ApnsId) -> bool {
-        self.lock().in_flight.contains(id)
+        self.lock().known.get(id) == Some(&Known::InFlight)
     }
 
     /// How many are taken for sending and not yet settled.
     pub fn in_flight_count(&self) -> usize {
-        self.lock().in_flight.len()
+        self.lock().in_flight
     }
 
     /// Whether the spool holds work this queue has not seen and the queue is down to half: the
@@ -167,10 +194,20 @@ impl ReadyQueue {
         let mut q = self.lock();
         let now = Instant::now();
         for id in ids {
-            q.in_flight.remove(&id);
-            if q.known.remove(&id) && q.recent_set.insert(id) {
-                q.recent.push_back((now, id));
+            let Some(k) = q.known.get_mut(&id) else {
+                continue;
+            };
+            let was = std::mem::replace(k, Known::Released(now));
+            match was {
+                Known::InFlight => q.in_flight -= 1,
+                Known::Queued => {}
+                // Released twice: the first release's time stands.
+                Known::Released(t) => {
+                    *k = Known::Released(t);
+                    continue;
+                }
             }
+            q.recent.push_back((now, id));
         }
         q.forget_old();
     }
@@ -250,5 +287,21 @@ mod tests {
             q.take_overflow(),
             "a later scan is asked for, in case it is due again"
         );
+    }
+
+    #[test]
+    fn in_flight_is_counted_from_take_to_release() {
+        let q = ReadyQueue::new(10);
+        let (a, b, c) = (ApnsId::new(), ApnsId::new(), ApnsId::new());
+        q.offer([item(a), item(b), item(c)]);
+        assert_eq!((q.in_flight_count(), q.is_in_flight(&a)), (0, false));
+        q.take(2);
+        assert_eq!(q.in_flight_count(), 2);
+        assert!(q.is_in_flight(&a) && q.is_in_flight(&b) && !q.is_in_flight(&c));
+        q.release([a, a]);
+        assert_eq!(q.in_flight_count(), 1, "a second release changes nothing");
+        assert!(!q.is_in_flight(&a));
+        q.release([b]);
+        assert_eq!((q.in_flight_count(), q.len()), (0, 1));
     }
 }

@@ -25,6 +25,8 @@ const WINDOW: usize = 100;
 const WRONG_ENV_THRESHOLD: usize = 50;
 /// Notifications taken from the queue at once (one in-flight mark covers them).
 const TAKE: usize = 2048;
+/// The most free slots the worker waits for before it takes more (fewer with a small pool).
+const REFILL_CHUNK: usize = 64;
 
 /// What the completer records.
 #[derive(Debug)]
@@ -215,8 +217,12 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
         let halted = app.is_halted();
         let probe_now = halted && !probing && sends.is_empty() && Instant::now() >= next_probe;
         let room = settings.max_in_flight.saturating_sub(sends.len());
+        // Refill in chunks, not one slot per answer: each take locks the queue and settles
+        // expiry and suppression for what it took, which is cheaper done for many at once.
+        let chunk = (settings.max_in_flight / 16).clamp(1, REFILL_CHUNK);
         let want = match (stopping, halted, probe_now) {
             (true, _, _) => 0,
+            (false, false, _) if room < chunk => 0,
             (false, false, _) => room.min(TAKE),
             (false, true, true) => 1,
             (false, true, false) => 0,
