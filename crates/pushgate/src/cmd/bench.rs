@@ -94,6 +94,60 @@ fn cpu_seconds(pid: u32, ticks: f64) -> anyhow::Result<f64> {
     Ok((utime + stime) / ticks)
 }
 
+/// user + system CPU seconds of each live thread of `pid`, by thread id, with its name.
+fn thread_cpu(
+    pid: u32,
+    ticks: f64,
+) -> anyhow::Result<std::collections::HashMap<u32, (String, f64)>> {
+    let mut out = std::collections::HashMap::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let entry = entry?;
+        let Some(tid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A thread may end between the listing and the read.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let name = stat
+            .split_once('(')
+            .and_then(|(_, r)| r.rsplit_once(')'))
+            .map_or("?", |(n, _)| n)
+            .to_owned();
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let (utime, stime): (f64, f64) = (f[11].parse()?, f[12].parse()?);
+        out.insert(tid, (name, (utime + stime) / ticks));
+    }
+    Ok(out)
+}
+
+/// CPU µs a notification by thread name between two [`thread_cpu`] readings; what threads
+/// that ended in between used is the rest of `total`, reported as "other".
+fn cpu_by_thread(
+    before: &std::collections::HashMap<u32, (String, f64)>,
+    after: &std::collections::HashMap<u32, (String, f64)>,
+    total: f64,
+    n: f64,
+) -> Value {
+    let mut by: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
+    for (tid, (name, cpu)) in after {
+        let was = before.get(tid).map_or(0.0, |(_, c)| *c);
+        *by.entry(name.clone()).or_default() += cpu - was;
+    }
+    let counted: f64 = by.values().sum();
+    *by.entry("other".to_owned()).or_default() += (total - counted).max(0.0);
+    Value::Object(
+        by.into_iter()
+            .map(|(k, v)| (k, json!(v * 1e6 / n)))
+            .collect(),
+    )
+}
+
 /// Peak resident set of `pid`, in bytes.
 fn peak_rss(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -303,6 +357,7 @@ async fn run_once(a: &Args) -> anyhow::Result<Value> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let url = format!("{}/v1/notifications", gw.url);
     let cpu0 = cpu_seconds(pid, ticks)?;
+    let threads0 = thread_cpu(pid, ticks)?;
     let t0 = Instant::now();
     let submit = |b: Bytes| {
         let (client, url) = (client.clone(), url.clone());
@@ -350,6 +405,7 @@ async fn run_once(a: &Args) -> anyhow::Result<Value> {
     }
     let delivered_in = t0.elapsed();
     let cpu = cpu_seconds(pid, ticks)? - cpu0;
+    let threads = thread_cpu(pid, ticks)?;
     let rss = peak_rss(pid)?;
     let stats = sim.stats().snapshot();
     let latencies = sim.stats().latencies_ms();
@@ -387,6 +443,7 @@ async fn run_once(a: &Args) -> anyhow::Result<Value> {
         "gateway_cpu_s": cpu,
         "gateway_cpu_s_per_1000": cpu * 1000.0 / n,
         "gateway_cpu_us_per_notification": cpu * 1e6 / n,
+        "gateway_cpu_us_by_thread": cpu_by_thread(&threads0, &threads, cpu, n),
         "gateway_peak_rss_bytes": rss,
         "latency_ms": {"p50": percentile(&latencies, 0.5), "p99": percentile(&latencies, 0.99)},
         "simulator": {"accepted": stats.accepted, "unique_ids": stats.unique_ids,
@@ -425,6 +482,13 @@ fn print_report(r: &Value) {
             .unwrap_or_default(),
         r["gateway_peak_rss_bytes"].as_f64().unwrap_or_default() / 1e6
     );
+    if let Some(by) = r["gateway_cpu_us_by_thread"].as_object() {
+        let parts: Vec<String> = by
+            .iter()
+            .map(|(k, v)| format!("{k} {:.1}", v.as_f64().unwrap_or_default()))
+            .collect();
+        println!("  gateway CPU µs by thread: {}", parts.join(", "));
+    }
     println!(
         "  accept → delivered p50 {} ms, p99 {} ms",
         r["latency_ms"]["p50"], r["latency_ms"]["p99"]
