@@ -18,8 +18,13 @@ use super::{
 };
 
 /// The schema this version writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
+/// Each notification costs one write into `notifications` and its pending index at ingest, and
+/// one update that takes it out of that index at its outcome: no other index is kept up to date
+/// per notification. Retention walks the primary key instead (ids are UUIDv7, so their order is
+/// their creation time), and a request counts its notifications left (`remaining`) instead of
+/// being found through an index on `request_id`.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY,
@@ -32,7 +37,8 @@ CREATE TABLE IF NOT EXISTS requests (
     apns_expiration INTEGER,
     send_at INTEGER,
     expires_at INTEGER NOT NULL,
-    created_at INTEGER NOT NULL
+    created_at INTEGER NOT NULL,
+    remaining INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS notifications (
     id BLOB PRIMARY KEY,
@@ -46,8 +52,6 @@ CREATE TABLE IF NOT EXISTS notifications (
     updated_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS notifications_pending ON notifications (state, due_at) WHERE state < 3;
-CREATE INDEX IF NOT EXISTS notifications_finished ON notifications (updated_at) WHERE state >= 3;
-CREATE INDEX IF NOT EXISTS notifications_request ON notifications (request_id);
 CREATE TABLE IF NOT EXISTS dead_tokens (
     app TEXT NOT NULL,
     token BLOB NOT NULL,
@@ -76,6 +80,17 @@ const NEXT_DUE: &str =
 /// Pending notifications by state.
 const PENDING_COUNTS: &str =
     "SELECT state, COUNT(*) FROM notifications WHERE state < 3 GROUP BY state";
+
+/// Version 1 kept two more indexes on `notifications` (by finish time, by request); version 2
+/// counts each request's notifications instead. One transaction: a failed migration leaves the
+/// file at version 1.
+const MIGRATE_1_TO_2: &str = "BEGIN IMMEDIATE;
+ALTER TABLE requests ADD COLUMN remaining INTEGER NOT NULL DEFAULT 0;
+UPDATE requests SET remaining = (SELECT COUNT(*) FROM notifications n WHERE n.request_id = requests.id);
+DROP INDEX IF EXISTS notifications_finished;
+DROP INDEX IF EXISTS notifications_request;
+PRAGMA user_version = 2;
+COMMIT;";
 
 /// How the spool behaves.
 #[derive(Debug, Clone)]
@@ -151,6 +166,7 @@ impl SqliteSpool {
             0 => conn
                 .execute_batch(&format!("{SCHEMA} PRAGMA user_version = {SCHEMA_VERSION};"))
                 .map_err(open_err)?,
+            1 => conn.execute_batch(MIGRATE_1_TO_2).map_err(open_err)?,
             SCHEMA_VERSION => {}
             found => {
                 return Err(SpoolError::Schema {
@@ -753,7 +769,9 @@ fn count_by_state(c: &Connection, query: &str) -> Result<Vec<(State, u64)>, Spoo
 
 #[cfg(test)]
 mod plans {
-    use super::writer::{CLAIM_DUE, COMPLETE, PRUNE_FINISHED, PRUNE_REQUESTS, REQUEUE_IN_FLIGHT};
+    use super::writer::{
+        CLAIM_DUE, COMPLETE, PRUNE_FINISHED, REQUEST_GONE, REQUEST_LOSES, REQUEUE_IN_FLIGHT,
+    };
     use super::*;
 
     /// SQLite's plan for `query`, one line per step.
@@ -781,7 +799,8 @@ mod plans {
             REQUEUE_IN_FLIGHT,
             COMPLETE,
             PRUNE_FINISHED,
-            PRUNE_REQUESTS,
+            REQUEST_LOSES,
+            REQUEST_GONE,
             READY_WAITING,
             READY_DUE,
             NEXT_DUE,

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use apns::ApnsId;
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 
@@ -35,13 +35,15 @@ pub(crate) const REQUEUE_IN_FLIGHT: &str =
 /// One outcome.
 pub(crate) const COMPLETE: &str = "UPDATE notifications SET state = ?2, attempts = ?3, \
      status = ?4, reason = ?5, due_at = ?6, updated_at = ?7 WHERE id = ?1 AND state < 3";
-/// Retention: finished notifications older than the limit.
+/// Retention: finished notifications last updated before ?1, walking the primary key up to
+/// ?3, the first id of that time (a notification created later cannot have finished earlier);
+/// answers each one's request.
 pub(crate) const PRUNE_FINISHED: &str = "DELETE FROM notifications WHERE id IN (SELECT id FROM \
-     notifications WHERE state >= 3 AND updated_at < ?1 LIMIT ?2)";
-/// Retention: requests left without notifications.
-pub(crate) const PRUNE_REQUESTS: &str = "DELETE FROM requests WHERE id IN (SELECT r.id FROM \
-     requests r WHERE r.created_at < ?1 AND NOT EXISTS (SELECT 1 FROM notifications n \
-     WHERE n.request_id = r.id) LIMIT ?2)";
+     notifications WHERE id < ?3 AND state >= 3 AND updated_at < ?1 LIMIT ?2) RETURNING request_id";
+/// Retention: a request loses `?2` notifications, and goes with the last.
+pub(crate) const REQUEST_LOSES: &str =
+    "UPDATE requests SET remaining = remaining - ?2 WHERE id = ?1 RETURNING remaining";
+pub(crate) const REQUEST_GONE: &str = "DELETE FROM requests WHERE id = ?1";
 
 /// The most commands in one transaction.
 const MAX_GROUP: usize = 1024;
@@ -417,7 +419,8 @@ fn insert_batch(
 ) -> Result<(), rusqlite::Error> {
     let mut req = tx.prepare_cached(
         "INSERT INTO requests (app, payload, push_type, priority, topic, collapse_id, \
-         apns_expiration, send_at, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+         apns_expiration, send_at, expires_at, created_at, remaining) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?;
     let mut note = tx.prepare_cached(
         "INSERT INTO notifications (id, request_id, token, state, attempts, due_at, updated_at) \
@@ -436,6 +439,7 @@ fn insert_batch(
             send_at,
             to_ms(r.expires_at),
             now,
+            r.len() as i64,
         ])?;
         let request_id = tx.last_insert_rowid();
         let state = if send_at.is_some() {
@@ -511,12 +515,34 @@ fn register_dead(tx: &Transaction<'_>, d: &DeadToken) -> Result<(), rusqlite::Er
 }
 
 fn prune(tx: &Transaction<'_>, before: i64, limit: usize) -> Result<usize, rusqlite::Error> {
-    let gone = tx
-        .prepare_cached(PRUNE_FINISHED)?
-        .execute(params![before, limit as i64])?;
-    tx.prepare_cached(PRUNE_REQUESTS)?
-        .execute(params![before, limit as i64])?;
+    let mut by_request: std::collections::HashMap<i64, i64> = std::collections::HashMap::new();
+    let mut gone = 0;
+    {
+        let mut st = tx.prepare_cached(PRUNE_FINISHED)?;
+        let mut rows = st.query(params![before, limit as i64, &first_id_at(before)[..]])?;
+        while let Some(r) = rows.next()? {
+            *by_request.entry(r.get(0)?).or_default() += 1;
+            gone += 1;
+        }
+    }
+    let mut loses = tx.prepare_cached(REQUEST_LOSES)?;
+    let mut remove = tx.prepare_cached(REQUEST_GONE)?;
+    for (request, n) in by_request {
+        let left: Option<i64> = loses
+            .query_row(params![request, n], |r| r.get(0))
+            .optional()?;
+        if left.is_some_and(|l| l <= 0) {
+            remove.execute(params![request])?;
+        }
+    }
     Ok(gone)
+}
+
+/// The smallest UUIDv7 of millisecond `ms`, as stored: ids below it were created before `ms`.
+fn first_id_at(ms: i64) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id[..6].copy_from_slice(&ms.max(0).to_be_bytes()[2..]);
+    id
 }
 
 fn requeue_in_flight(tx: &Transaction<'_>, now: i64) -> Result<usize, rusqlite::Error> {

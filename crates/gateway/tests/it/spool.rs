@@ -217,6 +217,103 @@ async fn finished_rows_are_pruned_after_retention_and_pending_ones_stay() {
         .expect("pending rows stay, with their request");
     assert_eq!(kept.state, State::Queued);
     assert_eq!(spool.counts().await.unwrap(), vec![(State::Queued, 5)]);
+    spool.close().await.unwrap();
+    let c = rusqlite::Connection::open(dir.path().join("spool.db")).unwrap();
+    let requests: Vec<(i64, i64)> = c
+        .prepare("SELECT id, remaining FROM requests ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        requests,
+        vec![(2, 5)],
+        "the finished request went with its last notification; the other counts its 5"
+    );
+}
+
+/// The first schema, as pushgate 0.1 wrote it.
+const SCHEMA_1: &str = "
+CREATE TABLE requests (id INTEGER PRIMARY KEY, app TEXT NOT NULL, payload BLOB NOT NULL,
+    push_type TEXT NOT NULL, priority INTEGER, topic TEXT, collapse_id TEXT,
+    apns_expiration INTEGER, send_at INTEGER, expires_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL);
+CREATE TABLE notifications (id BLOB PRIMARY KEY, request_id INTEGER NOT NULL,
+    token BLOB NOT NULL, state INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    due_at INTEGER, status INTEGER, reason TEXT, updated_at INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX notifications_pending ON notifications (state, due_at) WHERE state < 3;
+CREATE INDEX notifications_finished ON notifications (updated_at) WHERE state >= 3;
+CREATE INDEX notifications_request ON notifications (request_id);
+CREATE TABLE dead_tokens (app TEXT NOT NULL, token BLOB NOT NULL, reason TEXT NOT NULL,
+    since INTEGER NOT NULL, PRIMARY KEY (app, token)) WITHOUT ROWID;
+PRAGMA user_version = 1;";
+
+/// A spool written by the first schema opens: each request counts its notifications, the
+/// indexes version 2 does without are gone, pending rows are sent and finished ones pruned.
+#[tokio::test]
+async fn a_version_1_spool_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool.db");
+    let (queued, finished) = (apns::ApnsId::new(), apns::ApnsId::new());
+    let other = apns::ApnsId::new();
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(SCHEMA_1).unwrap();
+        c.execute_batch(
+            "INSERT INTO requests VALUES (1, 'shop', X'7B7D', 'alert', NULL, NULL, NULL, NULL, \
+             NULL, 99999999999999, 1000), (2, 'shop', X'7B7D', 'alert', NULL, NULL, NULL, NULL, \
+             NULL, 99999999999999, 1000);",
+        )
+        .unwrap();
+        let mut st = c
+            .prepare("INSERT INTO notifications (id, request_id, token, state, updated_at) VALUES (?1, ?2, X'AABB', ?3, 1000)")
+            .unwrap();
+        for (id, request, state) in [(queued, 1, 1), (finished, 1, 3), (other, 2, 4)] {
+            st.execute(rusqlite::params![
+                &id.as_uuid().as_bytes()[..],
+                request,
+                state
+            ])
+            .unwrap();
+        }
+    }
+    let spool = SqliteSpool::open(&path, SpoolOptions::default()).unwrap();
+    assert_eq!(spool.pending(), 1);
+    let page = spool.ready_page(None, SystemTime::now(), 10).await.unwrap();
+    assert_eq!(
+        page.rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![queued]
+    );
+    let later = SystemTime::now() + Duration::from_secs(1);
+    assert_eq!(spool.prune(later, 100).await.unwrap(), 2);
+    assert!(spool.get(queued).await.unwrap().is_some());
+    spool.close().await.unwrap();
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    let indexes: Vec<String> = c
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'notifications' AND sql IS NOT NULL")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let requests: Vec<(i64, i64)> = c
+        .prepare("SELECT id, remaining FROM requests ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(version, 2);
+    assert_eq!(indexes, vec!["notifications_pending".to_owned()]);
+    assert_eq!(
+        requests,
+        vec![(1, 1)],
+        "request 2 went with its one notification"
+    );
 }
 
 #[tokio::test]
