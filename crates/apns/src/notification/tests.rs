@@ -146,3 +146,32 @@ proptest! {
         prop_assert!(DeviceToken::parse(&s).is_err());
     }
 }
+
+/// A batch of ids: distinct, ascending, version 7, and stamped with the millisecond they were
+/// made in.
+#[test]
+fn many_ids_are_distinct_v7_ids_of_now() {
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let ids = ApnsId::many(10_000);
+    let after = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert_eq!(ids.len(), 10_000);
+    let distinct: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len());
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ascending");
+    for id in &ids {
+        assert_eq!(id.as_uuid().get_version_num(), 7);
+        let (secs, nanos) = id.as_uuid().get_timestamp().expect("v7").to_unix();
+        let ms = secs * 1000 + u64::from(nanos) / 1_000_000;
+        assert!(
+            (before..=after).contains(&ms),
+            "{ms} not in {before}..={after}"
+        );
+    }
+    assert!(ApnsId::many(0).is_empty());
+}

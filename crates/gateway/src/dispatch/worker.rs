@@ -187,14 +187,20 @@ fn notification(r: &Ready) -> Notification {
     }
 }
 
-/// A send in progress: the notification, its outcome, how long it took, and whether it was
-/// never sent because its pool had been closed (a reload or a shutdown).
-type Sending = std::pin::Pin<
-    Box<dyn std::future::Future<Output = (Ready, Outcome, std::time::Duration, bool)> + Send>,
->;
+/// One send: the notification, its outcome, how long it took, and whether it was never sent
+/// because its pool had been closed (a reload or a shutdown). A named function, so the set of
+/// sends in progress holds this one future type unboxed.
+async fn send_one(pool: Pool, r: Ready) -> (Ready, Outcome, std::time::Duration, bool) {
+    let n = notification(&r);
+    let started = Instant::now();
+    let outcome = pool.send(&n).await;
+    let unsent = outcome == Outcome::Unreachable && pool.is_closed();
+    (r, outcome, started.elapsed(), unsent)
+}
+
 /// Runs `app` until it is stopped or the gateway shuts down and its streams have finished.
 pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Sender<Done>) {
-    let mut sends: FuturesUnordered<Sending> = FuturesUnordered::new();
+    let mut sends = FuturesUnordered::new();
     let mut next_probe = Instant::now() + shared.options.probe_interval;
     let mut probing = false;
     let mut seen = app
@@ -245,14 +251,7 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
             }
             if let Some((pool, go)) = start_sends(&app, &shared, &done, &settings, batch).await {
                 for r in go {
-                    let pool = pool.clone();
-                    sends.push(Box::pin(async move {
-                        let n = notification(&r);
-                        let started = Instant::now();
-                        let outcome = pool.send(&n).await;
-                        let unsent = outcome == Outcome::Unreachable && pool.is_closed();
-                        (r, outcome, started.elapsed(), unsent)
-                    }));
+                    sends.push(send_one(pool.clone(), r));
                 }
             }
             continue;

@@ -335,7 +335,7 @@ pub(crate) fn one(
         apns_expiration,
         send_at,
         expires_at,
-        notifications: tokens.into_iter().map(|t| (ApnsId::new(), t)).collect(),
+        notifications: ApnsId::many(tokens.len()).into_iter().zip(tokens).collect(),
     })
 }
 
