@@ -40,6 +40,22 @@ impl DeviceToken {
         Ok(DeviceToken(s.to_ascii_lowercase().into()))
     }
 
+    /// The token of these bytes (as a device reports it), in lowercase hex.
+    pub fn from_bytes(bytes: &[u8]) -> Result<DeviceToken, NotificationError> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        if bytes.is_empty() || bytes.len() * 2 > MAX_TOKEN_HEX {
+            return Err(NotificationError::InvalidToken {
+                len: bytes.len() * 2,
+            });
+        }
+        let mut hex = String::with_capacity(bytes.len() * 2);
+        for b in bytes {
+            hex.push(char::from(HEX[usize::from(b >> 4)]));
+            hex.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        Ok(DeviceToken(hex.into()))
+    }
+
     /// The lowercase hex form.
     pub fn as_str(&self) -> &str {
         &self.0

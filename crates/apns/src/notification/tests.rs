@@ -175,3 +175,15 @@ fn many_ids_are_distinct_v7_ids_of_now() {
     }
     assert!(ApnsId::many(0).is_empty());
 }
+
+#[test]
+fn a_token_from_bytes_is_its_lowercase_hex() {
+    let t = DeviceToken::from_bytes(&[0x00, 0xAB, 0x7f, 0xff]).unwrap();
+    assert_eq!(t, DeviceToken::parse("00AB7FFF").unwrap());
+    assert_eq!(t.as_str(), "00ab7fff");
+    assert!(DeviceToken::from_bytes(&[]).is_err());
+    assert!(
+        DeviceToken::from_bytes(&[1; 101]).is_err(),
+        "over 200 hex characters"
+    );
+}

@@ -64,16 +64,16 @@ CREATE TABLE IF NOT EXISTS dead_tokens (
 // Read-side statements of every scheduler pass; like those in `writer`, checked by `plans`
 // to go through the partial index of pending rows (`state < 3` repeated for that).
 
-/// The queued notifications waiting for no time, in id order after a cursor.
-const READY_WAITING: &str = "SELECT n.id, n.token, n.attempts, n.request_id, r.app, r.payload, \
-     r.push_type, r.priority, r.topic, r.collapse_id, r.apns_expiration, r.expires_at \
-     FROM notifications n JOIN requests r ON r.id = n.request_id \
-     WHERE n.state < 3 AND n.state = 1 AND n.due_at IS NULL AND n.id > ?1 ORDER BY n.id LIMIT ?2";
+/// The queued notifications waiting for no time, in id order after a cursor. Their requests
+/// are read once each (`REQUEST_BY_ID`), not once per row.
+const READY_WAITING: &str = "SELECT id, token, attempts, request_id FROM notifications \
+     WHERE state < 3 AND state = 1 AND due_at IS NULL AND id > ?1 ORDER BY id LIMIT ?2";
 /// The queued retries whose time has come.
-const READY_DUE: &str = "SELECT n.id, n.token, n.attempts, n.request_id, r.app, r.payload, \
-     r.push_type, r.priority, r.topic, r.collapse_id, r.apns_expiration, r.expires_at \
-     FROM notifications n JOIN requests r ON r.id = n.request_id \
-     WHERE n.state < 3 AND n.state = 1 AND n.due_at <= ?1 ORDER BY n.due_at LIMIT ?2";
+const READY_DUE: &str = "SELECT id, token, attempts, request_id FROM notifications \
+     WHERE state < 3 AND state = 1 AND due_at <= ?1 ORDER BY due_at LIMIT ?2";
+/// A request's headers, payload and expiry.
+const REQUEST_BY_ID: &str = "SELECT app, payload, push_type, priority, topic, collapse_id, \
+     apns_expiration, expires_at FROM requests WHERE id = ?1";
 /// The earliest retry still to come.
 const NEXT_DUE: &str =
     "SELECT MIN(due_at) FROM notifications WHERE state < 3 AND state = 1 AND due_at > ?1";
@@ -345,13 +345,7 @@ impl Spool for SqliteSpool {
 }
 
 pub(crate) fn token_from_bytes(b: &[u8]) -> Result<DeviceToken, SpoolError> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut hex = String::with_capacity(b.len() * 2);
-    for x in b {
-        hex.push(char::from(HEX[usize::from(x >> 4)]));
-        hex.push(char::from(HEX[usize::from(x & 0xf)]));
-    }
-    DeviceToken::parse(&hex).map_err(|_| SpoolError::Corrupt("stored token"))
+    DeviceToken::from_bytes(b).map_err(|_| SpoolError::Corrupt("stored token"))
 }
 
 pub(crate) fn decode_id(b: &[u8]) -> Result<ApnsId, SpoolError> {
@@ -522,49 +516,76 @@ pub struct ReadyPage {
     pub cursor: Option<ApnsId>,
 }
 
-/// Reads ready rows into `out`, decoding each request once (`cache` by request id).
+/// Reads ready rows into `out`, reading and decoding each request once (`cache` by request id).
 fn read_ready(
+    c: &Connection,
     rows: &mut rusqlite::Rows<'_>,
-    cache: &mut std::collections::HashMap<i64, Arc<StoredRequest>>,
+    cache: &mut std::collections::HashMap<i64, (Arc<StoredRequest>, SystemTime)>,
     out: &mut Vec<ReadyRow>,
 ) -> Result<(), SpoolError> {
+    let get = |e| SpoolError::Sql {
+        what: "reading a ready row",
+        source: e,
+    };
     while let Some(r) = rows.next().map_err(sql("paging ready notifications"))? {
-        let get = |e| SpoolError::Sql {
-            what: "reading a ready row",
-            source: e,
-        };
         let request_id: i64 = r.get(3).map_err(get)?;
-        let request = match cache.get(&request_id) {
-            Some(req) => Arc::clone(req),
+        let (request, expires_at) = match cache.get(&request_id) {
+            Some((req, expires)) => (Arc::clone(req), *expires),
             None => {
-                let push_type: String = r.get(6).map_err(get)?;
-                let priority: Option<u8> = r.get(7).map_err(get)?;
-                let topic: Option<String> = r.get(8).map_err(get)?;
-                let collapse: Option<String> = r.get(9).map_err(get)?;
-                let exp: Option<i64> = r.get(10).map_err(get)?;
-                let req = Arc::new(decode_request(
-                    r.get(4).map_err(get)?,
-                    r.get::<_, Vec<u8>>(5).map_err(get)?,
-                    &push_type,
-                    priority,
-                    topic,
-                    collapse,
-                    exp,
-                )?);
-                cache.insert(request_id, Arc::clone(&req));
-                req
+                let Some((req, expires)) = read_request(c, request_id)? else {
+                    // Cannot be sent; skipped rather than stopping every later page at it.
+                    tracing::warn!(request_id, "a queued notification without its request");
+                    continue;
+                };
+                let req = Arc::new(req);
+                cache.insert(request_id, (Arc::clone(&req), expires));
+                (req, expires)
             }
         };
+        let blob = |i| -> Result<&[u8], SpoolError> {
+            r.get_ref(i)
+                .and_then(|v| v.as_blob().map_err(rusqlite::Error::from))
+                .map_err(get)
+        };
         out.push(ReadyRow {
-            id: decode_id(&r.get::<_, Vec<u8>>(0).map_err(get)?)?,
+            id: decode_id(blob(0)?)?,
             app: request.app.clone(),
-            token: token_from_bytes(&r.get::<_, Vec<u8>>(1).map_err(get)?)?,
+            token: token_from_bytes(blob(1)?)?,
             attempts: r.get(2).map_err(get)?,
-            expires_at: from_ms(r.get(11).map_err(get)?),
+            expires_at,
             request,
         });
     }
     Ok(())
+}
+
+/// One request by id, with its expiry.
+fn read_request(
+    c: &Connection,
+    id: i64,
+) -> Result<Option<(StoredRequest, SystemTime)>, SpoolError> {
+    let row = c
+        .prepare_cached(REQUEST_BY_ID)
+        .map_err(sql("reading a request"))?
+        .query_row(params![id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<u8>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, Option<i64>>(6)?,
+                r.get::<_, i64>(7)?,
+            ))
+        })
+        .optional()
+        .map_err(sql("reading a request"))?;
+    let Some((app, payload, push_type, priority, topic, collapse, exp, expires)) = row else {
+        return Ok(None);
+    };
+    let req = decode_request(app, payload, &push_type, priority, topic, collapse, exp)?;
+    Ok(Some((req, from_ms(expires))))
 }
 
 /// A queued notification that is due, with what is needed to send it.
@@ -600,6 +621,7 @@ impl SqliteSpool {
                 .prepare_cached(READY_WAITING)
                 .map_err(sql("paging ready notifications"))?;
             read_ready(
+                c,
                 &mut waiting
                     .query(params![after, limit as i64])
                     .map_err(sql("paging ready notifications"))?,
@@ -614,6 +636,7 @@ impl SqliteSpool {
                     .prepare_cached(READY_DUE)
                     .map_err(sql("paging due retries"))?;
                 read_ready(
+                    c,
                     &mut due
                         .query(params![now, limit as i64])
                         .map_err(sql("paging due retries"))?,
@@ -803,6 +826,7 @@ mod plans {
             REQUEST_GONE,
             READY_WAITING,
             READY_DUE,
+            REQUEST_BY_ID,
             NEXT_DUE,
             PENDING_COUNTS,
         ] {
