@@ -81,6 +81,9 @@ pub struct AppMetrics {
     attempts: [(&'static str, metrics::Counter); 7],
     response: metrics::Histogram,
     delivered_after: metrics::Histogram,
+    /// `pushgate_notifications_total{outcome="delivered",reason=""}`, the common case, counted
+    /// without the lock and lookup of `finished`.
+    delivered_total: metrics::Counter,
     /// outcome → reason → counter; reason → retry counter. Few distinct keys per app; looked
     /// up by `&str`, so counting a known (outcome, reason) allocates nothing.
     finished: std::sync::Mutex<
@@ -115,6 +118,12 @@ impl AppMetrics {
             }),
             response: metrics::histogram!("pushgate_apns_response_seconds", "app" => a.clone()),
             delivered_after: metrics::histogram!("pushgate_accept_to_delivered_seconds", "app" => a.clone()),
+            delivered_total: metrics::counter!(
+                "pushgate_notifications_total",
+                "app" => a.clone(),
+                "outcome" => "delivered",
+                "reason" => ""
+            ),
             finished: Default::default(),
             retries: Default::default(),
             app: a,
@@ -134,6 +143,10 @@ impl AppMetrics {
 
     /// A notification reached a final state.
     pub fn finished(&self, outcome: &'static str, reason: &str) {
+        if outcome == "delivered" && reason.is_empty() {
+            self.delivered_total.increment(1);
+            return;
+        }
         let mut m = self.finished.lock().expect("metrics lock");
         let by_reason = m.entry(outcome).or_default();
         match by_reason.get(reason) {
@@ -164,12 +177,13 @@ impl AppMetrics {
         }
     }
 
-    /// Time from acceptance to delivery; acceptance is read from the id (a time-ordered UUID).
-    pub fn delivered(&self, id: &apns::ApnsId) {
+    /// Time from acceptance to delivery (`now`); acceptance is read from the id (a
+    /// time-ordered UUID).
+    pub fn delivered(&self, id: &apns::ApnsId, now: SystemTime) {
         let Some(accepted) = crate::events::accepted_at(id) else {
             return;
         };
-        if let Ok(d) = SystemTime::now().duration_since(accepted) {
+        if let Ok(d) = now.duration_since(accepted) {
             self.delivered_after.record(d.as_secs_f64());
         }
     }

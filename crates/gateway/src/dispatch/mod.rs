@@ -601,18 +601,28 @@ async fn complete(shared: Arc<Shared>, mut rx: mpsc::Receiver<Done>) {
                 }
             }
         }
+        // Released per app in runs (a batch is mostly one app): one queue lock per run.
+        let mut run: Option<Arc<AppWorker>> = None;
+        let mut ids = Vec::with_capacity(batch.len());
         for d in batch.drain(..) {
             let c = &d.decision.completion;
             let reason = c.reason.as_ref().map_or("", |r| r.as_str());
             if c.state.is_final() {
                 d.app.metrics.finished(c.state.as_str(), reason);
                 if c.state == crate::spool::State::Delivered {
-                    d.app.metrics.delivered(&c.id);
+                    d.app.metrics.delivered(&c.id, now);
                 }
             } else if c.due_at.is_some() {
                 d.app.metrics.retry(reason);
             }
-            d.app.queue.release([c.id]);
+            if let Some(app) = run.as_ref().filter(|a| !Arc::ptr_eq(a, &d.app)) {
+                app.queue.release(ids.drain(..));
+            }
+            ids.push(c.id);
+            run = Some(d.app);
+        }
+        if let Some(app) = run {
+            app.queue.release(ids.drain(..));
         }
         if let Some(t) = earliest {
             let mut next = shared.next_retry.lock().expect("retry lock");
