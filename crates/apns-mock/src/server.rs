@@ -14,6 +14,8 @@ use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
 use http::{HeaderValue, Request, Response};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -138,6 +140,12 @@ async fn serve_connection(shared: &Arc<Shared>, tcp: TcpStream, shutdown: Cancel
         return;
     }
     let in_flight = Arc::new(AtomicUsize::new(0));
+    // With a latency, answers wait in this connection's queue instead of each in its own timer.
+    let later = (!b.latency.is_zero()).then(|| {
+        let (tx, rx) = mpsc::channel(b.max_streams.max(1) as usize);
+        tokio::spawn(answer_later(rx));
+        tx
+    });
     // Token connections carry one stream until a push succeeds (Apple's rule).
     let proven = Arc::new(AtomicBool::new(!token_conn));
     let mut streams = 0u64;
@@ -173,6 +181,7 @@ async fn serve_connection(shared: &Arc<Shared>, tcp: TcpStream, shutdown: Cancel
             Arc::clone(&auth),
             Arc::clone(&in_flight),
             Arc::clone(&proven),
+            later.clone(),
             req,
             respond,
         ));
@@ -184,23 +193,40 @@ async fn serve_connection(shared: &Arc<Shared>, tcp: TcpStream, shutdown: Cancel
     }
 }
 
+/// Counts a stream in flight until dropped: just before its answer is queued, since once the
+/// client reads it the stream is closed for h2 and the client may open the next one, which must
+/// not find this one still counted.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A request read and judged, waiting for its answer.
+struct Judged {
+    shared: Arc<Shared>,
+    proven: Arc<AtomicBool>,
+    in_flight: InFlight,
+    head: http::request::Parts,
+    body: BytesMut,
+    verdict: Result<String, Rejection>,
+    respond: SendResponse<Bytes>,
+    /// When the answer is due (`--rtt-ms` after the request was read).
+    due: Instant,
+}
+
 async fn stream(
     shared: Arc<Shared>,
     auth: Arc<ConnAuth>,
     in_flight: Arc<AtomicUsize>,
     proven: Arc<AtomicBool>,
+    later: Option<mpsc::Sender<Judged>>,
     req: Request<h2::RecvStream>,
     respond: SendResponse<Bytes>,
 ) {
-    struct Done(Arc<AtomicUsize>);
-    impl Drop for Done {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-    // Released just before the answer is queued: once the client reads it, the stream is closed
-    // for h2 and the client may open the next one, which must not find this one still counted.
-    let done = Done(in_flight);
+    let in_flight = InFlight(in_flight);
     let (head, mut body) = req.into_parts();
     let mut buf = BytesMut::new();
     while let Some(chunk) = body.data().await {
@@ -215,16 +241,58 @@ async fn stream(
         Some(reason) => Err(Rejection::from(reason)),
         None => Ok(token),
     });
-    if !b.latency.is_zero() {
-        tokio::time::sleep(b.latency).await;
+    let due = Instant::now() + b.latency;
+    let judged = Judged {
+        shared: Arc::clone(&shared),
+        proven,
+        in_flight,
+        head,
+        body: buf,
+        verdict,
+        respond,
+        due,
+    };
+    match later {
+        // The queue holds at most the connection's streams, so this never waits for long.
+        Some(later) => {
+            let _ = later.send(judged).await;
+        }
+        None => finish(judged),
     }
+}
+
+/// Answers a connection's judged requests as each falls due. The latency is the same for all,
+/// so they fall due in the order they arrive: one timer wakes this task for everything due by
+/// then, instead of one timer and one task wake-up per request, which cost the simulator more
+/// CPU than the gateway it measures.
+async fn answer_later(mut rx: mpsc::Receiver<Judged>) {
+    while let Some(j) = rx.recv().await {
+        if j.due > Instant::now() {
+            tokio::time::sleep_until(j.due).await;
+        }
+        finish(j);
+    }
+}
+
+/// Sends the answer of a judged request and records it.
+fn finish(j: Judged) {
+    let Judged {
+        shared,
+        proven,
+        in_flight,
+        head,
+        body,
+        verdict,
+        respond,
+        ..
+    } = j;
     let apns_id = head.headers.get(&APNS_ID).cloned().unwrap_or_else(|| {
         HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("a UUID is ASCII")
     });
     match verdict {
         Ok(token) => {
             proven.store(true, Ordering::Release);
-            drop(done);
+            drop(in_flight);
             answer(respond, 200, apns_id.clone(), None);
             shared.stats.count(200, None);
             let id = apns_id
@@ -246,13 +314,13 @@ async fn stream(
                         )
                     })
                     .collect(),
-                payload: buf.freeze(),
+                payload: body.freeze(),
             });
         }
         Err(r) => {
             shared.stats.count(r.status, Some(r.reason.as_str()));
             let status = r.status;
-            drop(done);
+            drop(in_flight);
             answer(respond, status, apns_id, Some(r));
         }
     }

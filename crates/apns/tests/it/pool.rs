@@ -198,3 +198,33 @@ async fn a_closed_pool_refuses_new_sends() {
     })
     .await;
 }
+
+/// The simulator's latency is applied to every answer, also when many streams wait at once on
+/// one connection (answers queued per connection, not a timer each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_waits_the_simulated_latency() {
+    let latency = Duration::from_millis(100);
+    let sim = mock().latency(latency).spawn().await.unwrap();
+    let pool = pool(&sim);
+    // A token connection carries one stream until its first 200; then 50 at once.
+    assert!(pool.send(&note(0)).await.is_delivered());
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 1..=50 {
+        let pool = pool.clone();
+        sends.spawn(async move {
+            let started = tokio::time::Instant::now();
+            let o = pool.send(&note(i)).await;
+            (o, started.elapsed())
+        });
+    }
+    let mut n = 0;
+    while let Some(r) = sends.join_next().await {
+        let (o, took) = r.unwrap();
+        assert!(o.is_delivered(), "{o:?}");
+        assert!(took >= latency, "answered after {took:?}");
+        n += 1;
+    }
+    assert_eq!(n, 50);
+    let s = sim.stats().snapshot();
+    assert_eq!((s.accepted, s.connections_total), (51, 1), "{s:?}");
+}
