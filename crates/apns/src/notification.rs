@@ -56,6 +56,21 @@ impl DeviceToken {
         Ok(DeviceToken(hex.into()))
     }
 
+    /// The token's bytes (the inverse of [`DeviceToken::from_bytes`]), written into `buf`
+    /// rather than a new allocation: storage converts every notification's token.
+    pub fn to_bytes<'a>(&self, buf: &'a mut [u8; MAX_TOKEN_HEX / 2]) -> &'a [u8] {
+        let nibble = |b: u8| match b {
+            b'0'..=b'9' => b - b'0',
+            _ => b - b'a' + 10,
+        };
+        let hex = self.0.as_bytes();
+        let out = &mut buf[..hex.len() / 2];
+        for (o, p) in out.iter_mut().zip(hex.chunks_exact(2)) {
+            *o = (nibble(p[0]) << 4) | nibble(p[1]);
+        }
+        out
+    }
+
     /// The lowercase hex form.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -181,6 +181,8 @@ fn a_token_from_bytes_is_its_lowercase_hex() {
     let t = DeviceToken::from_bytes(&[0x00, 0xAB, 0x7f, 0xff]).unwrap();
     assert_eq!(t, DeviceToken::parse("00AB7FFF").unwrap());
     assert_eq!(t.as_str(), "00ab7fff");
+    let mut buf = [0u8; MAX_TOKEN_HEX / 2];
+    assert_eq!(t.to_bytes(&mut buf), &[0x00, 0xAB, 0x7f, 0xff]);
     assert!(DeviceToken::from_bytes(&[]).is_err());
     assert!(
         DeviceToken::from_bytes(&[1; 101]).is_err(),

@@ -191,22 +191,20 @@ impl ReadyQueue {
 
     /// Forgets ids whose outcome is committed.
     pub fn release(&self, ids: impl IntoIterator<Item = ApnsId>) {
-        let mut q = self.lock();
+        let mut guard = self.lock();
+        let q = &mut *guard;
         let now = Instant::now();
         for id in ids {
             let Some(k) = q.known.get_mut(&id) else {
                 continue;
             };
-            let was = std::mem::replace(k, Known::Released(now));
-            match was {
+            match *k {
+                // Released twice: the first release's time stands.
+                Known::Released(_) => continue,
                 Known::InFlight => q.in_flight -= 1,
                 Known::Queued => {}
-                // Released twice: the first release's time stands.
-                Known::Released(t) => {
-                    *k = Known::Released(t);
-                    continue;
-                }
             }
+            *k = Known::Released(now);
             q.recent.push_back((now, id));
         }
         q.forget_old();

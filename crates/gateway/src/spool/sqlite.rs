@@ -277,7 +277,8 @@ impl SqliteSpool {
         app: &str,
         token: &DeviceToken,
     ) -> Result<Option<(Reason, SystemTime)>, SpoolError> {
-        let (app, token) = (app.to_owned(), writer::token_bytes(token));
+        let token = token.to_bytes(&mut [0; writer::TOKEN_BYTES]).to_vec();
+        let app = app.to_owned();
         self.read(move |c| {
             c.prepare_cached("SELECT reason, since FROM dead_tokens WHERE app = ?1 AND token = ?2")
                 .map_err(sql("reading a dead token"))?
@@ -516,10 +517,14 @@ pub struct ReadyPage {
     pub cursor: Option<ApnsId>,
 }
 
-/// Reads ready rows into `out`, reading and decoding each request once (`cache` by request id).
+/// Runs one of the ready queries (`query`, described as `what`, with `first` and `limit` as
+/// its parameters) and reads its rows into `out`, reading and decoding each request once
+/// (`cache` by request id).
 fn read_ready(
     c: &Connection,
-    rows: &mut rusqlite::Rows<'_>,
+    (query, what): (&str, &'static str),
+    first: &dyn rusqlite::ToSql,
+    limit: usize,
     cache: &mut std::collections::HashMap<i64, (Arc<StoredRequest>, SystemTime)>,
     out: &mut Vec<ReadyRow>,
 ) -> Result<(), SpoolError> {
@@ -527,7 +532,9 @@ fn read_ready(
         what: "reading a ready row",
         source: e,
     };
-    while let Some(r) = rows.next().map_err(sql("paging ready notifications"))? {
+    let mut st = c.prepare_cached(query).map_err(sql(what))?;
+    let mut rows = st.query(params![first, limit as i64]).map_err(sql(what))?;
+    while let Some(r) = rows.next().map_err(sql(what))? {
         let request_id: i64 = r.get(3).map_err(get)?;
         let (request, expires_at) = match cache.get(&request_id) {
             Some((req, expires)) => (Arc::clone(req), *expires),
@@ -617,32 +624,14 @@ impl SqliteSpool {
         self.read(move |c| {
             let mut cache = std::collections::HashMap::new();
             let mut rows = Vec::new();
-            let mut waiting = c
-                .prepare_cached(READY_WAITING)
-                .map_err(sql("paging ready notifications"))?;
-            read_ready(
-                c,
-                &mut waiting
-                    .query(params![after, limit as i64])
-                    .map_err(sql("paging ready notifications"))?,
-                &mut cache,
-                &mut rows,
-            )?;
+            let waiting = (READY_WAITING, "paging ready notifications");
+            read_ready(c, waiting, &after, limit, &mut cache, &mut rows)?;
             let cursor = (rows.len() == limit)
                 .then(|| rows.last().map(|r| r.id))
                 .flatten();
             if start {
-                let mut due = c
-                    .prepare_cached(READY_DUE)
-                    .map_err(sql("paging due retries"))?;
-                read_ready(
-                    c,
-                    &mut due
-                        .query(params![now, limit as i64])
-                        .map_err(sql("paging due retries"))?,
-                    &mut cache,
-                    &mut rows,
-                )?;
+                let due = (READY_DUE, "paging due retries");
+                read_ready(c, due, &now, limit, &mut cache, &mut rows)?;
             }
             Ok(ReadyPage { rows, cursor })
         })

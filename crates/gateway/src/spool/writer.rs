@@ -286,7 +286,7 @@ fn apply(
         Command::RequeueInFlight { .. } => Done::Count(requeue_in_flight(tx, now)?),
         Command::ClearDeadToken { app, token, .. } => Done::Flag(
             tx.prepare_cached("DELETE FROM dead_tokens WHERE app = ?1 AND token = ?2")?
-                .execute(params![app, token_bytes(token)])?
+                .execute(params![app, token.to_bytes(&mut [0; TOKEN_BYTES])])?
                 > 0,
         ),
     })
@@ -401,16 +401,8 @@ fn clone_err(e: &rusqlite::Error) -> rusqlite::Error {
     }
 }
 
-pub(crate) fn token_bytes(t: &apns::DeviceToken) -> Vec<u8> {
-    let hex = t.as_str().as_bytes();
-    let nibble = |b: u8| match b {
-        b'0'..=b'9' => b - b'0',
-        _ => b - b'a' + 10,
-    };
-    hex.chunks_exact(2)
-        .map(|p| (nibble(p[0]) << 4) | nibble(p[1]))
-        .collect()
-}
+/// Room for the bytes of any token (`DeviceToken::to_bytes` writes into `[0; TOKEN_BYTES]`).
+pub(crate) const TOKEN_BYTES: usize = apns::notification::MAX_TOKEN_HEX / 2;
 
 fn insert_batch(
     tx: &Transaction<'_>,
@@ -447,11 +439,12 @@ fn insert_batch(
         } else {
             State::Queued
         };
+        let mut buf = [0; TOKEN_BYTES];
         for (id, token) in &r.notifications {
             note.execute(params![
                 &id.as_uuid().as_bytes()[..],
                 request_id,
-                token_bytes(token),
+                token.to_bytes(&mut buf),
                 state as i64,
                 send_at,
                 now,
@@ -507,7 +500,7 @@ fn register_dead(tx: &Transaction<'_>, d: &DeadToken) -> Result<(), rusqlite::Er
     )?
     .execute(params![
         d.app,
-        token_bytes(&d.token),
+        d.token.to_bytes(&mut [0; TOKEN_BYTES]),
         d.reason.as_str(),
         to_ms(d.since)
     ])?;

@@ -84,6 +84,17 @@ team_id = "TEAM123456"
 }
 
 impl TestApi {
+    /// Notifications in the spool, whatever their state.
+    pub async fn stored(&self) -> u64 {
+        self.spool
+            .counts()
+            .await
+            .unwrap()
+            .iter()
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     pub async fn start() -> TestApi {
         TestApi::start_with("", "").await
     }

@@ -12,14 +12,15 @@ const T2: &str = "aabbccddeeff00112233445566778899aabbccddeeff001122334455667788
 const PER_RECIPIENT: &str =
     "Content-Type: message/vnd.msys.apn\r\n\r\n{\"aps\":{\"alert\":\"hi\"}}\r\n";
 
-async fn stored(api: &TestApi) -> u64 {
-    api.spool
-        .counts()
-        .await
-        .unwrap()
-        .iter()
-        .map(|(_, n)| n)
-        .sum()
+/// POSTs `body` to the injector with the shop's key: status, headers, JSON answer.
+async fn inject(api: &TestApi, body: &Value) -> (u16, http::HeaderMap, Value) {
+    api.call(
+        "POST",
+        "/v1.0/inject",
+        Some(SHOP_KEY),
+        Some(&body.to_string()),
+    )
+    .await
 }
 
 fn ids(result: &Value) -> Vec<ApnsId> {
@@ -68,7 +69,7 @@ async fn an_injection_answers_momentum_results_per_recipient() {
             );
         }
     }
-    assert_eq!(stored(&api).await, 4);
+    assert_eq!(api.stored().await, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,7 +105,7 @@ async fn a_token_header_fans_out_once_per_app_and_basic_auth_works() {
     // One notification for shop (listed under both shop recipients), one for news.
     assert_eq!(ids(&r[0]), ids(&r[1]));
     assert_ne!(ids(&r[0]), ids(&r[2]));
-    assert_eq!(stored(&api).await, 2);
+    assert_eq!(api.stored().await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,14 +115,7 @@ async fn an_injection_is_all_or_nothing_with_smtp_reasons() {
     let body = json!({"template": PER_RECIPIENT, "recipients": [
         {"to": format!("{T1}@shop")}, {"to": format!("{T1}@news")}, {"to": format!("{T1}@nowhere")},
     ]});
-    let (status, _, answer) = api
-        .call(
-            "POST",
-            "/v1.0/inject",
-            Some(SHOP_KEY),
-            Some(&body.to_string()),
-        )
-        .await;
+    let (status, _, answer) = inject(&api, &body).await;
     assert_eq!(status, 400, "{answer}");
     assert_eq!(answer["status"], "failure");
     let reasons: Vec<&str> = answer["results"]
@@ -137,14 +131,7 @@ async fn an_injection_is_all_or_nothing_with_smtp_reasons() {
     let body = json!({"template": PER_RECIPIENT, "recipients": [
         {"to": format!("{T1}@shop")}, {"to": "xyz@shop"},
     ]});
-    let (status, _, answer) = api
-        .call(
-            "POST",
-            "/v1.0/inject",
-            Some(SHOP_KEY),
-            Some(&body.to_string()),
-        )
-        .await;
+    let (status, _, answer) = inject(&api, &body).await;
     assert_eq!(status, 400, "{answer}");
     for r in answer["results"].as_array().unwrap() {
         assert_eq!(r["status"], "failure");
@@ -156,14 +143,7 @@ async fn an_injection_is_all_or_nothing_with_smtp_reasons() {
     }
     // The seed's trailing comma.
     let body = json!({"template": "Content-Type: message/vnd.msys.apn\r\n\r\n{\"aps\":{\"alert\":\"x\"},}", "recipients": [{"to": format!("{T1}@shop")}]});
-    let (status, _, answer) = api
-        .call(
-            "POST",
-            "/v1.0/inject",
-            Some(SHOP_KEY),
-            Some(&body.to_string()),
-        )
-        .await;
+    let (status, _, answer) = inject(&api, &body).await;
     assert_eq!(status, 400);
     assert!(
         answer["results"][0]["reason"]
@@ -200,7 +180,7 @@ async fn an_injection_is_all_or_nothing_with_smtp_reasons() {
         (400, Some("invalid_field"))
     );
     assert_eq!(
-        stored(&api).await,
+        api.stored().await,
         0,
         "nothing of a refused injection is stored"
     );

@@ -78,16 +78,6 @@ fn first_id(reply: &str) -> ApnsId {
     ApnsId::parse(id).unwrap_or_else(|_| panic!("no id in {reply:?}"))
 }
 
-async fn stored(api: &TestApi) -> u64 {
-    api.spool
-        .counts()
-        .await
-        .unwrap()
-        .iter()
-        .map(|(_, n)| n)
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_example_is_refused_for_its_comma_and_its_token_then_taken_when_fixed() {
     let api = smtp_api().await;
@@ -110,7 +100,7 @@ async fn the_seed_example_is_refused_for_its_comma_and_its_token_then_taken_when
         "{e}"
     );
     assert_eq!(
-        stored(&api).await,
+        api.stored().await,
         0,
         "nothing of a refused message is stored"
     );
@@ -202,7 +192,7 @@ async fn pipelined_commands_and_dot_stuffed_lines_over_a_raw_socket() {
     let request = api.spool.request_of(id).await.unwrap().unwrap();
     let payload: Value = serde_json::from_slice(&request.payload).unwrap();
     assert_eq!(payload["aps"]["alert"], "hi.there");
-    assert_eq!(stored(&api).await, 3);
+    assert_eq!(api.stored().await, 3);
 }
 
 fn python_client() -> PathBuf {
@@ -293,7 +283,7 @@ async fn smtplib_sends_base64_8bit_and_header_placements_to_several_recipients()
         "{data}"
     );
     let first = first_id(data["text"].as_str().unwrap());
-    assert_eq!(stored(&api).await, 7);
+    assert_eq!(api.stored().await, 7);
     let b64 = api.spool.request_of(first).await.unwrap().unwrap();
     assert_eq!(b64.priority, Some(apns::Priority::Conserve));
     assert_eq!(b64.collapse_id.as_ref().unwrap().as_str(), "news-1");
@@ -406,7 +396,7 @@ async fn refusals_have_their_codes_and_store_nothing() {
     )
     .await;
     assert_eq!(step(&steps, "auth")["code"], 0, "not offered: {steps:?}");
-    assert_eq!(stored(&api).await, 0);
+    assert_eq!(api.stored().await, 0);
 }
 
 /// A self-signed certificate for 127.0.0.1, written as smtp.pem / smtp-key.pem.
@@ -473,5 +463,5 @@ async fn starttls_and_auth_scope_recipients_to_the_key_apps() {
         assert_eq!(step(&steps, "rcpt d@shop")["code"], 250);
         assert_eq!(step(&steps, "data")["code"], 250, "{steps:?}");
     }
-    assert_eq!(stored(&api).await, 2);
+    assert_eq!(api.stored().await, 2);
 }

@@ -219,18 +219,22 @@ async fn finished_rows_are_pruned_after_retention_and_pending_ones_stay() {
     assert_eq!(spool.counts().await.unwrap(), vec![(State::Queued, 5)]);
     spool.close().await.unwrap();
     let c = rusqlite::Connection::open(dir.path().join("spool.db")).unwrap();
-    let requests: Vec<(i64, i64)> = c
-        .prepare("SELECT id, remaining FROM requests ORDER BY id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let requests = requests_remaining(&c);
     assert_eq!(
         requests,
         vec![(2, 5)],
         "the finished request went with its last notification; the other counts its 5"
     );
+}
+
+/// Each request's id and the notifications it has left, read from the file itself.
+fn requests_remaining(c: &rusqlite::Connection) -> Vec<(i64, i64)> {
+    c.prepare("SELECT id, remaining FROM requests ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
 }
 
 /// The first schema, as pushgate 0.1 wrote it.
@@ -300,13 +304,7 @@ async fn a_version_1_spool_is_migrated() {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    let requests: Vec<(i64, i64)> = c
-        .prepare("SELECT id, remaining FROM requests ORDER BY id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let requests = requests_remaining(&c);
     assert_eq!(version, 2);
     assert_eq!(indexes, vec!["notifications_pending".to_owned()]);
     assert_eq!(

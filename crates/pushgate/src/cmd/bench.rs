@@ -86,7 +86,14 @@ impl Drop for Gateway {
 
 /// user + system CPU seconds of `pid`, from /proc.
 fn cpu_seconds(pid: u32, ticks: f64) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    stat_cpu(
+        &std::fs::read_to_string(format!("/proc/{pid}/stat"))?,
+        ticks,
+    )
+}
+
+/// user + system CPU seconds in the text of a `/proc/.../stat` file.
+fn stat_cpu(stat: &str, ticks: f64) -> anyhow::Result<f64> {
     // The command name may hold spaces; fields are counted after its closing parenthesis.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -118,10 +125,7 @@ fn thread_cpu(
             .and_then(|(_, r)| r.rsplit_once(')'))
             .map_or("?", |(n, _)| n)
             .to_owned();
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let (utime, stime): (f64, f64) = (f[11].parse()?, f[12].parse()?);
-        out.insert(tid, (name, (utime + stime) / ticks));
+        out.insert(tid, (name, stat_cpu(&stat, ticks)?));
     }
     Ok(out)
 }
