@@ -472,38 +472,16 @@ impl SqliteSpool {
     /// The request a notification belongs to.
     pub async fn request_of(&self, id: ApnsId) -> Result<Option<StoredRequest>, SpoolError> {
         self.read(move |c| {
-            let row = c
-                .prepare_cached(
-                    "SELECT r.app, r.payload, r.push_type, r.priority, r.topic, r.collapse_id, \
-                     r.apns_expiration FROM notifications n JOIN requests r ON r.id = n.request_id \
-                     WHERE n.id = ?1",
-                )
+            let request_id: Option<i64> = c
+                .prepare_cached("SELECT request_id FROM notifications WHERE id = ?1")
                 .map_err(sql("reading a request"))?
-                .query_row(params![&id.as_uuid().as_bytes()[..]], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, Vec<u8>>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, Option<u8>>(3)?,
-                        r.get::<_, Option<String>>(4)?,
-                        r.get::<_, Option<String>>(5)?,
-                        r.get::<_, Option<i64>>(6)?,
-                    ))
-                })
+                .query_row(params![&id.as_uuid().as_bytes()[..]], |r| r.get(0))
                 .optional()
                 .map_err(sql("reading a request"))?;
-            let Some((app, payload, push_type, priority, topic, collapse_id, exp)) = row else {
-                return Ok(None);
-            };
-            Ok(Some(decode_request(
-                app,
-                payload,
-                &push_type,
-                priority,
-                topic,
-                collapse_id,
-                exp,
-            )?))
+            match request_id {
+                Some(rid) => Ok(read_request(c, rid)?.map(|(request, _)| request)),
+                None => Ok(None),
+            }
         })
         .await
     }
