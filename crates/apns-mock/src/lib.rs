@@ -78,6 +78,9 @@ pub(crate) struct Behaviour {
     pub latency: Duration,
     pub fail_rate: f64,
     pub goaway_every: Option<u64>,
+    /// The error code of those GOAWAYs: `None` (or NO_ERROR) closes gracefully, any other
+    /// closes at once with that code.
+    pub goaway_code: Option<h2::Reason>,
     pub max_streams: u32,
     pub clock_offset_s: i64,
     /// Close every connection right after the h2 handshake with GOAWAY, before answering
@@ -108,6 +111,7 @@ pub struct MockApnsBuilder {
     latency: Duration,
     fail_rate: f64,
     goaway_every: Option<u64>,
+    goaway_code: Option<h2::Reason>,
     max_streams: u32,
     clock_offset_s: i64,
     record_limit: usize,
@@ -127,6 +131,7 @@ impl Default for MockApnsBuilder {
             latency: Duration::ZERO,
             fail_rate: 0.0,
             goaway_every: None,
+            goaway_code: None,
             max_streams: 1000,
             clock_offset_s: 0,
             record_limit: 100_000,
@@ -189,6 +194,15 @@ impl MockApnsBuilder {
     /// Send GOAWAY after this many streams on each connection.
     pub fn goaway_every(mut self, n: u64) -> Self {
         self.goaway_every = (n > 0).then_some(n);
+        self
+    }
+    /// The error code of `goaway_every`'s GOAWAY. NO_ERROR (the default) closes gracefully:
+    /// streams already accepted are answered. Any other code closes at once, as a server in
+    /// trouble does: the GOAWAY's last-stream-id is the last stream accepted, those streams
+    /// are never answered (the client sees the connection break under them), and streams
+    /// above it must be re-sent.
+    pub fn goaway_code(mut self, code: h2::Reason) -> Self {
+        self.goaway_code = (code != h2::Reason::NO_ERROR).then_some(code);
         self
     }
     /// Advertise this SETTINGS_MAX_CONCURRENT_STREAMS (default 1000).
@@ -306,6 +320,7 @@ impl MockApnsBuilder {
                 latency: self.latency,
                 fail_rate: self.fail_rate,
                 goaway_every: self.goaway_every,
+                goaway_code: self.goaway_code,
                 max_streams: self.max_streams,
                 clock_offset_s: self.clock_offset_s,
                 reject_connections: self.reject_connections,
@@ -374,4 +389,41 @@ impl Drop for RunningMock {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// A TLS server configuration (ALPN h2) with a fresh CA, and that CA in PEM for clients to
+/// trust: for test servers that write HTTP/2 frames themselves, to produce what no h2 server
+/// API can (a GOAWAY below streams already received, say).
+pub fn generated_server_tls() -> Result<(rustls::ServerConfig, String), MockError> {
+    let id = tls::generate()?;
+    let config = tls::server_config(&id, None)?;
+    Ok((config, id.ca_pem.unwrap_or_default()))
+}
+
+/// HTTP/2 error codes, for [`MockApnsBuilder::goaway_code`].
+pub use h2::Reason as H2Reason;
+
+/// An HTTP/2 error code by its RFC 9113 name (`ENHANCE_YOUR_CALM`) or number.
+pub fn parse_h2_reason(name: &str) -> Option<h2::Reason> {
+    const NAMES: [&str; 14] = [
+        "NO_ERROR",
+        "PROTOCOL_ERROR",
+        "INTERNAL_ERROR",
+        "FLOW_CONTROL_ERROR",
+        "SETTINGS_TIMEOUT",
+        "STREAM_CLOSED",
+        "FRAME_SIZE_ERROR",
+        "REFUSED_STREAM",
+        "CANCEL",
+        "COMPRESSION_ERROR",
+        "CONNECT_ERROR",
+        "ENHANCE_YOUR_CALM",
+        "INADEQUATE_SECURITY",
+        "HTTP_1_1_REQUIRED",
+    ];
+    let code = match NAMES.iter().position(|n| n.eq_ignore_ascii_case(name)) {
+        Some(i) => i as u32,
+        None => name.parse().ok()?,
+    };
+    Some(h2::Reason::from(code))
 }

@@ -188,7 +188,10 @@ async fn serve_connection(shared: &Arc<Shared>, tcp: TcpStream, shutdown: Cancel
         if !closing && b.goaway_every.is_some_and(|n| streams >= n) {
             closing = true;
             stats.goaways.fetch_add(1, Ordering::Relaxed);
-            h2.graceful_shutdown();
+            match b.goaway_code {
+                None => h2.graceful_shutdown(),
+                Some(code) => h2.abrupt_shutdown(code),
+            }
         }
     }
 }
@@ -274,7 +277,9 @@ async fn answer_later(mut rx: mpsc::Receiver<Judged>) {
     }
 }
 
-/// Sends the answer of a judged request and records it.
+/// Records a judged request, then sends its answer. Recording first means that whoever has
+/// read an answer also finds it counted: a test may read the counters as soon as its sends
+/// return, instead of polling for the simulator to catch up.
 fn finish(j: Judged) {
     let Judged {
         shared,
@@ -291,9 +296,6 @@ fn finish(j: Judged) {
     });
     match verdict {
         Ok(token) => {
-            proven.store(true, Ordering::Release);
-            drop(in_flight);
-            answer(respond, 200, apns_id.clone(), None);
             shared.stats.count(200, None);
             let id = apns_id
                 .to_str()
@@ -316,6 +318,9 @@ fn finish(j: Judged) {
                     .collect(),
                 payload: body.freeze(),
             });
+            proven.store(true, Ordering::Release);
+            drop(in_flight);
+            answer(respond, 200, apns_id, None);
         }
         Err(r) => {
             shared.stats.count(r.status, Some(r.reason.as_str()));

@@ -7,8 +7,9 @@
 //!   auth, one stream until its first 200 (Apple's rule).
 //! - [`Pool::send`] waits for a stream slot: that wait is the back-pressure. There is no queue
 //!   of our own and no task per notification; the caller's task drives its own request.
-//! - Streams APNs never processed (REFUSED_STREAM, or above a GOAWAY's last-stream-id) are
-//!   re-sent on another connection and never reported lost. A GOAWAY stops new streams on that
+//! - Streams APNs never processed (REFUSED_STREAM, above a GOAWAY's last-stream-id whatever
+//!   its error code, or closed before their body was sent) are re-sent on another connection
+//!   without using an attempt, and never reported lost. A GOAWAY stops new streams on that
 //!   connection; those in flight finish there.
 //! - Idle connections are PING'd and closed after `idle_timeout`.
 //!
@@ -150,6 +151,13 @@ struct Slot {
     answered: bool,
     last_used: Instant,
     last_ping: Instant,
+    /// We closed it (idle, or the pool closed): its end is no verdict on our credentials.
+    closed_by_us: bool,
+    /// Its driver has ended, but senders still hold streams of it: it is judged and removed
+    /// when the last one is released, once each has recorded whether it was answered (the
+    /// answers of a connection that closes right after them are read by the senders'
+    /// tasks, which may run after the driver's).
+    ended: bool,
 }
 
 impl Slot {
@@ -287,7 +295,7 @@ impl Pool {
     pub fn stats(&self) -> PoolStats {
         let st = self.shared.lock();
         PoolStats {
-            connections: st.conns.len(),
+            connections: st.conns.iter().filter(|c| !c.ended).count(),
             streams_in_flight: st.conns.iter().map(|c| c.in_flight).sum(),
             peak_streams_per_connection: st.peak_streams,
             connections_opened: st.opened,
@@ -307,6 +315,7 @@ impl Pool {
         st.closed = true;
         for c in &mut st.conns {
             c.send = None;
+            c.closed_by_us = true;
         }
         drop(st);
         self.shared.changed.notify_waiters();
@@ -384,12 +393,22 @@ impl Shared {
 
     fn release(&self, conn: u64) {
         let mut st = self.lock();
-        if let Some(c) = st.conns.iter_mut().find(|c| c.id == conn) {
+        let mut gone = false;
+        if let Some(i) = st.conns.iter().position(|c| c.id == conn) {
+            let c = &mut st.conns[i];
             c.in_flight -= 1;
             c.last_used = Instant::now();
+            if c.ended && c.in_flight == 0 {
+                self.remove(&mut st, i);
+                gone = true;
+            }
         }
         drop(st);
-        self.changed.notify_one();
+        if gone {
+            self.changed.notify_waiters();
+        } else {
+            self.changed.notify_one();
+        }
     }
 
     /// No new streams on `conn`.
@@ -457,6 +476,8 @@ impl Shared {
                                 answered: false,
                                 last_used: now,
                                 last_ping: now,
+                                closed_by_us: false,
+                                ended: false,
                             });
                         }
                         st.closed
@@ -507,7 +528,12 @@ impl Shared {
             }
         };
         if let Err(e) = body.send_data(n.payload.clone(), true) {
-            return self.classify(conn, &e);
+            // The stream closed before its body could be queued: a GOAWAY that arrived
+            // between the HEADERS and this call (h2 closes streams above its last-stream-id
+            // and answers `InactiveStreamId` here), or a reset. Either way APNs never had the
+            // whole request, so it cannot have delivered it: send it again.
+            debug!(conn, error = %e, "stream closed before its body was sent");
+            return Step::Refused;
         }
         let answer = async {
             let response = response.await?;
@@ -538,18 +564,25 @@ impl Shared {
         }
     }
 
-    /// Maps a stream error: refused or above a graceful GOAWAY's last-stream-id → re-send;
-    /// anything else may have been processed → connection lost.
+    /// Maps a stream error: refused, or above a GOAWAY's last-stream-id → re-send; anything
+    /// else may have been processed → connection lost.
+    ///
+    /// h2 gives a stream the peer's GOAWAY error only when the stream is above the frame's
+    /// last-stream-id, which by RFC 9113 §6.8 the server did not and will not process —
+    /// whatever the error code (`NO_ERROR` for a graceful close, `ENHANCE_YOUR_CALM`,
+    /// `INTERNAL_ERROR`...). Streams at or below it that end without an answer when the
+    /// connection closes get an I/O error (broken pipe) instead: those may have been
+    /// delivered, and are reported lost.
     fn classify(&self, conn: u64, e: &h2::Error) -> Step {
         if e.reason() == Some(h2::Reason::REFUSED_STREAM) {
             return Step::Refused;
         }
         if e.is_go_away() {
             self.drain(conn, "GOAWAY");
-            if e.reason() == Some(h2::Reason::NO_ERROR) && e.is_remote() {
+            if e.is_remote() {
                 return Step::Refused;
             }
-            warn!(conn, error = %e, "connection closed by APNs with streams in flight");
+            warn!(conn, error = %e, "connection closed with streams in flight");
             return Step::Answer(Outcome::ConnectionLost { reason: None });
         }
         if e.is_io() {
@@ -570,6 +603,7 @@ impl Shared {
         let idle = c.last_used.elapsed();
         if idle >= self.config.idle_timeout {
             c.send = None;
+            c.closed_by_us = true;
             return Housekeeping::Close;
         }
         if idle >= self.config.ping_interval && c.last_ping.elapsed() >= self.config.ping_interval {
@@ -579,22 +613,35 @@ impl Shared {
         Housekeeping::Nothing
     }
 
+    /// The driver of `conn` has ended: the slot goes now, or when its last stream is released.
     fn ended(&self, conn: u64) {
         let mut st = self.lock();
         if let Some(i) = st.conns.iter().position(|c| c.id == conn) {
-            let c = st.conns.swap_remove(i);
-            if !c.answered {
-                st.rejected_in_a_row += 1;
-                self.back_off(&mut st);
-                warn!(
-                    conn,
-                    in_a_row = st.rejected_in_a_row,
-                    "connection closed before any answer"
-                );
+            let c = &mut st.conns[i];
+            c.send = None;
+            if c.in_flight > 0 {
+                c.ended = true;
+            } else {
+                self.remove(&mut st, i);
             }
         }
         drop(st);
         self.changed.notify_waiters();
+    }
+
+    /// Removes slot `i`. A connection the server closed before answering anything counts
+    /// towards [`REJECTED_LIMIT`] and backs off the next connect; one we closed does not.
+    fn remove(&self, st: &mut State, i: usize) {
+        let c = st.conns.swap_remove(i);
+        if !c.answered && !c.closed_by_us {
+            st.rejected_in_a_row += 1;
+            self.back_off(st);
+            warn!(
+                conn = c.id,
+                in_a_row = st.rejected_in_a_row,
+                "connection closed before any answer"
+            );
+        }
     }
 }
 

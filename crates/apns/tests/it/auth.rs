@@ -79,7 +79,13 @@ fn cert_mock() -> apns_mock::MockApnsBuilder {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_auth_with_a_legacy_keychain_p12() {
-    let sim = cert_mock().spawn().await.unwrap();
+    // Each answer waits 50 ms, so ten senders overlap on the connection however busy the
+    // machine is: without a latency a fast burst may never have two streams open at once.
+    let sim = cert_mock()
+        .latency(std::time::Duration::from_millis(50))
+        .spawn()
+        .await
+        .unwrap();
     let p12 = std::fs::read(format!("{FIXTURES}/client-legacy.p12")).unwrap();
     let id = ClientIdentity::from_pkcs12(&p12, "secret", "client-legacy.p12").unwrap();
     let pool = Pool::new(config(&sim, Auth::Certificate(Arc::new(id))));

@@ -9,3 +9,5 @@ mod harness;
 mod outcomes;
 /// Connections: limits, GOAWAY, refusal, timeouts, idle close, back-off.
 mod pool;
+/// A server that writes HTTP/2 frames itself, for GOAWAYs h2's server cannot produce exactly.
+mod scripted;

@@ -3,6 +3,80 @@ use std::time::Duration;
 use apns::{Consequence, Outcome, Pool};
 
 use crate::harness::*;
+use crate::scripted::{Script, Scripted};
+
+/// A certificate-auth pool (no one-stream rule) for a scripted server.
+fn scripted_pool(server: &Scripted) -> Pool {
+    use rustls_pki_types::pem::PemObject;
+    let id = apns::auth::ClientIdentity::from_pem(
+        &std::fs::read(format!("{FIXTURES}/client.pem")).unwrap(),
+        &std::fs::read(format!("{FIXTURES}/client-key.pem")).unwrap(),
+        "client.pem",
+    )
+    .unwrap();
+    let mut c = apns::PoolConfig::new(
+        apns::Endpoint::parse(&server.endpoint()).unwrap(),
+        apns::auth::Auth::Certificate(std::sync::Arc::new(id)),
+    );
+    c.extra_roots =
+        vec![rustls_pki_types::CertificateDer::from_pem_slice(server.ca_pem.as_bytes()).unwrap()];
+    c.min_backoff = Duration::from_millis(50);
+    Pool::new(c)
+}
+
+/// A GOAWAY below streams the server already received, with any error code: the streams
+/// above its last-stream-id were never processed (RFC 9113 §6.8) and are re-sent, once each,
+/// without an attempt; those it answered are not sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_above_a_goaways_last_stream_id_are_re_sent_whatever_its_code() {
+    for (code, name) in [
+        (0x0, "NO_ERROR"),
+        (0xb, "ENHANCE_YOUR_CALM"),
+        (0x2, "INTERNAL_ERROR"),
+    ] {
+        let server = Scripted::start(Script {
+            requests: 10,
+            answered: 4,
+            last_processed: 4,
+            code,
+        })
+        .await;
+        let outcomes = burst(&scripted_pool(&server), 10, 10).await;
+        let failed: Vec<_> = outcomes.iter().filter(|(_, o)| !o.is_delivered()).collect();
+        assert!(
+            failed.is_empty(),
+            "{name}: {failed:?} {:?}",
+            server.requests()
+        );
+        assert_eq!(
+            server.requests(),
+            [10, 6],
+            "{name}: the six above the last-stream-id, re-sent on a second connection"
+        );
+    }
+}
+
+/// A stream at or below the last-stream-id that is left unanswered when the connection closes
+/// may have been delivered: it is reported lost (the gateway retries it as an attempt), not
+/// re-sent as if it had never been processed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_stream_at_or_below_the_last_stream_id_is_reported_lost() {
+    let server = Scripted::start(Script {
+        requests: 10,
+        answered: 3,
+        last_processed: 4,
+        code: 0xb,
+    })
+    .await;
+    let outcomes = burst(&scripted_pool(&server), 10, 10).await;
+    let lost: Vec<_> = outcomes
+        .iter()
+        .filter(|(_, o)| !o.is_delivered())
+        .map(|(_, o)| o)
+        .collect();
+    assert_eq!(lost, [&Outcome::ConnectionLost { reason: None }]);
+    assert_eq!(server.requests(), [10, 6]);
+}
 
 /// GOAWAY every 100 streams while 2,000 notifications are in flight: each one is delivered
 /// exactly once; streams above the last-stream-id are re-sent, never lost or duplicated.
@@ -29,6 +103,31 @@ async fn goaway_in_the_middle_of_a_burst_loses_nothing() {
     for (n, _) in &outcomes {
         assert_eq!(ids.get(n.id.as_uuid()), Some(&1), "{}", n.id);
     }
+}
+
+/// The simulator's GOAWAY with an error code (an abrupt close, as a server in trouble does):
+/// streams it had taken end lost, those above its last-stream-id are re-sent, and no
+/// notification is accepted twice or reported delivered without the simulator's 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abrupt_goaway_with_an_error_code_duplicates_nothing() {
+    let sim = mock()
+        .goaway_every(100)
+        .goaway_code(apns_mock::H2Reason::ENHANCE_YOUR_CALM)
+        .spawn()
+        .await
+        .unwrap();
+    let outcomes = burst(&pool(&sim), 1000, 100).await;
+    let ids = sim.stats().id_counts();
+    for (n, o) in &outcomes {
+        match o {
+            o if o.is_delivered() => assert_eq!(ids.get(n.id.as_uuid()), Some(&1), "{}", n.id),
+            Outcome::ConnectionLost { .. } => {}
+            other => panic!("{} ended {other:?}", n.id),
+        }
+    }
+    let s = sim.stats().snapshot();
+    assert!(s.goaways >= 1, "{s:?}");
+    assert_eq!(s.duplicate_ids, 0, "{s:?}");
 }
 
 /// The pool opens at most `max_connections` and never exceeds the advertised stream limit;

@@ -49,6 +49,10 @@ pub struct Args {
     /// Send GOAWAY after this many streams on each connection.
     #[arg(long)]
     goaway_every: Option<u64>,
+    /// The error code of those GOAWAYs (`NO_ERROR`: graceful; `ENHANCE_YOUR_CALM`,
+    /// `INTERNAL_ERROR`, ... or a number: closed at once with that code).
+    #[arg(long, value_parser = goaway_code, default_value = "NO_ERROR")]
+    goaway_code: apns_mock::H2Reason,
     /// SETTINGS_MAX_CONCURRENT_STREAMS to advertise.
     #[arg(long, default_value_t = 1000)]
     max_streams: u32,
@@ -61,6 +65,12 @@ pub struct Args {
     /// Keep full detail (for GET /notifications) of at most this many accepted notifications.
     #[arg(long, default_value_t = 100_000)]
     record_limit: usize,
+}
+
+fn goaway_code(s: &str) -> Result<apns_mock::H2Reason, String> {
+    apns_mock::parse_h2_reason(s).ok_or_else(|| {
+        format!("{s:?} is not an HTTP/2 error code (a name such as ENHANCE_YOUR_CALM, or a number)")
+    })
 }
 
 fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
@@ -84,7 +94,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         .reject_connections(a.reject_connections)
         .record_limit(a.record_limit);
     if let Some(n) = a.goaway_every {
-        b = b.goaway_every(n);
+        b = b.goaway_every(n).goaway_code(a.goaway_code);
     }
     if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
         b = b.tls_files(read(cert)?, read(key)?);

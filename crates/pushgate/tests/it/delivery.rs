@@ -43,9 +43,8 @@ fn a_notification_is_delivered_end_to_end() {
     assert_eq!(seen["headers"]["apns-collapse-id"], "c1");
     assert_eq!(seen["payload"]["aps"]["alert"]["title"], "Hi");
     // And it is counted: accepted, the attempt, its answer time, the outcome, the connection.
-    let out = run(Command::new("curl").args(["-s", &format!("{}/metrics", gw.url)]));
-    let metrics = String::from_utf8(out.stdout).unwrap();
-    for want in [
+    // The outcome is committed before the completer counts it: wait for the counters.
+    let wants = [
         "pushgate_notifications_accepted_total{app=\"shop\"} 1",
         "pushgate_attempts_total{app=\"shop\",result=\"2xx\"} 1",
         "pushgate_apns_response_seconds_count{app=\"shop\"} 1",
@@ -54,9 +53,17 @@ fn a_notification_is_delivered_end_to_end() {
         "pushgate_connections{app=\"shop\"} 1",
         "pushgate_app_halted{app=\"shop\"} 0",
         "pushgate_spool_notifications{state=\"queued\"} 0",
-    ] {
-        assert!(metrics.contains(want), "missing {want} in:\n{metrics}");
-    }
+    ];
+    let metrics = poll_until("the delivery counted in /metrics", MINUTE, || {
+        let out = run(Command::new("curl").args(["-s", &format!("{}/metrics", gw.url)]));
+        let metrics = String::from_utf8(out.stdout).unwrap();
+        let missing: Vec<_> = wants.iter().filter(|w| !metrics.contains(*w)).collect();
+        if missing.is_empty() {
+            Ok(metrics)
+        } else {
+            Err(format!("missing {missing:?} in:\n{metrics}"))
+        }
+    });
     assert!(
         metrics.contains("pushgate_provider_token_age_seconds{app=\"shop\"}"),
         "{metrics}"

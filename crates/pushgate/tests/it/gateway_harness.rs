@@ -302,6 +302,22 @@ pub fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) 
     }
 }
 
+/// Polls `f` until it gives `Ok`, panicking after `within` with `what` and the last `Err` (what
+/// was still missing), so a failure shows why and not only that it timed out.
+pub fn poll_until<T>(what: &str, within: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let start = Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) => assert!(
+                start.elapsed() < within,
+                "{what} did not happen within {within:?}: {e}"
+            ),
+        }
+        wait_a_little();
+    }
+}
+
 /// The pause between two polls of a condition (never a synchronisation on its own). These
 /// tests are synchronous, so a thread sleep blocks no runtime.
 #[allow(
