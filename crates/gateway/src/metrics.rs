@@ -189,6 +189,11 @@ impl AppMetrics {
     }
 }
 
+/// A commit of outcomes the spool refused (dispatch pauses until one succeeds).
+pub fn outcome_commit_failed() {
+    metrics::counter!("pushgate_outcome_commit_failures_total").increment(1);
+}
+
 /// A gauge set at scrape time.
 pub fn gauge(name: &'static str, labels: &[(&'static str, String)], value: f64) {
     let labels: Vec<metrics::Label> = labels

@@ -19,6 +19,7 @@
 //! ```
 
 pub mod backoff;
+mod guard;
 mod ready;
 mod scheduler;
 mod worker;
@@ -126,6 +127,9 @@ pub(crate) struct Shared {
     pub next_retry: Mutex<Option<SystemTime>>,
     /// Outcomes since start (a std lock, held to update or clone).
     pub tally: Mutex<Tally>,
+    /// `Some(why)` while outcomes cannot be committed: no app takes new work until they are
+    /// (a std lock, held to read or swap).
+    paused: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -141,6 +145,35 @@ impl Shared {
     pub fn rescan(&self) {
         self.rescan_needed.store(true, Ordering::Release);
         self.scan_wake.notify_one();
+    }
+
+    /// Why dispatch is paused, if it is.
+    pub fn paused(&self) -> Option<String> {
+        self.paused.lock().expect("pause lock").clone()
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.lock().expect("pause lock").is_some()
+    }
+
+    /// Pauses every app's sends: outcomes cannot be committed.
+    fn pause(&self, why: String) {
+        let was = self.paused.lock().expect("pause lock").replace(why.clone());
+        if was.is_none() {
+            crate::metrics::gauge("pushgate_dispatch_paused", &[], 1.0);
+            warn!(reason = %why, "dispatch paused: outcomes cannot be recorded; retrying, no new sends meanwhile");
+        }
+    }
+
+    /// Ends a pause; the workers look for work again.
+    fn unpause(&self) {
+        if self.paused.lock().expect("pause lock").take().is_some() {
+            crate::metrics::gauge("pushgate_dispatch_paused", &[], 0.0);
+            info!("outcomes recorded again; dispatch resumed");
+            for w in self.apps() {
+                w.wake.notify_one();
+            }
+        }
     }
 }
 
@@ -200,6 +233,7 @@ impl Dispatcher {
             rescan_needed: AtomicBool::new(true),
             next_retry: Mutex::new(None),
             tally: Mutex::new(Tally::default()),
+            paused: Mutex::new(None),
         });
         let d = Arc::new(Dispatcher {
             shared: Arc::clone(&shared),
@@ -209,6 +243,7 @@ impl Dispatcher {
             config: Mutex::new(Some(Arc::clone(config))),
             warned: Mutex::new(HashMap::new()),
         });
+        crate::metrics::gauge("pushgate_dispatch_paused", &[], 0.0);
         d.tracker.spawn(complete(Arc::clone(&shared), done_rx));
         d.tracker.spawn(scheduler::run(Arc::clone(&shared)));
         d.apply_apps(config);
@@ -322,6 +357,11 @@ impl Dispatcher {
             certificate_expires_in,
             token_age,
         })
+    }
+
+    /// Why dispatch is paused (outcomes cannot be committed), if it is.
+    pub fn paused(&self) -> Option<String> {
+        self.shared.paused()
     }
 
     /// Apps that are halted, with their reasons.
@@ -512,53 +552,45 @@ impl Dispatcher {
     }
 }
 
-/// Records decisions in batches: one spool command per batch, then dead tokens, then the ids
-/// are released from their queues. Ends when every worker has stopped.
+/// Records decisions in batches: one spool command per batch (outcomes and the dead tokens
+/// they found, in one transaction), then the in-memory dead-token set, the tally, events and
+/// metrics, and only then are the ids released from their queues. Ends when every worker has
+/// stopped.
 async fn complete(shared: Arc<Shared>, mut rx: mpsc::Receiver<Done>) {
     let mut batch = Vec::with_capacity(1024);
     while rx.recv_many(&mut batch, 1024).await > 0 {
-        let completions: Vec<_> = batch
-            .iter()
-            .map(|d| d.decision.completion.clone())
-            .collect();
         let mut earliest = None::<SystemTime>;
         let mut requeued = false;
-        for c in &completions {
+        for d in &batch {
+            let c = &d.decision.completion;
             match c.due_at {
                 Some(t) => earliest = Some(earliest.map_or(t, |e| e.min(t))),
                 None if c.state == crate::spool::State::Queued => requeued = true,
                 None => {}
             }
         }
-        let recorded = match shared.spool.complete(completions).await {
-            Ok(()) => true,
-            Err(e) => {
-                warn!(error = %e, "recording outcomes failed; those notifications are re-sent after restart");
-                false
-            }
-        };
+        if !commit(&shared, &batch).await {
+            warn!(
+                notifications = batch.len(),
+                "shutting down with outcomes the spool refused; those notifications stay queued and are sent again after restart"
+            );
+            return;
+        }
         let sinks = shared.events.sinks();
         let now = SystemTime::now();
-        for d in &batch {
-            if let Some(dead) = &d.decision.dead {
-                match shared.spool.register_dead_token(dead.clone()).await {
-                    Ok(()) => {
-                        shared.dead.insert(&dead.app, &dead.token);
-                        if sinks.any() {
-                            sinks.send(&Event::TokenInvalidated {
-                                time: now,
-                                app: dead.app.clone(),
-                                token: dead.token.clone(),
-                                reason: dead.reason.as_str().to_owned(),
-                                since: dead.since,
-                            });
-                        }
-                    }
-                    Err(e) => warn!(error = %e, "registering a dead token failed"),
-                }
+        for dead in batch.iter().filter_map(|d| d.decision.dead.as_ref()) {
+            shared.dead.insert(&dead.app, &dead.token);
+            if sinks.any() {
+                sinks.send(&Event::TokenInvalidated {
+                    time: now,
+                    app: dead.app.clone(),
+                    token: dead.token.clone(),
+                    reason: dead.reason.as_str().to_owned(),
+                    since: dead.since,
+                });
             }
         }
-        if recorded {
+        {
             let mut tally = shared.tally.lock().expect("tally lock");
             for d in &batch {
                 let c = &d.decision.completion;
@@ -581,7 +613,7 @@ async fn complete(shared: Arc<Shared>, mut rx: mpsc::Receiver<Done>) {
                 }
             }
         }
-        if recorded && sinks.any() {
+        if sinks.any() {
             let per_attempt = sinks.per_attempt();
             for d in &batch {
                 let c = &d.decision.completion;
@@ -631,5 +663,46 @@ async fn complete(shared: Arc<Shared>, mut rx: mpsc::Receiver<Done>) {
         if requeued {
             shared.rescan();
         }
+    }
+}
+
+/// The longest wait between two tries to commit outcomes the spool refused.
+const COMMIT_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Commits `batch`'s outcomes and dead tokens. While the spool refuses them (a full disk, an
+/// I/O error), dispatch is paused — no app takes new work, so at most what is already in
+/// flight can be sent again after a crash — and the commit is tried again with backoff. The
+/// outcomes stay here meanwhile; forgetting them would leave their rows queued, to be sent
+/// again by the next scan, every few seconds, for as long as the disk stays full. False only
+/// when the gateway shuts down before the spool takes them.
+async fn commit(shared: &Shared, batch: &[Done]) -> bool {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let completions = batch
+            .iter()
+            .map(|d| d.decision.completion.clone())
+            .collect();
+        let dead = batch
+            .iter()
+            .filter_map(|d| d.decision.dead.clone())
+            .collect();
+        match shared.spool.complete(completions, dead).await {
+            Ok(()) => {
+                shared.unpause();
+                return true;
+            }
+            Err(e) => {
+                shared.pause(format!(
+                    "outcomes cannot be recorded: {}",
+                    crate::spool::error_chain(&e)
+                ));
+                crate::metrics::outcome_commit_failed();
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shared.shutdown.cancelled() => return false,
+        }
+        wait = (wait * 2).min(COMMIT_RETRY_MAX);
     }
 }

@@ -4,11 +4,10 @@
 //! While the app is halted it takes nothing; every probe interval it sends one notification as
 //! a probe, and resumes if that is not refused again (or when the configuration is reloaded).
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
-use apns::{Notification, Outcome, Pool, Reason};
+use apns::{Notification, Outcome, Pool};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::{Notify, mpsc};
@@ -16,13 +15,11 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::Shared;
+use super::guard::{Closed, EnvGuard, Held};
 use super::ready::{Ready, ReadyQueue};
 use crate::outcomes::{Decision, Limits, decide, expired, suppressed};
 use crate::spool::Completion;
 
-/// Answers kept for the wrong-environment guard, and how many BadDeviceToken among them halt.
-const WINDOW: usize = 100;
-const WRONG_ENV_THRESHOLD: usize = 50;
 /// Notifications taken from the queue at once (one in-flight mark covers them).
 const TAKE: usize = 2048;
 /// The most free slots the worker waits for before it takes more (fewer with a small pool).
@@ -49,8 +46,6 @@ pub(crate) struct AppWorker {
     halted: Mutex<Option<String>>,
     /// Wakes the worker on resume (reload) or stop.
     pub wake: Notify,
-    /// Whether each of the last answers was BadDeviceToken.
-    recent: Mutex<VecDeque<bool>>,
     pub stopped: std::sync::atomic::AtomicBool,
     pub metrics: crate::metrics::AppMetrics,
     /// Told when the app halts.
@@ -84,7 +79,6 @@ impl AppWorker {
             settings_version: std::sync::atomic::AtomicU64::new(0),
             halted: Mutex::new(halted),
             wake: Notify::new(),
-            recent: Mutex::new(VecDeque::with_capacity(WINDOW)),
             stopped: std::sync::atomic::AtomicBool::new(false),
             events,
         }
@@ -115,28 +109,12 @@ impl AppWorker {
         let was = self.halted.lock().expect("halt lock").take();
         if let Some(reason) = was {
             info!(app = %self.name, was = %reason, why, "app resumed");
-            self.recent.lock().expect("window lock").clear();
         }
         self.wake.notify_one();
     }
 
     pub fn settings(&self) -> Settings {
         self.settings.read().expect("settings lock").clone()
-    }
-
-    /// Records an answer; true when it is a BadDeviceToken that brings the window to the
-    /// wrong-environment threshold.
-    fn note_answer(&self, outcome: &Outcome) -> bool {
-        let Outcome::Response(_) = outcome else {
-            return false;
-        };
-        let bad = outcome.reason() == Some(&Reason::BadDeviceToken);
-        let mut w = self.recent.lock().expect("window lock");
-        if w.len() == WINDOW {
-            w.pop_front();
-        }
-        w.push_back(bad);
-        bad && w.iter().filter(|b| **b).count() >= WRONG_ENV_THRESHOLD
     }
 }
 
@@ -207,6 +185,7 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
         .settings_version
         .load(std::sync::atomic::Ordering::Acquire);
     let mut settings = app.settings();
+    let mut guard = EnvGuard::default();
     loop {
         let stopping = shared.shutdown.is_cancelled()
             || app.stopped.load(std::sync::atomic::Ordering::Acquire);
@@ -219,14 +198,28 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
         if version != seen {
             seen = version;
             settings = app.settings();
+            // New settings, new proof: what was held goes back to the queue.
+            if !put_back(&app, &done, guard.reset()).await {
+                break;
+            }
+        }
+        if sends.is_empty()
+            && app.queue.is_empty()
+            && let Some(closed) = guard.idle()
+            && !settle(&app, &done, closed).await
+        {
+            break;
         }
         let halted = app.is_halted();
-        let probe_now = halted && !probing && sends.is_empty() && Instant::now() >= next_probe;
+        // While outcomes cannot be committed, nothing new is sent (the completer wakes us).
+        let paused = shared.is_paused();
+        let probe_now =
+            halted && !paused && !probing && sends.is_empty() && Instant::now() >= next_probe;
         let room = settings.max_in_flight.saturating_sub(sends.len());
         // Refill in chunks, not one slot per answer: each take locks the queue and settles
         // expiry and suppression for what it took, which is cheaper done for many at once.
         let chunk = (settings.max_in_flight / 16).clamp(1, REFILL_CHUNK);
-        let want = match (stopping, halted, probe_now) {
+        let want = match (stopping || paused, halted, probe_now) {
             (true, _, _) => 0,
             (false, false, _) if room < chunk => 0,
             (false, false, _) => room.min(TAKE),
@@ -244,12 +237,14 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
             Vec::new()
         };
         if !batch.is_empty() {
-            if probe_now {
-                probing = true;
-                next_probe = Instant::now() + shared.options.probe_interval;
-                info!(app = %app.name, "probing a halted app with one notification");
-            }
             if let Some((pool, go)) = start_sends(&app, &shared, &done, &settings, batch).await {
+                // A probe counts only once it is sent: one settled unsent (expired, or to a
+                // dead token) leaves the probe due, and the next notification is tried.
+                if probe_now {
+                    probing = true;
+                    next_probe = Instant::now() + shared.options.probe_interval;
+                    info!(app = %app.name, "probing a halted app with one notification");
+                }
                 for r in go {
                     sends.push(send_one(pool.clone(), r));
                 }
@@ -264,20 +259,33 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
             _ = app.queue.arrived.notified(), if want > 0 => {}
             Some((ready, outcome, took, unsent)) = sends.next(), if !sends.is_empty() => {
                 record_attempt(&app.metrics, &outcome, took);
-                let wrong_env = app.note_answer(&outcome);
-                let decision = if unsent {
+                let was_probe = std::mem::take(&mut probing);
+                let passed = if unsent {
                     // Never sent: its pool was closed by a reload or the shutdown. Back to the
                     // queue, due at once, without using up an attempt.
-                    Decision { completion: requeued(&ready), dead: None, halt: None }
+                    Some(Held { decision: Decision { completion: requeued(&ready), dead: None, halt: None }, ready })
                 } else {
-                    decide(&ready, &app.name, &outcome, settings.limits, wrong_env, SystemTime::now())
+                    let decision = decide(&ready, &app.name, &outcome, settings.limits, false, SystemTime::now());
+                    let (passed, closed) = guard.answer(&outcome, ready, decision);
+                    if let Some(closed) = closed
+                        && !settle(&app, &done, closed).await
+                    {
+                        break;
+                    }
+                    passed
                 };
+                // A held answer (BadDeviceToken before the credential proved itself) neither
+                // halts nor resumes.
+                let Some(Held { ready, decision }) = passed else { continue };
                 match &decision.halt {
                     Some(reason) => app.halt(reason),
-                    None if probing => app.resume("a probe succeeded"),
+                    // Only an answer from APNs shows the credential works again: a timeout or
+                    // an unreachable endpoint keeps the app halted until the next probe.
+                    None if was_probe && matches!(outcome, Outcome::Response(_)) && !unsent => {
+                        app.resume("a probe succeeded");
+                    }
                     None => {}
                 }
-                probing = false;
                 if done.send(Done { app: Arc::clone(&app), token: ready.token, decision }).await.is_err() {
                     break;
                 }
@@ -287,6 +295,48 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
             _ = shared.shutdown.cancelled(), if !stopping => {}
         }
     }
+}
+
+/// Carries out the wrong-environment guard's verdict on the outcomes it held. False when the
+/// completer has gone (shutdown).
+async fn settle(app: &Arc<AppWorker>, done: &mpsc::Sender<Done>, closed: Closed) -> bool {
+    match closed {
+        Closed::Commit(held) => forward(app, done, held).await,
+        Closed::Halt(held) => {
+            app.halt("LikelyWrongEnvironment");
+            put_back(app, done, held).await
+        }
+    }
+}
+
+/// Puts held outcomes back in the queue, due at once, without using an attempt.
+async fn put_back(app: &Arc<AppWorker>, done: &mpsc::Sender<Done>, held: Vec<Held>) -> bool {
+    let back = held
+        .into_iter()
+        .map(|h| Held {
+            decision: Decision {
+                completion: requeued(&h.ready),
+                dead: None,
+                halt: None,
+            },
+            ready: h.ready,
+        })
+        .collect();
+    forward(app, done, back).await
+}
+
+async fn forward(app: &Arc<AppWorker>, done: &mpsc::Sender<Done>, items: Vec<Held>) -> bool {
+    for Held { ready, decision } in items {
+        let d = Done {
+            app: Arc::clone(app),
+            token: ready.token,
+            decision,
+        };
+        if done.send(d).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// Settles what need not be sent (expired, suppressed) and returns the rest with the pool to

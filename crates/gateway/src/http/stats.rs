@@ -123,6 +123,9 @@ pub async fn readyz(State(state): State<Arc<ApiState>>) -> (StatusCode, Json<ser
         reasons.push(format!("spool full: {pending} pending, limit {limit}"));
     }
     if let Some(d) = &state.dispatch {
+        if let Some(why) = d.paused() {
+            reasons.push(format!("dispatch paused: {why}"));
+        }
         for (app, reason) in d.halted() {
             reasons.push(format!("app {app} halted: {reason}"));
         }

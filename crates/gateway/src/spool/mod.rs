@@ -206,10 +206,12 @@ pub trait Spool: Send + Sync {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<ApnsId>, SpoolError>> + Send;
 
-    /// Records results and decisions.
+    /// Records results and decisions, and registers the dead tokens they found, in one
+    /// transaction: all of it or none.
     fn complete(
         &self,
         done: Vec<Completion>,
+        dead: Vec<DeadToken>,
     ) -> impl Future<Output = Result<(), SpoolError>> + Send;
 
     /// Adds (or refreshes) a dead token.
@@ -226,6 +228,19 @@ pub trait Spool: Send + Sync {
 
     /// Notifications not yet final.
     fn pending(&self) -> u64;
+}
+
+/// An error with its sources, `: `-separated, for log lines and `/readyz` reasons (a
+/// [`SpoolError::Sql`] alone says only what was being done, its source says why).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// Milliseconds since the epoch, as stored.

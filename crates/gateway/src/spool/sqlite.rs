@@ -131,6 +131,7 @@ struct Inner {
     max_pending: u64,
     /// The read connection. A std mutex, taken only inside blocking tasks.
     reader: Arc<Mutex<Connection>>,
+    writer: Arc<writer::WriterState>,
 }
 
 fn sql(what: &'static str) -> impl FnOnce(rusqlite::Error) -> SpoolError {
@@ -195,9 +196,11 @@ impl SqliteSpool {
         let (tx, rx) = mpsc::channel(options.channel_capacity.max(1));
         let writer_pending = Arc::clone(&pending);
         let max_pending = options.max_pending;
+        let writer = Arc::new(writer::WriterState::default());
+        let writer_state = Arc::clone(&writer);
         std::thread::Builder::new()
             .name("spool-writer".into())
-            .spawn(move || writer::run(conn, rx, writer_pending, max_pending))
+            .spawn(move || writer::run(conn, rx, writer_pending, max_pending, writer_state))
             .map_err(|source| SpoolError::Io {
                 what: "spawning the spool writer thread".to_owned(),
                 source,
@@ -209,8 +212,22 @@ impl SqliteSpool {
                 pending,
                 max_pending,
                 reader: Arc::new(Mutex::new(reader)),
+                writer,
             }),
         })
+    }
+
+    /// Transactions the writer has committed since the spool was opened.
+    pub fn commits(&self) -> u64 {
+        self.inner.writer.commits.load(Ordering::Relaxed)
+    }
+
+    /// Fault injection for tests: while `fail` is set, every transaction that writes fails at
+    /// its commit with `SQLITE_FULL` (as on a full disk) and is rolled back. Never set by the
+    /// gateway itself.
+    #[doc(hidden)]
+    pub fn inject_write_failures(&self, fail: bool) {
+        self.inner.writer.fail_writes.store(fail, Ordering::Relaxed);
     }
 
     /// The file.
@@ -328,8 +345,13 @@ impl Spool for SqliteSpool {
             .await
     }
 
-    async fn complete(&self, done: Vec<Completion>) -> Result<(), SpoolError> {
-        self.call(|reply| Command::Complete { done, reply }).await
+    async fn complete(
+        &self,
+        done: Vec<Completion>,
+        dead: Vec<DeadToken>,
+    ) -> Result<(), SpoolError> {
+        self.call(|reply| Command::Complete { done, dead, reply })
+            .await
     }
 
     async fn register_dead_token(&self, dead: DeadToken) -> Result<(), SpoolError> {

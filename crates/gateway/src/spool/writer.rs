@@ -9,7 +9,7 @@
 //! any timer.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use apns::ApnsId;
@@ -67,8 +67,11 @@ pub(crate) enum Command {
     Flush {
         reply: Reply<()>,
     },
+    /// Outcomes, and the dead tokens they found, in one transaction: a failed notification is
+    /// never committed without its token in the registry.
     Complete {
         done: Vec<Completion>,
+        dead: Vec<DeadToken>,
         reply: Reply<()>,
     },
     DeadToken {
@@ -110,12 +113,24 @@ enum Answer {
     Flag(Reply<bool>, Result<bool, SpoolError>),
 }
 
+/// What the writer shares with the spool's handles besides its channel.
+#[derive(Debug, Default)]
+pub(crate) struct WriterState {
+    /// Transactions committed.
+    pub commits: AtomicU64,
+    /// Fault injection for tests: while set, every transaction that writes fails at its
+    /// commit as a full disk would (`SQLITE_FULL`) and is rolled back. An empty one (a flush)
+    /// still succeeds, as it does on a real full disk.
+    pub fail_writes: AtomicBool,
+}
+
 /// Runs the writer until every sender is gone.
 pub(crate) fn run(
     mut conn: Connection,
     mut rx: mpsc::Receiver<Command>,
     pending: Arc<AtomicU64>,
     max_pending: u64,
+    state: Arc<WriterState>,
 ) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     let mut stop = None;
@@ -137,7 +152,7 @@ pub(crate) fn run(
             let refused: Vec<Answer> = rest.map(|c| refuse(c, || SpoolError::WriterGone)).collect();
             deliver(refused, &pending);
         }
-        let answers = apply_group(&mut conn, &mut group, &pending, max_pending);
+        let answers = apply_group(&mut conn, &mut group, &pending, max_pending, &state);
         deliver(answers, &pending);
         if stop.is_some() {
             break;
@@ -166,9 +181,10 @@ fn apply_group(
     group: &mut Vec<Command>,
     pending: &AtomicU64,
     max_pending: u64,
+    state: &WriterState,
 ) -> Vec<Answer> {
     let now = to_ms(SystemTime::now());
-    match transact(conn, group, now, pending, max_pending) {
+    match transact(conn, group, now, pending, max_pending, state) {
         Ok(done) => group
             .drain(..)
             .zip(done)
@@ -178,7 +194,7 @@ fn apply_group(
             warn!(error = %e, "a spool command failed; its group is applied again one at a time");
             for c in group.drain(..) {
                 let one = std::slice::from_ref(&c);
-                let r = match transact(conn, one, now, pending, max_pending) {
+                let r = match transact(conn, one, now, pending, max_pending, state) {
                     Ok(mut done) => Ok(done.remove(0)),
                     Err(f) => Err(f.into_error()),
                 };
@@ -231,6 +247,7 @@ fn transact(
     now: i64,
     pending: &AtomicU64,
     max_pending: u64,
+    state: &WriterState,
 ) -> Result<Vec<Done>, Failure> {
     let sql = |what, source| SpoolError::Sql { what, source };
     let tx = conn
@@ -253,8 +270,20 @@ fn transact(
         }
         done.push(d);
     }
+    let writes = commands.iter().any(|c| !matches!(c, Command::Flush { .. }));
+    if writes && state.fail_writes.load(Ordering::Relaxed) {
+        // Dropping `tx` rolls it back.
+        return Err(Failure::Transaction(sql(
+            "committing",
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                Some("database or disk is full (injected fault)".to_owned()),
+            ),
+        )));
+    }
     tx.commit()
         .map_err(|e| Failure::Transaction(sql("committing", e)))?;
+    state.commits.fetch_add(1, Ordering::Relaxed);
     Ok(done)
 }
 
@@ -277,7 +306,12 @@ fn apply(
         }
         Command::ClaimDue { now, limit, .. } => Done::Ids(claim_due(tx, to_ms(*now), *limit)?),
         Command::Flush { .. } | Command::Stop { .. } => Done::Unit(0),
-        Command::Complete { done, .. } => Done::Unit(complete(tx, done, now)?),
+        Command::Complete { done, dead, .. } => {
+            for d in dead {
+                register_dead(tx, d)?;
+            }
+            Done::Unit(complete(tx, done, now)?)
+        }
         Command::DeadToken { dead, .. } => {
             register_dead(tx, dead)?;
             Done::Unit(0)

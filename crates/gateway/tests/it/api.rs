@@ -445,24 +445,27 @@ async fn the_status_document_follows_a_notification_through_its_states() {
     assert!(doc["created_at"].as_str().unwrap().ends_with('Z'));
     assert_eq!(doc.as_object().unwrap().len(), 11);
     api.spool
-        .complete(vec![
-            Completion {
-                id: ids[0],
-                state: State::Delivered,
-                attempts: 1,
-                status: Some(200),
-                reason: None,
-                due_at: None,
-            },
-            Completion {
-                id: ids[1],
-                state: State::Failed,
-                attempts: 2,
-                status: Some(410),
-                reason: Some(Reason::Unregistered),
-                due_at: None,
-            },
-        ])
+        .complete(
+            vec![
+                Completion {
+                    id: ids[0],
+                    state: State::Delivered,
+                    attempts: 1,
+                    status: Some(200),
+                    reason: None,
+                    due_at: None,
+                },
+                Completion {
+                    id: ids[1],
+                    state: State::Failed,
+                    attempts: 2,
+                    status: Some(410),
+                    reason: Some(Reason::Unregistered),
+                    due_at: None,
+                },
+            ],
+            Vec::new(),
+        )
         .await
         .unwrap();
     let (_, _, doc) = api.call("GET", &path, Some(SHOP_KEY), None).await;

@@ -11,6 +11,8 @@ mod config;
 mod crash;
 /// The dashboard through real HTTP(S): admin-only login, cookie flags, CSRF, data, logout.
 mod dashboard;
+/// After "accepted": outcomes the spool refuses, a wrong environment, dead tokens in bulk.
+mod delivery_core;
 /// The delivery log (rotation, heartbeat, mode, a stalled file) and failure hooks (signed
 /// batches, retries, a hook that is down), against real files, FIFOs and sockets.
 mod events;
@@ -18,6 +20,8 @@ mod events;
 mod harness;
 /// Momentum's REST injector: results per recipient, fan-out, Basic auth, all-or-nothing.
 mod inject;
+/// A whole gateway in this process against the simulator, for tests that reach inside.
+mod live;
 /// The SMTP listener with lettre, Python's smtplib and a raw socket: the seed's example,
 /// pipelining, dot-stuffing, encodings, placements, fan-out, every refusal, STARTTLS and AUTH.
 mod smtp;

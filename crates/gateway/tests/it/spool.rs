@@ -99,7 +99,7 @@ async fn beyond_max_pending_submits_are_refused_as_full() {
             due_at: None,
         })
         .collect();
-    spool.complete(done).await.unwrap();
+    spool.complete(done, Vec::new()).await.unwrap();
     assert_eq!(spool.pending(), 95);
     spool.enqueue(vec![request("shop", 200, 5)]).await.unwrap();
 }
@@ -191,7 +191,7 @@ async fn finished_rows_are_pruned_after_retention_and_pending_ones_stay() {
             due_at: None,
         })
         .collect();
-    spool.complete(completions).await.unwrap();
+    spool.complete(completions, Vec::new()).await.unwrap();
     let failed = spool.get(done_ids[0]).await.unwrap().unwrap();
     assert_eq!(
         (failed.state, failed.status, failed.reason),
@@ -358,14 +358,17 @@ async fn a_retry_keeps_the_row_pending_with_its_due_time() {
     spool.enqueue(vec![r]).await.unwrap();
     let due = SystemTime::now() + Duration::from_secs(30);
     spool
-        .complete(vec![Completion {
-            id,
-            state: State::Queued,
-            attempts: 1,
-            status: Some(503),
-            reason: Some(Reason::ServiceUnavailable),
-            due_at: Some(due),
-        }])
+        .complete(
+            vec![Completion {
+                id,
+                state: State::Queued,
+                attempts: 1,
+                status: Some(503),
+                reason: Some(Reason::ServiceUnavailable),
+                due_at: Some(due),
+            }],
+            Vec::new(),
+        )
         .await
         .unwrap();
     assert_eq!(spool.pending(), 1);
@@ -383,14 +386,17 @@ async fn the_pruner_runs_in_the_background() {
     let ids: Vec<_> = r.notifications.iter().map(|(id, _)| *id).collect();
     spool.enqueue(vec![r]).await.unwrap();
     spool
-        .complete(vec![Completion {
-            id: ids[0],
-            state: State::Delivered,
-            attempts: 1,
-            status: Some(200),
-            reason: None,
-            due_at: None,
-        }])
+        .complete(
+            vec![Completion {
+                id: ids[0],
+                state: State::Delivered,
+                attempts: 1,
+                status: Some(200),
+                reason: None,
+                due_at: None,
+            }],
+            Vec::new(),
+        )
         .await
         .unwrap();
     let pruner =

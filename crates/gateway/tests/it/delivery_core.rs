@@ -1,0 +1,180 @@
+//! After "accepted": what becomes of committed work when something around it fails — the
+//! spool refusing outcomes, a wrong environment, many dead tokens at once.
+
+use std::time::Duration;
+
+use gateway::dispatch::DispatchOptions;
+use gateway::spool::State;
+
+use crate::harness::token;
+use crate::live::{Live, counter, mock, shop, until};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// Outcomes the spool cannot commit (a full disk) pause dispatch instead of being forgotten:
+/// `/readyz` says why, nothing new is sent, the held outcomes are committed once the spool
+/// takes them again — and no notification reaches Apple twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_the_spool_refuses_pause_dispatch_and_nothing_is_sent_twice() {
+    // Answers wait 200 ms, so the fault is in place before the first outcome arrives and a
+    // backlog is still waiting when it strikes.
+    let sim = mock()
+        .latency(Duration::from_millis(200))
+        .record_limit(0)
+        .spawn()
+        .await
+        .unwrap();
+    let live = Live::start(&sim, "", DispatchOptions::default()).await;
+    live.submit(vec![shop(0, 30_000)]).await;
+    live.spool().inject_write_failures(true);
+    until("dispatch to pause", MINUTE, || async {
+        live.dispatch.paused().is_some()
+    })
+    .await;
+    let (status, body) = live.readyz().await;
+    assert_eq!(status, 503, "{body}");
+    let reason = body["reasons"][0].as_str().unwrap();
+    assert!(
+        reason.contains("dispatch paused") && reason.contains("disk is full"),
+        "{body}"
+    );
+    // Three failed tries later (0.1 + 0.2 + 0.4 s of backoff, past the 200 ms the streams
+    // in flight at the pause take), nothing more is sent while the commit is tried again
+    // three more times.
+    let more_tries = |n: f64| {
+        let from = counter("pushgate_outcome_commit_failures_total");
+        until("more tries to commit", MINUTE, move || async move {
+            counter("pushgate_outcome_commit_failures_total") >= from + n
+        })
+    };
+    more_tries(3.0).await;
+    let sent = sim.stats().snapshot().requests;
+    more_tries(3.0).await;
+    assert_eq!(
+        sim.stats().snapshot().requests,
+        sent,
+        "sent while dispatch was paused"
+    );
+    assert!(sent < 30_000, "the fault struck after everything was sent");
+    live.spool().inject_write_failures(false);
+    until("every notification delivered", MINUTE, || async {
+        live.count(State::Delivered).await == 30_000
+    })
+    .await;
+    let s = sim.stats().snapshot();
+    assert_eq!((s.unique_ids, s.duplicate_ids), (30_000, 0), "{s:?}");
+    assert_eq!(live.dispatch.paused(), None);
+    assert_eq!(live.readyz().await.0, 200);
+    live.stop().await;
+}
+
+/// Dead tokens are registered in the same commit as their notifications' outcomes: 5,000
+/// Unregistered answers take a handful of transactions, not one each, and the registry holds
+/// every token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_tokens_are_committed_with_their_outcomes() {
+    let tokens: Vec<String> = (0..5_000).map(|i| token(i).as_str().to_owned()).collect();
+    // Answers wait 50 ms, so they come back many at a time, as they do from Apple.
+    let sim = mock()
+        .unregistered(tokens.iter().map(|t| (t.as_str(), 1_700_000_000_000)))
+        .latency(Duration::from_millis(50))
+        .record_limit(0)
+        .spawn()
+        .await
+        .unwrap();
+    let live = Live::start(&sim, "", DispatchOptions::default()).await;
+    // A token connection carries one stream until its first 200: one good token first.
+    live.submit(vec![shop(10_000, 1)]).await;
+    until("the first delivery", MINUTE, || async {
+        live.count(State::Delivered).await == 1
+    })
+    .await;
+    let before = live.spool().commits();
+    live.submit(vec![shop(0, 5_000)]).await;
+    until("every notification failed", MINUTE, || async {
+        live.count(State::Failed).await == 5_000
+    })
+    .await;
+    // The submit is one; each group of outcomes one more.
+    let commits = live.spool().commits() - before;
+    assert!(commits < 500, "{commits} commits for 5,000 outcomes");
+    let dead = live.spool().all_dead_tokens().await.unwrap();
+    assert_eq!(dead.len(), 5_000);
+    live.stop().await;
+}
+
+/// Apple calls every token bad (the app's `environment` is wrong): nothing fails, no token is
+/// registered dead, the app halts with `LikelyWrongEnvironment`; once the configuration points
+/// at the right environment, every notification is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_environment_halts_the_app_and_kills_no_token() {
+    let tokens: Vec<String> = (0..300).map(|i| token(i).as_str().to_owned()).collect();
+    let wrong = mock()
+        .bad_tokens(tokens.iter().map(String::as_str))
+        .spawn()
+        .await
+        .unwrap();
+    let live = Live::start(&wrong, "", DispatchOptions::default()).await;
+    let r = shop(0, 300);
+    let ids: Vec<_> = r.notifications.iter().map(|(id, _)| *id).collect();
+    live.submit(vec![r]).await;
+    until("the app to halt", MINUTE, || async {
+        live.dispatch.status("shop").unwrap().halted.is_some()
+    })
+    .await;
+    assert_eq!(
+        live.dispatch.status("shop").unwrap().halted.as_deref(),
+        Some("LikelyWrongEnvironment")
+    );
+    until(
+        "the held notifications back in the queue",
+        MINUTE,
+        || async { live.dispatch.in_flight_count("shop") == 0 },
+    )
+    .await;
+    assert_eq!(live.count(State::Failed).await, 0);
+    assert_eq!(live.count(State::Queued).await, 300);
+    assert!(live.spool().all_dead_tokens().await.unwrap().is_empty());
+    let (status, body) = live.readyz().await;
+    assert_eq!(status, 503, "{body}");
+    // The right environment: a simulator that knows these tokens.
+    let right = mock().spawn().await.unwrap();
+    let config = crate::live::write_config(live.dir.path(), &right, "");
+    live.dispatch.reload(&std::sync::Arc::new(config));
+    until("every notification delivered", MINUTE, || async {
+        live.count(State::Delivered).await == 300
+    })
+    .await;
+    assert_eq!(live.count(State::Failed).await, 0);
+    // The answers held and put back used no attempt: one each, the one delivered.
+    let records = live.spool().get_many(ids).await.unwrap();
+    assert!(records.iter().all(|r| r.attempts == 1), "{:?}", records[0]);
+    live.stop().await;
+}
+
+/// A few bad tokens among good ones are not a wrong environment: they fail and are registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_few_bad_tokens_among_good_ones_are_registered_dead() {
+    let bad: Vec<String> = (0..300)
+        .filter(|i| i % 50 == 7)
+        .map(|i| token(i).as_str().to_owned())
+        .collect();
+    let sim = mock()
+        .bad_tokens(bad.iter().map(String::as_str))
+        .spawn()
+        .await
+        .unwrap();
+    let live = Live::start(&sim, "", DispatchOptions::default()).await;
+    live.submit(vec![shop(0, 300)]).await;
+    until("every notification final", MINUTE, || async {
+        live.count(State::Delivered).await + live.count(State::Failed).await == 300
+    })
+    .await;
+    assert_eq!(live.count(State::Failed).await, bad.len() as u64);
+    assert_eq!(
+        live.spool().all_dead_tokens().await.unwrap().len(),
+        bad.len()
+    );
+    assert_eq!(live.dispatch.status("shop").unwrap().halted, None);
+    live.stop().await;
+}

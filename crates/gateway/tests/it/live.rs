@@ -1,0 +1,182 @@
+//! A whole gateway in this process — spool file, dispatch, API on a port-0 listener — sending
+//! to the APNs simulator over TLS + HTTP/2, for tests that need to reach inside (fault
+//! injection in the spool's writer, its commit count) while everything else is real.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apns_mock::RunningMock;
+use gateway::config::Config;
+use gateway::dispatch::{DispatchOptions, Dispatcher};
+use gateway::http::ApiState;
+use gateway::server::Gateway;
+use gateway::spool::{NewRequest, SqliteSpool, State};
+
+use crate::harness::apns_fixtures;
+
+pub const TOPIC: &str = "com.example.shop";
+
+pub struct Live {
+    pub state: Arc<ApiState>,
+    pub dispatch: Arc<Dispatcher>,
+    pub addr: std::net::SocketAddr,
+    pub dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A simulator that checks provider tokens signed by the fixture key.
+pub fn mock() -> apns_mock::MockApnsBuilder {
+    apns_mock::MockApns::builder()
+        .jwt_key(std::fs::read(apns_fixtures().join("AuthKey_ABC123DEFG.pub.pem")).unwrap())
+}
+
+/// Writes the configuration of one app `shop` that sends to `sim`.
+pub fn write_config(dir: &std::path::Path, sim: &RunningMock, app_extra: &str) -> Config {
+    let p8 = dir.join("AuthKey_ABC123DEFG.p8");
+    if !p8.exists() {
+        std::fs::copy(apns_fixtures().join("AuthKey_ABC123DEFG.p8"), &p8).unwrap();
+    }
+    std::fs::write(dir.join("sim-ca.pem"), sim.ca_pem().unwrap()).unwrap();
+    let file = dir.join("pushgate.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[storage]
+sqlite = "spool.db"
+
+[[apps]]
+name = "shop"
+topic = "{TOPIC}"
+environment = "sandbox"
+endpoint = "{endpoint}"
+ca_file = "sim-ca.pem"
+key_file = "AuthKey_ABC123DEFG.p8"
+key_id = "ABC123DEFG"
+team_id = "TEAM123456"
+{app_extra}
+"#,
+            endpoint = sim.endpoint(),
+        ),
+    )
+    .unwrap();
+    Config::load(&file).unwrap()
+}
+
+impl Live {
+    pub async fn start(sim: &RunningMock, app_extra: &str, options: DispatchOptions) -> Live {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(dir.path(), sim, app_extra);
+        let gateway = Gateway::start(config, options).await.unwrap();
+        let (state, dispatch) = (Arc::clone(&gateway.state), Arc::clone(&gateway.dispatch));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(async move {
+            let _ = gateway
+                .serve(listener, None, async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Live {
+            state,
+            dispatch,
+            addr,
+            dir,
+            stop: Some(stop),
+            served: Some(served),
+        }
+    }
+
+    pub fn spool(&self) -> &SqliteSpool {
+        &self.state.spool
+    }
+
+    /// Commits `requests` as every way in does, and hands them to dispatch.
+    pub async fn submit(&self, requests: Vec<NewRequest>) {
+        self.state.commit(requests).await.unwrap();
+    }
+
+    /// Notifications in `state`.
+    pub async fn count(&self, state: State) -> u64 {
+        self.spool()
+            .counts()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|(s, _)| *s == state)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// `GET /readyz`: status and body.
+    pub async fn readyz(&self) -> (u16, serde_json::Value) {
+        use http_body_util::BodyExt;
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Empty<bytes::Bytes>>();
+        let resp = client
+            .get(format!("http://{}/readyz", self.addr).parse().unwrap())
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    /// Stops serving and shuts the gateway down in order (streams finish, spool closes).
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.served.take() {
+            tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if let Some(t) = &self.served {
+            t.abort();
+        }
+    }
+}
+
+/// A request for app `shop` (its topic, as ingest would set it) with `n` tokens from `first`.
+pub fn shop(first: u64, n: u64) -> NewRequest {
+    let mut r = crate::harness::request("shop", first, n);
+    r.topic = Some(apns::Topic::parse(TOPIC).unwrap());
+    r
+}
+
+/// Polls `cond` every 20 ms until it holds; panics naming `what` after `within`.
+pub async fn until<F, Fut>(what: &str, within: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = tokio::time::Instant::now();
+    while !cond().await {
+        assert!(
+            start.elapsed() < within,
+            "{what} did not happen within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The value of a counter (summed over its labels) in the process's `/metrics` text.
+pub fn counter(name: &str) -> f64 {
+    let text = gateway::metrics::handle().unwrap().render();
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
