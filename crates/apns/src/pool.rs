@@ -303,6 +303,15 @@ impl Pool {
         }
     }
 
+    /// How long until the pool tries to connect again after connects that failed or were
+    /// refused (1 s doubling to `max_backoff`); `None` when it may connect now. A caller
+    /// retrying [`Outcome::Unreachable`] sends waits at least this long.
+    pub fn reconnect_in(&self) -> Option<Duration> {
+        let st = self.shared.lock();
+        st.retry_connect_at
+            .and_then(|t| t.checked_duration_since(Instant::now()))
+    }
+
     /// Whether [`Pool::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.shared.lock().closed

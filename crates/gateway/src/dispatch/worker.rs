@@ -265,7 +265,11 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
                     // queue, due at once, without using up an attempt.
                     Some(Held { decision: Decision { completion: requeued(&ready), dead: None, halt: None }, ready })
                 } else {
-                    let decision = decide(&ready, &app.name, &outcome, settings.limits, false, SystemTime::now());
+                    let now = SystemTime::now();
+                    let mut decision = decide(&ready, &app.name, &outcome, settings.limits, false, now);
+                    if outcome == Outcome::Unreachable {
+                        not_before_reconnect(&mut decision, settings.pool.as_ref(), now);
+                    }
                     let (passed, closed) = guard.answer(&outcome, ready, decision);
                     if let Some(closed) = closed
                         && !settle(&app, &done, closed).await
@@ -294,6 +298,18 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
             _ = tokio::time::sleep_until(next_probe), if halted && !probing => {}
             _ = shared.shutdown.cancelled(), if !stopping => {}
         }
+    }
+}
+
+/// An unreachable endpoint: the retry waits at least until the pool will try to connect
+/// again. Unreachable sends use no attempt, so their own backoff would stay at its first step
+/// and an outage would rewrite every queued row each second.
+fn not_before_reconnect(decision: &mut Decision, pool: Option<&Pool>, now: SystemTime) {
+    let Some(wait) = pool.and_then(Pool::reconnect_in) else {
+        return;
+    };
+    if let Some(due) = decision.completion.due_at.as_mut() {
+        *due = (*due).max(now + wait);
     }
 }
 

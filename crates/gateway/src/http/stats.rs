@@ -113,9 +113,15 @@ pub async fn healthz() -> Json<serde_json::Value> {
     ))]
 pub async fn readyz(State(state): State<Arc<ApiState>>) -> (StatusCode, Json<serde_json::Value>) {
     let mut reasons = Vec::new();
-    match tokio::time::timeout(Duration::from_secs(2), state.spool.flush()).await {
+    match tokio::time::timeout(Duration::from_secs(2), state.spool.probe_write()).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => reasons.push(format!("spool unavailable: {}", spool_error(&e).message)),
+        Ok(Err(e)) => {
+            tracing::error!(error = %crate::spool::error_chain(&e), "the spool does not take writes");
+            reasons.push(format!(
+                "spool unavailable: {}",
+                crate::spool::error_chain(&e)
+            ));
+        }
         Err(_) => reasons.push("spool writer did not answer within 2 s".to_owned()),
     }
     let (pending, limit) = (state.spool.pending(), state.spool.max_pending());

@@ -61,6 +61,13 @@ CREATE TABLE IF NOT EXISTS dead_tokens (
 ) WITHOUT ROWID;
 ";
 
+/// One row the readiness probe rewrites: an empty transaction commits even on a full disk, a
+/// write does not.
+const HEALTH_TABLE: &str = "CREATE TABLE IF NOT EXISTS health (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    checked_at INTEGER NOT NULL
+);";
+
 // Read-side statements of every scheduler pass; like those in `writer`, checked by `plans`
 // to go through the partial index of pending rows (`state < 3` repeated for that).
 
@@ -177,6 +184,8 @@ impl SqliteSpool {
                 });
             }
         }
+        // Additive, so not a schema version: older versions ignore it.
+        conn.execute_batch(HEALTH_TABLE).map_err(open_err)?;
         let pending: u64 = conn
             .query_row(
                 "SELECT COUNT(*) FROM notifications WHERE state < 3",
@@ -317,6 +326,13 @@ impl SqliteSpool {
     /// Waits until the writer has applied everything sent before this call.
     pub async fn flush(&self) -> Result<(), SpoolError> {
         self.call(|reply| Command::Flush { reply }).await
+    }
+
+    /// Commits a one-row write after everything sent before it: whether the spool can take
+    /// writes now (`/readyz`). A flush would not tell: an empty transaction commits on a full
+    /// disk.
+    pub async fn probe_write(&self) -> Result<(), SpoolError> {
+        self.call(|reply| Command::Probe { reply }).await
     }
 }
 
@@ -519,7 +535,10 @@ pub struct ReadyPage {
 
 /// Runs one of the ready queries (`query`, described as `what`, with `first` and `limit` as
 /// its parameters) and reads its rows into `out`, reading and decoding each request once
-/// (`cache` by request id).
+/// (`cache` by request id). Answers how many rows the query gave and the last of their ids that
+/// could be read, so that paging goes on past rows that cannot be sent: a notification whose
+/// request is missing, or one that does not decode, is skipped with a warning — never the end
+/// of the page, nor an error that would stop every later page at it.
 fn read_ready(
     c: &Connection,
     (query, what): (&str, &'static str),
@@ -527,43 +546,66 @@ fn read_ready(
     limit: usize,
     cache: &mut std::collections::HashMap<i64, (Arc<StoredRequest>, SystemTime)>,
     out: &mut Vec<ReadyRow>,
-) -> Result<(), SpoolError> {
+) -> Result<(usize, Option<ApnsId>), SpoolError> {
+    let mut st = c.prepare_cached(query).map_err(sql(what))?;
+    let mut rows = st.query(params![first, limit as i64]).map_err(sql(what))?;
+    let (mut scanned, mut last) = (0, None);
+    while let Some(r) = rows.next().map_err(sql(what))? {
+        scanned += 1;
+        let id = r
+            .get_ref(0)
+            .ok()
+            .and_then(|v| v.as_blob().ok())
+            .and_then(|b| decode_id(b).ok());
+        last = id.or(last);
+        match ready_row(c, r, cache) {
+            Ok(Some(row)) => out.push(row),
+            Ok(None) => {
+                tracing::warn!(id = ?id, "a queued notification without its request is skipped");
+            }
+            Err(e) => {
+                tracing::warn!(id = ?id, error = %super::error_chain(&e), "a queued notification that cannot be read is skipped");
+            }
+        }
+    }
+    Ok((scanned, last))
+}
+
+/// One row of a ready query; `None` when its request is missing.
+fn ready_row(
+    c: &Connection,
+    r: &rusqlite::Row<'_>,
+    cache: &mut std::collections::HashMap<i64, (Arc<StoredRequest>, SystemTime)>,
+) -> Result<Option<ReadyRow>, SpoolError> {
     let get = |e| SpoolError::Sql {
         what: "reading a ready row",
         source: e,
     };
-    let mut st = c.prepare_cached(query).map_err(sql(what))?;
-    let mut rows = st.query(params![first, limit as i64]).map_err(sql(what))?;
-    while let Some(r) = rows.next().map_err(sql(what))? {
-        let request_id: i64 = r.get(3).map_err(get)?;
-        let (request, expires_at) = match cache.get(&request_id) {
-            Some((req, expires)) => (Arc::clone(req), *expires),
-            None => {
-                let Some((req, expires)) = read_request(c, request_id)? else {
-                    // Cannot be sent; skipped rather than stopping every later page at it.
-                    tracing::warn!(request_id, "a queued notification without its request");
-                    continue;
-                };
-                let req = Arc::new(req);
-                cache.insert(request_id, (Arc::clone(&req), expires));
-                (req, expires)
-            }
-        };
-        let blob = |i| -> Result<&[u8], SpoolError> {
-            r.get_ref(i)
-                .and_then(|v| v.as_blob().map_err(rusqlite::Error::from))
-                .map_err(get)
-        };
-        out.push(ReadyRow {
-            id: decode_id(blob(0)?)?,
-            app: request.app.clone(),
-            token: token_from_bytes(blob(1)?)?,
-            attempts: r.get(2).map_err(get)?,
-            expires_at,
-            request,
-        });
-    }
-    Ok(())
+    let request_id: i64 = r.get(3).map_err(get)?;
+    let (request, expires_at) = match cache.get(&request_id) {
+        Some((req, expires)) => (Arc::clone(req), *expires),
+        None => {
+            let Some((req, expires)) = read_request(c, request_id)? else {
+                return Ok(None);
+            };
+            let req = Arc::new(req);
+            cache.insert(request_id, (Arc::clone(&req), expires));
+            (req, expires)
+        }
+    };
+    let blob = |i| -> Result<&[u8], SpoolError> {
+        r.get_ref(i)
+            .and_then(|v| v.as_blob().map_err(rusqlite::Error::from))
+            .map_err(get)
+    };
+    Ok(Some(ReadyRow {
+        id: decode_id(blob(0)?)?,
+        app: request.app.clone(),
+        token: token_from_bytes(blob(1)?)?,
+        attempts: r.get(2).map_err(get)?,
+        expires_at,
+        request,
+    }))
 }
 
 /// One request by id, with its expiry.
@@ -625,10 +667,8 @@ impl SqliteSpool {
             let mut cache = std::collections::HashMap::new();
             let mut rows = Vec::new();
             let waiting = (READY_WAITING, "paging ready notifications");
-            read_ready(c, waiting, &after, limit, &mut cache, &mut rows)?;
-            let cursor = (rows.len() == limit)
-                .then(|| rows.last().map(|r| r.id))
-                .flatten();
+            let (scanned, last) = read_ready(c, waiting, &after, limit, &mut cache, &mut rows)?;
+            let cursor = (scanned == limit).then_some(last).flatten();
             if start {
                 let due = (READY_DUE, "paging due retries");
                 read_ready(c, due, &now, limit, &mut cache, &mut rows)?;

@@ -67,6 +67,10 @@ pub(crate) enum Command {
     Flush {
         reply: Reply<()>,
     },
+    /// Rewrites the health row: a flush that must reach the disk.
+    Probe {
+        reply: Reply<()>,
+    },
     /// Outcomes, and the dead tokens they found, in one transaction: a failed notification is
     /// never committed without its token in the registry.
     Complete {
@@ -306,6 +310,14 @@ fn apply(
         }
         Command::ClaimDue { now, limit, .. } => Done::Ids(claim_due(tx, to_ms(*now), *limit)?),
         Command::Flush { .. } | Command::Stop { .. } => Done::Unit(0),
+        Command::Probe { .. } => {
+            tx.prepare_cached(
+                "INSERT INTO health (id, checked_at) VALUES (1, ?1) \
+                 ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+            )?
+            .execute(params![now])?;
+            Done::Unit(0)
+        }
         Command::Complete { done, dead, .. } => {
             for d in dead {
                 register_dead(tx, d)?;
@@ -346,6 +358,7 @@ fn answer(c: Command, r: Result<Done, SpoolError>, max_pending: u64) -> Answer {
         (Command::ClaimDue { reply, .. }, Done::Ids(ids)) => Answer::Ids(reply, Ok(ids)),
         (
             Command::Flush { reply }
+            | Command::Probe { reply }
             | Command::Stop { reply }
             | Command::Complete { reply, .. }
             | Command::DeadToken { reply, .. },
@@ -397,6 +410,7 @@ fn refuse(c: Command, err: impl Fn() -> SpoolError) -> Answer {
         }
         Command::ClaimDue { reply, .. } => Answer::Ids(reply, Err(err())),
         Command::Flush { reply }
+        | Command::Probe { reply }
         | Command::Complete { reply, .. }
         | Command::DeadToken { reply, .. }
         | Command::Stop { reply } => Answer::Unit(reply, Err(err()), 0),

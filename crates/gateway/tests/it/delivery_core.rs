@@ -33,9 +33,16 @@ async fn outcomes_the_spool_refuses_pause_dispatch_and_nothing_is_sent_twice() {
     .await;
     let (status, body) = live.readyz().await;
     assert_eq!(status, 503, "{body}");
-    let reason = body["reasons"][0].as_str().unwrap();
+    let reasons: Vec<&str> = body["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
     assert!(
-        reason.contains("dispatch paused") && reason.contains("disk is full"),
+        reasons
+            .iter()
+            .any(|r| r.starts_with("dispatch paused") && r.contains("disk is full")),
         "{body}"
     );
     // Three failed tries later (0.1 + 0.2 + 0.4 s of backoff, past the 200 ms the streams
@@ -176,5 +183,48 @@ async fn a_few_bad_tokens_among_good_ones_are_registered_dead() {
         bad.len()
     );
     assert_eq!(live.dispatch.status("shop").unwrap().halted, None);
+    live.stop().await;
+}
+
+/// `/readyz` writes to find out whether the spool takes writes: on a full disk an empty
+/// transaction still commits, so a flush alone answered "ready" while every submit failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_answers_503_when_the_spool_cannot_write() {
+    use crate::api_harness::TestApi;
+    let api = TestApi::start().await;
+    assert_eq!(api.call("GET", "/readyz", None, None).await.0, 200);
+    api.spool.inject_write_failures(true);
+    let (status, _, body) = api.call("GET", "/readyz", None, None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("disk is full"),
+        "{body}"
+    );
+    api.spool.inject_write_failures(false);
+    assert_eq!(api.call("GET", "/readyz", None, None).await.0, 200);
+}
+
+/// During an outage (nothing listens at the endpoint) the retries of unreachable sends wait
+/// for the pool's reconnect back-off (1 s doubling), instead of coming due every second and
+/// rewriting every queued row as often; and they use no attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_spaces_the_retries_it_records() {
+    let sim = mock().spawn().await.unwrap();
+    let live = Live::start(&sim, "", DispatchOptions::default()).await;
+    sim.shutdown().await;
+    live.submit(vec![shop(0, 20)]).await;
+    until("a retry due more than 3 s ahead", MINUTE, || async {
+        let now = std::time::SystemTime::now();
+        let rows = live.spool().pending_page(None, 100).await.unwrap();
+        rows.iter()
+            .any(|r| r.due_at.is_some_and(|d| d > now + Duration::from_secs(3)))
+    })
+    .await;
+    let rows = live.spool().pending_page(None, 100).await.unwrap();
+    assert_eq!(rows.len(), 20);
+    assert!(rows.iter().all(|r| r.attempts == 0), "{:?}", rows[0]);
     live.stop().await;
 }

@@ -416,3 +416,46 @@ async fn the_pruner_runs_in_the_background() {
     );
     assert_eq!(spool.pending(), 2);
 }
+
+/// A queued notification whose request is missing, or whose row does not decode, cannot be
+/// sent; paging goes on past it instead of ending the page there (which hid every later row
+/// from the scheduler) or failing every page.
+#[tokio::test]
+async fn paging_goes_on_past_rows_that_cannot_be_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(&dir);
+    let orphan = request("shop", 0, 1);
+    let orphan_id = orphan.notifications[0].0;
+    let rest = request("shop", 1, 29);
+    let corrupt = rest.notifications[3].0;
+    spool.enqueue(vec![orphan, rest]).await.unwrap();
+    spool.flush().await.unwrap();
+    // Damage the file the way a bug or a bad restore could, through a connection of our own.
+    let c = rusqlite::Connection::open(dir.path().join("spool.db")).unwrap();
+    c.execute(
+        "DELETE FROM requests WHERE id = (SELECT request_id FROM notifications WHERE id = ?1)",
+        [&orphan_id.as_uuid().as_bytes()[..]],
+    )
+    .unwrap();
+    c.execute(
+        "UPDATE notifications SET token = x'' WHERE id = ?1",
+        [&corrupt.as_uuid().as_bytes()[..]],
+    )
+    .unwrap();
+    drop(c);
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = spool
+            .ready_page(cursor, SystemTime::now(), 10)
+            .await
+            .unwrap();
+        seen.extend(page.rows.iter().map(|r| r.id));
+        cursor = page.cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 28, "every row that can be sent, and only those");
+    assert!(!seen.contains(&orphan_id) && !seen.contains(&corrupt));
+}
