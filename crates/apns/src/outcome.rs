@@ -38,6 +38,9 @@ pub enum Outcome {
     },
     /// No connection to APNs could be made (DNS, TCP, TLS). The request never left.
     Unreachable,
+    /// The caller's deadline ([`crate::Pool::send_by`]) passed before a stream could be
+    /// opened (waiting for a slot, or before a re-send). The request never left.
+    NotSentInTime,
     /// The last connections were each closed before answering anything: APNs is refusing this
     /// app's credentials (a bad or wrong-environment certificate looks like that).
     ConnectionRejected,
@@ -108,7 +111,7 @@ impl Outcome {
                 Consequence::AppHalted => Consequence::AppHalted,
                 _ => retry,
             },
-            Outcome::Unreachable => Consequence::Retry {
+            Outcome::Unreachable | Outcome::NotSentInTime => Consequence::Retry {
                 after: None,
                 counts_as_attempt: false,
             },

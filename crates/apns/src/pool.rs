@@ -236,13 +236,31 @@ impl Pool {
     /// the token (when allowed) and re-sends once; `UnrelatedKeyIdInToken` re-sends once on a
     /// new connection.
     pub async fn send(&self, n: &Notification) -> Outcome {
+        self.send_by(n, None).await
+    }
+
+    /// As [`Pool::send`], but no stream is opened for `n` after `deadline` — neither the first
+    /// nor a re-send — so a notification that waited for a slot past its expiry is never sent
+    /// late: [`Outcome::NotSentInTime`]. A request already sent is always waited for.
+    pub async fn send_by(&self, n: &Notification, deadline: Option<Instant>) -> Outcome {
         let shared = &self.shared;
         let (mut resends, mut renewed, mut reconnected) = (0, false, false);
         loop {
-            let mut lease = match shared.acquire().await {
+            let acquired = match deadline {
+                None => shared.acquire().await,
+                Some(d) => tokio::select! {
+                    biased;
+                    lease = shared.acquire() => lease,
+                    () = tokio::time::sleep_until(d) => return Outcome::NotSentInTime,
+                },
+            };
+            let mut lease = match acquired {
                 Ok(lease) => lease,
                 Err(outcome) => return outcome,
             };
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Outcome::NotSentInTime;
+            }
             let token = match &shared.config.auth {
                 Auth::Token(signer) => match signer.token() {
                     Ok(t) => Some(t),

@@ -190,6 +190,9 @@ pub struct Dispatcher {
     config: Mutex<Option<Arc<Config>>>,
     /// When each certificate file was last warned about.
     warned: Mutex<HashMap<std::path::PathBuf, SystemTime>>,
+    /// Workers of apps removed from the configuration, kept so that an app added back gets
+    /// its old worker and queue again: its sends still in flight are known there.
+    retired: Mutex<HashMap<String, Arc<AppWorker>>>,
 }
 
 /// Certificates expiring within this are warned about.
@@ -242,6 +245,7 @@ impl Dispatcher {
             signers: Mutex::new(HashMap::new()),
             config: Mutex::new(Some(Arc::clone(config))),
             warned: Mutex::new(HashMap::new()),
+            retired: Mutex::new(HashMap::new()),
         });
         crate::metrics::gauge("pushgate_dispatch_paused", &[], 0.0);
         d.tracker.spawn(complete(Arc::clone(&shared), done_rx));
@@ -401,15 +405,32 @@ impl Dispatcher {
                     let Some(done) = self.done.lock().expect("done lock").clone() else {
                         continue;
                     };
-                    let w = Arc::new(AppWorker::new(
-                        app.name.clone(),
-                        Arc::clone(&self.shared.events),
-                        self.shared.options.queue_capacity,
-                        settings,
-                        problem,
-                    ));
-                    self.tracker
-                        .spawn(worker::run(Arc::clone(&w), Arc::clone(&self.shared), done));
+                    let retired = self.retired.lock().expect("retired lock").remove(&app.name);
+                    let (w, spawn) = match retired {
+                        Some(w) => {
+                            info!(app = %app.name, "app added back to the configuration");
+                            replace_settings(&w, settings, problem, "app added back");
+                            let spawn = w.revive();
+                            (w, spawn)
+                        }
+                        None => (
+                            Arc::new(AppWorker::new(
+                                app.name.clone(),
+                                Arc::clone(&self.shared.events),
+                                self.shared.options.queue_capacity,
+                                settings,
+                                problem,
+                            )),
+                            true,
+                        ),
+                    };
+                    if spawn {
+                        self.tracker.spawn(worker::run(
+                            Arc::clone(&w),
+                            Arc::clone(&self.shared),
+                            done,
+                        ));
+                    }
                     apps.insert(app.name.clone(), w);
                 }
             }
@@ -423,6 +444,10 @@ impl Dispatcher {
                 if let Some(p) = w.settings().pool {
                     p.close();
                 }
+                self.retired
+                    .lock()
+                    .expect("retired lock")
+                    .insert(name.clone(), Arc::clone(w));
             }
             stays
         });

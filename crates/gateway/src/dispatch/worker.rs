@@ -47,6 +47,9 @@ pub(crate) struct AppWorker {
     /// Wakes the worker on resume (reload) or stop.
     pub wake: Notify,
     pub stopped: std::sync::atomic::AtomicBool,
+    /// Whether its task runs. Changed with `stopped` under this lock, so that an app removed
+    /// and added back either keeps its running task or gets a new one, never both or none.
+    running: Mutex<bool>,
     pub metrics: crate::metrics::AppMetrics,
     /// Told when the app halts.
     events: Arc<crate::events::Events>,
@@ -80,6 +83,7 @@ impl AppWorker {
             halted: Mutex::new(halted),
             wake: Notify::new(),
             stopped: std::sync::atomic::AtomicBool::new(false),
+            running: Mutex::new(true),
             events,
         }
     }
@@ -113,6 +117,27 @@ impl AppWorker {
         self.wake.notify_one();
     }
 
+    /// Marks a removed app added back as wanted again; true when its task had ended and a new
+    /// one must be started (the same worker, so the same queue: ids still in flight from
+    /// before the removal are known, and never sent a second time).
+    pub fn revive(&self) -> bool {
+        let mut running = self.running.lock().expect("running lock");
+        self.stopped
+            .store(false, std::sync::atomic::Ordering::Release);
+        !std::mem::replace(&mut *running, true)
+    }
+
+    /// The task's last check before it ends: false when the app was added back meanwhile.
+    fn may_end(&self, shutting_down: bool) -> bool {
+        let mut running = self.running.lock().expect("running lock");
+        if shutting_down || self.stopped.load(std::sync::atomic::Ordering::Acquire) {
+            *running = false;
+            true
+        } else {
+            false
+        }
+    }
+
     pub fn settings(&self) -> Settings {
         self.settings.read().expect("settings lock").clone()
     }
@@ -136,6 +161,7 @@ fn record_attempt(
         Outcome::ConnectionLost { .. } => ("connection_lost", None),
         Outcome::Unreachable => ("unreachable", None),
         Outcome::ConnectionRejected => ("rejected_connection", None),
+        Outcome::NotSentInTime => ("not_sent_in_time", None),
     };
     metrics.attempt(result, took);
 }
@@ -171,7 +197,12 @@ fn notification(r: &Ready) -> Notification {
 async fn send_one(pool: Pool, r: Ready) -> (Ready, Outcome, std::time::Duration, bool) {
     let n = notification(&r);
     let started = Instant::now();
-    let outcome = pool.send(&n).await;
+    // Never opened past the notification's expiry, however long the wait for a stream.
+    let left = r
+        .expires_at
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    let outcome = pool.send_by(&n, Some(started + left)).await;
     let unsent = outcome == Outcome::Unreachable && pool.is_closed();
     (r, outcome, started.elapsed(), unsent)
 }
@@ -187,10 +218,15 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
     let mut settings = app.settings();
     let mut guard = EnvGuard::default();
     loop {
-        let stopping = shared.shutdown.is_cancelled()
-            || app.stopped.load(std::sync::atomic::Ordering::Acquire);
+        let shutting_down = shared.shutdown.is_cancelled();
+        let stopping = shutting_down || app.stopped.load(std::sync::atomic::Ordering::Acquire);
         if stopping && sends.is_empty() {
-            break;
+            // What the guard held goes back to the queue before the task ends.
+            let _ = put_back(&app, &done, guard.reset()).await;
+            if app.may_end(shutting_down) {
+                break;
+            }
+            continue;
         }
         let version = app
             .settings_version
@@ -266,7 +302,12 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
                     Some(Held { decision: Decision { completion: requeued(&ready), dead: None, halt: None }, ready })
                 } else {
                     let now = SystemTime::now();
-                    let mut decision = decide(&ready, &app.name, &outcome, settings.limits, false, now);
+                    let mut decision = if outcome == Outcome::NotSentInTime {
+                        // It expired while it waited for a stream: never sent.
+                        Decision { completion: expired(&ready), dead: None, halt: None }
+                    } else {
+                        decide(&ready, &app.name, &outcome, settings.limits, false, now)
+                    };
                     if outcome == Outcome::Unreachable {
                         not_before_reconnect(&mut decision, settings.pool.as_ref(), now);
                     }

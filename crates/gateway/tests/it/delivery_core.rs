@@ -228,3 +228,39 @@ async fn an_outage_spaces_the_retries_it_records() {
     assert!(rows.iter().all(|r| r.attempts == 0), "{:?}", rows[0]);
     live.stop().await;
 }
+
+/// An app removed from the configuration and added back while its sends are in flight keeps
+/// its worker and queue: what was in flight is not sent a second time by a new worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_removed_and_added_back_sends_nothing_twice() {
+    use std::sync::Arc;
+    let sim = mock()
+        .latency(Duration::from_millis(1000))
+        .spawn()
+        .await
+        .unwrap();
+    let live = Live::start(&sim, "", DispatchOptions::default()).await;
+    // One delivery first: a token connection carries one stream until its first 200.
+    live.submit(vec![shop(1_000, 1)]).await;
+    until("the first delivery", MINUTE, || async {
+        live.count(State::Delivered).await == 1
+    })
+    .await;
+    live.submit(vec![shop(0, 50)]).await;
+    until("fifty in flight", MINUTE, || async {
+        live.dispatch.status("shop").unwrap().streams_in_flight == 50
+    })
+    .await;
+    let dir = live.dir.path();
+    let without = crate::live::write_config_for(dir, &sim, "other", "");
+    live.dispatch.reload(&Arc::new(without));
+    let with = crate::live::write_config(dir, &sim, "");
+    live.dispatch.reload(&Arc::new(with));
+    until("every notification delivered", MINUTE, || async {
+        live.count(State::Delivered).await == 51
+    })
+    .await;
+    let s = sim.stats().snapshot();
+    assert_eq!((s.unique_ids, s.duplicate_ids), (51, 0), "{s:?}");
+    live.stop().await;
+}

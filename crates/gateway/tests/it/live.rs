@@ -33,6 +33,16 @@ pub fn mock() -> apns_mock::MockApnsBuilder {
 
 /// Writes the configuration of one app `shop` that sends to `sim`.
 pub fn write_config(dir: &std::path::Path, sim: &RunningMock, app_extra: &str) -> Config {
+    write_config_for(dir, sim, "shop", app_extra)
+}
+
+/// As [`write_config`], for an app called `name` (with `shop`'s topic).
+pub fn write_config_for(
+    dir: &std::path::Path,
+    sim: &RunningMock,
+    name: &str,
+    app_extra: &str,
+) -> Config {
     let p8 = dir.join("AuthKey_ABC123DEFG.p8");
     if !p8.exists() {
         std::fs::copy(apns_fixtures().join("AuthKey_ABC123DEFG.p8"), &p8).unwrap();
@@ -47,7 +57,7 @@ pub fn write_config(dir: &std::path::Path, sim: &RunningMock, app_extra: &str) -
 sqlite = "spool.db"
 
 [[apps]]
-name = "shop"
+name = "{name}"
 topic = "{TOPIC}"
 environment = "sandbox"
 endpoint = "{endpoint}"
