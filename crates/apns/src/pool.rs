@@ -271,7 +271,9 @@ impl Pool {
                 },
                 Auth::Certificate(_) => None,
             };
-            let step = shared.exchange(&mut lease, n, token.as_deref()).await;
+            let step = shared
+                .exchange(&mut lease, n, token.as_deref(), deadline)
+                .await;
             let conn = lease.conn;
             drop(lease);
             let outcome = match step {
@@ -534,6 +536,7 @@ impl Shared {
         lease: &mut Lease<'_>,
         n: &Notification,
         token: Option<&ProviderToken>,
+        deadline: Option<Instant>,
     ) -> Step {
         let conn = lease.conn;
         let req = build_request(
@@ -545,6 +548,10 @@ impl Shared {
             debug!(conn, error = %e, "connection no longer takes streams");
             self.drain(conn, "not ready");
             return Step::Refused;
+        }
+        // h2 may have waited for the server's stream limit to allow one more.
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Step::Answer(Outcome::NotSentInTime);
         }
         let (response, mut body) = match lease.send.send_request(req, false) {
             Ok(pair) => pair,

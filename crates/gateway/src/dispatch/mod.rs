@@ -411,6 +411,9 @@ impl Dispatcher {
                             info!(app = %app.name, "app added back to the configuration");
                             replace_settings(&w, settings, problem, "app added back");
                             let spawn = w.revive();
+                            // After `revive`: a running task that used up the resume's wake-up
+                            // while still stopping looks again now.
+                            w.wake.notify_one();
                             (w, spawn)
                         }
                         None => (

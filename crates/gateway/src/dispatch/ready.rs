@@ -210,6 +210,16 @@ impl ReadyQueue {
         q.forget_old();
     }
 
+    /// Drops what waits unsent (the spool still holds it), keeping the ids in flight: for an
+    /// app removed from the configuration, whose worker is kept aside.
+    pub fn drop_waiting(&self) {
+        let mut q = self.lock();
+        let waiting: Vec<ApnsId> = q.items.drain(..).map(|r| r.id).collect();
+        for id in waiting {
+            q.known.remove(&id);
+        }
+    }
+
     /// Room left.
     pub fn space(&self) -> usize {
         self.capacity - self.lock().items.len()

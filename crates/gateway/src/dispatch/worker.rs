@@ -224,6 +224,10 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
             // What the guard held goes back to the queue before the task ends.
             let _ = put_back(&app, &done, guard.reset()).await;
             if app.may_end(shutting_down) {
+                if !shutting_down {
+                    // Removed from the configuration: what waits unsent stays in the spool.
+                    app.queue.drop_waiting();
+                }
                 break;
             }
             continue;
@@ -239,7 +243,13 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
                 break;
             }
         }
-        if sends.is_empty()
+        if sends.is_empty() && app.is_halted() {
+            // A halted app learns nothing more until it resumes: what the guard held goes
+            // back to the queue instead of staying in flight for probe after probe.
+            if !put_back(&app, &done, guard.reset()).await {
+                break;
+            }
+        } else if sends.is_empty()
             && app.queue.is_empty()
             && let Some(closed) = guard.idle()
             && !settle(&app, &done, closed).await
@@ -255,7 +265,10 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
         // Refill in chunks, not one slot per answer: each take locks the queue and settles
         // expiry and suppression for what it took, which is cheaper done for many at once.
         let chunk = (settings.max_in_flight / 16).clamp(1, REFILL_CHUNK);
-        let want = match (stopping || paused, halted, probe_now) {
+        // Without a usable credential (halted `NoUsableCredential`) nothing can be sent, not
+        // even a probe: taking work would only empty the queue.
+        let idle = stopping || paused || settings.pool.is_none();
+        let want = match (idle, halted, probe_now) {
             (true, _, _) => 0,
             (false, false, _) if room < chunk => 0,
             (false, false, _) => room.min(TAKE),
@@ -328,6 +341,10 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
                     // an unreachable endpoint keeps the app halted until the next probe.
                     None if was_probe && matches!(outcome, Outcome::Response(_)) && !unsent => {
                         app.resume("a probe succeeded");
+                        // A resume opens a new window for the wrong-environment guard.
+                        if !put_back(&app, &done, guard.reset()).await {
+                            break;
+                        }
                     }
                     None => {}
                 }
@@ -336,7 +353,9 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
                 }
             }
             _ = app.wake.notified() => {}
-            _ = tokio::time::sleep_until(next_probe), if halted && !probing => {}
+            // Only when a probe could start then: with sends in flight or dispatch paused a
+            // past `next_probe` would wake this loop at once, over and over.
+            _ = tokio::time::sleep_until(next_probe), if halted && !probing && !paused && sends.is_empty() => {}
             _ = shared.shutdown.cancelled(), if !stopping => {}
         }
     }

@@ -45,24 +45,19 @@ async fn outcomes_the_spool_refuses_pause_dispatch_and_nothing_is_sent_twice() {
             .any(|r| r.starts_with("dispatch paused") && r.contains("disk is full")),
         "{body}"
     );
-    // Three failed tries later (0.1 + 0.2 + 0.4 s of backoff, past the 200 ms the streams
-    // in flight at the pause take), nothing more is sent while the commit is tried again
-    // three more times.
-    let more_tries = |n: f64| {
-        let from = counter("pushgate_outcome_commit_failures_total");
-        until("more tries to commit", MINUTE, move || async move {
-            counter("pushgate_outcome_commit_failures_total") >= from + n
-        })
-    };
-    more_tries(3.0).await;
+    // While the commit is tried again (five more failed tries: 0.1 + 0.2 + 0.4 + 0.8 + 1.6 s
+    // of backoff), what the worker had taken before the pause may still go out — at most
+    // max_connections × 1000 streams — and nothing more.
+    let from = counter("pushgate_outcome_commit_failures_total");
+    until("five more tries to commit", MINUTE, || async {
+        counter("pushgate_outcome_commit_failures_total") >= from + 5.0
+    })
+    .await;
     let sent = sim.stats().snapshot().requests;
-    more_tries(3.0).await;
-    assert_eq!(
-        sim.stats().snapshot().requests,
-        sent,
-        "sent while dispatch was paused"
+    assert!(
+        sent <= 4_000,
+        "{sent} sent: more than was in flight when dispatch paused"
     );
-    assert!(sent < 30_000, "the fault struck after everything was sent");
     live.spool().inject_write_failures(false);
     until("every notification delivered", MINUTE, || async {
         live.count(State::Delivered).await == 30_000
@@ -115,14 +110,15 @@ async fn dead_tokens_are_committed_with_their_outcomes() {
 /// at the right environment, every notification is delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_environment_halts_the_app_and_kills_no_token() {
-    let tokens: Vec<String> = (0..300).map(|i| token(i).as_str().to_owned()).collect();
+    // Not a multiple of the guard's window of 100: the last answers close no window.
+    let tokens: Vec<String> = (0..250).map(|i| token(i).as_str().to_owned()).collect();
     let wrong = mock()
         .bad_tokens(tokens.iter().map(String::as_str))
         .spawn()
         .await
         .unwrap();
     let live = Live::start(&wrong, "", DispatchOptions::default()).await;
-    let r = shop(0, 300);
+    let r = shop(0, 250);
     let ids: Vec<_> = r.notifications.iter().map(|(id, _)| *id).collect();
     live.submit(vec![r]).await;
     until("the app to halt", MINUTE, || async {
@@ -140,7 +136,7 @@ async fn a_wrong_environment_halts_the_app_and_kills_no_token() {
     )
     .await;
     assert_eq!(live.count(State::Failed).await, 0);
-    assert_eq!(live.count(State::Queued).await, 300);
+    assert_eq!(live.count(State::Queued).await, 250);
     assert!(live.spool().all_dead_tokens().await.unwrap().is_empty());
     let (status, body) = live.readyz().await;
     assert_eq!(status, 503, "{body}");
@@ -149,7 +145,7 @@ async fn a_wrong_environment_halts_the_app_and_kills_no_token() {
     let config = crate::live::write_config(live.dir.path(), &right, "");
     live.dispatch.reload(&std::sync::Arc::new(config));
     until("every notification delivered", MINUTE, || async {
-        live.count(State::Delivered).await == 300
+        live.count(State::Delivered).await == 250
     })
     .await;
     assert_eq!(live.count(State::Failed).await, 0);
@@ -162,8 +158,9 @@ async fn a_wrong_environment_halts_the_app_and_kills_no_token() {
 /// A few bad tokens among good ones are not a wrong environment: they fail and are registered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_few_bad_tokens_among_good_ones_are_registered_dead() {
+    // The first three are bad: held until the first 200 proves the credential, then failed.
     let bad: Vec<String> = (0..300)
-        .filter(|i| i % 50 == 7)
+        .filter(|i| *i < 3 || i % 50 == 7)
         .map(|i| token(i).as_str().to_owned())
         .collect();
     let sim = mock()
