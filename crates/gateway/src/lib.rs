@@ -26,3 +26,17 @@ pub mod server;
 pub mod smtp;
 pub mod spool;
 pub mod tls;
+
+/// An error with its sources, `: `-separated, for log lines, `/readyz` reasons and
+/// configuration problems (a wrapper alone often says only what was being done; its source
+/// says why).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

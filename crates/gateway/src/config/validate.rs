@@ -673,7 +673,7 @@ impl Cx<'_> {
                             apns::auth::AuthError::InvalidKeyField { .. } => team.span(),
                             _ => f.span(),
                         };
-                        self.problem(s, &format!("{at}.key_file"), error_chain(&e));
+                        self.problem(s, &format!("{at}.key_file"), crate::error_chain(&e));
                         None
                     }
                 }
@@ -728,7 +728,7 @@ impl Cx<'_> {
                         file: path,
                     }),
                     Err(e) => {
-                        self.problem(f.span(), &key, error_chain(&e));
+                        self.problem(f.span(), &key, crate::error_chain(&e));
                         None
                     }
                 }
@@ -803,15 +803,4 @@ fn parse_sha256(s: &str) -> Option<[u8; 32]> {
 
 fn secs(n: i64) -> Duration {
     Duration::from_secs(n.max(0) as u64)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }

@@ -122,43 +122,13 @@ impl EnvGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcomes::testing::{answer, ready};
     use crate::outcomes::{Limits, decide};
-    use crate::spool::StoredRequest;
-    use apns::{ApnsId, DeviceToken, PushType, Response};
-    use std::sync::Arc;
     use std::time::{Duration, SystemTime};
-
-    fn ready() -> Ready {
-        Ready {
-            id: ApnsId::new(),
-            token: DeviceToken::parse("aa").unwrap(),
-            attempts: 0,
-            expires_at: SystemTime::now() + Duration::from_secs(60),
-            request: Arc::new(StoredRequest {
-                app: "a".into(),
-                payload: bytes::Bytes::from_static(b"{}"),
-                push_type: PushType::Alert,
-                priority: None,
-                topic: None,
-                collapse_id: None,
-                apns_expiration: None,
-            }),
-        }
-    }
-
-    fn answer(status: u16, reason: Option<Reason>) -> Outcome {
-        Outcome::Response(Response {
-            status,
-            apns_id: None,
-            reason,
-            timestamp: None,
-            retry_after: None,
-        })
-    }
 
     /// Feeds one answer; returns whether it passed and what closed.
     fn feed(g: &mut EnvGuard, o: &Outcome) -> (bool, Option<Closed>) {
-        let r = ready();
+        let r = ready(0, Duration::from_secs(60), None);
         let d = decide(
             &r,
             "a",

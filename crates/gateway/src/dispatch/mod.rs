@@ -722,7 +722,7 @@ async fn commit(shared: &Shared, batch: &[Done]) -> bool {
             Err(e) => {
                 shared.pause(format!(
                     "outcomes cannot be recorded: {}",
-                    crate::spool::error_chain(&e)
+                    crate::error_chain(&e)
                 ));
                 crate::metrics::outcome_commit_failed();
             }

@@ -116,11 +116,9 @@ pub async fn readyz(State(state): State<Arc<ApiState>>) -> (StatusCode, Json<ser
     match tokio::time::timeout(Duration::from_secs(2), state.spool.probe_write()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
-            tracing::error!(error = %crate::spool::error_chain(&e), "the spool does not take writes");
-            reasons.push(format!(
-                "spool unavailable: {}",
-                crate::spool::error_chain(&e)
-            ));
+            let why = crate::error_chain(&e);
+            tracing::error!(error = %why, "the spool does not take writes");
+            reasons.push(format!("spool unavailable: {why}"));
         }
         Err(_) => reasons.push("spool writer did not answer within 2 s".to_owned()),
     }

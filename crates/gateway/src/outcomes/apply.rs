@@ -162,37 +162,7 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spool::StoredRequest;
-    use apns::{ApnsId, DeviceToken, PushType, Response};
-    use std::sync::Arc;
-
-    fn ready(attempts: u32, expires_in: Duration, exp: Option<Expiration>) -> Ready {
-        Ready {
-            id: ApnsId::new(),
-            token: DeviceToken::parse("aa").unwrap(),
-            attempts,
-            expires_at: SystemTime::now() + expires_in,
-            request: Arc::new(StoredRequest {
-                app: "a".into(),
-                payload: bytes::Bytes::from_static(b"{}"),
-                push_type: PushType::Alert,
-                priority: None,
-                topic: None,
-                collapse_id: None,
-                apns_expiration: exp,
-            }),
-        }
-    }
-
-    fn answer(status: u16, reason: Option<Reason>) -> Outcome {
-        Outcome::Response(Response {
-            status,
-            apns_id: None,
-            reason,
-            timestamp: None,
-            retry_after: None,
-        })
-    }
+    use crate::outcomes::testing::{answer, ready};
 
     const LIMITS: Limits = Limits { max_attempts: 3 };
     const DAY: Duration = Duration::from_secs(86_400);

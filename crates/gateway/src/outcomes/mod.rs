@@ -8,6 +8,8 @@
 
 mod apply;
 mod feedback;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use apply::{Decision, Limits, decide, expired, suppressed};
 pub use feedback::DeadTokens;

@@ -230,19 +230,6 @@ pub trait Spool: Send + Sync {
     fn pending(&self) -> u64;
 }
 
-/// An error with its sources, `: `-separated, for log lines and `/readyz` reasons (a
-/// [`SpoolError::Sql`] alone says only what was being done, its source says why).
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
 /// Milliseconds since the epoch, as stored.
 pub(crate) fn to_ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)

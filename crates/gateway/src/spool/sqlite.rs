@@ -564,7 +564,7 @@ fn read_ready(
                 tracing::warn!(id = ?id, "a queued notification without its request is skipped");
             }
             Err(e) => {
-                tracing::warn!(id = ?id, error = %super::error_chain(&e), "a queued notification that cannot be read is skipped");
+                tracing::warn!(id = ?id, error = %crate::error_chain(&e), "a queued notification that cannot be read is skipped");
             }
         }
     }
