@@ -64,15 +64,29 @@ impl ApiState {
 
     /// Every ingest's last step: commits `requests` (answering only after the commit), counts
     /// them, and offers them straight to dispatch without reading back what was just written.
+    ///
+    /// The commit and the offer run in their own task: a client that goes away before its
+    /// answer makes hyper drop the handler, and with it this future, but what reaches the
+    /// writer is committed either way — and committed work must reach dispatch, not wait in
+    /// the spool for an unrelated rescan.
     pub async fn commit(&self, requests: Vec<NewRequest>) -> Result<(), SubmitError> {
-        let committed = self.spool.enqueue(requests).await?;
-        for r in &committed {
-            crate::metrics::accepted(&r.app, r.len());
+        let spool = self.spool.clone();
+        let dispatch = self.dispatch.clone();
+        let committing = tokio::spawn(async move {
+            let committed = spool.enqueue(requests).await?;
+            for r in &committed {
+                crate::metrics::accepted(&r.app, r.len());
+            }
+            if let Some(d) = &dispatch {
+                d.offer(&committed);
+            }
+            Ok(())
+        });
+        match committing.await {
+            Ok(result) => result,
+            // Only a panic ends the task early (nothing cancels it).
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
-        if let Some(d) = &self.dispatch {
-            d.offer(&committed);
-        }
-        Ok(())
     }
 }
 

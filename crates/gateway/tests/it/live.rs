@@ -15,6 +15,8 @@ use gateway::spool::{NewRequest, SqliteSpool, State};
 use crate::harness::apns_fixtures;
 
 pub const TOPIC: &str = "com.example.shop";
+/// The API key of every [`Live`] gateway (all apps).
+pub const KEY: &str = "live-test-key";
 
 pub struct Live {
     pub state: Arc<ApiState>,
@@ -56,6 +58,11 @@ pub fn write_config_for(
 [storage]
 sqlite = "spool.db"
 
+[[api_keys]]
+name = "live"
+key_sha256 = "{key}"
+apps = ["*"]
+
 [[apps]]
 name = "{name}"
 topic = "{TOPIC}"
@@ -68,6 +75,7 @@ team_id = "TEAM123456"
 {app_extra}
 "#,
             endpoint = sim.endpoint(),
+            key = gateway::http::auth::key_sha256_hex(KEY),
         ),
     )
     .unwrap();

@@ -5,6 +5,9 @@
 mod api;
 /// A running API on a port-0 listener and a client for it.
 mod api_harness;
+/// Committed work that must not wait: an answer nobody read, retries due by the thousand,
+/// one app's backlog beside another app.
+mod committed_work;
 /// Configuration: defaults, relative paths, credentials, every kind of mistake with its line.
 mod config;
 /// A child process that submits until SIGKILLed; nothing acknowledged is lost.
