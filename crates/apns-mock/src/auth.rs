@@ -77,19 +77,20 @@ pub struct ConnTokens {
 }
 
 impl ConnTokens {
-    /// Checks the `authorization` header of one request at simulator time `now` (UNIX s).
+    /// Checks the `authorization` header of one request at simulator time `now` (UNIX s);
+    /// `Ok(true)` when the connection took a new token into use with it.
     pub fn check(
         &self,
         verifier: &JwtVerifier,
         header: Option<&str>,
         now: u64,
-    ) -> Result<(), Reason> {
+    ) -> Result<bool, Reason> {
         let raw = header
             .and_then(|h| h.strip_prefix("bearer "))
             .ok_or(Reason::MissingProviderToken)?;
         let mut current = self.current.lock().expect("token lock is never poisoned");
-        let iat = match current.as_ref() {
-            Some(v) if &*v.raw == raw => v.iat,
+        let (iat, new) = match current.as_ref() {
+            Some(v) if &*v.raw == raw => (v.iat, false),
             previous => {
                 let v = verifier.verify(raw)?;
                 if let Some(p) = previous {
@@ -105,13 +106,13 @@ impl ConnTokens {
                 }
                 let iat = v.iat;
                 *current = Some(v);
-                iat
+                (iat, true)
             }
         };
         if now.saturating_sub(iat) > MAX_AGE_S {
             return Err(Reason::ExpiredProviderToken);
         }
-        Ok(())
+        Ok(new)
     }
 }
 
@@ -148,7 +149,12 @@ mod tests {
             conn.check(&v, Some("bearer x.y.z"), T0),
             Err(Reason::InvalidProviderToken)
         );
-        assert_eq!(conn.check(&v, Some(&first), T0), Ok(()));
+        assert_eq!(conn.check(&v, Some(&first), T0), Ok(true));
+        assert_eq!(
+            conn.check(&v, Some(&first), T0 + 10),
+            Ok(false),
+            "already in use"
+        );
         assert_eq!(
             conn.check(&v, Some(&first), T0 + 3601),
             Err(Reason::ExpiredProviderToken)
@@ -158,10 +164,10 @@ mod tests {
         let renewed = header(&s);
         assert_ne!(renewed, first);
         let fresh_conn = ConnTokens::default();
-        assert_eq!(fresh_conn.check(&v, Some(&first), T0), Ok(()));
+        assert_eq!(fresh_conn.check(&v, Some(&first), T0), Ok(true));
         assert_eq!(
             fresh_conn.check(&v, Some(&renewed), T0 + 3000),
-            Ok(()),
+            Ok(true),
             "50 min later is fine"
         );
         let (_, other_team) = signer("ABC123DEFG", "OTHERTEAM1");
@@ -178,7 +184,7 @@ mod tests {
         let (c3, soon) = signer("ABC123DEFG", "TEAM123456");
         c3.advance(Duration::from_secs(60 * 60));
         let conn3 = ConnTokens::default();
-        assert_eq!(conn3.check(&v, Some(&renewed), T0 + 3000), Ok(()));
+        assert_eq!(conn3.check(&v, Some(&renewed), T0 + 3000), Ok(true));
         assert_eq!(
             conn3.check(&v, Some(&header(&soon)), T0 + 3600),
             Err(Reason::TooManyProviderTokenUpdates),

@@ -49,6 +49,8 @@ pub struct ConnAuth {
     /// untrusted one, while a client CA is configured; `None`: no client CA configured.
     pub certificate: Option<bool>,
     pub tokens: ConnTokens,
+    /// Where provider tokens taken into use are counted.
+    pub stats: Option<std::sync::Arc<crate::stats::Stats>>,
 }
 
 /// Runs every check; `Ok` carries the device token.
@@ -155,7 +157,14 @@ pub fn check(
     // 8. credentials
     match (conn.certificate, &b.jwt) {
         (Some(true), _) => {}
-        (_, Some(verifier)) => conn.tokens.check(verifier, text("authorization"), now_s)?,
+        (_, Some(verifier)) => {
+            let header = text("authorization");
+            if conn.tokens.check(verifier, header, now_s)?
+                && let (Some(stats), Some(h)) = (&conn.stats, header)
+            {
+                stats.provider_token(h);
+            }
+        }
         (Some(false), None) => return Err(Reason::BadCertificate.into()),
         (None, None) => {}
     }

@@ -113,6 +113,7 @@ async fn serve_connection(shared: &Arc<Shared>, tcp: TcpStream, shutdown: Cancel
     let auth = Arc::new(ConnAuth {
         certificate,
         tokens: ConnTokens::default(),
+        stats: Some(Arc::clone(&shared.stats)),
     });
     let handshake = h2::server::Builder::new()
         .max_concurrent_streams(b.max_streams)

@@ -20,6 +20,8 @@ pub struct Stats {
     pub(crate) goaways: AtomicU64,
     record: Mutex<Record>,
     record_limit: AtomicUsize,
+    /// Every provider token some connection took into use (a handful per hour).
+    provider_tokens: Mutex<std::collections::HashSet<Box<str>>>,
 }
 
 #[derive(Debug, Default)]
@@ -87,6 +89,9 @@ pub struct StatsSnapshot {
     pub unique_ids: u64,
     /// Accepted answers for an id already accepted.
     pub duplicate_ids: u64,
+    /// Distinct provider tokens (JWTs) that connections took into use: one per (team, key)
+    /// every 50 minutes from a gateway that signs as Apple asks, however many connections.
+    pub provider_tokens: u64,
 }
 
 impl Stats {
@@ -140,11 +145,20 @@ impl Stats {
         s.max_streams_in_flight = self.max_in_flight.load(Ordering::Relaxed);
         s.refused_streams = self.refused.load(Ordering::Relaxed);
         s.goaways = self.goaways.load(Ordering::Relaxed);
+        s.provider_tokens = self.provider_tokens.lock().expect("stats lock").len() as u64;
         let r = self.record.lock().expect("stats lock");
         s.accepted = r.accepted;
         s.unique_ids = r.ids.len() as u64;
         s.duplicate_ids = r.duplicates;
         s
+    }
+
+    /// Counts a provider token (the `authorization` value) that a connection took into use.
+    pub(crate) fn provider_token(&self, header: &str) {
+        let mut seen = self.provider_tokens.lock().expect("stats lock");
+        if !seen.contains(header) {
+            seen.insert(header.into());
+        }
     }
 
     /// The accepted notifications kept so far (up to the record limit).
@@ -173,6 +187,7 @@ impl Stats {
         self.max_in_flight.store(0, Ordering::Relaxed);
         self.refused.store(0, Ordering::Relaxed);
         self.goaways.store(0, Ordering::Relaxed);
+        self.provider_tokens.lock().expect("stats lock").clear();
     }
 }
 

@@ -28,6 +28,9 @@ pub struct SigningKey {
     key_id: String,
     team_id: String,
     key: EncodingKey,
+    /// SHA-256 of the PEM it was read from: tells a reloaded key from a changed one without
+    /// keeping the key's text.
+    fingerprint: [u8; 32],
 }
 
 impl fmt::Debug for SigningKey {
@@ -65,10 +68,14 @@ impl SigningKey {
             what: what.to_owned(),
             source,
         })?;
+        let mut fingerprint = [0; 32];
+        fingerprint
+            .copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, pem).as_ref());
         let k = SigningKey {
             key_id: key_id.to_owned(),
             team_id: team_id.to_owned(),
             key,
+            fingerprint,
         };
         k.sign(UNIX_EPOCH).map_err(|e| match e {
             AuthError::Sign(source) => AuthError::InvalidSigningKey {
@@ -97,6 +104,14 @@ impl SigningKey {
     /// The team id (`iss`).
     pub fn team_id(&self) -> &str {
         &self.team_id
+    }
+
+    /// Whether `other` is the same key under the same ids (read again from the same text, as
+    /// on a reload): a signer of one may go on signing for the other.
+    pub fn same_as(&self, other: &SigningKey) -> bool {
+        self.key_id == other.key_id
+            && self.team_id == other.team_id
+            && self.fingerprint == other.fingerprint
     }
 
     /// Signs a token issued at `iat`.
@@ -331,6 +346,22 @@ mod tests {
         // A second rejection of the old token does not renew again.
         let again = s.renew_rejected(&first).unwrap();
         assert!(Arc::ptr_eq(&renewed, &again));
+    }
+
+    #[test]
+    fn a_key_read_again_is_the_same_key_and_another_is_not() {
+        let load = |pem: &[u8], kid| SigningKey::from_pem(pem, kid, "TEAM123456", "t").unwrap();
+        let key = load(TEST_P8.as_bytes(), "ABC123DEFG");
+        assert!(key.same_as(&load(TEST_P8.as_bytes(), "ABC123DEFG")));
+        assert!(
+            !key.same_as(&load(TEST_P8.as_bytes(), "XYZ123DEFG")),
+            "another key id"
+        );
+        let other = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        assert!(
+            !key.same_as(&load(other.as_bytes(), "ABC123DEFG")),
+            "another key"
+        );
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub struct DispatchOptions {
     pub scan_interval: Duration,
     /// How often each app's newest valid credential is looked for (roll-over, expiry).
     pub credential_check: Duration,
+    /// The wall clock provider tokens are signed by (a manual one in tests of their age rules).
+    pub clock: Arc<dyn apns::clock::Clock>,
 }
 
 impl Default for DispatchOptions {
@@ -68,6 +70,7 @@ impl Default for DispatchOptions {
             probe_interval: Duration::from_secs(60),
             scan_interval: Duration::from_secs(1),
             credential_check: Duration::from_secs(60),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -391,9 +394,15 @@ impl Dispatcher {
     }
 
     fn apply_apps(&self, config: &Config) {
-        // A reload may change a key behind the same ids: sign with fresh signers. Connections
-        // are new as well, so the 20-minute rule is kept per connection.
-        self.signers.lock().expect("signers lock").clear();
+        // Signers of keys no app uses any more go; the others are kept (`settings_for`).
+        self.signers
+            .lock()
+            .expect("signers lock")
+            .retain(|_, signer| {
+                config.apps.iter().flat_map(|a| &a.credentials).any(
+                    |c| matches!(c, Credential::Token { key, .. } if key.same_as(signer.key())),
+                )
+            });
         let mut apps = self.shared.apps.write().expect("apps lock");
         let mut keep = std::collections::HashSet::new();
         for app in &config.apps {
@@ -508,13 +517,22 @@ impl Dispatcher {
             .and_then(|i| app.credentials.get(i))
             .map(|c| match c {
                 Credential::Token { key, .. } => {
+                    // One signer per (team, key) for as long as the key stays the same: a
+                    // reload that re-signed would show Apple a new token on every connection
+                    // sooner than it allows (TooManyProviderTokenUpdates). A key changed
+                    // behind the same ids gets a new signer.
                     let mut signers = self.signers.lock().expect("signers lock");
-                    let signer = signers
-                        .entry((key.team_id().to_owned(), key.key_id().to_owned()))
-                        .or_insert_with(|| {
-                            Arc::new(TokenSigner::new(Arc::clone(key), Arc::new(SystemClock)))
-                        });
-                    Auth::Token(Arc::clone(signer))
+                    let ids = (key.team_id().to_owned(), key.key_id().to_owned());
+                    let signer = match signers.get(&ids) {
+                        Some(s) if s.key().same_as(key) => Arc::clone(s),
+                        _ => {
+                            let clock = Arc::clone(&self.shared.options.clock);
+                            let s = Arc::new(TokenSigner::new(Arc::clone(key), clock));
+                            signers.insert(ids, Arc::clone(&s));
+                            s
+                        }
+                    };
+                    Auth::Token(signer)
                 }
                 Credential::Certificate { identity, .. } => {
                     Auth::Certificate(Arc::new(identity.clone()))

@@ -9,7 +9,7 @@ use apns_mock::RunningMock;
 use gateway::config::Config;
 use gateway::dispatch::{DispatchOptions, Dispatcher};
 use gateway::http::ApiState;
-use gateway::server::Gateway;
+use gateway::server::{Gateway, Reloader};
 use gateway::spool::{NewRequest, SqliteSpool, State};
 
 use crate::harness::apns_fixtures;
@@ -23,6 +23,7 @@ pub struct Live {
     pub dispatch: Arc<Dispatcher>,
     pub addr: std::net::SocketAddr,
     pub dir: tempfile::TempDir,
+    reloader: Reloader,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<()>>,
 }
@@ -88,6 +89,7 @@ impl Live {
         let config = write_config(dir.path(), sim, app_extra);
         let gateway = Gateway::start(config, options).await.unwrap();
         let (state, dispatch) = (Arc::clone(&gateway.state), Arc::clone(&gateway.dispatch));
+        let reloader = gateway.reloader();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -103,6 +105,7 @@ impl Live {
             dispatch,
             addr,
             dir,
+            reloader,
             stop: Some(stop),
             served: Some(served),
         }
@@ -115,6 +118,12 @@ impl Live {
     /// Commits `requests` as every way in does, and hands them to dispatch.
     pub async fn submit(&self, requests: Vec<NewRequest>) {
         self.state.commit(requests).await.unwrap();
+    }
+
+    /// Reads the configuration file again and applies it, as SIGHUP does.
+    pub fn reload(&self) {
+        let config = Config::load(&self.dir.path().join("pushgate.toml")).unwrap();
+        self.reloader.reload(config);
     }
 
     /// Notifications in `state`.

@@ -30,3 +30,6 @@ mod live;
 mod smtp;
 /// The spool: whole-or-nothing batches, limits, recovery, retention, dead tokens.
 mod spool;
+/// Requests that need not reach Apple: sends taken before a halt, tokens re-signed by a
+/// reload.
+mod waste;

@@ -92,9 +92,13 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             return;
         };
         while hup.recv().await.is_some() {
-            match Config::load(&reload_file) {
-                Ok(c) => reloader.reload(c),
-                Err(e) => error!("reload refused; the running configuration stays:\n{e}"),
+            // Reading the files (configuration, keys, certificates) is blocking I/O: off the
+            // runtime's threads.
+            let file = reload_file.clone();
+            match tokio::task::spawn_blocking(move || Config::load(&file)).await {
+                Ok(Ok(c)) => reloader.reload(c),
+                Ok(Err(e)) => error!("reload refused; the running configuration stays:\n{e}"),
+                Err(e) => error!(error = %e, "reload failed; the running configuration stays"),
             }
         }
     });
