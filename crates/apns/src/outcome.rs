@@ -41,6 +41,9 @@ pub enum Outcome {
     /// The caller's deadline ([`crate::Pool::send_by`]) passed before a stream could be
     /// opened (waiting for a slot, or before a re-send). The request never left.
     NotSentInTime,
+    /// The caller withdrew it ([`crate::Pool::send_until`]) before a stream was opened — an
+    /// app halted by another notification's answer, say. The request never left.
+    Withdrawn,
     /// The last connections were each closed before answering anything: APNs is refusing this
     /// app's credentials (a bad or wrong-environment certificate looks like that).
     ConnectionRejected,
@@ -111,10 +114,12 @@ impl Outcome {
                 Consequence::AppHalted => Consequence::AppHalted,
                 _ => retry,
             },
-            Outcome::Unreachable | Outcome::NotSentInTime => Consequence::Retry {
-                after: None,
-                counts_as_attempt: false,
-            },
+            Outcome::Unreachable | Outcome::NotSentInTime | Outcome::Withdrawn => {
+                Consequence::Retry {
+                    after: None,
+                    counts_as_attempt: false,
+                }
+            }
             Outcome::ConnectionRejected => Consequence::AppHalted,
         }
     }

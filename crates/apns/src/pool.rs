@@ -243,16 +243,35 @@ impl Pool {
     /// nor a re-send — so a notification that waited for a slot past its expiry is never sent
     /// late: [`Outcome::NotSentInTime`]. A request already sent is always waited for.
     pub async fn send_by(&self, n: &Notification, deadline: Option<Instant>) -> Outcome {
+        self.send_until(n, deadline, std::future::pending()).await
+    }
+
+    /// As [`Pool::send_by`], and withdrawn once `withdraw` completes: no stream is opened for
+    /// `n` after that — [`Outcome::Withdrawn`]. A caller whose notifications became pointless
+    /// to send (its credential was just refused) gets back those still waiting for a slot
+    /// instead of having each of them refused by APNs in turn.
+    pub async fn send_until(
+        &self,
+        n: &Notification,
+        deadline: Option<Instant>,
+        withdraw: impl Future<Output = ()>,
+    ) -> Outcome {
         let shared = &self.shared;
+        let mut withdraw = std::pin::pin!(withdraw);
         let (mut resends, mut renewed, mut reconnected) = (0, false, false);
         loop {
-            let acquired = match deadline {
-                None => shared.acquire().await,
-                Some(d) => tokio::select! {
-                    biased;
-                    lease = shared.acquire() => lease,
-                    () = tokio::time::sleep_until(d) => return Outcome::NotSentInTime,
-                },
+            let expiry = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            // The future ends the send as soon as it completes, so it is never polled again.
+            let acquired = tokio::select! {
+                biased;
+                () = &mut withdraw => return Outcome::Withdrawn,
+                lease = shared.acquire() => lease,
+                () = expiry => return Outcome::NotSentInTime,
             };
             let mut lease = match acquired {
                 Ok(lease) => lease,
@@ -272,7 +291,7 @@ impl Pool {
                 Auth::Certificate(_) => None,
             };
             let step = shared
-                .exchange(&mut lease, n, token.as_deref(), deadline)
+                .exchange(&mut lease, n, token.as_deref(), deadline, withdraw.as_mut())
                 .await;
             let conn = lease.conn;
             drop(lease);
@@ -537,6 +556,7 @@ impl Shared {
         n: &Notification,
         token: Option<&ProviderToken>,
         deadline: Option<Instant>,
+        withdraw: std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> Step {
         let conn = lease.conn;
         let req = build_request(
@@ -544,7 +564,12 @@ impl Shared {
             self.config.endpoint.authority(),
             token.map(ProviderToken::header),
         );
-        if let Err(e) = std::future::poll_fn(|cx| lease.send.poll_ready(cx)).await {
+        let ready = tokio::select! {
+            biased;
+            () = withdraw => return Step::Answer(Outcome::Withdrawn),
+            ready = std::future::poll_fn(|cx| lease.send.poll_ready(cx)) => ready,
+        };
+        if let Err(e) = ready {
             debug!(conn, error = %e, "connection no longer takes streams");
             self.drain(conn, "not ready");
             return Step::Refused;

@@ -365,3 +365,51 @@ async fn a_send_that_waits_past_its_deadline_is_never_sent() {
     assert_eq!(ids.get(late.id.as_uuid()), None, "sent after its deadline");
     assert_eq!(sim.stats().snapshot().requests, 1);
 }
+
+/// A send still waiting for a stream when its caller withdraws it is never sent:
+/// `Withdrawn`, and the server never sees it; one already sent is waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_send_is_never_sent() {
+    let sim = mock()
+        .latency(Duration::from_millis(1500))
+        .spawn()
+        .await
+        .unwrap();
+    let mut c = config(&sim, token_auth());
+    // One connection, which carries one stream until its first 200.
+    c.max_connections = 1;
+    let pool = Pool::new(c);
+    let first = note(1);
+    let withdrawn = note(2);
+    let sending = {
+        let pool = pool.clone();
+        let first = first.clone();
+        tokio::spawn(async move { pool.send(&first).await })
+    };
+    wait_for("the first stream open", Duration::from_secs(5), || {
+        pool.stats().streams_in_flight == 1
+    })
+    .await;
+    let (withdraw, withdrawal) = tokio::sync::oneshot::channel::<()>();
+    let waiting = {
+        let pool = pool.clone();
+        let n = withdrawn.clone();
+        tokio::spawn(async move {
+            let withdrawal = async {
+                let _ = withdrawal.await;
+            };
+            pool.send_until(&n, None, withdrawal).await
+        })
+    };
+    withdraw.send(()).unwrap();
+    assert_eq!(waiting.await.unwrap(), Outcome::Withdrawn);
+    assert!(sending.await.unwrap().is_delivered());
+    let ids = sim.stats().id_counts();
+    assert_eq!(ids.get(first.id.as_uuid()), Some(&1));
+    assert_eq!(
+        ids.get(withdrawn.id.as_uuid()),
+        None,
+        "sent after it was withdrawn"
+    );
+    assert_eq!(sim.stats().snapshot().requests, 1);
+}

@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::Shared;
@@ -42,8 +43,8 @@ pub(crate) struct AppWorker {
     /// Bumped after every change of `settings`, so the worker re-reads them only then instead
     /// of cloning them for every answer.
     pub settings_version: std::sync::atomic::AtomicU64,
-    /// `Some(reason)` while halted. A std mutex, never held across an await.
-    halted: Mutex<Option<String>>,
+    /// Whether and why it is halted. A std mutex, never held across an await.
+    halted: Mutex<Halt>,
     /// Wakes the worker on resume (reload) or stop.
     pub wake: Notify,
     pub stopped: std::sync::atomic::AtomicBool,
@@ -53,6 +54,17 @@ pub(crate) struct AppWorker {
     pub metrics: crate::metrics::AppMetrics,
     /// Told when the app halts.
     events: Arc<crate::events::Events>,
+}
+
+/// An app's halt, and what withdraws the sends started before it.
+#[derive(Debug, Default)]
+struct Halt {
+    /// `Some(reason)` while halted.
+    reason: Option<String>,
+    /// Every send holds a child of this; a halt cancels it (and puts a new one in its place
+    /// for the probes), so that sends still waiting for a stream are withdrawn instead of
+    /// reaching APNs with a credential it has just refused.
+    withdraw: CancellationToken,
 }
 
 /// What a reload may change.
@@ -80,7 +92,10 @@ impl AppWorker {
             queue: Arc::new(ReadyQueue::new(queue_capacity)),
             settings: RwLock::new(settings),
             settings_version: std::sync::atomic::AtomicU64::new(0),
-            halted: Mutex::new(halted),
+            halted: Mutex::new(Halt {
+                reason: halted,
+                withdraw: CancellationToken::new(),
+            }),
             wake: Notify::new(),
             stopped: std::sync::atomic::AtomicBool::new(false),
             running: Mutex::new(true),
@@ -89,18 +104,26 @@ impl AppWorker {
     }
 
     pub fn halted(&self) -> Option<String> {
-        self.halted.lock().expect("halt lock").clone()
+        self.halted.lock().expect("halt lock").reason.clone()
     }
 
     fn is_halted(&self) -> bool {
-        self.halted.lock().expect("halt lock").is_some()
+        self.halted.lock().expect("halt lock").reason.is_some()
+    }
+
+    /// What withdraws sends started now, should the app halt before they are written.
+    fn withdrawal(&self) -> CancellationToken {
+        self.halted.lock().expect("halt lock").withdraw.clone()
     }
 
     pub fn halt(&self, reason: &str) {
         let newly = {
             let mut h = self.halted.lock().expect("halt lock");
-            let newly = h.is_none();
-            *h = Some(reason.to_owned());
+            let newly = h.reason.is_none();
+            h.reason = Some(reason.to_owned());
+            if newly {
+                std::mem::take(&mut h.withdraw).cancel();
+            }
             newly
         };
         if newly {
@@ -110,7 +133,7 @@ impl AppWorker {
     }
 
     pub fn resume(&self, why: &str) {
-        let was = self.halted.lock().expect("halt lock").take();
+        let was = self.halted.lock().expect("halt lock").reason.take();
         if let Some(reason) = was {
             info!(app = %self.name, was = %reason, why, "app resumed");
         }
@@ -162,6 +185,8 @@ fn record_attempt(
         Outcome::Unreachable => ("unreachable", None),
         Outcome::ConnectionRejected => ("rejected_connection", None),
         Outcome::NotSentInTime => ("not_sent_in_time", None),
+        // Not an attempt: withdrawn before it was written.
+        Outcome::Withdrawn => return,
     };
     metrics.attempt(result, took);
 }
@@ -192,9 +217,13 @@ fn notification(r: &Ready) -> Notification {
 }
 
 /// One send: the notification, its outcome, how long it took, and whether it was never sent
-/// because its pool had been closed (a reload or a shutdown). A named function, so the set of
-/// sends in progress holds this one future type unboxed.
-async fn send_one(pool: Pool, r: Ready) -> (Ready, Outcome, std::time::Duration, bool) {
+/// because its pool had been closed (a reload or a shutdown) or the app halted first. A named
+/// function, so the set of sends in progress holds this one future type unboxed.
+async fn send_one(
+    pool: Pool,
+    r: Ready,
+    withdraw: tokio_util::sync::WaitForCancellationFutureOwned,
+) -> (Ready, Outcome, std::time::Duration, bool) {
     let n = notification(&r);
     let started = Instant::now();
     // Never opened past the notification's expiry, however long the wait for a stream.
@@ -202,8 +231,9 @@ async fn send_one(pool: Pool, r: Ready) -> (Ready, Outcome, std::time::Duration,
         .expires_at
         .duration_since(SystemTime::now())
         .unwrap_or_default();
-    let outcome = pool.send_by(&n, Some(started + left)).await;
-    let unsent = outcome == Outcome::Unreachable && pool.is_closed();
+    let outcome = pool.send_until(&n, Some(started + left), withdraw).await;
+    let unsent =
+        outcome == Outcome::Withdrawn || (outcome == Outcome::Unreachable && pool.is_closed());
     (r, outcome, started.elapsed(), unsent)
 }
 
@@ -294,8 +324,13 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
                     next_probe = Instant::now() + shared.options.probe_interval;
                     info!(app = %app.name, "probing a halted app with one notification");
                 }
+                let withdraw = app.withdrawal();
                 for r in go {
-                    sends.push(send_one(pool.clone(), r));
+                    sends.push(send_one(
+                        pool.clone(),
+                        r,
+                        withdraw.clone().cancelled_owned(),
+                    ));
                 }
             }
             continue;
@@ -310,8 +345,8 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
                 record_attempt(&app.metrics, &outcome, took);
                 let was_probe = std::mem::take(&mut probing);
                 let passed = if unsent {
-                    // Never sent: its pool was closed by a reload or the shutdown. Back to the
-                    // queue, due at once, without using up an attempt.
+                    // Never sent: its pool was closed by a reload or the shutdown, or the app
+                    // halted first. Back to the queue, due at once, without using an attempt.
                     Some(Held { decision: Decision { completion: requeued(&ready), dead: None, halt: None }, ready })
                 } else {
                     let now = SystemTime::now();

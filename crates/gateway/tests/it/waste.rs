@@ -57,3 +57,47 @@ async fn a_reload_keeps_the_provider_token_of_an_unchanged_key() {
     assert_eq!(s.by_status.get("200"), Some(&sent), "{s:?}");
     live.stop().await;
 }
+
+/// After the first halting answer, what the worker had taken but not yet written goes back to
+/// the queue: an app whose provider token Apple refuses costs about one request per connection,
+/// not one per stream it had in flight. Nothing is lost or used up meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halt_withdraws_the_sends_not_yet_written() {
+    // A simulator that trusts another key: every token the gateway signs is invalid.
+    let other = std::fs::read(crate::harness::apns_fixtures().join("other-jwt.pub.pem")).unwrap();
+    let sim = apns_mock::MockApns::builder()
+        .jwt_key(other)
+        .spawn()
+        .await
+        .unwrap();
+    let live = Live::start(&sim, "max_connections = 4", DispatchOptions::default()).await;
+    live.submit(vec![shop(0, 5_000)]).await;
+    until("the app to halt", MINUTE, || async {
+        !live.dispatch.halted().is_empty()
+    })
+    .await;
+    until("no send left in flight", MINUTE, || async {
+        live.dispatch.in_flight_count("shop") == 0
+    })
+    .await;
+    let s = sim.stats().snapshot();
+    let refused = s
+        .by_reason
+        .get("InvalidProviderToken")
+        .copied()
+        .unwrap_or(0);
+    assert!(refused >= 1, "{s:?}");
+    // One request per connection may be on its way when the first 403 arrives; nothing after.
+    assert!(
+        s.requests <= 2 * 4,
+        "{} requests reached APNs: {s:?}",
+        s.requests
+    );
+    assert_eq!(live.dispatch.halted()[0].1, "InvalidProviderToken");
+    assert_eq!(
+        live.count(State::Queued).await,
+        5_000,
+        "all kept, none used up"
+    );
+    live.stop().await;
+}
