@@ -189,6 +189,12 @@ impl AppMetrics {
     }
 }
 
+/// Rows the scheduler read from the spool for `app` (pages of its ready notifications).
+pub fn rows_read(app: &str, n: usize) {
+    metrics::counter!("pushgate_spool_rows_read_total", "app" => app.to_owned())
+        .increment(n as u64);
+}
+
 /// A commit of outcomes the spool refused (dispatch pauses until one succeeds).
 pub fn outcome_commit_failed() {
     metrics::counter!("pushgate_outcome_commit_failures_total").increment(1);

@@ -1,6 +1,10 @@
 //! Reading work back from the spool: at start-up (recovery), for scheduled notifications whose
 //! time has come, for retries that are due, and for a backlog that did not fit in memory. The
 //! hot path never comes here: what ingest commits goes straight to the app's queue.
+//!
+//! Each app is read on its own, through the pending index of that app alone, and only when
+//! its queue has room: a halted app or one with a long backlog costs the others nothing, and
+//! costs itself only the pages its queue takes in.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,24 +15,34 @@ use tracing::warn;
 
 use super::Shared;
 use super::ready::Ready;
-use crate::spool::Spool;
+use super::worker::AppWorker;
+use crate::spool::{ReadyCursor, Spool};
 
 /// Rows read per page.
 const PAGE: usize = 1000;
 
-/// Runs until shutdown: every scan interval, or when woken, claims due scheduled rows and, if
-/// anything may be waiting in the spool, pages it into the queues that have room.
+/// What the scheduler keeps of one app between scans.
+#[derive(Debug, Default)]
+struct AppScan {
+    /// Where the last pass stopped because the queue was full; the next one goes on from
+    /// there instead of re-reading rows the queue already holds.
+    cursor: ReadyCursor,
+    /// The spool may hold work of this app that its queue has not seen.
+    behind: bool,
+}
+
+/// Runs until shutdown: every scan interval, or when woken, claims due scheduled rows and, for
+/// each app whose spool may hold work its queue has not seen, pages that work in while the
+/// queue has room.
 pub(crate) async fn run(shared: Arc<Shared>) {
-    // Where the last pass stopped: the next one goes on from there instead of re-reading rows
-    // the queues already hold; it starts over once it reaches the end.
-    let mut cursor = None;
+    let mut apps = HashMap::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(shared.options.scan_interval) => {}
             _ = shared.scan_wake.notified() => {}
             _ = shared.shutdown.cancelled() => return,
         }
-        if let Err(e) = scan(&shared, &mut cursor).await {
+        if let Err(e) = scan(&shared, &mut apps).await {
             warn!(error = %e, "reading due notifications from the spool failed");
         }
     }
@@ -36,7 +50,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 
 async fn scan(
     shared: &Shared,
-    cursor: &mut Option<apns::ApnsId>,
+    scans: &mut HashMap<String, AppScan>,
 ) -> Result<(), crate::spool::SpoolError> {
     let now = SystemTime::now();
     loop {
@@ -48,60 +62,86 @@ async fn scan(
             break;
         }
     }
-    let due_retry = shared
-        .next_retry
-        .lock()
-        .expect("retry lock")
-        .is_some_and(|t| t <= now);
-    // Every queue's flag is read (and cleared), not just up to the first one set.
-    let mut overflow = false;
-    for a in shared.apps() {
-        overflow |= a.queue.take_overflow();
-    }
-    if !(shared.rescan_needed.swap(false, Ordering::AcqRel) || due_retry || overflow) {
-        return Ok(());
-    }
-    // The retries due later than now: remember the earliest so the next scan comes in time.
-    let later = shared.spool.next_due(now).await?;
-    *shared.next_retry.lock().expect("retry lock") = later;
-    let apps: HashMap<String, _> = shared
-        .apps()
-        .into_iter()
-        .map(|a| (a.name.clone(), a))
-        .collect();
-    let mut wrapped = cursor.is_none();
-    loop {
-        let page = shared.spool.ready_page(*cursor, now, PAGE).await?;
-        let rows = page.rows;
-        *cursor = page.cursor;
-        let mut by_app: HashMap<&str, Vec<Ready>> = HashMap::new();
-        for r in &rows {
-            by_app.entry(r.app.as_str()).or_default().push(Ready {
-                id: r.id,
-                token: r.token.clone(),
-                attempts: r.attempts,
-                expires_at: r.expires_at,
-                request: Arc::clone(&r.request),
-            });
+    let due_retry = {
+        let mut next = shared.next_retry.lock().expect("retry lock");
+        let due = next.is_some_and(|t| t <= now);
+        if due {
+            *next = None;
         }
-        for (app, items) in by_app {
-            // An app that is not configured (removed) keeps its notifications in the spool.
-            if let Some(worker) = apps.get(app) {
-                worker.queue.offer(items);
+        due
+    };
+    let everyone = shared.rescan_needed.swap(false, Ordering::AcqRel) || due_retry;
+    let apps = shared.apps();
+    scans.retain(|name, _| apps.iter().any(|a| &a.name == name));
+    let mut read_any = false;
+    for app in &apps {
+        let scan = scans.entry(app.name.clone()).or_default();
+        // Every queue's flag is read (and cleared), not just up to the first one set.
+        scan.behind |= app.queue.take_overflow() | everyone;
+        if !scan.behind || app.queue.space() == 0 {
+            continue;
+        }
+        // A halted app takes nothing but a probe now and then: its backlog waits in the
+        // spool, except what the queue needs to have something to probe with.
+        if app.halted().is_some() && !app.queue.is_empty() {
+            continue;
+        }
+        scan.behind = !read_app(shared, app, &mut scan.cursor, now).await?;
+        read_any = true;
+    }
+    if read_any || due_retry {
+        // The retries due later than now: the earliest, so that the next scan comes in time.
+        let mut later: Option<SystemTime> = None;
+        for app in &apps {
+            if let Some(t) = shared.spool.next_due(&app.name, now).await? {
+                later = Some(later.map_or(t, |l| l.min(t)));
             }
         }
-        if apps.values().all(|a| a.queue.space() == 0) {
-            // Everything is full; the rest waits for the next scan.
-            shared.rescan_needed.store(true, Ordering::Release);
-            break;
-        }
-        if cursor.is_none() {
-            // The end: go once more from the start if this pass began in the middle.
-            if wrapped {
-                break;
-            }
-            wrapped = true;
+        if let Some(t) = later {
+            let mut next = shared.next_retry.lock().expect("retry lock");
+            *next = Some(next.map_or(t, |n| n.min(t)));
         }
     }
     Ok(())
+}
+
+/// One pass over `app`'s ready notifications from `cursor`: pages no larger than the room in
+/// its queue, so that what a page read is taken in whole. True when the pass reached the end
+/// (once more from the start if it began in the middle); false when the queue filled first,
+/// with `cursor` where the next pass goes on.
+async fn read_app(
+    shared: &Shared,
+    app: &AppWorker,
+    cursor: &mut ReadyCursor,
+    now: SystemTime,
+) -> Result<bool, crate::spool::SpoolError> {
+    let mut wrapped = *cursor == ReadyCursor::Start;
+    loop {
+        let room = app.queue.space();
+        if room == 0 {
+            return Ok(false);
+        }
+        let page = shared
+            .spool
+            .ready_page(&app.name, *cursor, now, PAGE.min(room))
+            .await?;
+        crate::metrics::rows_read(&app.name, page.scanned);
+        app.queue.offer(page.rows.into_iter().map(|r| Ready {
+            id: r.id,
+            token: r.token,
+            attempts: r.attempts,
+            expires_at: r.expires_at,
+            request: r.request,
+        }));
+        match page.cursor {
+            Some(c) => *cursor = c,
+            None => {
+                *cursor = ReadyCursor::Start;
+                if wrapped {
+                    return Ok(true);
+                }
+                wrapped = true;
+            }
+        }
+    }
 }

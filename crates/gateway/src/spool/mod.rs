@@ -24,7 +24,9 @@ mod writer;
 
 pub use recovery::{PendingRow, RecoveryReport};
 pub use retention::spawn_pruner;
-pub use sqlite::{FeedbackEntry, ReadyPage, ReadyRow, SpoolOptions, SqliteSpool, StoredRequest};
+pub use sqlite::{
+    FeedbackEntry, ReadyCursor, ReadyPage, ReadyRow, SpoolOptions, SqliteSpool, StoredRequest,
+};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -18,14 +18,22 @@ use super::{
 };
 
 /// The schema this version writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Each notification costs one write into `notifications` and its pending index at ingest, and
 /// one update that takes it out of that index at its outcome: no other index is kept up to date
 /// per notification. Retention walks the primary key instead (ids are UUIDv7, so their order is
 /// their creation time), and a request counts its notifications left (`remaining`) instead of
 /// being found through an index on `request_id`.
+///
+/// A pending notification carries its app's number (`apps`), first in its pending index after
+/// the state, so that the scheduler reads one app's work without reading another's: a halted
+/// app's backlog costs the others nothing.
 const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS apps (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
 CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY,
     app TEXT NOT NULL,
@@ -43,6 +51,7 @@ CREATE TABLE IF NOT EXISTS requests (
 CREATE TABLE IF NOT EXISTS notifications (
     id BLOB PRIMARY KEY,
     request_id INTEGER NOT NULL,
+    app INTEGER NOT NULL DEFAULT 0,
     token BLOB NOT NULL,
     state INTEGER NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -51,7 +60,7 @@ CREATE TABLE IF NOT EXISTS notifications (
     reason TEXT,
     updated_at INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS notifications_pending ON notifications (state, due_at) WHERE state < 3;
+CREATE INDEX IF NOT EXISTS notifications_pending ON notifications (state, app, due_at) WHERE state < 3;
 CREATE TABLE IF NOT EXISTS dead_tokens (
     app TEXT NOT NULL,
     token BLOB NOT NULL,
@@ -71,19 +80,24 @@ const HEALTH_TABLE: &str = "CREATE TABLE IF NOT EXISTS health (
 // Read-side statements of every scheduler pass; like those in `writer`, checked by `plans`
 // to go through the partial index of pending rows (`state < 3` repeated for that).
 
-/// The queued notifications waiting for no time, in id order after a cursor. Their requests
-/// are read once each (`REQUEST_BY_ID`), not once per row.
-const READY_WAITING: &str = "SELECT id, token, attempts, request_id FROM notifications \
-     WHERE state < 3 AND state = 1 AND due_at IS NULL AND id > ?1 ORDER BY id LIMIT ?2";
-/// The queued retries whose time has come.
-const READY_DUE: &str = "SELECT id, token, attempts, request_id FROM notifications \
-     WHERE state < 3 AND state = 1 AND due_at <= ?1 ORDER BY due_at LIMIT ?2";
+/// One app's queued notifications waiting for no time, in id order after a cursor. Their
+/// requests are read once each (`REQUEST_BY_ID`), not once per row.
+const READY_WAITING: &str = "SELECT id, token, attempts, request_id, due_at FROM notifications \
+     WHERE state < 3 AND state = 1 AND app = ?1 AND due_at IS NULL AND id > ?2 ORDER BY id \
+     LIMIT ?3";
+/// One app's queued retries whose time (?2) has come, in (due time, id) order after a cursor
+/// (?3, ?4).
+const READY_DUE: &str = "SELECT id, token, attempts, request_id, due_at FROM notifications \
+     WHERE state < 3 AND state = 1 AND app = ?1 AND due_at <= ?2 AND (due_at, id) > (?3, ?4) \
+     ORDER BY due_at, id LIMIT ?5";
 /// A request's headers, payload and expiry.
 const REQUEST_BY_ID: &str = "SELECT app, payload, push_type, priority, topic, collapse_id, \
      apns_expiration, expires_at FROM requests WHERE id = ?1";
-/// The earliest retry still to come.
-const NEXT_DUE: &str =
-    "SELECT MIN(due_at) FROM notifications WHERE state < 3 AND state = 1 AND due_at > ?1";
+/// One app's earliest retry still to come.
+const NEXT_DUE: &str = "SELECT MIN(due_at) FROM notifications \
+     WHERE state < 3 AND state = 1 AND app = ?1 AND due_at > ?2";
+/// An app's number.
+const APP_ID: &str = "SELECT id FROM apps WHERE name = ?1";
 /// Pending notifications by state.
 const PENDING_COUNTS: &str =
     "SELECT state, COUNT(*) FROM notifications WHERE state < 3 GROUP BY state";
@@ -97,6 +111,19 @@ UPDATE requests SET remaining = (SELECT COUNT(*) FROM notifications n WHERE n.re
 DROP INDEX IF EXISTS notifications_finished;
 DROP INDEX IF EXISTS notifications_request;
 PRAGMA user_version = 2;
+COMMIT;";
+
+/// Version 3 numbers the apps and keeps a pending notification's app in its pending index
+/// (finished rows keep 0: nothing reads them by app). One transaction.
+const MIGRATE_2_TO_3: &str = "BEGIN IMMEDIATE;
+CREATE TABLE apps (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+INSERT INTO apps (name) SELECT DISTINCT app FROM requests ORDER BY app;
+ALTER TABLE notifications ADD COLUMN app INTEGER NOT NULL DEFAULT 0;
+UPDATE notifications SET app = (SELECT a.id FROM requests r JOIN apps a ON a.name = r.app \
+    WHERE r.id = notifications.request_id) WHERE state < 3;
+DROP INDEX notifications_pending;
+CREATE INDEX notifications_pending ON notifications (state, app, due_at) WHERE state < 3;
+PRAGMA user_version = 3;
 COMMIT;";
 
 /// How the spool behaves.
@@ -174,7 +201,11 @@ impl SqliteSpool {
             0 => conn
                 .execute_batch(&format!("{SCHEMA} PRAGMA user_version = {SCHEMA_VERSION};"))
                 .map_err(open_err)?,
-            1 => conn.execute_batch(MIGRATE_1_TO_2).map_err(open_err)?,
+            1 => {
+                conn.execute_batch(MIGRATE_1_TO_2).map_err(open_err)?;
+                conn.execute_batch(MIGRATE_2_TO_3).map_err(open_err)?;
+            }
+            2 => conn.execute_batch(MIGRATE_2_TO_3).map_err(open_err)?,
             SCHEMA_VERSION => {}
             found => {
                 return Err(SpoolError::Schema {
@@ -526,29 +557,33 @@ impl SqliteSpool {
 }
 
 /// One page of [`SqliteSpool::ready_page`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ReadyPage {
     pub rows: Vec<ReadyRow>,
-    /// Where the next page starts; `None` at the end.
-    pub cursor: Option<ApnsId>,
+    /// Where the next page starts; `None` at the end of the pass.
+    pub cursor: Option<ReadyCursor>,
+    /// Rows the page read, those it skipped as unsendable included.
+    pub scanned: usize,
 }
 
-/// Runs one of the ready queries (`query`, described as `what`, with `first` and `limit` as
-/// its parameters) and reads its rows into `out`, reading and decoding each request once
-/// (`cache` by request id). Answers how many rows the query gave and the last of their ids that
-/// could be read, so that paging goes on past rows that cannot be sent: a notification whose
-/// request is missing, or one that does not decode, is skipped with a warning — never the end
-/// of the page, nor an error that would stop every later page at it.
+/// The due time (none for a row waiting for no time) and id of the last row a page read.
+type LastRead = (Option<i64>, ApnsId);
+
+/// Runs one of the ready queries (`query`, described as `what`, with `args`) and reads its
+/// rows into `out`, reading and decoding each request once (`cache` by request id). Answers
+/// how many rows the query gave and the last of them that could be read (its due time and
+/// id), so that paging goes on past rows that cannot be sent: a notification whose request is
+/// missing, or one that does not decode, is skipped with a warning — never the end of the
+/// page, nor an error that would stop every later page at it.
 fn read_ready(
     c: &Connection,
     (query, what): (&str, &'static str),
-    first: &dyn rusqlite::ToSql,
-    limit: usize,
+    args: &[&dyn rusqlite::ToSql],
     cache: &mut std::collections::HashMap<i64, (Arc<StoredRequest>, SystemTime)>,
     out: &mut Vec<ReadyRow>,
-) -> Result<(usize, Option<ApnsId>), SpoolError> {
+) -> Result<(usize, Option<LastRead>), SpoolError> {
     let mut st = c.prepare_cached(query).map_err(sql(what))?;
-    let mut rows = st.query(params![first, limit as i64]).map_err(sql(what))?;
+    let mut rows = st.query(args).map_err(sql(what))?;
     let (mut scanned, mut last) = (0, None);
     while let Some(r) = rows.next().map_err(sql(what))? {
         scanned += 1;
@@ -557,7 +592,9 @@ fn read_ready(
             .ok()
             .and_then(|v| v.as_blob().ok())
             .and_then(|b| decode_id(b).ok());
-        last = id.or(last);
+        if let Some(id) = id {
+            last = Some((r.get::<_, Option<i64>>(4).ok().flatten(), id));
+        }
         match ready_row(c, r, cache) {
             Ok(Some(row)) => out.push(row),
             Ok(None) => {
@@ -649,31 +686,76 @@ pub struct ReadyRow {
     pub request: Arc<StoredRequest>,
 }
 
+/// Where a pass over one app's ready notifications goes on: first those waiting for no time
+/// (in id order), then the retries that are due (in due-time order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadyCursor {
+    /// The beginning of a pass.
+    #[default]
+    Start,
+    /// After this waiting notification.
+    Waiting(ApnsId),
+    /// After this due retry (due time in ms, id).
+    Due(i64, ApnsId),
+}
+
 impl SqliteSpool {
-    /// Queued notifications that are due at `now`: those waiting for no time, with ids after
-    /// `after`, in id order (through the pending index, so a pass never reads finished rows);
-    /// and at the start of a pass (`after` = `None`) also the retries whose time has come.
-    /// `cursor` is where the next page goes on, `None` once the end is reached.
+    /// Up to `limit` of `app`'s queued notifications that are due at `now`, from `cursor` on:
+    /// those waiting for no time, through the pending index of that app alone, then its
+    /// retries whose time has come. The page's `cursor` is where the next one goes on, `None`
+    /// once the pass reached the end; every due notification is read once a pass, however
+    /// many there are.
     pub async fn ready_page(
         &self,
-        after: Option<ApnsId>,
+        app: &str,
+        cursor: ReadyCursor,
         now: SystemTime,
         limit: usize,
     ) -> Result<ReadyPage, SpoolError> {
-        let start = after.is_none();
-        let after = after.map_or_else(Vec::new, |id| id.as_uuid().as_bytes().to_vec());
+        let app = app.to_owned();
         let now = super::to_ms(now);
         self.read(move |c| {
+            let Some(app) = app_id(c, &app)? else {
+                return Ok(ReadyPage::default());
+            };
             let mut cache = std::collections::HashMap::new();
             let mut rows = Vec::new();
-            let waiting = (READY_WAITING, "paging ready notifications");
-            let (scanned, last) = read_ready(c, waiting, &after, limit, &mut cache, &mut rows)?;
-            let cursor = (scanned == limit).then_some(last).flatten();
-            if start {
-                let due = (READY_DUE, "paging due retries");
-                read_ready(c, due, &now, limit, &mut cache, &mut rows)?;
+            let mut scanned = 0;
+            let mut due_from = (i64::MIN, Vec::new());
+            if let ReadyCursor::Start | ReadyCursor::Waiting(_) = cursor {
+                let after = match cursor {
+                    ReadyCursor::Waiting(id) => id.as_uuid().as_bytes().to_vec(),
+                    _ => Vec::new(),
+                };
+                let query = (READY_WAITING, "paging ready notifications");
+                let args = params![app, after, limit as i64];
+                let (n, last) = read_ready(c, query, args, &mut cache, &mut rows)?;
+                scanned += n;
+                if n == limit {
+                    let cursor = last.map(|(_, id)| ReadyCursor::Waiting(id));
+                    return Ok(ReadyPage {
+                        rows,
+                        cursor,
+                        scanned,
+                    });
+                }
+            } else if let ReadyCursor::Due(t, id) = cursor {
+                due_from = (t, id.as_uuid().as_bytes().to_vec());
             }
-            Ok(ReadyPage { rows, cursor })
+            let left = limit - scanned;
+            let query = (READY_DUE, "paging due retries");
+            let args = params![app, now, due_from.0, due_from.1, left as i64];
+            let (n, last) = read_ready(c, query, args, &mut cache, &mut rows)?;
+            scanned += n;
+            let cursor = (n == left)
+                .then_some(last)
+                .flatten()
+                .map(|(due, id)| ReadyCursor::Due(due.unwrap_or(now), id));
+            Ok(ReadyPage {
+                rows,
+                cursor,
+                scanned,
+            })
         })
         .await
     }
@@ -701,18 +783,35 @@ impl SqliteSpool {
 }
 
 impl SqliteSpool {
-    /// The earliest due time after `now` of a queued notification waiting for a retry.
-    pub async fn next_due(&self, now: SystemTime) -> Result<Option<SystemTime>, SpoolError> {
+    /// The earliest due time after `now` of `app`'s queued notifications waiting for a retry.
+    pub async fn next_due(
+        &self,
+        app: &str,
+        now: SystemTime,
+    ) -> Result<Option<SystemTime>, SpoolError> {
+        let app = app.to_owned();
         let now = super::to_ms(now);
         self.read(move |c| {
+            let Some(app) = app_id(c, &app)? else {
+                return Ok(None);
+            };
             c.prepare_cached(NEXT_DUE)
                 .map_err(sql("reading the next due time"))?
-                .query_row(params![now], |r| r.get::<_, Option<i64>>(0))
+                .query_row(params![app, now], |r| r.get::<_, Option<i64>>(0))
                 .map(|t| t.map(from_ms))
                 .map_err(sql("reading the next due time"))
         })
         .await
     }
+}
+
+/// The number of app `name`; `None` for an app that never had a notification.
+fn app_id(c: &Connection, name: &str) -> Result<Option<i64>, SpoolError> {
+    c.prepare_cached(APP_ID)
+        .map_err(sql("reading an app's number"))?
+        .query_row(params![name], |r| r.get(0))
+        .optional()
+        .map_err(sql("reading an app's number"))
 }
 
 /// A request's stored columns back into values.
@@ -857,9 +956,20 @@ mod plans {
             READY_DUE,
             REQUEST_BY_ID,
             NEXT_DUE,
+            APP_ID,
+            super::writer::APP_IDS,
             PENDING_COUNTS,
         ] {
             let steps = plan(&c, query);
+            // The scheduler's statements read one app's rows, not every app's.
+            if [CLAIM_DUE, READY_WAITING, READY_DUE, NEXT_DUE].contains(&query) {
+                assert!(
+                    steps
+                        .iter()
+                        .any(|s| s.contains("notifications_pending (state=? AND app=?")),
+                    "{query}\nreads past other apps' rows: {steps:?}"
+                );
+            }
             assert!(
                 steps.iter().all(|s| !s.starts_with("SCAN notifications")
                     && !s.starts_with("SCAN n ")

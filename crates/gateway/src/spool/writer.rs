@@ -25,10 +25,14 @@ use super::{Completion, DeadToken, NewRequest, SpoolError, State, SubmitError, t
 // wherever a narrower state is asked for, because SQLite uses the partial index of pending
 // rows only for a WHERE clause that repeats its condition.
 
-/// Scheduled notifications whose time has come become queued.
+/// One app's (?3) scheduled notifications whose time has come become queued.
 pub(crate) const CLAIM_DUE: &str = "UPDATE notifications SET state = 1, due_at = NULL, \
      updated_at = ?1 WHERE id IN (SELECT id FROM notifications WHERE state < 3 AND state = 0 \
-     AND due_at <= ?1 ORDER BY due_at LIMIT ?2) RETURNING id";
+     AND app = ?3 AND due_at <= ?1 ORDER BY due_at LIMIT ?2) RETURNING id";
+/// Every app's number, for the statements that go through the pending index app by app.
+pub(crate) const APP_IDS: &str = "SELECT id FROM apps";
+/// An app's number, if it has one.
+const APP_ID: &str = "SELECT id FROM apps WHERE name = ?1";
 /// Start-up recovery: what was in flight goes back to the queue.
 pub(crate) const REQUEUE_IN_FLIGHT: &str =
     "UPDATE notifications SET state = 1, updated_at = ?1 WHERE state < 3 AND state = 2";
@@ -463,10 +467,23 @@ fn insert_batch(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?;
     let mut note = tx.prepare_cached(
-        "INSERT INTO notifications (id, request_id, token, state, attempts, due_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
+        "INSERT INTO notifications (id, request_id, app, token, state, attempts, due_at, \
+         updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7)",
     )?;
+    let mut app_id = tx.prepare_cached(APP_ID)?;
+    let mut new_app = tx.prepare_cached("INSERT INTO apps (name) VALUES (?1)")?;
     for r in batch {
+        // Numbered in the same transaction: a rollback takes a new app's number with it.
+        let app = match app_id
+            .query_row(params![r.app], |row| row.get::<_, i64>(0))
+            .optional()?
+        {
+            Some(id) => id,
+            None => {
+                new_app.execute(params![r.app])?;
+                tx.last_insert_rowid()
+            }
+        };
         let send_at = r.send_at.map(to_ms).filter(|&t| t > now);
         req.execute(params![
             r.app,
@@ -492,6 +509,7 @@ fn insert_batch(
             note.execute(params![
                 &id.as_uuid().as_bytes()[..],
                 request_id,
+                app,
                 token.to_bytes(&mut buf),
                 state as i64,
                 send_at,
@@ -502,12 +520,26 @@ fn insert_batch(
     Ok(())
 }
 
+/// Up to `limit` scheduled notifications whose time has come, app by app (every app, the
+/// removed ones too: their notifications become queued on time and wait for them).
 fn claim_due(tx: &Transaction<'_>, now: i64, limit: usize) -> Result<Vec<ApnsId>, rusqlite::Error> {
+    let apps: Vec<i64> = tx
+        .prepare_cached(APP_IDS)?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
     let mut st = tx.prepare_cached(CLAIM_DUE)?;
-    let rows = st.query_map(params![now, limit as i64], |row| row.get::<_, Vec<u8>>(0))?;
     let mut ids = Vec::new();
-    for r in rows {
-        ids.push(id_from_bytes(&r?)?);
+    for app in apps {
+        let left = limit - ids.len();
+        if left == 0 {
+            break;
+        }
+        let rows = st.query_map(params![now, left as i64, app], |row| {
+            row.get::<_, Vec<u8>>(0)
+        })?;
+        for r in rows {
+            ids.push(id_from_bytes(&r?)?);
+        }
     }
     Ok(ids)
 }

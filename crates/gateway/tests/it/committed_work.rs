@@ -6,10 +6,13 @@ use std::io::Write;
 use std::time::Duration;
 
 use gateway::dispatch::DispatchOptions;
-use gateway::spool::State;
+use gateway::spool::{Completion, Spool, SpoolOptions, SqliteSpool, State};
 
 use crate::harness::token;
-use crate::live::{KEY, Live, mock, until};
+use crate::live::{
+    KEY, Live, TOPIC, app_section, counter_where, mock, shop, until, write_config,
+    write_config_text,
+};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -56,5 +59,118 @@ async fn a_request_whose_client_went_away_is_still_delivered() {
         || async { live.count(State::Delivered).await == committed().await },
     )
     .await;
+    live.stop().await;
+}
+
+/// Retries due by the thousand when the gateway starts (it was killed during an outage and
+/// restarted after it) are all read at once, not a page of them and the rest never: 3,000
+/// are delivered within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_retries_due_at_start_up_are_all_delivered() {
+    let sim = mock().record_limit(0).spawn().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &sim, "");
+    let spool = SqliteSpool::open(&dir.path().join("spool.db"), SpoolOptions::default()).unwrap();
+    let request = shop(0, 3_000);
+    let ids: Vec<_> = request.notifications.iter().map(|(id, _)| *id).collect();
+    spool.enqueue(vec![request]).await.unwrap();
+    let past = std::time::SystemTime::now() - Duration::from_secs(30);
+    let retries = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| Completion {
+            id: *id,
+            state: State::Queued,
+            attempts: 1,
+            status: Some(503),
+            reason: None,
+            due_at: Some(past + Duration::from_millis(i as u64)),
+        })
+        .collect();
+    spool.complete(retries, vec![]).await.unwrap();
+    spool.close().await.unwrap();
+    drop(spool);
+    let live = Live::start_in(dir, config, DispatchOptions::default()).await;
+    until(
+        "all 3,000 retries delivered",
+        Duration::from_secs(10),
+        || async { live.count(State::Delivered).await == 3_000 },
+    )
+    .await;
+    let s = sim.stats().snapshot();
+    assert_eq!((s.unique_ids, s.duplicate_ids), (3_000, 0), "{s:?}");
+    live.stop().await;
+}
+
+/// An app halted with 200,000 notifications queued is not read again and again: the scheduler
+/// leaves its backlog in the spool while its queue holds enough to probe with, and another
+/// app's work goes on beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halted_backlog_is_not_read_again_and_again() {
+    // The halted app's simulator trusts another key: every token is refused.
+    let other = std::fs::read(crate::harness::apns_fixtures().join("other-jwt.pub.pem")).unwrap();
+    let refusing = apns_mock::MockApns::builder()
+        .jwt_key(other)
+        .spawn()
+        .await
+        .unwrap();
+    let sim = mock().record_limit(0).spawn().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let apps = app_section(dir.path(), &refusing, "halted-backlog", "")
+        + &app_section(dir.path(), &sim, "beside-it", "");
+    let config = write_config_text(dir.path(), &apps);
+    // Frequent scans and probes, so that many of them happen while the test watches.
+    let options = DispatchOptions {
+        scan_interval: Duration::from_millis(50),
+        probe_interval: Duration::from_millis(100),
+        ..DispatchOptions::default()
+    };
+    let live = Live::start_in(dir, config, options).await;
+    let request = |app: &str, first, n| {
+        let mut r = crate::harness::request(app, first, n);
+        r.topic = Some(apns::Topic::parse(TOPIC).unwrap());
+        r
+    };
+    live.submit(vec![request("halted-backlog", 0, 200_000)])
+        .await;
+    until("the app to halt", MINUTE, || async {
+        live.dispatch
+            .halted()
+            .iter()
+            .any(|(app, _)| app == "halted-backlog")
+    })
+    .await;
+    let rows_read = || counter_where("pushgate_spool_rows_read_total", "app=\"halted-backlog\"");
+    // What was read before the halt (a pass may still be finishing) is not counted: the
+    // window opens three probes later.
+    let probes = refusing.stats().snapshot().requests;
+    until("three probes of the halted app", MINUTE, || async {
+        refusing.stats().snapshot().requests >= probes + 3
+    })
+    .await;
+    let before = rows_read();
+    let probes = refusing.stats().snapshot().requests;
+    live.submit(vec![request("beside-it", 0, 1_000)]).await;
+    until(
+        "the other app's notifications delivered",
+        MINUTE,
+        || async { live.count(State::Delivered).await == 1_000 },
+    )
+    .await;
+    // Ten probes at 100 ms: about a second, twenty scans.
+    until("ten more probes of the halted app", MINUTE, || async {
+        refusing.stats().snapshot().requests >= probes + 10
+    })
+    .await;
+    let read = rows_read() - before;
+    assert!(
+        read < 5_000.0,
+        "{read} rows of the halted app read while it stayed halted"
+    );
+    assert_eq!(
+        live.count(State::Queued).await,
+        200_000,
+        "the backlog kept whole"
+    );
     live.stop().await;
 }

@@ -46,11 +46,12 @@ pub fn write_config_for(
     name: &str,
     app_extra: &str,
 ) -> Config {
-    let p8 = dir.join("AuthKey_ABC123DEFG.p8");
-    if !p8.exists() {
-        std::fs::copy(apns_fixtures().join("AuthKey_ABC123DEFG.p8"), &p8).unwrap();
-    }
-    std::fs::write(dir.join("sim-ca.pem"), sim.ca_pem().unwrap()).unwrap();
+    let app = app_section(dir, sim, name, app_extra);
+    write_config_text(dir, &app)
+}
+
+/// Writes `apps` (from [`app_section`]) under the storage and API key every [`Live`] has.
+pub fn write_config_text(dir: &std::path::Path, apps: &str) -> Config {
     let file = dir.join("pushgate.toml");
     std::fs::write(
         &file,
@@ -63,19 +64,7 @@ sqlite = "spool.db"
 name = "live"
 key_sha256 = "{key}"
 apps = ["*"]
-
-[[apps]]
-name = "{name}"
-topic = "{TOPIC}"
-environment = "sandbox"
-endpoint = "{endpoint}"
-ca_file = "sim-ca.pem"
-key_file = "AuthKey_ABC123DEFG.p8"
-key_id = "ABC123DEFG"
-team_id = "TEAM123456"
-{app_extra}
-"#,
-            endpoint = sim.endpoint(),
+{apps}"#,
             key = gateway::http::auth::key_sha256_hex(KEY),
         ),
     )
@@ -83,10 +72,50 @@ team_id = "TEAM123456"
     Config::load(&file).unwrap()
 }
 
+/// The `[[apps]]` table of an app `name` (with `shop`'s topic) that sends to `sim` with the
+/// fixture key, whose files it puts in `dir`.
+pub fn app_section(
+    dir: &std::path::Path,
+    sim: &RunningMock,
+    name: &str,
+    app_extra: &str,
+) -> String {
+    let p8 = dir.join("AuthKey_ABC123DEFG.p8");
+    if !p8.exists() {
+        std::fs::copy(apns_fixtures().join("AuthKey_ABC123DEFG.p8"), &p8).unwrap();
+    }
+    let ca = format!("sim-ca-{}.pem", sim.addr().port());
+    std::fs::write(dir.join(&ca), sim.ca_pem().unwrap()).unwrap();
+    format!(
+        r#"
+[[apps]]
+name = "{name}"
+topic = "{TOPIC}"
+environment = "sandbox"
+endpoint = "{endpoint}"
+ca_file = "{ca}"
+key_file = "AuthKey_ABC123DEFG.p8"
+key_id = "ABC123DEFG"
+team_id = "TEAM123456"
+{app_extra}
+"#,
+        endpoint = sim.endpoint(),
+    )
+}
+
 impl Live {
     pub async fn start(sim: &RunningMock, app_extra: &str, options: DispatchOptions) -> Live {
         let dir = tempfile::tempdir().unwrap();
         let config = write_config(dir.path(), sim, app_extra);
+        Live::start_in(dir, config, options).await
+    }
+
+    /// Starts a gateway on `config`, written in `dir` (which may hold a spool already).
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        config: Config,
+        options: DispatchOptions,
+    ) -> Live {
         let gateway = Gateway::start(config, options).await.unwrap();
         let (state, dispatch) = (Arc::clone(&gateway.state), Arc::clone(&gateway.dispatch));
         let reloader = gateway.reloader();
@@ -200,10 +229,16 @@ where
 
 /// The value of a counter (summed over its labels) in the process's `/metrics` text.
 pub fn counter(name: &str) -> f64 {
+    counter_where(name, "")
+}
+
+/// As [`counter`], over the lines that hold `label` (`app="shop"`, say).
+pub fn counter_where(name: &str, label: &str) -> f64 {
     let text = gateway::metrics::handle().unwrap().render();
     text.lines()
         .filter(|l| l.starts_with(name) && !l.starts_with('#'))
         .filter(|l| l[name.len()..].starts_with([' ', '{']))
+        .filter(|l| l.contains(label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }

@@ -292,12 +292,18 @@ async fn smtplib_sends_base64_8bit_and_header_placements_to_several_recipients()
         "b64"
     );
     // Find the 8-bit and background requests among the stored ones.
-    let ready = api
-        .spool
-        .ready_page(None, std::time::SystemTime::now(), 100)
-        .await
-        .unwrap()
-        .rows;
+    let mut ready = Vec::new();
+    for app in ["shop", "news"] {
+        let now = std::time::SystemTime::now();
+        let start = gateway::spool::ReadyCursor::Start;
+        ready.extend(
+            api.spool
+                .ready_page(app, start, now, 100)
+                .await
+                .unwrap()
+                .rows,
+        );
+    }
     let payloads: Vec<Value> = ready
         .iter()
         .map(|r| {

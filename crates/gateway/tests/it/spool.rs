@@ -1,7 +1,9 @@
 use std::time::{Duration, SystemTime};
 
 use apns::{Priority, Reason, Topic};
-use gateway::spool::{Completion, DeadToken, Spool, SpoolOptions, SqliteSpool, State, SubmitError};
+use gateway::spool::{
+    Completion, DeadToken, ReadyCursor, Spool, SpoolOptions, SqliteSpool, State, SubmitError,
+};
 
 use crate::harness::*;
 
@@ -254,7 +256,7 @@ CREATE TABLE dead_tokens (app TEXT NOT NULL, token BLOB NOT NULL, reason TEXT NO
 PRAGMA user_version = 1;";
 
 /// A spool written by the first schema opens: each request counts its notifications, the
-/// indexes version 2 does without are gone, pending rows are sent and finished ones pruned.
+/// indexes later versions do without are gone, pending rows are sent and finished ones pruned.
 #[tokio::test]
 async fn a_version_1_spool_is_migrated() {
     let dir = tempfile::tempdir().unwrap();
@@ -284,7 +286,10 @@ async fn a_version_1_spool_is_migrated() {
     }
     let spool = SqliteSpool::open(&path, SpoolOptions::default()).unwrap();
     assert_eq!(spool.pending(), 1);
-    let page = spool.ready_page(None, SystemTime::now(), 10).await.unwrap();
+    let page = spool
+        .ready_page("shop", ReadyCursor::Start, SystemTime::now(), 10)
+        .await
+        .unwrap();
     assert_eq!(
         page.rows.iter().map(|r| r.id).collect::<Vec<_>>(),
         vec![queued]
@@ -305,13 +310,151 @@ async fn a_version_1_spool_is_migrated() {
         .map(Result::unwrap)
         .collect();
     let requests = requests_remaining(&c);
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     assert_eq!(indexes, vec!["notifications_pending".to_owned()]);
     assert_eq!(
         requests,
         vec![(1, 1)],
         "request 2 went with its one notification"
     );
+}
+
+/// The schema of version 2 (pending index by state and due time only).
+const SCHEMA_2: &str = "
+CREATE TABLE requests (id INTEGER PRIMARY KEY, app TEXT NOT NULL, payload BLOB NOT NULL,
+    push_type TEXT NOT NULL, priority INTEGER, topic TEXT, collapse_id TEXT,
+    apns_expiration INTEGER, send_at INTEGER, expires_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL, remaining INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE notifications (id BLOB PRIMARY KEY, request_id INTEGER NOT NULL,
+    token BLOB NOT NULL, state INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    due_at INTEGER, status INTEGER, reason TEXT, updated_at INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX notifications_pending ON notifications (state, due_at) WHERE state < 3;
+CREATE TABLE dead_tokens (app TEXT NOT NULL, token BLOB NOT NULL, reason TEXT NOT NULL,
+    since INTEGER NOT NULL, PRIMARY KEY (app, token)) WITHOUT ROWID;
+PRAGMA user_version = 2;";
+
+/// A version 2 spool opens as version 3: its pending notifications are numbered by app, so
+/// each app's page holds its own rows (waiting, due and scheduled) and nothing of the other's.
+#[tokio::test]
+async fn a_version_2_spool_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool.db");
+    let ids: Vec<apns::ApnsId> = (0..5).map(|_| apns::ApnsId::new()).collect();
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(SCHEMA_2).unwrap();
+        c.execute_batch(
+            "INSERT INTO requests VALUES (1, 'shop', X'7B7D', 'alert', NULL, NULL, NULL, NULL, \
+             NULL, 99999999999999, 1000, 3), (2, 'news', X'7B7D', 'alert', NULL, NULL, NULL, \
+             NULL, NULL, 99999999999999, 1000, 2);",
+        )
+        .unwrap();
+        let mut st = c
+            .prepare("INSERT INTO notifications (id, request_id, token, state, due_at, updated_at) VALUES (?1, ?2, X'AABB', ?3, ?4, 1000)")
+            .unwrap();
+        // shop: waiting, due retry, scheduled (past); news: waiting, finished.
+        let rows = [
+            (1, 1, None),
+            (1, 1, Some(2000)),
+            (1, 0, Some(3000)),
+            (2, 1, None),
+            (2, 4, None),
+        ];
+        for (id, (request, state, due)) in ids.iter().zip(rows) {
+            st.execute(rusqlite::params![
+                &id.as_uuid().as_bytes()[..],
+                request,
+                state,
+                due
+            ])
+            .unwrap();
+        }
+    }
+    let spool = SqliteSpool::open(&path, SpoolOptions::default()).unwrap();
+    assert_eq!(spool.pending(), 4);
+    assert_eq!(
+        spool.claim_due(SystemTime::now(), 10).await.unwrap(),
+        vec![ids[2]]
+    );
+    let page = |app: &'static str| {
+        let spool = spool.clone();
+        async move {
+            let p = spool
+                .ready_page(app, ReadyCursor::Start, SystemTime::now(), 10)
+                .await
+                .unwrap();
+            let mut got: Vec<_> = p.rows.iter().map(|r| r.id).collect();
+            got.sort();
+            got
+        }
+    };
+    let mut shop = vec![ids[0], ids[1], ids[2]];
+    shop.sort();
+    assert_eq!(page("shop").await, shop);
+    assert_eq!(page("news").await, vec![ids[3]]);
+    assert_eq!(page("none").await, vec![]);
+    spool.close().await.unwrap();
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 3);
+    let index: String = c
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE name = 'notifications_pending'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(index.contains("(state, app, due_at)"), "{index}");
+}
+
+/// Due retries are paged like the rest: 2,500 of them, ten at a time, each read once a pass,
+/// and the earliest still to come is what `next_due` answers.
+#[tokio::test]
+async fn due_retries_are_paged_past_the_first_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(&dir);
+    let r = request("shop", 0, 2_500);
+    let ids: Vec<_> = r.notifications.iter().map(|(id, _)| *id).collect();
+    spool.enqueue(vec![r]).await.unwrap();
+    let now = SystemTime::now();
+    // Every row a retry: due a millisecond apart in the past, but the last one in the future.
+    let completions = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| Completion {
+            id: *id,
+            state: State::Queued,
+            attempts: 1,
+            status: Some(429),
+            reason: None,
+            due_at: Some(if i == ids.len() - 1 {
+                now + Duration::from_secs(60)
+            } else {
+                now - Duration::from_secs(10) + Duration::from_millis(i as u64)
+            }),
+        })
+        .collect();
+    spool.complete(completions, vec![]).await.unwrap();
+    let mut seen = Vec::new();
+    let mut cursor = ReadyCursor::Start;
+    loop {
+        let page = spool.ready_page("shop", cursor, now, 100).await.unwrap();
+        assert!(page.rows.len() <= 100);
+        seen.extend(page.rows.iter().map(|r| r.id));
+        match page.cursor {
+            Some(c) => cursor = c,
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        ids[..ids.len() - 1],
+        "every due retry once, in due order"
+    );
+    let next = spool.next_due("shop", now).await.unwrap().unwrap();
+    assert!(next > now + Duration::from_secs(59), "{next:?}");
 }
 
 #[tokio::test]
@@ -444,16 +587,16 @@ async fn paging_goes_on_past_rows_that_cannot_be_sent() {
     .unwrap();
     drop(c);
     let mut seen = Vec::new();
-    let mut cursor = None;
+    let mut cursor = ReadyCursor::Start;
     loop {
         let page = spool
-            .ready_page(cursor, SystemTime::now(), 10)
+            .ready_page("shop", cursor, SystemTime::now(), 10)
             .await
             .unwrap();
         seen.extend(page.rows.iter().map(|r| r.id));
-        cursor = page.cursor;
-        if cursor.is_none() {
-            break;
+        match page.cursor {
+            Some(c) => cursor = c,
+            None => break,
         }
     }
     assert_eq!(seen.len(), 28, "every row that can be sent, and only those");
