@@ -12,6 +12,12 @@
 //!   without using an attempt, and never reported lost. A GOAWAY stops new streams on that
 //!   connection; those in flight finish there.
 //! - Idle connections are PING'd and closed after `idle_timeout`.
+//! - A stream without an answer in `response_timeout` has its connection PING'd. A connection
+//!   that does not answer the PING within `ping_timeout` is silent — black-holed by a network
+//!   that still acknowledges its packets, so TCP never notices — and is closed; its streams are
+//!   re-sent on another connection without using an attempt (a notification whose streams die
+//!   this way three times gets [`Outcome::ConnectionLost`], so one that kills every connection
+//!   still ends). A PONG means APNs is merely slow: the stream ends as [`Outcome::Timeout`].
 //!
 //! Per connection there is one task that drives the h2 connection and does the housekeeping.
 
@@ -43,6 +49,9 @@ pub const REJECTED_LIMIT: u32 = 3;
 const MAX_RESENDS: u32 = 16;
 /// The longest error body we keep (Apple's are tens of bytes).
 const MAX_ERROR_BODY: usize = 4096;
+/// How many silent connections one notification's streams are re-sent after, before the pool
+/// reports [`Outcome::ConnectionLost`] (which uses an attempt).
+const MAX_SILENT: u32 = 3;
 
 /// How a pool behaves. [`PoolConfig::new`] gives the defaults of DESIGN §3.
 #[derive(Debug, Clone)]
@@ -58,7 +67,8 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
     /// PING a connection that carried nothing for this long.
     pub ping_interval: Duration,
-    /// A PING unanswered for this long means the connection is dead.
+    /// A PING unanswered for this long means the connection is dead (silent): after an idle
+    /// PING, or after a stream waited `response_timeout` for its answer.
     pub ping_timeout: Duration,
     pub connect_timeout: Duration,
     /// First reconnect delay; doubles up to `max_backoff`.
@@ -76,7 +86,7 @@ impl PoolConfig {
             response_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             ping_interval: Duration::from_secs(60),
-            ping_timeout: Duration::from_secs(10),
+            ping_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
             min_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(60),
@@ -158,6 +168,62 @@ struct Slot {
     /// answers of a connection that closes right after them are read by the senders'
     /// tasks, which may run after the driver's).
     ended: bool,
+    /// Between its driver and the senders whose streams wait on it.
+    health: Arc<Health>,
+}
+
+/// What a connection's driver and the senders on it tell each other: a sender whose stream
+/// timed out asks for a PING (h2 has one `PingPong` per connection, held by the driver), and
+/// the driver says what came of it.
+#[derive(Debug, Default)]
+struct Health {
+    check: Notify,
+    state: tokio::sync::watch::Sender<Liveness>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Liveness {
+    /// PONGs received.
+    pongs: u64,
+    /// A PING went unanswered: the connection was closed as silent.
+    silent: bool,
+    /// The driver has ended.
+    ended: bool,
+}
+
+/// What a sender learns from the driver after its stream timed out.
+enum Verdict {
+    Alive,
+    Silent,
+    Ended,
+}
+
+impl Health {
+    /// Asks the driver to PING, and waits for the outcome: a PONG after the ask, a PING that
+    /// went unanswered, or the end of the connection.
+    async fn verdict(&self) -> Verdict {
+        let mut rx = self.state.subscribe();
+        let seen = rx.borrow_and_update().pongs;
+        self.check.notify_one();
+        loop {
+            let l = *rx.borrow_and_update();
+            if l.silent {
+                return Verdict::Silent;
+            }
+            if l.ended {
+                return Verdict::Ended;
+            }
+            if l.pongs > seen {
+                return Verdict::Alive;
+            }
+            // The sender lives in `self`, so this only ever waits for a change.
+            let _ = rx.changed().await;
+        }
+    }
+
+    fn is_silent(&self) -> bool {
+        self.state.borrow().silent
+    }
 }
 
 impl Slot {
@@ -192,6 +258,8 @@ enum Step {
     Answer(Outcome),
     /// APNs never processed the stream; send it again.
     Refused,
+    /// Its connection went silent and was closed: send it again elsewhere.
+    Silent,
 }
 
 enum Housekeeping {
@@ -259,6 +327,7 @@ impl Pool {
         let shared = &self.shared;
         let mut withdraw = std::pin::pin!(withdraw);
         let (mut resends, mut renewed, mut reconnected) = (0, false, false);
+        let mut silent = 0;
         loop {
             let expiry = async {
                 match deadline {
@@ -301,6 +370,11 @@ impl Pool {
                     continue;
                 }
                 Step::Refused => return Outcome::ConnectionLost { reason: None },
+                Step::Silent if silent + 1 < MAX_SILENT => {
+                    silent += 1;
+                    continue;
+                }
+                Step::Silent => return Outcome::ConnectionLost { reason: None },
                 Step::Answer(o) => o,
             };
             match outcome.reason() {
@@ -510,6 +584,7 @@ impl Shared {
             match result {
                 Ok((send, conn)) => {
                     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+                    let health = Arc::new(Health::default());
                     let now = Instant::now();
                     let closed = {
                         let mut st = shared.lock();
@@ -526,6 +601,7 @@ impl Shared {
                                 last_ping: now,
                                 closed_by_us: false,
                                 ended: false,
+                                health: Arc::clone(&health),
                             });
                         }
                         st.closed
@@ -533,7 +609,7 @@ impl Shared {
                     debug!(conn = id, endpoint = %shared.config.endpoint, "connection open");
                     shared.changed.notify_waiters();
                     if !closed {
-                        drive(shared, id, conn).await;
+                        drive(shared, id, conn, health).await;
                     }
                 }
                 Err(e) => {
@@ -609,17 +685,57 @@ impl Shared {
             }
             Ok::<_, h2::Error>((head, buf))
         };
-        match tokio::time::timeout(self.config.response_timeout, answer).await {
+        let mut answer = std::pin::pin!(answer);
+        let answered = match tokio::time::timeout(self.config.response_timeout, &mut answer).await {
+            Ok(answered) => answered,
             Err(_) => {
-                body.send_reset(h2::Reason::CANCEL);
-                Step::Answer(Outcome::Timeout)
+                // No answer in time: slow, or a connection gone silent? Its driver PINGs it;
+                // the answer may still come meanwhile.
+                let Some(health) = self.health_of(conn) else {
+                    body.send_reset(h2::Reason::CANCEL);
+                    return Step::Answer(Outcome::Timeout);
+                };
+                tokio::select! {
+                    biased;
+                    answered = &mut answer => answered,
+                    verdict = health.verdict() => {
+                        body.send_reset(h2::Reason::CANCEL);
+                        return match verdict {
+                            Verdict::Alive => Step::Answer(Outcome::Timeout),
+                            Verdict::Silent => Step::Silent,
+                            Verdict::Ended => Step::Answer(Outcome::ConnectionLost { reason: None }),
+                        };
+                    }
+                }
             }
-            Ok(Err(e)) => self.classify(conn, &e),
-            Ok(Ok((head, buf))) => {
+        };
+        match answered {
+            // The connection was closed as silent under this stream.
+            Err(_) if self.health_of(conn).is_some_and(|h| h.is_silent()) => Step::Silent,
+            Err(e) => self.classify(conn, &e),
+            Ok((head, buf)) => {
                 let r = parse_response(&head, &buf);
                 self.answered(conn, r.status == 200);
                 Step::Answer(Outcome::Response(r))
             }
+        }
+    }
+
+    /// The health of `conn`, while it has a slot (always, for the holder of a lease on it).
+    fn health_of(&self, conn: u64) -> Option<Arc<Health>> {
+        let st = self.lock();
+        st.conns
+            .iter()
+            .find(|c| c.id == conn)
+            .map(|c| Arc::clone(&c.health))
+    }
+
+    /// `conn` did not answer a PING: no new streams, and its end is our doing.
+    fn silenced(&self, conn: u64) {
+        let mut st = self.lock();
+        if let Some(c) = st.conns.iter_mut().find(|c| c.id == conn) {
+            c.send = None;
+            c.closed_by_us = true;
         }
     }
 
@@ -704,15 +820,19 @@ impl Shared {
     }
 }
 
-/// Drives one connection until it ends, PINGing it when idle and closing it after
-/// `idle_timeout`; then removes it from the pool.
-async fn drive(shared: Arc<Shared>, id: u64, mut conn: H2Connection) {
+/// Drives one connection until it ends: PINGs it when idle or when a sender's stream timed out
+/// on it, closes it after `idle_timeout` or when a PING goes unanswered for `ping_timeout`;
+/// then removes it from the pool.
+async fn drive(shared: Arc<Shared>, id: u64, mut conn: H2Connection, health: Arc<Health>) {
     let mut ping = conn.ping_pong();
     let period = (shared.config.ping_interval.min(shared.config.idle_timeout) / 4)
         .max(Duration::from_millis(100));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When the PING in flight counts as unanswered.
+    let mut ping_due: Option<Instant> = None;
     loop {
+        let mut start_ping = false;
         tokio::select! {
             result = &mut conn => {
                 if let Err(e) = result {
@@ -722,32 +842,54 @@ async fn drive(shared: Arc<Shared>, id: u64, mut conn: H2Connection) {
                 }
                 break;
             }
+            pong = std::future::poll_fn(|cx| match ping.as_mut() {
+                Some(p) => p.poll_pong(cx),
+                None => std::task::Poll::Pending,
+            }), if ping_due.is_some() => {
+                ping_due = None;
+                if let Err(e) = pong {
+                    info!(conn = id, error = %e, "PING failed; dropping the connection");
+                    break;
+                }
+                health.state.send_modify(|l| l.pongs += 1);
+            }
+            () = sleep_until_some(ping_due) => {
+                warn!(conn = id, endpoint = %shared.config.endpoint, "PING unanswered: the connection is silent; closing it, its streams go elsewhere");
+                shared.silenced(id);
+                health.state.send_modify(|l| l.silent = true);
+                break;
+            }
+            () = health.check.notified(), if ping_due.is_none() => start_ping = true,
             _ = tick.tick() => match shared.housekeeping(id) {
                 Housekeeping::Nothing | Housekeeping::Gone => {}
                 Housekeeping::Close => debug!(conn = id, "closing idle connection"),
-                Housekeeping::Ping => {
-                    let Some(p) = ping.as_mut() else { continue };
-                    let pong = tokio::time::timeout(
-                        shared.config.ping_timeout,
-                        p.ping(h2::Ping::opaque()),
-                    );
-                    tokio::select! {
-                        r = pong => if !matches!(r, Ok(Ok(_))) {
-                            warn!(conn = id, "PING unanswered; dropping the connection");
-                            break;
-                        },
-                        result = &mut conn => {
-                            if let Err(e) = result {
-                                info!(conn = id, error = %e, "connection ended");
-                            }
-                            break;
-                        }
-                    }
-                }
+                Housekeeping::Ping => start_ping = ping_due.is_none(),
             },
         }
+        if start_ping {
+            match ping.as_mut() {
+                Some(p) => match p.send_ping(h2::Ping::opaque()) {
+                    Ok(()) => ping_due = Some(Instant::now() + shared.config.ping_timeout),
+                    Err(e) => {
+                        info!(conn = id, error = %e, "cannot PING; dropping the connection");
+                        break;
+                    }
+                },
+                // No PING to be had: the connection cannot be checked, so it is taken as alive.
+                None => health.state.send_modify(|l| l.pongs += 1),
+            }
+        }
     }
+    health.state.send_modify(|l| l.ended = true);
     shared.ended(id);
+}
+
+/// Sleeps until `at`, or forever when there is none.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Displays an error with its sources, for log lines.

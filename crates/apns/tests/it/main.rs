@@ -3,6 +3,8 @@
 
 /// Token and certificate auth: JWT renewal, expiry, legacy .p12, missing certificate.
 mod auth;
+/// A TCP proxy that can black-hole a connection without resetting it.
+mod blackhole;
 /// Builders for simulators, pools and notifications; waiting on conditions.
 mod harness;
 /// What each Apple answer becomes: every consequence class end to end.
@@ -11,3 +13,5 @@ mod outcomes;
 mod pool;
 /// A server that writes HTTP/2 frames itself, for GOAWAYs h2's server cannot produce exactly.
 mod scripted;
+/// Connections gone silent: PING after a timeout, close, send their streams again elsewhere.
+mod silent;
