@@ -391,16 +391,20 @@ async fn a_withdrawn_send_is_never_sent() {
     })
     .await;
     let (withdraw, withdrawal) = tokio::sync::oneshot::channel::<()>();
+    let (waits, waiting_for_slot) = tokio::sync::oneshot::channel::<()>();
     let waiting = {
         let pool = pool.clone();
         let n = withdrawn.clone();
         tokio::spawn(async move {
+            // First polled beside the wait for a stream slot: the send is waiting then.
             let withdrawal = async {
+                let _ = waits.send(());
                 let _ = withdrawal.await;
             };
             pool.send_until(&n, None, withdrawal).await
         })
     };
+    waiting_for_slot.await.unwrap();
     withdraw.send(()).unwrap();
     assert_eq!(waiting.await.unwrap(), Outcome::Withdrawn);
     assert!(sending.await.unwrap().is_delivered());

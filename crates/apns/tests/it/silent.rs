@@ -62,15 +62,20 @@ async fn a_slow_answer_on_a_live_connection_is_a_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notification_that_silences_every_connection_still_ends() {
     let sim = mock()
-        .latency(Duration::from_millis(300))
+        .latency(Duration::from_secs(3))
         .spawn()
         .await
         .unwrap();
     let proxy = Proxy::start(sim.addr()).await;
-    // Each connection carries its handshake and the request, and goes silent before the
-    // answer comes back.
-    proxy.silence_every_connection_after(Duration::from_millis(150));
-    let pool = pool_via(&proxy, &sim);
+    // Each connection carries its handshake and the request (well within the second, even on a
+    // busy machine) and goes silent before the answer comes back.
+    proxy.silence_every_connection_after(Duration::from_secs(1));
+    let mut c = config(&sim, token_auth());
+    c.endpoint = Endpoint::parse(&proxy.endpoint(&sim)).unwrap();
+    // The stream times out after the connection went silent, not before.
+    c.response_timeout = Duration::from_millis(1_500);
+    c.ping_timeout = Duration::from_millis(500);
+    let pool = Pool::new(c);
     let outcome = pool.send(&note(1)).await;
     assert_eq!(outcome, Outcome::ConnectionLost { reason: None });
     assert_eq!(proxy.connections(), 3, "one per send, three in all");

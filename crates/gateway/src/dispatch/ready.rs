@@ -122,9 +122,15 @@ impl ReadyQueue {
 
     /// Adds what fits, skipping known and recently released ids; returns how many were added.
     pub fn offer(&self, items: impl IntoIterator<Item = Ready>) -> usize {
+        self.fill(items).0
+    }
+
+    /// As [`ReadyQueue::offer`]; answers how many were added and how many of the leading items
+    /// were dealt with (added, or skipped as known) before the queue was full.
+    pub fn fill(&self, items: impl IntoIterator<Item = Ready>) -> (usize, usize) {
         let mut q = self.lock();
         q.forget_old();
-        let mut added = 0;
+        let (mut added, mut handled) = (0, 0);
         for item in items {
             let full = q.items.len() >= self.capacity;
             match q.known.entry(item.id) {
@@ -134,6 +140,7 @@ impl ReadyQueue {
                         // later scan takes it once the window has passed.
                         q.overflow = true;
                     }
+                    handled += 1;
                     continue;
                 }
                 Entry::Vacant(_) if full => {
@@ -146,12 +153,19 @@ impl ReadyQueue {
             }
             q.items.push_back(item);
             added += 1;
+            handled += 1;
         }
         drop(q);
         if added > 0 {
             self.arrived.notify_one();
         }
-        added
+        (added, handled)
+    }
+
+    /// Records that the spool holds work this queue has not seen (its reader stopped because
+    /// the queue was full), so that the worker asks for more once it is down to half.
+    pub fn mark_overflow(&self) {
+        self.lock().overflow = true;
     }
 
     /// Takes up to `max` items.
@@ -275,6 +289,12 @@ mod tests {
             "the overflow is reported once"
         );
         assert!(!q.take_overflow());
+        assert_eq!(
+            q.fill([item(a), item(ApnsId::new())]),
+            (0, 1),
+            "known, then full"
+        );
+        assert!(q.take_overflow());
         let taken = q.take(10);
         assert_eq!(taken.len(), 2);
         assert_eq!(q.offer([item(a)]), 0, "taken but not finished: still known");

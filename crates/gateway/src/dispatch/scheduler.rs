@@ -73,17 +73,28 @@ async fn scan(
     let everyone = shared.rescan_needed.swap(false, Ordering::AcqRel) || due_retry;
     let apps = shared.apps();
     scans.retain(|name, _| apps.iter().any(|a| &a.name == name));
-    let mut read_any = false;
+    // What the flags said goes into every app's `behind` before anything is read: a read that
+    // fails leaves it there for the next scan instead of losing it.
     for app in &apps {
         let scan = scans.entry(app.name.clone()).or_default();
         // Every queue's flag is read (and cleared), not just up to the first one set.
         scan.behind |= app.queue.take_overflow() | everyone;
-        if !scan.behind || app.queue.space() == 0 {
+    }
+    let mut read_any = false;
+    for app in &apps {
+        let Some(scan) = scans.get_mut(&app.name) else {
+            continue;
+        };
+        if !scan.behind {
             continue;
         }
         // A halted app takes nothing but a probe now and then: its backlog waits in the
         // spool, except what the queue needs to have something to probe with.
-        if app.halted().is_some() && !app.queue.is_empty() {
+        let halted = app.halted().is_some() && !app.queue.is_empty();
+        if halted || app.queue.space() == 0 {
+            // Not read now; the queue's flag, taken above, is set again so that its worker
+            // still asks for more once the queue is down to half.
+            app.queue.mark_overflow();
             continue;
         }
         scan.behind = !read_app(shared, app, &mut scan.cursor, now).await?;
@@ -105,10 +116,10 @@ async fn scan(
     Ok(())
 }
 
-/// One pass over `app`'s ready notifications from `cursor`: pages no larger than the room in
-/// its queue, so that what a page read is taken in whole. True when the pass reached the end
-/// (once more from the start if it began in the middle); false when the queue filled first,
-/// with `cursor` where the next pass goes on.
+/// One pass over `app`'s ready notifications from `cursor`, a page at a time, while its queue
+/// has room. True when the pass reached the end (once more from the start if it began in the
+/// middle); false when the queue filled first, with `cursor` after the last row it took in,
+/// and the queue told to ask for more once it is down to half.
 async fn read_app(
     shared: &Shared,
     app: &AppWorker,
@@ -117,22 +128,30 @@ async fn read_app(
 ) -> Result<bool, crate::spool::SpoolError> {
     let mut wrapped = *cursor == ReadyCursor::Start;
     loop {
-        let room = app.queue.space();
-        if room == 0 {
+        if app.queue.space() == 0 {
+            app.queue.mark_overflow();
             return Ok(false);
         }
         let page = shared
             .spool
-            .ready_page(&app.name, *cursor, now, PAGE.min(room))
+            .ready_page(&app.name, *cursor, now, PAGE)
             .await?;
         crate::metrics::rows_read(&app.name, page.scanned);
-        app.queue.offer(page.rows.into_iter().map(|r| Ready {
+        let positions: Vec<ReadyCursor> = page.rows.iter().map(|r| r.position).collect();
+        let (_, handled) = app.queue.fill(page.rows.into_iter().map(|r| Ready {
             id: r.id,
             token: r.token,
             attempts: r.attempts,
             expires_at: r.expires_at,
             request: r.request,
         }));
+        if handled < positions.len() {
+            // Full within this page: the next pass goes on after the last row taken in.
+            if let Some(p) = handled.checked_sub(1).map(|i| positions[i]) {
+                *cursor = p;
+            }
+            return Ok(false);
+        }
         match page.cursor {
             Some(c) => *cursor = c,
             None => {

@@ -354,7 +354,7 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
                         // It expired while it waited for a stream: never sent.
                         Decision { completion: expired(&ready), dead: None, halt: None }
                     } else {
-                        decide(&ready, &app.name, &outcome, settings.limits, false, now)
+                        decide(&ready, &app.name, &outcome, settings.limits, now)
                     };
                     if outcome == Outcome::Unreachable {
                         not_before_reconnect(&mut decision, settings.pool.as_ref(), now);

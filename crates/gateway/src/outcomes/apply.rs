@@ -63,15 +63,13 @@ pub fn suppressed(r: &Ready) -> Completion {
     )
 }
 
-/// Decides what an attempt's outcome means for `r`. `wrong_environment` is true when this
-/// answer is a BadDeviceToken that makes at least half of the app's recent answers
-/// BadDeviceToken (the guard against a wrong `environment`).
+/// Decides what an attempt's outcome means for `r`. (Whether a BadDeviceToken answer is a sign
+/// of a wrong `environment` is the worker's guard's call, over many answers: `dispatch::guard`.)
 pub fn decide(
     r: &Ready,
     app: &str,
     outcome: &Outcome,
     limits: Limits,
-    wrong_environment: bool,
     now: SystemTime,
 ) -> Decision {
     let status = match outcome {
@@ -97,9 +95,6 @@ pub fn decide(
         dead: None,
         halt: Some(halt),
     };
-    if wrong_environment {
-        return requeue("LikelyWrongEnvironment".to_owned());
-    }
     match outcome.consequence() {
         Consequence::Delivered => plain(done(r, State::Delivered, r.attempts + 1, status, None)),
         Consequence::Rejected => plain(done(r, State::Failed, r.attempts + 1, status, reason)),
@@ -171,7 +166,7 @@ mod tests {
     fn each_consequence_becomes_its_record() {
         let now = SystemTime::now();
         let r = ready(0, DAY, None);
-        let d = decide(&r, "a", &answer(200, None), LIMITS, false, now);
+        let d = decide(&r, "a", &answer(200, None), LIMITS, now);
         assert_eq!(
             (d.completion.state, d.completion.attempts),
             (State::Delivered, 1)
@@ -181,19 +176,11 @@ mod tests {
             "a",
             &answer(410, Some(Reason::Unregistered)),
             LIMITS,
-            false,
             now,
         );
         assert_eq!(d.completion.state, State::Failed);
         assert_eq!(d.dead.unwrap().reason, Reason::Unregistered);
-        let d = decide(
-            &r,
-            "a",
-            &answer(400, Some(Reason::BadTopic)),
-            LIMITS,
-            false,
-            now,
-        );
+        let d = decide(&r, "a", &answer(400, Some(Reason::BadTopic)), LIMITS, now);
         assert_eq!(
             (d.completion.state, d.dead, d.halt),
             (State::Failed, None, None)
@@ -203,7 +190,6 @@ mod tests {
             "a",
             &answer(403, Some(Reason::InvalidProviderToken)),
             LIMITS,
-            false,
             now,
         );
         assert_eq!(
@@ -217,7 +203,6 @@ mod tests {
             "a",
             &answer(503, Some(Reason::ServiceUnavailable)),
             LIMITS,
-            false,
             now,
         );
         assert_eq!(
@@ -231,7 +216,7 @@ mod tests {
     fn retries_stop_at_max_attempts_expiry_and_one_shot() {
         let now = SystemTime::now();
         let busy = answer(503, Some(Reason::ServiceUnavailable));
-        let d = decide(&ready(2, DAY, None), "a", &busy, LIMITS, false, now);
+        let d = decide(&ready(2, DAY, None), "a", &busy, LIMITS, now);
         assert_eq!(
             (d.completion.state, d.completion.reason),
             (State::Failed, Some(Reason::Unknown("MaxAttempts".into())))
@@ -241,7 +226,6 @@ mod tests {
             "a",
             &busy,
             LIMITS,
-            false,
             now,
         );
         assert_eq!(
@@ -254,7 +238,6 @@ mod tests {
             "a",
             &busy,
             LIMITS,
-            false,
             now,
         );
         assert_eq!(
@@ -267,26 +250,11 @@ mod tests {
             "a",
             &Outcome::Unreachable,
             LIMITS,
-            false,
             now,
         );
         assert_eq!(
             (d.completion.state, d.completion.attempts),
             (State::Queued, 2)
         );
-    }
-
-    #[test]
-    fn the_wrong_environment_guard_keeps_the_notification_and_the_token() {
-        let d = decide(
-            &ready(0, DAY, None),
-            "a",
-            &answer(400, Some(Reason::BadDeviceToken)),
-            LIMITS,
-            true,
-            SystemTime::now(),
-        );
-        assert_eq!((d.completion.state, d.dead), (State::Queued, None));
-        assert_eq!(d.halt.as_deref(), Some("LikelyWrongEnvironment"));
     }
 }

@@ -119,8 +119,8 @@ const MIGRATE_2_TO_3: &str = "BEGIN IMMEDIATE;
 CREATE TABLE apps (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
 INSERT INTO apps (name) SELECT DISTINCT app FROM requests ORDER BY app;
 ALTER TABLE notifications ADD COLUMN app INTEGER NOT NULL DEFAULT 0;
-UPDATE notifications SET app = (SELECT a.id FROM requests r JOIN apps a ON a.name = r.app \
-    WHERE r.id = notifications.request_id) WHERE state < 3;
+UPDATE notifications SET app = COALESCE((SELECT a.id FROM requests r \
+    JOIN apps a ON a.name = r.app WHERE r.id = notifications.request_id), 0) WHERE state < 3;
 DROP INDEX notifications_pending;
 CREATE INDEX notifications_pending ON notifications (state, app, due_at) WHERE state < 3;
 PRAGMA user_version = 3;
@@ -566,13 +566,10 @@ pub struct ReadyPage {
     pub scanned: usize,
 }
 
-/// The due time (none for a row waiting for no time) and id of the last row a page read.
-type LastRead = (Option<i64>, ApnsId);
-
 /// Runs one of the ready queries (`query`, described as `what`, with `args`) and reads its
 /// rows into `out`, reading and decoding each request once (`cache` by request id). Answers
-/// how many rows the query gave and the last of them that could be read (its due time and
-/// id), so that paging goes on past rows that cannot be sent: a notification whose request is
+/// how many rows the query gave and the position after the last of them whose id could be
+/// read, so that paging goes on past rows that cannot be sent: a notification whose request is
 /// missing, or one that does not decode, is skipped with a warning — never the end of the
 /// page, nor an error that would stop every later page at it.
 fn read_ready(
@@ -581,7 +578,7 @@ fn read_ready(
     args: &[&dyn rusqlite::ToSql],
     cache: &mut std::collections::HashMap<i64, (Arc<StoredRequest>, SystemTime)>,
     out: &mut Vec<ReadyRow>,
-) -> Result<(usize, Option<LastRead>), SpoolError> {
+) -> Result<(usize, Option<ReadyCursor>), SpoolError> {
     let mut st = c.prepare_cached(query).map_err(sql(what))?;
     let mut rows = st.query(args).map_err(sql(what))?;
     let (mut scanned, mut last) = (0, None);
@@ -592,10 +589,12 @@ fn read_ready(
             .ok()
             .and_then(|v| v.as_blob().ok())
             .and_then(|b| decode_id(b).ok());
-        if let Some(id) = id {
-            last = Some((r.get::<_, Option<i64>>(4).ok().flatten(), id));
-        }
-        match ready_row(c, r, cache) {
+        let position = id.map(|id| match r.get::<_, Option<i64>>(4).ok().flatten() {
+            Some(due) => ReadyCursor::Due(due, id),
+            None => ReadyCursor::Waiting(id),
+        });
+        last = position.or(last);
+        match ready_row(c, r, position.unwrap_or_default(), cache) {
             Ok(Some(row)) => out.push(row),
             Ok(None) => {
                 tracing::warn!(id = ?id, "a queued notification without its request is skipped");
@@ -612,6 +611,7 @@ fn read_ready(
 fn ready_row(
     c: &Connection,
     r: &rusqlite::Row<'_>,
+    position: ReadyCursor,
     cache: &mut std::collections::HashMap<i64, (Arc<StoredRequest>, SystemTime)>,
 ) -> Result<Option<ReadyRow>, SpoolError> {
     let get = |e| SpoolError::Sql {
@@ -642,6 +642,7 @@ fn ready_row(
         attempts: r.get(2).map_err(get)?,
         expires_at,
         request,
+        position,
     }))
 }
 
@@ -684,6 +685,8 @@ pub struct ReadyRow {
     pub expires_at: SystemTime,
     /// Shared by the rows of one request within a page.
     pub request: Arc<StoredRequest>,
+    /// Where a pass that took this row (and those before it) goes on.
+    pub position: ReadyCursor,
 }
 
 /// Where a pass over one app's ready notifications goes on: first those waiting for no time
@@ -732,10 +735,9 @@ impl SqliteSpool {
                 let (n, last) = read_ready(c, query, args, &mut cache, &mut rows)?;
                 scanned += n;
                 if n == limit {
-                    let cursor = last.map(|(_, id)| ReadyCursor::Waiting(id));
                     return Ok(ReadyPage {
                         rows,
-                        cursor,
+                        cursor: last,
                         scanned,
                     });
                 }
@@ -747,10 +749,7 @@ impl SqliteSpool {
             let args = params![app, now, due_from.0, due_from.1, left as i64];
             let (n, last) = read_ready(c, query, args, &mut cache, &mut rows)?;
             scanned += n;
-            let cursor = (n == left)
-                .then_some(last)
-                .flatten()
-                .map(|(due, id)| ReadyCursor::Due(due.unwrap_or(now), id));
+            let cursor = (n == left).then_some(last).flatten();
             Ok(ReadyPage {
                 rows,
                 cursor,

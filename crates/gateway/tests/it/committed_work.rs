@@ -2,7 +2,7 @@
 //! went away before the answer, retries due by the thousand at start-up, and one app's backlog
 //! that must not cost the others their reads.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use gateway::dispatch::DispatchOptions;
@@ -16,48 +16,47 @@ use crate::live::{
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// A client that closes its connection right after sending its request never reads the
-/// answer, and hyper drops the handler; whatever the spool committed for it is still
-/// delivered, at once, with the gateway otherwise idle.
+/// A client that goes away before its answer makes hyper drop the request's handler; what the
+/// spool commits for it is still delivered, at once, with the gateway otherwise idle. The
+/// spool's write lock is held meanwhile, so the commit can only happen after the handler is
+/// gone: the client sees its connection closed without an answer first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_whose_client_went_away_is_still_delivered() {
     let sim = mock().record_limit(0).spawn().await.unwrap();
     let live = Live::start(&sim, "", DispatchOptions::default()).await;
     let tokens: Vec<String> = (0..1_000).map(|i| token(i).as_str().to_owned()).collect();
     let body = serde_json::json!({"app": "shop", "tokens": tokens, "alert": "hello"}).to_string();
+    let lock = rusqlite::Connection::open(live.dir.path().join("spool.db")).unwrap();
+    lock.busy_timeout(Duration::from_secs(10)).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
     let addr = live.addr;
-    // Several clients, so that some commit lands after its handler was dropped.
-    for _ in 0..10 {
-        let body = body.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut s = std::net::TcpStream::connect(addr).unwrap();
-            write!(
-                s,
-                "POST /v1/notifications HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\
-                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .unwrap();
-            // Closed without reading a byte of the answer.
-        })
-        .await
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "POST /v1/notifications HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
         .unwrap();
-    }
-    // What was committed (some or all of the ten) is delivered within seconds; nothing else
-    // happens in the gateway that could trigger a read of the spool.
-    let committed = || async {
-        let counts = live.spool().counts().await.unwrap();
-        counts.iter().map(|(_, n)| n).sum::<u64>()
-    };
-    until("a commit", Duration::from_secs(10), || async {
-        committed().await > 0
+        // Gone: nothing more is sent, and the answer is never waited for.
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        answer
     })
-    .await;
-    until(
-        "every committed notification delivered",
-        Duration::from_secs(10),
-        || async { live.count(State::Delivered).await == committed().await },
-    )
+    .await
+    .unwrap();
+    assert!(
+        answer.is_empty(),
+        "the server answered before the commit: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    lock.execute_batch("ROLLBACK").unwrap();
+    drop(lock);
+    until("the request delivered", Duration::from_secs(10), || async {
+        live.count(State::Delivered).await == 1_000
+    })
     .await;
     live.stop().await;
 }
@@ -99,6 +98,30 @@ async fn thousands_of_retries_due_at_start_up_are_all_delivered() {
     .await;
     let s = sim.stats().snapshot();
     assert_eq!((s.unique_ids, s.duplicate_ids), (3_000, 0), "{s:?}");
+    live.stop().await;
+}
+
+/// A backlog five times the queue's size, waiting in the spool at start-up, is paged in as the
+/// queue drains to half — not at the next periodic scan, which here never comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_larger_than_the_queue_is_paged_in_as_it_drains() {
+    let sim = mock().record_limit(0).spawn().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &sim, "");
+    let spool = SqliteSpool::open(&dir.path().join("spool.db"), SpoolOptions::default()).unwrap();
+    spool.enqueue(vec![shop(0, 5_000)]).await.unwrap();
+    spool.close().await.unwrap();
+    drop(spool);
+    let options = DispatchOptions {
+        queue_capacity: 1_000,
+        scan_interval: Duration::from_secs(3_600),
+        ..DispatchOptions::default()
+    };
+    let live = Live::start_in(dir, config, options).await;
+    until("the whole backlog delivered", MINUTE, || async {
+        live.count(State::Delivered).await == 5_000
+    })
+    .await;
     live.stop().await;
 }
 
@@ -150,13 +173,24 @@ async fn a_halted_backlog_is_not_read_again_and_again() {
     .await;
     let before = rows_read();
     let probes = refusing.stats().snapshot().requests;
-    live.submit(vec![request("beside-it", 0, 1_000)]).await;
+    let beside = request("beside-it", 0, 1_000);
+    let ids: Vec<_> = beside.notifications.iter().map(|(id, _)| *id).collect();
+    live.submit(vec![beside]).await;
     until(
         "the other app's notifications delivered",
         MINUTE,
         || async { live.count(State::Delivered).await == 1_000 },
     )
     .await;
+    // Its status lookups share the reader with the scheduler: each answers, delivered.
+    for id in ids.iter().step_by(50) {
+        let (status, doc) = live.get(&format!("/v1/notifications/{id}")).await;
+        assert_eq!(
+            (status, doc["state"].as_str()),
+            (200, Some("delivered")),
+            "{doc}"
+        );
+    }
     // Ten probes at 100 ms: about a second, twenty scans.
     until("ten more probes of the halted app", MINUTE, || async {
         refusing.stats().snapshot().requests >= probes + 10

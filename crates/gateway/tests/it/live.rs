@@ -169,14 +169,20 @@ impl Live {
 
     /// `GET /readyz`: status and body.
     pub async fn readyz(&self) -> (u16, serde_json::Value) {
+        self.get("/readyz").await
+    }
+
+    /// `GET path` with the API key: status and JSON body.
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
         use http_body_util::BodyExt;
         let client =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build_http::<http_body_util::Empty<bytes::Bytes>>();
-        let resp = client
-            .get(format!("http://{}/readyz", self.addr).parse().unwrap())
-            .await
+        let req = hyper::Request::get(format!("http://{}{path}", self.addr))
+            .header("authorization", format!("Bearer {KEY}"))
+            .body(http_body_util::Empty::new())
             .unwrap();
+        let resp = client.request(req).await.unwrap();
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (status, serde_json::from_slice(&body).unwrap())
