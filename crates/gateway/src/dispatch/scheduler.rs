@@ -88,10 +88,7 @@ async fn scan(
         if !scan.behind {
             continue;
         }
-        // A halted app takes nothing but a probe now and then: its backlog waits in the
-        // spool, except what the queue needs to have something to probe with.
-        let halted = app.halted().is_some() && !app.queue.is_empty();
-        if halted || app.queue.space() == 0 {
+        if halted_with_work(app) || app.queue.space() == 0 {
             // Not read now; the queue's flag, taken above, is set again so that its worker
             // still asks for more once the queue is down to half.
             app.queue.mark_overflow();
@@ -128,7 +125,8 @@ async fn read_app(
 ) -> Result<bool, crate::spool::SpoolError> {
     let mut wrapped = *cursor == ReadyCursor::Start;
     loop {
-        if app.queue.space() == 0 {
+        // A pass stops as soon as the queue is full, or the app halted while it ran.
+        if app.queue.space() == 0 || halted_with_work(app) {
             app.queue.mark_overflow();
             return Ok(false);
         }
@@ -163,4 +161,10 @@ async fn read_app(
             }
         }
     }
+}
+
+/// A halted app takes nothing but a probe now and then: its backlog waits in the spool, except
+/// what the queue needs to have something to probe with.
+fn halted_with_work(app: &AppWorker) -> bool {
+    app.halted().is_some() && !app.queue.is_empty()
 }
