@@ -367,6 +367,13 @@ impl ApnsId {
         &self.0
     }
 
+    /// When a time-ordered (v7) id was made — for the gateway, when its notification was
+    /// accepted. `None` for an id without a timestamp (one a client chose, say).
+    pub fn created_at(&self) -> Option<std::time::SystemTime> {
+        let (secs, nanos) = self.0.get_timestamp()?.to_unix();
+        Some(std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos))
+    }
+
     /// Parses the canonical hyphenated form (either case), as APNs requires.
     pub fn parse(s: &str) -> Result<ApnsId, NotificationError> {
         if s.len() != 36 {

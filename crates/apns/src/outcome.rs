@@ -2,7 +2,7 @@
 //!
 //! Apple's answers are values, not errors: a 410 is information. [`Outcome`] records what
 //! happened on the wire; [`Outcome::consequence`] turns it into one of the five decisions of
-//! DESIGN §1, from Apple's reason rather than the status alone.
+//! docs/dispatch.md, from Apple's reason rather than the status alone.
 
 use std::time::{Duration, SystemTime};
 
@@ -49,7 +49,7 @@ pub enum Outcome {
     ConnectionRejected,
 }
 
-/// What the gateway does with an attempt's outcome (DESIGN §1).
+/// What the gateway does with an attempt's outcome (docs/dispatch.md).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Consequence {
     /// 200: done.
@@ -185,7 +185,7 @@ mod tests {
         })
     }
 
-    /// The whole table: every known reason with the consequence DESIGN §1 gives it.
+    /// The whole table: every known reason with the consequence docs/dispatch.md gives it.
     #[test]
     fn every_reason_has_the_designed_consequence() {
         use Reason::*;

@@ -1,5 +1,5 @@
-//! A per-app pool of long-lived HTTP/2 connections to APNs (DESIGN §1 "Connections are
-//! precious").
+//! A per-app pool of long-lived HTTP/2 connections to APNs (docs/client.md; "connections are
+//! precious" in docs/architecture.md).
 //!
 //! - At most `max_connections`, opened on demand one at a time: a new one only when every open
 //!   one is at its stream limit. A failed or refused connect backs off (1 s doubling to 60 s).
@@ -42,7 +42,7 @@ use crate::reason::Reason;
 use crate::request::{build_request, parse_response};
 
 /// Connections closed before answering anything, in a row, before the pool reports
-/// [`Outcome::ConnectionRejected`] (DESIGN §1).
+/// [`Outcome::ConnectionRejected`] (docs/client.md).
 pub const REJECTED_LIMIT: u32 = 3;
 /// How often one notification is re-sent after streams APNs never processed, before giving up
 /// with [`Outcome::ConnectionLost`].
@@ -53,7 +53,7 @@ const MAX_ERROR_BODY: usize = 4096;
 /// reports [`Outcome::ConnectionLost`] (which uses an attempt).
 const MAX_SILENT: u32 = 3;
 
-/// How a pool behaves. [`PoolConfig::new`] gives the defaults of DESIGN §3.
+/// How a pool behaves. [`PoolConfig::new`] gives the defaults of docs/client.md.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
     pub endpoint: Endpoint,

@@ -14,14 +14,15 @@
 //! (SQLite) keeps them; [`dispatch`] sends them and [`outcomes`] decides what each answer
 //! means; [`events`] carries final outcomes to the delivery log and the failure hooks.
 
+pub mod auth;
 pub mod config;
 pub mod dispatch;
 pub mod events;
-
 pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod outcomes;
+pub mod rfc3339;
 pub mod server;
 pub mod smtp;
 pub mod spool;

@@ -180,7 +180,7 @@ impl AppMetrics {
     /// Time from acceptance to delivery (`now`); acceptance is read from the id (a
     /// time-ordered UUID).
     pub fn delivered(&self, id: &apns::ApnsId, now: SystemTime) {
-        let Some(accepted) = crate::events::accepted_at(id) else {
+        let Some(accepted) = id.created_at() else {
             return;
         };
         if let Ok(d) = now.duration_since(accepted) {

@@ -15,9 +15,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::config::Config;
+use crate::config::{Config, Current};
 use crate::dispatch::{DispatchOptions, Dispatcher};
 use crate::http::{ApiState, router};
+use crate::ingest::Intake;
 use crate::spool::{SpoolError, SpoolOptions, SqliteSpool, spawn_pruner};
 
 /// How often finished notifications past their retention are pruned.
@@ -56,12 +57,14 @@ impl Gateway {
             },
         )
         .map_err(ServeError::Spool)?;
-        let config = Arc::new(config);
-        let dispatch = Dispatcher::start(&config, spool.clone(), options)
+        let retention = config.storage.retention;
+        let current = Arc::new(Current::new(Arc::new(config)));
+        let dispatch = Dispatcher::start(Arc::clone(&current), spool.clone(), options)
             .await
             .map_err(ServeError::Spool)?;
-        let pruner = spawn_pruner(spool.clone(), config.storage.retention, PRUNE_EVERY);
-        let state = Arc::new(ApiState::new(config, spool, Some(Arc::clone(&dispatch))));
+        let pruner = spawn_pruner(spool.clone(), retention, PRUNE_EVERY);
+        let intake = Arc::new(Intake::new(current, spool, Some(Arc::clone(&dispatch))));
+        let state = Arc::new(ApiState::new(intake));
         Ok(Gateway {
             state,
             dispatch,
@@ -95,7 +98,7 @@ impl Gateway {
                 };
                 Some(tokio::spawn(crate::smtp::serve(
                     l,
-                    Arc::clone(&self.state),
+                    Arc::clone(&self.state.intake),
                     tls,
                     smtp_stop.clone(),
                 )))
@@ -179,9 +182,9 @@ impl Reloader {
                 );
             }
         }
-        let config = Arc::new(config);
-        self.dispatch.reload(&config);
-        self.state.set_config(config);
+        // One configuration in force for every reader; dispatch then applies its apps.
+        self.state.intake.current().set(Arc::new(config));
+        self.dispatch.reload();
         info!("configuration reloaded");
     }
 }

@@ -15,7 +15,7 @@ struct Cli {
     command: cmd::Command,
 }
 
-/// Usage or configuration problem (DESIGN §3 exit codes).
+/// Usage or configuration problem (docs/api.md, exit codes).
 const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {

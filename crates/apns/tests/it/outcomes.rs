@@ -32,7 +32,7 @@ async fn a_notification_arrives_with_every_header_as_sent() {
     assert_eq!(s.payload["aps"]["alert"]["body"], "number 1");
 }
 
-/// Every consequence class of DESIGN §1, produced by the simulator's token lists.
+/// Every consequence class (docs/dispatch.md), produced by the simulator's token lists.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_consequence_class_end_to_end() {
     let since_ms = 1_700_000_000_123;

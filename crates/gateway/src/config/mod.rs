@@ -1,4 +1,4 @@
-//! The configuration file (DESIGN §3): TOML, read raw (`raw`), then checked and turned into a
+//! The configuration file (docs/configuration.md): TOML, read raw (`raw`), then checked and turned into a
 //! typed [`Config`] with every credential loaded (`validate`). Every problem is reported at
 //! once, each with the file, line and key; `serve` and `config check` share this path, so a bad
 //! file is refused before any port is bound.
@@ -191,6 +191,9 @@ pub enum Credential {
     },
 }
 
+/// Certificates expiring within this are warned about (log, dashboard).
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 86_400);
+
 impl Credential {
     /// Seconds from `now` until the certificate expires (negative once it has); `None` for a
     /// token key, which does not expire.
@@ -202,6 +205,13 @@ impl Credential {
             Ok(left) => left.as_secs() as i64,
             Err(past) => -(past.duration().as_secs() as i64),
         })
+    }
+
+    /// Seconds left (negative once expired) when the certificate expires within
+    /// [`EXPIRY_WARNING`] — or already has; `None` for one with longer left, and for a token key.
+    pub fn expires_soon(&self, now: std::time::SystemTime) -> Option<i64> {
+        self.expires_in(now)
+            .filter(|&left| left < EXPIRY_WARNING.as_secs() as i64)
     }
 
     /// The file it was loaded from.
@@ -220,6 +230,27 @@ pub struct Problem {
     /// The key, e.g. `apps[0].key_file`.
     pub key: String,
     pub message: String,
+}
+
+/// The configuration in force: one, shared by everything that reads it (the ways in, the API,
+/// dispatch) and replaced whole on reload. A std lock, held only to clone or swap the `Arc`.
+#[derive(Debug)]
+pub struct Current(std::sync::RwLock<std::sync::Arc<Config>>);
+
+impl Current {
+    pub fn new(config: std::sync::Arc<Config>) -> Current {
+        Current(std::sync::RwLock::new(config))
+    }
+
+    /// The configuration in force now.
+    pub fn get(&self) -> std::sync::Arc<Config> {
+        std::sync::Arc::clone(&self.0.read().expect("config lock is never poisoned"))
+    }
+
+    /// Puts `config` in force.
+    pub fn set(&self, config: std::sync::Arc<Config>) {
+        *self.0.write().expect("config lock is never poisoned") = config;
+    }
 }
 
 /// Every problem found in a file.

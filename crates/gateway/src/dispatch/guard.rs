@@ -1,4 +1,4 @@
-//! The guard against a wrong `environment` (DESIGN §1, "dead token").
+//! The guard against a wrong `environment` (docs/dispatch.md, "Halts and resumption").
 //!
 //! A sandbox token sent to production (or the reverse) is answered BadDeviceToken, so an app
 //! configured for the wrong environment sees every token called bad. Registering those tokens

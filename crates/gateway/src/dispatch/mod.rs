@@ -1,4 +1,4 @@
-//! Dispatch: from the spool to APNs and back (DESIGN §1).
+//! Dispatch: from the spool to APNs and back (docs/architecture.md, docs/dispatch.md).
 //!
 //! # Parts
 //!
@@ -189,17 +189,15 @@ pub struct Dispatcher {
     /// Every worker, the completer and the scheduler; awaited on shutdown.
     tracker: TaskTracker,
     signers: Mutex<HashMap<(String, String), Arc<TokenSigner>>>,
-    /// The configuration in force, for the credential check.
-    config: Mutex<Option<Arc<Config>>>,
+    /// The configuration in force (shared with the ways in), for reloads and the credential
+    /// check.
+    config: Arc<crate::config::Current>,
     /// When each certificate file was last warned about.
     warned: Mutex<HashMap<std::path::PathBuf, SystemTime>>,
     /// Workers of apps removed from the configuration, kept so that an app added back gets
     /// its old worker and queue again: its sends still in flight are known there.
     retired: Mutex<HashMap<String, Arc<AppWorker>>>,
 }
-
-/// Certificates expiring within this are warned about.
-pub const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 86_400);
 
 /// Puts `settings` in force for `w`: its old pool finishes its streams and closes.
 fn replace_settings(w: &AppWorker, settings: Settings, problem: Option<String>, why: &str) {
@@ -220,17 +218,18 @@ impl Dispatcher {
     /// Recovers the spool (in-flight rows back to the queue), loads the dead tokens and starts
     /// a worker per app, the completer and the scheduler.
     pub async fn start(
-        config: &Arc<Config>,
+        current: Arc<crate::config::Current>,
         spool: SqliteSpool,
         options: DispatchOptions,
     ) -> Result<Arc<Dispatcher>, SpoolError> {
         let report = spool.recover().await?;
         info!(requeued = report.requeued, pending = report.pending, took = ?report.elapsed, "spool recovered");
         let dead = Arc::new(DeadTokens::new(spool.all_dead_tokens().await?));
+        let config = current.get();
         let (done_tx, done_rx) = mpsc::channel(4096);
         let shared = Arc::new(Shared {
             spool,
-            events: Arc::new(Events::start(config)),
+            events: Arc::new(Events::start(&config)),
             dead,
             options,
             shutdown: CancellationToken::new(),
@@ -246,14 +245,14 @@ impl Dispatcher {
             done: Mutex::new(Some(done_tx)),
             tracker: TaskTracker::new(),
             signers: Mutex::new(HashMap::new()),
-            config: Mutex::new(Some(Arc::clone(config))),
+            config: Arc::clone(&current),
             warned: Mutex::new(HashMap::new()),
             retired: Mutex::new(HashMap::new()),
         });
         crate::metrics::gauge("pushgate_dispatch_paused", &[], 0.0);
         d.tracker.spawn(complete(Arc::clone(&shared), done_rx));
         d.tracker.spawn(scheduler::run(Arc::clone(&shared)));
-        d.apply_apps(config);
+        d.apply_apps(&config);
         shared.scan_wake.notify_one();
         let weak = Arc::downgrade(&d);
         let (every, stop) = (shared.options.credential_check, shared.shutdown.clone());
@@ -383,13 +382,13 @@ impl Dispatcher {
         v
     }
 
-    /// Applies a (re)loaded configuration: new connections use the new settings, connections in
-    /// use finish their streams and close, halted apps resume, removed apps stop (their
-    /// notifications stay in the spool until the app returns).
-    pub fn reload(&self, config: &Arc<Config>) {
-        *self.config.lock().expect("config lock") = Some(Arc::clone(config));
-        self.shared.events.reload(config);
-        self.apply_apps(config);
+    /// Applies the configuration now in force (after a reload put it there): new connections
+    /// use the new settings, connections in use finish their streams and close, halted apps
+    /// resume, removed apps stop (their notifications stay in the spool until the app returns).
+    pub fn reload(&self) {
+        let config = self.config.get();
+        self.shared.events.reload(&config);
+        self.apply_apps(&config);
         self.shared.rescan();
     }
 
@@ -469,9 +468,7 @@ impl Dispatcher {
     /// expired, or a newer one became valid) gets a pool with it; certificates that expire
     /// within 30 days are warned about once a day.
     pub fn check_credentials(&self) {
-        let Some(config) = self.config.lock().expect("config lock").clone() else {
-            return;
-        };
+        let config = self.config.get();
         let now = SystemTime::now();
         let apps = self.shared.apps.read().expect("apps lock").clone();
         for app in &config.apps {
@@ -484,10 +481,10 @@ impl Dispatcher {
                 replace_settings(w, settings, problem, "a valid credential was found");
             }
             for c in &app.credentials {
-                let Some(left) = c.expires_in(now) else {
+                let Some(left) = c.expires_soon(now) else {
                     continue;
                 };
-                if left < EXPIRY_WARNING.as_secs() as i64 && self.warned_today(c.file(), now) {
+                if self.warned_today(c.file(), now) {
                     warn!(app = %app.name, file = %c.file().display(), days_left = left.div_euclid(86_400), "certificate expires soon; roll a new one in with [[apps.credentials]]");
                 }
             }

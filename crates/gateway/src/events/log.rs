@@ -19,9 +19,9 @@ use apns::clock::{Clock, SystemClock};
 use serde_json::json;
 use tracing::warn;
 
-use super::{Event, accepted_at};
+use super::Event;
 use crate::config::Log;
-use crate::http::rfc3339;
+use crate::rfc3339;
 
 /// Tunables.
 #[derive(Debug, Clone)]
@@ -180,11 +180,12 @@ impl Writer {
         let Event::Outcome(o) = event else {
             return;
         };
-        let ms = accepted_at(&o.id)
-            .and_then(|a| o.time.duration_since(a).ok())
-            .map_or(0, |d| d.as_millis() as u64);
+        let ms =
+            o.id.created_at()
+                .and_then(|a| o.time.duration_since(a).ok())
+                .map_or(0, |d| d.as_millis() as u64);
         let line = json!({
-            "time": rfc3339(o.time),
+            "time": rfc3339::format(o.time),
             "id": o.id.to_string(),
             "app": o.app,
             "token": o.token.as_str(),
@@ -206,7 +207,7 @@ impl Writer {
 
     fn heartbeat(&mut self) {
         let line = json!({
-            "time": rfc3339(self.clock.now()),
+            "time": rfc3339::format(self.clock.now()),
             "heartbeat": true,
             "written": self.counts.written.load(Ordering::Relaxed),
             "dropped": self.counts.dropped.load(Ordering::Relaxed),

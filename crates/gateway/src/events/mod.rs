@@ -16,7 +16,7 @@ use apns::{ApnsId, DeviceToken};
 use serde_json::{Value, json};
 
 use crate::config::{Config, Log, Webhook, WebhookEvent};
-use crate::http::rfc3339;
+use crate::rfc3339;
 use crate::spool::State;
 use hooks::Hook;
 use log::DeliveryLog;
@@ -55,12 +55,6 @@ pub struct OutcomeEvent {
     pub attempts: u32,
 }
 
-/// When a notification was accepted: its id is a UUIDv7 made at acceptance.
-pub fn accepted_at(id: &ApnsId) -> Option<SystemTime> {
-    let (secs, nanos) = id.as_uuid().get_timestamp()?.to_unix();
-    Some(UNIX_EPOCH + Duration::new(secs, nanos))
-}
-
 impl Event {
     /// The hook event it is, if any.
     pub fn hook_kind(&self) -> Option<WebhookEvent> {
@@ -81,7 +75,7 @@ impl Event {
         match self {
             Event::Outcome(o) => json!({
                 "event": match o.state { State::Expired => "expired", _ => "failed" },
-                "time": rfc3339(o.time),
+                "time": rfc3339::format(o.time),
                 "id": o.id.to_string(),
                 "app": o.app,
                 "token": o.token.as_str(),
@@ -97,7 +91,7 @@ impl Event {
                 since,
             } => json!({
                 "event": "token_invalidated",
-                "time": rfc3339(*time),
+                "time": rfc3339::format(*time),
                 "app": app,
                 "token": token.as_str(),
                 "reason": reason,
@@ -105,7 +99,7 @@ impl Event {
             }),
             Event::AppHalted { time, app, reason } => json!({
                 "event": "app_halted",
-                "time": rfc3339(*time),
+                "time": rfc3339::format(*time),
                 "app": app,
                 "reason": reason,
             }),

@@ -9,10 +9,11 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 
-use super::auth::{Caller, authenticate};
+use super::auth::authenticate;
 use super::error::{ApiError, Code};
 use super::openapi::{ErrorBody, FeedbackEntry};
 use super::{ApiState, spool_error};
+use crate::auth::Caller;
 
 const DEFAULT_LIMIT: usize = 1000;
 const MAX_LIMIT: usize = 10_000;

@@ -1,36 +1,10 @@
-//! API keys: `Authorization: Bearer <key>`, compared by SHA-256 in constant time against every
-//! configured key (so timing tells nothing about which key, or how much of one, matched).
+//! `Authorization: Bearer <key>` for the HTTP API, on top of [`crate::auth`].
 
-use aws_lc_rs::constant_time::verify_slices_are_equal;
-use aws_lc_rs::digest::{SHA256, digest};
 use axum::http::HeaderMap;
 
 use super::error::{ApiError, Code};
-use crate::config::{ApiKey, Scope};
-
-/// Who is calling.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub name: String,
-    pub scope: Scope,
-    pub admin: bool,
-}
-
-impl Caller {
-    /// Whether the key may use `app`.
-    pub fn may_use(&self, app: &str) -> bool {
-        self.admin
-            || match &self.scope {
-                Scope::All => true,
-                Scope::Apps(apps) => apps.iter().any(|a| a == app),
-            }
-    }
-
-    /// Whether the key covers every app (then an unknown app is `unknown_app`, not forbidden).
-    pub fn covers_all(&self) -> bool {
-        self.admin || self.scope == Scope::All
-    }
-}
+use crate::auth::{Caller, check_key};
+use crate::config::ApiKey;
 
 /// Finds the key presented in `headers`, or answers 401.
 pub fn authenticate(keys: &[ApiKey], headers: &HeaderMap) -> Result<Caller, ApiError> {
@@ -49,30 +23,4 @@ pub fn authenticate(keys: &[ApiKey], headers: &HeaderMap) -> Result<Caller, ApiE
         })
         .ok_or_else(unauthorized)?;
     check_key(keys, presented.trim()).ok_or_else(unauthorized)
-}
-
-/// The caller for a presented key, if it is one of `keys`.
-pub fn check_key(keys: &[ApiKey], presented: &str) -> Option<Caller> {
-    let hash = digest(&SHA256, presented.as_bytes());
-    let mut found = None;
-    for k in keys {
-        // Every key is compared; no early exit.
-        if verify_slices_are_equal(hash.as_ref(), &k.key_sha256).is_ok() {
-            found = Some(Caller {
-                name: k.name.clone(),
-                scope: k.scope.clone(),
-                admin: k.admin,
-            });
-        }
-    }
-    found
-}
-
-/// The lowercase hex SHA-256 of a key, as `key_sha256` wants it.
-pub fn key_sha256_hex(key: &str) -> String {
-    digest(&SHA256, key.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }

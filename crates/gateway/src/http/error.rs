@@ -4,7 +4,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-/// The error codes of the API contract (DESIGN §3), each with its status.
+/// The error codes of the API contract (docs/api.md), each with its status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
     Unauthorized,
@@ -119,6 +119,33 @@ impl ApiError {
     pub fn at(mut self, index: usize) -> ApiError {
         self.index = Some(index);
         self
+    }
+}
+
+impl From<crate::ingest::Rejection> for ApiError {
+    fn from(r: crate::ingest::Rejection) -> ApiError {
+        use crate::ingest::Problem;
+        let code = match r.kind {
+            Problem::ForbiddenApp => Code::ForbiddenApp,
+            Problem::UnknownApp => Code::UnknownApp,
+            Problem::InvalidJson => Code::InvalidJson,
+            Problem::TooManyTokens => Code::TooManyTokens,
+            Problem::PayloadTooLarge => Code::PayloadTooLarge,
+            Problem::InvalidToken => Code::InvalidToken,
+            Problem::InvalidPushType => Code::InvalidPushType,
+            Problem::InvalidPriority => Code::InvalidPriority,
+            Problem::InvalidTopic => Code::InvalidTopic,
+            Problem::CollapseIdTooLong => Code::CollapseIdTooLong,
+            Problem::ConflictingFields => Code::ConflictingFields,
+            Problem::AlreadyExpired => Code::AlreadyExpired,
+            Problem::InvalidField => Code::InvalidField,
+            Problem::Internal => Code::Internal,
+        };
+        ApiError {
+            code,
+            message: r.message,
+            index: r.index,
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! `POST /v1.0/inject`: Momentum's REST injector (DESIGN §3).
+//! `POST /v1.0/inject`: Momentum's REST injector (docs/momentum.md).
 //!
 //! The body carries an MCMT MIME message as `template` and the recipients, which resolve as
 //! over SMTP (the domain names the app; `vctx.DLV_Dest_ID` may carry the token). Like
@@ -18,9 +18,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::ApiState;
-use super::auth::{Caller, authenticate, check_key};
+use super::auth::authenticate;
 use super::error::{ApiError, Code};
 use super::openapi::{ErrorBody, InjectAnswer, InjectRefusal};
+use crate::auth::{Caller, check_key};
 use crate::ingest::mcmt::{self, Recipient};
 use crate::spool::SubmitError;
 
@@ -150,7 +151,8 @@ async fn run(state: &ApiState, headers: &HeaderMap, body: Body) -> Result<Respon
     )
     .map_err(|e| failure(StatusCode::BAD_REQUEST, vec![format!("554 5.6.0 {e}"); n]))?;
     let mcmt::Parsed { requests, ids } = parsed;
-    state.commit(requests).await.map_err(|e| match e {
+    let submission = crate::ingest::Submission::new(Some(caller), requests);
+    state.intake.submit(submission).await.map_err(|e| match e {
         SubmitError::Full { .. } => failure(
             StatusCode::SERVICE_UNAVAILABLE,
             vec!["451 4.3.0 the spool is full; try again later".into(); n],

@@ -1,4 +1,4 @@
-//! The HTTP API (DESIGN §3) on axum.
+//! The HTTP API (docs/api.md) on axum.
 //!
 //! - `error`: the one place errors become `{"error": {...}}` answers.
 //! - `auth`: API keys (SHA-256, constant time) and their scopes.
@@ -7,7 +7,7 @@
 //! - `dashboard`: the admin dashboard at `/` (login, live figures, test send).
 
 mod apps;
-pub mod auth;
+mod auth;
 mod dashboard;
 pub mod error;
 mod inject;
@@ -16,21 +16,23 @@ pub mod openapi;
 mod stats;
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use axum::Router;
 use axum::routing::{delete, get, post};
 
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
-use crate::spool::{NewRequest, NotificationRecord, Spool, SqliteSpool, SubmitError};
+use crate::ingest::Intake;
+use crate::rfc3339;
+use crate::spool::{NotificationRecord, SqliteSpool};
 use error::{ApiError, Code};
 
 /// What every handler shares.
 #[derive(Debug)]
 pub struct ApiState {
-    /// The configuration in force; replaced on reload. A std lock held to clone the `Arc`.
-    config: std::sync::RwLock<Arc<Config>>,
+    /// The way in: the configuration in force, and where submissions go.
+    pub intake: Arc<Intake>,
+    /// For reads (status, lookups, stats); submissions go through `intake`.
     pub spool: SqliteSpool,
     /// `None` when the API runs without dispatch (tests of the API alone).
     pub dispatch: Option<Arc<Dispatcher>>,
@@ -39,54 +41,18 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    pub fn new(
-        config: Arc<Config>,
-        spool: SqliteSpool,
-        dispatch: Option<Arc<Dispatcher>>,
-    ) -> ApiState {
+    pub fn new(intake: Arc<Intake>) -> ApiState {
         ApiState {
-            config: std::sync::RwLock::new(config),
-            spool,
-            dispatch,
+            spool: intake.spool().clone(),
+            dispatch: intake.dispatch().cloned(),
+            intake,
             sessions: dashboard::Sessions::default(),
         }
     }
 
     /// The configuration in force.
     pub fn config(&self) -> Arc<Config> {
-        Arc::clone(&self.config.read().expect("config lock"))
-    }
-
-    /// Replaces the configuration (API keys, apps) after a reload.
-    pub fn set_config(&self, config: Arc<Config>) {
-        *self.config.write().expect("config lock") = config;
-    }
-
-    /// Every ingest's last step: commits `requests` (answering only after the commit), counts
-    /// them, and offers them straight to dispatch without reading back what was just written.
-    ///
-    /// The commit and the offer run in their own task: a client that goes away before its
-    /// answer makes hyper drop the handler, and with it this future, but what reaches the
-    /// writer is committed either way — and committed work must reach dispatch, not wait in
-    /// the spool for an unrelated rescan.
-    pub async fn commit(&self, requests: Vec<NewRequest>) -> Result<(), SubmitError> {
-        let spool = self.spool.clone();
-        let dispatch = self.dispatch.clone();
-        let committing = tokio::spawn(async move {
-            let committed = spool.enqueue(requests).await?;
-            for r in &committed {
-                crate::metrics::accepted(&r.app, r.len());
-            }
-            if let Some(d) = &dispatch {
-                d.offer(&committed);
-            }
-            Ok(())
-        });
-        match committing.await {
-            Ok(result) => result,
-            // Only a panic ends the task early (nothing cancels it).
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
+        self.intake.config()
     }
 }
 
@@ -108,16 +74,6 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(dashboard::routes())
         .fallback(|| async { ApiError::new(Code::NotFound, "no such resource") })
         .with_state(state)
-}
-
-/// RFC 3339 in UTC, to the millisecond.
-pub(crate) fn rfc3339(t: SystemTime) -> String {
-    let t = time::OffsetDateTime::from(t);
-    let t = t
-        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
-        .unwrap_or(t);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 impl ApiState {
@@ -193,10 +149,10 @@ pub(crate) fn document(r: &NotificationRecord) -> serde_json::Value {
         "attempts": r.attempts,
         "status_code": r.status,
         "reason": r.reason.as_ref().map(|x| x.as_str()),
-        "created_at": rfc3339(r.created_at),
-        "updated_at": rfc3339(r.updated_at),
-        "send_at": r.send_at.map(rfc3339),
-        "expires_at": rfc3339(r.expires_at),
+        "created_at": rfc3339::format(r.created_at),
+        "updated_at": rfc3339::format(r.updated_at),
+        "send_at": r.send_at.map(rfc3339::format),
+        "expires_at": rfc3339::format(r.expires_at),
     })
 }
 

@@ -13,6 +13,7 @@ use super::auth::authenticate;
 use super::error::{ApiError, Code};
 use super::openapi::{ErrorBody, Ids, LookupAnswer, LookupBody, NotificationDocument, SubmitBody};
 use super::{ApiState, document, spool_error};
+use crate::ingest::Submission;
 use crate::spool::{Spool, SubmitError};
 
 /// Most ids in one lookup.
@@ -79,7 +80,11 @@ pub async fn submit(
     let caller = authenticate(&config.api_keys, &headers)?;
     let bytes = json_body(&state, &headers, body).await?;
     let (requests, ids) = crate::ingest::json::parse(&bytes, &caller, &config, SystemTime::now())?;
-    state.commit(requests).await.map_err(submit_error)?;
+    state
+        .intake
+        .submit(Submission::new(Some(caller), requests))
+        .await
+        .map_err(submit_error)?;
     let ids: Vec<String> = ids.iter().map(ApnsId::to_string).collect();
     Ok((
         StatusCode::ACCEPTED,

@@ -77,7 +77,7 @@ pub enum StringOrObject {
     Object(BTreeMap<String, serde_json::Value>),
 }
 
-/// One notification to one or more tokens (DESIGN §3).
+/// One notification to one or more tokens (docs/api.md).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Notification {
     pub app: String,

@@ -10,9 +10,9 @@ use apns::{ApnsId, CollapseId, DeviceToken, Expiration, Priority, PushType, Topi
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+use super::{Problem, Rejection};
+use crate::auth::Caller;
 use crate::config::{App, Config};
-use crate::http::auth::Caller;
-use crate::http::error::{ApiError, Code};
 use crate::spool::NewRequest;
 
 /// Most tokens in one request.
@@ -43,9 +43,9 @@ pub fn parse(
     caller: &Caller,
     config: &Config,
     now: SystemTime,
-) -> Result<(Vec<NewRequest>, Vec<ApnsId>), ApiError> {
+) -> Result<(Vec<NewRequest>, Vec<ApnsId>), Rejection> {
     let doc: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(Code::InvalidJson, format!("the body is not JSON: {e}")))?;
+        .map_err(|e| Rejection::new(Problem::InvalidJson, format!("the body is not JSON: {e}")))?;
     let list: Vec<&Map<String, Value>> = match &doc {
         Value::Object(o) if o.contains_key("notifications") => {
             if o.len() > 1 {
@@ -78,14 +78,14 @@ pub fn parse(
             .and_then(Value::as_str)
             .ok_or_else(|| field("\"app\" is required and must be a string").at(i))?;
         if !caller.may_use(name) {
-            return Err(ApiError::new(
-                Code::ForbiddenApp,
+            return Err(Rejection::new(
+                Problem::ForbiddenApp,
                 format!("this key may not use app {name:?}"),
             )
             .at(i));
         }
         let app = config.app(name).ok_or_else(|| {
-            ApiError::new(Code::UnknownApp, format!("no app is named {name:?}")).at(i)
+            Rejection::new(Problem::UnknownApp, format!("no app is named {name:?}")).at(i)
         })?;
         apps.push(app);
     }
@@ -98,8 +98,8 @@ pub fn parse(
         })
         .sum();
     if total > MAX_TOKENS {
-        return Err(ApiError::new(
-            Code::TooManyTokens,
+        return Err(Rejection::new(
+            Problem::TooManyTokens,
             format!("{total} tokens in one request; at most {MAX_TOKENS}"),
         ));
     }
@@ -113,11 +113,11 @@ pub fn parse(
     Ok((requests, ids))
 }
 
-fn field(message: impl Into<String>) -> ApiError {
-    ApiError::new(Code::InvalidField, message)
+fn field(message: impl Into<String>) -> Rejection {
+    Rejection::new(Problem::InvalidField, message)
 }
 
-fn int(n: &Map<String, Value>, key: &str) -> Result<Option<u64>, ApiError> {
+fn int(n: &Map<String, Value>, key: &str) -> Result<Option<u64>, Rejection> {
     match n.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v
@@ -127,7 +127,7 @@ fn int(n: &Map<String, Value>, key: &str) -> Result<Option<u64>, ApiError> {
     }
 }
 
-fn string<'a>(n: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, ApiError> {
+fn string<'a>(n: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, Rejection> {
     match n.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -139,7 +139,7 @@ pub(crate) fn one(
     n: &Map<String, Value>,
     app: &App,
     now: SystemTime,
-) -> Result<NewRequest, ApiError> {
+) -> Result<NewRequest, Rejection> {
     if let Some(k) = n.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(field(format!("unknown field {k:?}")));
     }
@@ -152,7 +152,7 @@ pub(crate) fn one(
                     .as_str()
                     .ok_or_else(|| field(format!("tokens[{j}] must be a string")))?;
                 DeviceToken::parse(s)
-                    .map_err(|e| ApiError::new(Code::InvalidToken, format!("tokens[{j}]: {e}")))
+                    .map_err(|e| Rejection::new(Problem::InvalidToken, format!("tokens[{j}]: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?,
         _ => {
@@ -199,8 +199,8 @@ pub(crate) fn one(
     let push_type = match string(n, "push_type")? {
         Some(s) => match PushType::parse(s) {
             Ok(PushType::Other(_)) | Err(_) => {
-                return Err(ApiError::new(
-                    Code::InvalidPushType,
+                return Err(Rejection::new(
+                    Problem::InvalidPushType,
                     format!("unknown push type {s:?}"),
                 ));
             }
@@ -216,8 +216,8 @@ pub(crate) fn one(
             PushType::Background
         }
         None => {
-            return Err(ApiError::new(
-                Code::InvalidPushType,
+            return Err(Rejection::new(
+                Problem::InvalidPushType,
                 "\"push_type\" is required unless the aps has alert, badge or sound (alert) or only content-available: 1 (background)",
             ));
         }
@@ -229,12 +229,12 @@ pub(crate) fn one(
             .and_then(|p| u8::try_from(p).ok())
             .and_then(|p| Priority::from_u8(p).ok())
             .ok_or_else(|| {
-                ApiError::new(Code::InvalidPriority, "\"priority\" must be 10, 5 or 1")
+                Rejection::new(Problem::InvalidPriority, "\"priority\" must be 10, 5 or 1")
             })?,
     };
     if push_type == PushType::Background && priority == Priority::Immediate {
-        return Err(ApiError::new(
-            Code::InvalidPriority,
+        return Err(Rejection::new(
+            Problem::InvalidPriority,
             "background pushes must use priority 5 or 1",
         ));
     }
@@ -246,18 +246,18 @@ pub(crate) fn one(
             Topic::parse(t)
         }
         Some(t) => {
-            return Err(ApiError::new(
-                Code::InvalidTopic,
+            return Err(Rejection::new(
+                Problem::InvalidTopic,
                 format!("topic {t:?} is not this app's topic {bundle:?} (with or without the push type's suffix)"),
             ));
         }
     }
-    .map_err(|e| ApiError::new(Code::InvalidTopic, e.to_string()))?;
+    .map_err(|e| Rejection::new(Problem::InvalidTopic, e.to_string()))?;
     let collapse_id = string(n, "collapse_id")?
         .map(|c| {
             CollapseId::parse(c).map_err(|e| match e {
                 apns::NotificationError::CollapseIdTooLong { .. } => {
-                    ApiError::new(Code::CollapseIdTooLong, e.to_string())
+                    Rejection::new(Problem::CollapseIdTooLong, e.to_string())
                 }
                 _ => field(format!("\"collapse_id\": {e}")),
             })
@@ -265,14 +265,14 @@ pub(crate) fn one(
         .transpose()?;
 
     if n.contains_key("send_at") && n.contains_key("delay") {
-        return Err(ApiError::new(
-            Code::ConflictingFields,
+        return Err(Rejection::new(
+            Problem::ConflictingFields,
             "give \"send_at\" or \"delay\", not both",
         ));
     }
     if n.contains_key("expiration") && n.contains_key("ttl") {
-        return Err(ApiError::new(
-            Code::ConflictingFields,
+        return Err(Rejection::new(
+            Problem::ConflictingFields,
             "give \"expiration\" or \"ttl\", not both",
         ));
     }
@@ -287,8 +287,8 @@ pub(crate) fn one(
         (Some(0), _) | (None, Some(0)) => (Some(Expiration::Immediately), start + app.default_ttl),
         (Some(e), _) => {
             if e <= unix(start) {
-                return Err(ApiError::new(
-                    Code::AlreadyExpired,
+                return Err(Rejection::new(
+                    Problem::AlreadyExpired,
                     format!("expiration {e} is not after the send time {}", unix(start)),
                 ));
             }
@@ -314,11 +314,11 @@ pub(crate) fn one(
         aps: &aps,
         data: &data,
     })
-    .map_err(|e| ApiError::new(Code::Internal, format!("encoding the payload: {e}")))?;
+    .map_err(|e| Rejection::new(Problem::Internal, format!("encoding the payload: {e}")))?;
     let limit = push_type.payload_limit();
     if payload.len() > limit {
-        return Err(ApiError::new(
-            Code::PayloadTooLarge,
+        return Err(Rejection::new(
+            Problem::PayloadTooLarge,
             format!(
                 "the payload is {} bytes; Apple's limit for {push_type} is {limit}",
                 payload.len()
@@ -339,12 +339,10 @@ pub(crate) fn one(
     })
 }
 
-fn parse_rfc3339(s: &str) -> Result<SystemTime, ApiError> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map(SystemTime::from)
-        .map_err(|_| {
-            field(format!(
-                "\"send_at\" {s:?} is not an RFC 3339 time with an offset"
-            ))
-        })
+fn parse_rfc3339(s: &str) -> Result<SystemTime, Rejection> {
+    crate::rfc3339::parse(s).map_err(|_| {
+        field(format!(
+            "\"send_at\" {s:?} is not an RFC 3339 time with an offset"
+        ))
+    })
 }

@@ -1,5 +1,5 @@
 //! Momentum's Multi-Channel Message Type (MCMT) → spool requests: what the SMTP listener and
-//! the REST injector (`/v1.0/inject`) both accept (DESIGN §3, "SMTP").
+//! the REST injector (`/v1.0/inject`) both accept (docs/momentum.md).
 //!
 //! Each MIME part with `Content-Type: message/vnd.msys.apn` is one push. Its headers
 //! (`X-Device-Token`, `X-APNs-*`) come either as an inner header block at the start of the
@@ -20,8 +20,8 @@ use apns::{ApnsId, DeviceToken};
 use mail_parser::{MessageParser, MessagePart, MimeHeaders};
 use serde_json::{Map, Value};
 
+use crate::auth::Caller;
 use crate::config::Config;
-use crate::http::auth::Caller;
 use crate::spool::NewRequest;
 
 /// One recipient, already routed to an app by its domain.

@@ -1,4 +1,4 @@
-//! From an attempt's outcome to what is recorded (DESIGN §1, the five consequences).
+//! From an attempt's outcome to what is recorded (docs/dispatch.md, the five consequences).
 
 use std::time::{Duration, SystemTime};
 

@@ -1,4 +1,4 @@
-//! What the gateway does with each attempt's outcome (DESIGN §1): the state update, the
+//! What the gateway does with each attempt's outcome (docs/dispatch.md): the state update, the
 //! dead-token registry, and the halt of an app whose credentials APNs refuses.
 //!
 //! - `apply`: an attempt's [`apns::Outcome`] → a spool [`crate::spool::Completion`], maybe a

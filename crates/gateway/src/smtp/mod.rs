@@ -1,4 +1,4 @@
-//! The SMTP listener for Momentum's MCMT injection (`[smtp]`, DESIGN §3).
+//! The SMTP listener for Momentum's MCMT injection (`[smtp]`, docs/momentum.md).
 //!
 //! Commands are parsed by `smtp-proto` (Stalwart's RFC 5321 parser and DATA receiver); the
 //! session loop, limits, reply codes and pipelining are ours (`session`). A message becomes
@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::TlsFiles;
-use crate::http::ApiState;
+use crate::ingest::Intake;
 
 /// How long sessions still open at shutdown get to finish their current command.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -35,7 +35,7 @@ pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, crate::tls::TlsError> {
 /// their next command and get a short while to do so.
 pub async fn serve(
     listener: TcpListener,
-    state: Arc<ApiState>,
+    intake: Arc<Intake>,
     tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
 ) {
@@ -48,9 +48,9 @@ pub async fn serve(
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                let (state, tls, shutdown) = (Arc::clone(&state), tls.clone(), shutdown.clone());
+                let (intake, tls, shutdown) = (Arc::clone(&intake), tls.clone(), shutdown.clone());
                 sessions.spawn(async move {
-                    if let Err(e) = session::run(stream, peer, state, tls, shutdown).await {
+                    if let Err(e) = session::run(stream, peer, intake, tls, shutdown).await {
                         debug!(%peer, error = %e, "SMTP session ended with an error");
                     }
                 });

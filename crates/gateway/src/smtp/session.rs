@@ -18,9 +18,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::http::ApiState;
-use crate::http::auth::{Caller, check_key};
+use crate::auth::{Caller, check_key};
 use crate::ingest::mcmt::{self, Recipient};
+use crate::ingest::{Intake, Submission};
 use crate::spool::SubmitError;
 
 /// An idle client is disconnected after this long.
@@ -34,12 +34,12 @@ const HOSTNAME: &str = "pushgate";
 pub async fn run(
     stream: TcpStream,
     peer: SocketAddr,
-    state: Arc<ApiState>,
+    intake: Arc<Intake>,
     tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let mut session = Session {
-        state,
+        intake,
         peer,
         tls_offered: tls.is_some(),
         tls_active: false,
@@ -91,7 +91,7 @@ enum Mode {
 }
 
 struct Session {
-    state: Arc<ApiState>,
+    intake: Arc<Intake>,
     peer: SocketAddr,
     tls_offered: bool,
     tls_active: bool,
@@ -131,7 +131,7 @@ impl Session {
         s: &mut S,
     ) -> std::io::Result<End> {
         let max = self
-            .state
+            .intake
             .config()
             .smtp
             .as_ref()
@@ -327,7 +327,7 @@ impl Session {
 
     fn mail_from(&mut self, size: usize, max: usize, out: &mut Vec<u8>) {
         let requires_auth = self
-            .state
+            .intake
             .config()
             .smtp
             .as_ref()
@@ -359,7 +359,7 @@ impl Session {
             reply(out, 452, "4.5.3 too many recipients");
             return;
         }
-        match mcmt::route(address, self.caller.as_ref(), &self.state.config()) {
+        match mcmt::route(address, self.caller.as_ref(), &self.intake.config()) {
             Ok(r) => {
                 self.recipients.push(r);
                 reply(out, 250, "2.1.5 recipient OK");
@@ -370,7 +370,7 @@ impl Session {
 
     /// A complete message: parsed, committed, and answered only after the commit.
     async fn message(&self, message: &[u8], out: &mut Vec<u8>) {
-        let config = self.state.config();
+        let config = self.intake.config();
         let parsed = match mcmt::parse(message, &self.recipients, &config, SystemTime::now()) {
             Ok(p) => p,
             Err(e) => {
@@ -380,7 +380,8 @@ impl Session {
             }
         };
         let (count, first) = parsed.count_and_first();
-        match self.state.commit(parsed.requests).await {
+        let submission = Submission::new(self.caller.clone(), parsed.requests);
+        match self.intake.submit(submission).await {
             Ok(()) => reply(
                 out,
                 250,
@@ -460,7 +461,7 @@ impl Session {
 
     /// Checks `password` as an API key whose name is `user`. Neither is ever logged or echoed.
     fn authenticate(&mut self, user: &str, password: &str, out: &mut Vec<u8>) {
-        let config = self.state.config();
+        let config = self.intake.config();
         match check_key(&config.api_keys, password).filter(|c| c.name == user) {
             Some(caller) => {
                 self.caller = Some(caller);

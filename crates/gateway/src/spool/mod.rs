@@ -1,4 +1,4 @@
-//! The durable queue (DESIGN §1 "Ack after commit", "Fan-out is cheap").
+//! The durable queue (docs/architecture.md: "answer after commit", "fan-out is cheap"; docs/spool.md).
 //!
 //! # Parts
 //!
@@ -192,7 +192,7 @@ pub enum SpoolError {
     Corrupt(&'static str),
 }
 
-/// The operations of a spool backend (DESIGN §2). The gateway holds one.
+/// The operations of a spool backend (docs/architecture.md). The gateway holds one.
 pub trait Spool: Send + Sync {
     /// Stores a batch whole, in one transaction, and answers after the commit with the batch,
     /// which goes on to dispatch without being read back.

@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use gateway::auth::key_sha256_hex;
 use gateway::config::Config;
-use gateway::http::auth::key_sha256_hex;
 use gateway::spool::{SpoolOptions, SqliteSpool};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -135,11 +135,8 @@ impl TestApi {
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = Arc::new(gateway::http::ApiState::new(
-            Arc::clone(&config),
-            spool.clone(),
-            None,
-        ));
+        let intake = gateway::ingest::Intake::standalone(Arc::clone(&config), spool.clone());
+        let state = Arc::new(gateway::http::ApiState::new(Arc::new(intake)));
         let smtp_stop = tokio_util::sync::CancellationToken::new();
         let smtp = match &config.smtp {
             Some(s) => {
@@ -148,7 +145,7 @@ impl TestApi {
                 let tls = s.tls.as_ref().map(|f| gateway::smtp::acceptor(f).unwrap());
                 tokio::spawn(gateway::smtp::serve(
                     l,
-                    Arc::clone(&state),
+                    Arc::clone(&state.intake),
                     tls,
                     smtp_stop.clone(),
                 ));

@@ -143,7 +143,7 @@ async fn a_wrong_environment_halts_the_app_and_kills_no_token() {
     // The right environment: a simulator that knows these tokens.
     let right = mock().spawn().await.unwrap();
     let config = crate::live::write_config(live.dir.path(), &right, "");
-    live.dispatch.reload(&std::sync::Arc::new(config));
+    live.apply(config);
     until("every notification delivered", MINUTE, || async {
         live.count(State::Delivered).await == 250
     })
@@ -230,7 +230,6 @@ async fn an_outage_spaces_the_retries_it_records() {
 /// its worker and queue: what was in flight is not sent a second time by a new worker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_removed_and_added_back_sends_nothing_twice() {
-    use std::sync::Arc;
     let sim = mock()
         .latency(Duration::from_millis(1000))
         .spawn()
@@ -250,9 +249,9 @@ async fn an_app_removed_and_added_back_sends_nothing_twice() {
     .await;
     let dir = live.dir.path();
     let without = crate::live::write_config_for(dir, &sim, "other", "");
-    live.dispatch.reload(&Arc::new(without));
+    live.apply(without);
     let with = crate::live::write_config(dir, &sim, "");
-    live.dispatch.reload(&Arc::new(with));
+    live.apply(with);
     until("every notification delivered", MINUTE, || async {
         live.count(State::Delivered).await == 51
     })

@@ -65,7 +65,7 @@ name = "live"
 key_sha256 = "{key}"
 apps = ["*"]
 {apps}"#,
-            key = gateway::http::auth::key_sha256_hex(KEY),
+            key = gateway::auth::key_sha256_hex(KEY),
         ),
     )
     .unwrap();
@@ -146,12 +146,18 @@ impl Live {
 
     /// Commits `requests` as every way in does, and hands them to dispatch.
     pub async fn submit(&self, requests: Vec<NewRequest>) {
-        self.state.commit(requests).await.unwrap();
+        let submission = gateway::ingest::Submission::new(None, requests);
+        self.state.intake.submit(submission).await.unwrap();
     }
 
     /// Reads the configuration file again and applies it, as SIGHUP does.
     pub fn reload(&self) {
         let config = Config::load(&self.dir.path().join("pushgate.toml")).unwrap();
+        self.apply(config);
+    }
+
+    /// Puts `config` in force, as a reload does.
+    pub fn apply(&self, config: Config) {
         self.reloader.reload(config);
     }
 

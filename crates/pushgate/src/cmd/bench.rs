@@ -338,7 +338,7 @@ async fn run_once(a: &Args) -> anyhow::Result<Value> {
             .status();
     }
     let api_key = "bench-api-key-0123456789";
-    let config = write_config(&dir, &sim, a, &gateway::http::auth::key_sha256_hex(api_key))?;
+    let config = write_config(&dir, &sim, a, &gateway::auth::key_sha256_hex(api_key))?;
     let gw = start_gateway(&config, &dir, a.pin)?;
     let pid = gw.child.id();
     let ticks = clock_ticks();

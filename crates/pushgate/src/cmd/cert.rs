@@ -24,12 +24,6 @@ pub enum CertCommand {
     },
 }
 
-fn rfc3339(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 fn load(
     file: &PathBuf,
     env: Option<&str>,
@@ -84,11 +78,17 @@ pub fn run(c: CertCommand) -> anyhow::Result<ExitCode> {
                 }
             );
             println!("environment: {}", info.environment);
-            println!("not before: {}", rfc3339(info.not_before));
+            println!("not before: {}", gateway::rfc3339::format(info.not_before));
             if days < 0 {
-                println!("not after: {} (EXPIRED)", rfc3339(info.not_after));
+                println!(
+                    "not after: {} (EXPIRED)",
+                    gateway::rfc3339::format(info.not_after)
+                );
             } else {
-                println!("not after: {} (in {days} days)", rfc3339(info.not_after));
+                println!(
+                    "not after: {} (in {days} days)",
+                    gateway::rfc3339::format(info.not_after)
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -1,4 +1,4 @@
-//! `pushgate mock-apns`: the APNs simulator as a process (DESIGN §3).
+//! `pushgate mock-apns`: the APNs simulator as a process (docs/mock-apns.md).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
 //! `pushgate send`: submit notifications to a gateway through its HTTP API, optionally wait for
 //! their outcomes.
 //!
-//! Exit codes (DESIGN §3): 0 all accepted (with `--wait`: all delivered), 1 some failed or did
+//! Exit codes (docs/api.md): 0 all accepted (with `--wait`: all delivered), 1 some failed or did
 //! not finish in time, 2 usage or configuration, 3 the server refused a request or could not be
 //! reached.
 //!

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use gateway::auth::key_sha256_hex;
 use gateway::config::Config;
 use gateway::dispatch::DispatchOptions;
-use gateway::http::auth::key_sha256_hex;
 use gateway::server::Gateway;
 use tracing::{error, info};
 

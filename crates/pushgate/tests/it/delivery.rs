@@ -82,7 +82,7 @@ fn a_batch_of_ten_thousand() {
     assert_eq!(sim_stat(&sim, "unique_ids"), 10_000);
 }
 
-/// Every consequence class of DESIGN §1, produced by the simulator's `--reasons`.
+/// Every consequence class (docs/architecture.md, `apns::outcome`), produced by the simulator's `--reasons`.
 #[test]
 fn every_consequence_class_and_suppression() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gateway::http::auth::key_sha256_hex;
+use gateway::auth::key_sha256_hex;
 use serde_json::{Value, json};
 
 use crate::harness::*;

@@ -5,8 +5,8 @@
 use std::process::Output;
 use std::sync::Arc;
 
+use gateway::auth::key_sha256_hex;
 use gateway::config::Config;
-use gateway::http::auth::key_sha256_hex;
 use gateway::spool::{Spool, SpoolOptions, SqliteSpool};
 use tokio::process::Command;
 
@@ -66,7 +66,8 @@ team_id = "TEAM123456"
     let spool = SqliteSpool::open(&config.storage.sqlite, SpoolOptions::default()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let state = Arc::new(gateway::http::ApiState::new(config, spool.clone(), None));
+    let intake = gateway::ingest::Intake::standalone(config, spool.clone());
+    let state = Arc::new(gateway::http::ApiState::new(Arc::new(intake)));
     tokio::spawn(gateway::server::run(
         listener,
         state,

@@ -5,8 +5,9 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Value, json};
 
 use crate::config::Credential;
-use crate::dispatch::{EXPIRY_WARNING, Tally};
-use crate::http::{ApiState, Pending, rfc3339};
+use crate::dispatch::Tally;
+use crate::http::{ApiState, Pending};
+use crate::rfc3339;
 
 #[derive(Debug)]
 pub struct Data {
@@ -74,9 +75,10 @@ pub async fn build(state: &ApiState) -> Data {
                         }
                     };
                     let left = c.expires_in(now);
-                    let expiring = left.is_some_and(|l| l < EXPIRY_WARNING.as_secs() as i64);
-                    if expiring {
-                        let days = left.unwrap_or_default() / 86_400;
+                    let soon = c.expires_soon(now);
+                    let expiring = soon.is_some();
+                    if let Some(left) = soon {
+                        let days = left / 86_400;
                         warnings.push(if days < 0 {
                             format!("{}: {file} expired {} days ago", app.name, -days)
                         } else {
@@ -144,7 +146,7 @@ impl Data {
                 "credentials": a.credentials.iter().map(|c| json!({
                     "file": c.file,
                     "kind": c.kind,
-                    "not_after": c.not_after.map(rfc3339),
+                    "not_after": c.not_after.map(rfc3339::format),
                     "days_left": c.days_left,
                     "expiring": c.expiring,
                     "active": c.active,
@@ -153,7 +155,7 @@ impl Data {
             "failures_by_reason": self.tally.failures_by_reason.iter()
                 .map(|(r, n)| json!({"reason": r, "count": n})).collect::<Vec<_>>(),
             "latest_failures": self.tally.latest_failures.iter().map(|f| json!({
-                "time": rfc3339(f.time),
+                "time": rfc3339::format(f.time),
                 "id": f.id.to_string(),
                 "app": f.app,
                 "token": f.token.as_str(),

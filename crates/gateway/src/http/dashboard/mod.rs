@@ -21,8 +21,8 @@ use axum::{Form, Json, Router};
 use serde::Deserialize;
 
 use super::ApiState;
-use super::auth::{Caller, check_key};
 use super::error::{ApiError, Code};
+use crate::auth::{Caller, check_key};
 use crate::spool::Spool;
 
 /// The session cookie's name.
@@ -272,7 +272,11 @@ async fn send(
         SystemTime::now(),
     )?;
     state
-        .commit(requests)
+        .intake
+        .submit(crate::ingest::Submission::new(
+            Some(s.caller.clone()),
+            requests,
+        ))
         .await
         .map_err(super::notifications::submit_error)?;
     tracing::info!(key = %s.caller.name, "dashboard test send");

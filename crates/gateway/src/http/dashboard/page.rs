@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::data::{AppRow, Data};
-use crate::http::rfc3339;
+use crate::rfc3339;
 
 /// HTML-escapes `s`.
 pub fn esc(s: &str) -> String {
@@ -66,7 +66,7 @@ fn app_row(a: &AppRow) -> String {
     let mut creds = String::new();
     for c in &a.credentials {
         let expiry = match (c.not_after, c.days_left) {
-            (Some(t), Some(d)) => format!("until {} ({d} days)", esc(&rfc3339(t))),
+            (Some(t), Some(d)) => format!("until {} ({d} days)", esc(&rfc3339::format(t))),
             _ => "does not expire".to_owned(),
         };
         let _ = write!(
@@ -138,7 +138,7 @@ pub fn dashboard(name: &str, csrf: &str, d: &Data) -> String {
         let _ = write!(
             out,
             "<tr><td>{}</td><td>{}</td><td class=\"token\">{}…</td><td>{}</td><td>{}</td></tr>",
-            esc(&rfc3339(f.time)),
+            esc(&rfc3339::format(f.time)),
             esc(&f.app),
             esc(&f.token.as_str()[..f.token.as_str().len().min(12)]),
             f.state.as_str(),

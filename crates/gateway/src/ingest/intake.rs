@@ -1,0 +1,133 @@
+//! [`Intake`]: the one way in. Every listener — the HTTP API, the injector, SMTP, the
+//! dashboard's test send, and the ways in still to come — parses what it received into spool
+//! requests and hands them here as a [`Submission`]: committed whole (the answer comes only
+//! after the spool's commit), counted, and offered straight to dispatch.
+
+use std::sync::Arc;
+
+use crate::auth::Caller;
+use crate::config::{Config, Current};
+use crate::dispatch::Dispatcher;
+use crate::spool::{NewRequest, Spool, SqliteSpool, SubmitError};
+
+/// What a way in hands over.
+pub struct Submission {
+    /// Who submits, when the way in knows (an SMTP session without AUTH does not). The parsers
+    /// have checked its scopes already; it is carried for what comes after the commit.
+    pub caller: Option<Caller>,
+    /// Stored in one transaction: all of them or none.
+    pub requests: Vec<NewRequest>,
+    /// Runs once the requests are committed, before the submitter hears so — however the
+    /// submitter fares meanwhile (a client that went away still has its hook run).
+    pub on_commit: Option<OnCommit>,
+}
+
+/// A hook run after the commit, with the committed requests.
+pub type OnCommit = Box<dyn FnOnce(&[NewRequest]) + Send>;
+
+impl Submission {
+    /// `requests` from `caller`, without a hook.
+    pub fn new(caller: Option<Caller>, requests: Vec<NewRequest>) -> Submission {
+        Submission {
+            caller,
+            requests,
+            on_commit: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Submission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Submission")
+            .field("caller", &self.caller.as_ref().map(|c| &c.name))
+            .field("requests", &self.requests.len())
+            .field("on_commit", &self.on_commit.is_some())
+            .finish()
+    }
+}
+
+/// The configuration in force, the spool and the hand-off to dispatch.
+#[derive(Debug)]
+pub struct Intake {
+    config: Arc<Current>,
+    spool: SqliteSpool,
+    /// `None` when nothing dispatches (tests of a way in alone).
+    dispatch: Option<Arc<Dispatcher>>,
+}
+
+impl Intake {
+    pub fn new(
+        config: Arc<Current>,
+        spool: SqliteSpool,
+        dispatch: Option<Arc<Dispatcher>>,
+    ) -> Intake {
+        Intake {
+            config,
+            spool,
+            dispatch,
+        }
+    }
+
+    /// For a way in tested alone: `config` in force, nothing dispatching.
+    pub fn standalone(config: Arc<Config>, spool: SqliteSpool) -> Intake {
+        Intake::new(Arc::new(Current::new(config)), spool, None)
+    }
+
+    /// The configuration in force (API keys, apps, limits).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.get()
+    }
+
+    /// The shared configuration, for what reloads it.
+    pub fn current(&self) -> &Arc<Current> {
+        &self.config
+    }
+
+    pub fn spool(&self) -> &SqliteSpool {
+        &self.spool
+    }
+
+    pub fn dispatch(&self) -> Option<&Arc<Dispatcher>> {
+        self.dispatch.as_ref()
+    }
+
+    /// Commits the submission's requests, runs its hook, counts them and offers them straight
+    /// to dispatch without reading back what was just written; answers after all of that.
+    ///
+    /// This runs in its own task: a client that goes away before its answer makes hyper drop
+    /// the handler, and with it the handler's future, but what reaches the writer is committed
+    /// either way — and committed work must reach dispatch (and its hook run), not wait in the
+    /// spool for an unrelated rescan.
+    pub async fn submit(&self, submission: Submission) -> Result<(), SubmitError> {
+        let spool = self.spool.clone();
+        let dispatch = self.dispatch.clone();
+        let committing = tokio::spawn(async move {
+            let Submission {
+                caller,
+                requests,
+                on_commit,
+            } = submission;
+            let committed = spool.enqueue(requests).await?;
+            if let Some(hook) = on_commit {
+                hook(&committed);
+            }
+            for r in &committed {
+                crate::metrics::accepted(&r.app, r.len());
+            }
+            tracing::debug!(
+                caller = caller.as_ref().map(|c| c.name.as_str()),
+                requests = committed.len(),
+                "submission committed"
+            );
+            if let Some(d) = &dispatch {
+                d.offer(&committed);
+            }
+            Ok(())
+        });
+        match committing.await {
+            Ok(result) => result,
+            // Only a panic ends the task early (nothing cancels it).
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+}
