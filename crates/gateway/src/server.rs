@@ -59,11 +59,11 @@ impl Gateway {
         .map_err(ServeError::Spool)?;
         let retention = config.storage.retention;
         let current = Arc::new(Current::new(Arc::new(config)));
-        let dispatch = Dispatcher::start(Arc::clone(&current), spool.clone(), options)
+        let dispatch = Dispatcher::start(current, spool.clone(), options)
             .await
             .map_err(ServeError::Spool)?;
         let pruner = spawn_pruner(spool.clone(), retention, PRUNE_EVERY);
-        let intake = Arc::new(Intake::new(current, spool, Some(Arc::clone(&dispatch))));
+        let intake = Arc::new(Intake::new(spool, Arc::clone(&dispatch)));
         let state = Arc::new(ApiState::new(intake));
         Ok(Gateway {
             state,
@@ -182,9 +182,8 @@ impl Reloader {
                 );
             }
         }
-        // One configuration in force for every reader; dispatch then applies its apps.
-        self.state.intake.current().set(Arc::new(config));
-        self.dispatch.reload();
+        // Dispatch applies the apps, then puts the configuration in force for every reader.
+        self.dispatch.reload(Arc::new(config));
         info!("configuration reloaded");
     }
 }

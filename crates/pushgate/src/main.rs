@@ -15,7 +15,7 @@ struct Cli {
     command: cmd::Command,
 }
 
-/// Usage or configuration problem (docs/api.md, exit codes).
+/// Usage or configuration problem (docs/configuration.md; `send`'s codes in docs/api.md).
 const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {

@@ -382,14 +382,21 @@ impl Dispatcher {
         v
     }
 
-    /// Applies the configuration now in force (after a reload put it there): new connections
-    /// use the new settings, connections in use finish their streams and close, halted apps
-    /// resume, removed apps stop (their notifications stay in the spool until the app returns).
-    pub fn reload(&self) {
-        let config = self.config.get();
+    /// Puts a (re)loaded configuration in force: new connections use the new settings,
+    /// connections in use finish their streams and close, halted apps resume, removed apps stop
+    /// (their notifications stay in the spool until the app returns). The apps are applied
+    /// first and the configuration published after, so a way in never accepts for an app whose
+    /// worker does not exist yet.
+    pub fn reload(&self, config: Arc<Config>) {
         self.shared.events.reload(&config);
         self.apply_apps(&config);
+        self.config.set(config);
         self.shared.rescan();
+    }
+
+    /// The configuration in force, shared with the ways in (see [`crate::ingest::Intake`]).
+    pub fn current(&self) -> &Arc<crate::config::Current> {
+        &self.config
     }
 
     fn apply_apps(&self, config: &Config) {

@@ -1,7 +1,7 @@
 //! The HTTP API (docs/api.md) on axum.
 //!
 //! - `error`: the one place errors become `{"error": {...}}` answers.
-//! - `auth`: API keys (SHA-256, constant time) and their scopes.
+//! - `auth`: `Authorization: Bearer` on top of [`crate::auth`] (keys and scopes).
 //! - `notifications`: submit, status, lookup. `apps`: feedback. `stats`: stats, health, readiness.
 //! - `inject`: Momentum's REST injector, `/v1.0/inject`.
 //! - `dashboard`: the admin dashboard at `/` (login, live figures, test send).

@@ -17,8 +17,10 @@ pub struct Submission {
     pub caller: Option<Caller>,
     /// Stored in one transaction: all of them or none.
     pub requests: Vec<NewRequest>,
-    /// Runs once the requests are committed, before the submitter hears so — however the
-    /// submitter fares meanwhile (a client that went away still has its hook run).
+    /// Runs once the requests are committed and handed to dispatch, before the submitter
+    /// hears so — however the submitter fares meanwhile (a client that went away still has its
+    /// hook run). It runs on the runtime and must not block: hand slow work (a beanstalkd
+    /// delete) to a task of its own, through a channel.
     pub on_commit: Option<OnCommit>,
 }
 
@@ -56,31 +58,28 @@ pub struct Intake {
 }
 
 impl Intake {
-    pub fn new(
-        config: Arc<Current>,
-        spool: SqliteSpool,
-        dispatch: Option<Arc<Dispatcher>>,
-    ) -> Intake {
+    /// Submits to `spool` and hands off to `dispatch`, reading the configuration dispatch
+    /// puts in force (one copy for both, so a reload reaches every way in).
+    pub fn new(spool: SqliteSpool, dispatch: Arc<Dispatcher>) -> Intake {
         Intake {
-            config,
+            config: Arc::clone(dispatch.current()),
             spool,
-            dispatch,
+            dispatch: Some(dispatch),
         }
     }
 
     /// For a way in tested alone: `config` in force, nothing dispatching.
     pub fn standalone(config: Arc<Config>, spool: SqliteSpool) -> Intake {
-        Intake::new(Arc::new(Current::new(config)), spool, None)
+        Intake {
+            config: Arc::new(Current::new(config)),
+            spool,
+            dispatch: None,
+        }
     }
 
     /// The configuration in force (API keys, apps, limits).
     pub fn config(&self) -> Arc<Config> {
         self.config.get()
-    }
-
-    /// The shared configuration, for what reloads it.
-    pub fn current(&self) -> &Arc<Current> {
-        &self.config
     }
 
     pub fn spool(&self) -> &SqliteSpool {
@@ -108,9 +107,6 @@ impl Intake {
                 on_commit,
             } = submission;
             let committed = spool.enqueue(requests).await?;
-            if let Some(hook) = on_commit {
-                hook(&committed);
-            }
             for r in &committed {
                 crate::metrics::accepted(&r.app, r.len());
             }
@@ -121,6 +117,13 @@ impl Intake {
             );
             if let Some(d) = &dispatch {
                 d.offer(&committed);
+            }
+            // After the offer: a hook that panics cannot keep committed work from dispatch.
+            if let Some(hook) = on_commit {
+                let run = std::panic::AssertUnwindSafe(|| hook(&committed));
+                if std::panic::catch_unwind(run).is_err() {
+                    tracing::error!("a submission's on-commit hook panicked");
+                }
             }
             Ok(())
         });

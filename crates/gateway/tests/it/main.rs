@@ -23,6 +23,8 @@ mod events;
 mod harness;
 /// Momentum's REST injector: results per recipient, fan-out, Basic auth, all-or-nothing.
 mod inject;
+/// The intake: on-commit hooks.
+mod intake;
 /// A whole gateway in this process against the simulator, for tests that reach inside.
 mod live;
 /// The SMTP listener with lettre, Python's smtplib and a raw socket: the seed's example,
