@@ -330,21 +330,23 @@ async fn every_answer_waits_the_simulated_latency() {
     assert_eq!((s.accepted, s.connections_total), (51, 1), "{s:?}");
 }
 
-/// A send still waiting for a stream when its deadline (the notification's expiry) passes is
-/// never sent: `NotSentInTime`, and the server never sees it; one already sent is waited for.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_send_that_waits_past_its_deadline_is_never_sent() {
+/// A pool of one connection whose one stream (token auth, before its first 200) carries
+/// `first`, answered after 1.5 s: the next send waits for a slot.
+async fn one_slot_taken() -> (
+    apns_mock::RunningMock,
+    Pool,
+    apns::Notification,
+    tokio::task::JoinHandle<Outcome>,
+) {
     let sim = mock()
         .latency(Duration::from_millis(1500))
         .spawn()
         .await
         .unwrap();
     let mut c = config(&sim, token_auth());
-    // One connection, which carries one stream until its first 200.
     c.max_connections = 1;
     let pool = Pool::new(c);
     let first = note(1);
-    let late = note(2);
     let sending = {
         let pool = pool.clone();
         let first = first.clone();
@@ -354,6 +356,15 @@ async fn a_send_that_waits_past_its_deadline_is_never_sent() {
         pool.stats().streams_in_flight == 1
     })
     .await;
+    (sim, pool, first, sending)
+}
+
+/// A send still waiting for a stream when its deadline (the notification's expiry) passes is
+/// never sent: `NotSentInTime`, and the server never sees it; one already sent is waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_that_waits_past_its_deadline_is_never_sent() {
+    let (sim, pool, first, sending) = one_slot_taken().await;
+    let late = note(2);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
     assert_eq!(
         pool.send_by(&late, Some(deadline)).await,
@@ -370,26 +381,8 @@ async fn a_send_that_waits_past_its_deadline_is_never_sent() {
 /// `Withdrawn`, and the server never sees it; one already sent is waited for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_withdrawn_send_is_never_sent() {
-    let sim = mock()
-        .latency(Duration::from_millis(1500))
-        .spawn()
-        .await
-        .unwrap();
-    let mut c = config(&sim, token_auth());
-    // One connection, which carries one stream until its first 200.
-    c.max_connections = 1;
-    let pool = Pool::new(c);
-    let first = note(1);
+    let (sim, pool, first, sending) = one_slot_taken().await;
     let withdrawn = note(2);
-    let sending = {
-        let pool = pool.clone();
-        let first = first.clone();
-        tokio::spawn(async move { pool.send(&first).await })
-    };
-    wait_for("the first stream open", Duration::from_secs(5), || {
-        pool.stats().streams_in_flight == 1
-    })
-    .await;
     let (withdraw, withdrawal) = tokio::sync::oneshot::channel::<()>();
     let (waits, waiting_for_slot) = tokio::sync::oneshot::channel::<()>();
     let waiting = {

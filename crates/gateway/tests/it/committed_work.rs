@@ -6,9 +6,9 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use gateway::dispatch::DispatchOptions;
-use gateway::spool::{Completion, Spool, SpoolOptions, SqliteSpool, State};
+use gateway::spool::{Spool, SpoolOptions, SqliteSpool, State};
 
-use crate::harness::token;
+use crate::harness::{retries, token};
 use crate::live::{
     KEY, Live, TOPIC, app_section, counter_where, mock, shop, until, write_config,
     write_config_text,
@@ -74,18 +74,7 @@ async fn thousands_of_retries_due_at_start_up_are_all_delivered() {
     let ids: Vec<_> = request.notifications.iter().map(|(id, _)| *id).collect();
     spool.enqueue(vec![request]).await.unwrap();
     let past = std::time::SystemTime::now() - Duration::from_secs(30);
-    let retries = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| Completion {
-            id: *id,
-            state: State::Queued,
-            attempts: 1,
-            status: Some(503),
-            reason: None,
-            due_at: Some(past + Duration::from_millis(i as u64)),
-        })
-        .collect();
+    let retries = retries(&ids, |i| past + Duration::from_millis(i as u64));
     spool.complete(retries, vec![]).await.unwrap();
     spool.close().await.unwrap();
     drop(spool);

@@ -30,3 +30,22 @@ pub fn request(app: &str, first: u64, n: u64) -> NewRequest {
             .collect(),
     }
 }
+
+/// Outcomes that put `ids` back in the queue as retries after one attempt (status 503), each
+/// due when `due` says (given its index).
+pub fn retries(
+    ids: &[ApnsId],
+    due: impl Fn(usize) -> SystemTime,
+) -> Vec<gateway::spool::Completion> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| gateway::spool::Completion {
+            id: *id,
+            state: gateway::spool::State::Queued,
+            attempts: 1,
+            status: Some(503),
+            reason: None,
+            due_at: Some(due(i)),
+        })
+        .collect()
+}

@@ -420,22 +420,13 @@ async fn due_retries_are_paged_past_the_first_page() {
     spool.enqueue(vec![r]).await.unwrap();
     let now = SystemTime::now();
     // Every row a retry: due a millisecond apart in the past, but the last one in the future.
-    let completions = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| Completion {
-            id: *id,
-            state: State::Queued,
-            attempts: 1,
-            status: Some(429),
-            reason: None,
-            due_at: Some(if i == ids.len() - 1 {
-                now + Duration::from_secs(60)
-            } else {
-                now - Duration::from_secs(10) + Duration::from_millis(i as u64)
-            }),
-        })
-        .collect();
+    let completions = retries(&ids, |i| {
+        if i == ids.len() - 1 {
+            now + Duration::from_secs(60)
+        } else {
+            now - Duration::from_secs(10) + Duration::from_millis(i as u64)
+        }
+    });
     spool.complete(completions, vec![]).await.unwrap();
     let mut seen = Vec::new();
     let mut cursor = ReadyCursor::Start;
