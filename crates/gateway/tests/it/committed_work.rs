@@ -71,10 +71,24 @@ async fn a_request_whose_client_went_away_is_still_delivered() {
             break;
         }
     }
-    assert_eq!(committed, 1_000, "no attempt reached the spool");
-    until("the request delivered", Duration::from_secs(10), || async {
-        live.count(State::Delivered).await == committed
-    })
+    assert!(committed > 0, "no attempt reached the spool");
+    // An earlier attempt's submission may land after its flush, so count again: everything
+    // the spool holds is delivered.
+    until(
+        "every committed request delivered",
+        Duration::from_secs(10),
+        || async {
+            let held: u64 = live
+                .spool()
+                .counts()
+                .await
+                .unwrap()
+                .iter()
+                .map(|(_, n)| n)
+                .sum();
+            live.count(State::Delivered).await == held
+        },
+    )
     .await;
     live.stop().await;
 }
