@@ -18,7 +18,6 @@
 //!                       └────────── scheduler (due, retries, backlog) ◀──── spool ◀─────┘
 //! ```
 
-pub mod backoff;
 mod guard;
 mod ready;
 mod scheduler;

@@ -9,25 +9,17 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
-use apns::{ApnsId, DeviceToken};
+use apns::ApnsId;
 use tokio::sync::Notify;
 
-use crate::spool::StoredRequest;
-
-/// A notification ready to send.
-#[derive(Debug, Clone)]
-pub struct Ready {
-    pub id: ApnsId,
-    pub token: DeviceToken,
-    pub attempts: u32,
-    pub expires_at: SystemTime,
-    pub request: Arc<StoredRequest>,
-}
+/// A notification ready to send: the spool's own record, as the scheduler read it back or as
+/// ingest committed it, not a copy of it.
+pub use crate::spool::Sendable as Ready;
 
 #[derive(Debug)]
 pub struct ReadyQueue {
@@ -258,6 +250,9 @@ impl ReadyQueue {
 mod tests {
     use super::*;
     use crate::spool::StoredRequest;
+    use apns::DeviceToken;
+    use std::sync::Arc;
+    use std::time::SystemTime;
 
     fn item(id: ApnsId) -> Ready {
         Ready {

@@ -14,7 +14,6 @@ use std::time::SystemTime;
 use tracing::warn;
 
 use super::Shared;
-use super::ready::Ready;
 use super::worker::AppWorker;
 use crate::spool::{ReadyCursor, Spool};
 
@@ -136,13 +135,7 @@ async fn read_app(
             .await?;
         crate::metrics::rows_read(&app.name, page.scanned);
         let positions: Vec<ReadyCursor> = page.rows.iter().map(|r| r.position).collect();
-        let (_, handled) = app.queue.fill(page.rows.into_iter().map(|r| Ready {
-            id: r.id,
-            token: r.token,
-            attempts: r.attempts,
-            expires_at: r.expires_at,
-            request: r.request,
-        }));
+        let (_, handled) = app.queue.fill(page.rows.into_iter().map(|r| r.item));
         if handled < positions.len() {
             // Full within this page: the next pass goes on after the last row taken in.
             if let Some(p) = handled.checked_sub(1).map(|i| positions[i]) {

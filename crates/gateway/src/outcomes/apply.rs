@@ -4,8 +4,8 @@ use std::time::{Duration, SystemTime};
 
 use apns::{Consequence, Expiration, Outcome, Reason};
 
-use crate::dispatch::Ready;
-use crate::dispatch::backoff::retry_delay;
+use super::backoff::retry_delay;
+use crate::spool::Sendable as Ready;
 use crate::spool::{Completion, DeadToken, State};
 
 /// The app settings that shape decisions.

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use apns::{ApnsId, DeviceToken, Expiration, Outcome, PushType, Reason, Response};
 
-use crate::dispatch::Ready;
+use crate::spool::Sendable as Ready;
 use crate::spool::StoredRequest;
 
 pub(crate) fn ready(attempts: u32, expires_in: Duration, exp: Option<Expiration>) -> Ready {

@@ -25,7 +25,8 @@ mod writer;
 pub use recovery::{PendingRow, RecoveryReport};
 pub use retention::spawn_pruner;
 pub use sqlite::{
-    FeedbackEntry, ReadyCursor, ReadyPage, ReadyRow, SpoolOptions, SqliteSpool, StoredRequest,
+    FeedbackEntry, ReadyCursor, ReadyPage, ReadyRow, Sendable, SpoolOptions, SqliteSpool,
+    StoredRequest,
 };
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

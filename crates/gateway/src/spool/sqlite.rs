@@ -525,6 +525,18 @@ impl SqliteSpool {
     }
 }
 
+/// A queued notification with what it takes to send it: what the scheduler reads back, what
+/// dispatch's queues hold and send, and what an outcome is decided for.
+#[derive(Debug, Clone)]
+pub struct Sendable {
+    pub id: ApnsId,
+    pub token: DeviceToken,
+    pub attempts: u32,
+    pub expires_at: SystemTime,
+    /// Shared by every notification of its request that is in memory at once.
+    pub request: Arc<StoredRequest>,
+}
+
 /// The payload and headers stored once for a request, as dispatch will send them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredRequest {
@@ -636,12 +648,13 @@ fn ready_row(
             .map_err(get)
     };
     Ok(Some(ReadyRow {
-        id: decode_id(blob(0)?)?,
-        app: request.app.clone(),
-        token: token_from_bytes(blob(1)?)?,
-        attempts: r.get(2).map_err(get)?,
-        expires_at,
-        request,
+        item: Sendable {
+            id: decode_id(blob(0)?)?,
+            token: token_from_bytes(blob(1)?)?,
+            attempts: r.get(2).map_err(get)?,
+            expires_at,
+            request,
+        },
         position,
     }))
 }
@@ -675,17 +688,11 @@ fn read_request(
     Ok(Some((req, from_ms(expires))))
 }
 
-/// A queued notification that is due, with what is needed to send it.
+/// A queued notification that is due (its request shared by the rows of one request within a
+/// page), and where a pass over the app's ready rows goes on after it.
 #[derive(Debug, Clone)]
 pub struct ReadyRow {
-    pub id: ApnsId,
-    pub app: String,
-    pub token: DeviceToken,
-    pub attempts: u32,
-    pub expires_at: SystemTime,
-    /// Shared by the rows of one request within a page.
-    pub request: Arc<StoredRequest>,
-    /// Where a pass that took this row (and those before it) goes on.
+    pub item: Sendable,
     pub position: ReadyCursor,
 }
 

@@ -306,6 +306,7 @@ async fn smtplib_sends_base64_8bit_and_header_placements_to_several_recipients()
     }
     let payloads: Vec<Value> = ready
         .iter()
+        .map(|r| &r.item)
         .map(|r| {
             serde_json::json!({
                 "token": r.token.as_str(),

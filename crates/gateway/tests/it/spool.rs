@@ -291,7 +291,7 @@ async fn a_version_1_spool_is_migrated() {
         .await
         .unwrap();
     assert_eq!(
-        page.rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+        page.rows.iter().map(|r| r.item.id).collect::<Vec<_>>(),
         vec![queued]
     );
     let later = SystemTime::now() + Duration::from_secs(1);
@@ -383,7 +383,7 @@ async fn a_version_2_spool_is_migrated() {
                 .ready_page(app, ReadyCursor::Start, SystemTime::now(), 10)
                 .await
                 .unwrap();
-            let mut got: Vec<_> = p.rows.iter().map(|r| r.id).collect();
+            let mut got: Vec<_> = p.rows.iter().map(|r| r.item.id).collect();
             got.sort();
             got
         }
@@ -433,7 +433,7 @@ async fn due_retries_are_paged_past_the_first_page() {
     loop {
         let page = spool.ready_page("shop", cursor, now, 100).await.unwrap();
         assert!(page.rows.len() <= 100);
-        seen.extend(page.rows.iter().map(|r| r.id));
+        seen.extend(page.rows.iter().map(|r| r.item.id));
         match page.cursor {
             Some(c) => cursor = c,
             None => break,
@@ -584,7 +584,7 @@ async fn paging_goes_on_past_rows_that_cannot_be_sent() {
             .ready_page("shop", cursor, SystemTime::now(), 10)
             .await
             .unwrap();
-        seen.extend(page.rows.iter().map(|r| r.id));
+        seen.extend(page.rows.iter().map(|r| r.item.id));
         match page.cursor {
             Some(c) => cursor = c,
             None => break,
