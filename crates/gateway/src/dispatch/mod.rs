@@ -8,9 +8,9 @@
 //!   whose time has come, due retries, a backlog that overflowed memory.
 //! - `worker`: one per app; sends through the app's `apns::Pool` with many streams in flight
 //!   and decides each outcome (`crate::outcomes`).
-//! - the completer (here): records decisions in batches, registers dead tokens, and only then
-//!   lets the queues forget the ids.
-//! - `backoff`: retry delays.
+//! - `completer`: records decisions in batches, registers dead tokens, and only then lets the
+//!   queues forget the ids.
+//! - `credentials`: each app's newest valid credential, pool and token signer; expiry warnings.
 //!
 //! ```text
 //! ingest ──offer──▶ ready queue ──▶ worker ──▶ Pool::send ──▶ Outcome ──▶ decide ──▶ completer ──▶ spool
@@ -18,6 +18,8 @@
 //!                       └────────── scheduler (due, retries, backlog) ◀──── spool ◀─────┘
 //! ```
 
+mod completer;
+mod credentials;
 mod guard;
 mod ready;
 mod scheduler;
@@ -30,19 +32,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
+use apns::Pool;
 use apns::auth::{Auth, TokenSigner};
 use apns::clock::SystemClock;
-use apns::{Pool, PoolConfig};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::config::{App, Config, Credential};
-use crate::events::{Event, Events, OutcomeEvent};
-use crate::outcomes::{DeadTokens, Limits};
-use crate::spool::{NewRequest, Spool, SpoolError, SqliteSpool, StoredRequest};
-use worker::{AppWorker, Done, Settings};
+use crate::config::{Config, Credential};
+use crate::events::Events;
+use crate::outcomes::DeadTokens;
+use crate::spool::{NewRequest, SpoolError, SqliteSpool, StoredRequest};
+use worker::{AppWorker, Done};
 
 /// Tunables; the defaults suit production.
 #[derive(Debug, Clone)]
@@ -198,21 +200,6 @@ pub struct Dispatcher {
     retired: Mutex<HashMap<String, Arc<AppWorker>>>,
 }
 
-/// Puts `settings` in force for `w`: its old pool finishes its streams and closes.
-fn replace_settings(w: &AppWorker, settings: Settings, problem: Option<String>, why: &str) {
-    let old = std::mem::replace(&mut *w.settings.write().expect("settings lock"), settings);
-    // After the write: a worker that sees the new version reads the new settings.
-    w.settings_version
-        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-    if let Some(p) = old.pool {
-        p.close();
-    }
-    match problem {
-        Some(p) => w.halt(&p),
-        None => w.resume(why),
-    }
-}
-
 impl Dispatcher {
     /// Recovers the spool (in-flight rows back to the queue), loads the dead tokens and starts
     /// a worker per app, the completer and the scheduler.
@@ -249,7 +236,8 @@ impl Dispatcher {
             retired: Mutex::new(HashMap::new()),
         });
         crate::metrics::gauge("pushgate_dispatch_paused", &[], 0.0);
-        d.tracker.spawn(complete(Arc::clone(&shared), done_rx));
+        d.tracker
+            .spawn(completer::complete(Arc::clone(&shared), done_rx));
         d.tracker.spawn(scheduler::run(Arc::clone(&shared)));
         d.apply_apps(&config);
         shared.scan_wake.notify_one();
@@ -414,7 +402,9 @@ impl Dispatcher {
             keep.insert(app.name.clone());
             let (settings, problem) = self.settings_for(app);
             match apps.get(&app.name) {
-                Some(w) => replace_settings(w, settings, problem, "configuration reloaded"),
+                Some(w) => {
+                    credentials::replace_settings(w, settings, problem, "configuration reloaded")
+                }
                 None => {
                     let Some(done) = self.done.lock().expect("done lock").clone() else {
                         continue;
@@ -423,7 +413,7 @@ impl Dispatcher {
                     let (w, spawn) = match retired {
                         Some(w) => {
                             info!(app = %app.name, "app added back to the configuration");
-                            replace_settings(&w, settings, problem, "app added back");
+                            credentials::replace_settings(&w, settings, problem, "app added back");
                             let spawn = w.revive();
                             // After `revive`: a running task that used up the resume's wake-up
                             // while still stopping looks again now.
@@ -470,105 +460,6 @@ impl Dispatcher {
         });
     }
 
-    /// Every `credential_check`: an app whose newest valid credential changed (a certificate
-    /// expired, or a newer one became valid) gets a pool with it; certificates that expire
-    /// within 30 days are warned about once a day.
-    pub fn check_credentials(&self) {
-        let config = self.config.get();
-        let now = SystemTime::now();
-        let apps = self.shared.apps.read().expect("apps lock").clone();
-        for app in &config.apps {
-            let Some(w) = apps.get(&app.name) else {
-                continue;
-            };
-            if w.settings().credential != app.active_credential(now) {
-                let (settings, problem) = self.settings_for(app);
-                info!(app = %app.name, credential = ?settings.credential.and_then(|i| app.credentials.get(i)).map(Credential::file), "switching to the newest valid credential");
-                replace_settings(w, settings, problem, "a valid credential was found");
-            }
-            for c in &app.credentials {
-                let Some(left) = c.expires_soon(now) else {
-                    continue;
-                };
-                if self.warned_today(c.file(), now) {
-                    warn!(app = %app.name, file = %c.file().display(), days_left = left.div_euclid(86_400), "certificate expires soon; roll a new one in with [[apps.credentials]]");
-                }
-            }
-        }
-    }
-
-    /// True once a day per file: whether to warn about it now.
-    fn warned_today(&self, file: &std::path::Path, now: SystemTime) -> bool {
-        let mut warned = self.warned.lock().expect("warned lock");
-        match warned.get(file) {
-            Some(t) if now.duration_since(*t).unwrap_or_default() < Duration::from_secs(86_400) => {
-                false
-            }
-            _ => {
-                warned.insert(file.to_owned(), now);
-                true
-            }
-        }
-    }
-
-    /// The pool and limits for `app`, with its newest valid credential
-    /// ([`App::active_credential`]).
-    fn settings_for(&self, app: &App) -> (Settings, Option<String>) {
-        let now = SystemTime::now();
-        let credential = app.active_credential(now);
-        let auth = credential
-            .and_then(|i| app.credentials.get(i))
-            .map(|c| match c {
-                Credential::Token { key, .. } => {
-                    // One signer per (team, key) for as long as the key stays the same: a
-                    // reload that re-signed would show Apple a new token on every connection
-                    // sooner than it allows (TooManyProviderTokenUpdates). A key changed
-                    // behind the same ids gets a new signer.
-                    let mut signers = self.signers.lock().expect("signers lock");
-                    let ids = (key.team_id().to_owned(), key.key_id().to_owned());
-                    let signer = match signers.get(&ids) {
-                        Some(s) if s.key().same_as(key) => Arc::clone(s),
-                        _ => {
-                            let clock = Arc::clone(&self.shared.options.clock);
-                            let s = Arc::new(TokenSigner::new(Arc::clone(key), clock));
-                            signers.insert(ids, Arc::clone(&s));
-                            s
-                        }
-                    };
-                    Auth::Token(signer)
-                }
-                Credential::Certificate { identity, .. } => {
-                    Auth::Certificate(Arc::new(identity.clone()))
-                }
-            });
-        if auth.is_none() {
-            warn!(app = %app.name, "no credential is valid now (every certificate expired or not yet valid)");
-        }
-        let limits = Limits {
-            max_attempts: app.max_attempts,
-        };
-        let max_in_flight = app.max_connections * self.shared.options.streams_per_connection;
-        let pool = auth.map(|auth| {
-            let mut c = PoolConfig::new(app.endpoint.clone(), auth);
-            c.extra_roots = app.extra_roots.clone();
-            c.max_connections = app.max_connections;
-            c.response_timeout = app.response_timeout;
-            c.idle_timeout = app.idle_timeout;
-            Pool::new(c)
-        });
-        let problem = pool.is_none().then(|| "NoUsableCredential".to_owned());
-        (
-            Settings {
-                pool,
-                credential,
-                limits,
-                suppress_dead_tokens: app.suppress_dead_tokens,
-                max_in_flight,
-            },
-            problem,
-        )
-    }
-
     /// Stops taking work, lets streams in flight finish within `grace`, records their outcomes,
     /// and closes the connections. What was not finished stays in the spool (in flight rows are
     /// re-queued at the next start).
@@ -598,160 +489,5 @@ impl Dispatcher {
                 p.close();
             }
         }
-    }
-}
-
-/// Records decisions in batches: one spool command per batch (outcomes and the dead tokens
-/// they found, in one transaction), then the in-memory dead-token set, the tally, events and
-/// metrics, and only then are the ids released from their queues. Ends when every worker has
-/// stopped.
-async fn complete(shared: Arc<Shared>, mut rx: mpsc::Receiver<Done>) {
-    let mut batch = Vec::with_capacity(1024);
-    while rx.recv_many(&mut batch, 1024).await > 0 {
-        let mut earliest = None::<SystemTime>;
-        let mut requeued = false;
-        for d in &batch {
-            let c = &d.decision.completion;
-            match c.due_at {
-                Some(t) => earliest = Some(earliest.map_or(t, |e| e.min(t))),
-                None if c.state == crate::spool::State::Queued => requeued = true,
-                None => {}
-            }
-        }
-        if !commit(&shared, &batch).await {
-            warn!(
-                notifications = batch.len(),
-                "shutting down with outcomes the spool refused; those notifications stay queued and are sent again after restart"
-            );
-            return;
-        }
-        let sinks = shared.events.sinks();
-        let now = SystemTime::now();
-        for dead in batch.iter().filter_map(|d| d.decision.dead.as_ref()) {
-            shared.dead.insert(&dead.app, &dead.token);
-            if sinks.any() {
-                sinks.send(&Event::TokenInvalidated {
-                    time: now,
-                    app: dead.app.clone(),
-                    token: dead.token.clone(),
-                    reason: dead.reason.as_str().to_owned(),
-                    since: dead.since,
-                });
-            }
-        }
-        {
-            let mut tally = shared.tally.lock().expect("tally lock");
-            for d in &batch {
-                let c = &d.decision.completion;
-                if !c.state.is_final() {
-                    continue;
-                }
-                *tally.outcomes.entry(c.state.as_str()).or_default() += 1;
-                if c.state != crate::spool::State::Delivered {
-                    let reason = c.reason.as_ref().map_or("", |r| r.as_str()).to_owned();
-                    *tally.failures_by_reason.entry(reason.clone()).or_default() += 1;
-                    tally.latest_failures.push_front(FailureRecord {
-                        time: now,
-                        id: c.id,
-                        app: d.app.name.clone(),
-                        token: d.token.clone(),
-                        state: c.state,
-                        reason,
-                    });
-                    tally.latest_failures.truncate(LATEST_FAILURES);
-                }
-            }
-        }
-        if sinks.any() {
-            let per_attempt = sinks.per_attempt();
-            for d in &batch {
-                let c = &d.decision.completion;
-                // A notification put back without an attempt (a halt, a shutdown) is not one.
-                let attempted = c.state.is_final() || c.due_at.is_some();
-                if c.state.is_final() || (per_attempt && attempted) {
-                    sinks.send(&Event::Outcome(OutcomeEvent {
-                        time: now,
-                        id: c.id,
-                        app: d.app.name.clone(),
-                        token: d.token.clone(),
-                        state: c.state,
-                        status: c.status,
-                        reason: c.reason.as_ref().map(|r| r.as_str().to_owned()),
-                        attempts: c.attempts,
-                    }));
-                }
-            }
-        }
-        // Released per app in runs (a batch is mostly one app): one queue lock per run.
-        let mut run: Option<Arc<AppWorker>> = None;
-        let mut ids = Vec::with_capacity(batch.len());
-        for d in batch.drain(..) {
-            let c = &d.decision.completion;
-            let reason = c.reason.as_ref().map_or("", |r| r.as_str());
-            if c.state.is_final() {
-                d.app.metrics.finished(c.state.as_str(), reason);
-                if c.state == crate::spool::State::Delivered {
-                    d.app.metrics.delivered(&c.id, now);
-                }
-            } else if c.due_at.is_some() {
-                d.app.metrics.retry(reason);
-            }
-            if let Some(app) = run.as_ref().filter(|a| !Arc::ptr_eq(a, &d.app)) {
-                app.queue.release(ids.drain(..));
-            }
-            ids.push(c.id);
-            run = Some(d.app);
-        }
-        if let Some(app) = run {
-            app.queue.release(ids.drain(..));
-        }
-        if let Some(t) = earliest {
-            let mut next = shared.next_retry.lock().expect("retry lock");
-            *next = Some(next.map_or(t, |n| n.min(t)));
-        }
-        if requeued {
-            shared.rescan();
-        }
-    }
-}
-
-/// The longest wait between two tries to commit outcomes the spool refused.
-const COMMIT_RETRY_MAX: Duration = Duration::from_secs(5);
-
-/// Commits `batch`'s outcomes and dead tokens. While the spool refuses them (a full disk, an
-/// I/O error), dispatch is paused — no app takes new work, so at most what is already in
-/// flight can be sent again after a crash — and the commit is tried again with backoff. The
-/// outcomes stay here meanwhile; forgetting them would leave their rows queued, to be sent
-/// again by the next scan, every few seconds, for as long as the disk stays full. False only
-/// when the gateway shuts down before the spool takes them.
-async fn commit(shared: &Shared, batch: &[Done]) -> bool {
-    let mut wait = Duration::from_millis(100);
-    loop {
-        let completions = batch
-            .iter()
-            .map(|d| d.decision.completion.clone())
-            .collect();
-        let dead = batch
-            .iter()
-            .filter_map(|d| d.decision.dead.clone())
-            .collect();
-        match shared.spool.complete(completions, dead).await {
-            Ok(()) => {
-                shared.unpause();
-                return true;
-            }
-            Err(e) => {
-                shared.pause(format!(
-                    "outcomes cannot be recorded: {}",
-                    crate::error_chain(&e)
-                ));
-                crate::metrics::outcome_commit_failed();
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = shared.shutdown.cancelled() => return false,
-        }
-        wait = (wait * 2).min(COMMIT_RETRY_MAX);
     }
 }
