@@ -51,9 +51,5 @@ pub fn check_key(keys: &[ApiKey], presented: &str) -> Option<Caller> {
 
 /// The lowercase hex SHA-256 of a key, as `key_sha256` wants it.
 pub fn key_sha256_hex(key: &str) -> String {
-    digest(&SHA256, key.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(digest(&SHA256, key.as_bytes()))
 }

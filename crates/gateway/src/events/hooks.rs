@@ -138,8 +138,7 @@ async fn run(
         let body = Bytes::from(serde_json::json!({ "events": events }).to_string());
         let signature = key.as_ref().map(|k| {
             let tag = hmac::sign(k, &body);
-            let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-            format!("sha256={hex}")
+            format!("sha256={}", hex::encode(tag))
         });
         let mut delays = options.retry_delays.iter();
         let sent = loop {

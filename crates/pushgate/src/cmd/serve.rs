@@ -135,7 +135,7 @@ impl Demo {
             _ => {
                 let mut bytes = [0u8; 24];
                 aws_lc_rs::rand::fill(&mut bytes).map_err(|_| anyhow::anyhow!("no randomness"))?;
-                let k: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                let k = hex::encode(bytes);
                 write_private(&key_path, &format!("{k}\n"))?;
                 k
             }

@@ -81,7 +81,7 @@ fn random_hex() -> String {
     let mut bytes = [0u8; 32];
     // aws-lc-rs's system RNG; it does not fail on supported platforms.
     let _ = aws_lc_rs::rand::fill(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// The dashboard's routes.
