@@ -35,3 +35,21 @@ pub use notification::{
 pub use outcome::{Consequence, Outcome, Response};
 pub use pool::{Pool, PoolConfig, PoolStats};
 pub use reason::Reason;
+
+/// Displays an error with its sources, `: `-separated: a wrapper alone often says only what was
+/// being done, its source says why. For log lines (`error = %ErrorChain(&e)`) here and in the
+/// gateway.
+#[derive(Debug)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'a));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}

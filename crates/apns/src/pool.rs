@@ -33,6 +33,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tracing::{debug, info, warn};
 
+use crate::ErrorChain;
 use crate::auth::{Auth, ProviderToken};
 use crate::connection::{H2Connection, connect, tls_config};
 use crate::endpoint::Endpoint;
@@ -889,20 +890,5 @@ async fn sleep_until_some(at: Option<Instant>) {
     match at {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Displays an error with its sources, for log lines.
-struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(s) = source {
-            write!(f, ": {s}")?;
-            source = s.source();
-        }
-        Ok(())
     }
 }

@@ -32,12 +32,5 @@ pub mod tls;
 /// configuration problems (a wrapper alone often says only what was being done; its source
 /// says why).
 pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
+    apns::ErrorChain(e).to_string()
 }
