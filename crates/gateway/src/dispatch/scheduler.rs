@@ -159,5 +159,5 @@ async fn read_app(
 /// A halted app takes nothing but a probe now and then: its backlog waits in the spool, except
 /// what the queue needs to have something to probe with.
 fn halted_with_work(app: &AppWorker) -> bool {
-    app.halted().is_some() && !app.queue.is_empty()
+    app.is_halted() && !app.queue.is_empty()
 }

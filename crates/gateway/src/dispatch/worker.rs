@@ -61,7 +61,7 @@ pub(crate) struct AppWorker {
 struct Halt {
     /// `Some(reason)` while halted.
     reason: Option<String>,
-    /// Every send holds a child of this; a halt cancels it (and puts a new one in its place
+    /// Every send waits on a clone of this; a halt cancels it (and puts a new one in its place
     /// for the probes), so that sends still waiting for a stream are withdrawn instead of
     /// reaching APNs with a credential it has just refused.
     withdraw: CancellationToken,
@@ -107,7 +107,7 @@ impl AppWorker {
         self.halted.lock().expect("halt lock").reason.clone()
     }
 
-    fn is_halted(&self) -> bool {
+    pub(crate) fn is_halted(&self) -> bool {
         self.halted.lock().expect("halt lock").reason.is_some()
     }
 

@@ -6,11 +6,11 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use gateway::dispatch::DispatchOptions;
-use gateway::spool::{Spool, SpoolOptions, SqliteSpool, State};
+use gateway::spool::{Spool, State};
 
 use crate::harness::{retries, token};
 use crate::live::{
-    KEY, Live, TOPIC, app_section, counter_where, mock, shop, until, write_config,
+    KEY, Live, TOPIC, app_section, counter_where, mock, shop, spool_in, until, write_config,
     write_config_text,
 };
 
@@ -59,14 +59,7 @@ async fn a_request_whose_client_went_away_is_still_delivered() {
         drop(lock);
         // Whatever reached the writer is applied once this answers.
         live.spool().flush().await.unwrap();
-        committed = live
-            .spool()
-            .counts()
-            .await
-            .unwrap()
-            .iter()
-            .map(|(_, n)| n)
-            .sum();
+        committed = live.held().await;
         if committed > 0 {
             break;
         }
@@ -77,17 +70,7 @@ async fn a_request_whose_client_went_away_is_still_delivered() {
     until(
         "every committed request delivered",
         Duration::from_secs(10),
-        || async {
-            let held: u64 = live
-                .spool()
-                .counts()
-                .await
-                .unwrap()
-                .iter()
-                .map(|(_, n)| n)
-                .sum();
-            live.count(State::Delivered).await == held
-        },
+        || async { live.count(State::Delivered).await == live.held().await },
     )
     .await;
     live.stop().await;
@@ -101,7 +84,7 @@ async fn thousands_of_retries_due_at_start_up_are_all_delivered() {
     let sim = mock().record_limit(0).spawn().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &sim, "");
-    let spool = SqliteSpool::open(&dir.path().join("spool.db"), SpoolOptions::default()).unwrap();
+    let spool = spool_in(&dir);
     let request = shop(0, 3_000);
     let ids: Vec<_> = request.notifications.iter().map(|(id, _)| *id).collect();
     spool.enqueue(vec![request]).await.unwrap();
@@ -129,7 +112,7 @@ async fn a_backlog_larger_than_the_queue_is_paged_in_as_it_drains() {
     let sim = mock().record_limit(0).spawn().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &sim, "");
-    let spool = SqliteSpool::open(&dir.path().join("spool.db"), SpoolOptions::default()).unwrap();
+    let spool = spool_in(&dir);
     spool.enqueue(vec![shop(0, 5_000)]).await.unwrap();
     spool.close().await.unwrap();
     drop(spool);

@@ -161,6 +161,17 @@ impl Live {
         self.reloader.reload(config);
     }
 
+    /// Every notification the spool holds, in any state.
+    pub async fn held(&self) -> u64 {
+        self.spool()
+            .counts()
+            .await
+            .unwrap()
+            .iter()
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     /// Notifications in `state`.
     pub async fn count(&self, state: State) -> u64 {
         self.spool()
@@ -253,4 +264,13 @@ pub fn counter_where(name: &str, label: &str) -> f64 {
         .filter(|l| l.contains(label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// The spool a [`Live`] gateway in `dir` will open, for filling before it starts.
+pub fn spool_in(dir: &tempfile::TempDir) -> SqliteSpool {
+    SqliteSpool::open(
+        &dir.path().join("spool.db"),
+        gateway::spool::SpoolOptions::default(),
+    )
+    .unwrap()
 }
