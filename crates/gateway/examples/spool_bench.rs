@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use apns::payload::Payload;
 use apns::{ApnsId, DeviceToken, PushType};
 use clap::Parser;
-use gateway::spool::{NewRequest, Spool, SpoolOptions, SqliteSpool};
+use gateway::spool::{NewRequest, Spool, SpoolOptions, Store};
 
 #[derive(Debug, Parser)]
 enum Args {
@@ -87,7 +87,7 @@ fn file_size(path: &std::path::Path) -> u64 {
         .sum()
 }
 
-async fn fill(spool: &SqliteSpool, batch: u64, total: u64, concurrency: u64) {
+async fn fill(spool: &Store, batch: u64, total: u64, concurrency: u64) {
     let payload = Payload::alert(
         "Hello",
         "A notification of about one hundred and fifty bytes of alert text.",
@@ -125,7 +125,7 @@ async fn main() {
             dir,
         } => {
             let (_keep, path) = workdir(dir);
-            let spool = SqliteSpool::open(&path, SpoolOptions::default()).unwrap();
+            let spool = Store::sqlite(&path, SpoolOptions::default()).unwrap();
             let (cpu0, t0) = (cpu_seconds(), Instant::now());
             fill(&spool, batch, total, concurrency).await;
             let (secs, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
@@ -143,12 +143,12 @@ async fn main() {
         }
         Args::Recover { total, dir } => {
             let (_keep, path) = workdir(dir);
-            let spool = SqliteSpool::open(&path, SpoolOptions::default()).unwrap();
+            let spool = Store::sqlite(&path, SpoolOptions::default()).unwrap();
             fill(&spool, 10_000, total, 4).await;
             spool.close().await.unwrap();
             let size = file_size(&path);
             let t0 = Instant::now();
-            let spool = SqliteSpool::open(&path, SpoolOptions::default()).unwrap();
+            let spool = Store::sqlite(&path, SpoolOptions::default()).unwrap();
             let opened = t0.elapsed();
             let report = spool.recover().await.unwrap();
             let recovered = t0.elapsed();

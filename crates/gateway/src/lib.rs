@@ -22,6 +22,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod outcomes;
+pub mod reason;
 pub mod rfc3339;
 pub mod server;
 pub mod smtp;

@@ -19,7 +19,7 @@ use crate::config::{Config, Current};
 use crate::dispatch::{DispatchOptions, Dispatcher};
 use crate::http::{ApiState, router};
 use crate::ingest::Intake;
-use crate::spool::{SpoolError, SpoolOptions, SqliteSpool, spawn_pruner};
+use crate::spool::{Spool, SpoolError, Store, spawn_pruner};
 
 /// How often finished notifications past their retention are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -49,14 +49,7 @@ impl Gateway {
     pub async fn start(config: Config, options: DispatchOptions) -> Result<Gateway, ServeError> {
         // Before dispatch starts, so recovery's sends are counted too.
         let _ = crate::metrics::handle();
-        let spool = SqliteSpool::open(
-            &config.storage.sqlite,
-            SpoolOptions {
-                max_pending: config.storage.max_pending,
-                ..SpoolOptions::default()
-            },
-        )
-        .map_err(ServeError::Spool)?;
+        let spool = Store::open(&config.storage).map_err(ServeError::Spool)?;
         let retention = config.storage.retention;
         let current = Arc::new(Current::new(Arc::new(config)));
         let dispatch = Dispatcher::start(current, spool.clone(), options)

@@ -13,12 +13,13 @@ use super::Dispatcher;
 use super::worker::{AppWorker, Settings};
 use crate::config::{App, Credential};
 use crate::outcomes::Limits;
+use crate::reason::{Cause, GatewayReason};
 
 /// Puts `settings` in force for `w`: its old pool finishes its streams and closes.
 pub(super) fn replace_settings(
     w: &AppWorker,
     settings: Settings,
-    problem: Option<String>,
+    problem: Option<Cause>,
     why: &str,
 ) {
     let old = std::mem::replace(&mut *w.settings.write().expect("settings lock"), settings);
@@ -29,7 +30,7 @@ pub(super) fn replace_settings(
         p.close();
     }
     match problem {
-        Some(p) => w.halt(&p),
+        Some(p) => w.halt(p),
         None => w.resume(why),
     }
 }
@@ -78,7 +79,7 @@ impl Dispatcher {
 
     /// The pool and limits for `app`, with its newest valid credential
     /// ([`App::active_credential`]).
-    pub(super) fn settings_for(&self, app: &App) -> (Settings, Option<String>) {
+    pub(super) fn settings_for(&self, app: &App) -> (Settings, Option<Cause>) {
         let now = SystemTime::now();
         let credential = app.active_credential(now);
         let auth = credential
@@ -121,7 +122,9 @@ impl Dispatcher {
             c.idle_timeout = app.idle_timeout;
             Pool::new(c)
         });
-        let problem = pool.is_none().then(|| "NoUsableCredential".to_owned());
+        let problem = pool
+            .is_none()
+            .then_some(GatewayReason::NoUsableCredential.into());
         (
             Settings {
                 pool,

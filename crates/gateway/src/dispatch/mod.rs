@@ -43,7 +43,7 @@ use tracing::{info, warn};
 use crate::config::{Config, Credential};
 use crate::events::Events;
 use crate::outcomes::DeadTokens;
-use crate::spool::{NewRequest, SpoolError, SqliteSpool, StoredRequest};
+use crate::spool::{NewRequest, Spool, SpoolError, Store, StoredRequest};
 use worker::{AppWorker, Done};
 
 /// Tunables; the defaults suit production.
@@ -115,7 +115,7 @@ pub struct AppStatus {
 
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub spool: SqliteSpool,
+    pub spool: Store,
     /// Where recorded outcomes and halts are told (delivery log, hooks).
     pub events: Arc<Events>,
     pub dead: Arc<DeadTokens>,
@@ -205,7 +205,7 @@ impl Dispatcher {
     /// a worker per app, the completer and the scheduler.
     pub async fn start(
         current: Arc<crate::config::Current>,
-        spool: SqliteSpool,
+        spool: Store,
         options: DispatchOptions,
     ) -> Result<Arc<Dispatcher>, SpoolError> {
         let report = spool.recover().await?;
@@ -345,7 +345,7 @@ impl Dispatcher {
         Some(AppStatus {
             connections: stats.connections,
             streams_in_flight: stats.streams_in_flight,
-            halted: w.halted(),
+            halted: w.halted().map(|c| c.to_string()),
             queued_in_memory: w.queue.len(),
             certificate_expires_in,
             token_age,
@@ -363,7 +363,7 @@ impl Dispatcher {
             .shared
             .apps()
             .into_iter()
-            .filter_map(|a| a.halted().map(|r| (a.name.clone(), r)))
+            .filter_map(|a| a.halted().map(|r| (a.name.clone(), r.to_string())))
             .collect();
         v.sort();
         v

@@ -19,6 +19,7 @@ use super::Shared;
 use super::guard::{Closed, EnvGuard, Held};
 use super::ready::{Ready, ReadyQueue};
 use crate::outcomes::{Decision, Limits, decide, expired, suppressed};
+use crate::reason::{Cause, GatewayReason};
 use crate::spool::Completion;
 
 /// Notifications taken from the queue at once (one in-flight mark covers them).
@@ -60,7 +61,7 @@ pub(crate) struct AppWorker {
 #[derive(Debug, Default)]
 struct Halt {
     /// `Some(reason)` while halted.
-    reason: Option<String>,
+    reason: Option<Cause>,
     /// Every send waits on a clone of this; a halt cancels it (and puts a new one in its place
     /// for the probes), so that sends still waiting for a stream are withdrawn instead of
     /// reaching APNs with a credential it has just refused.
@@ -84,7 +85,7 @@ impl AppWorker {
         events: Arc<crate::events::Events>,
         queue_capacity: usize,
         settings: Settings,
-        halted: Option<String>,
+        halted: Option<Cause>,
     ) -> AppWorker {
         AppWorker {
             metrics: crate::metrics::AppMetrics::new(&name),
@@ -103,7 +104,7 @@ impl AppWorker {
         }
     }
 
-    pub fn halted(&self) -> Option<String> {
+    pub fn halted(&self) -> Option<Cause> {
         self.halted.lock().expect("halt lock").reason.clone()
     }
 
@@ -116,19 +117,19 @@ impl AppWorker {
         self.halted.lock().expect("halt lock").withdraw.clone()
     }
 
-    pub fn halt(&self, reason: &str) {
+    pub fn halt(&self, reason: Cause) {
         let newly = {
             let mut h = self.halted.lock().expect("halt lock");
             let newly = h.reason.is_none();
-            h.reason = Some(reason.to_owned());
+            h.reason = Some(reason.clone());
             if newly {
                 std::mem::take(&mut h.withdraw).cancel();
             }
             newly
         };
         if newly {
-            warn!(app = %self.name, reason, "app halted: its notifications stay queued");
-            self.events.app_halted(&self.name, reason);
+            warn!(app = %self.name, %reason, "app halted: its notifications stay queued");
+            self.events.app_halted(&self.name, reason.as_str());
         }
     }
 
@@ -371,7 +372,7 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
                 // halts nor resumes.
                 let Some(Held { ready, decision }) = passed else { continue };
                 match &decision.halt {
-                    Some(reason) => app.halt(reason),
+                    Some(reason) => app.halt(reason.clone()),
                     // Only an answer from APNs shows the credential works again: a timeout or
                     // an unreachable endpoint keeps the app halted until the next probe.
                     None if was_probe && matches!(outcome, Outcome::Response(_)) && !unsent => {
@@ -414,7 +415,7 @@ async fn settle(app: &Arc<AppWorker>, done: &mpsc::Sender<Done>, closed: Closed)
     match closed {
         Closed::Commit(held) => forward(app, done, held).await,
         Closed::Halt(held) => {
-            app.halt("LikelyWrongEnvironment");
+            app.halt(GatewayReason::LikelyWrongEnvironment.into());
             put_back(app, done, held).await
         }
     }
@@ -492,7 +493,7 @@ async fn start_sends(
         return None;
     }
     let Some(pool) = settings.pool.clone() else {
-        app.halt("NoUsableCredential");
+        app.halt(GatewayReason::NoUsableCredential.into());
         app.queue.release(go.iter().map(|r| r.id));
         return None;
     };

@@ -14,6 +14,7 @@ use super::error::{ApiError, Code};
 use super::openapi::{ErrorBody, FeedbackEntry};
 use super::{ApiState, spool_error};
 use crate::auth::Caller;
+use crate::spool::Spool;
 
 const DEFAULT_LIMIT: usize = 1000;
 const MAX_LIMIT: usize = 10_000;

@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::ingest::Intake;
 use crate::rfc3339;
-use crate::spool::{NotificationRecord, SqliteSpool};
+use crate::spool::{NotificationRecord, Spool, Store};
 use error::{ApiError, Code};
 
 /// What every handler shares.
@@ -33,7 +33,7 @@ pub struct ApiState {
     /// The way in: the configuration in force, and where submissions go.
     pub intake: Arc<Intake>,
     /// For reads (status, lookups, stats); submissions go through `intake`.
-    pub spool: SqliteSpool,
+    pub spool: Store,
     /// `None` when the API runs without dispatch (tests of the API alone).
     pub dispatch: Option<Arc<Dispatcher>>,
     /// Dashboard sessions.

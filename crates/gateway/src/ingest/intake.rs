@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::auth::Caller;
 use crate::config::{Config, Current};
 use crate::dispatch::Dispatcher;
-use crate::spool::{NewRequest, Spool, SqliteSpool, SubmitError};
+use crate::spool::{NewRequest, Spool, Store, SubmitError};
 
 /// What a way in hands over.
 pub struct Submission {
@@ -52,7 +52,7 @@ impl std::fmt::Debug for Submission {
 #[derive(Debug)]
 pub struct Intake {
     config: Arc<Current>,
-    spool: SqliteSpool,
+    spool: Store,
     /// `None` when nothing dispatches (tests of a way in alone).
     dispatch: Option<Arc<Dispatcher>>,
 }
@@ -60,7 +60,7 @@ pub struct Intake {
 impl Intake {
     /// Submits to `spool` and hands off to `dispatch`, reading the configuration dispatch
     /// puts in force (one copy for both, so a reload reaches every way in).
-    pub fn new(spool: SqliteSpool, dispatch: Arc<Dispatcher>) -> Intake {
+    pub fn new(spool: Store, dispatch: Arc<Dispatcher>) -> Intake {
         Intake {
             config: Arc::clone(dispatch.current()),
             spool,
@@ -69,7 +69,7 @@ impl Intake {
     }
 
     /// For a way in tested alone: `config` in force, nothing dispatching.
-    pub fn standalone(config: Arc<Config>, spool: SqliteSpool) -> Intake {
+    pub fn standalone(config: Arc<Config>, spool: Store) -> Intake {
         Intake {
             config: Arc::new(Current::new(config)),
             spool,
@@ -82,7 +82,7 @@ impl Intake {
         self.config.get()
     }
 
-    pub fn spool(&self) -> &SqliteSpool {
+    pub fn spool(&self) -> &Store {
         &self.spool
     }
 

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 use apns::{Consequence, Expiration, Outcome, Reason};
 
 use super::backoff::retry_delay;
+use crate::reason::{Cause, GatewayReason};
 use crate::spool::Sendable as Ready;
 use crate::spool::{Completion, DeadToken, State};
 
@@ -21,7 +22,7 @@ pub struct Decision {
     /// Register this token as dead.
     pub dead: Option<DeadToken>,
     /// Halt the app with this reason.
-    pub halt: Option<String>,
+    pub halt: Option<Cause>,
 }
 
 fn done(
@@ -29,7 +30,7 @@ fn done(
     state: State,
     attempts: u32,
     status: Option<u16>,
-    reason: Option<Reason>,
+    reason: Option<Cause>,
 ) -> Completion {
     Completion {
         id: r.id,
@@ -48,7 +49,7 @@ pub fn expired(r: &Ready) -> Completion {
         State::Expired,
         r.attempts,
         None,
-        Some(Reason::Unknown("Expired".into())),
+        Some(GatewayReason::Expired.into()),
     )
 }
 
@@ -59,7 +60,7 @@ pub fn suppressed(r: &Ready) -> Completion {
         State::Failed,
         r.attempts,
         None,
-        Some(Reason::Unregistered),
+        Some(Reason::Unregistered.into()),
     )
 }
 
@@ -76,14 +77,15 @@ pub fn decide(
         Outcome::Response(resp) => Some(resp.status),
         _ => None,
     };
-    let reason = outcome.reason().cloned();
+    let apple = outcome.reason().cloned();
+    let reason = apple.clone().map(Cause::Apple);
     let plain = |completion| Decision {
         completion,
         dead: None,
         halt: None,
     };
     // Put back in the queue, due now, without using up an attempt.
-    let requeue = |halt: String| Decision {
+    let requeue = |halt: Cause| Decision {
         completion: Completion {
             id: r.id,
             state: State::Queued,
@@ -103,15 +105,16 @@ pub fn decide(
             dead: Some(DeadToken {
                 app: app.to_owned(),
                 token: r.token.clone(),
-                reason: reason.unwrap_or(Reason::Unregistered),
+                reason: apple.unwrap_or(Reason::Unregistered),
                 since: since.unwrap_or(now),
             }),
             halt: None,
         },
-        Consequence::AppHalted => requeue(reason.as_ref().map_or_else(
-            || "ConnectionRejected".to_owned(),
-            |r| r.as_str().to_owned(),
-        )),
+        Consequence::AppHalted => requeue(
+            reason
+                .clone()
+                .unwrap_or(GatewayReason::ConnectionRejected.into()),
+        ),
         Consequence::Retry {
             after,
             counts_as_attempt,
@@ -124,7 +127,7 @@ pub fn decide(
                     State::Failed,
                     attempts,
                     status,
-                    Some(Reason::Unknown("MaxAttempts".into())),
+                    Some(GatewayReason::MaxAttempts.into()),
                 );
                 if let Some(last) = reason.filter(|_| one_shot) {
                     c.reason = Some(last);
@@ -139,7 +142,7 @@ pub fn decide(
                     State::Expired,
                     attempts,
                     status,
-                    Some(Reason::Unknown("Expired".into())),
+                    Some(GatewayReason::Expired.into()),
                 ));
             }
             plain(Completion {
@@ -197,7 +200,7 @@ mod tests {
             (State::Queued, 0),
             "halted: kept, not failed"
         );
-        assert_eq!(d.halt.as_deref(), Some("InvalidProviderToken"));
+        assert_eq!(d.halt, Some(Cause::Apple(Reason::InvalidProviderToken)));
         let d = decide(
             &r,
             "a",
@@ -219,7 +222,7 @@ mod tests {
         let d = decide(&ready(2, DAY, None), "a", &busy, LIMITS, now);
         assert_eq!(
             (d.completion.state, d.completion.reason),
-            (State::Failed, Some(Reason::Unknown("MaxAttempts".into())))
+            (State::Failed, Some(GatewayReason::MaxAttempts.into()))
         );
         let d = decide(
             &ready(0, Duration::from_millis(5), None),
@@ -242,7 +245,7 @@ mod tests {
         );
         assert_eq!(
             (d.completion.state, d.completion.reason),
-            (State::Failed, Some(Reason::ServiceUnavailable))
+            (State::Failed, Some(Reason::ServiceUnavailable.into()))
         );
         // Unreachable does not use up attempts.
         let d = decide(

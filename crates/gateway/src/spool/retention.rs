@@ -8,13 +8,13 @@ use std::time::{Duration, SystemTime};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use super::SqliteSpool;
+use super::{Spool, Store};
 
 /// Rows deleted per writer command.
 pub const PRUNE_CHUNK: usize = 2000;
 
 /// Prunes every `every`; stops when the spool's writer is gone or the task is aborted.
-pub fn spawn_pruner(spool: SqliteSpool, retention: Duration, every: Duration) -> JoinHandle<()> {
+pub fn spawn_pruner(spool: Store, retention: Duration, every: Duration) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         loop {

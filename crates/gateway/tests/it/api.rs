@@ -460,7 +460,7 @@ async fn the_status_document_follows_a_notification_through_its_states() {
                     state: State::Failed,
                     attempts: 2,
                     status: Some(410),
-                    reason: Some(Reason::Unregistered),
+                    reason: Some(Reason::Unregistered.into()),
                     due_at: None,
                 },
             ],

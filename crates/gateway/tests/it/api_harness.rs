@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use gateway::auth::key_sha256_hex;
 use gateway::config::Config;
-use gateway::spool::{SpoolOptions, SqliteSpool};
+use gateway::spool::{Spool, SpoolOptions, Store};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -20,7 +20,7 @@ pub struct TestApi {
     pub addr: SocketAddr,
     /// The SMTP listener, when the configuration has `[smtp]`.
     pub smtp: Option<SocketAddr>,
-    pub spool: SqliteSpool,
+    pub spool: Store,
     pub dir: tempfile::TempDir,
     server: tokio::task::JoinHandle<Result<(), gateway::server::ServeError>>,
     smtp_stop: tokio_util::sync::CancellationToken,
@@ -125,7 +125,7 @@ impl TestApi {
         )
         .unwrap();
         let config = Arc::new(Config::load(&file).unwrap());
-        let spool = SqliteSpool::open(
+        let spool = Store::sqlite(
             &config.storage.sqlite,
             SpoolOptions {
                 max_pending: config.storage.max_pending,

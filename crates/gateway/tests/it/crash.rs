@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 
-use gateway::spool::{Spool, SpoolOptions, SqliteSpool};
+use gateway::spool::{Spool, SpoolOptions, Store};
 
 use crate::harness::request;
 
@@ -19,7 +19,7 @@ async fn crash_child_submits_until_killed() {
     let Ok(path) = std::env::var(CHILD_ENV) else {
         panic!("{CHILD_ENV} must name the spool file");
     };
-    let spool = SqliteSpool::open(std::path::Path::new(&path), SpoolOptions::default()).unwrap();
+    let spool = Store::sqlite(std::path::Path::new(&path), SpoolOptions::default()).unwrap();
     let mut tasks = tokio::task::JoinSet::new();
     // Four submitters so that commits overlap and group.
     for worker in 0..4u64 {
@@ -93,7 +93,7 @@ async fn acknowledged_submits_survive_sigkill() {
         "the kill landed while submits were under way"
     );
 
-    let spool = SqliteSpool::open(&path, SpoolOptions::default()).unwrap();
+    let spool = Store::sqlite(&path, SpoolOptions::default()).unwrap();
     let mut missing = Vec::new();
     for id in &acked {
         let id = apns::ApnsId::parse(id).unwrap();

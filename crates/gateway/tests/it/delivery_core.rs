@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use gateway::dispatch::DispatchOptions;
-use gateway::spool::State;
+use gateway::spool::{Spool, State};
 
 use crate::harness::token;
 use crate::live::{Live, counter, mock, shop, until};

@@ -4,12 +4,12 @@
 use std::sync::{Arc, Mutex};
 
 use gateway::ingest::{Intake, Submission};
-use gateway::spool::{Spool, SpoolOptions, SqliteSpool};
+use gateway::spool::{Spool, SpoolOptions, Store};
 
 use crate::harness::request;
 
 fn intake(dir: &tempfile::TempDir) -> Intake {
-    let spool = SqliteSpool::open(&dir.path().join("spool.db"), SpoolOptions::default()).unwrap();
+    let spool = Store::sqlite(&dir.path().join("spool.db"), SpoolOptions::default()).unwrap();
     let file = dir.path().join("pushgate.toml");
     let config = gateway::config::load_str("[storage]\nsqlite = \"spool.db\"\n", &file);
     Intake::standalone(Arc::new(config.unwrap()), spool)

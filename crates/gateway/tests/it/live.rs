@@ -10,7 +10,7 @@ use gateway::config::Config;
 use gateway::dispatch::{DispatchOptions, Dispatcher};
 use gateway::http::ApiState;
 use gateway::server::{Gateway, Reloader};
-use gateway::spool::{NewRequest, SqliteSpool, State};
+use gateway::spool::{NewRequest, Spool, State, Store};
 
 use crate::harness::apns_fixtures;
 
@@ -140,7 +140,7 @@ impl Live {
         }
     }
 
-    pub fn spool(&self) -> &SqliteSpool {
+    pub fn spool(&self) -> &Store {
         &self.state.spool
     }
 
@@ -267,8 +267,8 @@ pub fn counter_where(name: &str, label: &str) -> f64 {
 }
 
 /// The spool a [`Live`] gateway in `dir` will open, for filling before it starts.
-pub fn spool_in(dir: &tempfile::TempDir) -> SqliteSpool {
-    SqliteSpool::open(
+pub fn spool_in(dir: &tempfile::TempDir) -> Store {
+    Store::sqlite(
         &dir.path().join("spool.db"),
         gateway::spool::SpoolOptions::default(),
     )

@@ -2,13 +2,13 @@ use std::time::{Duration, SystemTime};
 
 use apns::{Priority, Reason, Topic};
 use gateway::spool::{
-    Completion, DeadToken, ReadyCursor, Spool, SpoolOptions, SqliteSpool, State, SubmitError,
+    Completion, DeadToken, ReadyCursor, Spool, SpoolOptions, State, Store, SubmitError,
 };
 
 use crate::harness::*;
 
-fn open(dir: &tempfile::TempDir) -> SqliteSpool {
-    SqliteSpool::open(&dir.path().join("spool.db"), SpoolOptions::default()).unwrap()
+fn open(dir: &tempfile::TempDir) -> Store {
+    Store::sqlite(&dir.path().join("spool.db"), SpoolOptions::default()).unwrap()
 }
 
 #[tokio::test]
@@ -77,7 +77,7 @@ async fn beyond_max_pending_submits_are_refused_as_full() {
         max_pending: 100,
         ..SpoolOptions::default()
     };
-    let spool = SqliteSpool::open(&dir.path().join("s.db"), options).unwrap();
+    let spool = Store::sqlite(&dir.path().join("s.db"), options).unwrap();
     spool.enqueue(vec![request("shop", 0, 90)]).await.unwrap();
     let over = request("shop", 90, 11);
     let id = over.notifications[0].0;
@@ -110,7 +110,7 @@ async fn beyond_max_pending_submits_are_refused_as_full() {
 async fn recovery_requeues_rows_left_in_flight_and_keeps_scheduled_rows() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("spool.db");
-    let spool = SqliteSpool::open(&path, SpoolOptions::default()).unwrap();
+    let spool = Store::sqlite(&path, SpoolOptions::default()).unwrap();
     let now = request("shop", 0, 4);
     let mut later = request("shop", 10, 2);
     later.send_at = Some(SystemTime::now() + Duration::from_secs(3600));
@@ -132,7 +132,7 @@ async fn recovery_requeues_rows_left_in_flight_and_keeps_scheduled_rows() {
         }
     }
 
-    let spool = SqliteSpool::open(&path, SpoolOptions::default()).unwrap();
+    let spool = Store::sqlite(&path, SpoolOptions::default()).unwrap();
     assert_eq!(spool.pending(), 6);
     let report = spool.recover().await.unwrap();
     assert_eq!((report.requeued, report.pending), (2, 6));
@@ -189,7 +189,7 @@ async fn finished_rows_are_pruned_after_retention_and_pending_ones_stay() {
             state: State::Failed,
             attempts: 1,
             status: Some(400),
-            reason: Some(Reason::BadTopic),
+            reason: Some(Reason::BadTopic.into()),
             due_at: None,
         })
         .collect();
@@ -197,7 +197,7 @@ async fn finished_rows_are_pruned_after_retention_and_pending_ones_stay() {
     let failed = spool.get(done_ids[0]).await.unwrap().unwrap();
     assert_eq!(
         (failed.state, failed.status, failed.reason),
-        (State::Failed, Some(400), Some(Reason::BadTopic))
+        (State::Failed, Some(400), Some(Reason::BadTopic.into()))
     );
     // Not yet past retention: nothing goes.
     assert_eq!(
@@ -284,7 +284,7 @@ async fn a_version_1_spool_is_migrated() {
             .unwrap();
         }
     }
-    let spool = SqliteSpool::open(&path, SpoolOptions::default()).unwrap();
+    let spool = Store::sqlite(&path, SpoolOptions::default()).unwrap();
     assert_eq!(spool.pending(), 1);
     let page = spool
         .ready_page("shop", ReadyCursor::Start, SystemTime::now(), 10)
@@ -370,7 +370,7 @@ async fn a_version_2_spool_is_migrated() {
             .unwrap();
         }
     }
-    let spool = SqliteSpool::open(&path, SpoolOptions::default()).unwrap();
+    let spool = Store::sqlite(&path, SpoolOptions::default()).unwrap();
     assert_eq!(spool.pending(), 4);
     assert_eq!(
         spool.claim_due(SystemTime::now(), 10).await.unwrap(),
@@ -498,7 +498,7 @@ async fn a_retry_keeps_the_row_pending_with_its_due_time() {
                 state: State::Queued,
                 attempts: 1,
                 status: Some(503),
-                reason: Some(Reason::ServiceUnavailable),
+                reason: Some(Reason::ServiceUnavailable.into()),
                 due_at: Some(due),
             }],
             Vec::new(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use gateway::auth::key_sha256_hex;
 use gateway::config::Config;
-use gateway::spool::{Spool, SpoolOptions, SqliteSpool};
+use gateway::spool::{Spool, SpoolOptions, Store};
 use tokio::process::Command;
 
 use crate::harness::fixtures;
@@ -18,7 +18,7 @@ const DEAD: &str = "000000000000000000000000000000000000000000000000000000000000
 
 struct Gateway {
     url: String,
-    spool: SqliteSpool,
+    spool: Store,
     dir: tempfile::TempDir,
 }
 
@@ -63,7 +63,7 @@ team_id = "TEAM123456"
     )
     .unwrap();
     let config = Arc::new(Config::load(&file).unwrap());
-    let spool = SqliteSpool::open(&config.storage.sqlite, SpoolOptions::default()).unwrap();
+    let spool = Store::sqlite(&config.storage.sqlite, SpoolOptions::default()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let intake = gateway::ingest::Intake::standalone(config, spool.clone());

@@ -1,0 +1,50 @@
+//! How the spool fails.
+
+/// Why a submit was not accepted. Nothing of a refused batch is stored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    #[error("spool is full ({pending} pending, limit {limit})")]
+    Full { pending: u64, limit: u64 },
+    #[error("spool is unavailable: {0}")]
+    Unavailable(#[source] SpoolError),
+}
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpoolError {
+    #[error("opening the spool at {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{what}")]
+    Sql {
+        what: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the spool's writer has stopped")]
+    WriterGone,
+    #[error("the spool at {path} has schema version {found}; this pushgate knows {known}")]
+    Schema {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    #[error("a stored row is corrupt: {0}")]
+    Corrupt(&'static str),
+    #[error("the {backend} spool does not offer {operation}")]
+    Unsupported {
+        operation: &'static str,
+        backend: &'static str,
+    },
+}

@@ -1,0 +1,209 @@
+//! The records the spool stores and answers with, the same for every backend.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use apns::{ApnsId, CollapseId, DeviceToken, Expiration, Priority, PushType, Reason, Topic};
+use bytes::Bytes;
+
+use crate::reason::Cause;
+
+/// Where a notification stands. The numbers are what the spool stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Waiting for its `send_at`.
+    Scheduled = 0,
+    /// Ready to send (or waiting for a retry's due time).
+    Queued = 1,
+    /// Handed to APNs; no answer yet.
+    InFlight = 2,
+    Delivered = 3,
+    Failed = 4,
+    Expired = 5,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Scheduled => "scheduled",
+            State::Queued => "queued",
+            State::InFlight => "in_flight",
+            State::Delivered => "delivered",
+            State::Failed => "failed",
+            State::Expired => "expired",
+        }
+    }
+
+    /// Delivered, failed or expired: nothing more will happen.
+    pub fn is_final(self) -> bool {
+        matches!(self, State::Delivered | State::Failed | State::Expired)
+    }
+
+    pub(crate) fn from_i64(n: i64) -> Option<State> {
+        Some(match n {
+            0 => State::Scheduled,
+            1 => State::Queued,
+            2 => State::InFlight,
+            3 => State::Delivered,
+            4 => State::Failed,
+            5 => State::Expired,
+            _ => return None,
+        })
+    }
+}
+
+/// One accepted request for one app: the payload and headers shared by its tokens.
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    pub app: String,
+    pub payload: Bytes,
+    pub push_type: PushType,
+    pub priority: Option<Priority>,
+    pub topic: Option<Topic>,
+    pub collapse_id: Option<CollapseId>,
+    /// The `apns-expiration` header to send, if the client set one.
+    pub apns_expiration: Option<Expiration>,
+    /// Not before this time (`None`: now).
+    pub send_at: Option<SystemTime>,
+    /// The gateway gives up after this time.
+    pub expires_at: SystemTime,
+    /// One notification per token, with its id (also its `apns-id`).
+    pub notifications: Vec<(ApnsId, DeviceToken)>,
+}
+
+impl NewRequest {
+    /// Notifications in this request.
+    pub fn len(&self) -> usize {
+        self.notifications.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.notifications.is_empty()
+    }
+}
+
+/// The result of one attempt, or a decision about a notification, to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub id: ApnsId,
+    pub state: State,
+    /// Attempts made so far, including this one.
+    pub attempts: u32,
+    /// Apple's status, if it answered.
+    pub status: Option<u16>,
+    /// Apple's reason, or the gateway's own (`Unregistered` when suppressed, `Expired`,
+    /// `MaxAttempts`).
+    pub reason: Option<Cause>,
+    /// For a retry: when it is due.
+    pub due_at: Option<SystemTime>,
+}
+
+/// A token Apple declared dead for an app.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadToken {
+    pub app: String,
+    pub token: DeviceToken,
+    pub reason: Reason,
+    pub since: SystemTime,
+}
+
+/// What the spool knows about one notification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotificationRecord {
+    pub id: ApnsId,
+    pub app: String,
+    pub token: DeviceToken,
+    pub state: State,
+    pub attempts: u32,
+    pub status: Option<u16>,
+    pub reason: Option<Cause>,
+    pub created_at: SystemTime,
+    pub updated_at: SystemTime,
+    pub send_at: Option<SystemTime>,
+    pub expires_at: SystemTime,
+}
+
+/// One dead token, as the feedback endpoint lists them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedbackEntry {
+    pub token: DeviceToken,
+    pub reason: Reason,
+    pub since: SystemTime,
+}
+
+/// A queued notification with what it takes to send it: what the scheduler reads back, what
+/// dispatch's queues hold and send, and what an outcome is decided for.
+#[derive(Debug, Clone)]
+pub struct Sendable {
+    pub id: ApnsId,
+    pub token: DeviceToken,
+    pub attempts: u32,
+    pub expires_at: SystemTime,
+    /// Shared by every notification of its request that is in memory at once.
+    pub request: Arc<StoredRequest>,
+}
+
+/// The payload and headers stored once for a request, as dispatch will send them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRequest {
+    pub app: String,
+    pub payload: bytes::Bytes,
+    pub push_type: apns::PushType,
+    pub priority: Option<apns::Priority>,
+    pub topic: Option<apns::Topic>,
+    pub collapse_id: Option<apns::CollapseId>,
+    pub apns_expiration: Option<apns::Expiration>,
+}
+
+/// One page of [`Spool::ready_page`](super::Spool::ready_page).
+#[derive(Debug, Clone, Default)]
+pub struct ReadyPage {
+    pub rows: Vec<ReadyRow>,
+    /// Where the next page starts; `None` at the end of the pass.
+    pub cursor: Option<ReadyCursor>,
+    /// Rows the page read, those it skipped as unsendable included.
+    pub scanned: usize,
+}
+
+/// A queued notification that is due (its request shared by the rows of one request within a
+/// page), and where a pass over the app's ready rows goes on after it.
+#[derive(Debug, Clone)]
+pub struct ReadyRow {
+    pub item: Sendable,
+    pub position: ReadyCursor,
+}
+
+/// Where a pass over one app's ready notifications goes on: first those waiting for no time
+/// (in id order), then the retries that are due (in due-time order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadyCursor {
+    /// The beginning of a pass.
+    #[default]
+    Start,
+    /// After this waiting notification.
+    Waiting(ApnsId),
+    /// After this due retry (due time in ms, id).
+    Due(i64, ApnsId),
+}
+
+/// What recovery found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// In-flight notifications put back in the queue.
+    pub requeued: usize,
+    /// Notifications pending after recovery.
+    pub pending: u64,
+    pub elapsed: Duration,
+}
+
+/// One pending notification, as the dispatcher pages them in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingRow {
+    pub id: ApnsId,
+    pub request_id: i64,
+    pub app: String,
+    pub token: DeviceToken,
+    pub state: State,
+    pub attempts: u32,
+    pub due_at: Option<SystemTime>,
+}

@@ -1,0 +1,343 @@
+//! The embedded backend: one SQLite file in WAL mode with `synchronous=FULL` (a commit survives
+//! power loss), a writer thread that owns the write connection, and a read connection used from
+//! blocking tasks.
+//!
+//! - `schema`: the tables, the migrations between versions and the statements of every pass,
+//!   with the test that each goes through an index.
+//! - `writer`: the write connection's thread and its group commit; `writes`: what each of its
+//!   commands writes.
+//! - `reads`: the queries of the read connection; `decode`: stored columns back into values.
+
+mod decode;
+mod reads;
+mod schema;
+mod writer;
+mod writes;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use apns::{ApnsId, DeviceToken, Reason};
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{mpsc, oneshot};
+
+use self::writer::Command;
+use super::{
+    Completion, DeadToken, FeedbackEntry, NewRequest, NotificationRecord, PendingRow, ReadyCursor,
+    ReadyPage, RecoveryReport, Spool, SpoolError, State, StoredRequest, SubmitError, to_ms,
+};
+
+/// How the spool behaves.
+#[derive(Debug, Clone)]
+pub struct SpoolOptions {
+    /// Beyond this many pending notifications, enqueue answers [`SubmitError::Full`].
+    pub max_pending: u64,
+    /// Commands that may wait for the writer; a full channel makes callers wait.
+    pub channel_capacity: usize,
+    /// `synchronous=FULL` (default): a commit survives power loss. `false` uses NORMAL, which
+    /// survives a process crash but may lose the last commits on power loss — an explicit,
+    /// documented opt-in only.
+    pub power_safe: bool,
+}
+
+impl Default for SpoolOptions {
+    fn default() -> Self {
+        SpoolOptions {
+            max_pending: 10_000_000,
+            channel_capacity: 4096,
+            power_safe: true,
+        }
+    }
+}
+
+/// The SQLite spool. Cheap to clone; the writer stops when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct SqliteSpool {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// To the writer thread; bounded, so a slow disk slows submitters instead of growing memory.
+    commands: mpsc::Sender<Command>,
+    /// Notifications not yet final; kept by the writer after each commit.
+    pending: Arc<AtomicU64>,
+    max_pending: u64,
+    /// The read connection. A std mutex, taken only inside blocking tasks.
+    reader: Arc<Mutex<Connection>>,
+    writer: Arc<writer::WriterState>,
+}
+
+impl SqliteSpool {
+    /// Opens (creating if needed) the spool at `path` and starts its writer thread.
+    pub fn open(path: &Path, options: SpoolOptions) -> Result<SqliteSpool, SpoolError> {
+        let open_err = |source| SpoolError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| SpoolError::Io {
+                what: format!("creating {}", dir.display()),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path).map_err(open_err)?;
+        let sync = if options.power_safe { "FULL" } else { "NORMAL" };
+        // A page cache of 8 MiB per connection: the hot part of the notifications table stays
+        // in SQLite's own cache instead of being read back from the OS page by page.
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000; \
+             PRAGMA cache_size = -8192;"
+        ))
+        .map_err(open_err)?;
+        schema::migrate(&conn, path)?;
+        let pending: u64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM notifications WHERE state < 3",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(open_err)? as u64;
+        let reader = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_err)?;
+        reader
+            .execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -8192;")
+            .map_err(open_err)?;
+        let pending = Arc::new(AtomicU64::new(pending));
+        let (tx, rx) = mpsc::channel(options.channel_capacity.max(1));
+        let writer_pending = Arc::clone(&pending);
+        let max_pending = options.max_pending;
+        let writer = Arc::new(writer::WriterState::default());
+        let writer_state = Arc::clone(&writer);
+        std::thread::Builder::new()
+            .name("spool-writer".into())
+            .spawn(move || writer::run(conn, rx, writer_pending, max_pending, writer_state))
+            .map_err(|source| SpoolError::Io {
+                what: "spawning the spool writer thread".to_owned(),
+                source,
+            })?;
+        Ok(SqliteSpool {
+            inner: Arc::new(Inner {
+                commands: tx,
+                pending,
+                max_pending,
+                reader: Arc::new(Mutex::new(reader)),
+                writer,
+            }),
+        })
+    }
+
+    /// Fault injection for tests: while `fail` is set, every transaction that writes fails at
+    /// its commit with `SQLITE_FULL` (as on a full disk) and is rolled back. Never set by the
+    /// gateway itself.
+    #[doc(hidden)]
+    pub fn inject_write_failures(&self, fail: bool) {
+        self.inner.writer.fail_writes.store(fail, Ordering::Relaxed);
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, SpoolError>>) -> Command,
+    ) -> Result<T, SpoolError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(make(tx))
+            .await
+            .map_err(|_| SpoolError::WriterGone)?;
+        rx.await.map_err(|_| SpoolError::WriterGone)?
+    }
+
+    /// Runs `f` with the read connection on a blocking thread.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, SpoolError> + Send + 'static,
+    ) -> Result<T, SpoolError> {
+        let reader = Arc::clone(&self.inner.reader);
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().expect("the reader lock is never poisoned");
+            f(&conn)
+        })
+        .await
+        .map_err(|_| SpoolError::WriterGone)?
+    }
+}
+
+fn sql(what: &'static str) -> impl FnOnce(rusqlite::Error) -> SpoolError {
+    move |source| SpoolError::Sql { what, source }
+}
+
+impl Spool for SqliteSpool {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn enqueue(&self, batch: Vec<NewRequest>) -> Result<Vec<NewRequest>, SubmitError> {
+        let rows: u64 = batch.iter().map(|r| r.len() as u64).sum();
+        let pending = self.inner.pending.load(Ordering::Acquire);
+        if pending + rows > self.inner.max_pending {
+            return Err(SubmitError::Full {
+                pending,
+                limit: self.inner.max_pending,
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Enqueue { batch, reply: tx })
+            .await
+            .map_err(|_| SubmitError::Unavailable(SpoolError::WriterGone))?;
+        rx.await
+            .map_err(|_| SubmitError::Unavailable(SpoolError::WriterGone))?
+    }
+
+    fn pending(&self) -> u64 {
+        self.inner.pending.load(Ordering::Acquire)
+    }
+
+    fn max_pending(&self) -> u64 {
+        self.inner.max_pending
+    }
+
+    async fn recover(&self) -> Result<RecoveryReport, SpoolError> {
+        let start = Instant::now();
+        let requeued = self
+            .call(|reply| Command::RequeueInFlight { reply })
+            .await?;
+        Ok(RecoveryReport {
+            requeued,
+            pending: self.pending(),
+            elapsed: start.elapsed(),
+        })
+    }
+
+    async fn claim_due(&self, now: SystemTime, limit: usize) -> Result<Vec<ApnsId>, SpoolError> {
+        self.call(|reply| Command::ClaimDue { now, limit, reply })
+            .await
+    }
+
+    async fn ready_page(
+        &self,
+        app: &str,
+        cursor: ReadyCursor,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<ReadyPage, SpoolError> {
+        let (app, now) = (app.to_owned(), to_ms(now));
+        self.read(move |c| reads::ready_page(c, &app, cursor, now, limit))
+            .await
+    }
+
+    async fn next_due(&self, app: &str, now: SystemTime) -> Result<Option<SystemTime>, SpoolError> {
+        let (app, now) = (app.to_owned(), to_ms(now));
+        self.read(move |c| reads::next_due(c, &app, now)).await
+    }
+
+    async fn request_of(&self, id: ApnsId) -> Result<Option<StoredRequest>, SpoolError> {
+        self.read(move |c| reads::request_of(c, id)).await
+    }
+
+    async fn complete(
+        &self,
+        done: Vec<Completion>,
+        dead: Vec<DeadToken>,
+    ) -> Result<(), SpoolError> {
+        self.call(|reply| Command::Complete { done, dead, reply })
+            .await
+    }
+
+    async fn register_dead_token(&self, dead: DeadToken) -> Result<(), SpoolError> {
+        self.call(|reply| Command::DeadToken { dead, reply }).await
+    }
+
+    async fn clear_dead_token(&self, app: &str, token: &DeviceToken) -> Result<bool, SpoolError> {
+        let (app, token) = (app.to_owned(), token.clone());
+        self.call(|reply| Command::ClearDeadToken { app, token, reply })
+            .await
+    }
+
+    async fn all_dead_tokens(&self) -> Result<Vec<(String, DeviceToken)>, SpoolError> {
+        self.read(reads::all_dead_tokens).await
+    }
+
+    async fn dead_token(
+        &self,
+        app: &str,
+        token: &DeviceToken,
+    ) -> Result<Option<(Reason, SystemTime)>, SpoolError> {
+        let (app, token) = (app.to_owned(), token.clone());
+        self.read(move |c| reads::dead_token(c, &app, &token)).await
+    }
+
+    async fn feedback(
+        &self,
+        app: &str,
+        since: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<FeedbackEntry>, SpoolError> {
+        let (app, since) = (app.to_owned(), to_ms(since));
+        self.read(move |c| reads::feedback(c, &app, since, limit))
+            .await
+    }
+
+    async fn get(&self, id: ApnsId) -> Result<Option<NotificationRecord>, SpoolError> {
+        self.read(move |c| reads::read_record(c, id)).await
+    }
+
+    async fn get_many(&self, ids: Vec<ApnsId>) -> Result<Vec<NotificationRecord>, SpoolError> {
+        self.read(move |c| reads::records(c, ids)).await
+    }
+
+    async fn pending_page(
+        &self,
+        after: Option<ApnsId>,
+        limit: usize,
+    ) -> Result<Vec<PendingRow>, SpoolError> {
+        self.read(move |c| reads::pending_page(c, after, limit))
+            .await
+    }
+
+    async fn counts(&self) -> Result<Vec<(State, u64)>, SpoolError> {
+        self.read(|c| reads::counts(c, false)).await
+    }
+
+    async fn pending_counts(&self) -> Result<Vec<(State, u64)>, SpoolError> {
+        self.read(|c| reads::counts(c, true)).await
+    }
+
+    async fn counts_by_app(&self) -> Result<Vec<(String, State, u64)>, SpoolError> {
+        self.read(reads::counts_by_app).await
+    }
+
+    async fn prune(&self, before: SystemTime, limit: usize) -> Result<usize, SpoolError> {
+        self.call(|reply| Command::Prune {
+            before,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    /// A flush would not tell: an empty transaction commits on a full disk.
+    async fn probe_write(&self) -> Result<(), SpoolError> {
+        self.call(|reply| Command::Probe { reply }).await
+    }
+
+    async fn flush(&self) -> Result<(), SpoolError> {
+        self.call(|reply| Command::Flush { reply }).await
+    }
+
+    /// Stops the writer too; later calls on any clone fail with [`SpoolError::WriterGone`].
+    async fn close(&self) -> Result<(), SpoolError> {
+        self.call(|reply| Command::Stop { reply }).await
+    }
+
+    fn commits(&self) -> u64 {
+        self.inner.writer.commits.load(Ordering::Relaxed)
+    }
+}

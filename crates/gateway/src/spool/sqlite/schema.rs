@@ -1,0 +1,237 @@
+//! The SQLite file's shape: its schema, the migrations between versions, and the statements
+//! that run on every scheduler pass, outcome or prune — kept together so that `plans` (below)
+//! checks each of them against the schema it runs on.
+
+use rusqlite::Connection;
+
+use crate::spool::SpoolError;
+
+/// The schema this version writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 3;
+
+/// Each notification costs one write into `notifications` and its pending index at ingest, and
+/// one update that takes it out of that index at its outcome: no other index is kept up to date
+/// per notification. Retention walks the primary key instead (ids are UUIDv7, so their order is
+/// their creation time), and a request counts its notifications left (`remaining`) instead of
+/// being found through an index on `request_id`.
+///
+/// A pending notification carries its app's number (`apps`), first in its pending index after
+/// the state, so that the scheduler reads one app's work without reading another's: a halted
+/// app's backlog costs the others nothing.
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS apps (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY,
+    app TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    push_type TEXT NOT NULL,
+    priority INTEGER,
+    topic TEXT,
+    collapse_id TEXT,
+    apns_expiration INTEGER,
+    send_at INTEGER,
+    expires_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    remaining INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS notifications (
+    id BLOB PRIMARY KEY,
+    request_id INTEGER NOT NULL,
+    app INTEGER NOT NULL DEFAULT 0,
+    token BLOB NOT NULL,
+    state INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    due_at INTEGER,
+    status INTEGER,
+    reason TEXT,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS notifications_pending ON notifications (state, app, due_at) WHERE state < 3;
+CREATE TABLE IF NOT EXISTS dead_tokens (
+    app TEXT NOT NULL,
+    token BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    since INTEGER NOT NULL,
+    PRIMARY KEY (app, token)
+) WITHOUT ROWID;
+";
+
+/// One row the readiness probe rewrites: an empty transaction commits even on a full disk, a
+/// write does not.
+const HEALTH_TABLE: &str = "CREATE TABLE IF NOT EXISTS health (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    checked_at INTEGER NOT NULL
+);";
+
+// Read-side statements of every scheduler pass; like the writer's below, checked by `plans`
+// to go through the partial index of pending rows (`state < 3` repeated for that).
+
+/// One app's queued notifications waiting for no time, in id order after a cursor. Their
+/// requests are read once each (`REQUEST_BY_ID`), not once per row.
+pub(super) const READY_WAITING: &str = "SELECT id, token, attempts, request_id, due_at FROM notifications \
+     WHERE state < 3 AND state = 1 AND app = ?1 AND due_at IS NULL AND id > ?2 ORDER BY id \
+     LIMIT ?3";
+/// One app's queued retries whose time (?2) has come, in (due time, id) order after a cursor
+/// (?3, ?4).
+pub(super) const READY_DUE: &str = "SELECT id, token, attempts, request_id, due_at FROM notifications \
+     WHERE state < 3 AND state = 1 AND app = ?1 AND due_at <= ?2 AND (due_at, id) > (?3, ?4) \
+     ORDER BY due_at, id LIMIT ?5";
+/// A request's headers, payload and expiry.
+pub(super) const REQUEST_BY_ID: &str = "SELECT app, payload, push_type, priority, topic, collapse_id, \
+     apns_expiration, expires_at FROM requests WHERE id = ?1";
+/// One app's earliest retry still to come.
+pub(super) const NEXT_DUE: &str = "SELECT MIN(due_at) FROM notifications \
+     WHERE state < 3 AND state = 1 AND app = ?1 AND due_at > ?2";
+/// An app's number.
+pub(super) const APP_ID: &str = "SELECT id FROM apps WHERE name = ?1";
+/// Pending notifications by state.
+pub(super) const PENDING_COUNTS: &str =
+    "SELECT state, COUNT(*) FROM notifications WHERE state < 3 GROUP BY state";
+
+/// Version 1 kept two more indexes on `notifications` (by finish time, by request); version 2
+/// counts each request's notifications instead. One transaction: a failed migration leaves the
+/// file at version 1.
+const MIGRATE_1_TO_2: &str = "BEGIN IMMEDIATE;
+ALTER TABLE requests ADD COLUMN remaining INTEGER NOT NULL DEFAULT 0;
+UPDATE requests SET remaining = (SELECT COUNT(*) FROM notifications n WHERE n.request_id = requests.id);
+DROP INDEX IF EXISTS notifications_finished;
+DROP INDEX IF EXISTS notifications_request;
+PRAGMA user_version = 2;
+COMMIT;";
+
+/// Version 3 numbers the apps and keeps a pending notification's app in its pending index
+/// (finished rows keep 0: nothing reads them by app). One transaction.
+const MIGRATE_2_TO_3: &str = "BEGIN IMMEDIATE;
+CREATE TABLE apps (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+INSERT INTO apps (name) SELECT DISTINCT app FROM requests ORDER BY app;
+ALTER TABLE notifications ADD COLUMN app INTEGER NOT NULL DEFAULT 0;
+UPDATE notifications SET app = COALESCE((SELECT a.id FROM requests r \
+    JOIN apps a ON a.name = r.app WHERE r.id = notifications.request_id), 0) WHERE state < 3;
+DROP INDEX notifications_pending;
+CREATE INDEX notifications_pending ON notifications (state, app, due_at) WHERE state < 3;
+PRAGMA user_version = 3;
+COMMIT;";
+
+// The statements that run on every scan or outcome. Each test of `plans` (below) checks that
+// SQLite answers them through an index: a statement that scans the whole notifications table
+// costs nothing at 10,000 rows and a second of CPU at 1,000,000. `state < 3` is spelled out
+// wherever a narrower state is asked for, because SQLite uses the partial index of pending
+// rows only for a WHERE clause that repeats its condition.
+
+/// One app's (?3) scheduled notifications whose time has come become queued.
+pub(super) const CLAIM_DUE: &str = "UPDATE notifications SET state = 1, due_at = NULL, \
+     updated_at = ?1 WHERE id IN (SELECT id FROM notifications WHERE state < 3 AND state = 0 \
+     AND app = ?3 AND due_at <= ?1 ORDER BY due_at LIMIT ?2) RETURNING id";
+/// Every app's number, for the statements that go through the pending index app by app.
+pub(super) const APP_IDS: &str = "SELECT id FROM apps";
+/// Start-up recovery: what was in flight goes back to the queue.
+pub(super) const REQUEUE_IN_FLIGHT: &str =
+    "UPDATE notifications SET state = 1, updated_at = ?1 WHERE state < 3 AND state = 2";
+/// One outcome.
+pub(super) const COMPLETE: &str = "UPDATE notifications SET state = ?2, attempts = ?3, \
+     status = ?4, reason = ?5, due_at = ?6, updated_at = ?7 WHERE id = ?1 AND state < 3";
+/// Retention: finished notifications last updated before ?1, walking the primary key up to
+/// ?3, the first id of that time (a notification created later cannot have finished earlier);
+/// answers each one's request.
+pub(super) const PRUNE_FINISHED: &str = "DELETE FROM notifications WHERE id IN (SELECT id FROM \
+     notifications WHERE id < ?3 AND state >= 3 AND updated_at < ?1 LIMIT ?2) RETURNING request_id";
+/// Retention: a request loses `?2` notifications, and goes with the last.
+pub(super) const REQUEST_LOSES: &str =
+    "UPDATE requests SET remaining = remaining - ?2 WHERE id = ?1 RETURNING remaining";
+pub(super) const REQUEST_GONE: &str = "DELETE FROM requests WHERE id = ?1";
+
+/// Brings the file at `path` (open as `conn`) to [`SCHEMA_VERSION`]: creates the schema in a
+/// new file, applies each migration in order to an older one (each its own transaction), and
+/// refuses a file newer than this pushgate knows.
+pub(super) fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), SpoolError> {
+    let open_err = |source| SpoolError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(open_err)?;
+    match version {
+        0 => conn
+            .execute_batch(&format!("{SCHEMA} PRAGMA user_version = {SCHEMA_VERSION};"))
+            .map_err(open_err)?,
+        1 => {
+            conn.execute_batch(MIGRATE_1_TO_2).map_err(open_err)?;
+            conn.execute_batch(MIGRATE_2_TO_3).map_err(open_err)?;
+        }
+        2 => conn.execute_batch(MIGRATE_2_TO_3).map_err(open_err)?,
+        SCHEMA_VERSION => {}
+        found => {
+            return Err(SpoolError::Schema {
+                path: path.display().to_string(),
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
+    }
+    // Additive, so not a schema version: older versions ignore it.
+    conn.execute_batch(HEALTH_TABLE).map_err(open_err)
+}
+
+#[cfg(test)]
+mod plans {
+    use super::*;
+
+    /// SQLite's plan for `query`, one line per step.
+    fn plan(c: &Connection, query: &str) -> Vec<String> {
+        let mut st = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {query}"))
+            .unwrap_or_else(|e| panic!("{query}: {e}"));
+        // Unbound parameters are NULL, which is all a plan needs.
+        let mut rows = st.raw_query();
+        let mut steps = Vec::new();
+        while let Some(r) = rows.next().expect("plan row") {
+            steps.push(r.get::<_, String>(3).expect("plan detail"));
+        }
+        steps
+    }
+
+    /// No statement of a scheduler pass, an outcome or retention reads the whole notifications
+    /// table: each goes through its primary key or one of its indexes.
+    #[test]
+    fn periodic_statements_use_an_index() {
+        let c = Connection::open_in_memory().expect("memory database");
+        c.execute_batch(SCHEMA).expect("schema");
+        for query in [
+            CLAIM_DUE,
+            REQUEUE_IN_FLIGHT,
+            COMPLETE,
+            PRUNE_FINISHED,
+            REQUEST_LOSES,
+            REQUEST_GONE,
+            READY_WAITING,
+            READY_DUE,
+            REQUEST_BY_ID,
+            NEXT_DUE,
+            APP_ID,
+            APP_IDS,
+            PENDING_COUNTS,
+        ] {
+            let steps = plan(&c, query);
+            // The scheduler's statements read one app's rows, not every app's.
+            if [CLAIM_DUE, READY_WAITING, READY_DUE, NEXT_DUE].contains(&query) {
+                assert!(
+                    steps
+                        .iter()
+                        .any(|s| s.contains("notifications_pending (state=? AND app=?")),
+                    "{query}\nreads past other apps' rows: {steps:?}"
+                );
+            }
+            assert!(
+                steps.iter().all(|s| !s.starts_with("SCAN notifications")
+                    && !s.starts_with("SCAN n ")
+                    && s != "SCAN n"),
+                "{query}\nreads the whole table: {steps:?}"
+            );
+            assert!(!steps.is_empty(), "{query}: no plan");
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! What each writer command writes, inside the transaction the writer opened for its group.
+//! Nothing here commits: the writer commits the group, or rolls it back, as a whole.
+
+use apns::ApnsId;
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::decode::id_from_bytes;
+use super::schema::{
+    APP_ID, APP_IDS, CLAIM_DUE, COMPLETE, PRUNE_FINISHED, REQUEST_GONE, REQUEST_LOSES,
+    REQUEUE_IN_FLIGHT,
+};
+use super::writer::{Command, Done};
+use crate::spool::{Completion, DeadToken, NewRequest, State, to_ms};
+
+/// One command's writes.
+pub(super) fn apply(
+    tx: &Transaction<'_>,
+    c: &Command,
+    now: i64,
+    current: u64,
+    max_pending: u64,
+) -> Result<Done, rusqlite::Error> {
+    Ok(match c {
+        Command::Enqueue { batch, .. } => {
+            let rows: u64 = batch.iter().map(|r| r.len() as u64).sum();
+            if current + rows > max_pending {
+                return Ok(Done::Full(current));
+            }
+            insert_batch(tx, batch, now)?;
+            Done::Enqueued(rows)
+        }
+        Command::ClaimDue { now, limit, .. } => Done::Ids(claim_due(tx, to_ms(*now), *limit)?),
+        Command::Flush { .. } | Command::Stop { .. } => Done::Unit(0),
+        Command::Probe { .. } => {
+            tx.prepare_cached(
+                "INSERT INTO health (id, checked_at) VALUES (1, ?1) \
+                 ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+            )?
+            .execute(params![now])?;
+            Done::Unit(0)
+        }
+        Command::Complete { done, dead, .. } => {
+            for d in dead {
+                register_dead(tx, d)?;
+            }
+            Done::Unit(complete(tx, done, now)?)
+        }
+        Command::DeadToken { dead, .. } => {
+            register_dead(tx, dead)?;
+            Done::Unit(0)
+        }
+        Command::Prune { before, limit, .. } => Done::Count(prune(tx, to_ms(*before), *limit)?),
+        Command::RequeueInFlight { .. } => Done::Count(requeue_in_flight(tx, now)?),
+        Command::ClearDeadToken { app, token, .. } => Done::Flag(
+            tx.prepare_cached("DELETE FROM dead_tokens WHERE app = ?1 AND token = ?2")?
+                .execute(params![app, token.to_bytes(&mut [0; TOKEN_BYTES])])?
+                > 0,
+        ),
+    })
+}
+
+/// Room for the bytes of any token (`DeviceToken::to_bytes` writes into `[0; TOKEN_BYTES]`).
+pub(super) const TOKEN_BYTES: usize = apns::notification::MAX_TOKEN_HEX / 2;
+
+fn insert_batch(
+    tx: &Transaction<'_>,
+    batch: &[NewRequest],
+    now: i64,
+) -> Result<(), rusqlite::Error> {
+    let mut req = tx.prepare_cached(
+        "INSERT INTO requests (app, payload, push_type, priority, topic, collapse_id, \
+         apns_expiration, send_at, expires_at, created_at, remaining) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?;
+    let mut note = tx.prepare_cached(
+        "INSERT INTO notifications (id, request_id, app, token, state, attempts, due_at, \
+         updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7)",
+    )?;
+    let mut app_id = tx.prepare_cached(APP_ID)?;
+    let mut new_app = tx.prepare_cached("INSERT INTO apps (name) VALUES (?1)")?;
+    for r in batch {
+        // Numbered in the same transaction: a rollback takes a new app's number with it.
+        let app = match app_id
+            .query_row(params![r.app], |row| row.get::<_, i64>(0))
+            .optional()?
+        {
+            Some(id) => id,
+            None => {
+                new_app.execute(params![r.app])?;
+                tx.last_insert_rowid()
+            }
+        };
+        let send_at = r.send_at.map(to_ms).filter(|&t| t > now);
+        req.execute(params![
+            r.app,
+            &r.payload[..],
+            r.push_type.as_str(),
+            r.priority.map(|p| p.as_u8()),
+            r.topic.as_ref().map(|t| t.as_str()),
+            r.collapse_id.as_ref().map(|c| c.as_str()),
+            r.apns_expiration.map(|e| e.as_unix() as i64),
+            send_at,
+            to_ms(r.expires_at),
+            now,
+            r.len() as i64,
+        ])?;
+        let request_id = tx.last_insert_rowid();
+        let state = if send_at.is_some() {
+            State::Scheduled
+        } else {
+            State::Queued
+        };
+        let mut buf = [0; TOKEN_BYTES];
+        for (id, token) in &r.notifications {
+            note.execute(params![
+                &id.as_uuid().as_bytes()[..],
+                request_id,
+                app,
+                token.to_bytes(&mut buf),
+                state as i64,
+                send_at,
+                now,
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+/// Up to `limit` scheduled notifications whose time has come, app by app (every app, the
+/// removed ones too: their notifications become queued on time and wait for them).
+fn claim_due(tx: &Transaction<'_>, now: i64, limit: usize) -> Result<Vec<ApnsId>, rusqlite::Error> {
+    let apps: Vec<i64> = tx
+        .prepare_cached(APP_IDS)?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut st = tx.prepare_cached(CLAIM_DUE)?;
+    let mut ids = Vec::new();
+    for app in apps {
+        let left = limit - ids.len();
+        if left == 0 {
+            break;
+        }
+        let rows = st.query_map(params![now, left as i64, app], |row| {
+            row.get::<_, Vec<u8>>(0)
+        })?;
+        for r in rows {
+            ids.push(id_from_bytes(&r?)?);
+        }
+    }
+    Ok(ids)
+}
+
+/// Applies results; returns how many pending notifications became final.
+fn complete(tx: &Transaction<'_>, done: &[Completion], now: i64) -> Result<u64, rusqlite::Error> {
+    let mut st = tx.prepare_cached(COMPLETE)?;
+    let mut finished = 0;
+    for c in done {
+        let changed = st.execute(params![
+            &c.id.as_uuid().as_bytes()[..],
+            c.state as i64,
+            c.attempts,
+            c.status,
+            c.reason.as_ref().map(|r| r.as_str()),
+            c.due_at.map(to_ms),
+            now,
+        ])?;
+        if changed > 0 && c.state.is_final() {
+            finished += 1;
+        }
+    }
+    Ok(finished)
+}
+
+fn register_dead(tx: &Transaction<'_>, d: &DeadToken) -> Result<(), rusqlite::Error> {
+    tx.prepare_cached(
+        "INSERT INTO dead_tokens (app, token, reason, since) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (app, token) DO UPDATE SET reason = excluded.reason, since = excluded.since",
+    )?
+    .execute(params![
+        d.app,
+        d.token.to_bytes(&mut [0; TOKEN_BYTES]),
+        d.reason.as_str(),
+        to_ms(d.since)
+    ])?;
+    Ok(())
+}
+
+fn prune(tx: &Transaction<'_>, before: i64, limit: usize) -> Result<usize, rusqlite::Error> {
+    let mut by_request: std::collections::HashMap<i64, i64> = std::collections::HashMap::new();
+    let mut gone = 0;
+    {
+        let mut st = tx.prepare_cached(PRUNE_FINISHED)?;
+        let mut rows = st.query(params![before, limit as i64, &first_id_at(before)[..]])?;
+        while let Some(r) = rows.next()? {
+            *by_request.entry(r.get(0)?).or_default() += 1;
+            gone += 1;
+        }
+    }
+    let mut loses = tx.prepare_cached(REQUEST_LOSES)?;
+    let mut remove = tx.prepare_cached(REQUEST_GONE)?;
+    for (request, n) in by_request {
+        let left: Option<i64> = loses
+            .query_row(params![request, n], |r| r.get(0))
+            .optional()?;
+        if left.is_some_and(|l| l <= 0) {
+            remove.execute(params![request])?;
+        }
+    }
+    Ok(gone)
+}
+
+/// The smallest UUIDv7 of millisecond `ms`, as stored: ids below it were created before `ms`.
+fn first_id_at(ms: i64) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id[..6].copy_from_slice(&ms.max(0).to_be_bytes()[2..]);
+    id
+}
+
+fn requeue_in_flight(tx: &Transaction<'_>, now: i64) -> Result<usize, rusqlite::Error> {
+    tx.prepare_cached(REQUEUE_IN_FLIGHT)?.execute(params![now])
+}

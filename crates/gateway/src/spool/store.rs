@@ -1,0 +1,407 @@
+//! The boundary between the service and its storage: the [`Spool`] trait every backend
+//! implements, and [`Store`], the one the gateway opened.
+//!
+//! Nothing outside `spool/` names a backend. The service holds a [`Store`] and calls the
+//! trait; a second backend is a second implementation and a second arm in [`Store`], and
+//! nothing else changes. `Store` is an enum rather than a `dyn Spool` because the trait's
+//! futures are `impl Future` (no allocation per call), which a trait object cannot return.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use apns::{ApnsId, DeviceToken, Reason};
+
+use super::sqlite::SqliteSpool;
+use super::{
+    Completion, DeadToken, FeedbackEntry, NewRequest, NotificationRecord, PendingRow, ReadyCursor,
+    ReadyPage, RecoveryReport, SpoolError, SpoolOptions, State, StoredRequest, SubmitError,
+};
+
+/// Everything the gateway asks of its storage (docs/architecture.md: "answer after commit").
+///
+/// The operations are grouped as the flow uses them: intake stores, dispatch reads what is
+/// ready and records outcomes, the API and dashboard read status, upkeep prunes and probes.
+/// The last group is what a backend shared by several gateways needs (leases, one provider
+/// token per key, channels, idempotency keys); a backend used by one gateway alone gets the
+/// defaults, which are either trivially right for it or a clear [`SpoolError::Unsupported`].
+pub trait Spool: Send + Sync {
+    /// Which backend this is, for logs and `/v1/stats` (`"sqlite"`).
+    fn backend(&self) -> &'static str;
+
+    // Intake.
+
+    /// Stores a batch whole, in one transaction, and answers after the commit with the batch,
+    /// which goes on to dispatch without being read back.
+    fn enqueue(
+        &self,
+        batch: Vec<NewRequest>,
+    ) -> impl Future<Output = Result<Vec<NewRequest>, SubmitError>> + Send;
+
+    /// Notifications not yet final.
+    fn pending(&self) -> u64;
+
+    /// The configured limit of pending notifications ([`SubmitError::Full`] beyond it).
+    fn max_pending(&self) -> u64;
+
+    // Dispatch.
+
+    /// Puts whatever was in flight when the gateway stopped back in the queue. Once, at
+    /// start-up, before dispatching.
+    fn recover(&self) -> impl Future<Output = Result<RecoveryReport, SpoolError>> + Send;
+
+    /// Moves scheduled notifications whose time has come to queued; returns their ids.
+    fn claim_due(
+        &self,
+        now: SystemTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ApnsId>, SpoolError>> + Send;
+
+    /// Up to `limit` of `app`'s queued notifications that are due at `now`, from `cursor` on;
+    /// the page's cursor is where the next one goes on, `None` at the end of the pass. Every
+    /// due notification is read once a pass, however many there are.
+    fn ready_page(
+        &self,
+        app: &str,
+        cursor: ReadyCursor,
+        now: SystemTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<ReadyPage, SpoolError>> + Send;
+
+    /// The earliest due time after `now` of `app`'s queued retries.
+    fn next_due(
+        &self,
+        app: &str,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<Option<SystemTime>, SpoolError>> + Send;
+
+    /// The payload and headers of the request a notification belongs to.
+    fn request_of(
+        &self,
+        id: ApnsId,
+    ) -> impl Future<Output = Result<Option<StoredRequest>, SpoolError>> + Send;
+
+    // Outcomes.
+
+    /// Records results and decisions, and registers the dead tokens they found, in one
+    /// transaction: all of it or none.
+    fn complete(
+        &self,
+        done: Vec<Completion>,
+        dead: Vec<DeadToken>,
+    ) -> impl Future<Output = Result<(), SpoolError>> + Send;
+
+    /// Adds (or refreshes) a dead token.
+    fn register_dead_token(
+        &self,
+        dead: DeadToken,
+    ) -> impl Future<Output = Result<(), SpoolError>> + Send;
+
+    /// Removes a dead token (the device registered again); `false` if it was not registered.
+    fn clear_dead_token(
+        &self,
+        app: &str,
+        token: &DeviceToken,
+    ) -> impl Future<Output = Result<bool, SpoolError>> + Send;
+
+    /// Every registered dead token (app, token), for dispatch's suppression set.
+    fn all_dead_tokens(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(String, DeviceToken)>, SpoolError>> + Send;
+
+    /// Whether `token` is registered dead for `app`, with its reason and time.
+    fn dead_token(
+        &self,
+        app: &str,
+        token: &DeviceToken,
+    ) -> impl Future<Output = Result<Option<(Reason, SystemTime)>, SpoolError>> + Send;
+
+    /// Dead tokens of `app` registered at or after `since`, oldest first.
+    fn feedback(
+        &self,
+        app: &str,
+        since: SystemTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<FeedbackEntry>, SpoolError>> + Send;
+
+    // Status.
+
+    /// One notification, or `None`.
+    fn get(
+        &self,
+        id: ApnsId,
+    ) -> impl Future<Output = Result<Option<NotificationRecord>, SpoolError>> + Send;
+
+    /// Many notifications at once (unknown ids are left out).
+    fn get_many(
+        &self,
+        ids: Vec<ApnsId>,
+    ) -> impl Future<Output = Result<Vec<NotificationRecord>, SpoolError>> + Send;
+
+    /// Up to `limit` pending notifications with ids after `after`, in id order (ids are
+    /// time-ordered, so roughly acceptance order).
+    fn pending_page(
+        &self,
+        after: Option<ApnsId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<PendingRow>, SpoolError>> + Send;
+
+    /// Notifications by state (every state present).
+    fn counts(&self) -> impl Future<Output = Result<Vec<(State, u64)>, SpoolError>> + Send;
+
+    /// Notifications not yet final, by state (cheap: through the index of pending rows).
+    fn pending_counts(&self) -> impl Future<Output = Result<Vec<(State, u64)>, SpoolError>> + Send;
+
+    /// Notifications by app and state.
+    fn counts_by_app(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(String, State, u64)>, SpoolError>> + Send;
+
+    // Upkeep.
+
+    /// Deletes up to `limit` finished notifications last updated before `before`, and the
+    /// requests left without notifications; answers how many notifications went.
+    fn prune(
+        &self,
+        before: SystemTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<usize, SpoolError>> + Send;
+
+    /// Commits a small write after everything sent before it: whether the spool takes writes
+    /// now (`/readyz`).
+    fn probe_write(&self) -> impl Future<Output = Result<(), SpoolError>> + Send;
+
+    /// Waits until everything sent before this call is applied.
+    fn flush(&self) -> impl Future<Output = Result<(), SpoolError>> + Send;
+
+    /// Commits what was sent before and closes the backend; later calls fail.
+    fn close(&self) -> impl Future<Output = Result<(), SpoolError>> + Send;
+
+    /// Transactions committed since the spool was opened (group commit's figure).
+    fn commits(&self) -> u64;
+
+    // Shared by several gateways. The defaults are a backend that one gateway owns whole.
+
+    /// Renews this gateway's hold on the notifications it is sending, so that no other
+    /// gateway rescues them. One gateway alone holds everything: nothing to renew.
+    fn renew_leases(&self) -> impl Future<Output = Result<(), SpoolError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Hands this gateway's notifications in flight back to the others at a graceful
+    /// shutdown. One gateway alone gets them back from [`Spool::recover`] at its next start.
+    fn release_leases(&self) -> impl Future<Output = Result<(), SpoolError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// The provider token the gateways sharing this spool present for `key_id`, with its
+    /// `iat`, so that a cluster presents one token per key as Apple asks. `None`: sign
+    /// locally (one gateway alone presents one token per key anyway).
+    fn shared_provider_token(
+        &self,
+        _key_id: &str,
+    ) -> impl Future<Output = Result<Option<(String, SystemTime)>, SpoolError>> + Send {
+        async { Ok(None) }
+    }
+
+    /// The broadcast channels created for `app`.
+    fn channels(
+        &self,
+        _app: &str,
+    ) -> impl Future<Output = Result<Vec<Channel>, SpoolError>> + Send {
+        async { Err(self.unsupported("broadcast channels")) }
+    }
+
+    /// The notifications an earlier request with idempotency key `key` created for `app`,
+    /// if there was one: a client's retry of the same request is answered with them.
+    fn idempotent(
+        &self,
+        _app: &str,
+        _key: &str,
+    ) -> impl Future<Output = Result<Option<Vec<ApnsId>>, SpoolError>> + Send {
+        async { Err(self.unsupported("idempotency keys")) }
+    }
+
+    /// The error of an operation this backend does not offer.
+    fn unsupported(&self, operation: &'static str) -> SpoolError {
+        SpoolError::Unsupported {
+            operation,
+            backend: self.backend(),
+        }
+    }
+}
+
+/// A Live Activity broadcast channel Apple created for an app.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Channel {
+    pub app: String,
+    /// Apple's id for it (base64 text, never reused).
+    pub id: String,
+    /// `message-storage-policy`: 0 keeps no message, 1 keeps the latest.
+    pub storage_policy: u8,
+    pub created_at: SystemTime,
+}
+
+/// The spool the gateway opened. Cheap to clone: every clone is the same spool.
+#[derive(Debug, Clone)]
+pub struct Store(Backend);
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite(SqliteSpool),
+}
+
+impl Store {
+    /// Opens the backend that `[storage]` names (creating and migrating it as needed).
+    pub fn open(storage: &crate::config::Storage) -> Result<Store, SpoolError> {
+        let options = SpoolOptions {
+            max_pending: storage.max_pending,
+            ..SpoolOptions::default()
+        };
+        Store::sqlite(&storage.sqlite, options)
+    }
+
+    /// The embedded SQLite spool at `path`.
+    pub fn sqlite(path: &Path, options: SpoolOptions) -> Result<Store, SpoolError> {
+        SqliteSpool::open(path, options).map(|s| Store(Backend::Sqlite(s)))
+    }
+
+    /// Fault injection for tests: while `fail` is set, every write fails at its commit as on
+    /// a full disk, and is rolled back. Never set by the gateway itself.
+    #[doc(hidden)]
+    pub fn inject_write_failures(&self, fail: bool) {
+        match &self.0 {
+            Backend::Sqlite(s) => s.inject_write_failures(fail),
+        }
+    }
+}
+
+/// `on!(self, s => expr)`: `expr` with `s` bound to whichever backend this is.
+macro_rules! on {
+    ($self:ident, $s:ident => $e:expr) => {
+        match &$self.0 {
+            Backend::Sqlite($s) => $e,
+        }
+    };
+}
+
+impl Spool for Store {
+    fn backend(&self) -> &'static str {
+        on!(self, s => s.backend())
+    }
+    async fn enqueue(&self, batch: Vec<NewRequest>) -> Result<Vec<NewRequest>, SubmitError> {
+        on!(self, s => s.enqueue(batch).await)
+    }
+    fn pending(&self) -> u64 {
+        on!(self, s => s.pending())
+    }
+    fn max_pending(&self) -> u64 {
+        on!(self, s => s.max_pending())
+    }
+    async fn recover(&self) -> Result<RecoveryReport, SpoolError> {
+        on!(self, s => s.recover().await)
+    }
+    async fn claim_due(&self, now: SystemTime, limit: usize) -> Result<Vec<ApnsId>, SpoolError> {
+        on!(self, s => s.claim_due(now, limit).await)
+    }
+    async fn ready_page(
+        &self,
+        app: &str,
+        cursor: ReadyCursor,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<ReadyPage, SpoolError> {
+        on!(self, s => s.ready_page(app, cursor, now, limit).await)
+    }
+    async fn next_due(&self, app: &str, now: SystemTime) -> Result<Option<SystemTime>, SpoolError> {
+        on!(self, s => s.next_due(app, now).await)
+    }
+    async fn request_of(&self, id: ApnsId) -> Result<Option<StoredRequest>, SpoolError> {
+        on!(self, s => s.request_of(id).await)
+    }
+    async fn complete(
+        &self,
+        done: Vec<Completion>,
+        dead: Vec<DeadToken>,
+    ) -> Result<(), SpoolError> {
+        on!(self, s => s.complete(done, dead).await)
+    }
+    async fn register_dead_token(&self, dead: DeadToken) -> Result<(), SpoolError> {
+        on!(self, s => s.register_dead_token(dead).await)
+    }
+    async fn clear_dead_token(&self, app: &str, token: &DeviceToken) -> Result<bool, SpoolError> {
+        on!(self, s => s.clear_dead_token(app, token).await)
+    }
+    async fn all_dead_tokens(&self) -> Result<Vec<(String, DeviceToken)>, SpoolError> {
+        on!(self, s => s.all_dead_tokens().await)
+    }
+    async fn dead_token(
+        &self,
+        app: &str,
+        token: &DeviceToken,
+    ) -> Result<Option<(Reason, SystemTime)>, SpoolError> {
+        on!(self, s => s.dead_token(app, token).await)
+    }
+    async fn feedback(
+        &self,
+        app: &str,
+        since: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<FeedbackEntry>, SpoolError> {
+        on!(self, s => s.feedback(app, since, limit).await)
+    }
+    async fn get(&self, id: ApnsId) -> Result<Option<NotificationRecord>, SpoolError> {
+        on!(self, s => s.get(id).await)
+    }
+    async fn get_many(&self, ids: Vec<ApnsId>) -> Result<Vec<NotificationRecord>, SpoolError> {
+        on!(self, s => s.get_many(ids).await)
+    }
+    async fn pending_page(
+        &self,
+        after: Option<ApnsId>,
+        limit: usize,
+    ) -> Result<Vec<PendingRow>, SpoolError> {
+        on!(self, s => s.pending_page(after, limit).await)
+    }
+    async fn counts(&self) -> Result<Vec<(State, u64)>, SpoolError> {
+        on!(self, s => s.counts().await)
+    }
+    async fn pending_counts(&self) -> Result<Vec<(State, u64)>, SpoolError> {
+        on!(self, s => s.pending_counts().await)
+    }
+    async fn counts_by_app(&self) -> Result<Vec<(String, State, u64)>, SpoolError> {
+        on!(self, s => s.counts_by_app().await)
+    }
+    async fn prune(&self, before: SystemTime, limit: usize) -> Result<usize, SpoolError> {
+        on!(self, s => s.prune(before, limit).await)
+    }
+    async fn probe_write(&self) -> Result<(), SpoolError> {
+        on!(self, s => s.probe_write().await)
+    }
+    async fn flush(&self) -> Result<(), SpoolError> {
+        on!(self, s => s.flush().await)
+    }
+    async fn close(&self) -> Result<(), SpoolError> {
+        on!(self, s => s.close().await)
+    }
+    fn commits(&self) -> u64 {
+        on!(self, s => s.commits())
+    }
+    async fn renew_leases(&self) -> Result<(), SpoolError> {
+        on!(self, s => s.renew_leases().await)
+    }
+    async fn release_leases(&self) -> Result<(), SpoolError> {
+        on!(self, s => s.release_leases().await)
+    }
+    async fn shared_provider_token(
+        &self,
+        key_id: &str,
+    ) -> Result<Option<(String, SystemTime)>, SpoolError> {
+        on!(self, s => s.shared_provider_token(key_id).await)
+    }
+    async fn channels(&self, app: &str) -> Result<Vec<Channel>, SpoolError> {
+        on!(self, s => s.channels(app).await)
+    }
+    async fn idempotent(&self, app: &str, key: &str) -> Result<Option<Vec<ApnsId>>, SpoolError> {
+        on!(self, s => s.idempotent(app, key).await)
+    }
+}
