@@ -2,7 +2,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use apns::clock::ManualClock;
@@ -199,56 +199,82 @@ async fn a_stalled_log_file_drops_counted_lines_and_never_blocks() {
 /// Each request's head and body, in arrival order.
 type Requests = Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
 
-/// A hook receiver: answers the first `failures` POSTs with 500, then 200; keeps what it got.
+/// A hook receiver: answers the first `failures` POSTs with 500, then 200; keeps what it got
+/// and counts the connections it accepted (it keeps each open for as many requests as the
+/// client sends on it).
 struct Receiver {
     url: String,
     got: Requests,
+    connections: Arc<AtomicUsize>,
 }
 
 async fn receiver(failures: usize) -> Receiver {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook?k=v", listener.local_addr().unwrap());
+    receiver_on("127.0.0.1:0", failures).await
+}
+
+async fn receiver_on(addr: &str, failures: usize) -> Receiver {
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let local = listener.local_addr().unwrap();
+    let url = format!("http://{local}/hook?k=v");
     let got: Requests = Arc::default();
-    let seen = Arc::clone(&got);
+    let connections = Arc::new(AtomicUsize::new(0));
+    let (seen, accepted) = (Arc::clone(&got), Arc::clone(&connections));
+    let answered = Arc::new(AtomicUsize::new(0));
     tokio::spawn(async move {
-        let mut n = 0;
         loop {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 8192];
-            // Head, then Content-Length bytes of body.
-            let (head, body) = loop {
-                let k = s.read(&mut chunk).await.unwrap();
-                buf.extend_from_slice(&chunk[..k]);
-                if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&buf[..p]).into_owned();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse().unwrap())
-                        })
-                        .unwrap();
-                    while buf.len() < p + 4 + len {
-                        let k = s.read(&mut chunk).await.unwrap();
-                        buf.extend_from_slice(&chunk[..k]);
+            let (s, _) = listener.accept().await.unwrap();
+            accepted.fetch_add(1, Ordering::SeqCst);
+            let (seen, answered) = (Arc::clone(&seen), Arc::clone(&answered));
+            tokio::spawn(async move {
+                let mut s = s;
+                let mut buf = Vec::new();
+                while let Some((head, body)) = read_request(&mut s, &mut buf).await {
+                    let n = answered.fetch_add(1, Ordering::SeqCst) + 1;
+                    let status = if n <= failures { "500 Oops" } else { "200 OK" };
+                    seen.lock().unwrap().push((head, body));
+                    let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 2\r\n\r\nok");
+                    if s.write_all(answer.as_bytes()).await.is_err() {
+                        break;
                     }
-                    break (head, buf[p + 4..p + 4 + len].to_vec());
                 }
-            };
-            n += 1;
-            let status = if n <= failures { "500 Oops" } else { "200 OK" };
-            seen.lock().unwrap().push((head, body));
-            let _ = s
-                .write_all(
-                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                        .as_bytes(),
-                )
-                .await;
+            });
         }
     });
-    Receiver { url, got }
+    Receiver {
+        url,
+        got,
+        connections,
+    }
+}
+
+/// One request's head and body (by Content-Length); `None` when the client closed.
+async fn read_request(
+    s: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+) -> Option<(String, Vec<u8>)> {
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..p]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap();
+            while buf.len() < p + 4 + len {
+                let k = s.read(&mut chunk).await.ok().filter(|&k| k > 0)?;
+                buf.extend_from_slice(&chunk[..k]);
+            }
+            let body = buf[p + 4..p + 4 + len].to_vec();
+            buf.drain(..p + 4 + len);
+            return Some((head, body));
+        }
+        let k = s.read(&mut chunk).await.ok().filter(|&k| k > 0)?;
+        buf.extend_from_slice(&chunk[..k]);
+    }
 }
 
 fn fast_retries() -> hooks::Options {
@@ -330,4 +356,37 @@ async fn a_hook_that_is_down_loses_counted_events_and_never_blocks() {
     })
     .await;
     assert_eq!(hook.counts().sent.load(Ordering::Relaxed), 0);
+}
+
+/// The hooks' client is built once and keeps its connection: batch after batch goes over one
+/// TCP connection. And a hook at an IPv6 literal is reached (the host keeps its brackets in a
+/// URL, not in the address connected to).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_at_an_ipv6_literal_gets_every_batch_over_one_connection() {
+    let r = receiver_on("[::1]:0", 0).await;
+    assert!(r.url.starts_with("http://[::1]:"), "{}", r.url);
+    let hook = Hook::start(
+        &Webhook {
+            url: r.url.clone(),
+            events: vec![WebhookEvent::Failed],
+            secret: None,
+        },
+        hooks::Options {
+            batch: 1,
+            ..fast_retries()
+        },
+    );
+    for i in 0..5 {
+        hook.offer(WebhookEvent::Failed, &outcome(i, State::Failed));
+        eventually("the batch POSTed", Duration::from_secs(10), || {
+            hook.counts().sent.load(Ordering::Relaxed) == i + 1
+        })
+        .await;
+    }
+    assert_eq!(r.got.lock().unwrap().len(), 5);
+    assert_eq!(
+        r.connections.load(Ordering::SeqCst),
+        1,
+        "five batches, one connection"
+    );
 }
