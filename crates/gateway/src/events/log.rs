@@ -16,7 +16,6 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync
 use std::time::{Duration, Instant, SystemTime};
 
 use apns::clock::{Clock, SystemClock};
-use serde_json::json;
 use tracing::warn;
 
 use super::Event;
@@ -184,19 +183,19 @@ impl Writer {
             o.id.created_at()
                 .and_then(|a| o.time.duration_since(a).ok())
                 .map_or(0, |d| d.as_millis() as u64);
-        let line = json!({
-            "time": rfc3339::format(o.time),
-            "id": o.id.to_string(),
-            "app": o.app,
-            "token": o.token.as_str(),
-            "status": o.state.as_str(),
-            "final": o.state.is_final(),
-            "code": o.status,
-            "reason": o.reason,
-            "attempts": o.attempts,
-            "ms": ms,
-        });
-        if self.write(&line.to_string()) {
+        let line = LogLine {
+            time: rfc3339::format(o.time),
+            id: o.id.to_string(),
+            app: &o.app,
+            token: o.token.as_str(),
+            status: o.state.as_str(),
+            is_final: o.state.is_final(),
+            code: o.status,
+            reason: o.reason.as_deref(),
+            attempts: o.attempts,
+            ms,
+        };
+        if self.write(&serde_json::to_string(&line).expect("a log line serialises")) {
             self.counts.written.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("pushgate_delivery_log_lines_total").increment(1);
         } else {
@@ -206,13 +205,13 @@ impl Writer {
     }
 
     fn heartbeat(&mut self) {
-        let line = json!({
-            "time": rfc3339::format(self.clock.now()),
-            "heartbeat": true,
-            "written": self.counts.written.load(Ordering::Relaxed),
-            "dropped": self.counts.dropped.load(Ordering::Relaxed),
-        });
-        self.write(&line.to_string());
+        let line = Heartbeat {
+            time: rfc3339::format(self.clock.now()),
+            heartbeat: true,
+            written: self.counts.written.load(Ordering::Relaxed),
+            dropped: self.counts.dropped.load(Ordering::Relaxed),
+        };
+        self.write(&serde_json::to_string(&line).expect("a heartbeat serialises"));
     }
 
     /// Writes one line, rotating first if the file is full or from another day. False if the
@@ -330,4 +329,32 @@ fn open(path: &Path, mode: u32) -> std::io::Result<(File, u64)> {
         file.set_permissions(std::fs::Permissions::from_mode(mode))?;
     }
     Ok((file, meta.len()))
+}
+
+/// One line of the delivery log (docs/momentum.md documents it).
+#[derive(serde::Serialize)]
+struct LogLine<'a> {
+    time: String,
+    id: String,
+    app: &'a str,
+    token: &'a str,
+    /// The notification's state after this attempt.
+    status: &'static str,
+    #[serde(rename = "final")]
+    is_final: bool,
+    /// Apple's HTTP status, when Apple answered.
+    code: Option<u16>,
+    reason: Option<&'a str>,
+    attempts: u32,
+    /// From acceptance to this outcome.
+    ms: u64,
+}
+
+/// The line written every `heartbeat_s`, so a reader can tell a quiet gateway from a stuck one.
+#[derive(serde::Serialize)]
+struct Heartbeat {
+    time: String,
+    heartbeat: bool,
+    written: u64,
+    dropped: u64,
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use apns::{ApnsId, DeviceToken};
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use crate::config::{Config, Log, Webhook, WebhookEvent};
 use crate::rfc3339;
@@ -69,42 +69,79 @@ impl Event {
         }
     }
 
-    /// The JSON a hook receives (docs/momentum.md documents it).
-    pub fn to_json(&self) -> Value {
+    /// The document a hook receives (docs/momentum.md documents it).
+    pub fn document(&self) -> HookEvent<'_> {
         let unix = |t: &SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         match self {
-            Event::Outcome(o) => json!({
-                "event": match o.state { State::Expired => "expired", _ => "failed" },
-                "time": rfc3339::format(o.time),
-                "id": o.id.to_string(),
-                "app": o.app,
-                "token": o.token.as_str(),
-                "status_code": o.status,
-                "reason": o.reason,
-                "attempts": o.attempts,
-            }),
+            Event::Outcome(o) => {
+                let outcome = HookOutcome {
+                    time: rfc3339::format(o.time),
+                    id: o.id.to_string(),
+                    app: &o.app,
+                    token: o.token.as_str(),
+                    status_code: o.status,
+                    reason: o.reason.as_deref(),
+                    attempts: o.attempts,
+                };
+                match o.state {
+                    State::Expired => HookEvent::Expired(outcome),
+                    _ => HookEvent::Failed(outcome),
+                }
+            }
             Event::TokenInvalidated {
                 time,
                 app,
                 token,
                 reason,
                 since,
-            } => json!({
-                "event": "token_invalidated",
-                "time": rfc3339::format(*time),
-                "app": app,
-                "token": token.as_str(),
-                "reason": reason,
-                "since": unix(since),
-            }),
-            Event::AppHalted { time, app, reason } => json!({
-                "event": "app_halted",
-                "time": rfc3339::format(*time),
-                "app": app,
-                "reason": reason,
-            }),
+            } => HookEvent::TokenInvalidated {
+                time: rfc3339::format(*time),
+                app,
+                token: token.as_str(),
+                reason,
+                since: unix(since),
+            },
+            Event::AppHalted { time, app, reason } => HookEvent::AppHalted {
+                time: rfc3339::format(*time),
+                app,
+                reason,
+            },
         }
     }
+}
+
+/// One event as a hook receives it: `{"event": "failed", ...}`.
+#[derive(Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum HookEvent<'a> {
+    Failed(HookOutcome<'a>),
+    Expired(HookOutcome<'a>),
+    TokenInvalidated {
+        time: String,
+        app: &'a str,
+        token: &'a str,
+        reason: &'a str,
+        /// UNIX seconds.
+        since: u64,
+    },
+    AppHalted {
+        time: String,
+        app: &'a str,
+        reason: &'a str,
+    },
+}
+
+/// A failed or expired notification, as a hook receives it.
+#[derive(Debug, Serialize)]
+pub struct HookOutcome<'a> {
+    pub time: String,
+    pub id: String,
+    pub app: &'a str,
+    pub token: &'a str,
+    /// Apple's HTTP status, when Apple answered.
+    pub status_code: Option<u16>,
+    pub reason: Option<&'a str>,
+    pub attempts: u32,
 }
 
 /// The sinks in force, replaced on reload.

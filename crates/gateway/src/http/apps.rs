@@ -10,8 +10,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 
 use super::auth::authenticate;
+use super::documents::{DeadTokenEntry, ErrorBody};
 use super::error::{ApiError, Code};
-use super::openapi::{ErrorBody, FeedbackEntry};
 use super::{ApiState, spool_error};
 use crate::auth::Caller;
 use crate::spool::Spool;
@@ -50,7 +50,7 @@ pub struct FeedbackQuery {
     ),
     security(("api_key" = [])),
     responses(
-        (status = 200, description = "Dead tokens, oldest first", body = Vec<FeedbackEntry>),
+        (status = 200, description = "Dead tokens, oldest first", body = Vec<DeadTokenEntry>),
         (status = 400, description = "invalid_field (since or limit)", body = ErrorBody),
         (status = 401, description = "unauthorized", body = ErrorBody),
         (status = 403, description = "forbidden_app", body = ErrorBody),
@@ -62,7 +62,7 @@ pub async fn feedback(
     headers: HeaderMap,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
     query: Result<Query<FeedbackQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Vec<DeadTokenEntry>>, ApiError> {
     let caller = authenticate(&state.config().api_keys, &headers)?;
     let (Path(app), Query(q)) = (path?, query?);
     check_app(&state, &caller, &app)?;
@@ -90,17 +90,7 @@ pub async fn feedback(
         .feedback(&app, UNIX_EPOCH + Duration::from_secs(since), limit)
         .await
         .map_err(|e| spool_error(&e))?;
-    let list: Vec<_> = entries
-        .iter()
-        .map(|e| {
-            serde_json::json!({
-                "token": e.token.as_str(),
-                "reason": e.reason.as_str(),
-                "timestamp": e.since.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-            })
-        })
-        .collect();
-    Ok(Json(serde_json::Value::Array(list)))
+    Ok(Json(entries.iter().map(DeadTokenEntry::from).collect()))
 }
 
 #[utoipa::path(delete, path = "/v1/apps/{app}/feedback/{token}", tag = "apps",

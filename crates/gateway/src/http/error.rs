@@ -4,6 +4,8 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::documents::{ErrorBody, ErrorCode, ErrorDetail};
+
 /// The error codes of the API contract (docs/api.md), each with its status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
@@ -154,11 +156,13 @@ const RETRY_AFTER_S: &str = "5";
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": {
-            "code": self.code.as_str(),
-            "message": self.message,
-            "index": self.index,
-        }});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: ErrorCode(self.code.as_str()),
+                message: self.message,
+                index: self.index,
+            },
+        };
         let mut resp = (self.code.status(), Json(body)).into_response();
         if self.code.status() == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()

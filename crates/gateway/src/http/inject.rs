@@ -14,45 +14,22 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::ApiState;
 use super::auth::authenticate;
+use super::documents::{
+    ErrorBody, InjectAnswer, InjectRecipient, InjectRefusal, InjectResult, Injection,
+};
 use super::error::{ApiError, Code};
-use super::openapi::{ErrorBody, InjectAnswer, InjectRefusal};
 use crate::auth::{Caller, check_key};
 use crate::ingest::mcmt::{self, Recipient};
 use crate::spool::SubmitError;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Injection {
-    template: String,
-    recipients: Vec<InjectRecipient>,
-}
-
-#[derive(Debug, Deserialize)]
-struct InjectRecipient {
-    to: String,
-    #[serde(default)]
-    #[allow(dead_code, reason = "Momentum's field; accepted, not used by APNs")]
-    from: Option<String>,
-    #[serde(default)]
-    vctx: Option<Vctx>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Vctx {
-    #[serde(rename = "DLV_Dest_ID")]
-    dest_id: Option<String>,
-}
 
 /// Most recipients in one injection (the API's token limit).
 const MAX_RECIPIENTS: usize = crate::ingest::json::MAX_TOKENS;
 
 #[utoipa::path(post, path = "/v1.0/inject", tag = "momentum",
-    request_body = super::openapi::Injection,
+    request_body = Injection,
     security(("api_key" = []), ("api_key_basic" = [])),
     responses(
         (status = 200, description = "Committed: one result per recipient", body = InjectAnswer),
@@ -88,15 +65,20 @@ impl From<ApiError> for Failure {
 
 /// Momentum's failure document: every recipient with its reason.
 fn failure(status: StatusCode, reasons: Vec<String>) -> Failure {
-    let results: Vec<Value> = reasons
+    let results = reasons
         .into_iter()
-        .map(|r| json!({"status": "failure", "reason": r}))
+        .map(|reason| InjectResult {
+            status: "failure",
+            mid: None,
+            reason,
+            ids: None,
+        })
         .collect();
-    let mut response = (
-        status,
-        Json(json!({"results": results, "status": "failure"})),
-    )
-        .into_response();
+    let answer = InjectAnswer {
+        results,
+        status: "failure",
+    };
+    let mut response = (status, Json(answer)).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
         response
             .headers_mut()
@@ -165,19 +147,23 @@ async fn run(state: &ApiState, headers: &HeaderMap, body: Body) -> Result<Respon
             )
         }
     })?;
-    let results: Vec<Value> = ids
+    let results = ids
         .iter()
         .map(|ids| {
             let first = ids.first().map(ToString::to_string).unwrap_or_default();
-            let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
-            json!({"status": "success", "mid": first, "reason": format!("250 {first}"), "ids": ids})
+            InjectResult {
+                status: "success",
+                reason: format!("250 {first}"),
+                mid: Some(first),
+                ids: Some(ids.iter().map(ToString::to_string).collect()),
+            }
         })
         .collect();
-    Ok((
-        StatusCode::OK,
-        Json(json!({"results": results, "status": "success"})),
-    )
-        .into_response())
+    let answer = InjectAnswer {
+        results,
+        status: "success",
+    };
+    Ok((StatusCode::OK, Json(answer)).into_response())
 }
 
 /// Bearer, or Basic with the key as the password (Momentum's clients send either).

@@ -9,6 +9,7 @@
 mod apps;
 mod auth;
 mod dashboard;
+pub mod documents;
 pub mod error;
 mod inject;
 mod notifications;
@@ -23,7 +24,6 @@ use axum::routing::{delete, get, post};
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::ingest::Intake;
-use crate::rfc3339;
 use crate::spool::{NotificationRecord, Spool, Store};
 use error::{ApiError, Code};
 
@@ -137,23 +137,6 @@ impl Pending {
         self.queued -= n;
         self.in_flight += n;
     }
-}
-
-/// The status document of one notification.
-pub(crate) fn document(r: &NotificationRecord) -> serde_json::Value {
-    serde_json::json!({
-        "id": r.id.to_string(),
-        "app": r.app,
-        "token": r.token.as_str(),
-        "state": r.state.as_str(),
-        "attempts": r.attempts,
-        "status_code": r.status,
-        "reason": r.reason.as_ref().map(|x| x.as_str()),
-        "created_at": rfc3339::format(r.created_at),
-        "updated_at": rfc3339::format(r.updated_at),
-        "send_at": r.send_at.map(rfc3339::format),
-        "expires_at": rfc3339::format(r.expires_at),
-    })
 }
 
 /// Maps a spool failure to the API's answer; the detail goes to the log, not the client.

@@ -10,9 +10,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 
 use super::auth::authenticate;
+use super::documents::{ErrorBody, Ids, LookupAnswer, LookupBody, NotificationDocument};
 use super::error::{ApiError, Code};
-use super::openapi::{ErrorBody, Ids, LookupAnswer, LookupBody, NotificationDocument, SubmitBody};
-use super::{ApiState, document, spool_error};
+use super::openapi::SubmitBody;
+use super::{ApiState, spool_error};
 use crate::ingest::Submission;
 use crate::spool::{Spool, SubmitError};
 
@@ -75,7 +76,7 @@ pub async fn submit(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<Ids>), ApiError> {
     let config = state.config();
     let caller = authenticate(&config.api_keys, &headers)?;
     let bytes = json_body(&state, &headers, body).await?;
@@ -85,11 +86,8 @@ pub async fn submit(
         .submit(Submission::new(Some(caller), requests))
         .await
         .map_err(submit_error)?;
-    let ids: Vec<String> = ids.iter().map(ApnsId::to_string).collect();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "ids": ids })),
-    ))
+    let ids = ids.iter().map(ApnsId::to_string).collect();
+    Ok((StatusCode::ACCEPTED, Json(Ids { ids })))
 }
 
 fn not_found() -> ApiError {
@@ -109,13 +107,13 @@ pub async fn status(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<NotificationDocument>, ApiError> {
     let caller = authenticate(&state.config().api_keys, &headers)?;
     let Path(id) = path?;
     let id = ApnsId::parse(&id).map_err(|_| not_found())?;
     let record = state.spool.get(id).await.map_err(|e| spool_error(&e))?;
     match record {
-        Some(r) if caller.may_use(&r.app) => Ok(Json(document(&state.with_live_state(r)))),
+        Some(r) if caller.may_use(&r.app) => Ok(Json((&state.with_live_state(r)).into())),
         _ => Err(not_found()),
     }
 }
@@ -133,15 +131,10 @@ pub async fn lookup(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<LookupAnswer>, ApiError> {
     let caller = authenticate(&state.config().api_keys, &headers)?;
     let bytes = json_body(&state, &headers, body).await?;
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Lookup {
-        ids: Vec<String>,
-    }
-    let req: Lookup = serde_json::from_slice(&bytes).map_err(|e| {
+    let req: LookupBody = serde_json::from_slice(&bytes).map_err(|e| {
         if e.is_syntax() || e.is_eof() {
             ApiError::new(Code::InvalidJson, format!("the body is not JSON: {e}"))
         } else {
@@ -174,10 +167,10 @@ pub async fn lookup(
         .get_many(ids)
         .await
         .map_err(|e| spool_error(&e))?;
-    let docs: Vec<_> = records
+    let notifications = records
         .into_iter()
         .filter(|r| caller.may_use(&r.app))
-        .map(|r| document(&state.with_live_state(r)))
+        .map(|r| NotificationDocument::from(&state.with_live_state(r)))
         .collect();
-    Ok(Json(serde_json::json!({ "notifications": docs })))
+    Ok(Json(LookupAnswer { notifications }))
 }

@@ -9,26 +9,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 
 use super::auth::authenticate;
+use super::documents::{AppStats, Counts, ErrorBody, Health, Readiness, Stats};
 use super::error::ApiError;
-use super::openapi::{ErrorBody, Health, Readiness, Stats};
 use super::{ApiState, spool_error};
 use crate::spool::{Spool, State as NState};
-
-const STATES: [NState; 6] = [
-    NState::Scheduled,
-    NState::Queued,
-    NState::InFlight,
-    NState::Delivered,
-    NState::Failed,
-    NState::Expired,
-];
-
-fn zeroes() -> BTreeMap<&'static str, serde_json::Value> {
-    STATES
-        .iter()
-        .map(|s| (s.as_str(), serde_json::Value::from(0u64)))
-        .collect()
-}
 
 #[utoipa::path(get, path = "/v1/stats", tag = "operations", security(("api_key" = [])),
     responses(
@@ -38,7 +22,7 @@ fn zeroes() -> BTreeMap<&'static str, serde_json::Value> {
 pub async fn stats(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Stats>, ApiError> {
     let config = state.config();
     let caller = authenticate(&config.api_keys, &headers)?;
     let counts = state
@@ -46,62 +30,40 @@ pub async fn stats(
         .counts_by_app()
         .await
         .map_err(|e| spool_error(&e))?;
-    let mut totals = zeroes();
-    let mut apps: BTreeMap<String, BTreeMap<&'static str, serde_json::Value>> = BTreeMap::new();
+    let mut apps: BTreeMap<String, AppStats> = BTreeMap::new();
     for app in config.apps.iter().filter(|a| caller.may_use(&a.name)) {
-        let mut m = zeroes();
         let status = state.dispatch.as_ref().and_then(|d| d.status(&app.name));
-        m.insert(
-            "connections",
-            status.as_ref().map_or(0, |s| s.connections).into(),
+        let status = status.as_ref();
+        apps.insert(
+            app.name.clone(),
+            AppStats {
+                counts: Counts::default(),
+                connections: status.map_or(0, |s| s.connections),
+                streams_in_flight: status.map_or(0, |s| s.streams_in_flight),
+                healthy: status.is_none_or(|s| s.halted.is_none()),
+                halted_reason: status.and_then(|s| s.halted.clone()),
+            },
         );
-        m.insert(
-            "streams_in_flight",
-            status.as_ref().map_or(0, |s| s.streams_in_flight).into(),
-        );
-        m.insert(
-            "healthy",
-            status.as_ref().is_none_or(|s| s.halted.is_none()).into(),
-        );
-        if let Some(reason) = status.and_then(|s| s.halted) {
-            m.insert("halted_reason", reason.into());
-        }
-        apps.insert(app.name.clone(), m);
     }
+    let mut totals = Counts::default();
     for (app, s, n) in counts {
-        if let Some(m) = apps.get_mut(&app) {
-            m.insert(s.as_str(), n.into());
-            let t = totals.entry(s.as_str()).or_insert_with(|| 0u64.into());
-            *t = (t.as_u64().unwrap_or(0) + n).into();
+        if let Some(a) = apps.get_mut(&app) {
+            a.counts.add(s, n);
+            totals.add(s, n);
         }
     }
     // In flight is known to dispatch, not the spool (which still says queued).
-    let pending = |m: &BTreeMap<&'static str, serde_json::Value>| {
-        let get = |k| m.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
-        super::Pending {
-            scheduled: get("scheduled"),
-            queued: get("queued"),
-            in_flight: get("in_flight"),
-        }
-    };
-    let mut all = pending(&totals);
-    for (name, m) in &mut apps {
-        let mut p = pending(m);
-        let before = p.queued;
-        p.shift(state.in_flight_now(Some(name)));
-        all.shift(before - p.queued);
-        m.insert("queued", p.queued.into());
-        m.insert("in_flight", p.in_flight.into());
+    for (name, a) in &mut apps {
+        let moved = a.counts.shift(state.in_flight_now(Some(name)));
+        totals.shift(moved);
     }
-    totals.insert("queued", all.queued.into());
-    totals.insert("in_flight", all.in_flight.into());
-    Ok(Json(serde_json::json!({ "totals": totals, "apps": apps })))
+    Ok(Json(Stats { totals, apps }))
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "Running", body = Health)))]
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 /// Ready when the spool's writer answers within 2 s, the spool is below its limit, and no app
@@ -111,7 +73,7 @@ pub async fn healthz() -> Json<serde_json::Value> {
         (status = 200, description = "Ready: the spool is writable and below its limit, no app is halted", body = Readiness),
         (status = 503, description = "Not ready, with the reasons", body = Readiness),
     ))]
-pub async fn readyz(State(state): State<Arc<ApiState>>) -> (StatusCode, Json<serde_json::Value>) {
+pub async fn readyz(State(state): State<Arc<ApiState>>) -> (StatusCode, Json<Readiness>) {
     let mut reasons = Vec::new();
     match tokio::time::timeout(Duration::from_secs(2), state.spool.probe_write()).await {
         Ok(Ok(())) => {}
@@ -134,14 +96,14 @@ pub async fn readyz(State(state): State<Arc<ApiState>>) -> (StatusCode, Json<ser
             reasons.push(format!("app {app} halted: {reason}"));
         }
     }
-    if reasons.is_empty() {
-        (StatusCode::OK, Json(serde_json::json!({ "ready": true })))
+    let ready = reasons.is_empty();
+    let status = if ready {
+        StatusCode::OK
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "ready": false, "reasons": reasons })),
-        )
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let reasons = (!ready).then_some(reasons);
+    (status, Json(Readiness { ready, reasons }))
 }
 
 /// `GET /metrics`: Prometheus text, with the gauges of the present set first.

@@ -137,7 +137,7 @@ fn cpu_by_thread(
     after: &std::collections::HashMap<u32, (String, f64)>,
     total: f64,
     n: f64,
-) -> Value {
+) -> std::collections::BTreeMap<String, f64> {
     let mut by: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
     for (tid, (name, cpu)) in after {
         let was = before.get(tid).map_or(0.0, |(_, c)| *c);
@@ -145,11 +145,7 @@ fn cpu_by_thread(
     }
     let counted: f64 = by.values().sum();
     *by.entry("other".to_owned()).or_default() += (total - counted).max(0.0);
-    Value::Object(
-        by.into_iter()
-            .map(|(k, v)| (k, json!(v * 1e6 / n)))
-            .collect(),
-    )
+    by.into_iter().map(|(k, v)| (k, v * 1e6 / n)).collect()
 }
 
 /// Peak resident set of `pid`, in bytes.
@@ -306,6 +302,49 @@ fn median_of(reports: &[Value]) -> Value {
     merge(&all)
 }
 
+/// One run's figures (`--json` prints them; BENCHMARKS.md quotes them).
+#[derive(Debug, serde::Serialize)]
+struct Report {
+    notifications: u64,
+    rtt_ms: u64,
+    max_streams: u32,
+    connections: u32,
+    apps: u32,
+    payload_bytes: usize,
+    pinned: bool,
+    accepted_per_s: u64,
+    delivered_per_s: u64,
+    seconds: f64,
+    gateway_cpu_s: f64,
+    gateway_cpu_s_per_1000: f64,
+    gateway_cpu_us_per_notification: f64,
+    /// CPU µs a notification by thread name.
+    gateway_cpu_us_by_thread: std::collections::BTreeMap<String, f64>,
+    gateway_peak_rss_bytes: u64,
+    latency_ms: Latency,
+    simulator: SimulatorFigures,
+    /// Every id reached the simulator exactly once.
+    exactly_once: bool,
+    h2load_per_s: Option<f64>,
+    of_h2load: Option<f64>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Latency {
+    p50: Option<u32>,
+    p99: Option<u32>,
+}
+
+/// What the simulator counted.
+#[derive(Debug, serde::Serialize)]
+struct SimulatorFigures {
+    accepted: u64,
+    unique_ids: u64,
+    duplicate_ids: u64,
+    connections: u64,
+    max_streams_in_flight: usize,
+}
+
 /// One measurement: a fresh simulator, gateway and spool.
 async fn run_once(a: &Args) -> anyhow::Result<Value> {
     let tmp = tempfile::tempdir()?;
@@ -433,31 +472,39 @@ async fn run_once(a: &Args) -> anyhow::Result<Value> {
     };
     let n = a.notifications as f64;
     let delivered_rate = n / delivered_in.as_secs_f64();
-    let report = json!({
-        "notifications": a.notifications,
-        "rtt_ms": a.rtt_ms,
-        "max_streams": a.max_streams,
-        "connections": a.connections,
-        "apps": a.apps,
-        "payload_bytes": a.payload_bytes,
-        "pinned": a.pin,
-        "accepted_per_s": (n / accepted_in.as_secs_f64()).round() as u64,
-        "delivered_per_s": delivered_rate.round() as u64,
-        "seconds": delivered_in.as_secs_f64(),
-        "gateway_cpu_s": cpu,
-        "gateway_cpu_s_per_1000": cpu * 1000.0 / n,
-        "gateway_cpu_us_per_notification": cpu * 1e6 / n,
-        "gateway_cpu_us_by_thread": cpu_by_thread(&threads0, &threads, cpu, n),
-        "gateway_peak_rss_bytes": rss,
-        "latency_ms": {"p50": percentile(&latencies, 0.5), "p99": percentile(&latencies, 0.99)},
-        "simulator": {"accepted": stats.accepted, "unique_ids": stats.unique_ids,
-                      "duplicate_ids": stats.duplicate_ids, "connections": stats.connections_total,
-                      "max_streams_in_flight": stats.max_streams_in_flight},
-        "exactly_once": exactly_once,
-        "h2load_per_s": ceiling,
-        "of_h2load": ceiling.map(|c| delivered_rate / c),
-    });
-    Ok(report)
+    let report = Report {
+        notifications: a.notifications,
+        rtt_ms: a.rtt_ms,
+        max_streams: a.max_streams,
+        connections: a.connections,
+        apps: a.apps,
+        payload_bytes: a.payload_bytes,
+        pinned: a.pin,
+        accepted_per_s: (n / accepted_in.as_secs_f64()).round() as u64,
+        delivered_per_s: delivered_rate.round() as u64,
+        seconds: delivered_in.as_secs_f64(),
+        gateway_cpu_s: cpu,
+        gateway_cpu_s_per_1000: cpu * 1000.0 / n,
+        gateway_cpu_us_per_notification: cpu * 1e6 / n,
+        gateway_cpu_us_by_thread: cpu_by_thread(&threads0, &threads, cpu, n),
+        gateway_peak_rss_bytes: rss,
+        latency_ms: Latency {
+            p50: percentile(&latencies, 0.5),
+            p99: percentile(&latencies, 0.99),
+        },
+        simulator: SimulatorFigures {
+            accepted: stats.accepted,
+            unique_ids: stats.unique_ids,
+            duplicate_ids: stats.duplicate_ids,
+            connections: stats.connections_total,
+            max_streams_in_flight: stats.max_streams_in_flight,
+        },
+        exactly_once,
+        h2load_per_s: ceiling,
+        of_h2load: ceiling.map(|c| delivered_rate / c),
+    };
+    // As a JSON value: the median of several runs is taken figure by figure.
+    Ok(serde_json::to_value(report)?)
 }
 
 #[allow(clippy::print_stdout, reason = "the report")]

@@ -288,7 +288,7 @@ async fn notification(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<super::documents::NotificationDocument>, ApiError> {
     session(&state, &headers).ok_or_else(unauthorized)?;
     let not_found = || ApiError::new(Code::NotFound, "no such notification");
     let id = ApnsId::parse(&id).map_err(|_| not_found())?;
@@ -298,7 +298,7 @@ async fn notification(
         .await
         .map_err(|e| super::spool_error(&e))?
         .ok_or_else(not_found)?;
-    Ok(Json(super::document(&state.with_live_state(record))))
+    Ok(Json((&state.with_live_state(record)).into()))
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {

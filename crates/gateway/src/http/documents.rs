@@ -1,0 +1,288 @@
+//! The API's documents: what the handlers return and the bodies they read, as types. Each is
+//! serialised (or parsed) by the handler and described by the same type in `/openapi.json`, so
+//! the document cannot drift from what is served; `.ci/run` checks the two agree with
+//! schemathesis against a running gateway.
+
+use std::collections::BTreeMap;
+use std::time::UNIX_EPOCH;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+
+use super::error::Code;
+use crate::rfc3339;
+use crate::spool::{FeedbackEntry, NotificationRecord, State};
+
+/// An error code. The schema is made from [`Code::ALL`], so the document cannot miss one; its
+/// description gives each code's HTTP status.
+#[derive(Debug, Serialize)]
+pub struct ErrorCode(pub &'static str);
+
+impl utoipa::PartialSchema for ErrorCode {
+    fn schema() -> RefOr<Schema> {
+        let mut names: Vec<&str> = Vec::new();
+        let mut lines = Vec::new();
+        for code in Code::ALL {
+            let name = code.as_str();
+            let line = format!("`{name}` ({})", code.status().as_u16());
+            if !lines.contains(&line) {
+                lines.push(line);
+            }
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(names))
+            .description(Some(format!(
+                "The error code, with its HTTP status: {}.",
+                lines.join(", ")
+            )))
+            .into()
+    }
+}
+
+impl ToSchema for ErrorCode {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ErrorCode".into()
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    pub message: String,
+    /// The index of the first invalid notification in the request, when there is one.
+    pub index: Option<usize>,
+}
+
+/// `{"error": {...}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// One id per token, notifications in request order, tokens in order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Ids {
+    pub ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationState {
+    Scheduled,
+    Queued,
+    InFlight,
+    Delivered,
+    Failed,
+    Expired,
+}
+
+impl From<State> for NotificationState {
+    fn from(s: State) -> Self {
+        match s {
+            State::Scheduled => NotificationState::Scheduled,
+            State::Queued => NotificationState::Queued,
+            State::InFlight => NotificationState::InFlight,
+            State::Delivered => NotificationState::Delivered,
+            State::Failed => NotificationState::Failed,
+            State::Expired => NotificationState::Expired,
+        }
+    }
+}
+
+/// What happened to one notification.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotificationDocument {
+    pub id: String,
+    pub app: String,
+    pub token: String,
+    pub state: NotificationState,
+    pub attempts: u32,
+    /// Apple's HTTP status of the last answer.
+    pub status_code: Option<u16>,
+    /// Apple's reason, or the gateway's own (`Unregistered`, `Expired`, `MaxAttempts`).
+    pub reason: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub send_at: Option<String>,
+    pub expires_at: String,
+}
+
+impl From<&NotificationRecord> for NotificationDocument {
+    fn from(r: &NotificationRecord) -> Self {
+        NotificationDocument {
+            id: r.id.to_string(),
+            app: r.app.clone(),
+            token: r.token.as_str().to_owned(),
+            state: r.state.into(),
+            attempts: r.attempts,
+            status_code: r.status,
+            reason: r.reason.as_ref().map(ToString::to_string),
+            created_at: rfc3339::format(r.created_at),
+            updated_at: rfc3339::format(r.updated_at),
+            send_at: r.send_at.map(rfc3339::format),
+            expires_at: rfc3339::format(r.expires_at),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LookupBody {
+    /// At most 10,000.
+    pub ids: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LookupAnswer {
+    /// The known ones among those asked, of apps the key may use.
+    pub notifications: Vec<NotificationDocument>,
+}
+
+/// A token Apple declared dead.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadTokenEntry {
+    pub token: String,
+    pub reason: String,
+    /// UNIX seconds.
+    pub timestamp: u64,
+}
+
+impl From<&FeedbackEntry> for DeadTokenEntry {
+    fn from(e: &FeedbackEntry) -> Self {
+        DeadTokenEntry {
+            token: e.token.as_str().to_owned(),
+            reason: e.reason.as_str().to_owned(),
+            timestamp: e
+                .since
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
+}
+
+/// Notifications by state.
+#[derive(Debug, Clone, Copy, Default, Serialize, ToSchema)]
+pub struct Counts {
+    pub scheduled: u64,
+    pub queued: u64,
+    pub in_flight: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    pub expired: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, state: State, n: u64) {
+        *match state {
+            State::Scheduled => &mut self.scheduled,
+            State::Queued => &mut self.queued,
+            State::InFlight => &mut self.in_flight,
+            State::Delivered => &mut self.delivered,
+            State::Failed => &mut self.failed,
+            State::Expired => &mut self.expired,
+        } += n;
+    }
+
+    /// Moves `n` (at most all) from queued to in flight: dispatch knows what is in flight,
+    /// the spool still says queued.
+    pub fn shift(&mut self, n: u64) -> u64 {
+        let n = n.min(self.queued);
+        self.queued -= n;
+        self.in_flight += n;
+        n
+    }
+}
+
+/// One app's counts, connections, streams in flight and health.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppStats {
+    #[serde(flatten)]
+    pub counts: Counts,
+    pub connections: usize,
+    pub streams_in_flight: usize,
+    pub healthy: bool,
+    /// Why the app is halted, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub halted_reason: Option<String>,
+}
+
+/// Counts by state, and per app (of the key's apps) its counts and health.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Stats {
+    pub totals: Counts,
+    pub apps: BTreeMap<String, AppStats>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    pub ready: bool,
+    /// Why not, when not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasons: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Vctx {
+    /// The device token, when the template's part has no X-Device-Token.
+    #[serde(rename = "DLV_Dest_ID")]
+    pub dest_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct InjectRecipient {
+    /// `local@domain`: the domain names the app; the local part may be the token.
+    pub to: String,
+    /// Momentum's field; accepted, not used by APNs.
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub vctx: Option<Vctx>,
+}
+
+/// Momentum's REST injection.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Injection {
+    /// A MIME message with `message/vnd.msys.apn` parts.
+    pub template: String,
+    pub recipients: Vec<InjectRecipient>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InjectResult {
+    /// `success` or `failure`.
+    pub status: &'static str,
+    /// The first id (success).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mid: Option<String>,
+    /// SMTP-style: `250 <id>`, or e.g. `550 5.1.2 ...`, `554 5.6.0 push part 1: ...`.
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ids: Option<Vec<String>>,
+}
+
+/// One result per recipient, in order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InjectAnswer {
+    pub results: Vec<InjectResult>,
+    pub status: &'static str,
+}
+
+/// A refused injection: Momentum's document, or the API's error for a request that is not one.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum InjectRefusal {
+    Momentum(InjectAnswer),
+    Request(ErrorBody),
+}
