@@ -112,6 +112,7 @@ impl Dispatcher {
         }
         let limits = Limits {
             max_attempts: app.max_attempts,
+            retry_base: self.shared.options.retry_base,
         };
         let max_in_flight = app.max_connections * self.shared.options.streams_per_connection;
         let pool = auth.map(|auth| {

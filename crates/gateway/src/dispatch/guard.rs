@@ -129,7 +129,16 @@ mod tests {
     /// Feeds one answer; returns whether it passed and what closed.
     fn feed(g: &mut EnvGuard, o: &Outcome) -> (bool, Option<Closed>) {
         let r = ready(0, Duration::from_secs(60), None);
-        let d = decide(&r, "a", o, Limits { max_attempts: 3 }, SystemTime::now());
+        let d = decide(
+            &r,
+            "a",
+            o,
+            Limits {
+                max_attempts: 3,
+                retry_base: crate::outcomes::backoff::BASE,
+            },
+            SystemTime::now(),
+        );
         let (passed, closed) = g.answer(o, r, d);
         (passed.is_some(), closed)
     }

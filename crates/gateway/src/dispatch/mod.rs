@@ -8,26 +8,27 @@
 //!   whose time has come, due retries, a backlog that overflowed memory.
 //! - `worker`: one per app; sends through the app's `apns::Pool` with many streams in flight
 //!   and decides each outcome (`crate::outcomes`).
-//! - `completer`: records decisions in batches, registers dead tokens, and only then lets the
-//!   queues forget the ids.
+//! - the recorder (`crate::outcomes::record`, run here): records decisions in batches,
+//!   registers dead tokens, and only then lets the queues forget the ids. It knows dispatch
+//!   through `outcomes::Dispatch`, which `Shared` implements.
 //! - `credentials`: each app's newest valid credential, pool and token signer; expiry warnings.
 //!
 //! ```text
-//! ingest ──offer──▶ ready queue ──▶ worker ──▶ Pool::send ──▶ Outcome ──▶ decide ──▶ completer ──▶ spool
+//! ingest ──offer──▶ ready queue ──▶ worker ──▶ Pool::send ──▶ Outcome ──▶ decide ──▶ recorder ──▶ spool
 //!                       ▲                                                                │
 //!                       └────────── scheduler (due, retries, backlog) ◀──── spool ◀─────┘
 //! ```
 
-mod completer;
 mod credentials;
 mod guard;
 mod ready;
 mod scheduler;
+mod shared;
 mod worker;
 
 pub use ready::{Ready, ReadyQueue};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -42,8 +43,9 @@ use tracing::{info, warn};
 
 use crate::config::{Config, Credential};
 use crate::events::Events;
-use crate::outcomes::DeadTokens;
+use crate::outcomes::{DeadTokens, Tally};
 use crate::spool::{NewRequest, Spool, SpoolError, Store, StoredRequest};
+use shared::Shared;
 use worker::{AppWorker, Done};
 
 /// Tunables; the defaults suit production.
@@ -61,6 +63,9 @@ pub struct DispatchOptions {
     pub credential_check: Duration,
     /// The wall clock provider tokens are signed by (a manual one in tests of their age rules).
     pub clock: Arc<dyn apns::clock::Clock>,
+    /// The first retry's backoff ceiling; it doubles with each attempt (tests shorten it so
+    /// that a retry does not wait real seconds).
+    pub retry_base: Duration,
 }
 
 impl Default for DispatchOptions {
@@ -72,31 +77,9 @@ impl Default for DispatchOptions {
             scan_interval: Duration::from_secs(1),
             credential_check: Duration::from_secs(60),
             clock: Arc::new(SystemClock),
+            retry_base: crate::outcomes::backoff::BASE,
         }
     }
-}
-
-/// Outcomes since the gateway started, for the dashboard: counts by final state, failures by
-/// reason, and the latest failures.
-#[derive(Debug, Clone, Default)]
-pub struct Tally {
-    pub outcomes: BTreeMap<&'static str, u64>,
-    pub failures_by_reason: BTreeMap<String, u64>,
-    /// Newest first, at most [`LATEST_FAILURES`].
-    pub latest_failures: std::collections::VecDeque<FailureRecord>,
-}
-
-/// How many recent failures the dashboard keeps.
-pub const LATEST_FAILURES: usize = 20;
-
-#[derive(Debug, Clone)]
-pub struct FailureRecord {
-    pub time: SystemTime,
-    pub id: apns::ApnsId,
-    pub app: String,
-    pub token: apns::DeviceToken,
-    pub state: crate::spool::State,
-    pub reason: String,
 }
 
 /// An app's state for stats and readiness.
@@ -113,81 +96,13 @@ pub struct AppStatus {
     pub token_age: Option<Duration>,
 }
 
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub spool: Store,
-    /// Where recorded outcomes and halts are told (delivery log, hooks).
-    pub events: Arc<Events>,
-    pub dead: Arc<DeadTokens>,
-    pub options: DispatchOptions,
-    pub shutdown: CancellationToken,
-    /// App workers by name. A std lock, held to clone the list.
-    apps: RwLock<HashMap<String, Arc<AppWorker>>>,
-    /// Wakes the scheduler.
-    pub scan_wake: Notify,
-    /// Something may be waiting in the spool that no queue has seen.
-    pub rescan_needed: AtomicBool,
-    /// The earliest due time of a retry recorded since the last scan.
-    pub next_retry: Mutex<Option<SystemTime>>,
-    /// Outcomes since start (a std lock, held to update or clone).
-    pub tally: Mutex<Tally>,
-    /// `Some(why)` while outcomes cannot be committed: no app takes new work until they are
-    /// (a std lock, held to read or swap).
-    paused: Mutex<Option<String>>,
-}
-
-impl Shared {
-    pub fn apps(&self) -> Vec<Arc<AppWorker>> {
-        self.apps
-            .read()
-            .expect("apps lock")
-            .values()
-            .cloned()
-            .collect()
-    }
-
-    pub fn rescan(&self) {
-        self.rescan_needed.store(true, Ordering::Release);
-        self.scan_wake.notify_one();
-    }
-
-    /// Why dispatch is paused, if it is.
-    pub fn paused(&self) -> Option<String> {
-        self.paused.lock().expect("pause lock").clone()
-    }
-
-    pub fn is_paused(&self) -> bool {
-        self.paused.lock().expect("pause lock").is_some()
-    }
-
-    /// Pauses every app's sends: outcomes cannot be committed.
-    fn pause(&self, why: String) {
-        let was = self.paused.lock().expect("pause lock").replace(why.clone());
-        if was.is_none() {
-            crate::metrics::gauge("pushgate_dispatch_paused", &[], 1.0);
-            warn!(reason = %why, "dispatch paused: outcomes cannot be recorded; retrying, no new sends meanwhile");
-        }
-    }
-
-    /// Ends a pause; the workers look for work again.
-    fn unpause(&self) {
-        if self.paused.lock().expect("pause lock").take().is_some() {
-            crate::metrics::gauge("pushgate_dispatch_paused", &[], 0.0);
-            info!("outcomes recorded again; dispatch resumed");
-            for w in self.apps() {
-                w.wake.notify_one();
-            }
-        }
-    }
-}
-
 /// The running dispatcher.
 #[derive(Debug)]
 pub struct Dispatcher {
     shared: Arc<Shared>,
-    /// To the completer; taken at shutdown so the completer ends once the workers have.
+    /// To the recorder; taken at shutdown so the recorder ends once the workers have.
     done: Mutex<Option<mpsc::Sender<Done>>>,
-    /// Every worker, the completer and the scheduler; awaited on shutdown.
+    /// Every worker, the recorder and the scheduler; awaited on shutdown.
     tracker: TaskTracker,
     signers: Mutex<HashMap<(String, String), Arc<TokenSigner>>>,
     /// The configuration in force (shared with the ways in), for reloads and the credential
@@ -202,7 +117,7 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// Recovers the spool (in-flight rows back to the queue), loads the dead tokens and starts
-    /// a worker per app, the completer and the scheduler.
+    /// a worker per app, the recorder and the scheduler.
     pub async fn start(
         current: Arc<crate::config::Current>,
         spool: Store,
@@ -237,7 +152,7 @@ impl Dispatcher {
         });
         crate::metrics::gauge("pushgate_dispatch_paused", &[], 0.0);
         d.tracker
-            .spawn(completer::complete(Arc::clone(&shared), done_rx));
+            .spawn(crate::outcomes::record(Arc::clone(&shared), done_rx));
         d.tracker.spawn(scheduler::run(Arc::clone(&shared)));
         d.apply_apps(&config);
         shared.scan_wake.notify_one();

@@ -1,5 +1,5 @@
 //! One app's sender: takes ready notifications, sends them through the app's pool with many
-//! streams in flight, and turns each outcome into a decision for the completer.
+//! streams in flight, and turns each outcome into a decision for the recorder.
 //!
 //! While the app is halted it takes nothing; every probe interval it sends one notification as
 //! a probe, and resumes if that is not refused again (or when the configuration is reloaded).
@@ -27,14 +27,8 @@ const TAKE: usize = 2048;
 /// The most free slots the worker waits for before it takes more (fewer with a small pool).
 const REFILL_CHUNK: usize = 64;
 
-/// What the completer records.
-#[derive(Debug)]
-pub(crate) struct Done {
-    pub app: Arc<AppWorker>,
-    /// For the delivery log and hooks.
-    pub token: apns::DeviceToken,
-    pub decision: Decision,
-}
+/// A decision for the recorder (`outcomes::record`).
+pub(crate) type Done = crate::outcomes::Recorded<AppWorker>;
 
 #[derive(Debug)]
 pub(crate) struct AppWorker {

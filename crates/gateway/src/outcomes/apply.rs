@@ -13,6 +13,8 @@ use crate::spool::{Completion, DeadToken, State};
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_attempts: u32,
+    /// The first retry's backoff ceiling ([`super::backoff::BASE`] in production).
+    pub retry_base: Duration,
 }
 
 /// What to record for one attempt.
@@ -134,7 +136,7 @@ pub fn decide(
                 }
                 return plain(c);
             }
-            let delay = retry_delay(attempts.max(1), after, fastrand::f64());
+            let delay = retry_delay(limits.retry_base, attempts.max(1), after, fastrand::f64());
             let due = now + delay.max(Duration::from_millis(10));
             if due >= r.expires_at {
                 return plain(done(
@@ -162,7 +164,10 @@ mod tests {
     use super::*;
     use crate::outcomes::testing::{answer, ready};
 
-    const LIMITS: Limits = Limits { max_attempts: 3 };
+    const LIMITS: Limits = Limits {
+        max_attempts: 3,
+        retry_base: crate::outcomes::backoff::BASE,
+    };
     const DAY: Duration = Duration::from_secs(86_400);
 
     #[test]

@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Value, json};
 
 use crate::config::Credential;
-use crate::dispatch::Tally;
 use crate::http::{ApiState, Pending};
+use crate::outcomes::Tally;
 use crate::rfc3339;
 
 #[derive(Debug)]

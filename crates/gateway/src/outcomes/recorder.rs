@@ -1,7 +1,10 @@
-//! The completer: carries out the workers' decisions. One spool transaction per batch holds the
-//! outcomes and the dead tokens they found; then the in-memory dead-token set, the tally, the
-//! events and the metrics; and only then are the ids released from their queues. While the
-//! spool refuses a commit, dispatch is paused.
+//! The recorder: carries out the decisions dispatch's workers made. One spool transaction per
+//! batch holds the outcomes and the dead tokens they found; then the in-memory dead-token set,
+//! the tally, the events and the metrics; and only then are the ids released from their
+//! queues. While the spool refuses a commit, dispatch is paused.
+//!
+//! It knows dispatch only through [`Dispatch`]: what an app is, how its queue forgets ids, how
+//! sends pause and the scheduler wakes. Dispatch implements it; nothing here imports dispatch.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -9,16 +12,55 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::worker::{AppWorker, Done};
-use super::{FailureRecord, LATEST_FAILURES, Shared};
-use crate::events::{Event, OutcomeEvent};
-use crate::spool::Spool;
+use apns::{ApnsId, DeviceToken};
+use tokio_util::sync::CancellationToken;
+
+use super::tally::{FailureRecord, LATEST_FAILURES, Tally};
+use super::{DeadTokens, Decision};
+use crate::events::{Event, Events, OutcomeEvent};
+use crate::metrics::AppMetrics;
+use crate::spool::{Spool, State, Store};
+
+/// What the recorder needs from dispatch.
+pub trait Dispatch: Send + Sync + 'static {
+    /// An app as dispatch knows it (its worker).
+    type App: Send + Sync + 'static;
+
+    fn app_name(app: &Self::App) -> &str;
+    fn app_metrics(app: &Self::App) -> &AppMetrics;
+    /// The outcomes of `ids` are recorded: the app's queue forgets them (draining `ids`).
+    fn release(app: &Self::App, ids: &mut Vec<ApnsId>);
+
+    fn spool(&self) -> &Store;
+    fn events(&self) -> &Events;
+    fn dead_tokens(&self) -> &DeadTokens;
+    fn tally(&self) -> &std::sync::Mutex<Tally>;
+    fn shutdown(&self) -> &CancellationToken;
+
+    /// Outcomes cannot be recorded: no app takes new work until they can (`why` says why).
+    fn pause(&self, why: String);
+    /// Outcomes are recorded again.
+    fn unpause(&self);
+    /// A retry was recorded, due at `at`.
+    fn retry_due(&self, at: SystemTime);
+    /// A notification went back to the queue due now: the scheduler should look again.
+    fn rescan(&self);
+}
+
+/// One decision, for the app and token it was made for.
+#[derive(Debug)]
+pub struct Recorded<A> {
+    pub app: Arc<A>,
+    /// For the delivery log and hooks.
+    pub token: DeviceToken,
+    pub decision: Decision,
+}
 
 /// Records decisions in batches: one spool command per batch (outcomes and the dead tokens
 /// they found, in one transaction), then the in-memory dead-token set, the tally, events and
 /// metrics, and only then are the ids released from their queues. Ends when every worker has
 /// stopped.
-pub(super) async fn complete(shared: Arc<Shared>, mut rx: mpsc::Receiver<Done>) {
+pub async fn record<D: Dispatch>(shared: Arc<D>, mut rx: mpsc::Receiver<Recorded<D::App>>) {
     let mut batch = Vec::with_capacity(1024);
     while rx.recv_many(&mut batch, 1024).await > 0 {
         let mut earliest = None::<SystemTime>;
@@ -27,21 +69,21 @@ pub(super) async fn complete(shared: Arc<Shared>, mut rx: mpsc::Receiver<Done>) 
             let c = &d.decision.completion;
             match c.due_at {
                 Some(t) => earliest = Some(earliest.map_or(t, |e| e.min(t))),
-                None if c.state == crate::spool::State::Queued => requeued = true,
+                None if c.state == State::Queued => requeued = true,
                 None => {}
             }
         }
-        if !commit(&shared, &batch).await {
+        if !commit(&*shared, &batch).await {
             warn!(
                 notifications = batch.len(),
                 "shutting down with outcomes the spool refused; those notifications stay queued and are sent again after restart"
             );
             return;
         }
-        let sinks = shared.events.sinks();
+        let sinks = shared.events().sinks();
         let now = SystemTime::now();
         for dead in batch.iter().filter_map(|d| d.decision.dead.as_ref()) {
-            shared.dead.insert(&dead.app, &dead.token);
+            shared.dead_tokens().insert(&dead.app, &dead.token);
             if sinks.any() {
                 sinks.send(&Event::TokenInvalidated {
                     time: now,
@@ -53,20 +95,20 @@ pub(super) async fn complete(shared: Arc<Shared>, mut rx: mpsc::Receiver<Done>) 
             }
         }
         {
-            let mut tally = shared.tally.lock().expect("tally lock");
+            let mut tally = shared.tally().lock().expect("tally lock");
             for d in &batch {
                 let c = &d.decision.completion;
                 if !c.state.is_final() {
                     continue;
                 }
                 *tally.outcomes.entry(c.state.as_str()).or_default() += 1;
-                if c.state != crate::spool::State::Delivered {
+                if c.state != State::Delivered {
                     let reason = c.reason.as_ref().map_or("", |r| r.as_str()).to_owned();
                     *tally.failures_by_reason.entry(reason.clone()).or_default() += 1;
                     tally.latest_failures.push_front(FailureRecord {
                         time: now,
                         id: c.id,
-                        app: d.app.name.clone(),
+                        app: D::app_name(&d.app).to_owned(),
                         token: d.token.clone(),
                         state: c.state,
                         reason,
@@ -85,7 +127,7 @@ pub(super) async fn complete(shared: Arc<Shared>, mut rx: mpsc::Receiver<Done>) 
                     sinks.send(&Event::Outcome(OutcomeEvent {
                         time: now,
                         id: c.id,
-                        app: d.app.name.clone(),
+                        app: D::app_name(&d.app).to_owned(),
                         token: d.token.clone(),
                         state: c.state,
                         status: c.status,
@@ -96,31 +138,30 @@ pub(super) async fn complete(shared: Arc<Shared>, mut rx: mpsc::Receiver<Done>) 
             }
         }
         // Released per app in runs (a batch is mostly one app): one queue lock per run.
-        let mut run: Option<Arc<AppWorker>> = None;
+        let mut run: Option<Arc<D::App>> = None;
         let mut ids = Vec::with_capacity(batch.len());
         for d in batch.drain(..) {
             let c = &d.decision.completion;
             let reason = c.reason.as_ref().map_or("", |r| r.as_str());
             if c.state.is_final() {
-                d.app.metrics.finished(c.state.as_str(), reason);
-                if c.state == crate::spool::State::Delivered {
-                    d.app.metrics.delivered(&c.id, now);
+                D::app_metrics(&d.app).finished(c.state.as_str(), reason);
+                if c.state == State::Delivered {
+                    D::app_metrics(&d.app).delivered(&c.id, now);
                 }
             } else if c.due_at.is_some() {
-                d.app.metrics.retry(reason);
+                D::app_metrics(&d.app).retry(reason);
             }
             if let Some(app) = run.as_ref().filter(|a| !Arc::ptr_eq(a, &d.app)) {
-                app.queue.release(ids.drain(..));
+                D::release(app, &mut ids);
             }
             ids.push(c.id);
             run = Some(d.app);
         }
         if let Some(app) = run {
-            app.queue.release(ids.drain(..));
+            D::release(&app, &mut ids);
         }
         if let Some(t) = earliest {
-            let mut next = shared.next_retry.lock().expect("retry lock");
-            *next = Some(next.map_or(t, |n| n.min(t)));
+            shared.retry_due(t);
         }
         if requeued {
             shared.rescan();
@@ -137,7 +178,7 @@ const COMMIT_RETRY_MAX: Duration = Duration::from_secs(5);
 /// outcomes stay here meanwhile; forgetting them would leave their rows queued, to be sent
 /// again by the next scan, every few seconds, for as long as the disk stays full. False only
 /// when the gateway shuts down before the spool takes them.
-async fn commit(shared: &Shared, batch: &[Done]) -> bool {
+async fn commit<D: Dispatch>(shared: &D, batch: &[Recorded<D::App>]) -> bool {
     let mut wait = Duration::from_millis(100);
     loop {
         let completions = batch
@@ -148,7 +189,7 @@ async fn commit(shared: &Shared, batch: &[Done]) -> bool {
             .iter()
             .filter_map(|d| d.decision.dead.clone())
             .collect();
-        match shared.spool.complete(completions, dead).await {
+        match shared.spool().complete(completions, dead).await {
             Ok(()) => {
                 shared.unpause();
                 return true;
@@ -163,7 +204,7 @@ async fn commit(shared: &Shared, batch: &[Done]) -> bool {
         }
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            () = shared.shutdown.cancelled() => return false,
+            () = shared.shutdown().cancelled() => return false,
         }
         wait = (wait * 2).min(COMMIT_RETRY_MAX);
     }
