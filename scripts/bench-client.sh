@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-100000}
-FIX=crates/apns/tests/fixtures
+FIX=crates/apns-mock/fixtures
 TOKEN=6a3c8f0e9d1b2a4c5e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5
 cargo build --release -q -p pushgate
 cargo build --release -q -p apns --example blast

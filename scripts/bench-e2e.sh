@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 N=${1:-200000}
 cargo build --release -q -p pushgate
 BIN=target/release/pushgate
-FIX=crates/apns/tests/fixtures
+FIX=crates/apns-mock/fixtures
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 KEY=bench-key-0123456789

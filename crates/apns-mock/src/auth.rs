@@ -124,8 +124,8 @@ mod tests {
     use std::sync::Arc;
     use std::time::{Duration, UNIX_EPOCH};
 
-    const P8: &[u8] = include_bytes!("../../apns/tests/fixtures/AuthKey_ABC123DEFG.p8");
-    const PUB: &[u8] = include_bytes!("../../apns/tests/fixtures/AuthKey_ABC123DEFG.pub.pem");
+    const P8: &[u8] = include_bytes!("../fixtures/AuthKey_ABC123DEFG.p8");
+    const PUB: &[u8] = include_bytes!("../fixtures/AuthKey_ABC123DEFG.pub.pem");
     const T0: u64 = 1_800_000_000;
 
     fn signer(kid: &str, team: &str) -> (Arc<ManualClock>, TokenSigner) {

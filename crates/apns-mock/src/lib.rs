@@ -20,6 +20,8 @@ mod auth;
 mod checks;
 mod server;
 mod stats;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod tls;
 
 pub use checks::Rejection;

@@ -31,7 +31,7 @@ struct Args {
     ca: PathBuf,
     #[arg(
         long,
-        default_value = "crates/apns/tests/fixtures/AuthKey_ABC123DEFG.p8"
+        default_value = "crates/apns-mock/fixtures/AuthKey_ABC123DEFG.p8"
     )]
     key: PathBuf,
     #[arg(long, default_value_t = 100_000)]

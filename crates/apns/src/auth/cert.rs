@@ -195,11 +195,18 @@ impl ClientIdentity {
 mod tests {
     use super::*;
 
-    const CLIENT: &[u8] = include_bytes!("../../tests/fixtures/client.pem");
-    const CLIENT_KEY: &[u8] = include_bytes!("../../tests/fixtures/client-key.pem");
-    const OTHER_KEY: &[u8] = include_bytes!("../../tests/fixtures/other-key.pem");
-    const LEGACY: &[u8] = include_bytes!("../../tests/fixtures/client-legacy.p12");
-    const MODERN: &[u8] = include_bytes!("../../tests/fixtures/client-modern.p12");
+    use std::sync::LazyLock;
+
+    /// A test credential (`apns_mock::testing`), read once.
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(apns_mock::testing::fixture(name)).expect("a test credential")
+    }
+
+    static CLIENT: LazyLock<Vec<u8>> = LazyLock::new(|| fixture("client.pem"));
+    static CLIENT_KEY: LazyLock<Vec<u8>> = LazyLock::new(|| fixture("client-key.pem"));
+    static OTHER_KEY: LazyLock<Vec<u8>> = LazyLock::new(|| fixture("other-key.pem"));
+    static LEGACY: LazyLock<Vec<u8>> = LazyLock::new(|| fixture("client-legacy.p12"));
+    static MODERN: LazyLock<Vec<u8>> = LazyLock::new(|| fixture("client-modern.p12"));
 
     fn check_info(info: &CertificateInfo) {
         assert!(
@@ -222,19 +229,19 @@ mod tests {
 
     #[test]
     fn a_legacy_keychain_p12_loads() {
-        let id = ClientIdentity::from_pkcs12(LEGACY, "secret", "client-legacy.p12").unwrap();
+        let id = ClientIdentity::from_pkcs12(&LEGACY, "secret", "client-legacy.p12").unwrap();
         check_info(id.info());
     }
 
     #[test]
     fn a_modern_p12_loads() {
-        let id = ClientIdentity::from_pkcs12(MODERN, "secret", "client-modern.p12").unwrap();
+        let id = ClientIdentity::from_pkcs12(&MODERN, "secret", "client-modern.p12").unwrap();
         check_info(id.info());
     }
 
     #[test]
     fn a_wrong_password_names_the_file_and_not_the_password() {
-        let e = ClientIdentity::from_pkcs12(LEGACY, "hunter2-wrong", "push.p12").unwrap_err();
+        let e = ClientIdentity::from_pkcs12(&LEGACY, "hunter2-wrong", "push.p12").unwrap_err();
         let msg = format!("{e:#}");
         assert!(msg.contains("push.p12"), "{msg}");
         assert!(msg.contains("wrong password"), "{msg}");
@@ -243,11 +250,11 @@ mod tests {
 
     #[test]
     fn pem_certificate_and_key_load_and_a_mismatched_key_is_refused() {
-        let id = ClientIdentity::from_pem(CLIENT, CLIENT_KEY, "client.pem").unwrap();
+        let id = ClientIdentity::from_pem(&CLIENT, &CLIENT_KEY, "client.pem").unwrap();
         check_info(id.info());
-        let e = ClientIdentity::from_pem(CLIENT, OTHER_KEY, "client.pem").unwrap_err();
+        let e = ClientIdentity::from_pem(&CLIENT, &OTHER_KEY, "client.pem").unwrap_err();
         assert!(matches!(e, AuthError::KeyMismatch { .. }), "{e}");
-        let e = ClientIdentity::from_pem(b"junk", CLIENT_KEY, "junk.pem").unwrap_err();
+        let e = ClientIdentity::from_pem(b"junk", &CLIENT_KEY, "junk.pem").unwrap_err();
         assert!(matches!(e, AuthError::NoCertificate { .. }), "{e}");
     }
 }

@@ -249,14 +249,13 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
 
-    const TEST_P8: &str = include_str!("../../tests/fixtures/AuthKey_ABC123DEFG.p8");
+    const TEST_P8: &[u8] = apns_mock::testing::P8;
 
     fn signer() -> (Arc<ManualClock>, TokenSigner) {
         let clock = Arc::new(ManualClock::new(
             UNIX_EPOCH + Duration::from_secs(1_800_000_000),
         ));
-        let key =
-            SigningKey::from_pem(TEST_P8.as_bytes(), "ABC123DEFG", "TEAM123456", "test").unwrap();
+        let key = SigningKey::from_pem(TEST_P8, "ABC123DEFG", "TEAM123456", "test").unwrap();
         (clock.clone(), TokenSigner::new(key, clock))
     }
 
@@ -351,12 +350,9 @@ mod tests {
     #[test]
     fn a_key_read_again_is_the_same_key_and_another_is_not() {
         let load = |pem: &[u8], kid| SigningKey::from_pem(pem, kid, "TEAM123456", "t").unwrap();
-        let key = load(TEST_P8.as_bytes(), "ABC123DEFG");
-        assert!(key.same_as(&load(TEST_P8.as_bytes(), "ABC123DEFG")));
-        assert!(
-            !key.same_as(&load(TEST_P8.as_bytes(), "XYZ123DEFG")),
-            "another key id"
-        );
+        let key = load(TEST_P8, "ABC123DEFG");
+        assert!(key.same_as(&load(TEST_P8, "ABC123DEFG")));
+        assert!(!key.same_as(&load(TEST_P8, "XYZ123DEFG")), "another key id");
         let other = rcgen::KeyPair::generate().unwrap().serialize_pem();
         assert!(
             !key.same_as(&load(other.as_bytes(), "ABC123DEFG")),
@@ -368,11 +364,9 @@ mod tests {
     fn bad_keys_and_ids_are_refused_without_echoing_the_key() {
         let e = SigningKey::from_pem(b"not a key", "ABC123DEFG", "TEAM123456", "k.p8").unwrap_err();
         assert!(e.to_string().contains("k.p8"), "{e}");
-        let e =
-            SigningKey::from_pem(TEST_P8.as_bytes(), "short", "TEAM123456", "k.p8").unwrap_err();
+        let e = SigningKey::from_pem(TEST_P8, "short", "TEAM123456", "k.p8").unwrap_err();
         assert!(e.to_string().contains("key_id"), "{e}");
-        let k =
-            SigningKey::from_pem(TEST_P8.as_bytes(), "ABC123DEFG", "TEAM123456", "k.p8").unwrap();
+        let k = SigningKey::from_pem(TEST_P8, "ABC123DEFG", "TEAM123456", "k.p8").unwrap();
         let dbg = format!("{k:?}");
         assert!(!dbg.contains("MIGH"), "{dbg}");
     }

@@ -64,7 +64,7 @@ async fn an_expired_token_is_re_signed_once_then_reported_for_retry() {
 async fn a_token_from_an_unknown_key_halts_the_app() {
     // The simulator trusts a different key than the one we sign with.
     let sim = apns_mock::MockApns::builder()
-        .jwt_key(include_bytes!("../fixtures/other-jwt.pub.pem").to_vec())
+        .jwt_key(std::fs::read(fixture("other-jwt.pub.pem")).unwrap())
         .spawn()
         .await
         .unwrap();
@@ -107,8 +107,8 @@ async fn without_a_trusted_certificate_apns_answers_bad_certificate() {
     let sim = cert_mock().spawn().await.unwrap();
     // A certificate from a CA the simulator does not trust is the same as none.
     let id = ClientIdentity::from_pem(
-        include_bytes!("../fixtures/untrusted.pem"),
-        include_bytes!("../fixtures/client-key.pem"),
+        &std::fs::read(fixture("untrusted.pem")).unwrap(),
+        &std::fs::read(fixture("client-key.pem")).unwrap(),
         "untrusted.pem",
     )
     .unwrap();

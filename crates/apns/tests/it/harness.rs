@@ -9,13 +9,11 @@ use apns_mock::{MockApnsBuilder, RunningMock};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
-pub const P8: &[u8] = include_bytes!("../fixtures/AuthKey_ABC123DEFG.p8");
-pub const P8_PUBLIC: &[u8] = include_bytes!("../fixtures/AuthKey_ABC123DEFG.pub.pem");
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+pub use apns_mock::testing::{FIXTURES, P8, P8_PUBLIC, fixture, wait_for};
 
-/// The i-th test device token (64 hex characters).
+/// The i-th test device token (`apns_mock::testing::token`).
 pub fn token(i: u32) -> DeviceToken {
-    DeviceToken::parse(&format!("{:0>64x}", 0xabc0_0000_u64 + u64::from(i))).unwrap()
+    apns_mock::testing::token(u64::from(i))
 }
 
 /// An alert for `com.example.demo`.
@@ -57,18 +55,6 @@ pub fn config(mock: &RunningMock, auth: Auth) -> PoolConfig {
 
 pub fn pool(mock: &RunningMock) -> Pool {
     Pool::new(config(mock, token_auth()))
-}
-
-/// Polls `cond` every 10 ms until it holds; panics naming `what` after `deadline`.
-pub async fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
-    let start = tokio::time::Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < deadline,
-            "{what} did not happen within {deadline:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Sends `count` notifications with `concurrency` tasks sharing the pool; returns the

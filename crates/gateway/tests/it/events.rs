@@ -3,10 +3,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use apns::clock::ManualClock;
 use apns::{ApnsId, DeviceToken};
+use apns_mock::testing::wait_for;
 use gateway::config::{Log, Secret, Webhook, WebhookEvent};
 use gateway::events::hooks::{self, Hook};
 use gateway::events::log::{self, DeliveryLog};
@@ -61,15 +62,6 @@ fn all_lines(dir: &Path) -> Vec<(PathBuf, Value)> {
     out
 }
 
-/// Polls `cond` until it holds or `within` passes.
-async fn eventually(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < within, "{what} within {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_rotates_by_size_keeps_every_line_and_sets_the_mode() {
     let dir = tempfile::tempdir().unwrap();
@@ -119,7 +111,7 @@ async fn the_log_rotates_at_a_new_utc_day_and_beats() {
     );
     log.offer(&outcome(1, State::Failed));
     let heartbeat = |lines: &[(PathBuf, Value)]| lines.iter().any(|(_, l)| l["heartbeat"] == true);
-    eventually("a line and a heartbeat", Duration::from_secs(10), || {
+    wait_for("a line and a heartbeat", Duration::from_secs(10), || {
         let lines = all_lines(dir.path());
         lines.len() >= 2 && heartbeat(&lines)
     })
@@ -299,7 +291,7 @@ async fn a_hook_posts_signed_batches_and_retries_a_failed_post() {
     hook.offer(WebhookEvent::Failed, &failed);
     // Not subscribed: never sent.
     hook.offer(WebhookEvent::Expired, &outcome(8, State::Expired));
-    eventually("the retried POST", Duration::from_secs(10), || {
+    wait_for("the retried POST", Duration::from_secs(10), || {
         hook.counts().sent.load(Ordering::Relaxed) == 1
     })
     .await;
@@ -351,7 +343,7 @@ async fn a_hook_that_is_down_loses_counted_events_and_never_blocks() {
     }
     let full = hook.counts().dropped_queue_full.load(Ordering::Relaxed);
     assert!(full >= 80, "{full} found the queue full");
-    eventually("every kept event given up", Duration::from_secs(10), || {
+    wait_for("every kept event given up", Duration::from_secs(10), || {
         full + hook.counts().dropped_gave_up.load(Ordering::Relaxed) == 100
     })
     .await;
@@ -378,7 +370,7 @@ async fn a_hook_at_an_ipv6_literal_gets_every_batch_over_one_connection() {
     );
     for i in 0..5 {
         hook.offer(WebhookEvent::Failed, &outcome(i, State::Failed));
-        eventually("the batch POSTed", Duration::from_secs(10), || {
+        wait_for("the batch POSTed", Duration::from_secs(10), || {
             hook.counts().sent.load(Ordering::Relaxed) == i + 1
         })
         .await;

@@ -1,16 +1,15 @@
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use apns::payload::Payload;
-use apns::{ApnsId, DeviceToken, PushType};
+use apns::{ApnsId, PushType};
 use gateway::spool::NewRequest;
 
-pub fn apns_fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../apns/tests/fixtures")
-}
+pub use apns_mock::testing::token;
 
-pub fn token(i: u64) -> DeviceToken {
-    DeviceToken::parse(&format!("{i:064x}")).unwrap()
+/// The folder of test credentials (`apns_mock::testing`).
+pub fn apns_fixtures() -> PathBuf {
+    PathBuf::from(apns_mock::testing::FIXTURES)
 }
 
 /// A request for `app` with `n` tokens starting at `first`.

@@ -234,21 +234,7 @@ pub fn shop(first: u64, n: u64) -> NewRequest {
     r
 }
 
-/// Polls `cond` every 20 ms until it holds; panics naming `what` after `within`.
-pub async fn until<F, Fut>(what: &str, within: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = tokio::time::Instant::now();
-    while !cond().await {
-        assert!(
-            start.elapsed() < within,
-            "{what} did not happen within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use apns_mock::testing::until;
 
 /// The value of a counter (summed over its labels) in the process's `/metrics` text.
 pub fn counter(name: &str) -> f64 {

@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gateway::auth::key_sha256_hex;
 use serde_json::{Value, json};
@@ -196,17 +196,10 @@ impl Gw {
     /// Waits for the process to exit; returns its code.
     pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
         let mut c = self.child.take().unwrap();
-        let start = Instant::now();
-        loop {
-            if let Some(status) = c.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(
-                start.elapsed() < within,
-                "serve did not exit within {within:?}"
-            );
-            wait_a_little();
-        }
+        poll_until("serve exiting", within, || match c.try_wait().unwrap() {
+            Some(status) => Ok(status.code()),
+            None => Err("still running".to_owned()),
+        })
     }
 
     /// Calls the API with curl; returns status and JSON.
@@ -265,8 +258,7 @@ impl Gw {
 
     /// Waits until every id is in a final state; returns their documents.
     pub fn wait_final(&self, ids: &[String], within: Duration) -> Vec<Value> {
-        let start = Instant::now();
-        loop {
+        poll_until("every notification final", within, || {
             let docs = self.lookup(ids);
             let final_ = docs
                 .iter()
@@ -278,56 +270,12 @@ impl Gw {
                 })
                 .count();
             if final_ == ids.len() {
-                return docs;
+                Ok(docs)
+            } else {
+                Err(format!("{final_} of {} final", ids.len()))
             }
-            assert!(
-                start.elapsed() < within,
-                "{final_} of {} final after {within:?}",
-                ids.len()
-            );
-            wait_a_little();
-        }
+        })
     }
 }
 
-/// Polls `cond` until it holds, panicking with `what` after `within`.
-pub fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < within,
-            "{what} did not happen within {within:?}"
-        );
-        wait_a_little();
-    }
-}
-
-/// Polls `f` until it gives `Ok`, panicking after `within` with `what` and the last `Err` (what
-/// was still missing), so a failure shows why and not only that it timed out.
-pub fn poll_until<T>(what: &str, within: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let start = Instant::now();
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(e) => assert!(
-                start.elapsed() < within,
-                "{what} did not happen within {within:?}: {e}"
-            ),
-        }
-        wait_a_little();
-    }
-}
-
-/// The pause between two polls of a condition (never a synchronisation on its own). These
-/// tests are synchronous, so a thread sleep blocks no runtime.
-#[allow(
-    clippy::disallowed_methods,
-    reason = "a poll interval in a synchronous test"
-)]
-fn wait_a_little() {
-    std::thread::sleep(Duration::from_millis(50));
-}
-
-pub fn token(i: u64) -> String {
-    format!("{i:064x}")
-}
+pub use apns_mock::testing::{poll_until, token_hex as token, wait_until};

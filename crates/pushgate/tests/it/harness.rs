@@ -1,9 +1,10 @@
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 
+/// The folder of test credentials (`apns_mock::testing`).
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../apns/tests/fixtures")
+    PathBuf::from(apns_mock::testing::FIXTURES)
 }
 
 /// A running `pushgate mock-apns`; killed on drop.
