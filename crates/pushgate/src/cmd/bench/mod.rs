@@ -14,6 +14,14 @@
 //! With `--pin` (on machines with at least two CPUs) the gateway runs on CPU 0 and this process
 //! (simulator and load) on CPU 1, both through taskset(1).
 
+mod h2load;
+mod procfs;
+mod report;
+
+use h2load::h2load_ceiling;
+use procfs::{clock_ticks, cpu_by_thread, cpu_seconds, peak_rss, thread_cpu};
+use report::{Latency, Report, SimulatorFigures, median_of, percentile, print_report};
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -84,91 +92,6 @@ impl Drop for Gateway {
     }
 }
 
-/// user + system CPU seconds of `pid`, from /proc.
-fn cpu_seconds(pid: u32, ticks: f64) -> anyhow::Result<f64> {
-    stat_cpu(
-        &std::fs::read_to_string(format!("/proc/{pid}/stat"))?,
-        ticks,
-    )
-}
-
-/// user + system CPU seconds in the text of a `/proc/.../stat` file.
-fn stat_cpu(stat: &str, ticks: f64) -> anyhow::Result<f64> {
-    // The command name may hold spaces; fields are counted after its closing parenthesis.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let (utime, stime): (f64, f64) = (f[11].parse()?, f[12].parse()?);
-    Ok((utime + stime) / ticks)
-}
-
-/// user + system CPU seconds of each live thread of `pid`, by thread id, with its name.
-fn thread_cpu(
-    pid: u32,
-    ticks: f64,
-) -> anyhow::Result<std::collections::HashMap<u32, (String, f64)>> {
-    let mut out = std::collections::HashMap::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let entry = entry?;
-        let Some(tid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|t| t.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        // A thread may end between the listing and the read.
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let name = stat
-            .split_once('(')
-            .and_then(|(_, r)| r.rsplit_once(')'))
-            .map_or("?", |(n, _)| n)
-            .to_owned();
-        out.insert(tid, (name, stat_cpu(&stat, ticks)?));
-    }
-    Ok(out)
-}
-
-/// CPU µs a notification by thread name between two [`thread_cpu`] readings; what threads
-/// that ended in between used is the rest of `total`, reported as "other".
-fn cpu_by_thread(
-    before: &std::collections::HashMap<u32, (String, f64)>,
-    after: &std::collections::HashMap<u32, (String, f64)>,
-    total: f64,
-    n: f64,
-) -> std::collections::BTreeMap<String, f64> {
-    let mut by: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
-    for (tid, (name, cpu)) in after {
-        let was = before.get(tid).map_or(0.0, |(_, c)| *c);
-        *by.entry(name.clone()).or_default() += cpu - was;
-    }
-    let counted: f64 = by.values().sum();
-    *by.entry("other".to_owned()).or_default() += (total - counted).max(0.0);
-    by.into_iter().map(|(k, v)| (k, v * 1e6 / n)).collect()
-}
-
-/// Peak resident set of `pid`, in bytes.
-fn peak_rss(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .context("no VmHWM")?;
-    Ok(kb.parse::<u64>()? * 1024)
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 /// The alert body that makes the payload about `bytes` long.
 fn alert_body(bytes: usize) -> String {
     // {"aps":{"alert":{"title":"Hello","body":"..."}}} is 41 bytes around the body.
@@ -229,15 +152,6 @@ fn start_gateway(config: &Path, dir: &Path, pin: bool) -> anyhow::Result<Gateway
     Ok(Gateway { child, url })
 }
 
-/// The percentile `p` (0..1) of sorted `v`.
-fn percentile(v: &[u32], p: f64) -> Option<u32> {
-    if v.is_empty() {
-        return None;
-    }
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v.get(i).copied()
-}
-
 #[allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -275,74 +189,6 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         eprintln!("pushgate bench: the simulator did not see every id exactly once");
         ExitCode::from(1)
     })
-}
-
-/// The median of every numeric figure of `reports` (the first report's other fields).
-fn median_of(reports: &[Value]) -> Value {
-    fn merge(values: &[&Value]) -> Value {
-        match values[0] {
-            Value::Object(first) => Value::Object(
-                first
-                    .keys()
-                    .map(|k| {
-                        let vs: Vec<&Value> = values.iter().map(|v| &v[k.as_str()]).collect();
-                        (k.clone(), merge(&vs))
-                    })
-                    .collect(),
-            ),
-            Value::Number(_) => {
-                let mut ns: Vec<f64> = values.iter().filter_map(|v| v.as_f64()).collect();
-                ns.sort_by(f64::total_cmp);
-                ns.get(ns.len() / 2).map_or(Value::Null, |m| json!(m))
-            }
-            other => other.clone(),
-        }
-    }
-    let all: Vec<&Value> = reports.iter().collect();
-    merge(&all)
-}
-
-/// One run's figures (`--json` prints them; BENCHMARKS.md quotes them).
-#[derive(Debug, serde::Serialize)]
-struct Report {
-    notifications: u64,
-    rtt_ms: u64,
-    max_streams: u32,
-    connections: u32,
-    apps: u32,
-    payload_bytes: usize,
-    pinned: bool,
-    accepted_per_s: u64,
-    delivered_per_s: u64,
-    seconds: f64,
-    gateway_cpu_s: f64,
-    gateway_cpu_s_per_1000: f64,
-    gateway_cpu_us_per_notification: f64,
-    /// CPU µs a notification by thread name.
-    gateway_cpu_us_by_thread: std::collections::BTreeMap<String, f64>,
-    gateway_peak_rss_bytes: u64,
-    latency_ms: Latency,
-    simulator: SimulatorFigures,
-    /// Every id reached the simulator exactly once.
-    exactly_once: bool,
-    h2load_per_s: Option<f64>,
-    of_h2load: Option<f64>,
-}
-
-#[derive(Debug, serde::Serialize)]
-struct Latency {
-    p50: Option<u32>,
-    p99: Option<u32>,
-}
-
-/// What the simulator counted.
-#[derive(Debug, serde::Serialize)]
-struct SimulatorFigures {
-    accepted: u64,
-    unique_ids: u64,
-    duplicate_ids: u64,
-    connections: u64,
-    max_streams_in_flight: usize,
 }
 
 /// One measurement: a fresh simulator, gateway and spool.
@@ -505,109 +351,4 @@ async fn run_once(a: &Args) -> anyhow::Result<Value> {
     };
     // As a JSON value: the median of several runs is taken figure by figure.
     Ok(serde_json::to_value(report)?)
-}
-
-#[allow(clippy::print_stdout, reason = "the report")]
-fn print_report(r: &Value) {
-    println!(
-        "{} notifications ({} app(s) × {} connections, {} streams, {} ms RTT, ~{} B payload{})",
-        r["notifications"],
-        r["apps"],
-        r["connections"],
-        r["max_streams"],
-        r["rtt_ms"],
-        r["payload_bytes"],
-        if r["pinned"] == true { ", pinned" } else { "" }
-    );
-    println!(
-        "  accepted   {:>9} /s\n  delivered  {:>9} /s  in {:.2} s",
-        r["accepted_per_s"],
-        r["delivered_per_s"],
-        r["seconds"].as_f64().unwrap_or_default()
-    );
-    println!(
-        "  gateway CPU {:.2} s per 1000 ({:.1} µs a notification), peak RSS {:.0} MB",
-        r["gateway_cpu_s_per_1000"].as_f64().unwrap_or_default(),
-        r["gateway_cpu_us_per_notification"]
-            .as_f64()
-            .unwrap_or_default(),
-        r["gateway_peak_rss_bytes"].as_f64().unwrap_or_default() / 1e6
-    );
-    if let Some(by) = r["gateway_cpu_us_by_thread"].as_object() {
-        let parts: Vec<String> = by
-            .iter()
-            .map(|(k, v)| format!("{k} {:.1}", v.as_f64().unwrap_or_default()))
-            .collect();
-        println!("  gateway CPU µs by thread: {}", parts.join(", "));
-    }
-    println!(
-        "  accept → delivered p50 {} ms, p99 {} ms",
-        r["latency_ms"]["p50"], r["latency_ms"]["p99"]
-    );
-    println!(
-        "  simulator: {} accepted, {} unique, {} duplicates → exactly once: {}",
-        r["simulator"]["accepted"],
-        r["simulator"]["unique_ids"],
-        r["simulator"]["duplicate_ids"],
-        r["exactly_once"]
-    );
-    if let Some(c) = r["h2load_per_s"].as_f64() {
-        println!(
-            "  h2load -c 4 -m 100 ceiling {c:.0} /s; delivered is {:.0} % of it",
-            r["of_h2load"].as_f64().unwrap_or_default() * 100.0
-        );
-    }
-}
-
-/// h2load `-c 4 -m 100` against a simulator without provider-token checks (so h2load's
-/// concurrent streams are not held to one before a first success), with the same payload,
-/// path and headers the gateway sends; returns requests per second.
-async fn h2load_ceiling(
-    dir: &Path,
-    n: u64,
-    body: &str,
-    max_streams: u32,
-    pin: bool,
-) -> anyhow::Result<f64> {
-    let sim = apns_mock::MockApns::builder()
-        .max_streams(max_streams)
-        .record_limit(0)
-        .spawn()
-        .await?;
-    std::fs::write(dir.join("h2load-ca.pem"), sim.ca_pem().unwrap_or_default())?;
-    let payload = json!({"aps": {"alert": {"title": "Hello", "body": body}}}).to_string();
-    let data = dir.join("h2load-body.json");
-    std::fs::write(&data, payload)?;
-    let url = format!("{}/3/device/{:064x}", sim.endpoint(), 1);
-    let mut cmd = if pin {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "0", "h2load"]);
-        c
-    } else {
-        Command::new("h2load")
-    };
-    let out = cmd
-        .args(["-n", &n.to_string(), "-c", "4", "-m", "100", "-d"])
-        .arg(&data)
-        .args([
-            "-H",
-            "apns-topic: com.example.bench0",
-            "-H",
-            "apns-push-type: alert",
-            "-H",
-            "apns-priority: 10",
-            "-H",
-            "authorization: bearer eyJhbGciOiJFUzI1NiIsImtpZCI6IkJFTkNIS0VZMDEifQ.e30.c2ln",
-            &url,
-        ])
-        .output()
-        .context("running h2load (Debian's nghttp2-client)")?;
-    sim.shutdown().await;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("finished in "))
-        .and_then(|l| l.split(", ").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|r| r.parse().ok())
-        .with_context(|| format!("no rate in h2load's output:\n{text}"))
 }

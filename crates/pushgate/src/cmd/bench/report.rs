@@ -1,0 +1,132 @@
+//! A run's figures: the report, the median of several runs, and its text form.
+
+use serde_json::{Value, json};
+
+/// The percentile `p` (0..1) of sorted `v`.
+pub(super) fn percentile(v: &[u32], p: f64) -> Option<u32> {
+    if v.is_empty() {
+        return None;
+    }
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v.get(i).copied()
+}
+
+/// The median of every numeric figure of `reports` (the first report's other fields).
+pub(super) fn median_of(reports: &[Value]) -> Value {
+    fn merge(values: &[&Value]) -> Value {
+        match values[0] {
+            Value::Object(first) => Value::Object(
+                first
+                    .keys()
+                    .map(|k| {
+                        let vs: Vec<&Value> = values.iter().map(|v| &v[k.as_str()]).collect();
+                        (k.clone(), merge(&vs))
+                    })
+                    .collect(),
+            ),
+            Value::Number(_) => {
+                let mut ns: Vec<f64> = values.iter().filter_map(|v| v.as_f64()).collect();
+                ns.sort_by(f64::total_cmp);
+                ns.get(ns.len() / 2).map_or(Value::Null, |m| json!(m))
+            }
+            other => other.clone(),
+        }
+    }
+    let all: Vec<&Value> = reports.iter().collect();
+    merge(&all)
+}
+
+/// One run's figures (`--json` prints them; BENCHMARKS.md quotes them).
+#[derive(Debug, serde::Serialize)]
+pub(super) struct Report {
+    pub(super) notifications: u64,
+    pub(super) rtt_ms: u64,
+    pub(super) max_streams: u32,
+    pub(super) connections: u32,
+    pub(super) apps: u32,
+    pub(super) payload_bytes: usize,
+    pub(super) pinned: bool,
+    pub(super) accepted_per_s: u64,
+    pub(super) delivered_per_s: u64,
+    pub(super) seconds: f64,
+    pub(super) gateway_cpu_s: f64,
+    pub(super) gateway_cpu_s_per_1000: f64,
+    pub(super) gateway_cpu_us_per_notification: f64,
+    /// CPU µs a notification by thread name.
+    pub(super) gateway_cpu_us_by_thread: std::collections::BTreeMap<String, f64>,
+    pub(super) gateway_peak_rss_bytes: u64,
+    pub(super) latency_ms: Latency,
+    pub(super) simulator: SimulatorFigures,
+    /// Every id reached the simulator exactly once.
+    pub(super) exactly_once: bool,
+    pub(super) h2load_per_s: Option<f64>,
+    pub(super) of_h2load: Option<f64>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub(super) struct Latency {
+    pub(super) p50: Option<u32>,
+    pub(super) p99: Option<u32>,
+}
+
+/// What the simulator counted.
+#[derive(Debug, serde::Serialize)]
+pub(super) struct SimulatorFigures {
+    pub(super) accepted: u64,
+    pub(super) unique_ids: u64,
+    pub(super) duplicate_ids: u64,
+    pub(super) connections: u64,
+    pub(super) max_streams_in_flight: usize,
+}
+
+#[allow(clippy::print_stdout, reason = "the report")]
+pub(super) fn print_report(r: &Value) {
+    println!(
+        "{} notifications ({} app(s) × {} connections, {} streams, {} ms RTT, ~{} B payload{})",
+        r["notifications"],
+        r["apps"],
+        r["connections"],
+        r["max_streams"],
+        r["rtt_ms"],
+        r["payload_bytes"],
+        if r["pinned"] == true { ", pinned" } else { "" }
+    );
+    println!(
+        "  accepted   {:>9} /s\n  delivered  {:>9} /s  in {:.2} s",
+        r["accepted_per_s"],
+        r["delivered_per_s"],
+        r["seconds"].as_f64().unwrap_or_default()
+    );
+    println!(
+        "  gateway CPU {:.2} s per 1000 ({:.1} µs a notification), peak RSS {:.0} MB",
+        r["gateway_cpu_s_per_1000"].as_f64().unwrap_or_default(),
+        r["gateway_cpu_us_per_notification"]
+            .as_f64()
+            .unwrap_or_default(),
+        r["gateway_peak_rss_bytes"].as_f64().unwrap_or_default() / 1e6
+    );
+    if let Some(by) = r["gateway_cpu_us_by_thread"].as_object() {
+        let parts: Vec<String> = by
+            .iter()
+            .map(|(k, v)| format!("{k} {:.1}", v.as_f64().unwrap_or_default()))
+            .collect();
+        println!("  gateway CPU µs by thread: {}", parts.join(", "));
+    }
+    println!(
+        "  accept → delivered p50 {} ms, p99 {} ms",
+        r["latency_ms"]["p50"], r["latency_ms"]["p99"]
+    );
+    println!(
+        "  simulator: {} accepted, {} unique, {} duplicates → exactly once: {}",
+        r["simulator"]["accepted"],
+        r["simulator"]["unique_ids"],
+        r["simulator"]["duplicate_ids"],
+        r["exactly_once"]
+    );
+    if let Some(c) = r["h2load_per_s"].as_f64() {
+        println!(
+            "  h2load -c 4 -m 100 ceiling {c:.0} /s; delivered is {:.0} % of it",
+            r["of_h2load"].as_f64().unwrap_or_default() * 100.0
+        );
+    }
+}
