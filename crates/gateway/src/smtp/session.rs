@@ -3,6 +3,10 @@
 //! Input is read in chunks and every complete command in a chunk is answered before the next
 //! read, so pipelined commands get their replies in one write (RFC 2920). Bytes that follow
 //! STARTTLS in the same chunk are discarded (RFC 3207: they were sent in the clear).
+//!
+//! Over 500 lines, on purpose: the session is one state machine (greeting, envelope, DATA,
+//! STARTTLS, AUTH), and which command is allowed in which state reads best in one place.
+//! What a message means is elsewhere (`ingest::mcmt`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

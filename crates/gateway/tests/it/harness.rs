@@ -48,3 +48,13 @@ pub fn retries(
         })
         .collect()
 }
+
+/// Each request's id and the notifications it has left, read from the file itself.
+pub fn requests_remaining(c: &rusqlite::Connection) -> Vec<(i64, i64)> {
+    c.prepare("SELECT id, remaining FROM requests ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}

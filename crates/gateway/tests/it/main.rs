@@ -5,6 +5,8 @@
 mod api;
 /// A running API on a port-0 listener and a client for it.
 mod api_harness;
+/// Status, lookup, feedback, stats and the OpenAPI document.
+mod api_status;
 /// Committed work that must not wait: an answer nobody read, retries due by the thousand,
 /// one app's backlog beside another app.
 mod committed_work;
@@ -32,6 +34,8 @@ mod live;
 mod smtp;
 /// The spool: whole-or-nothing batches, limits, recovery, retention, dead tokens.
 mod spool;
+/// Spools of earlier schema versions, migrated.
+mod spool_migrations;
 /// Requests that need not reach Apple: sends taken before a halt, tokens re-signed by a
 /// reload.
 mod waste;

@@ -1,3 +1,9 @@
+//! `pushgate mock-apns` driven from outside, with curl and h2load, as an operator would.
+//!
+//! Over 500 lines, on purpose: its first test walks every check Apple makes (headers, tokens,
+//! payloads, provider tokens) against the running simulator in one table, which reads better
+//! whole than cut in two.
+
 use std::process::Command;
 
 use apns::auth::{SigningKey, TokenSigner};
