@@ -3,8 +3,9 @@
 //!
 //! Both are stored and shown as one text, spelled as Apple spells its reasons (`Unregistered`,
 //! `MaxAttempts`), so the API, the events and the spool's rows keep one vocabulary. The
-//! gateway's names are none of Apple's; one Apple adds later parses as
-//! [`apns::Reason::Unknown`], never as one of ours.
+//! gateway's names are none of Apple's (a test checks it); a reason Apple adds later parses as
+//! [`apns::Reason::Unknown`] unless Apple were to reuse one of these five names, and even then
+//! it would read back as the same text.
 
 use std::fmt;
 

@@ -124,7 +124,7 @@ impl Dispatcher {
         options: DispatchOptions,
     ) -> Result<Arc<Dispatcher>, SpoolError> {
         let report = spool.recover().await?;
-        info!(requeued = report.requeued, pending = report.pending, took = ?report.elapsed, "spool recovered");
+        info!(backend = spool.backend(), requeued = report.requeued, pending = report.pending, took = ?report.elapsed, "spool recovered");
         let dead = Arc::new(DeadTokens::new(spool.all_dead_tokens().await?));
         let config = current.get();
         let (done_tx, done_rx) = mpsc::channel(4096);

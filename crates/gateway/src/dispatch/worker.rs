@@ -282,7 +282,7 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
             break;
         }
         let halted = app.is_halted();
-        // While outcomes cannot be committed, nothing new is sent (the completer wakes us).
+        // While outcomes cannot be committed, nothing new is sent (the recorder wakes us).
         let paused = shared.is_paused();
         let probe_now =
             halted && !paused && !probing && sends.is_empty() && Instant::now() >= next_probe;
@@ -404,7 +404,7 @@ fn not_before_reconnect(decision: &mut Decision, pool: Option<&Pool>, now: Syste
 }
 
 /// Carries out the wrong-environment guard's verdict on the outcomes it held. False when the
-/// completer has gone (shutdown).
+/// recorder has gone (shutdown).
 async fn settle(app: &Arc<AppWorker>, done: &mpsc::Sender<Done>, closed: Closed) -> bool {
     match closed {
         Closed::Commit(held) => forward(app, done, held).await,

@@ -18,7 +18,7 @@ use hyper::Request;
 use hyper::Uri;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -193,12 +193,18 @@ fn client() -> &'static HookClient {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
+        http.set_keepalive(Some(Duration::from_secs(30)));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config((*tls_config()).clone())
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        Client::builder(TokioExecutor::new()).build(https)
+        // Idle connections go after 30 s, before most servers' keep-alive ends (nginx 75 s,
+        // load balancers 60 s): a POST never races the server closing its connection.
+        Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(https)
     })
 }
 

@@ -2,7 +2,7 @@
 //! Momentum's apn_logger) and the failure hooks (`hooks`, the modern form of Momentum's Lua
 //! disposition hook).
 //!
-//! The completer hands each recorded outcome here after its commit; a halting app hands its
+//! The recorder hands each recorded outcome here after its commit; a halting app hands its
 //! halt. Both sinks take events through bounded queues with `try_send`: a slow disk or a hook
 //! that is down loses events (counted in metrics), never delivery speed.
 
@@ -152,7 +152,7 @@ pub struct Sinks {
 }
 
 impl Sinks {
-    /// Whether anything listens for outcomes at all (else the completer builds no events).
+    /// Whether anything listens for outcomes at all (else the recorder builds no events).
     pub fn any(&self) -> bool {
         self.log.is_some() || !self.hooks.is_empty()
     }

@@ -56,6 +56,7 @@ pub struct ErrorDetail {
     pub code: ErrorCode,
     pub message: String,
     /// The index of the first invalid notification in the request, when there is one.
+    #[schema(value_type = Option<u32>)]
     pub index: Option<usize>,
 }
 
@@ -105,7 +106,8 @@ pub struct NotificationDocument {
     pub attempts: u32,
     /// Apple's HTTP status of the last answer.
     pub status_code: Option<u16>,
-    /// Apple's reason, or the gateway's own (`Unregistered`, `Expired`, `MaxAttempts`).
+    /// Apple's reason (`Unregistered`, `BadDeviceToken`, ...) or the gateway's own (`Expired`,
+    /// `MaxAttempts`).
     pub reason: Option<String>,
     pub created_at: String,
     pub updated_at: String,
@@ -146,6 +148,7 @@ pub struct LookupAnswer {
 
 /// A token Apple declared dead.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = FeedbackEntry)]
 pub struct DeadTokenEntry {
     pub token: String,
     pub reason: String,

@@ -10,7 +10,15 @@ pub enum SubmitError {
     Unavailable(#[source] SpoolError),
 }
 
-/// A storage failure.
+impl SpoolError {
+    /// An operation `backend` does not offer.
+    pub fn unsupported(operation: &'static str, backend: &'static str) -> SpoolError {
+        SpoolError::Unsupported { operation, backend }
+    }
+}
+
+/// A storage failure. The SQLite backend's errors carry rusqlite's; another backend adds its
+/// own variants.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SpoolError {

@@ -22,10 +22,16 @@ use super::{
 /// The operations are grouped as the flow uses them: intake stores, dispatch reads what is
 /// ready and records outcomes, the API and dashboard read status, upkeep prunes and probes.
 /// The last group is what a backend shared by several gateways needs (leases, one provider
-/// token per key, channels, idempotency keys); a backend used by one gateway alone gets the
-/// defaults, which are either trivially right for it or a clear [`SpoolError::Unsupported`].
+/// token per key) and what features still to come will store (broadcast channels, idempotency
+/// keys); a backend used by one gateway alone gets the defaults, which are either trivially
+/// right for it or a clear [`SpoolError::Unsupported`]. Nothing calls them yet: they are the
+/// contract those issues implement and call.
+///
+/// A few reads are here for the tests as much as for the service (`pending_page`, `counts`,
+/// `dead_token`, `request_of`, `commits`): the delivery suite checks what a backend stored
+/// through the trait, so that one suite runs against every backend.
 pub trait Spool: Send + Sync {
-    /// Which backend this is, for logs and `/v1/stats` (`"sqlite"`).
+    /// Which backend this is (`"sqlite"`), for the start-up log and errors.
     fn backend(&self) -> &'static str;
 
     // Intake.
@@ -208,7 +214,12 @@ pub trait Spool: Send + Sync {
         &self,
         _app: &str,
     ) -> impl Future<Output = Result<Vec<Channel>, SpoolError>> + Send {
-        async { Err(self.unsupported("broadcast channels")) }
+        async {
+            Err(SpoolError::unsupported(
+                "broadcast channels",
+                self.backend(),
+            ))
+        }
     }
 
     /// The notifications an earlier request with idempotency key `key` created for `app`,
@@ -218,15 +229,7 @@ pub trait Spool: Send + Sync {
         _app: &str,
         _key: &str,
     ) -> impl Future<Output = Result<Option<Vec<ApnsId>>, SpoolError>> + Send {
-        async { Err(self.unsupported("idempotency keys")) }
-    }
-
-    /// The error of an operation this backend does not offer.
-    fn unsupported(&self, operation: &'static str) -> SpoolError {
-        SpoolError::Unsupported {
-            operation,
-            backend: self.backend(),
-        }
+        async { Err(SpoolError::unsupported("idempotency keys", self.backend())) }
     }
 }
 

@@ -260,3 +260,32 @@ async fn an_app_removed_and_added_back_sends_nothing_twice() {
     assert_eq!((s.unique_ids, s.duplicate_ids), (51, 0), "{s:?}");
     live.stop().await;
 }
+
+/// Answers APNs asks to be retried (500, 503, 429 at random) are retried until delivered, with
+/// the backoff's base a dispatch option: 10 ms here, so the test waits on retries, not on real
+/// seconds. Every notification ends delivered, some after more than one attempt, and none
+/// reached the simulator's accepted count twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_answers_are_retried_until_delivered() {
+    let sim = mock().fail_rate(0.3).spawn().await.unwrap();
+    let options = DispatchOptions {
+        retry_base: Duration::from_millis(10),
+        ..DispatchOptions::default()
+    };
+    let live = Live::start(&sim, "max_attempts = 30", options).await;
+    let request = shop(0, 200);
+    let ids: Vec<_> = request.notifications.iter().map(|(id, _)| *id).collect();
+    live.submit(vec![request]).await;
+    until("every notification delivered", MINUTE, || async {
+        live.count(State::Delivered).await == 200
+    })
+    .await;
+    let records = live.spool().get_many(ids).await.unwrap();
+    assert_eq!(records.len(), 200);
+    assert!(
+        records.iter().any(|r| r.attempts > 1),
+        "with three answers in ten retryable, some took more than one attempt"
+    );
+    assert_eq!(sim.stats().snapshot().accepted, 200, "each delivered once");
+    live.stop().await;
+}

@@ -205,7 +205,9 @@ async fn receiver(failures: usize) -> Receiver {
 }
 
 async fn receiver_on(addr: &str, failures: usize) -> Receiver {
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .unwrap_or_else(|e| panic!("binding {addr}: {e}"));
     let local = listener.local_addr().unwrap();
     let url = format!("http://{local}/hook?k=v");
     let got: Requests = Arc::default();

@@ -43,7 +43,7 @@ fn a_notification_is_delivered_end_to_end() {
     assert_eq!(seen["headers"]["apns-collapse-id"], "c1");
     assert_eq!(seen["payload"]["aps"]["alert"]["title"], "Hi");
     // And it is counted: accepted, the attempt, its answer time, the outcome, the connection.
-    // The outcome is committed before the completer counts it: wait for the counters.
+    // The outcome is committed before the recorder counts it: wait for the counters.
     let wants = [
         "pushgate_notifications_accepted_total{app=\"shop\"} 1",
         "pushgate_attempts_total{app=\"shop\",result=\"2xx\"} 1",

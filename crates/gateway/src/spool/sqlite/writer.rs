@@ -19,6 +19,7 @@ use tracing::{error, warn};
 
 use super::writes;
 use crate::spool::{Completion, DeadToken, NewRequest, SpoolError, SubmitError, to_ms};
+
 /// The most commands in one transaction.
 const MAX_GROUP: usize = 1024;
 
