@@ -49,7 +49,9 @@ impl Gateway {
     pub async fn start(config: Config, options: DispatchOptions) -> Result<Gateway, ServeError> {
         // Before dispatch starts, so recovery's sends are counted too.
         let _ = crate::metrics::handle();
-        let spool = Store::open(&config.storage).map_err(ServeError::Spool)?;
+        let spool = Store::open(&config.storage)
+            .await
+            .map_err(ServeError::Spool)?;
         let retention = config.storage.retention;
         let current = Arc::new(Current::new(Arc::new(config)));
         let dispatch = Dispatcher::start(current, spool.clone(), options)

@@ -48,10 +48,30 @@ pub struct TlsFiles {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Storage {
+    /// The SQLite file, unless `postgres` is set.
     pub sqlite: PathBuf,
+    /// The PostgreSQL spool, when the file names one (`postgres_url_env` or
+    /// `postgres_url_file`); SQLite otherwise.
+    pub postgres: Option<Postgres>,
     /// Finished notifications are kept this long.
     pub retention: Duration,
     pub max_pending: u64,
+}
+
+/// A PostgreSQL spool's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Postgres {
+    /// The connection URL (`postgres://user:password@host:port/db?sslmode=...`); it may hold
+    /// a password, so it is never logged: [`Postgres::target`] is.
+    pub url: Secret,
+    /// `host:port/database`, for logs and errors.
+    pub target: String,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// The server cancels a statement that runs longer.
+    pub statement_timeout: Duration,
+    /// A private CA the server's certificate is checked against (besides Mozilla's roots).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// An API key: only its SHA-256 is configured, compared in constant time.

@@ -32,6 +32,11 @@ pub struct RawServer {
 #[serde(default)]
 pub struct RawStorage {
     pub sqlite: S<String>,
+    pub postgres_url_env: S<String>,
+    pub postgres_url_file: S<String>,
+    pub pool_size: S<i64>,
+    pub statement_timeout_ms: S<i64>,
+    pub ca_file: S<String>,
     pub retention_s: S<i64>,
     pub max_pending: S<i64>,
 }

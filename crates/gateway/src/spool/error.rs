@@ -50,6 +50,14 @@ pub enum SpoolError {
     },
     #[error("a stored row is corrupt: {0}")]
     Corrupt(&'static str),
+    /// PostgreSQL refused, failed or could not be reached; `what` says what was being done
+    /// (never the URL: it may hold a password).
+    #[error("{what}")]
+    Postgres {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("the {backend} spool does not offer {operation}")]
     Unsupported {
         operation: &'static str,

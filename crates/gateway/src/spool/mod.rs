@@ -7,6 +7,8 @@
 //!   recover, prune — and [`Store`] is the backend the gateway opened. Nothing outside this
 //!   folder names a backend.
 //! - `records`: what is stored and answered, the same for every backend; `error`: how it fails.
+//! - `postgres`: the backend on a PostgreSQL database, for teams that run one (one gateway
+//!   today; several sharing it is "PostgreSQL 2/2").
 //! - `sqlite`: the embedded backend. Its writer owns the one write connection on a dedicated
 //!   OS thread fed by a bounded channel and commits in groups (one transaction, one fsync, for
 //!   whatever arrived while the previous commit ran); callers get their answer only after the
@@ -19,6 +21,7 @@
 //! a small row (id, token, state, attempts, last answer, due time).
 
 mod error;
+mod postgres;
 mod records;
 mod retention;
 mod sqlite;
@@ -32,6 +35,8 @@ pub use records::{
 pub use retention::spawn_pruner;
 pub use sqlite::SpoolOptions;
 pub use store::{Channel, Spool, Store};
+
+pub(crate) use postgres::postgres_config;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -11,6 +11,7 @@ use std::time::SystemTime;
 
 use apns::{ApnsId, DeviceToken, Reason};
 
+use super::postgres::PgSpool;
 use super::sqlite::SqliteSpool;
 use super::{
     Completion, DeadToken, FeedbackEntry, NewRequest, NotificationRecord, PendingRow, ReadyCursor,
@@ -251,16 +252,30 @@ pub struct Store(Backend);
 #[derive(Debug, Clone)]
 enum Backend {
     Sqlite(SqliteSpool),
+    Postgres(PgSpool),
 }
 
 impl Store {
     /// Opens the backend that `[storage]` names (creating and migrating it as needed).
-    pub fn open(storage: &crate::config::Storage) -> Result<Store, SpoolError> {
+    pub async fn open(storage: &crate::config::Storage) -> Result<Store, SpoolError> {
         let options = SpoolOptions {
             max_pending: storage.max_pending,
             ..SpoolOptions::default()
         };
-        Store::sqlite(&storage.sqlite, options)
+        match &storage.postgres {
+            Some(pg) => Store::postgres(pg, options).await,
+            None => Store::sqlite(&storage.sqlite, options),
+        }
+    }
+
+    /// The PostgreSQL spool `config` names: connected, its schema migrated.
+    pub async fn postgres(
+        config: &crate::config::Postgres,
+        options: SpoolOptions,
+    ) -> Result<Store, SpoolError> {
+        PgSpool::open(config, options)
+            .await
+            .map(|s| Store(Backend::Postgres(s)))
     }
 
     /// The embedded SQLite spool at `path`.
@@ -274,6 +289,12 @@ impl Store {
     pub fn inject_write_failures(&self, fail: bool) {
         match &self.0 {
             Backend::Sqlite(s) => s.inject_write_failures(fail),
+            Backend::Postgres(_) => {
+                assert!(
+                    !fail,
+                    "fault injection is the SQLite spool's; stop the server instead"
+                );
+            }
         }
     }
 }
@@ -283,6 +304,7 @@ macro_rules! on {
     ($self:ident, $s:ident => $e:expr) => {
         match &$self.0 {
             Backend::Sqlite($s) => $e,
+            Backend::Postgres($s) => $e,
         }
     };
 }

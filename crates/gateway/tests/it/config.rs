@@ -406,3 +406,78 @@ fn a_key_that_does_not_match_its_certificate_is_refused_naming_the_file() {
         "{err}"
     );
 }
+
+/// `[storage]` names a PostgreSQL database through a file (or an environment variable), never
+/// inline; the URL's host and database are what is shown, never its password.
+#[test]
+fn a_postgres_url_file_is_read_and_its_password_never_shown() {
+    let dir = folder();
+    std::fs::write(
+        dir.path().join("pg-url"),
+        "postgres://gw:hunter2@db.example.net:6432/push?sslmode=verify-full\n",
+    )
+    .unwrap();
+    let path = write(
+        dir.path(),
+        "[storage]\npostgres_url_file = \"pg-url\"\npool_size = 4\nstatement_timeout_ms = 2000\n",
+    );
+    let config = Config::load(&path).unwrap();
+    let pg = config
+        .storage
+        .postgres
+        .as_ref()
+        .expect("a PostgreSQL spool");
+    assert_eq!(pg.target, "db.example.net:6432/push");
+    assert_eq!(pg.pool_size, 4);
+    assert_eq!(pg.statement_timeout, Duration::from_secs(2));
+    assert!(!format!("{config:?}").contains("hunter2"), "{config:?}");
+}
+
+/// Each mistake of `[storage]` for PostgreSQL at its line: SQLite and PostgreSQL at once, the
+/// URL from both an environment variable and a file, a URL that is not one (not quoted back: it
+/// may hold a password), a pool size out of range, PostgreSQL settings without a database.
+#[test]
+fn postgres_storage_mistakes_are_reported_at_their_lines() {
+    let dir = folder();
+    std::fs::write(
+        dir.path().join("bad-url"),
+        "postgres://u:hunter2@h/db?sslmode=bogus",
+    )
+    .unwrap();
+    let both = write(
+        dir.path(),
+        "[storage]\nsqlite = \"x.db\"\npostgres_url_file = \"bad-url\"\npool_size = 0\n",
+    );
+    let err = Config::load(&both).unwrap_err();
+    let found: Vec<_> = err
+        .problems
+        .iter()
+        .map(|p| (p.line, p.key.as_str()))
+        .collect();
+    for expected in [
+        (Some(2), "storage.sqlite"),
+        (Some(3), "storage.postgres_url_file"),
+        (Some(4), "storage.pool_size"),
+    ] {
+        assert!(
+            found.contains(&expected),
+            "{expected:?} missing from:\n{err}"
+        );
+    }
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    let two_sources = write(
+        dir.path(),
+        "[storage]\npostgres_url_env = \"PUSHGATE_TEST_NO_SUCH_VAR\"\npostgres_url_file = \"bad-url\"\n",
+    );
+    let err = Config::load(&two_sources).unwrap_err().to_string();
+    assert!(
+        err.contains(":2: storage.postgres_url_env:") && err.contains("not both"),
+        "{err}"
+    );
+    let orphan = write(dir.path(), "[storage]\npool_size = 4\n");
+    let err = Config::load(&orphan).unwrap_err().to_string();
+    assert!(
+        err.contains(":2: storage.pool_size: only with postgres_url_env"),
+        "{err}"
+    );
+}

@@ -29,10 +29,14 @@ mod inject;
 mod intake;
 /// A whole gateway in this process against the simulator, for tests that reach inside.
 mod live;
+/// A private PostgreSQL server for the tests of the PostgreSQL spool.
+mod pg;
+/// The spool: whole-or-nothing batches, limits, recovery, retention, dead tokens.
+/// The gateway end to end on the PostgreSQL spool.
+mod postgres;
 /// The SMTP listener with lettre, Python's smtplib and a raw socket: the seed's example,
 /// pipelining, dot-stuffing, encodings, placements, fan-out, every refusal, STARTTLS and AUTH.
 mod smtp;
-/// The spool: whole-or-nothing batches, limits, recovery, retention, dead tokens.
 mod spool;
 /// Spools of earlier schema versions, migrated.
 mod spool_migrations;

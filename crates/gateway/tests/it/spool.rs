@@ -7,104 +7,132 @@ use gateway::spool::{
 
 use crate::harness::*;
 
+/// `$name::sqlite` and `$name::postgres`: one test against each backend, each with a fresh
+/// spool opened with `$options` (PostgreSQL's skipped where it is not installed, outside CI).
+macro_rules! each_backend {
+    ($name:ident, $options:expr, |$spool:ident| $body:block) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn sqlite() {
+                let dir = tempfile::tempdir().unwrap();
+                let $spool = Store::sqlite(&dir.path().join("spool.db"), $options).unwrap();
+                $body
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                let Some(pg) = crate::pg::database().await else {
+                    return;
+                };
+                let $spool = Store::postgres(&pg, $options).await.unwrap();
+                $body
+            }
+        }
+    };
+}
+
 fn open(dir: &tempfile::TempDir) -> Store {
     Store::sqlite(&dir.path().join("spool.db"), SpoolOptions::default()).unwrap()
 }
 
-#[tokio::test]
-async fn an_enqueued_request_reads_back_field_by_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = open(&dir);
-    let mut r = request("shop", 1, 3);
-    r.priority = Some(Priority::Conserve);
-    r.topic = Some(Topic::parse("com.example.shop").unwrap());
-    let ids: Vec<_> = r.notifications.iter().map(|(id, _)| *id).collect();
-    let before = SystemTime::now() - Duration::from_secs(1);
-    spool.enqueue(vec![r.clone()]).await.unwrap();
-    assert_eq!(spool.pending(), 3);
-    for (i, id) in ids.iter().enumerate() {
-        let rec = spool.get(*id).await.unwrap().expect("stored");
-        assert_eq!(rec.app, "shop");
-        assert_eq!(rec.token, token(1 + i as u64));
-        assert_eq!(rec.state, State::Queued);
-        assert_eq!(
-            (rec.attempts, rec.status, rec.reason.clone()),
-            (0, None, None)
-        );
-        assert!(rec.created_at >= before && rec.created_at <= SystemTime::now());
-        assert_eq!(rec.send_at, None);
-        let ttl = rec
-            .expires_at
-            .duration_since(r.expires_at)
-            .unwrap_or_else(|e| e.duration());
-        assert!(
-            ttl < Duration::from_millis(2),
-            "expires_at kept to the millisecond"
-        );
+each_backend!(
+    an_enqueued_request_reads_back_field_by_field,
+    SpoolOptions::default(),
+    |spool| {
+        let mut r = request("shop", 1, 3);
+        r.priority = Some(Priority::Conserve);
+        r.topic = Some(Topic::parse("com.example.shop").unwrap());
+        let ids: Vec<_> = r.notifications.iter().map(|(id, _)| *id).collect();
+        let before = SystemTime::now() - Duration::from_secs(1);
+        spool.enqueue(vec![r.clone()]).await.unwrap();
+        assert_eq!(spool.pending(), 3);
+        for (i, id) in ids.iter().enumerate() {
+            let rec = spool.get(*id).await.unwrap().expect("stored");
+            assert_eq!(rec.app, "shop");
+            assert_eq!(rec.token, token(1 + i as u64));
+            assert_eq!(rec.state, State::Queued);
+            assert_eq!(
+                (rec.attempts, rec.status, rec.reason.clone()),
+                (0, None, None)
+            );
+            assert!(rec.created_at >= before && rec.created_at <= SystemTime::now());
+            assert_eq!(rec.send_at, None);
+            let ttl = rec
+                .expires_at
+                .duration_since(r.expires_at)
+                .unwrap_or_else(|e| e.duration());
+            assert!(
+                ttl < Duration::from_millis(2),
+                "expires_at kept to the millisecond"
+            );
+        }
+        assert_eq!(spool.get(apns::ApnsId::new()).await.unwrap(), None);
+        assert_eq!(spool.counts().await.unwrap(), vec![(State::Queued, 3)]);
     }
-    assert_eq!(spool.get(apns::ApnsId::new()).await.unwrap(), None);
-    assert_eq!(spool.counts().await.unwrap(), vec![(State::Queued, 3)]);
-}
+);
 
-/// Two requests in the same commit group: the one with a repeated id is refused alone and
-/// leaves nothing behind; the other is stored.
-#[tokio::test]
-async fn a_request_is_stored_whole_or_not_at_all() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = open(&dir);
-    let good = request("shop", 1, 50);
-    let mut bad = request("shop", 100, 50);
-    let dup = bad.notifications[0].0;
-    bad.notifications[49].0 = dup;
-    let first_of_bad = bad.notifications[1].0;
-    let (a, b) = tokio::join!(spool.enqueue(vec![good.clone()]), spool.enqueue(vec![bad]));
-    a.unwrap();
-    assert!(matches!(b, Err(SubmitError::Unavailable(_))), "{b:?}");
-    assert_eq!(
-        spool.get(first_of_bad).await.unwrap(),
-        None,
-        "nothing of the refused batch"
-    );
-    assert_eq!(spool.get(dup).await.unwrap(), None);
-    assert!(spool.get(good.notifications[49].0).await.unwrap().is_some());
-    assert_eq!(spool.pending(), 50);
-}
+// Two requests in the same commit group: the one with a repeated id is refused alone and
+// leaves nothing behind; the other is stored.
+each_backend!(
+    a_request_is_stored_whole_or_not_at_all,
+    SpoolOptions::default(),
+    |spool| {
+        let good = request("shop", 1, 50);
+        let mut bad = request("shop", 100, 50);
+        let dup = bad.notifications[0].0;
+        bad.notifications[49].0 = dup;
+        let first_of_bad = bad.notifications[1].0;
+        let (a, b) = tokio::join!(spool.enqueue(vec![good.clone()]), spool.enqueue(vec![bad]));
+        a.unwrap();
+        assert!(matches!(b, Err(SubmitError::Unavailable(_))), "{b:?}");
+        assert_eq!(
+            spool.get(first_of_bad).await.unwrap(),
+            None,
+            "nothing of the refused batch"
+        );
+        assert_eq!(spool.get(dup).await.unwrap(), None);
+        assert!(spool.get(good.notifications[49].0).await.unwrap().is_some());
+        assert_eq!(spool.pending(), 50);
+    }
+);
 
-#[tokio::test]
-async fn beyond_max_pending_submits_are_refused_as_full() {
-    let dir = tempfile::tempdir().unwrap();
-    let options = SpoolOptions {
+each_backend!(
+    beyond_max_pending_submits_are_refused_as_full,
+    SpoolOptions {
         max_pending: 100,
         ..SpoolOptions::default()
-    };
-    let spool = Store::sqlite(&dir.path().join("s.db"), options).unwrap();
-    spool.enqueue(vec![request("shop", 0, 90)]).await.unwrap();
-    let over = request("shop", 90, 11);
-    let id = over.notifications[0].0;
-    match spool.enqueue(vec![over]).await {
-        Err(SubmitError::Full { pending, limit }) => assert_eq!((pending, limit), (90, 100)),
-        other => panic!("expected Full, got {other:?}"),
+    },
+    |spool| {
+        spool.enqueue(vec![request("shop", 0, 90)]).await.unwrap();
+        let over = request("shop", 90, 11);
+        let id = over.notifications[0].0;
+        match spool.enqueue(vec![over]).await {
+            Err(SubmitError::Full { pending, limit }) => assert_eq!((pending, limit), (90, 100)),
+            other => panic!("expected Full, got {other:?}"),
+        }
+        assert_eq!(spool.get(id).await.unwrap(), None);
+        spool.enqueue(vec![request("shop", 90, 10)]).await.unwrap();
+        assert_eq!(spool.pending(), 100);
+        // Finishing notifications makes room again.
+        let page = spool.pending_page(None, 5).await.unwrap();
+        let done = page
+            .iter()
+            .map(|p| Completion {
+                id: p.id,
+                state: State::Delivered,
+                attempts: 1,
+                status: Some(200),
+                reason: None,
+                due_at: None,
+            })
+            .collect();
+        spool.complete(done, Vec::new()).await.unwrap();
+        assert_eq!(spool.pending(), 95);
+        spool.enqueue(vec![request("shop", 200, 5)]).await.unwrap();
     }
-    assert_eq!(spool.get(id).await.unwrap(), None);
-    spool.enqueue(vec![request("shop", 90, 10)]).await.unwrap();
-    assert_eq!(spool.pending(), 100);
-    // Finishing notifications makes room again.
-    let page = spool.pending_page(None, 5).await.unwrap();
-    let done = page
-        .iter()
-        .map(|p| Completion {
-            id: p.id,
-            state: State::Delivered,
-            attempts: 1,
-            status: Some(200),
-            reason: None,
-            due_at: None,
-        })
-        .collect();
-    spool.complete(done, Vec::new()).await.unwrap();
-    assert_eq!(spool.pending(), 95);
-    spool.enqueue(vec![request("shop", 200, 5)]).await.unwrap();
-}
+);
 
 #[tokio::test]
 async fn recovery_requeues_rows_left_in_flight_and_keeps_scheduled_rows() {
@@ -229,147 +257,151 @@ async fn finished_rows_are_pruned_after_retention_and_pending_ones_stay() {
     );
 }
 
-/// Due retries are paged like the rest: 2,500 of them, ten at a time, each read once a pass,
-/// and the earliest still to come is what `next_due` answers.
-#[tokio::test]
-async fn due_retries_are_paged_past_the_first_page() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = open(&dir);
-    let r = request("shop", 0, 2_500);
-    let ids: Vec<_> = r.notifications.iter().map(|(id, _)| *id).collect();
-    spool.enqueue(vec![r]).await.unwrap();
-    let now = SystemTime::now();
-    // Every row a retry: due a millisecond apart in the past, but the last one in the future.
-    let completions = retries(&ids, |i| {
-        if i == ids.len() - 1 {
-            now + Duration::from_secs(60)
-        } else {
-            now - Duration::from_secs(10) + Duration::from_millis(i as u64)
+// Due retries are paged like the rest: 2,500 of them, ten at a time, each read once a pass,
+// and the earliest still to come is what `next_due` answers.
+each_backend!(
+    due_retries_are_paged_past_the_first_page,
+    SpoolOptions::default(),
+    |spool| {
+        let r = request("shop", 0, 2_500);
+        let ids: Vec<_> = r.notifications.iter().map(|(id, _)| *id).collect();
+        spool.enqueue(vec![r]).await.unwrap();
+        let now = SystemTime::now();
+        // Every row a retry: due a millisecond apart in the past, but the last one in the future.
+        let completions = retries(&ids, |i| {
+            if i == ids.len() - 1 {
+                now + Duration::from_secs(60)
+            } else {
+                now - Duration::from_secs(10) + Duration::from_millis(i as u64)
+            }
+        });
+        spool.complete(completions, vec![]).await.unwrap();
+        let mut seen = Vec::new();
+        let mut cursor = ReadyCursor::Start;
+        loop {
+            let page = spool.ready_page("shop", cursor, now, 100).await.unwrap();
+            assert!(page.rows.len() <= 100);
+            seen.extend(page.rows.iter().map(|r| r.item.id));
+            match page.cursor {
+                Some(c) => cursor = c,
+                None => break,
+            }
         }
-    });
-    spool.complete(completions, vec![]).await.unwrap();
-    let mut seen = Vec::new();
-    let mut cursor = ReadyCursor::Start;
-    loop {
-        let page = spool.ready_page("shop", cursor, now, 100).await.unwrap();
-        assert!(page.rows.len() <= 100);
-        seen.extend(page.rows.iter().map(|r| r.item.id));
-        match page.cursor {
-            Some(c) => cursor = c,
-            None => break,
-        }
-    }
-    assert_eq!(
-        seen,
-        ids[..ids.len() - 1],
-        "every due retry once, in due order"
-    );
-    let next = spool.next_due("shop", now).await.unwrap().unwrap();
-    assert!(next > now + Duration::from_secs(59), "{next:?}");
-}
-
-#[tokio::test]
-async fn dead_tokens_are_registered_and_refreshed() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = open(&dir);
-    let t0 = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-    spool
-        .register_dead_token(DeadToken {
-            app: "shop".into(),
-            token: token(7),
-            reason: Reason::Unregistered,
-            since: t0,
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        spool.dead_token("shop", &token(7)).await.unwrap(),
-        Some((Reason::Unregistered, t0))
-    );
-    assert_eq!(spool.dead_token("other", &token(7)).await.unwrap(), None);
-    let t1 = t0 + Duration::from_secs(60);
-    spool
-        .register_dead_token(DeadToken {
-            app: "shop".into(),
-            token: token(7),
-            reason: Reason::ExpiredToken,
-            since: t1,
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        spool.dead_token("shop", &token(7)).await.unwrap(),
-        Some((Reason::ExpiredToken, t1))
-    );
-}
-
-#[tokio::test]
-async fn a_retry_keeps_the_row_pending_with_its_due_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = open(&dir);
-    let r = request("shop", 0, 1);
-    let id = r.notifications[0].0;
-    spool.enqueue(vec![r]).await.unwrap();
-    let due = SystemTime::now() + Duration::from_secs(30);
-    spool
-        .complete(
-            vec![Completion {
-                id,
-                state: State::Queued,
-                attempts: 1,
-                status: Some(503),
-                reason: Some(Reason::ServiceUnavailable.into()),
-                due_at: Some(due),
-            }],
-            Vec::new(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(spool.pending(), 1);
-    let page = spool.pending_page(None, 10).await.unwrap();
-    assert_eq!(page[0].attempts, 1);
-    assert!(page[0].due_at.is_some());
-}
-
-/// The background pruner removes finished rows once they are older than the retention.
-#[tokio::test]
-async fn the_pruner_runs_in_the_background() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = open(&dir);
-    let r = request("shop", 0, 3);
-    let ids: Vec<_> = r.notifications.iter().map(|(id, _)| *id).collect();
-    spool.enqueue(vec![r]).await.unwrap();
-    spool
-        .complete(
-            vec![Completion {
-                id: ids[0],
-                state: State::Delivered,
-                attempts: 1,
-                status: Some(200),
-                reason: None,
-                due_at: None,
-            }],
-            Vec::new(),
-        )
-        .await
-        .unwrap();
-    let pruner =
-        gateway::spool::spawn_pruner(spool.clone(), Duration::ZERO, Duration::from_millis(20));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while spool.get(ids[0]).await.unwrap().is_some() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the delivered row was not pruned within 5 s"
+        assert_eq!(
+            seen,
+            ids[..ids.len() - 1],
+            "every due retry once, in due order"
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let next = spool.next_due("shop", now).await.unwrap().unwrap();
+        assert!(next > now + Duration::from_secs(59), "{next:?}");
     }
-    pruner.abort();
-    assert!(
-        spool.get(ids[1]).await.unwrap().is_some(),
-        "pending rows stay"
-    );
-    assert_eq!(spool.pending(), 2);
-}
+);
+
+each_backend!(
+    dead_tokens_are_registered_and_refreshed,
+    SpoolOptions::default(),
+    |spool| {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        spool
+            .register_dead_token(DeadToken {
+                app: "shop".into(),
+                token: token(7),
+                reason: Reason::Unregistered,
+                since: t0,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            spool.dead_token("shop", &token(7)).await.unwrap(),
+            Some((Reason::Unregistered, t0))
+        );
+        assert_eq!(spool.dead_token("other", &token(7)).await.unwrap(), None);
+        let t1 = t0 + Duration::from_secs(60);
+        spool
+            .register_dead_token(DeadToken {
+                app: "shop".into(),
+                token: token(7),
+                reason: Reason::ExpiredToken,
+                since: t1,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            spool.dead_token("shop", &token(7)).await.unwrap(),
+            Some((Reason::ExpiredToken, t1))
+        );
+    }
+);
+
+each_backend!(
+    a_retry_keeps_the_row_pending_with_its_due_time,
+    SpoolOptions::default(),
+    |spool| {
+        let r = request("shop", 0, 1);
+        let id = r.notifications[0].0;
+        spool.enqueue(vec![r]).await.unwrap();
+        let due = SystemTime::now() + Duration::from_secs(30);
+        spool
+            .complete(
+                vec![Completion {
+                    id,
+                    state: State::Queued,
+                    attempts: 1,
+                    status: Some(503),
+                    reason: Some(Reason::ServiceUnavailable.into()),
+                    due_at: Some(due),
+                }],
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(spool.pending(), 1);
+        let page = spool.pending_page(None, 10).await.unwrap();
+        assert_eq!(page[0].attempts, 1);
+        assert!(page[0].due_at.is_some());
+    }
+);
+
+// The background pruner removes finished rows once they are older than the retention.
+each_backend!(
+    the_pruner_runs_in_the_background,
+    SpoolOptions::default(),
+    |spool| {
+        let r = request("shop", 0, 3);
+        let ids: Vec<_> = r.notifications.iter().map(|(id, _)| *id).collect();
+        spool.enqueue(vec![r]).await.unwrap();
+        spool
+            .complete(
+                vec![Completion {
+                    id: ids[0],
+                    state: State::Delivered,
+                    attempts: 1,
+                    status: Some(200),
+                    reason: None,
+                    due_at: None,
+                }],
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+        let pruner =
+            gateway::spool::spawn_pruner(spool.clone(), Duration::ZERO, Duration::from_millis(20));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while spool.get(ids[0]).await.unwrap().is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the delivered row was not pruned within 5 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        pruner.abort();
+        assert!(
+            spool.get(ids[1]).await.unwrap().is_some(),
+            "pending rows stay"
+        );
+        assert_eq!(spool.pending(), 2);
+    }
+);
 
 /// A queued notification whose request is missing, or whose row does not decode, cannot be
 /// sent; paging goes on past it instead of ending the page there (which hid every later row

@@ -26,7 +26,11 @@ pub fn run(c: ConfigCommand) -> anyhow::Result<ExitCode> {
     match Config::load(&file) {
         Ok(config) => {
             println!("{}: ok", file.display());
-            println!("  spool: {}", config.storage.sqlite.display());
+            match &config.storage.postgres {
+                // The target, never the URL: it may hold a password.
+                Some(pg) => println!("  spool: PostgreSQL at {}", pg.target),
+                None => println!("  spool: {}", config.storage.sqlite.display()),
+            }
             println!("  api keys: {}", config.api_keys.len());
             for app in &config.apps {
                 println!("  app {} ({}, {})", app.name, app.topic, app.endpoint);

@@ -2,6 +2,7 @@
 //! every problem collected with its line instead of stopping at the first.
 
 mod app;
+mod postgres;
 mod spans;
 
 use std::collections::HashSet;
@@ -184,11 +185,13 @@ impl Cx<'_> {
             tls: self.tls(&s.tls_cert, &s.tls_key, "server"),
         };
         let st = raw.storage;
+        let postgres = self.postgres(&st);
         let storage = Storage {
             sqlite: st
                 .sqlite
                 .as_ref()
                 .map_or_else(|| self.dir.join("pushgate-data/spool.db"), |p| self.path(p)),
+            postgres,
             retention: secs(self.int(
                 &st.retention_s,
                 "storage.retention_s",

@@ -1,0 +1,539 @@
+//! The PostgreSQL backend, for one gateway (docs/postgres.md): the same semantics as the SQLite
+//! spool — commit before the answer, a request stored whole or not at all, per-id status,
+//! scheduled sends, retries with due times, expiry, the dead-token registry, retention in
+//! chunks, recovery at start — on a database the team already runs, with its replication and
+//! failover.
+//!
+//! Connections come from a bounded pool (deadpool); every operation takes one for its
+//! statements and gives it back, so nothing holds a connection across a send to Apple. A
+//! transaction spans only the statements of one operation. TLS is rustls (Mozilla's roots and
+//! the configured `ca_file`), as everywhere else.
+//!
+//! - `schema`: the migrations and the statements of every pass; `reads`: the queries and the
+//!   decoding of their rows.
+
+mod reads;
+mod schema;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime};
+
+use apns::{ApnsId, DeviceToken, Reason};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+use super::{
+    Completion, DeadToken, FeedbackEntry, NewRequest, NotificationRecord, PendingRow, ReadyCursor,
+    ReadyPage, RecoveryReport, Spool, SpoolError, SpoolOptions, State, StoredRequest, SubmitError,
+    to_ms,
+};
+use crate::config::Postgres;
+use schema::{
+    CLAIM_DUE, COMPLETE, PRUNE_FINISHED, REGISTER_DEAD, REQUEST_GONE, REQUEST_LOSES,
+    REQUEUE_IN_FLIGHT,
+};
+
+/// The PostgreSQL spool. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct PgSpool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    /// `host:port/database`: what errors and logs name (never the URL).
+    target: String,
+    /// Notifications not yet final, as this gateway has counted them.
+    pending: AtomicU64,
+    max_pending: u64,
+    commits: AtomicU64,
+}
+
+impl std::fmt::Debug for PgSpool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSpool")
+            .field("target", &self.inner.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A PostgreSQL URL read into a client configuration. `sslmode=verify-ca` and `verify-full`
+/// read as `require`: with rustls the certificate and the host name are always checked.
+pub(crate) fn postgres_config(url: &str) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
+    let url = url
+        .replace("sslmode=verify-full", "sslmode=require")
+        .replace("sslmode=verify-ca", "sslmode=require");
+    url.parse()
+}
+
+/// An error from PostgreSQL while doing `what` on `target`.
+fn pg(target: &str, what: &str) -> impl FnOnce(tokio_postgres::Error) -> SpoolError {
+    let what = format!("{what} ({target})");
+    move |e| SpoolError::Postgres {
+        what,
+        source: Box::new(e),
+    }
+}
+
+impl PgSpool {
+    /// Connects, migrates the schema (under the advisory lock) and counts what is pending.
+    pub(crate) async fn open(
+        config: &Postgres,
+        options: SpoolOptions,
+    ) -> Result<PgSpool, SpoolError> {
+        let target = config.target.clone();
+        let mut pg_config = postgres_config(config.url.expose())
+            .map_err(pg(&target, "reading the PostgreSQL URL"))?;
+        pg_config.options(format!(
+            "-c statement_timeout={}",
+            config.statement_timeout.as_millis()
+        ));
+        pg_config.application_name("pushgate");
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(config)?);
+        let manager = Manager::from_config(
+            pg_config,
+            tls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .build()
+            .map_err(|e| SpoolError::Postgres {
+                what: format!("making the connection pool ({target})"),
+                source: Box::new(e),
+            })?;
+        let spool = PgSpool {
+            inner: Arc::new(Inner {
+                pool,
+                target,
+                pending: AtomicU64::new(0),
+                max_pending: options.max_pending,
+                commits: AtomicU64::new(0),
+            }),
+        };
+        let mut c = spool.conn().await?;
+        schema::migrate(&mut c, &spool.inner.target).await?;
+        let pending: i64 = c
+            .query_one("SELECT count(*) FROM notifications WHERE state < 3", &[])
+            .await
+            .map_err(spool.err("counting pending notifications"))?
+            .get(0);
+        spool
+            .inner
+            .pending
+            .store(u64::try_from(pending).unwrap_or(0), Ordering::Release);
+        Ok(spool)
+    }
+
+    /// A connection from the pool.
+    async fn conn(&self) -> Result<Object, SpoolError> {
+        self.inner
+            .pool
+            .get()
+            .await
+            .map_err(|e| SpoolError::Postgres {
+                what: format!("connecting to PostgreSQL ({})", self.inner.target),
+                source: Box::new(e),
+            })
+    }
+
+    fn err(&self, what: &str) -> impl FnOnce(tokio_postgres::Error) -> SpoolError {
+        pg(&self.inner.target, what)
+    }
+
+    fn committed(&self) {
+        self.inner.commits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    async fn insert(&self, batch: &[NewRequest]) -> Result<(), SpoolError> {
+        let mut c = self.conn().await?;
+        let tx = c
+            .transaction()
+            .await
+            .map_err(self.err("beginning a transaction"))?;
+        let req = tx
+            .prepare_cached(
+                "INSERT INTO requests (app, payload, push_type, priority, topic, collapse_id, \
+                 apns_expiration, send_at, expires_at, created_at, remaining) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+            )
+            .await
+            .map_err(self.err("storing a request"))?;
+        let notes = tx
+            .prepare_cached(
+                "INSERT INTO notifications (id, request_id, app, token, state, due_at, updated_at) \
+                 SELECT id, $2, $3, token, $4, $5, $6 FROM unnest($1::uuid[], $7::bytea[]) \
+                 AS t(id, token)",
+            )
+            .await
+            .map_err(self.err("storing notifications"))?;
+        let now = to_ms(SystemTime::now());
+        for r in batch {
+            let send_at = r.send_at.map(to_ms).filter(|&t| t > now);
+            let state = if send_at.is_some() {
+                State::Scheduled
+            } else {
+                State::Queued
+            } as i16;
+            let row = tx
+                .query_one(
+                    &req,
+                    &[
+                        &r.app,
+                        &&r.payload[..],
+                        &r.push_type.as_str(),
+                        &r.priority.map(|p| i16::from(p.as_u8())),
+                        &r.topic.as_ref().map(|t| t.as_str()),
+                        &r.collapse_id.as_ref().map(|c| c.as_str()),
+                        &r.apns_expiration.map(|e| e.as_unix() as i64),
+                        &send_at,
+                        &to_ms(r.expires_at),
+                        &now,
+                        &(r.len() as i32),
+                    ],
+                )
+                .await
+                .map_err(self.err("storing a request"))?;
+            let request_id: i64 = row.get(0);
+            let ids: Vec<uuid::Uuid> = r
+                .notifications
+                .iter()
+                .map(|(id, _)| *id.as_uuid())
+                .collect();
+            let tokens: Vec<Vec<u8>> = r
+                .notifications
+                .iter()
+                .map(|(_, t)| reads::token_bytes(t))
+                .collect();
+            tx.execute(
+                &notes,
+                &[&ids, &request_id, &r.app, &state, &send_at, &now, &tokens],
+            )
+            .await
+            .map_err(self.err("storing notifications"))?;
+        }
+        tx.commit().await.map_err(self.err("committing"))?;
+        self.committed();
+        Ok(())
+    }
+}
+
+/// rustls with Mozilla's roots and the configured private CA.
+fn tls_config(config: &Postgres) -> Result<rustls::ClientConfig, SpoolError> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = &config.ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| SpoolError::Io {
+                what: format!("reading the CA file {}", path.display()),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        for c in certs {
+            roots.add(c).map_err(|e| SpoolError::Io {
+                what: format!("a certificate in {}", path.display()),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        }
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("aws-lc-rs supports TLS 1.2 and 1.3")
+    .with_root_certificates(roots)
+    .with_no_client_auth())
+}
+
+impl Spool for PgSpool {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn enqueue(&self, batch: Vec<NewRequest>) -> Result<Vec<NewRequest>, SubmitError> {
+        let rows: u64 = batch.iter().map(|r| r.len() as u64).sum();
+        let pending = self.inner.pending.load(Ordering::Acquire);
+        if pending + rows > self.inner.max_pending {
+            return Err(SubmitError::Full {
+                pending,
+                limit: self.inner.max_pending,
+            });
+        }
+        self.insert(&batch)
+            .await
+            .map_err(SubmitError::Unavailable)?;
+        self.inner.pending.fetch_add(rows, Ordering::AcqRel);
+        Ok(batch)
+    }
+
+    fn pending(&self) -> u64 {
+        self.inner.pending.load(Ordering::Acquire)
+    }
+
+    fn max_pending(&self) -> u64 {
+        self.inner.max_pending
+    }
+
+    async fn recover(&self) -> Result<RecoveryReport, SpoolError> {
+        let start = Instant::now();
+        let c = self.conn().await?;
+        let requeued = c
+            .execute(REQUEUE_IN_FLIGHT, &[&to_ms(SystemTime::now())])
+            .await
+            .map_err(self.err("requeueing notifications in flight"))?;
+        self.committed();
+        Ok(RecoveryReport {
+            requeued: requeued as usize,
+            pending: self.pending(),
+            elapsed: start.elapsed(),
+        })
+    }
+
+    async fn claim_due(&self, now: SystemTime, limit: usize) -> Result<Vec<ApnsId>, SpoolError> {
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached(CLAIM_DUE)
+            .await
+            .map_err(self.err("claiming scheduled notifications"))?;
+        let rows = c
+            .query(&st, &[&to_ms(now), &(limit as i64)])
+            .await
+            .map_err(self.err("claiming scheduled notifications"))?;
+        self.committed();
+        Ok(rows
+            .iter()
+            .map(|r| ApnsId::from_uuid(r.get::<_, uuid::Uuid>(0)))
+            .collect())
+    }
+
+    async fn ready_page(
+        &self,
+        app: &str,
+        cursor: ReadyCursor,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<ReadyPage, SpoolError> {
+        let c = self.conn().await?;
+        reads::ready_page(&c, &self.inner.target, app, cursor, to_ms(now), limit).await
+    }
+
+    async fn next_due(&self, app: &str, now: SystemTime) -> Result<Option<SystemTime>, SpoolError> {
+        let c = self.conn().await?;
+        reads::next_due(&c, &self.inner.target, app, to_ms(now)).await
+    }
+
+    async fn request_of(&self, id: ApnsId) -> Result<Option<StoredRequest>, SpoolError> {
+        let c = self.conn().await?;
+        reads::request_of(&c, &self.inner.target, id).await
+    }
+
+    async fn complete(
+        &self,
+        done: Vec<Completion>,
+        dead: Vec<DeadToken>,
+    ) -> Result<(), SpoolError> {
+        let mut c = self.conn().await?;
+        let tx = c
+            .transaction()
+            .await
+            .map_err(self.err("beginning a transaction"))?;
+        if !dead.is_empty() {
+            let st = tx
+                .prepare_cached(REGISTER_DEAD)
+                .await
+                .map_err(self.err("registering a dead token"))?;
+            for d in &dead {
+                tx.execute(
+                    &st,
+                    &[
+                        &d.app,
+                        &reads::token_bytes(&d.token),
+                        &d.reason.as_str(),
+                        &to_ms(d.since),
+                    ],
+                )
+                .await
+                .map_err(self.err("registering a dead token"))?;
+            }
+        }
+        let ids: Vec<uuid::Uuid> = done.iter().map(|c| *c.id.as_uuid()).collect();
+        let states: Vec<i16> = done.iter().map(|c| c.state as i16).collect();
+        let attempts: Vec<i32> = done.iter().map(|c| c.attempts as i32).collect();
+        let status: Vec<Option<i32>> = done.iter().map(|c| c.status.map(i32::from)).collect();
+        let reasons: Vec<Option<String>> = done
+            .iter()
+            .map(|c| c.reason.as_ref().map(ToString::to_string))
+            .collect();
+        let due: Vec<Option<i64>> = done.iter().map(|c| c.due_at.map(to_ms)).collect();
+        let now = to_ms(SystemTime::now());
+        let st = tx
+            .prepare_cached(COMPLETE)
+            .await
+            .map_err(self.err("recording outcomes"))?;
+        let rows = tx
+            .query(
+                &st,
+                &[&ids, &states, &attempts, &status, &reasons, &due, &now],
+            )
+            .await
+            .map_err(self.err("recording outcomes"))?;
+        tx.commit().await.map_err(self.err("committing outcomes"))?;
+        self.committed();
+        let finished = rows
+            .iter()
+            .filter(|r| r.get::<_, i16>(0) >= State::Delivered as i16)
+            .count() as u64;
+        self.inner.pending.fetch_sub(
+            finished.min(self.inner.pending.load(Ordering::Acquire)),
+            Ordering::AcqRel,
+        );
+        Ok(())
+    }
+
+    async fn register_dead_token(&self, dead: DeadToken) -> Result<(), SpoolError> {
+        self.complete(Vec::new(), vec![dead]).await
+    }
+
+    async fn clear_dead_token(&self, app: &str, token: &DeviceToken) -> Result<bool, SpoolError> {
+        let c = self.conn().await?;
+        let n = c
+            .execute(
+                "DELETE FROM dead_tokens WHERE app = $1 AND token = $2",
+                &[&app, &reads::token_bytes(token)],
+            )
+            .await
+            .map_err(self.err("clearing a dead token"))?;
+        self.committed();
+        Ok(n > 0)
+    }
+
+    async fn all_dead_tokens(&self) -> Result<Vec<(String, DeviceToken)>, SpoolError> {
+        let c = self.conn().await?;
+        reads::all_dead_tokens(&c, &self.inner.target).await
+    }
+
+    async fn dead_token(
+        &self,
+        app: &str,
+        token: &DeviceToken,
+    ) -> Result<Option<(Reason, SystemTime)>, SpoolError> {
+        let c = self.conn().await?;
+        reads::dead_token(&c, &self.inner.target, app, token).await
+    }
+
+    async fn feedback(
+        &self,
+        app: &str,
+        since: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<FeedbackEntry>, SpoolError> {
+        let c = self.conn().await?;
+        reads::feedback(&c, &self.inner.target, app, to_ms(since), limit).await
+    }
+
+    async fn get(&self, id: ApnsId) -> Result<Option<NotificationRecord>, SpoolError> {
+        let c = self.conn().await?;
+        Ok(reads::records(&c, &self.inner.target, &[id]).await?.pop())
+    }
+
+    async fn get_many(&self, ids: Vec<ApnsId>) -> Result<Vec<NotificationRecord>, SpoolError> {
+        let c = self.conn().await?;
+        reads::records(&c, &self.inner.target, &ids).await
+    }
+
+    async fn pending_page(
+        &self,
+        after: Option<ApnsId>,
+        limit: usize,
+    ) -> Result<Vec<PendingRow>, SpoolError> {
+        let c = self.conn().await?;
+        reads::pending_page(&c, &self.inner.target, after, limit).await
+    }
+
+    async fn counts(&self) -> Result<Vec<(State, u64)>, SpoolError> {
+        let c = self.conn().await?;
+        reads::counts(&c, &self.inner.target, false).await
+    }
+
+    async fn pending_counts(&self) -> Result<Vec<(State, u64)>, SpoolError> {
+        let c = self.conn().await?;
+        reads::counts(&c, &self.inner.target, true).await
+    }
+
+    async fn counts_by_app(&self) -> Result<Vec<(String, State, u64)>, SpoolError> {
+        let c = self.conn().await?;
+        reads::counts_by_app(&c, &self.inner.target).await
+    }
+
+    async fn prune(&self, before: SystemTime, limit: usize) -> Result<usize, SpoolError> {
+        let before = to_ms(before);
+        let first_id = first_id_at(before);
+        let mut c = self.conn().await?;
+        let tx = c
+            .transaction()
+            .await
+            .map_err(self.err("beginning a transaction"))?;
+        let rows = tx
+            .query(PRUNE_FINISHED, &[&before, &(limit as i64), &first_id])
+            .await
+            .map_err(self.err("pruning finished notifications"))?;
+        let mut gone = 0usize;
+        for r in &rows {
+            let (request, n): (i64, i64) = (r.get(0), r.get(1));
+            gone += n as usize;
+            let left: Option<i32> = tx
+                .query_opt(REQUEST_LOSES, &[&request, &(n as i32)])
+                .await
+                .map_err(self.err("pruning finished notifications"))?
+                .map(|r| r.get(0));
+            if left.is_some_and(|l| l <= 0) {
+                tx.execute(REQUEST_GONE, &[&request])
+                    .await
+                    .map_err(self.err("pruning finished requests"))?;
+            }
+        }
+        tx.commit().await.map_err(self.err("committing a prune"))?;
+        self.committed();
+        Ok(gone)
+    }
+
+    async fn probe_write(&self) -> Result<(), SpoolError> {
+        let c = self.conn().await?;
+        c.execute(
+            "INSERT INTO health (id, checked_at) VALUES (1, $1) \
+             ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+            &[&to_ms(SystemTime::now())],
+        )
+        .await
+        .map_err(self.err("writing the health row"))?;
+        self.committed();
+        Ok(())
+    }
+
+    /// Every operation commits before it answers: nothing is waiting to be applied.
+    async fn flush(&self) -> Result<(), SpoolError> {
+        Ok(())
+    }
+
+    /// Closes the pool; later operations fail.
+    async fn close(&self) -> Result<(), SpoolError> {
+        self.inner.pool.close();
+        Ok(())
+    }
+
+    fn commits(&self) -> u64 {
+        self.inner.commits.load(Ordering::Relaxed)
+    }
+}
+
+/// The smallest UUIDv7 of millisecond `ms`: ids below it were created before `ms`.
+fn first_id_at(ms: i64) -> uuid::Uuid {
+    let mut id = [0u8; 16];
+    id[..6].copy_from_slice(&ms.max(0).to_be_bytes()[2..]);
+    uuid::Uuid::from_bytes(id)
+}

@@ -1,0 +1,173 @@
+//! The PostgreSQL spool's shape: versioned migrations, applied at start under an advisory lock
+//! (two gateways starting at once both come up; one migrates), and the statements of every
+//! pass.
+//!
+//! The shape is the SQLite spool's: a request holds its payload and headers once and each
+//! notification refers to it ("fan-out is cheap"). Times are milliseconds since the epoch
+//! (`bigint`), as in SQLite, so the two backends page and compare alike. Tables for what comes
+//! next (gateways and their leases, channels, idempotency keys, one provider token per key)
+//! are created now, empty, so that the features that fill them need no migration of the hot
+//! tables.
+
+use tokio_postgres::Client;
+
+use crate::spool::SpoolError;
+
+/// The schema this version writes (`pushgate_schema.version`).
+pub(super) const SCHEMA_VERSION: i32 = 1;
+
+/// Any number, the same for every pushgate: the advisory lock that serialises migrations.
+const MIGRATION_LOCK: i64 = 0x7075_7368_6761_7465; // "pushgate"
+
+/// Version 1. `notifications_pending` is the SQLite spool's pending index: state, then app,
+/// then due time, only over rows not yet final.
+const MIGRATE_TO_1: &str = "
+CREATE TABLE requests (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    app text NOT NULL,
+    payload bytea NOT NULL,
+    push_type text NOT NULL,
+    priority smallint,
+    topic text,
+    collapse_id text,
+    apns_expiration bigint,
+    send_at bigint,
+    expires_at bigint NOT NULL,
+    created_at bigint NOT NULL,
+    remaining integer NOT NULL
+);
+CREATE TABLE notifications (
+    id uuid PRIMARY KEY,
+    request_id bigint NOT NULL,
+    app text NOT NULL,
+    token bytea NOT NULL,
+    state smallint NOT NULL,
+    attempts integer NOT NULL DEFAULT 0,
+    due_at bigint,
+    status integer,
+    reason text,
+    updated_at bigint NOT NULL,
+    owner uuid,
+    claimed_at bigint
+);
+CREATE INDEX notifications_pending ON notifications (state, app, due_at) WHERE state < 3;
+ALTER TABLE notifications SET (autovacuum_vacuum_scale_factor = 0.01);
+CREATE TABLE dead_tokens (
+    app text NOT NULL,
+    token bytea NOT NULL,
+    reason text NOT NULL,
+    since bigint NOT NULL,
+    PRIMARY KEY (app, token)
+);
+CREATE TABLE health (id integer PRIMARY KEY CHECK (id = 1), checked_at bigint NOT NULL);
+CREATE TABLE gateways (
+    id uuid PRIMARY KEY,
+    host text NOT NULL,
+    started_at bigint NOT NULL,
+    heartbeat_at bigint NOT NULL
+);
+CREATE TABLE channels (
+    app text NOT NULL,
+    id text NOT NULL,
+    storage_policy smallint NOT NULL,
+    created_at bigint NOT NULL,
+    PRIMARY KEY (app, id)
+);
+CREATE TABLE idempotency_keys (
+    app text NOT NULL,
+    key text NOT NULL,
+    request_id bigint NOT NULL,
+    created_at bigint NOT NULL,
+    PRIMARY KEY (app, key)
+);
+CREATE TABLE provider_tokens (
+    key_id text PRIMARY KEY,
+    token text NOT NULL,
+    issued_at bigint NOT NULL
+);
+";
+
+/// Brings the database to [`SCHEMA_VERSION`], in one transaction under the migration lock:
+/// the first gateway to take it migrates, the others find the work done. Refuses a database
+/// newer than this pushgate knows. Answers the version found before.
+pub(super) async fn migrate(c: &mut Client, target: &str) -> Result<i32, SpoolError> {
+    let err = |what: &str| {
+        let what = format!("{what} ({target})");
+        move |e: tokio_postgres::Error| SpoolError::Postgres {
+            what,
+            source: Box::new(e),
+        }
+    };
+    let tx = c.transaction().await.map_err(err("migrating"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(err("taking the migration lock"))?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS pushgate_schema (version integer NOT NULL)")
+        .await
+        .map_err(err("reading the schema version"))?;
+    let found: Option<i32> = tx
+        .query_opt("SELECT version FROM pushgate_schema", &[])
+        .await
+        .map_err(err("reading the schema version"))?
+        .map(|r| r.get(0));
+    let found = found.unwrap_or(0);
+    if found > SCHEMA_VERSION {
+        return Err(SpoolError::Schema {
+            path: target.to_owned(),
+            found: found.into(),
+            known: SCHEMA_VERSION.into(),
+        });
+    }
+    if found < 1 {
+        tx.batch_execute(MIGRATE_TO_1)
+            .await
+            .map_err(err("creating the schema"))?;
+        tx.execute("INSERT INTO pushgate_schema (version) VALUES (1)", &[])
+            .await
+            .map_err(err("recording the schema version"))?;
+    }
+    tx.commit().await.map_err(err("committing the migration"))?;
+    Ok(found)
+}
+
+// The statements of every scheduler pass and outcome, as in the SQLite spool; `state < 3` is
+// spelled out for the partial index of pending rows.
+
+/// One app's queued notifications waiting for no time, in id order after a cursor.
+pub(super) const READY_WAITING: &str = "SELECT id, token, attempts, request_id, due_at \
+     FROM notifications WHERE state < 3 AND state = 1 AND app = $1 AND due_at IS NULL \
+     AND id > $2 ORDER BY id LIMIT $3";
+/// One app's queued retries whose time ($2) has come, in (due time, id) order after a cursor.
+pub(super) const READY_DUE: &str = "SELECT id, token, attempts, request_id, due_at \
+     FROM notifications WHERE state < 3 AND state = 1 AND app = $1 AND due_at <= $2 \
+     AND (due_at, id) > ($3, $4) ORDER BY due_at, id LIMIT $5";
+/// The requests of a page, each read once.
+pub(super) const REQUESTS_BY_ID: &str = "SELECT id, app, payload, push_type, priority, topic, \
+     collapse_id, apns_expiration, expires_at FROM requests WHERE id = ANY($1)";
+/// One app's earliest retry still to come.
+pub(super) const NEXT_DUE: &str = "SELECT MIN(due_at) FROM notifications \
+     WHERE state < 3 AND state = 1 AND app = $1 AND due_at > $2";
+/// Scheduled notifications whose time ($1) has come become queued.
+pub(super) const CLAIM_DUE: &str = "UPDATE notifications SET state = 1, due_at = NULL, \
+     updated_at = $1 WHERE id IN (SELECT id FROM notifications WHERE state < 3 AND state = 0 \
+     AND due_at <= $1 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id";
+/// Outcomes in one statement: the rows still pending take theirs; answers each one's new
+/// state, so the pending count loses those that became final.
+pub(super) const COMPLETE: &str = "UPDATE notifications n SET state = o.state, \
+     attempts = o.attempts, status = o.status, reason = o.reason, due_at = o.due_at, \
+     updated_at = $7 FROM unnest($1::uuid[], $2::smallint[], $3::integer[], $4::integer[], \
+     $5::text[], $6::bigint[]) AS o(id, state, attempts, status, reason, due_at) \
+     WHERE n.id = o.id AND n.state < 3 RETURNING n.state";
+pub(super) const REGISTER_DEAD: &str = "INSERT INTO dead_tokens (app, token, reason, since) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (app, token) DO UPDATE SET reason = excluded.reason, \
+     since = excluded.since";
+/// Retention: finished notifications last updated before $1, walking the primary key below
+/// $3 (the first id of that time), each request once with how many it lost.
+pub(super) const PRUNE_FINISHED: &str = "WITH gone AS (DELETE FROM notifications WHERE id IN \
+     (SELECT id FROM notifications WHERE id < $3 AND state >= 3 AND updated_at < $1 LIMIT $2) \
+     RETURNING request_id) SELECT request_id, count(*) FROM gone GROUP BY request_id";
+pub(super) const REQUEST_LOSES: &str =
+    "UPDATE requests SET remaining = remaining - $2 WHERE id = $1 RETURNING remaining";
+pub(super) const REQUEST_GONE: &str = "DELETE FROM requests WHERE id = $1";
+/// Start-up recovery: what was in flight goes back to the queue.
+pub(super) const REQUEUE_IN_FLIGHT: &str = "UPDATE notifications SET state = 1, owner = NULL, updated_at = $1 WHERE state < 3 AND state = 2";

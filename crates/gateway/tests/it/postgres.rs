@@ -1,0 +1,119 @@
+//! The gateway end to end on the PostgreSQL spool: accepted, delivered, looked up, and kept —
+//! what one gateway committed is there for the next one started on the same database,
+//! the dead-token registry included.
+
+use std::time::Duration;
+
+use gateway::config::{Config, Postgres};
+use gateway::dispatch::DispatchOptions;
+use gateway::spool::{Spool, State};
+
+use crate::harness::token;
+use crate::live::{KEY, Live, app_section, mock, shop, until};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// The configuration of one app `shop` sending to `sim`, on the database `pg` (its URL in a
+/// file beside the configuration, as an operator would keep it).
+fn config_on(dir: &std::path::Path, sim: &apns_mock::RunningMock, pg: &Postgres) -> Config {
+    std::fs::write(dir.join("pg-url"), pg.url.expose()).unwrap();
+    let apps = app_section(dir, sim, "shop", "");
+    let file = dir.join("pushgate.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[storage]
+postgres_url_file = "pg-url"
+pool_size = 8
+
+[[api_keys]]
+name = "live"
+key_sha256 = "{key}"
+apps = ["*"]
+{apps}"#,
+            key = gateway::auth::key_sha256_hex(KEY),
+        ),
+    )
+    .unwrap();
+    Config::load(&file).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_on_postgres_delivers_and_the_next_one_finds_it_all() {
+    let Some(pg) = crate::pg::database().await else {
+        return;
+    };
+    let dead = token(1_000_000);
+    let sim = mock()
+        .unregistered([(dead.as_str(), 1_700_000_000_000)])
+        .spawn()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_on(dir.path(), &sim, &pg);
+    let first = Live::start_in(dir, config, DispatchOptions::default()).await;
+    assert_eq!(first.spool().backend(), "postgres");
+    let batch = shop(0, 1_000);
+    let ids: Vec<_> = batch.notifications.iter().map(|(id, _)| *id).collect();
+    let mut to_dead = shop(0, 1);
+    to_dead.notifications[0].1 = dead.clone();
+    first.submit(vec![batch, to_dead]).await;
+    until(
+        "a thousand delivered and the dead token failed",
+        MINUTE,
+        || async {
+            first.count(State::Delivered).await == 1_000 && first.count(State::Failed).await == 1
+        },
+    )
+    .await;
+    let (status, doc) = first.get(&format!("/v1/notifications/{}", ids[0])).await;
+    assert_eq!(
+        (status, doc["state"].as_str()),
+        (200, Some("delivered")),
+        "{doc}"
+    );
+    first.stop().await;
+
+    // A second gateway on the same database: the first one's outcomes and its dead token.
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_on(dir.path(), &sim, &pg);
+    let second = Live::start_in(dir, config, DispatchOptions::default()).await;
+    let records = second.spool().get_many(ids.clone()).await.unwrap();
+    assert_eq!(records.len(), 1_000);
+    assert!(
+        records
+            .iter()
+            .all(|r| r.state == State::Delivered && r.attempts == 1)
+    );
+    let (status, feedback) = second.get("/v1/apps/shop/feedback").await;
+    assert_eq!(status, 200, "{feedback}");
+    assert_eq!(
+        feedback[0]["token"].as_str(),
+        Some(dead.as_str()),
+        "{feedback}"
+    );
+    // A send to the dead token is suppressed by the registry the second gateway read.
+    let mut again = shop(0, 1);
+    again.notifications[0].1 = dead.clone();
+    let suppressed = again.notifications[0].0;
+    second.submit(vec![again, shop(2_000, 500)]).await;
+    until("five hundred more delivered", MINUTE, || async {
+        second.count(State::Delivered).await == 1_500
+    })
+    .await;
+    let record = second.spool().get(suppressed).await.unwrap().unwrap();
+    assert_eq!(
+        (record.state, record.attempts),
+        (State::Failed, 0),
+        "suppressed, never sent: {record:?}"
+    );
+    let s = sim.stats().snapshot();
+    // 1,500 delivered once each, and one send to the dead token (before it was known dead).
+    assert_eq!(
+        (s.requests, s.unique_ids, s.duplicate_ids),
+        (1_501, 1_500, 0),
+        "{s:?}"
+    );
+    second.stop().await;
+}
