@@ -27,6 +27,8 @@ pub mod rfc3339;
 pub mod server;
 pub mod smtp;
 pub mod spool;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls;
 
 /// An error with its sources, `: `-separated, for log lines, `/readyz` reasons and

@@ -34,7 +34,7 @@ pub use records::{
 };
 pub use retention::spawn_pruner;
 pub use sqlite::SpoolOptions;
-pub use store::{Channel, Spool, Store};
+pub use store::{Channel, Spool, SpoolStatus, Store, migrate, status};
 
 pub(crate) use postgres::postgres_config;
 

@@ -299,6 +299,64 @@ impl Store {
     }
 }
 
+/// What `pushgate db status` says of the spool `[storage]` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolStatus {
+    /// `"sqlite"` or `"postgres"`.
+    pub backend: &'static str,
+    /// The file, or `host:port/database` (never a URL: it may hold a password).
+    pub target: String,
+    /// PostgreSQL's `server_version`.
+    pub server_version: Option<String>,
+    /// The schema version found; `None` before the first start.
+    pub schema: Option<i64>,
+    /// The schema version this pushgate writes (a newer one is refused).
+    pub known: i64,
+}
+
+/// The spool `[storage]` names, read without changing it.
+pub async fn status(storage: &crate::config::Storage) -> Result<SpoolStatus, SpoolError> {
+    match &storage.postgres {
+        Some(pg) => {
+            let (version, schema, known) = super::postgres::inspect(pg).await?;
+            Ok(SpoolStatus {
+                backend: "postgres",
+                target: pg.target.clone(),
+                server_version: Some(version),
+                schema,
+                known,
+            })
+        }
+        None => {
+            let path = storage.sqlite.clone();
+            let (schema, known) =
+                tokio::task::spawn_blocking(move || super::sqlite::schema_version(&path))
+                    .await
+                    .map_err(|_| SpoolError::WriterGone)??;
+            Ok(SpoolStatus {
+                backend: "sqlite",
+                target: storage.sqlite.display().to_string(),
+                server_version: None,
+                schema,
+                known,
+            })
+        }
+    }
+}
+
+/// Creates or migrates the spool `[storage]` names, as a gateway does at start (PostgreSQL:
+/// under the advisory lock, so a gateway starting meanwhile waits or finds the work done).
+/// Answers the status before and after.
+pub async fn migrate(
+    storage: &crate::config::Storage,
+) -> Result<(SpoolStatus, SpoolStatus), SpoolError> {
+    let before = status(storage).await?;
+    let spool = Store::open(storage).await?;
+    spool.close().await?;
+    let after = status(storage).await?;
+    Ok((before, after))
+}
+
 /// `on!(self, s => expr)`: `expr` with `s` bound to whichever backend this is.
 macro_rules! on {
     ($self:ident, $s:ident => $e:expr) => {

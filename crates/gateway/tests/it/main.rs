@@ -29,8 +29,6 @@ mod inject;
 mod intake;
 /// A whole gateway in this process against the simulator, for tests that reach inside.
 mod live;
-/// A private PostgreSQL server for the tests of the PostgreSQL spool.
-mod pg;
 /// The spool: whole-or-nothing batches, limits, recovery, retention, dead tokens.
 /// The gateway end to end on the PostgreSQL spool.
 mod postgres;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use gateway::config::{Config, Postgres};
 use gateway::dispatch::DispatchOptions;
-use gateway::spool::{Spool, State};
+use gateway::spool::{Spool, SpoolOptions, State, Store};
 
 use crate::harness::token;
 use crate::live::{KEY, Live, app_section, mock, shop, until};
@@ -41,7 +41,7 @@ apps = ["*"]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_on_postgres_delivers_and_the_next_one_finds_it_all() {
-    let Some(pg) = crate::pg::database().await else {
+    let Some(pg) = gateway::testing::postgres::database().await else {
         return;
     };
     let dead = token(1_000_000);
@@ -116,4 +116,29 @@ async fn a_gateway_on_postgres_delivers_and_the_next_one_finds_it_all() {
         "{s:?}"
     );
     second.stop().await;
+}
+
+/// Until gateways can share a database (PostgreSQL 2/2), a second one on the same database is
+/// refused — it would send what the first is sending — and comes up once the first has closed.
+#[tokio::test]
+async fn a_second_gateway_on_the_same_database_waits_for_the_first_to_close() {
+    let Some(pg) = gateway::testing::postgres::database().await else {
+        return;
+    };
+    let first = Store::postgres(&pg, SpoolOptions::default()).await.unwrap();
+    let err = Store::postgres(&pg, SpoolOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("another gateway uses the PostgreSQL spool"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&pg.target) && !err.contains("postgres://"),
+        "{err}"
+    );
+    first.close().await.unwrap();
+    let second = Store::postgres(&pg, SpoolOptions::default()).await.unwrap();
+    second.close().await.unwrap();
 }

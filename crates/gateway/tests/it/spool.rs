@@ -7,26 +7,88 @@ use gateway::spool::{
 
 use crate::harness::*;
 
+/// Where a test's spool lives, so that it can be opened again and looked at from outside.
+enum Backing {
+    Sqlite(std::path::PathBuf),
+    Postgres(gateway::config::Postgres),
+}
+
+impl Backing {
+    async fn open(&self, options: SpoolOptions) -> Store {
+        match self {
+            Backing::Sqlite(path) => Store::sqlite(path, options).unwrap(),
+            Backing::Postgres(pg) => Store::postgres(pg, options).await.unwrap(),
+        }
+    }
+
+    /// Runs `sql` on the spool's store directly (`$1`/`?1` is each of `ids` in turn).
+    async fn execute_for_each(&self, sqlite: &str, postgres: &str, ids: &[apns::ApnsId]) {
+        match self {
+            Backing::Sqlite(path) => {
+                let c = rusqlite::Connection::open(path).unwrap();
+                for id in ids {
+                    c.execute(sqlite, [&id.as_uuid().as_bytes()[..]]).unwrap();
+                }
+            }
+            Backing::Postgres(pg) => {
+                let c = Self::pg_client(pg).await;
+                for id in ids {
+                    c.execute(postgres, &[id.as_uuid()]).await.unwrap();
+                }
+            }
+        }
+    }
+
+    /// Each request's id and the notifications it has left, read from the store itself.
+    async fn requests_remaining(&self) -> Vec<(i64, i64)> {
+        match self {
+            Backing::Sqlite(path) => requests_remaining(&rusqlite::Connection::open(path).unwrap()),
+            Backing::Postgres(pg) => Self::pg_client(pg)
+                .await
+                .query("SELECT id, remaining FROM requests ORDER BY id", &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get::<_, i64>(0), i64::from(r.get::<_, i32>(1))))
+                .collect(),
+        }
+    }
+
+    async fn pg_client(pg: &gateway::config::Postgres) -> tokio_postgres::Client {
+        let (c, conn) = tokio_postgres::connect(pg.url.expose(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        c
+    }
+}
+
 /// `$name::sqlite` and `$name::postgres`: one test against each backend, each with a fresh
-/// spool opened with `$options` (PostgreSQL's skipped where it is not installed, outside CI).
+/// spool opened with `$options` and, if named, where it lives (`$backing`). PostgreSQL's is
+/// skipped where the server is not installed, outside CI.
 macro_rules! each_backend {
     ($name:ident, $options:expr, |$spool:ident| $body:block) => {
+        each_backend!($name, $options, |$spool, _backing| $body);
+    };
+    ($name:ident, $options:expr, |$spool:ident, $backing:ident| $body:block) => {
         mod $name {
             use super::*;
 
             #[tokio::test]
             async fn sqlite() {
                 let dir = tempfile::tempdir().unwrap();
-                let $spool = Store::sqlite(&dir.path().join("spool.db"), $options).unwrap();
+                let $backing = Backing::Sqlite(dir.path().join("spool.db"));
+                let $spool = $backing.open($options).await;
                 $body
             }
 
             #[tokio::test]
             async fn postgres() {
-                let Some(pg) = crate::pg::database().await else {
+                let Some(pg) = gateway::testing::postgres::database().await else {
                     return;
                 };
-                let $spool = Store::postgres(&pg, $options).await.unwrap();
+                let $backing = Backing::Postgres(pg);
+                let $spool = $backing.open($options).await;
                 $body
             }
         }
@@ -134,128 +196,125 @@ each_backend!(
     }
 );
 
-#[tokio::test]
-async fn recovery_requeues_rows_left_in_flight_and_keeps_scheduled_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("spool.db");
-    let spool = Store::sqlite(&path, SpoolOptions::default()).unwrap();
-    let now = request("shop", 0, 4);
-    let mut later = request("shop", 10, 2);
-    later.send_at = Some(SystemTime::now() + Duration::from_secs(3600));
-    let in_flight: Vec<_> = now.notifications[..2].iter().map(|(id, _)| *id).collect();
-    let scheduled: Vec<_> = later.notifications.iter().map(|(id, _)| *id).collect();
-    spool.enqueue(vec![now, later]).await.unwrap();
-    spool.close().await.unwrap();
-    assert!(spool.flush().await.is_err(), "a closed spool refuses work");
-    // Earlier versions wrote "in flight" (state 2) to the spool; such a file must recover too.
-    // (Dispatch now keeps being in flight in memory.)
-    {
-        let c = rusqlite::Connection::open(&path).unwrap();
-        for id in &in_flight {
-            c.execute(
+each_backend!(
+    recovery_requeues_rows_left_in_flight_and_keeps_scheduled_rows,
+    SpoolOptions::default(),
+    |spool, backing| {
+        let now = request("shop", 0, 4);
+        let mut later = request("shop", 10, 2);
+        later.send_at = Some(SystemTime::now() + Duration::from_secs(3600));
+        let in_flight: Vec<_> = now.notifications[..2].iter().map(|(id, _)| *id).collect();
+        let scheduled: Vec<_> = later.notifications.iter().map(|(id, _)| *id).collect();
+        spool.enqueue(vec![now, later]).await.unwrap();
+        spool.close().await.unwrap();
+        assert!(spool.flush().await.is_err(), "a closed spool refuses work");
+        // Earlier versions wrote "in flight" (state 2) to the spool; such a file must recover too.
+        // (Dispatch now keeps being in flight in memory.)
+        backing
+            .execute_for_each(
                 "UPDATE notifications SET state = 2 WHERE id = ?1",
-                [&id.as_uuid().as_bytes()[..]],
+                "UPDATE notifications SET state = 2 WHERE id = $1",
+                &in_flight,
             )
-            .unwrap();
-        }
-    }
+            .await;
 
-    let spool = Store::sqlite(&path, SpoolOptions::default()).unwrap();
-    assert_eq!(spool.pending(), 6);
-    let report = spool.recover().await.unwrap();
-    assert_eq!((report.requeued, report.pending), (2, 6));
-    for id in &in_flight {
-        assert_eq!(spool.get(*id).await.unwrap().unwrap().state, State::Queued);
-    }
-    let page = spool.pending_page(None, 100).await.unwrap();
-    assert_eq!(page.len(), 6);
-    let sched: Vec<_> = page
-        .iter()
-        .filter(|p| p.state == State::Scheduled)
-        .collect();
-    assert_eq!(sched.len(), 2);
-    assert!(
-        sched
+        let spool = backing.open(SpoolOptions::default()).await;
+        assert_eq!(spool.pending(), 6);
+        let report = spool.recover().await.unwrap();
+        assert_eq!((report.requeued, report.pending), (2, 6));
+        for id in &in_flight {
+            assert_eq!(spool.get(*id).await.unwrap().unwrap().state, State::Queued);
+        }
+        let page = spool.pending_page(None, 100).await.unwrap();
+        assert_eq!(page.len(), 6);
+        let sched: Vec<_> = page
             .iter()
-            .all(|p| p.due_at.is_some() && scheduled.contains(&p.id))
-    );
-    // Paging by key returns the rest after a given id.
-    let rest = spool.pending_page(Some(page[3].id), 100).await.unwrap();
-    assert_eq!(rest.len(), 2);
-    // Not due yet, then due.
-    assert!(
-        spool
-            .claim_due(SystemTime::now(), 10)
+            .filter(|p| p.state == State::Scheduled)
+            .collect();
+        assert_eq!(sched.len(), 2);
+        assert!(
+            sched
+                .iter()
+                .all(|p| p.due_at.is_some() && scheduled.contains(&p.id))
+        );
+        // Paging by key returns the rest after a given id.
+        let rest = spool.pending_page(Some(page[3].id), 100).await.unwrap();
+        assert_eq!(rest.len(), 2);
+        // Not due yet, then due.
+        assert!(
+            spool
+                .claim_due(SystemTime::now(), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let claimed = spool
+            .claim_due(SystemTime::now() + Duration::from_secs(3601), 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 2);
+        assert_eq!(
+            spool.get(scheduled[0]).await.unwrap().unwrap().state,
+            State::Queued
+        );
+    }
+);
+
+each_backend!(
+    finished_rows_are_pruned_after_retention_and_pending_ones_stay,
+    SpoolOptions::default(),
+    |spool, backing| {
+        let done_req = request("shop", 0, 10);
+        let keep_req = request("shop", 100, 5);
+        let done_ids: Vec<_> = done_req.notifications.iter().map(|(id, _)| *id).collect();
+        let keep_id = keep_req.notifications[0].0;
+        spool.enqueue(vec![done_req, keep_req]).await.unwrap();
+        let completions = done_ids
+            .iter()
+            .map(|id| Completion {
+                id: *id,
+                state: State::Failed,
+                attempts: 1,
+                status: Some(400),
+                reason: Some(Reason::BadTopic.into()),
+                due_at: None,
+            })
+            .collect();
+        spool.complete(completions, Vec::new()).await.unwrap();
+        let failed = spool.get(done_ids[0]).await.unwrap().unwrap();
+        assert_eq!(
+            (failed.state, failed.status, failed.reason),
+            (State::Failed, Some(400), Some(Reason::BadTopic.into()))
+        );
+        // Not yet past retention: nothing goes.
+        assert_eq!(
+            spool
+                .prune(SystemTime::now() - Duration::from_secs(60), 100)
+                .await
+                .unwrap(),
+            0
+        );
+        // Past it: finished rows go, in chunks.
+        let later = SystemTime::now() + Duration::from_secs(1);
+        assert_eq!(spool.prune(later, 4).await.unwrap(), 4);
+        assert_eq!(spool.prune(later, 100).await.unwrap(), 6);
+        assert_eq!(spool.get(done_ids[9]).await.unwrap(), None);
+        let kept = spool
+            .get(keep_id)
             .await
             .unwrap()
-            .is_empty()
-    );
-    let claimed = spool
-        .claim_due(SystemTime::now() + Duration::from_secs(3601), 10)
-        .await
-        .unwrap();
-    assert_eq!(claimed.len(), 2);
-    assert_eq!(
-        spool.get(scheduled[0]).await.unwrap().unwrap().state,
-        State::Queued
-    );
-}
-
-#[tokio::test]
-async fn finished_rows_are_pruned_after_retention_and_pending_ones_stay() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = open(&dir);
-    let done_req = request("shop", 0, 10);
-    let keep_req = request("shop", 100, 5);
-    let done_ids: Vec<_> = done_req.notifications.iter().map(|(id, _)| *id).collect();
-    let keep_id = keep_req.notifications[0].0;
-    spool.enqueue(vec![done_req, keep_req]).await.unwrap();
-    let completions = done_ids
-        .iter()
-        .map(|id| Completion {
-            id: *id,
-            state: State::Failed,
-            attempts: 1,
-            status: Some(400),
-            reason: Some(Reason::BadTopic.into()),
-            due_at: None,
-        })
-        .collect();
-    spool.complete(completions, Vec::new()).await.unwrap();
-    let failed = spool.get(done_ids[0]).await.unwrap().unwrap();
-    assert_eq!(
-        (failed.state, failed.status, failed.reason),
-        (State::Failed, Some(400), Some(Reason::BadTopic.into()))
-    );
-    // Not yet past retention: nothing goes.
-    assert_eq!(
-        spool
-            .prune(SystemTime::now() - Duration::from_secs(60), 100)
-            .await
-            .unwrap(),
-        0
-    );
-    // Past it: finished rows go, in chunks.
-    let later = SystemTime::now() + Duration::from_secs(1);
-    assert_eq!(spool.prune(later, 4).await.unwrap(), 4);
-    assert_eq!(spool.prune(later, 100).await.unwrap(), 6);
-    assert_eq!(spool.get(done_ids[9]).await.unwrap(), None);
-    let kept = spool
-        .get(keep_id)
-        .await
-        .unwrap()
-        .expect("pending rows stay, with their request");
-    assert_eq!(kept.state, State::Queued);
-    assert_eq!(spool.counts().await.unwrap(), vec![(State::Queued, 5)]);
-    spool.close().await.unwrap();
-    let c = rusqlite::Connection::open(dir.path().join("spool.db")).unwrap();
-    let requests = requests_remaining(&c);
-    assert_eq!(
-        requests,
-        vec![(2, 5)],
-        "the finished request went with its last notification; the other counts its 5"
-    );
-}
+            .expect("pending rows stay, with their request");
+        assert_eq!(kept.state, State::Queued);
+        assert_eq!(spool.counts().await.unwrap(), vec![(State::Queued, 5)]);
+        spool.close().await.unwrap();
+        let requests = backing.requests_remaining().await;
+        assert_eq!(
+            requests,
+            vec![(2, 5)],
+            "the finished request went with its last notification; the other counts its 5"
+        );
+    }
+);
 
 // Due retries are paged like the rest: 2,500 of them, ten at a time, each read once a pass,
 // and the earliest still to come is what `next_due` answers.

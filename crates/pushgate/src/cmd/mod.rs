@@ -3,6 +3,7 @@
 mod bench;
 mod cert;
 mod config;
+mod db;
 mod mock_apns;
 mod send;
 mod serve;
@@ -18,6 +19,9 @@ pub enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Inspect or migrate the spool the configuration names (SQLite or PostgreSQL).
+    #[command(subcommand)]
+    Db(db::DbCommand),
     /// Run the gateway (`--demo`: no configuration needed, against the built-in simulator).
     Serve(serve::Args),
     /// Submit notifications to a running gateway (API key from PUSHGATE_API_KEY or --api-key-file).
@@ -34,6 +38,7 @@ impl Command {
             Command::Bench(args) => bench::run(*args).await,
             Command::Cert(c) => cert::run(c),
             Command::Config(c) => config::run(c),
+            Command::Db(c) => db::run(c).await,
             Command::MockApns(args) => mock_apns::run(*args).await,
             Command::Send(args) => send::run(*args).await,
             Command::Serve(args) => serve::run(args).await,

@@ -9,6 +9,8 @@ mod cert;
 mod config;
 /// The dashboard in headless Chromium: log in, test send, "delivered", a screenshot.
 mod dashboard;
+/// `pushgate db status|migrate` on SQLite and PostgreSQL.
+mod db;
 /// `pushgate serve` delivering to `pushgate mock-apns`: every consequence, faults, expiry,
 /// delay, halt and reload, kill -9, SIGTERM, the demo.
 mod delivery;

@@ -43,6 +43,9 @@ pub(crate) struct PgSpool {
 
 struct Inner {
     pool: Pool,
+    /// The connection holding [`schema::GATEWAY_LOCK`]; dropped (and the lock with it) when the
+    /// spool closes.
+    lock: std::sync::Mutex<Option<(tokio_postgres::Client, tokio::task::JoinHandle<()>)>>,
     /// `host:port/database`: what errors and logs name (never the URL).
     target: String,
     /// Notifications not yet final, as this gateway has counted them.
@@ -60,13 +63,26 @@ impl std::fmt::Debug for PgSpool {
 }
 
 /// A PostgreSQL URL read into a client configuration. `sslmode=verify-ca` and `verify-full`
-/// read as `require`: with rustls the certificate and the host name are always checked.
+/// read as `require`: with rustls the certificate and the host name are always checked. A URL
+/// that says nothing of `sslmode` gets `require` too, not libpq's `prefer`, which would fall
+/// back to plain text without a word (a local server without TLS says `sslmode=disable`).
 pub(crate) fn postgres_config(url: &str) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
+    let explicit = url.contains("sslmode=");
     let url = url
         .replace("sslmode=verify-full", "sslmode=require")
         .replace("sslmode=verify-ca", "sslmode=require");
-    url.parse()
+    let mut config: tokio_postgres::Config = url.parse()?;
+    if !explicit {
+        config.ssl_mode(tokio_postgres::config::SslMode::Require);
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    Ok(config)
 }
+
+/// How long a connect may take before it fails (a failover's dead address, a black hole).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// An error from PostgreSQL while doing `what` on `target`.
 fn pg(target: &str, what: &str) -> impl FnOnce(tokio_postgres::Error) -> SpoolError {
@@ -75,6 +91,39 @@ fn pg(target: &str, what: &str) -> impl FnOnce(tokio_postgres::Error) -> SpoolEr
         what,
         source: Box::new(e),
     }
+}
+
+/// Takes the gateway lock on a connection of its own, or refuses: another gateway uses this
+/// database.
+async fn exclusive(
+    pg_config: &tokio_postgres::Config,
+    config: &Postgres,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), SpoolError> {
+    let target = &config.target;
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(config)?);
+    let (client, conn) = pg_config
+        .connect(tls)
+        .await
+        .map_err(pg(target, "connecting to PostgreSQL"))?;
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let locked: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&schema::GATEWAY_LOCK])
+        .await
+        .map_err(pg(target, "taking the gateway lock"))?
+        .get(0);
+    if !locked {
+        task.abort();
+        return Err(SpoolError::Postgres {
+            what: format!(
+                "another gateway uses the PostgreSQL spool at {target}; one gateway per database \
+                 until several can share it (PostgreSQL 2/2)"
+            ),
+            source: "pg_try_advisory_lock answered false".into(),
+        });
+    }
+    Ok((client, task))
 }
 
 impl PgSpool {
@@ -86,11 +135,16 @@ impl PgSpool {
         let target = config.target.clone();
         let mut pg_config = postgres_config(config.url.expose())
             .map_err(pg(&target, "reading the PostgreSQL URL"))?;
-        pg_config.options(format!(
-            "-c statement_timeout={}",
+        // Added to the URL's own `options` (a `search_path`, say), not instead of them.
+        let session = format!(
+            "{} -c statement_timeout={}",
+            pg_config.get_options().unwrap_or_default(),
             config.statement_timeout.as_millis()
-        ));
+        );
+        pg_config.options(session.trim_start());
+        pg_config.tcp_user_timeout(CONNECT_TIMEOUT);
         pg_config.application_name("pushgate");
+        let lock = exclusive(&pg_config, config).await?;
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(config)?);
         let manager = Manager::from_config(
             pg_config,
@@ -101,6 +155,10 @@ impl PgSpool {
         );
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| SpoolError::Postgres {
                 what: format!("making the connection pool ({target})"),
@@ -109,6 +167,7 @@ impl PgSpool {
         let spool = PgSpool {
             inner: Arc::new(Inner {
                 pool,
+                lock: std::sync::Mutex::new(Some(lock)),
                 target,
                 pending: AtomicU64::new(0),
                 max_pending: options.max_pending,
@@ -143,6 +202,16 @@ impl PgSpool {
 
     fn err(&self, what: &str) -> impl FnOnce(tokio_postgres::Error) -> SpoolError {
         pg(&self.inner.target, what)
+    }
+
+    /// `n` fewer pending notifications (never below zero).
+    fn release_pending(&self, n: u64) {
+        let _ = self
+            .inner
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                Some(p.saturating_sub(n))
+            });
     }
 
     fn committed(&self) {
@@ -388,10 +457,7 @@ impl Spool for PgSpool {
             .iter()
             .filter(|r| r.get::<_, i16>(0) >= State::Delivered as i16)
             .count() as u64;
-        self.inner.pending.fetch_sub(
-            finished.min(self.inner.pending.load(Ordering::Acquire)),
-            Ordering::AcqRel,
-        );
+        self.release_pending(finished);
         Ok(())
     }
 
@@ -486,8 +552,12 @@ impl Spool for PgSpool {
         for r in &rows {
             let (request, n): (i64, i64) = (r.get(0), r.get(1));
             gone += n as usize;
+            let loses = tx
+                .prepare_cached(REQUEST_LOSES)
+                .await
+                .map_err(self.err("pruning finished notifications"))?;
             let left: Option<i32> = tx
-                .query_opt(REQUEST_LOSES, &[&request, &(n as i32)])
+                .query_opt(&loses, &[&request, &(n as i32)])
                 .await
                 .map_err(self.err("pruning finished notifications"))?
                 .map(|r| r.get(0));
@@ -515,14 +585,20 @@ impl Spool for PgSpool {
         Ok(())
     }
 
-    /// Every operation commits before it answers: nothing is waiting to be applied.
+    /// Every operation commits before it answers: nothing is waiting to be applied. Answers
+    /// whether the spool still takes work (a closed one, or a database out of reach, does not).
     async fn flush(&self) -> Result<(), SpoolError> {
-        Ok(())
+        self.conn().await.map(drop)
     }
 
-    /// Closes the pool; later operations fail.
+    /// Closes the pool and gives up the gateway lock; later operations fail.
     async fn close(&self) -> Result<(), SpoolError> {
         self.inner.pool.close();
+        let lock = self.inner.lock.lock().expect("lock mutex").take();
+        if let Some((client, task)) = lock {
+            drop(client);
+            let _ = task.await;
+        }
         Ok(())
     }
 
@@ -536,4 +612,40 @@ fn first_id_at(ms: i64) -> uuid::Uuid {
     let mut id = [0u8; 16];
     id[..6].copy_from_slice(&ms.max(0).to_be_bytes()[2..]);
     uuid::Uuid::from_bytes(id)
+}
+
+/// What `pushgate db status` reports of a PostgreSQL spool, read with one connection and
+/// changing nothing.
+pub(crate) async fn inspect(config: &Postgres) -> Result<(String, Option<i64>, i64), SpoolError> {
+    let target = &config.target;
+    let pg_config =
+        postgres_config(config.url.expose()).map_err(pg(target, "reading the PostgreSQL URL"))?;
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(config)?);
+    let (client, conn) = pg_config
+        .connect(tls)
+        .await
+        .map_err(pg(target, "connecting to PostgreSQL"))?;
+    let task = tokio::spawn(conn);
+    let version: String = client
+        .query_one("SHOW server_version", &[])
+        .await
+        .map_err(pg(target, "reading the server version"))?
+        .get(0);
+    let exists: bool = client
+        .query_one("SELECT to_regclass('pushgate_schema') IS NOT NULL", &[])
+        .await
+        .map_err(pg(target, "reading the schema version"))?
+        .get(0);
+    let schema = if exists {
+        client
+            .query_opt("SELECT version FROM pushgate_schema", &[])
+            .await
+            .map_err(pg(target, "reading the schema version"))?
+            .map(|r| i64::from(r.get::<_, i32>(0)))
+    } else {
+        None
+    };
+    drop(client);
+    task.abort();
+    Ok((version, schema, schema::SCHEMA_VERSION.into()))
 }

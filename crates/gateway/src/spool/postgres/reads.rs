@@ -276,7 +276,7 @@ pub(super) async fn records(
     // In the order asked.
     Ok(ids
         .iter()
-        .filter_map(|id| by_id.remove(&ApnsId::from_uuid(*id)))
+        .filter_map(|id| by_id.get(&ApnsId::from_uuid(*id)).cloned())
         .collect())
 }
 

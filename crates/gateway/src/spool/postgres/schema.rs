@@ -18,9 +18,16 @@ pub(super) const SCHEMA_VERSION: i32 = 1;
 
 /// Any number, the same for every pushgate: the advisory lock that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x7075_7368_6761_7465; // "pushgate"
+/// The session lock a gateway holds for as long as it uses the database: until "PostgreSQL
+/// 2/2" gives gateways leases, a second one would send what the first is sending.
+pub(super) const GATEWAY_LOCK: i64 = 0x7075_7368_6761_7466;
 
-/// Version 1. `notifications_pending` is the SQLite spool's pending index: state, then app,
-/// then due time, only over rows not yet final.
+/// Version 1. `notifications_pending` is the SQLite spool's pending index — state, then app,
+/// then due time, only over rows not yet final — with the id last, which SQLite's index holds
+/// implicitly (the table is keyed by it) and PostgreSQL's must name: a page of one app's
+/// waiting rows in id order is then a range of the index, not a sort of the whole backlog.
+/// `notifications_scheduled` serves the claim of scheduled rows, every app's at once, in due
+/// order.
 const MIGRATE_TO_1: &str = "
 CREATE TABLE requests (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -50,7 +57,8 @@ CREATE TABLE notifications (
     owner uuid,
     claimed_at bigint
 );
-CREATE INDEX notifications_pending ON notifications (state, app, due_at) WHERE state < 3;
+CREATE INDEX notifications_pending ON notifications (state, app, due_at, id) WHERE state < 3;
+CREATE INDEX notifications_scheduled ON notifications (due_at) WHERE state = 0;
 ALTER TABLE notifications SET (autovacuum_vacuum_scale_factor = 0.01);
 CREATE TABLE dead_tokens (
     app text NOT NULL,

@@ -341,3 +341,21 @@ impl Spool for SqliteSpool {
         self.inner.writer.commits.load(Ordering::Relaxed)
     }
 }
+
+/// The schema version of the file at `path` without changing it (`None`: no file yet), and
+/// the version this pushgate writes.
+pub(crate) fn schema_version(path: &Path) -> Result<(Option<i64>, i64), SpoolError> {
+    if !path.exists() {
+        return Ok((None, schema::SCHEMA_VERSION));
+    }
+    let open_err = |source| SpoolError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    let c =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(open_err)?;
+    let v: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(open_err)?;
+    Ok((Some(v), schema::SCHEMA_VERSION))
+}

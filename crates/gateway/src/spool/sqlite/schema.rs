@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use crate::spool::SpoolError;
 
 /// The schema this version writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 3;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// Each notification costs one write into `notifications` and its pending index at ingest, and
 /// one update that takes it out of that index at its outcome: no other index is kept up to date

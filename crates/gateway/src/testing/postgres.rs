@@ -1,4 +1,4 @@
-//! A private PostgreSQL server for these tests, from Debian's `postgresql` package: one server
+//! A private PostgreSQL server for the tests of every crate, from Debian's `postgresql` package: one server
 //! per test binary (started on first use, on a free loopback port, in a temporary folder), one
 //! database per test. Never a stand-in: the PostgreSQL spool is tested against PostgreSQL.
 //!
@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use gateway::config::{Postgres, Secret};
+use crate::config::{Postgres, Secret};
 
 struct Server {
     port: u16,
@@ -39,23 +39,41 @@ fn bin_dir() -> Option<PathBuf> {
     dirs.pop()
 }
 
-/// Runs `program` as the server's user: `postgres` when we are root, ourselves otherwise.
+/// Runs `program` as the server's user (`postgres` when we are root, ourselves otherwise),
+/// through setpriv(1), which also has the kernel stop it when the thread that started it ends.
 fn as_server_user(program: &Path, root: bool) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args(["--pdeathsig", "TERM"]);
     if root {
-        let mut c = Command::new("setpriv");
         c.args([
-            "--pdeathsig",
-            "TERM",
             "--reuid",
             "postgres",
             "--regid",
             "postgres",
             "--init-groups",
-        ])
-        .arg(program);
-        c
-    } else {
-        Command::new(program)
+        ]);
+    }
+    c.arg(program);
+    c
+}
+
+/// The folders of servers of earlier runs (stopped with their test process) are removed.
+const DIR_PREFIX: &str = "pushgate-pg-";
+
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let ours = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(DIR_PREFIX));
+        // A server still running keeps its pid file; its test process is alive.
+        if ours && !path.join("data/postmaster.pid").exists() {
+            let _ = std::fs::remove_dir_all(&path);
+        }
     }
 }
 
@@ -69,7 +87,11 @@ fn start() -> Option<Server> {
         return None;
     };
     let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-    let dir = tempfile::tempdir().unwrap();
+    remove_stale_dirs();
+    let dir = tempfile::Builder::new()
+        .prefix(DIR_PREFIX)
+        .tempdir()
+        .unwrap();
     let (data, sock) = (dir.path().join("data"), dir.path().join("sock"));
     std::fs::create_dir(&sock).unwrap();
     if root {
@@ -82,7 +104,9 @@ fn start() -> Option<Server> {
                 .unwrap()
                 .trim()
                 .parse::<u32>()
-                .unwrap()
+                .unwrap_or_else(|_| {
+                    panic!("as root the server runs as the user postgres, which does not exist (Debian's postgresql package makes it)")
+                })
         };
         let (uid, gid) = (id("-u"), id("-g"));
         for p in [dir.path(), &sock] {
@@ -111,6 +135,8 @@ fn start() -> Option<Server> {
     // pool thread that idles out.
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let postgres = bin.join("postgres");
+    let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+    let log_path = dir.path().join("server.log");
     std::thread::Builder::new()
         .name("postgres-parent".into())
         .spawn(move || {
@@ -130,7 +156,7 @@ fn start() -> Option<Server> {
                     "max_connections=300",
                 ])
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(log)
                 .spawn()
                 .unwrap();
             tx.send(child).unwrap();
@@ -139,10 +165,22 @@ fn start() -> Option<Server> {
             }
         })
         .unwrap();
-    let child = rx.recv().unwrap();
-    apns_mock::testing::wait_until("PostgreSQL to listen", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    let mut child = rx.recv().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("PostgreSQL exited ({status}) at start-up:\n{}", log());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "PostgreSQL did not listen within 30 s:\n{}",
+            log()
+        );
+        // A poll interval on a plain thread (no runtime here), not a synchronisation.
+        #[allow(clippy::disallowed_methods, reason = "a poll interval")]
+        std::thread::sleep(Duration::from_millis(20));
+    }
     Some(Server {
         port,
         _dir: dir,
