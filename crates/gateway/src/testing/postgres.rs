@@ -1,28 +1,37 @@
-//! A private PostgreSQL server for the tests of every crate, from Debian's `postgresql` package: one server
-//! per test binary (started on first use, on a free loopback port, in a temporary folder), one
-//! database per test. Never a stand-in: the PostgreSQL spool is tested against PostgreSQL.
+//! A private PostgreSQL server for the tests of every crate, from Debian's `postgresql` package:
+//! one shared server per test binary (started on first use, in a temporary folder, reached
+//! through a Unix socket there) with one database per test, or a server of a test's own that it may stop
+//! and start again. Never a stand-in: the PostgreSQL spool is tested against PostgreSQL.
 //!
 //! As root (CI), the server runs as the `postgres` user (initdb refuses root) through
-//! setpriv(1), which also asks the kernel to stop it when this process ends. Without the
-//! package the tests that need it are skipped, except under `CI=true`, where they fail.
+//! setpriv(1), which also has the kernel stop it when this process ends. Without the package
+//! the tests that need it are skipped, except under `CI=true`, where they fail.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::Duration;
 
 use crate::config::{Postgres, Secret};
 
-struct Server {
+/// A running PostgreSQL of these tests; stopped when dropped.
+#[derive(Debug)]
+pub struct Server {
+    /// Names the socket (`.s.PGSQL.<port>`); the server listens on no TCP port, so nothing
+    /// else can take its address while it is stopped.
     port: u16,
-    _dir: tempfile::TempDir,
-    _child: Mutex<Child>,
+    sock: PathBuf,
+    dir: tempfile::TempDir,
+    /// Asks the thread that owns the server's process to start it (again).
+    start: mpsc::SyncSender<mpsc::SyncSender<Child>>,
+    child: Mutex<Option<Child>>,
 }
 
-static SERVER: OnceLock<Option<Server>> = OnceLock::new();
+static SHARED: OnceLock<Option<Server>> = OnceLock::new();
 static NEXT_DB: AtomicU32 = AtomicU32::new(0);
+static NEXT_SERVER: AtomicU32 = AtomicU32::new(0);
 
 /// The folder of the newest installed PostgreSQL's programs.
 fn bin_dir() -> Option<PathBuf> {
@@ -77,151 +86,220 @@ fn remove_stale_dirs() {
     }
 }
 
-fn start() -> Option<Server> {
-    let Some(bin) = bin_dir() else {
+impl Server {
+    /// A server of the caller's own (initialised, started, listening); `None` when PostgreSQL
+    /// is not installed (outside CI).
+    pub fn private() -> Option<Server> {
+        let bin = installed()?;
+        Some(Server::launch(&bin))
+    }
+
+    fn launch(bin: &Path) -> Server {
+        let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+        remove_stale_dirs();
+        let dir = tempfile::Builder::new()
+            .prefix(DIR_PREFIX)
+            .tempdir()
+            .unwrap();
+        let (data, sock) = (dir.path().join("data"), dir.path().join("sock"));
+        std::fs::create_dir(&sock).unwrap();
+        if root {
+            let id = |flag| {
+                let out = Command::new("id")
+                    .args([flag, "postgres"])
+                    .output()
+                    .unwrap();
+                String::from_utf8(out.stdout)
+                    .unwrap()
+                    .trim()
+                    .parse::<u32>()
+                    .unwrap_or_else(|_| {
+                        panic!("as root the server runs as the user postgres, which does not exist (Debian's postgresql package makes it)")
+                    })
+            };
+            let (uid, gid) = (id("-u"), id("-g"));
+            for p in [dir.path(), &sock] {
+                std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
+            }
+        }
+        let init = as_server_user(&bin.join("initdb"), root)
+            .args(["-D"])
+            .arg(&data)
+            .args(["-A", "trust", "-U", "pushgate", "-E", "UTF8", "--no-sync"])
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            init.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        // Only names the socket file: any number will do, one per server in this process.
+        let port = 50_000 + (NEXT_SERVER.fetch_add(1, Ordering::Relaxed) % 10_000) as u16;
+        // The server is the child of a thread that lives as long as this process: the kernel
+        // stops it (setpriv's pdeathsig) when the thread that started it ends, which must not
+        // be a pool thread that idles out. The thread starts it again when asked.
+        let (start, starts) = mpsc::sync_channel::<mpsc::SyncSender<Child>>(1);
+        let postgres = bin.join("postgres");
+        let log = dir.path().join("server.log");
+        std::thread::Builder::new()
+            .name("postgres-parent".into())
+            .spawn(move || {
+                while let Ok(reply) = starts.recv() {
+                    // fsync off: what a test writes reaches the OS, which is all an immediate
+                    // shutdown of the server (not of the machine) needs; commits stay
+                    // synchronous.
+                    let child = as_server_user(&postgres, root)
+                        .arg("-D")
+                        .arg(&data)
+                        .args(["-p", &port.to_string(), "-k"])
+                        .arg(&sock)
+                        .args([
+                            "-c",
+                            "listen_addresses=",
+                            "-c",
+                            "fsync=off",
+                            "-c",
+                            "max_connections=300",
+                        ])
+                        .stdout(Stdio::null())
+                        .stderr(
+                            std::fs::OpenOptions::new()
+                                .create(true)
+                                .append(true)
+                                .open(&log)
+                                .unwrap(),
+                        )
+                        .spawn()
+                        .unwrap();
+                    let _ = reply.send(child);
+                }
+                // Every sender gone: nothing will ask again, but the server must outlive us.
+                loop {
+                    std::thread::park();
+                }
+            })
+            .unwrap();
+        let server = Server {
+            port,
+            sock: dir.path().join("sock"),
+            dir,
+            start,
+            child: Mutex::new(None),
+        };
+        server.start_again();
+        server
+    }
+
+    /// Starts the server (after [`Server::stop_immediately`]) and waits until it listens.
+    pub fn start_again(&self) {
+        let (reply, child) = mpsc::sync_channel(1);
+        self.start.send(reply).unwrap();
+        let mut child = child.recv().unwrap();
+        let log =
+            || std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let socket = self.sock.join(format!(".s.PGSQL.{}", self.port));
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("PostgreSQL exited ({status}) at start-up:\n{}", log());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "PostgreSQL did not listen within 30 s:\n{}",
+                log()
+            );
+            // A poll interval on a plain thread (no runtime here), not a synchronisation.
+            #[allow(clippy::disallowed_methods, reason = "a poll interval")]
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        *self.child.lock().unwrap() = Some(child);
+    }
+
+    /// Stops the server as a crash would (`SIGQUIT`: an immediate shutdown, recovery from the
+    /// WAL at the next start) and waits until it is gone.
+    pub fn stop_immediately(&self) {
+        let mut child = self.child.lock().unwrap().take().expect("running");
+        let killed = Command::new("kill")
+            .args(["-QUIT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        child.wait().unwrap();
+    }
+
+    /// A fresh, empty database on this server, as the gateway's configuration names it.
+    pub async fn database(&self) -> Postgres {
+        let (port, sock) = (self.port, self.sock.display());
+        let name = format!(
+            "t{}_{}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, Ordering::Relaxed)
+        );
+        let admin = format!("postgres://pushgate@/postgres?host={sock}&port={port}");
+        // The server may still be finishing its start-up: try for a while.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let (client, conn) = loop {
+            match tokio_postgres::connect(&admin, tokio_postgres::NoTls).await {
+                Ok(c) => break c,
+                Err(e) => {
+                    assert!(tokio::time::Instant::now() < deadline, "connecting: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let url = format!("postgres://pushgate@/{name}?host={sock}&port={port}&sslmode=disable");
+        Postgres {
+            url: Secret::new(url),
+            target: format!("{sock}:{port}/{name}"),
+            pool_size: 8,
+            statement_timeout: Duration::from_secs(30),
+            ca_file: None,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.lock().map(|mut c| c.take()).ok().flatten() {
+            let _ = Command::new("kill")
+                .args(["-QUIT", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The installed PostgreSQL's programs; `None` (a skip) without them, a failure under CI.
+fn installed() -> Option<PathBuf> {
+    let bin = bin_dir();
+    if bin.is_none() {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "PostgreSQL is not installed (apt-get install postgresql): under CI=true its tests fail"
         );
         eprintln!("skipped: PostgreSQL is not installed (apt-get install postgresql)");
-        return None;
-    };
-    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-    remove_stale_dirs();
-    let dir = tempfile::Builder::new()
-        .prefix(DIR_PREFIX)
-        .tempdir()
-        .unwrap();
-    let (data, sock) = (dir.path().join("data"), dir.path().join("sock"));
-    std::fs::create_dir(&sock).unwrap();
-    if root {
-        let id = |flag| {
-            let out = Command::new("id")
-                .args([flag, "postgres"])
-                .output()
-                .unwrap();
-            String::from_utf8(out.stdout)
-                .unwrap()
-                .trim()
-                .parse::<u32>()
-                .unwrap_or_else(|_| {
-                    panic!("as root the server runs as the user postgres, which does not exist (Debian's postgresql package makes it)")
-                })
-        };
-        let (uid, gid) = (id("-u"), id("-g"));
-        for p in [dir.path(), &sock] {
-            std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
-        }
     }
-    let init = as_server_user(&bin.join("initdb"), root)
-        .args(["-D"])
-        .arg(&data)
-        .args(["-A", "trust", "-U", "pushgate", "-E", "UTF8", "--no-sync"])
-        .stdout(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        init.status.success(),
-        "initdb: {}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    // The server is the child of a thread that lives as long as this process: the kernel
-    // stops it (setpriv's pdeathsig) when the thread that started it ends, which must not be a
-    // pool thread that idles out.
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    let postgres = bin.join("postgres");
-    let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-    let log_path = dir.path().join("server.log");
-    std::thread::Builder::new()
-        .name("postgres-parent".into())
-        .spawn(move || {
-            // fsync off: what a test writes reaches the OS, which is all an immediate shutdown
-            // of the server (not of the machine) needs; commits stay synchronous.
-            let child = as_server_user(&postgres, root)
-                .arg("-D")
-                .arg(&data)
-                .args(["-p", &port.to_string(), "-k"])
-                .arg(&sock)
-                .args([
-                    "-c",
-                    "listen_addresses=127.0.0.1",
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "max_connections=300",
-                ])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap();
-            tx.send(child).unwrap();
-            loop {
-                std::thread::park();
-            }
-        })
-        .unwrap();
-    let mut child = rx.recv().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("PostgreSQL exited ({status}) at start-up:\n{}", log());
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "PostgreSQL did not listen within 30 s:\n{}",
-            log()
-        );
-        // A poll interval on a plain thread (no runtime here), not a synchronisation.
-        #[allow(clippy::disallowed_methods, reason = "a poll interval")]
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some(Server {
-        port,
-        _dir: dir,
-        _child: Mutex::new(child),
-    })
+    bin
 }
 
-/// A fresh, empty database on the test server, as the gateway's configuration names it; `None`
-/// when PostgreSQL is not installed (outside CI).
+/// A fresh, empty database on the shared test server; `None` when PostgreSQL is not installed
+/// (outside CI).
 pub async fn database() -> Option<Postgres> {
-    let port = tokio::task::spawn_blocking(|| SERVER.get_or_init(start).as_ref().map(|s| s.port))
-        .await
-        .unwrap()?;
-    let name = format!(
-        "t{}_{}",
-        std::process::id(),
-        NEXT_DB.fetch_add(1, Ordering::Relaxed)
-    );
-    let admin = format!("postgres://pushgate@127.0.0.1:{port}/postgres");
-    // The server may still be finishing its start-up: try for a while.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let (client, conn) = loop {
-        match tokio_postgres::connect(&admin, tokio_postgres::NoTls).await {
-            Ok(c) => break c,
-            Err(e) => {
-                assert!(tokio::time::Instant::now() < deadline, "connecting: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
-    tokio::spawn(conn);
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    let url = format!("postgres://pushgate@127.0.0.1:{port}/{name}?sslmode=disable");
-    Some(Postgres {
-        url: Secret::new(url),
-        target: format!("127.0.0.1:{port}/{name}"),
-        pool_size: 8,
-        statement_timeout: Duration::from_secs(30),
-        ca_file: None,
+    let server = tokio::task::spawn_blocking(|| {
+        SHARED
+            .get_or_init(|| installed().map(|bin| Server::launch(&bin)))
+            .is_some()
     })
+    .await
+    .unwrap();
+    match (server, SHARED.get()) {
+        (true, Some(Some(s))) => Some(s.database().await),
+        _ => None,
+    }
 }

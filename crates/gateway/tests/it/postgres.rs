@@ -1,12 +1,15 @@
 //! The gateway end to end on the PostgreSQL spool: accepted, delivered, looked up, and kept —
-//! what one gateway committed is there for the next one started on the same database,
-//! the dead-token registry included.
+//! what one gateway committed is there for the next one started on the same database, the
+//! dead-token registry included — and what a crash of the database does (nothing acknowledged
+//! is lost).
 
 use std::time::Duration;
 
 use gateway::config::{Config, Postgres};
 use gateway::dispatch::DispatchOptions;
-use gateway::spool::{Spool, SpoolOptions, State, Store};
+use gateway::ingest::Submission;
+use gateway::spool::{Spool, SpoolOptions, State, Store, SubmitError};
+use gateway::testing::postgres::Server;
 
 use crate::harness::token;
 use crate::live::{KEY, Live, app_section, mock, shop, until};
@@ -141,4 +144,69 @@ async fn a_second_gateway_on_the_same_database_waits_for_the_first_to_close() {
     first.close().await.unwrap();
     let second = Store::postgres(&pg, SpoolOptions::default()).await.unwrap();
     second.close().await.unwrap();
+}
+
+/// PostgreSQL stops as if it crashed while deliveries are under way: intake refuses with the
+/// spool unavailable (the API's `503 spool_unavailable`), `/readyz` says why, dispatch keeps
+/// the outcomes it could not record; when the server is back, everything resumes without a
+/// restart of the gateway and every acknowledged notification is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_crash_under_load_loses_nothing_acknowledged() {
+    let Some(server) = tokio::task::spawn_blocking(Server::private).await.unwrap() else {
+        return;
+    };
+    let server = std::sync::Arc::new(server);
+    let pg = server.database().await;
+    let sim = mock()
+        .latency(Duration::from_millis(20))
+        .max_streams(50)
+        .spawn()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_on(dir.path(), &sim, &pg);
+    let live = Live::start_in(dir, config, DispatchOptions::default()).await;
+    live.submit(vec![shop(0, 5_000)]).await;
+    until("deliveries under way", MINUTE, || async {
+        sim.stats().snapshot().accepted > 100
+    })
+    .await;
+    let s = std::sync::Arc::clone(&server);
+    tokio::task::spawn_blocking(move || s.stop_immediately())
+        .await
+        .unwrap();
+    let refused = live
+        .state
+        .intake
+        .submit(Submission::new(None, vec![shop(10_000, 10)]))
+        .await;
+    assert!(
+        matches!(refused, Err(SubmitError::Unavailable(_))),
+        "{refused:?}"
+    );
+    let (status, body) = live.readyz().await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.to_string().contains("spool unavailable"), "{body}");
+
+    let s = std::sync::Arc::clone(&server);
+    tokio::task::spawn_blocking(move || s.start_again())
+        .await
+        .unwrap();
+    until("ready again", MINUTE, || async {
+        live.readyz().await.0 == 200
+    })
+    .await;
+    live.submit(vec![shop(20_000, 1_000)]).await;
+    until(
+        "every acknowledged notification delivered",
+        MINUTE,
+        || async { live.count(State::Delivered).await == 6_000 },
+    )
+    .await;
+    let s = sim.stats().snapshot();
+    assert_eq!(
+        s.unique_ids, 6_000,
+        "nothing but what was acknowledged: {s:?}"
+    );
+    live.stop().await;
 }
