@@ -20,6 +20,7 @@ pub mod dispatch;
 pub mod events;
 pub mod http;
 pub mod ingest;
+pub mod local_postgres;
 pub mod metrics;
 pub mod outcomes;
 pub mod reason;
@@ -27,8 +28,6 @@ pub mod rfc3339;
 pub mod server;
 pub mod smtp;
 pub mod spool;
-#[cfg(feature = "testing")]
-pub mod testing;
 pub mod tls;
 
 /// An error with its sources, `: `-separated, for log lines, `/readyz` reasons and

@@ -8,8 +8,8 @@ use std::time::Duration;
 use gateway::config::{Config, Postgres};
 use gateway::dispatch::DispatchOptions;
 use gateway::ingest::Submission;
+use gateway::local_postgres::Server;
 use gateway::spool::{Spool, SpoolOptions, State, Store, SubmitError};
-use gateway::testing::postgres::Server;
 
 use crate::harness::token;
 use crate::live::{KEY, Live, app_section, mock, shop, until};
@@ -44,7 +44,7 @@ apps = ["*"]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_on_postgres_delivers_and_the_next_one_finds_it_all() {
-    let Some(pg) = gateway::testing::postgres::database().await else {
+    let Some(pg) = gateway::local_postgres::database().await else {
         return;
     };
     let dead = token(1_000_000);
@@ -125,7 +125,7 @@ async fn a_gateway_on_postgres_delivers_and_the_next_one_finds_it_all() {
 /// refused — it would send what the first is sending — and comes up once the first has closed.
 #[tokio::test]
 async fn a_second_gateway_on_the_same_database_waits_for_the_first_to_close() {
-    let Some(pg) = gateway::testing::postgres::database().await else {
+    let Some(pg) = gateway::local_postgres::database().await else {
         return;
     };
     let first = Store::postgres(&pg, SpoolOptions::default()).await.unwrap();

@@ -84,7 +84,7 @@ macro_rules! each_backend {
 
             #[tokio::test]
             async fn postgres() {
-                let Some(pg) = gateway::testing::postgres::database().await else {
+                let Some(pg) = gateway::local_postgres::database().await else {
                     return;
                 };
                 let $backing = Backing::Postgres(pg);

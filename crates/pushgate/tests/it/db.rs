@@ -54,7 +54,7 @@ fn db_status_and_migrate_on_sqlite() {
 #[test]
 fn db_status_and_migrate_on_postgres() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let Some(pg) = rt.block_on(gateway::testing::postgres::database()) else {
+    let Some(pg) = rt.block_on(gateway::local_postgres::database()) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -19,7 +19,7 @@ mod procfs;
 mod report;
 
 use h2load::h2load_ceiling;
-use procfs::{clock_ticks, cpu_by_thread, cpu_seconds, peak_rss, thread_cpu};
+use procfs::{clock_ticks, cpu_by_thread, cpu_seconds, peak_rss, thread_cpu, tree_cpu_seconds};
 use report::{Latency, Report, SimulatorFigures, median_of, percentile, print_report};
 
 use std::io::{BufRead, BufReader};
@@ -73,10 +73,31 @@ pub struct Args {
     /// temporary one.
     #[arg(long)]
     keep: Option<PathBuf>,
+    /// The spool: the embedded SQLite file, or PostgreSQL (a private server this bench starts,
+    /// unless --postgres-url-file names a database).
+    #[arg(long, value_enum, default_value_t = StorageKind::Sqlite)]
+    storage: StorageKind,
+    /// With --storage postgres: a file holding the URL of the database to use (it is emptied of
+    /// nothing: use a database of its own). Without it, a private server in a temporary folder.
+    #[arg(long)]
+    postgres_url_file: Option<PathBuf>,
     /// Repeat the whole measurement this many times (each with a fresh gateway and spool) and
     /// report the median of each figure too.
     #[arg(long, default_value_t = 1)]
     runs: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StorageKind {
+    Sqlite,
+    Postgres,
+}
+
+/// Where a run's PostgreSQL spool is: a private server of this bench (its postmaster's pid, for
+/// its CPU) or a database the user named.
+enum Database {
+    Private(gateway::local_postgres::Server),
+    Named(String),
 }
 
 /// The gateway process; killed if the bench ends early.
@@ -103,10 +124,18 @@ fn write_config(
     sim: &apns_mock::RunningMock,
     a: &Args,
     key_hash: &str,
+    postgres_url: Option<&str>,
 ) -> anyhow::Result<PathBuf> {
     std::fs::write(dir.join("sim-ca.pem"), sim.ca_pem().unwrap_or_default())?;
+    let storage = match postgres_url {
+        Some(url) => {
+            std::fs::write(dir.join("pg-url"), url)?;
+            "postgres_url_file = \"pg-url\"\npool_size = 16"
+        }
+        None => "sqlite = \"spool.db\"",
+    };
     let mut text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_s = 5\n\n[storage]\nsqlite = \"spool.db\"\n\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_s = 5\n\n[storage]\n{storage}\n\n\
          [[api_keys]]\nname = \"bench\"\nkey_sha256 = \"{key_hash}\"\nadmin = true\n"
     );
     for i in 0..a.apps {
@@ -164,9 +193,23 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(2));
     }
+    let database = match (a.storage, &a.postgres_url_file) {
+        (StorageKind::Sqlite, _) => None,
+        (StorageKind::Postgres, Some(f)) => Some(Database::Named(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading {}", f.display()))?
+                .trim()
+                .to_owned(),
+        )),
+        (StorageKind::Postgres, None) => Some(Database::Private(
+            tokio::task::spawn_blocking(gateway::local_postgres::Server::private)
+                .await?
+                .context("--storage postgres without --postgres-url-file starts a private server: install Debian's postgresql")?,
+        )),
+    };
     let mut reports = Vec::new();
     for _ in 0..a.runs {
-        let report = run_once(&a).await?;
+        let report = run_once(&a, database.as_ref()).await?;
         if a.json {
             println!("{report}");
         } else {
@@ -192,7 +235,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// One measurement: a fresh simulator, gateway and spool.
-async fn run_once(a: &Args) -> anyhow::Result<Value> {
+async fn run_once(a: &Args, database: Option<&Database>) -> anyhow::Result<Value> {
     let tmp = tempfile::tempdir()?;
     let dir = match &a.keep {
         Some(d) => {
@@ -223,7 +266,23 @@ async fn run_once(a: &Args) -> anyhow::Result<Value> {
             .status();
     }
     let api_key = "bench-api-key-0123456789";
-    let config = write_config(&dir, &sim, a, &gateway::auth::key_sha256_hex(api_key))?;
+    // A fresh database for every run on a private server; a named one is used as it is.
+    let postgres_url = match database {
+        Some(Database::Private(server)) => Some(server.database().await.url.expose().to_owned()),
+        Some(Database::Named(url)) => Some(url.clone()),
+        None => None,
+    };
+    let db_pid = match database {
+        Some(Database::Private(server)) => server.pid(),
+        _ => None,
+    };
+    let config = write_config(
+        &dir,
+        &sim,
+        a,
+        &gateway::auth::key_sha256_hex(api_key),
+        postgres_url.as_deref(),
+    )?;
     let gw = start_gateway(&config, &dir, a.pin)?;
     let pid = gw.child.id();
     let ticks = clock_ticks();
@@ -246,6 +305,7 @@ async fn run_once(a: &Args) -> anyhow::Result<Value> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let url = format!("{}/v1/notifications", gw.url);
     let cpu0 = cpu_seconds(pid, ticks)?;
+    let db_cpu0 = db_pid.map(|p| tree_cpu_seconds(p, ticks));
     let threads0 = thread_cpu(pid, ticks)?;
     let t0 = Instant::now();
     let submit = |b: Bytes| {
@@ -294,6 +354,9 @@ async fn run_once(a: &Args) -> anyhow::Result<Value> {
     }
     let delivered_in = t0.elapsed();
     let cpu = cpu_seconds(pid, ticks)? - cpu0;
+    let db_cpu = db_pid
+        .zip(db_cpu0)
+        .map(|(p, before)| tree_cpu_seconds(p, ticks) - before);
     let threads = thread_cpu(pid, ticks)?;
     let rss = peak_rss(pid)?;
     let stats = sim.stats().snapshot();
@@ -326,6 +389,11 @@ async fn run_once(a: &Args) -> anyhow::Result<Value> {
         apps: a.apps,
         payload_bytes: a.payload_bytes,
         pinned: a.pin,
+        storage: match a.storage {
+            StorageKind::Sqlite => "sqlite",
+            StorageKind::Postgres => "postgres",
+        },
+        database_cpu_us_per_notification: db_cpu.map(|c| c * 1e6 / n),
         accepted_per_s: (n / accepted_in.as_secs_f64()).round() as u64,
         delivered_per_s: delivered_rate.round() as u64,
         seconds: delivered_in.as_secs_f64(),

@@ -88,3 +88,33 @@ pub(super) fn clock_ticks() -> f64 {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(100.0)
 }
+
+/// CPU seconds (user + system) of `pid` and every process whose parent it is: a PostgreSQL
+/// server's postmaster and its backends. A process that ended between two readings takes its
+/// time with it, so the pool's connections (which live through a run) are what is counted.
+pub(super) fn tree_cpu_seconds(pid: u32, ticks: f64) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let mut total = 0.0;
+    for e in entries.flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // The fields after the command (which may hold spaces) in parentheses.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let ppid = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|f| f.parse::<u32>().ok());
+        if p == pid || ppid == Some(pid) {
+            total += stat_cpu(&stat, ticks).unwrap_or(0.0);
+        }
+    }
+    total
+}

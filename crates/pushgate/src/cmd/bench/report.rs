@@ -46,6 +46,11 @@ pub(super) struct Report {
     pub(super) apps: u32,
     pub(super) payload_bytes: usize,
     pub(super) pinned: bool,
+    /// `sqlite` or `postgres`.
+    pub(super) storage: &'static str,
+    /// The PostgreSQL server's CPU (postmaster and backends) a notification, when this bench
+    /// started the server.
+    pub(super) database_cpu_us_per_notification: Option<f64>,
     pub(super) accepted_per_s: u64,
     pub(super) delivered_per_s: u64,
     pub(super) seconds: f64,
@@ -82,13 +87,14 @@ pub(super) struct SimulatorFigures {
 #[allow(clippy::print_stdout, reason = "the report")]
 pub(super) fn print_report(r: &Value) {
     println!(
-        "{} notifications ({} app(s) × {} connections, {} streams, {} ms RTT, ~{} B payload{})",
+        "{} notifications ({} app(s) × {} connections, {} streams, {} ms RTT, ~{} B payload, {}{})",
         r["notifications"],
         r["apps"],
         r["connections"],
         r["max_streams"],
         r["rtt_ms"],
         r["payload_bytes"],
+        r["storage"].as_str().unwrap_or("sqlite"),
         if r["pinned"] == true { ", pinned" } else { "" }
     );
     println!(
@@ -105,6 +111,9 @@ pub(super) fn print_report(r: &Value) {
             .unwrap_or_default(),
         r["gateway_peak_rss_bytes"].as_f64().unwrap_or_default() / 1e6
     );
+    if let Some(db) = r["database_cpu_us_per_notification"].as_f64() {
+        println!("  PostgreSQL CPU {db:.1} µs a notification (postmaster and backends)");
+    }
     if let Some(by) = r["gateway_cpu_us_by_thread"].as_object() {
         let parts: Vec<String> = by
             .iter()

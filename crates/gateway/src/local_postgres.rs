@@ -1,11 +1,19 @@
-//! A private PostgreSQL server for the tests of every crate, from Debian's `postgresql` package:
-//! one shared server per test binary (started on first use, in a temporary folder, reached
-//! through a Unix socket there) with one database per test, or a server of a test's own that it may stop
-//! and start again. Never a stand-in: the PostgreSQL spool is tested against PostgreSQL.
+//! A private PostgreSQL server on this machine, from Debian's `postgresql` package, for the
+//! tests of every crate and for `pushgate bench --storage postgres`: one shared server per
+//! process (started on first use, in a temporary folder, reached through a Unix socket there)
+//! with one database per test, or a server of the caller's own that it may stop and start
+//! again. Never a stand-in: the PostgreSQL spool is tested against PostgreSQL. Not for
+//! production: its data lives in a temporary folder and `fsync` is off.
 //!
 //! As root (CI), the server runs as the `postgres` user (initdb refuses root) through
 //! setpriv(1), which also has the kernel stop it when this process ends. Without the package
 //! the tests that need it are skipped, except under `CI=true`, where they fail.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test and bench support: a failure here is the caller's, and says so"
+)]
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -79,12 +87,20 @@ fn remove_stale_dirs() {
             .file_name()
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.starts_with(DIR_PREFIX));
-        // A server still running keeps its pid file; its test process is alive.
-        if ours && !path.join("data/postmaster.pid").exists() {
+        // Each folder names the process it belongs to; only a dead one's is removed (a folder
+        // being set up by a live process, this one included, is never touched).
+        let owner = std::fs::read_to_string(path.join(OWNER_FILE))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        let alive = owner.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+        if ours && owner.is_some() && !alive {
             let _ = std::fs::remove_dir_all(&path);
         }
     }
 }
+
+/// In each server's folder: the id of the process it belongs to.
+const OWNER_FILE: &str = "owner";
 
 impl Server {
     /// A server of the caller's own (initialised, started, listening); `None` when PostgreSQL
@@ -101,6 +117,7 @@ impl Server {
             .prefix(DIR_PREFIX)
             .tempdir()
             .unwrap();
+        std::fs::write(dir.path().join(OWNER_FILE), std::process::id().to_string()).unwrap();
         let (data, sock) = (dir.path().join("data"), dir.path().join("sock"));
         std::fs::create_dir(&sock).unwrap();
         if root {
@@ -189,6 +206,11 @@ impl Server {
         };
         server.start_again();
         server
+    }
+
+    /// The server's process (the postmaster; its backends are its children).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.lock().ok()?.as_ref().map(Child::id)
     }
 
     /// Starts the server (after [`Server::stop_immediately`]) and waits until it listens.
