@@ -141,14 +141,19 @@ pub(super) async fn migrate(c: &mut Client, target: &str) -> Result<i32, SpoolEr
 // The statements of every scheduler pass and outcome, as in the SQLite spool; `state < 3` is
 // spelled out for the partial index of pending rows.
 
+// The ready pages order by the pending index's own columns, the leading ones fixed by the
+// WHERE clause: the same order as `ORDER BY id` (or `due_at, id`), but one the planner can only
+// serve from that index. Ordered by id alone, it walked the primary key and filtered out every
+// finished row on the way (44 ms a page of 1,000 in `pushgate bench`, against 2 ms).
+
 /// One app's queued notifications waiting for no time, in id order after a cursor.
 pub(super) const READY_WAITING: &str = "SELECT id, token, attempts, request_id, due_at \
      FROM notifications WHERE state < 3 AND state = 1 AND app = $1 AND due_at IS NULL \
-     AND id > $2 ORDER BY id LIMIT $3";
+     AND id > $2 ORDER BY state, app, due_at, id LIMIT $3";
 /// One app's queued retries whose time ($2) has come, in (due time, id) order after a cursor.
 pub(super) const READY_DUE: &str = "SELECT id, token, attempts, request_id, due_at \
      FROM notifications WHERE state < 3 AND state = 1 AND app = $1 AND due_at <= $2 \
-     AND (due_at, id) > ($3, $4) ORDER BY due_at, id LIMIT $5";
+     AND (due_at, id) > ($3, $4) ORDER BY state, app, due_at, id LIMIT $5";
 /// The requests of a page, each read once.
 pub(super) const REQUESTS_BY_ID: &str = "SELECT id, app, payload, push_type, priority, topic, \
      collapse_id, apns_expiration, expires_at FROM requests WHERE id = ANY($1)";
