@@ -52,13 +52,18 @@ pub fn write_config_for(
 
 /// Writes `apps` (from [`app_section`]) under the storage and API key every [`Live`] has.
 pub fn write_config_text(dir: &std::path::Path, apps: &str) -> Config {
+    write_config_on(dir, r#"sqlite = "spool.db""#, apps)
+}
+
+/// As [`write_config_text`], with `storage` as the `[storage]` section's keys.
+pub fn write_config_on(dir: &std::path::Path, storage: &str, apps: &str) -> Config {
     let file = dir.join("pushgate.toml");
     std::fs::write(
         &file,
         format!(
             r#"
 [storage]
-sqlite = "spool.db"
+{storage}
 
 [[api_keys]]
 name = "live"

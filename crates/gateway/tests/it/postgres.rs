@@ -12,7 +12,7 @@ use gateway::local_postgres::Server;
 use gateway::spool::{Spool, SpoolOptions, State, Store, SubmitError};
 
 use crate::harness::token;
-use crate::live::{KEY, Live, app_section, mock, shop, until};
+use crate::live::{Live, app_section, mock, shop, until, write_config_on};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -21,25 +21,7 @@ const MINUTE: Duration = Duration::from_secs(60);
 fn config_on(dir: &std::path::Path, sim: &apns_mock::RunningMock, pg: &Postgres) -> Config {
     std::fs::write(dir.join("pg-url"), pg.url.expose()).unwrap();
     let apps = app_section(dir, sim, "shop", "");
-    let file = dir.join("pushgate.toml");
-    std::fs::write(
-        &file,
-        format!(
-            r#"
-[storage]
-postgres_url_file = "pg-url"
-pool_size = 8
-
-[[api_keys]]
-name = "live"
-key_sha256 = "{key}"
-apps = ["*"]
-{apps}"#,
-            key = gateway::auth::key_sha256_hex(KEY),
-        ),
-    )
-    .unwrap();
-    Config::load(&file).unwrap()
+    write_config_on(dir, "postgres_url_file = \"pg-url\"\npool_size = 8", &apps)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

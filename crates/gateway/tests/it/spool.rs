@@ -504,3 +504,29 @@ async fn paging_goes_on_past_rows_that_cannot_be_sent() {
     assert_eq!(seen.len(), 28, "every row that can be sent, and only those");
     assert!(!seen.contains(&orphan_id) && !seen.contains(&corrupt));
 }
+
+// Concurrent submits cannot pass the limit together: twenty batches of ten at once against a
+// limit of 100 admit exactly ten of them, and the count says 100.
+each_backend!(
+    concurrent_submits_never_pass_max_pending_together,
+    SpoolOptions {
+        max_pending: 100,
+        ..SpoolOptions::default()
+    },
+    |spool| {
+        let results = futures_util::future::join_all(
+            (0..20).map(|i| spool.enqueue(vec![request("shop", i * 10, 10)])),
+        )
+        .await;
+        let admitted = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(admitted, 10, "{results:?}");
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, Ok(_) | Err(SubmitError::Full { .. }))),
+            "{results:?}"
+        );
+        assert_eq!(spool.pending(), 100);
+        assert_eq!(spool.counts().await.unwrap(), vec![(State::Queued, 100)]);
+    }
+);

@@ -326,17 +326,22 @@ impl Spool for PgSpool {
 
     async fn enqueue(&self, batch: Vec<NewRequest>) -> Result<Vec<NewRequest>, SubmitError> {
         let rows: u64 = batch.iter().map(|r| r.len() as u64).sum();
-        let pending = self.inner.pending.load(Ordering::Acquire);
-        if pending + rows > self.inner.max_pending {
-            return Err(SubmitError::Full {
-                pending,
-                limit: self.inner.max_pending,
-            });
+        let limit = self.inner.max_pending;
+        // Reserved before the insert (given back if it fails), so that concurrent submits
+        // cannot all pass the limit at once.
+        if let Err(pending) =
+            self.inner
+                .pending
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                    p.checked_add(rows).filter(|&n| n <= limit)
+                })
+        {
+            return Err(SubmitError::Full { pending, limit });
         }
-        self.insert(&batch)
-            .await
-            .map_err(SubmitError::Unavailable)?;
-        self.inner.pending.fetch_add(rows, Ordering::AcqRel);
+        if let Err(e) = self.insert(&batch).await {
+            self.release_pending(rows);
+            return Err(SubmitError::Unavailable(e));
+        }
         Ok(batch)
     }
 
