@@ -192,3 +192,73 @@ async fn a_database_crash_under_load_loses_nothing_acknowledged() {
     );
     live.stop().await;
 }
+
+/// A database that takes no writes — a replica promoted late, a primary demoted by a failover
+/// (SQLSTATE 25006) — refuses submits as the spool unavailable and `/readyz` says so; once it
+/// takes writes again, the gateway resumes without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_database_refuses_submits_until_it_takes_writes_again() {
+    let Some(pg) = gateway::local_postgres::database().await else {
+        return;
+    };
+    let sim = mock().spawn().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_on(dir.path(), &sim, &pg);
+    let live = Live::start_in(dir, config, DispatchOptions::default()).await;
+    let name = pg.target.rsplit('/').next().unwrap().to_owned();
+    let admin_url = pg.url.expose().replace(&format!("/{name}?"), "/postgres?");
+    let (admin, conn) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    // Every connection the gateway opens from now on is read-only; those it has are closed.
+    let set = |on: bool| {
+        format!(
+            "ALTER DATABASE {name} SET default_transaction_read_only = {}",
+            if on { "on" } else { "off" }
+        )
+    };
+    let reconnect = format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+    );
+    admin.batch_execute(&set(true)).await.unwrap();
+    admin.batch_execute(&reconnect).await.unwrap();
+    until("a submit refused as the spool unavailable, read-only", MINUTE, || async {
+        let r = live
+            .state
+            .intake
+            .submit(Submission::new(None, vec![shop(0, 10)]))
+            .await;
+        matches!(&r, Err(SubmitError::Unavailable(e)) if gateway::error_chain(e).contains("read-only"))
+    })
+    .await;
+    let (status, body) = live.readyz().await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        live.held().await,
+        0,
+        "nothing of a refused submit is stored"
+    );
+
+    admin.batch_execute(&set(false)).await.unwrap();
+    admin.batch_execute(&reconnect).await.unwrap();
+    until("ready again", MINUTE, || async {
+        live.readyz().await.0 == 200
+    })
+    .await;
+    // A client retries a refused submit; once one is accepted, it is delivered.
+    until("a submit accepted", MINUTE, || async {
+        live.state
+            .intake
+            .submit(Submission::new(None, vec![shop(100, 10)]))
+            .await
+            .is_ok()
+    })
+    .await;
+    until("delivered", MINUTE, || async {
+        live.count(State::Delivered).await == 10
+    })
+    .await;
+    live.stop().await;
+}

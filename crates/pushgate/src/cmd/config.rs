@@ -21,14 +21,34 @@ pub enum ConfigCommand {
     clippy::print_stderr,
     reason = "the report is this command's output"
 )]
-pub fn run(c: ConfigCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(c: ConfigCommand) -> anyhow::Result<ExitCode> {
     let ConfigCommand::Check { file } = c;
     match Config::load(&file) {
         Ok(config) => {
             println!("{}: ok", file.display());
             match &config.storage.postgres {
                 // The target, never the URL: it may hold a password.
-                Some(pg) => println!("  spool: PostgreSQL at {}", pg.target),
+                Some(pg) => {
+                    println!("  spool: PostgreSQL at {}", pg.target);
+                    // Reached as the gateway would reach it; nothing is changed.
+                    match gateway::spool::status(&config.storage).await {
+                        Ok(st) => println!(
+                            "    server {}, schema version {} (this pushgate: {})",
+                            st.server_version.as_deref().unwrap_or("?"),
+                            st.schema
+                                .map_or_else(|| "none yet".to_owned(), |v| v.to_string()),
+                            st.known
+                        ),
+                        Err(e) => {
+                            eprintln!(
+                                "{}: storage: cannot reach the database: {}",
+                                file.display(),
+                                gateway::error_chain(&e)
+                            );
+                            return Ok(ExitCode::from(2));
+                        }
+                    }
+                }
                 None => println!("  spool: {}", config.storage.sqlite.display()),
             }
             println!("  api keys: {}", config.api_keys.len());

@@ -37,7 +37,7 @@ impl Command {
         match self {
             Command::Bench(args) => bench::run(*args).await,
             Command::Cert(c) => cert::run(c),
-            Command::Config(c) => config::run(c),
+            Command::Config(c) => config::run(c).await,
             Command::Db(c) => db::run(c).await,
             Command::MockApns(args) => mock_apns::run(*args).await,
             Command::Send(args) => send::run(*args).await,

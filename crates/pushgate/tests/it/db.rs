@@ -97,6 +97,12 @@ fn db_status_and_migrate_on_postgres() {
         "{}",
         text(&check)
     );
+    assert!(
+        text(&check).contains("    server 15")
+            && text(&check).contains("schema version 1 (this pushgate: 1)"),
+        "config check reaches the database: {}",
+        text(&check)
+    );
 
     // A database a newer pushgate migrated is refused, by status and by migrate.
     rt.block_on(async {
@@ -126,4 +132,28 @@ fn db_status_and_migrate_on_postgres() {
     for o in [&before, &created, &again, &check, &newer, &refused] {
         assert!(!text(o).contains("hunter2"), "{}", text(o));
     }
+}
+
+/// `config check` reaches the database as the gateway would: one that cannot be reached is a
+/// problem of the file (exit 2), named without the URL.
+#[test]
+fn config_check_names_a_database_it_cannot_reach() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pg-url"),
+        "postgres://gw:hunter2@/push?host=/nonexistent-socket-dir&port=1&sslmode=disable",
+    )
+    .unwrap();
+    let config = dir.path().join("pushgate.toml");
+    std::fs::write(&config, "[storage]\npostgres_url_file = \"pg-url\"\n").unwrap();
+    let check = run(Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .args(["config", "check"])
+        .arg(&config));
+    let out = text(&check);
+    assert_eq!(check.status.code(), Some(2), "{out}");
+    assert!(out.contains("storage: cannot reach the database"), "{out}");
+    assert!(
+        out.contains("/nonexistent-socket-dir:1/push") && !out.contains("hunter2"),
+        "{out}"
+    );
 }
