@@ -178,6 +178,33 @@ async fn a_database_crash_under_load_loses_nothing_acknowledged() {
         live.readyz().await.0 == 200
     })
     .await;
+    // The gateway lock went with the crash; the gateway takes it again, and a second gateway
+    // is still refused.
+    let name = pg.target.rsplit('/').next().unwrap().to_owned();
+    let (admin, conn) = tokio_postgres::connect(pg.url.expose(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    until("the gateway lock taken again", MINUTE, || async {
+        admin
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+                 AND database = (SELECT oid FROM pg_database WHERE datname = $1)",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            == 1
+    })
+    .await;
+    let second = Store::postgres(&pg, SpoolOptions::default()).await;
+    assert!(
+        second
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("another gateway uses")),
+        "{second:?}"
+    );
     live.submit(vec![shop(20_000, 1_000)]).await;
     until(
         "every acknowledged notification delivered",

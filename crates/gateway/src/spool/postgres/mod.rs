@@ -44,8 +44,10 @@ pub(crate) struct PgSpool {
 struct Inner {
     pool: Pool,
     /// The connection holding [`schema::GATEWAY_LOCK`]; dropped (and the lock with it) when the
-    /// spool closes.
-    lock: std::sync::Mutex<Option<(tokio_postgres::Client, tokio::task::JoinHandle<()>)>>,
+    /// spool closes. A std mutex, held to swap it.
+    lock: std::sync::Mutex<Option<tokio_postgres::Client>>,
+    /// Takes the lock again when its connection is lost (`keep_lock`); stopped at close.
+    keeper: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// `host:port/database`: what errors and logs name (never the URL).
     target: String,
     /// Notifications not yet final, as this gateway has counted them.
@@ -126,6 +128,44 @@ async fn exclusive(
     Ok((client, task))
 }
 
+/// Waits for the connection holding the gateway lock to end (a server restart, a network
+/// fault), then takes the lock again on a new connection, retrying with backoff while the
+/// database is out of reach. Ends when the spool is gone. If another gateway took the lock
+/// meanwhile, it says so loudly and keeps trying: two gateways would send the same work.
+async fn keep_lock(
+    spool: std::sync::Weak<Inner>,
+    mut connection: tokio::task::JoinHandle<()>,
+    pg_config: tokio_postgres::Config,
+    config: Postgres,
+) {
+    loop {
+        let _ = (&mut connection).await;
+        if spool.upgrade().is_none() {
+            return;
+        }
+        tracing::warn!(target = %config.target, "the connection holding the gateway lock was lost; taking the lock again");
+        let mut wait = std::time::Duration::from_millis(100);
+        loop {
+            match exclusive(&pg_config, &config).await {
+                Ok((client, conn)) => {
+                    let Some(inner) = spool.upgrade() else {
+                        return;
+                    };
+                    *inner.lock.lock().expect("lock mutex") = Some(client);
+                    connection = conn;
+                    tracing::info!(target = %config.target, "gateway lock taken again");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %crate::error_chain(&e), "taking the gateway lock again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
 impl PgSpool {
     /// Connects, migrates the schema (under the advisory lock) and counts what is pending.
     pub(crate) async fn open(
@@ -144,7 +184,8 @@ impl PgSpool {
         pg_config.options(session.trim_start());
         pg_config.tcp_user_timeout(CONNECT_TIMEOUT);
         pg_config.application_name("pushgate");
-        let lock = exclusive(&pg_config, config).await?;
+        let (lock, lock_conn) = exclusive(&pg_config, config).await?;
+        let lock_config = pg_config.clone();
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(config)?);
         let manager = Manager::from_config(
             pg_config,
@@ -168,12 +209,20 @@ impl PgSpool {
             inner: Arc::new(Inner {
                 pool,
                 lock: std::sync::Mutex::new(Some(lock)),
+                keeper: std::sync::Mutex::new(None),
                 target,
                 pending: AtomicU64::new(0),
                 max_pending: options.max_pending,
                 commits: AtomicU64::new(0),
             }),
         };
+        let keeper = tokio::spawn(keep_lock(
+            Arc::downgrade(&spool.inner),
+            lock_conn,
+            lock_config,
+            config.clone(),
+        ));
+        *spool.inner.keeper.lock().expect("keeper mutex") = Some(keeper);
         let mut c = spool.conn().await?;
         schema::migrate(&mut c, &spool.inner.target).await?;
         let pending: i64 = c
@@ -599,11 +648,13 @@ impl Spool for PgSpool {
     /// Closes the pool and gives up the gateway lock; later operations fail.
     async fn close(&self) -> Result<(), SpoolError> {
         self.inner.pool.close();
-        let lock = self.inner.lock.lock().expect("lock mutex").take();
-        if let Some((client, task)) = lock {
-            drop(client);
-            let _ = task.await;
+        let keeper = self.inner.keeper.lock().expect("keeper mutex").take();
+        if let Some(k) = keeper {
+            k.abort();
+            let _ = k.await;
         }
+        // Dropping the client ends its connection, and the session's lock with it.
+        drop(self.inner.lock.lock().expect("lock mutex").take());
         Ok(())
     }
 
