@@ -7,7 +7,7 @@ use gateway::dispatch::DispatchOptions;
 use gateway::spool::{Spool, State};
 
 use crate::harness::token;
-use crate::live::{Live, counter, mock, shop, until};
+use crate::live::{Backend, Live, counter, mock, shop, until};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -73,8 +73,7 @@ async fn outcomes_the_spool_refuses_pause_dispatch_and_nothing_is_sent_twice() {
 /// Dead tokens are registered in the same commit as their notifications' outcomes: 5,000
 /// Unregistered answers take a handful of transactions, not one each, and the registry holds
 /// every token.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_tokens_are_committed_with_their_outcomes() {
+async fn dead_tokens_are_committed_with_their_outcomes(backend: Backend) {
     let tokens: Vec<String> = (0..5_000).map(|i| token(i).as_str().to_owned()).collect();
     // Answers wait 50 ms, so they come back many at a time, as they do from Apple.
     let sim = mock()
@@ -84,7 +83,7 @@ async fn dead_tokens_are_committed_with_their_outcomes() {
         .spawn()
         .await
         .unwrap();
-    let live = Live::start(&sim, "", DispatchOptions::default()).await;
+    let live = Live::start_on(&backend, &sim, "", DispatchOptions::default()).await;
     // A token connection carries one stream until its first 200: one good token first.
     live.submit(vec![shop(10_000, 1)]).await;
     until("the first delivery", MINUTE, || async {
@@ -108,8 +107,7 @@ async fn dead_tokens_are_committed_with_their_outcomes() {
 /// Apple calls every token bad (the app's `environment` is wrong): nothing fails, no token is
 /// registered dead, the app halts with `LikelyWrongEnvironment`; once the configuration points
 /// at the right environment, every notification is delivered.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wrong_environment_halts_the_app_and_kills_no_token() {
+async fn a_wrong_environment_halts_the_app_and_kills_no_token(backend: Backend) {
     // Not a multiple of the guard's window of 100: the last answers close no window.
     let tokens: Vec<String> = (0..250).map(|i| token(i).as_str().to_owned()).collect();
     let wrong = mock()
@@ -117,7 +115,7 @@ async fn a_wrong_environment_halts_the_app_and_kills_no_token() {
         .spawn()
         .await
         .unwrap();
-    let live = Live::start(&wrong, "", DispatchOptions::default()).await;
+    let live = Live::start_on(&backend, &wrong, "", DispatchOptions::default()).await;
     let r = shop(0, 250);
     let ids: Vec<_> = r.notifications.iter().map(|(id, _)| *id).collect();
     live.submit(vec![r]).await;
@@ -142,7 +140,7 @@ async fn a_wrong_environment_halts_the_app_and_kills_no_token() {
     assert_eq!(status, 503, "{body}");
     // The right environment: a simulator that knows these tokens.
     let right = mock().spawn().await.unwrap();
-    let config = crate::live::write_config(live.dir.path(), &right, "");
+    let config = live.config(&right, "");
     live.apply(config);
     until("every notification delivered", MINUTE, || async {
         live.count(State::Delivered).await == 250
@@ -156,8 +154,7 @@ async fn a_wrong_environment_halts_the_app_and_kills_no_token() {
 }
 
 /// A few bad tokens among good ones are not a wrong environment: they fail and are registered.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_few_bad_tokens_among_good_ones_are_registered_dead() {
+async fn a_few_bad_tokens_among_good_ones_are_registered_dead(backend: Backend) {
     // The first three are bad: held until the first 200 proves the credential, then failed.
     let bad: Vec<String> = (0..300)
         .filter(|i| *i < 3 || i % 50 == 7)
@@ -168,7 +165,7 @@ async fn a_few_bad_tokens_among_good_ones_are_registered_dead() {
         .spawn()
         .await
         .unwrap();
-    let live = Live::start(&sim, "", DispatchOptions::default()).await;
+    let live = Live::start_on(&backend, &sim, "", DispatchOptions::default()).await;
     live.submit(vec![shop(0, 300)]).await;
     until("every notification final", MINUTE, || async {
         live.count(State::Delivered).await + live.count(State::Failed).await == 300
@@ -207,10 +204,9 @@ async fn readyz_answers_503_when_the_spool_cannot_write() {
 /// During an outage (nothing listens at the endpoint) the retries of unreachable sends wait
 /// for the pool's reconnect back-off (1 s doubling), instead of coming due every second and
 /// rewriting every queued row as often; and they use no attempt.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_outage_spaces_the_retries_it_records() {
+async fn an_outage_spaces_the_retries_it_records(backend: Backend) {
     let sim = mock().spawn().await.unwrap();
-    let live = Live::start(&sim, "", DispatchOptions::default()).await;
+    let live = Live::start_on(&backend, &sim, "", DispatchOptions::default()).await;
     sim.shutdown().await;
     live.submit(vec![shop(0, 20)]).await;
     until("a retry due more than 3 s ahead", MINUTE, || async {
@@ -228,14 +224,13 @@ async fn an_outage_spaces_the_retries_it_records() {
 
 /// An app removed from the configuration and added back while its sends are in flight keeps
 /// its worker and queue: what was in flight is not sent a second time by a new worker.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_app_removed_and_added_back_sends_nothing_twice() {
+async fn an_app_removed_and_added_back_sends_nothing_twice(backend: Backend) {
     let sim = mock()
         .latency(Duration::from_millis(1000))
         .spawn()
         .await
         .unwrap();
-    let live = Live::start(&sim, "", DispatchOptions::default()).await;
+    let live = Live::start_on(&backend, &sim, "", DispatchOptions::default()).await;
     // One delivery first: a token connection carries one stream until its first 200.
     live.submit(vec![shop(1_000, 1)]).await;
     until("the first delivery", MINUTE, || async {
@@ -247,10 +242,9 @@ async fn an_app_removed_and_added_back_sends_nothing_twice() {
         live.dispatch.status("shop").unwrap().streams_in_flight == 50
     })
     .await;
-    let dir = live.dir.path();
-    let without = crate::live::write_config_for(dir, &sim, "other", "");
+    let without = live.config_for(&sim, "other", "");
     live.apply(without);
-    let with = crate::live::write_config(dir, &sim, "");
+    let with = live.config(&sim, "");
     live.apply(with);
     until("every notification delivered", MINUTE, || async {
         live.count(State::Delivered).await == 51
@@ -265,14 +259,13 @@ async fn an_app_removed_and_added_back_sends_nothing_twice() {
 /// the backoff's base a dispatch option: 10 ms here, so the test waits on retries, not on real
 /// seconds. Every notification ends delivered, some after more than one attempt, and none
 /// reached the simulator's accepted count twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retryable_answers_are_retried_until_delivered() {
+async fn retryable_answers_are_retried_until_delivered(backend: Backend) {
     let sim = mock().fail_rate(0.3).spawn().await.unwrap();
     let options = DispatchOptions {
         retry_base: Duration::from_millis(10),
         ..DispatchOptions::default()
     };
-    let live = Live::start(&sim, "max_attempts = 30", options).await;
+    let live = Live::start_on(&backend, &sim, "max_attempts = 30", options).await;
     let request = shop(0, 200);
     let ids: Vec<_> = request.notifications.iter().map(|(id, _)| *id).collect();
     live.submit(vec![request]).await;
@@ -289,3 +282,12 @@ async fn retryable_answers_are_retried_until_delivered() {
     assert_eq!(sim.stats().snapshot().accepted, 200, "each delivered once");
     live.stop().await;
 }
+
+on_each_backend!(
+    dead_tokens_are_committed_with_their_outcomes,
+    a_wrong_environment_halts_the_app_and_kills_no_token,
+    a_few_bad_tokens_among_good_ones_are_registered_dead,
+    an_outage_spaces_the_retries_it_records,
+    an_app_removed_and_added_back_sends_nothing_twice,
+    retryable_answers_are_retried_until_delivered,
+);

@@ -18,11 +18,33 @@ pub const TOPIC: &str = "com.example.shop";
 /// The API key of every [`Live`] gateway (all apps).
 pub const KEY: &str = "live-test-key";
 
+/// The spool a [`Live`] gateway runs on.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    Postgres(gateway::config::Postgres),
+}
+
+impl Backend {
+    /// The `[storage]` keys of a configuration in `dir` (for PostgreSQL, its URL in a file
+    /// there, as an operator would keep it).
+    fn storage(&self, dir: &std::path::Path) -> String {
+        match self {
+            Backend::Sqlite => r#"sqlite = "spool.db""#.to_owned(),
+            Backend::Postgres(pg) => {
+                std::fs::write(dir.join("pg-url"), pg.url.expose()).unwrap();
+                "postgres_url_file = \"pg-url\"\npool_size = 8".to_owned()
+            }
+        }
+    }
+}
+
 pub struct Live {
     pub state: Arc<ApiState>,
     pub dispatch: Arc<Dispatcher>,
     pub addr: std::net::SocketAddr,
     pub dir: tempfile::TempDir,
+    backend: Backend,
     reloader: Reloader,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<()>>,
@@ -110,9 +132,33 @@ team_id = "TEAM123456"
 
 impl Live {
     pub async fn start(sim: &RunningMock, app_extra: &str, options: DispatchOptions) -> Live {
+        Live::start_on(&Backend::Sqlite, sim, app_extra, options).await
+    }
+
+    /// As [`Live::start`], on `backend`'s spool.
+    pub async fn start_on(
+        backend: &Backend,
+        sim: &RunningMock,
+        app_extra: &str,
+        options: DispatchOptions,
+    ) -> Live {
         let dir = tempfile::tempdir().unwrap();
-        let config = write_config(dir.path(), sim, app_extra);
+        let apps = app_section(dir.path(), sim, "shop", app_extra);
+        let config = write_config_on(dir.path(), &backend.storage(dir.path()), &apps);
         Live::start_in(dir, config, options).await
+    }
+
+    /// The configuration of one app `shop` sending to `sim`, on this gateway's spool, written
+    /// in its folder (for [`Live::apply`]).
+    pub fn config(&self, sim: &RunningMock, app_extra: &str) -> Config {
+        self.config_for(sim, "shop", app_extra)
+    }
+
+    /// As [`Live::config`], for an app called `name`.
+    pub fn config_for(&self, sim: &RunningMock, name: &str, app_extra: &str) -> Config {
+        let dir = self.dir.path();
+        let apps = app_section(dir, sim, name, app_extra);
+        write_config_on(dir, &self.backend.storage(dir), &apps)
     }
 
     /// Starts a gateway on `config`, written in `dir` (which may hold a spool already).
@@ -121,6 +167,10 @@ impl Live {
         config: Config,
         options: DispatchOptions,
     ) -> Live {
+        let backend = match &config.storage.postgres {
+            Some(pg) => Backend::Postgres(pg.clone()),
+            None => Backend::Sqlite,
+        };
         let gateway = Gateway::start(config, options).await.unwrap();
         let (state, dispatch) = (Arc::clone(&gateway.state), Arc::clone(&gateway.dispatch));
         let reloader = gateway.reloader();
@@ -139,6 +189,7 @@ impl Live {
             dispatch,
             addr,
             dir,
+            backend,
             reloader,
             stop: Some(stop),
             served: Some(served),

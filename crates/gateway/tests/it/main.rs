@@ -1,5 +1,28 @@
-//! The gateway's parts against real files: TOML configurations, SQLite spools.
+//! The gateway's parts against real files and servers: TOML configurations, SQLite spools, a
+//! private PostgreSQL.
 #![allow(clippy::unwrap_used)]
+
+/// `$name::sqlite` and `$name::postgres` for each `async fn $name(backend: live::Backend)`:
+/// one test, run on each spool (PostgreSQL's skipped where it is not installed, outside CI).
+macro_rules! on_each_backend {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(crate::live::Backend::Sqlite).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    if let Some(pg) = gateway::local_postgres::database().await {
+                        super::$name(crate::live::Backend::Postgres(pg)).await;
+                    }
+                }
+            }
+        )*
+    };
+}
 
 /// The HTTP API through real HTTP: every error code, atomicity, scopes, defaults, states.
 mod api;

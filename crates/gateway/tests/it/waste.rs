@@ -8,22 +8,21 @@ use apns::clock::ManualClock;
 use gateway::dispatch::DispatchOptions;
 use gateway::spool::State;
 
-use crate::live::{Live, mock, shop, until};
+use crate::live::{Backend, Live, mock, shop, until};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
 /// A reload keeps the signer of a key that did not change: the connections it opens show
 /// Apple the token already in use, not a new one (which Apple refuses sooner than 20 minutes
 /// after the last: TooManyProviderTokenUpdates). The token is still renewed at 50 minutes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reload_keeps_the_provider_token_of_an_unchanged_key() {
+async fn a_reload_keeps_the_provider_token_of_an_unchanged_key(backend: Backend) {
     let sim = mock().spawn().await.unwrap();
     let clock = Arc::new(ManualClock::new(SystemTime::now()));
     let options = DispatchOptions {
         clock: clock.clone(),
         ..DispatchOptions::default()
     };
-    let live = Live::start(&sim, "", options).await;
+    let live = Live::start_on(&backend, &sim, "", options).await;
     let mut sent = 0;
     let mut send_one = async || {
         live.submit(vec![shop(sent, 1)]).await;
@@ -61,8 +60,7 @@ async fn a_reload_keeps_the_provider_token_of_an_unchanged_key() {
 /// After the first halting answer, what the worker had taken but not yet written goes back to
 /// the queue: an app whose provider token Apple refuses costs about one request per connection,
 /// not one per stream it had in flight. Nothing is lost or used up meanwhile.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_halt_withdraws_the_sends_not_yet_written() {
+async fn a_halt_withdraws_the_sends_not_yet_written(backend: Backend) {
     // A simulator that trusts another key: every token the gateway signs is invalid.
     let other = std::fs::read(crate::harness::apns_fixtures().join("other-jwt.pub.pem")).unwrap();
     let sim = apns_mock::MockApns::builder()
@@ -70,7 +68,13 @@ async fn a_halt_withdraws_the_sends_not_yet_written() {
         .spawn()
         .await
         .unwrap();
-    let live = Live::start(&sim, "max_connections = 4", DispatchOptions::default()).await;
+    let live = Live::start_on(
+        &backend,
+        &sim,
+        "max_connections = 4",
+        DispatchOptions::default(),
+    )
+    .await;
     live.submit(vec![shop(0, 5_000)]).await;
     until("the app to halt", MINUTE, || async {
         !live.dispatch.halted().is_empty()
@@ -102,3 +106,8 @@ async fn a_halt_withdraws_the_sends_not_yet_written() {
     );
     live.stop().await;
 }
+
+on_each_backend!(
+    a_reload_keeps_the_provider_token_of_an_unchanged_key,
+    a_halt_withdraws_the_sends_not_yet_written,
+);
