@@ -29,12 +29,13 @@ mod store;
 
 pub use error::{SpoolError, SubmitError};
 pub use records::{
-    Completion, DeadToken, FeedbackEntry, NewRequest, NotificationRecord, PendingRow, ReadyCursor,
-    ReadyPage, ReadyRow, RecoveryReport, Sendable, State, StoredRequest,
+    Completion, CopyReport, DeadToken, Export, ExportedNotification, ExportedRequest,
+    FeedbackEntry, NewRequest, NotificationRecord, PendingRow, ReadyCursor, ReadyPage, ReadyRow,
+    RecoveryReport, Sendable, State, StoredRequest,
 };
 pub use retention::spawn_pruner;
 pub use sqlite::SpoolOptions;
-pub use store::{Channel, Spool, SpoolStatus, Store, migrate, status};
+pub use store::{Channel, Spool, SpoolStatus, Store, copy_from_sqlite, migrate, status};
 
 pub(crate) use postgres::postgres_config;
 

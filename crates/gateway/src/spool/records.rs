@@ -207,3 +207,42 @@ pub struct PendingRow {
     pub attempts: u32,
     pub due_at: Option<SystemTime>,
 }
+
+/// What `pushgate db copy` carries from one spool to another.
+#[derive(Debug, Clone, Default)]
+pub struct Export {
+    pub requests: Vec<ExportedRequest>,
+    pub dead: Vec<DeadToken>,
+}
+
+/// A request with its notifications not yet final.
+#[derive(Debug, Clone)]
+pub struct ExportedRequest {
+    pub request: StoredRequest,
+    pub send_at: Option<SystemTime>,
+    pub expires_at: SystemTime,
+    pub created_at: SystemTime,
+    pub notifications: Vec<ExportedNotification>,
+}
+
+/// One notification not yet final, as it stands.
+#[derive(Debug, Clone)]
+pub struct ExportedNotification {
+    pub id: ApnsId,
+    pub token: DeviceToken,
+    pub state: State,
+    pub attempts: u32,
+    pub due_at: Option<SystemTime>,
+    pub status: Option<u16>,
+    pub reason: Option<Cause>,
+}
+
+/// What a copy did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopyReport {
+    pub requests: usize,
+    pub notifications: usize,
+    /// Requests already in the destination (a copy run before): left as they are.
+    pub already_there: usize,
+    pub dead_tokens: usize,
+}

@@ -357,6 +357,40 @@ pub async fn migrate(
     Ok((before, after))
 }
 
+/// `pushgate db copy --from-sqlite FILE`: copies the notifications not yet final of the SQLite
+/// spool at `file` (with their requests) and its dead-token registry into the PostgreSQL spool
+/// `storage` names. Refuses while a gateway holds the file (its notifications would be sent
+/// by two gateways), and while one uses the database. Running it again copies nothing twice.
+pub async fn copy_from_sqlite(
+    file: &Path,
+    storage: &crate::config::Storage,
+) -> Result<crate::spool::CopyReport, SpoolError> {
+    let Some(pg) = &storage.postgres else {
+        return Err(SpoolError::unsupported(
+            "copying into it (the configuration names no PostgreSQL spool)",
+            "sqlite",
+        ));
+    };
+    if !file.exists() {
+        return Err(SpoolError::Io {
+            what: format!("no SQLite spool at {}", file.display()),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+    }
+    let path = file.to_owned();
+    let export = tokio::task::spawn_blocking(move || {
+        // Held while it is read: no gateway starts on the file meanwhile.
+        let _owner = super::sqlite::hold(&path)?;
+        super::sqlite::export(&path)
+    })
+    .await
+    .map_err(|_| SpoolError::WriterGone)??;
+    let spool = PgSpool::open(pg, SpoolOptions::default()).await?;
+    let report = spool.import(&export).await;
+    spool.close().await?;
+    report
+}
+
 /// `on!(self, s => expr)`: `expr` with `s` bound to whichever backend this is.
 macro_rules! on {
     ($self:ident, $s:ident => $e:expr) => {

@@ -530,3 +530,18 @@ each_backend!(
         assert_eq!(spool.counts().await.unwrap(), vec![(State::Queued, 100)]);
     }
 );
+
+/// A second gateway on the same SQLite file is refused (it would send what the first is
+/// sending) until the first closes it.
+#[tokio::test]
+async fn a_second_spool_on_the_same_sqlite_file_waits_for_the_first_to_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(&dir);
+    let err = Store::sqlite(&dir.path().join("spool.db"), SpoolOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("another gateway uses the spool"), "{err}");
+    first.close().await.unwrap();
+    let second = open(&dir);
+    second.close().await.unwrap();
+}

@@ -1,4 +1,5 @@
-//! `pushgate db status|migrate --config FILE`: the spool the configuration names — its backend,
+//! `pushgate db status|migrate --config FILE`, `pushgate db copy --from-sqlite FILE --config
+//! FILE`: the spool the configuration names — its backend,
 //! where it is (a file, or `host:port/database`: never a URL), the server's version and the
 //! schema version found against the one this pushgate writes; `migrate` creates or brings it
 //! up to date as `serve` would at start (on PostgreSQL under the advisory lock that lets
@@ -24,6 +25,17 @@ pub enum DbCommand {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Copy a SQLite spool's pending and scheduled notifications, their requests and its
+    /// dead-token registry into the PostgreSQL spool the configuration names (safe to run
+    /// again; refused while a gateway uses either).
+    Copy {
+        /// The SQLite spool file to copy from.
+        #[arg(long)]
+        from_sqlite: PathBuf,
+        /// The configuration file naming the PostgreSQL spool.
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 /// A spool newer than this pushgate knows.
@@ -34,6 +46,22 @@ pub async fn run(c: DbCommand) -> anyhow::Result<ExitCode> {
     let (file, migrate) = match c {
         DbCommand::Status { config } => (config, false),
         DbCommand::Migrate { config } => (config, true),
+        DbCommand::Copy {
+            from_sqlite,
+            config,
+        } => {
+            let config = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let r = gateway::spool::copy_from_sqlite(&from_sqlite, &config.storage).await?;
+            println!(
+                "copied {} requests ({} notifications) and {} dead tokens from {}; {} requests were there already",
+                r.requests,
+                r.notifications,
+                r.dead_tokens,
+                from_sqlite.display(),
+                r.already_there
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
     };
     let config = Config::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
     if migrate {

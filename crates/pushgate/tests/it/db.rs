@@ -157,3 +157,128 @@ fn config_check_names_a_database_it_cannot_reach() {
         "{out}"
     );
 }
+
+/// `db copy --from-sqlite`: what a SQLite spool holds not yet final — queued, scheduled and
+/// retrying notifications with their requests — and its dead tokens arrive in PostgreSQL as
+/// they stood; finished ones stay behind; a second run copies nothing twice; a file a gateway
+/// holds is refused.
+#[test]
+fn db_copy_from_sqlite_moves_what_is_pending_once() {
+    use gateway::spool::{Completion, DeadToken, Spool, SpoolOptions, State, Store};
+    use std::time::{Duration, SystemTime};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(pg) = rt.block_on(gateway::local_postgres::database()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("old.db");
+    let request = |first: u64, n: u64| gateway::spool::NewRequest {
+        app: "shop".to_owned(),
+        payload: bytes::Bytes::from_static(br#"{"aps":{"alert":"hi"}}"#),
+        push_type: apns::PushType::Alert,
+        priority: None,
+        topic: Some(apns::Topic::parse("com.example.shop").unwrap()),
+        collapse_id: None,
+        apns_expiration: None,
+        send_at: None,
+        expires_at: SystemTime::now() + Duration::from_secs(86_400),
+        notifications: (first..first + n)
+            .map(|i| (apns::ApnsId::new(), apns_mock::testing::token(i)))
+            .collect(),
+    };
+    let queued = request(0, 10);
+    let mut scheduled = request(100, 3);
+    scheduled.send_at = Some(SystemTime::now() + Duration::from_secs(3_600));
+    let ids: Vec<_> = queued.notifications.iter().map(|(id, _)| *id).collect();
+    let later = scheduled.notifications[0].0;
+    let dead = apns_mock::testing::token(999);
+    rt.block_on(async {
+        let spool = Store::sqlite(&file, SpoolOptions::default()).unwrap();
+        spool.enqueue(vec![queued, scheduled]).await.unwrap();
+        // Four delivered (they stay behind), one retrying (it comes along, as it stands).
+        let mut done: Vec<_> = ids[..4]
+            .iter()
+            .map(|id| Completion {
+                id: *id,
+                state: State::Delivered,
+                attempts: 1,
+                status: Some(200),
+                reason: None,
+                due_at: None,
+            })
+            .collect();
+        done.push(Completion {
+            id: ids[4],
+            state: State::Queued,
+            attempts: 2,
+            status: Some(503),
+            reason: Some(apns::Reason::ServiceUnavailable.into()),
+            due_at: Some(SystemTime::now() + Duration::from_secs(60)),
+        });
+        let gone = DeadToken {
+            app: "shop".to_owned(),
+            token: dead.clone(),
+            reason: apns::Reason::Unregistered,
+            since: SystemTime::now(),
+        };
+        spool.complete(done, vec![gone]).await.unwrap();
+        // Held by a "gateway" while the first copy is tried: refused.
+        std::fs::write(dir.path().join("pg-url"), pg.url.expose()).unwrap();
+        let config = dir.path().join("pushgate.toml");
+        std::fs::write(&config, "[storage]\npostgres_url_file = \"pg-url\"\n").unwrap();
+        let refused = copy(&file, &config);
+        assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+        assert!(
+            text(&refused).contains("another gateway uses the spool"),
+            "{}",
+            text(&refused)
+        );
+        spool.close().await.unwrap();
+    });
+    let config = dir.path().join("pushgate.toml");
+    let first = copy(&file, &config);
+    assert!(first.status.success(), "{}", text(&first));
+    assert!(
+        text(&first).contains("copied 2 requests (9 notifications) and 1 dead tokens"),
+        "{}",
+        text(&first)
+    );
+    let again = copy(&file, &config);
+    assert!(
+        text(&again).contains("copied 0 requests (0 notifications) and 0 dead tokens")
+            && text(&again).contains("2 requests were there already"),
+        "{}",
+        text(&again)
+    );
+    rt.block_on(async {
+        let spool = Store::postgres(&pg, SpoolOptions::default()).await.unwrap();
+        assert_eq!(spool.pending(), 9);
+        assert_eq!(
+            spool.get(ids[0]).await.unwrap(),
+            None,
+            "delivered ones stay behind"
+        );
+        let retrying = spool.get(ids[4]).await.unwrap().unwrap();
+        assert_eq!(
+            (retrying.state, retrying.attempts, retrying.status),
+            (State::Queued, 2, Some(503))
+        );
+        assert_eq!(
+            spool.get(ids[9]).await.unwrap().unwrap().state,
+            State::Queued
+        );
+        let s = spool.get(later).await.unwrap().unwrap();
+        assert_eq!(s.state, State::Scheduled);
+        assert!(s.send_at.is_some());
+        assert!(spool.dead_token("shop", &dead).await.unwrap().is_some());
+        spool.close().await.unwrap();
+    });
+}
+
+fn copy(file: &Path, config: &Path) -> Output {
+    run(Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .args(["db", "copy", "--from-sqlite"])
+        .arg(file)
+        .arg("--config")
+        .arg(config))
+}

@@ -68,6 +68,10 @@ struct Inner {
     /// The read connection. A std mutex, taken only inside blocking tasks.
     reader: Arc<Mutex<Connection>>,
     writer: Arc<writer::WriterState>,
+    /// An exclusive `flock` on the file, held until the spool closes: a second gateway (or
+    /// `pushgate db copy`) on the same file is refused instead of sending the same work.
+    /// SQLite's own locks are `fcntl` locks, which `flock` does not touch on Linux.
+    owner: Mutex<Option<std::fs::File>>,
 }
 
 impl SqliteSpool {
@@ -84,6 +88,7 @@ impl SqliteSpool {
             })?;
         }
         let conn = Connection::open(path).map_err(open_err)?;
+        let owner = hold(path)?;
         let sync = if options.power_safe { "FULL" } else { "NORMAL" };
         // A page cache of 8 MiB per connection: the hot part of the notifications table stays
         // in SQLite's own cache instead of being read back from the OS page by page.
@@ -128,6 +133,7 @@ impl SqliteSpool {
                 max_pending,
                 reader: Arc::new(Mutex::new(reader)),
                 writer,
+                owner: Mutex::new(Some(owner)),
             }),
         })
     }
@@ -334,7 +340,9 @@ impl Spool for SqliteSpool {
 
     /// Stops the writer too; later calls on any clone fail with [`SpoolError::WriterGone`].
     async fn close(&self) -> Result<(), SpoolError> {
-        self.call(|reply| Command::Stop { reply }).await
+        let stopped = self.call(|reply| Command::Stop { reply }).await;
+        drop(self.inner.owner.lock().expect("owner lock").take());
+        stopped
     }
 
     fn commits(&self) -> u64 {
@@ -358,4 +366,34 @@ pub(crate) fn schema_version(path: &Path) -> Result<(Option<i64>, i64), SpoolErr
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(open_err)?;
     Ok((Some(v), schema::SCHEMA_VERSION))
+}
+
+/// Takes the exclusive `flock` that says a gateway uses the file at `path`.
+pub(crate) fn hold(path: &Path) -> Result<std::fs::File, SpoolError> {
+    let io = |what: String| move |source| SpoolError::Io { what, source };
+    let file = std::fs::File::open(path).map_err(io(format!("opening {}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(SpoolError::Io {
+            what: format!(
+                "another gateway uses the spool at {}: stop it first",
+                path.display()
+            ),
+            source: std::io::Error::from(std::io::ErrorKind::WouldBlock),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(format!("locking {}", path.display()))(e)),
+    }
+}
+
+/// What `pushgate db copy` takes from a SQLite spool: every request with notifications not yet
+/// final, those notifications, and the dead-token registry. Read in one read transaction of a
+/// read-only connection (the backlog is held in memory: about 200 bytes a notification).
+pub(crate) fn export(path: &Path) -> Result<crate::spool::Export, SpoolError> {
+    let open_err = |source| SpoolError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    let c =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(open_err)?;
+    reads::export(&c)
 }
