@@ -238,8 +238,10 @@ pub struct ExportedNotification {
 }
 
 /// What a copy did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CopyReport {
+    /// The spool was copied before (where and when): nothing was copied this time.
+    pub copied_before: Option<String>,
     pub requests: usize,
     pub notifications: usize,
     /// Requests already in the destination (a copy run before): left as they are.

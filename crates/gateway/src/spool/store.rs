@@ -378,17 +378,36 @@ pub async fn copy_from_sqlite(
         });
     }
     let path = file.to_owned();
-    let export = tokio::task::spawn_blocking(move || {
-        // Held while it is read: no gateway starts on the file meanwhile.
-        let _owner = super::sqlite::hold(&path)?;
-        super::sqlite::export(&path)
+    // Held from the read to the mark: no gateway starts on the file meanwhile.
+    let (owner, export) = tokio::task::spawn_blocking(move || {
+        let owner = super::sqlite::hold(&path)?;
+        if let Some(to) = super::sqlite::copied(&path)? {
+            return Ok((owner, Err(to)));
+        }
+        Ok::<_, SpoolError>((owner, Ok(super::sqlite::export(&path)?)))
     })
     .await
     .map_err(|_| SpoolError::WriterGone)??;
+    let export = match export {
+        Ok(e) => e,
+        // Copied before: nothing to do (a second run is a no-op, not a second copy).
+        Err(to) => {
+            return Ok(crate::spool::CopyReport {
+                copied_before: Some(to),
+                ..crate::spool::CopyReport::default()
+            });
+        }
+    };
     let spool = PgSpool::open(pg, SpoolOptions::default()).await?;
     let report = spool.import(&export).await;
     spool.close().await?;
-    report
+    let report = report?;
+    let (path, target) = (file.to_owned(), pg.target.clone());
+    tokio::task::spawn_blocking(move || super::sqlite::mark_copied(&path, &target))
+        .await
+        .map_err(|_| SpoolError::WriterGone)??;
+    drop(owner);
+    Ok(report)
 }
 
 /// `on!(self, s => expr)`: `expr` with `s` bound to whichever backend this is.

@@ -32,6 +32,15 @@ pub async fn run(c: ConfigCommand) -> anyhow::Result<ExitCode> {
                     println!("  spool: PostgreSQL at {}", pg.target);
                     // Reached as the gateway would reach it; nothing is changed.
                     match gateway::spool::status(&config.storage).await {
+                        Ok(st) if st.schema.is_some_and(|v| v > st.known) => {
+                            eprintln!(
+                                "{}: storage: the database has schema version {}; this pushgate knows {}: upgrade pushgate",
+                                file.display(),
+                                st.schema.unwrap_or_default(),
+                                st.known
+                            );
+                            return Ok(ExitCode::from(2));
+                        }
                         Ok(st) => println!(
                             "    server {}, schema version {} (this pushgate: {})",
                             st.server_version.as_deref().unwrap_or("?"),

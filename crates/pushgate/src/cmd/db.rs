@@ -52,6 +52,13 @@ pub async fn run(c: DbCommand) -> anyhow::Result<ExitCode> {
         } => {
             let config = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
             let r = gateway::spool::copy_from_sqlite(&from_sqlite, &config.storage).await?;
+            if let Some(to) = &r.copied_before {
+                println!(
+                    "{} was copied before, to {to}: nothing to do",
+                    from_sqlite.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             println!(
                 "copied {} requests ({} notifications) and {} dead tokens from {}; {} requests were there already",
                 r.requests,

@@ -124,6 +124,15 @@ fn db_status_and_migrate_on_postgres() {
     );
     let refused = pushgate(&["db", "migrate"], &config);
     assert!(!refused.status.success());
+    let check_newer = run(Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .args(["config", "check"])
+        .arg(&config));
+    assert_eq!(check_newer.status.code(), Some(2), "{}", text(&check_newer));
+    assert!(
+        text(&check_newer).contains("upgrade pushgate"),
+        "{}",
+        text(&check_newer)
+    );
     assert!(
         text(&refused).contains("schema version 99"),
         "{}",
@@ -243,12 +252,21 @@ fn db_copy_from_sqlite_moves_what_is_pending_once() {
         "{}",
         text(&first)
     );
+    // The file is marked copied: a second run does nothing, and no gateway serves it again
+    // (its notifications would be sent twice).
     let again = copy(&file, &config);
+    assert!(again.status.success(), "{}", text(&again));
     assert!(
-        text(&again).contains("copied 0 requests (0 notifications) and 0 dead tokens")
-            && text(&again).contains("2 requests were there already"),
+        text(&again).contains("was copied before, to") && text(&again).contains("nothing to do"),
         "{}",
         text(&again)
+    );
+    let serve_again = Store::sqlite(&file, SpoolOptions::default()).map(drop);
+    assert!(
+        serve_again
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("was copied to PostgreSQL")),
+        "{serve_again:?}"
     );
     rt.block_on(async {
         let spool = Store::postgres(&pg, SpoolOptions::default()).await.unwrap();

@@ -157,7 +157,16 @@ async fn keep_lock(
                     break;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %crate::error_chain(&e), "taking the gateway lock again");
+                    if spool.strong_count() == 0 {
+                        return;
+                    }
+                    let why = crate::error_chain(&e);
+                    if why.contains("another gateway uses") {
+                        // Two gateways would send the same work: loud, and every try.
+                        tracing::error!(target = %config.target, "another gateway took the PostgreSQL spool while this one's connection was lost; stop one of them");
+                    } else {
+                        tracing::warn!(error = %why, "taking the gateway lock again");
+                    }
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(std::time::Duration::from_secs(5));
                 }
@@ -183,6 +192,11 @@ impl PgSpool {
         );
         pg_config.options(session.trim_start());
         pg_config.tcp_user_timeout(CONNECT_TIMEOUT);
+        // An idle connection (the gateway lock's) whose path went silent is noticed in about
+        // half a minute, not the kernel's two hours.
+        pg_config.keepalives_idle(std::time::Duration::from_secs(10));
+        pg_config.keepalives_interval(std::time::Duration::from_secs(5));
+        pg_config.keepalives_retries(3);
         pg_config.application_name("pushgate");
         let (lock, lock_conn) = exclusive(&pg_config, config).await?;
         let lock_config = pg_config.clone();
@@ -653,8 +667,14 @@ impl Spool for PgSpool {
             k.abort();
             let _ = k.await;
         }
-        // Dropping the client ends its connection, and the session's lock with it.
-        drop(self.inner.lock.lock().expect("lock mutex").take());
+        // Released before the connection goes, so that a gateway started right after this
+        // one closed finds it free (dropping the client would end the session a little later).
+        let client = self.inner.lock.lock().expect("lock mutex").take();
+        if let Some(client) = client {
+            let _ = client
+                .execute("SELECT pg_advisory_unlock($1)", &[&schema::GATEWAY_LOCK])
+                .await;
+        }
         Ok(())
     }
 
@@ -709,8 +729,8 @@ pub(crate) async fn inspect(config: &Postgres) -> Result<(String, Option<i64>, i
 impl PgSpool {
     /// Stores what `export` holds, each request in a transaction of its own with its
     /// notifications as they stand (ids, states, attempts, due times, last answers). A request
-    /// whose first notification is already here was copied before and is left as it is, so a
-    /// copy run twice copies nothing twice. Dead tokens already registered keep their entry.
+    /// any of whose notifications is already here was copied by a run that stopped half-way,
+    /// and is left as it is. Dead tokens already registered keep their entry.
     pub(crate) async fn import(
         &self,
         export: &crate::spool::Export,
@@ -718,13 +738,14 @@ impl PgSpool {
         let mut report = crate::spool::CopyReport::default();
         let mut c = self.conn().await?;
         for r in &export.requests {
-            let Some(first) = r.notifications.first() else {
+            if r.notifications.is_empty() {
                 continue;
-            };
+            }
+            let ids: Vec<uuid::Uuid> = r.notifications.iter().map(|n| *n.id.as_uuid()).collect();
             let there = c
                 .query_opt(
-                    "SELECT 1 FROM notifications WHERE id = $1",
-                    &[first.id.as_uuid()],
+                    "SELECT 1 FROM notifications WHERE id = ANY($1) LIMIT 1",
+                    &[&ids],
                 )
                 .await
                 .map_err(self.err("looking for a copied request"))?

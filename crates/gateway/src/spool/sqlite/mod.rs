@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use apns::{ApnsId, DeviceToken, Reason};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 use self::writer::Command;
@@ -68,9 +68,10 @@ struct Inner {
     /// The read connection. A std mutex, taken only inside blocking tasks.
     reader: Arc<Mutex<Connection>>,
     writer: Arc<writer::WriterState>,
-    /// An exclusive `flock` on the file, held until the spool closes: a second gateway (or
-    /// `pushgate db copy`) on the same file is refused instead of sending the same work.
-    /// SQLite's own locks are `fcntl` locks, which `flock` does not touch on Linux.
+    /// An exclusive `flock` on `<file>.lock` beside the spool, held until the spool closes: a
+    /// second gateway (or `pushgate db copy`) on the same file is refused instead of sending
+    /// the same work. A file of its own, never the database: closing any descriptor of the
+    /// database would drop SQLite's own `fcntl` locks on it.
     owner: Mutex<Option<std::fs::File>>,
 }
 
@@ -87,8 +88,18 @@ impl SqliteSpool {
                 source,
             })?;
         }
-        let conn = Connection::open(path).map_err(open_err)?;
         let owner = hold(path)?;
+        let conn = Connection::open(path).map_err(open_err)?;
+        if let Some(to) = copied_to(&conn).map_err(open_err)? {
+            return Err(SpoolError::Io {
+                what: format!(
+                    "the spool at {} was copied to PostgreSQL ({to}): serving it too would send \
+                     its notifications twice (drop its table copied_to_postgres to serve it anyway)",
+                    path.display()
+                ),
+                source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+            });
+        }
         let sync = if options.power_safe { "FULL" } else { "NORMAL" };
         // A page cache of 8 MiB per connection: the hot part of the notifications table stays
         // in SQLite's own cache instead of being read back from the OS page by page.
@@ -368,10 +379,18 @@ pub(crate) fn schema_version(path: &Path) -> Result<(Option<i64>, i64), SpoolErr
     Ok((Some(v), schema::SCHEMA_VERSION))
 }
 
-/// Takes the exclusive `flock` that says a gateway uses the file at `path`.
+/// Takes the exclusive `flock` (on `<path>.lock`) that says a gateway uses the spool at `path`.
 pub(crate) fn hold(path: &Path) -> Result<std::fs::File, SpoolError> {
     let io = |what: String| move |source| SpoolError::Io { what, source };
-    let file = std::fs::File::open(path).map_err(io(format!("opening {}", path.display())))?;
+    let mut lock = path.as_os_str().to_owned();
+    lock.push(".lock");
+    let lock = Path::new(&lock);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock)
+        .map_err(io(format!("opening {}", lock.display())))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(SpoolError::Io {
@@ -396,4 +415,53 @@ pub(crate) fn export(path: &Path) -> Result<crate::spool::Export, SpoolError> {
     let c =
         Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(open_err)?;
     reads::export(&c)
+}
+
+/// Where `pushgate db copy` copied this spool to, and when, if it did.
+fn copied_to(c: &Connection) -> Result<Option<String>, rusqlite::Error> {
+    let marked: bool = c.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'copied_to_postgres'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !marked {
+        return Ok(None);
+    }
+    c.query_row(
+        "SELECT target || ' at ' || datetime(at / 1000, 'unixepoch') || ' UTC' \
+         FROM copied_to_postgres ORDER BY at DESC LIMIT 1",
+        [],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// Whether the spool at `path` was copied before (`Some(where and when)`).
+pub(crate) fn copied(path: &Path) -> Result<Option<String>, SpoolError> {
+    let open_err = |source| SpoolError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    let c =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(open_err)?;
+    copied_to(&c).map_err(open_err)
+}
+
+/// Marks the spool at `path` as copied to `target`: a gateway will not serve it again.
+pub(crate) fn mark_copied(path: &Path, target: &str) -> Result<(), SpoolError> {
+    let open_err = |source| SpoolError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    let c = Connection::open(path).map_err(open_err)?;
+    c.execute_batch(
+        "CREATE TABLE IF NOT EXISTS copied_to_postgres (target TEXT NOT NULL, at INTEGER NOT NULL)",
+    )
+    .map_err(open_err)?;
+    c.execute(
+        "INSERT INTO copied_to_postgres (target, at) VALUES (?1, ?2)",
+        rusqlite::params![target, to_ms(SystemTime::now())],
+    )
+    .map_err(open_err)?;
+    Ok(())
 }
