@@ -20,6 +20,7 @@
 //! A request's payload and headers are stored once (`requests`); each of its notifications is
 //! a small row (id, token, state, attempts, last answer, due time).
 
+mod admin;
 mod error;
 mod postgres;
 mod records;
@@ -27,6 +28,7 @@ mod retention;
 mod sqlite;
 mod store;
 
+pub use admin::{SpoolStatus, copy_from_sqlite, migrate, status};
 pub use error::{SpoolError, SubmitError};
 pub use records::{
     Completion, CopyReport, DeadToken, Export, ExportedNotification, ExportedRequest,
@@ -35,7 +37,7 @@ pub use records::{
 };
 pub use retention::spawn_pruner;
 pub use sqlite::SpoolOptions;
-pub use store::{Channel, Spool, SpoolStatus, Store, copy_from_sqlite, migrate, status};
+pub use store::{Channel, Spool, Store};
 
 pub(crate) use postgres::postgres_config;
 

@@ -7,62 +7,6 @@ use gateway::spool::{
 
 use crate::harness::*;
 
-/// Where a test's spool lives, so that it can be opened again and looked at from outside.
-enum Backing {
-    Sqlite(std::path::PathBuf),
-    Postgres(gateway::config::Postgres),
-}
-
-impl Backing {
-    async fn open(&self, options: SpoolOptions) -> Store {
-        match self {
-            Backing::Sqlite(path) => Store::sqlite(path, options).unwrap(),
-            Backing::Postgres(pg) => Store::postgres(pg, options).await.unwrap(),
-        }
-    }
-
-    /// Runs `sql` on the spool's store directly (`$1`/`?1` is each of `ids` in turn).
-    async fn execute_for_each(&self, sqlite: &str, postgres: &str, ids: &[apns::ApnsId]) {
-        match self {
-            Backing::Sqlite(path) => {
-                let c = rusqlite::Connection::open(path).unwrap();
-                for id in ids {
-                    c.execute(sqlite, [&id.as_uuid().as_bytes()[..]]).unwrap();
-                }
-            }
-            Backing::Postgres(pg) => {
-                let c = Self::pg_client(pg).await;
-                for id in ids {
-                    c.execute(postgres, &[id.as_uuid()]).await.unwrap();
-                }
-            }
-        }
-    }
-
-    /// Each request's id and the notifications it has left, read from the store itself.
-    async fn requests_remaining(&self) -> Vec<(i64, i64)> {
-        match self {
-            Backing::Sqlite(path) => requests_remaining(&rusqlite::Connection::open(path).unwrap()),
-            Backing::Postgres(pg) => Self::pg_client(pg)
-                .await
-                .query("SELECT id, remaining FROM requests ORDER BY id", &[])
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| (r.get::<_, i64>(0), i64::from(r.get::<_, i32>(1))))
-                .collect(),
-        }
-    }
-
-    async fn pg_client(pg: &gateway::config::Postgres) -> tokio_postgres::Client {
-        let (c, conn) = tokio_postgres::connect(pg.url.expose(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        c
-    }
-}
-
 /// `$name::sqlite` and `$name::postgres`: one test against each backend, each with a fresh
 /// spool opened with `$options` and, if named, where it lives (`$backing`). PostgreSQL's is
 /// skipped where the server is not installed, outside CI.

@@ -12,8 +12,14 @@
 //! - `schema`: the migrations and the statements of every pass; `reads`: the queries and the
 //!   decoding of their rows.
 
+mod connect;
+mod copy;
 mod reads;
 mod schema;
+mod writes;
+
+use connect::{CONNECT_TIMEOUT, exclusive, keep_lock, tls_config};
+pub(crate) use connect::{inspect, postgres_config};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,8 +27,6 @@ use std::time::{Instant, SystemTime};
 
 use apns::{ApnsId, DeviceToken, Reason};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 
 use super::{
     Completion, DeadToken, FeedbackEntry, NewRequest, NotificationRecord, PendingRow, ReadyCursor,
@@ -64,114 +68,12 @@ impl std::fmt::Debug for PgSpool {
     }
 }
 
-/// A PostgreSQL URL read into a client configuration. `sslmode=verify-ca` and `verify-full`
-/// read as `require`: with rustls the certificate and the host name are always checked. A URL
-/// that says nothing of `sslmode` gets `require` too, not libpq's `prefer`, which would fall
-/// back to plain text without a word (a local server without TLS says `sslmode=disable`).
-pub(crate) fn postgres_config(url: &str) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
-    let explicit = url.contains("sslmode=");
-    let url = url
-        .replace("sslmode=verify-full", "sslmode=require")
-        .replace("sslmode=verify-ca", "sslmode=require");
-    let mut config: tokio_postgres::Config = url.parse()?;
-    if !explicit {
-        config.ssl_mode(tokio_postgres::config::SslMode::Require);
-    }
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECT_TIMEOUT);
-    }
-    Ok(config)
-}
-
-/// How long a connect may take before it fails (a failover's dead address, a black hole).
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// An error from PostgreSQL while doing `what` on `target`.
 fn pg(target: &str, what: &str) -> impl FnOnce(tokio_postgres::Error) -> SpoolError {
     let what = format!("{what} ({target})");
     move |e| SpoolError::Postgres {
         what,
         source: Box::new(e),
-    }
-}
-
-/// Takes the gateway lock on a connection of its own, or refuses: another gateway uses this
-/// database.
-async fn exclusive(
-    pg_config: &tokio_postgres::Config,
-    config: &Postgres,
-) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), SpoolError> {
-    let target = &config.target;
-    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(config)?);
-    let (client, conn) = pg_config
-        .connect(tls)
-        .await
-        .map_err(pg(target, "connecting to PostgreSQL"))?;
-    let task = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let locked: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&schema::GATEWAY_LOCK])
-        .await
-        .map_err(pg(target, "taking the gateway lock"))?
-        .get(0);
-    if !locked {
-        task.abort();
-        return Err(SpoolError::Postgres {
-            what: format!(
-                "another gateway uses the PostgreSQL spool at {target}; one gateway per database \
-                 until several can share it (PostgreSQL 2/2)"
-            ),
-            source: "pg_try_advisory_lock answered false".into(),
-        });
-    }
-    Ok((client, task))
-}
-
-/// Waits for the connection holding the gateway lock to end (a server restart, a network
-/// fault), then takes the lock again on a new connection, retrying with backoff while the
-/// database is out of reach. Ends when the spool is gone. If another gateway took the lock
-/// meanwhile, it says so loudly and keeps trying: two gateways would send the same work.
-async fn keep_lock(
-    spool: std::sync::Weak<Inner>,
-    mut connection: tokio::task::JoinHandle<()>,
-    pg_config: tokio_postgres::Config,
-    config: Postgres,
-) {
-    loop {
-        let _ = (&mut connection).await;
-        if spool.upgrade().is_none() {
-            return;
-        }
-        tracing::warn!(target = %config.target, "the connection holding the gateway lock was lost; taking the lock again");
-        let mut wait = std::time::Duration::from_millis(100);
-        loop {
-            match exclusive(&pg_config, &config).await {
-                Ok((client, conn)) => {
-                    let Some(inner) = spool.upgrade() else {
-                        return;
-                    };
-                    *inner.lock.lock().expect("lock mutex") = Some(client);
-                    connection = conn;
-                    tracing::info!(target = %config.target, "gateway lock taken again");
-                    break;
-                }
-                Err(e) => {
-                    if spool.strong_count() == 0 {
-                        return;
-                    }
-                    let why = crate::error_chain(&e);
-                    if why.contains("another gateway uses") {
-                        // Two gateways would send the same work: loud, and every try.
-                        tracing::error!(target = %config.target, "another gateway took the PostgreSQL spool while this one's connection was lost; stop one of them");
-                    } else {
-                        tracing::warn!(error = %why, "taking the gateway lock again");
-                    }
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(std::time::Duration::from_secs(5));
-                }
-            }
-        }
     }
 }
 
@@ -280,106 +182,6 @@ impl PgSpool {
     fn committed(&self) {
         self.inner.commits.fetch_add(1, Ordering::Relaxed);
     }
-
-    async fn insert(&self, batch: &[NewRequest]) -> Result<(), SpoolError> {
-        let mut c = self.conn().await?;
-        let tx = c
-            .transaction()
-            .await
-            .map_err(self.err("beginning a transaction"))?;
-        let req = tx
-            .prepare_cached(
-                "INSERT INTO requests (app, payload, push_type, priority, topic, collapse_id, \
-                 apns_expiration, send_at, expires_at, created_at, remaining) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-            )
-            .await
-            .map_err(self.err("storing a request"))?;
-        let notes = tx
-            .prepare_cached(
-                "INSERT INTO notifications (id, request_id, app, token, state, due_at, updated_at) \
-                 SELECT id, $2, $3, token, $4, $5, $6 FROM unnest($1::uuid[], $7::bytea[]) \
-                 AS t(id, token)",
-            )
-            .await
-            .map_err(self.err("storing notifications"))?;
-        let now = to_ms(SystemTime::now());
-        for r in batch {
-            let send_at = r.send_at.map(to_ms).filter(|&t| t > now);
-            let state = if send_at.is_some() {
-                State::Scheduled
-            } else {
-                State::Queued
-            } as i16;
-            let row = tx
-                .query_one(
-                    &req,
-                    &[
-                        &r.app,
-                        &&r.payload[..],
-                        &r.push_type.as_str(),
-                        &r.priority.map(|p| i16::from(p.as_u8())),
-                        &r.topic.as_ref().map(|t| t.as_str()),
-                        &r.collapse_id.as_ref().map(|c| c.as_str()),
-                        &r.apns_expiration.map(|e| e.as_unix() as i64),
-                        &send_at,
-                        &to_ms(r.expires_at),
-                        &now,
-                        &(r.len() as i32),
-                    ],
-                )
-                .await
-                .map_err(self.err("storing a request"))?;
-            let request_id: i64 = row.get(0);
-            let ids: Vec<uuid::Uuid> = r
-                .notifications
-                .iter()
-                .map(|(id, _)| *id.as_uuid())
-                .collect();
-            let tokens: Vec<Vec<u8>> = r
-                .notifications
-                .iter()
-                .map(|(_, t)| reads::token_bytes(t))
-                .collect();
-            tx.execute(
-                &notes,
-                &[&ids, &request_id, &r.app, &state, &send_at, &now, &tokens],
-            )
-            .await
-            .map_err(self.err("storing notifications"))?;
-        }
-        tx.commit().await.map_err(self.err("committing"))?;
-        self.committed();
-        Ok(())
-    }
-}
-
-/// rustls with Mozilla's roots and the configured private CA.
-fn tls_config(config: &Postgres) -> Result<rustls::ClientConfig, SpoolError> {
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    if let Some(path) = &config.ca_file {
-        let certs = CertificateDer::pem_file_iter(path)
-            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| SpoolError::Io {
-                what: format!("reading the CA file {}", path.display()),
-                source: std::io::Error::other(e.to_string()),
-            })?;
-        for c in certs {
-            roots.add(c).map_err(|e| SpoolError::Io {
-                what: format!("a certificate in {}", path.display()),
-                source: std::io::Error::other(e.to_string()),
-            })?;
-        }
-    }
-    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("aws-lc-rs supports TLS 1.2 and 1.3")
-    .with_root_certificates(roots)
-    .with_no_client_auth())
 }
 
 impl Spool for PgSpool {
@@ -688,147 +490,4 @@ fn first_id_at(ms: i64) -> uuid::Uuid {
     let mut id = [0u8; 16];
     id[..6].copy_from_slice(&ms.max(0).to_be_bytes()[2..]);
     uuid::Uuid::from_bytes(id)
-}
-
-/// What `pushgate db status` reports of a PostgreSQL spool, read with one connection and
-/// changing nothing.
-pub(crate) async fn inspect(config: &Postgres) -> Result<(String, Option<i64>, i64), SpoolError> {
-    let target = &config.target;
-    let pg_config =
-        postgres_config(config.url.expose()).map_err(pg(target, "reading the PostgreSQL URL"))?;
-    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(config)?);
-    let (client, conn) = pg_config
-        .connect(tls)
-        .await
-        .map_err(pg(target, "connecting to PostgreSQL"))?;
-    let task = tokio::spawn(conn);
-    let version: String = client
-        .query_one("SHOW server_version", &[])
-        .await
-        .map_err(pg(target, "reading the server version"))?
-        .get(0);
-    let exists: bool = client
-        .query_one("SELECT to_regclass('pushgate_schema') IS NOT NULL", &[])
-        .await
-        .map_err(pg(target, "reading the schema version"))?
-        .get(0);
-    let schema = if exists {
-        client
-            .query_opt("SELECT version FROM pushgate_schema", &[])
-            .await
-            .map_err(pg(target, "reading the schema version"))?
-            .map(|r| i64::from(r.get::<_, i32>(0)))
-    } else {
-        None
-    };
-    drop(client);
-    task.abort();
-    Ok((version, schema, schema::SCHEMA_VERSION.into()))
-}
-
-impl PgSpool {
-    /// Stores what `export` holds, each request in a transaction of its own with its
-    /// notifications as they stand (ids, states, attempts, due times, last answers). A request
-    /// any of whose notifications is already here was copied by a run that stopped half-way,
-    /// and is left as it is. Dead tokens already registered keep their entry.
-    pub(crate) async fn import(
-        &self,
-        export: &crate::spool::Export,
-    ) -> Result<crate::spool::CopyReport, SpoolError> {
-        let mut report = crate::spool::CopyReport::default();
-        let mut c = self.conn().await?;
-        for r in &export.requests {
-            if r.notifications.is_empty() {
-                continue;
-            }
-            let ids: Vec<uuid::Uuid> = r.notifications.iter().map(|n| *n.id.as_uuid()).collect();
-            let there = c
-                .query_opt(
-                    "SELECT 1 FROM notifications WHERE id = ANY($1) LIMIT 1",
-                    &[&ids],
-                )
-                .await
-                .map_err(self.err("looking for a copied request"))?
-                .is_some();
-            if there {
-                report.already_there += 1;
-                continue;
-            }
-            let tx = c
-                .transaction()
-                .await
-                .map_err(self.err("beginning a transaction"))?;
-            let q = &r.request;
-            let request_id: i64 = tx
-                .query_one(
-                    "INSERT INTO requests (app, payload, push_type, priority, topic, collapse_id, \
-                     apns_expiration, send_at, expires_at, created_at, remaining) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-                    &[
-                        &q.app,
-                        &&q.payload[..],
-                        &q.push_type.as_str(),
-                        &q.priority.map(|p| i16::from(p.as_u8())),
-                        &q.topic.as_ref().map(|t| t.as_str()),
-                        &q.collapse_id.as_ref().map(|c| c.as_str()),
-                        &q.apns_expiration.map(|e| e.as_unix() as i64),
-                        &r.send_at.map(to_ms),
-                        &to_ms(r.expires_at),
-                        &to_ms(r.created_at),
-                        &(r.notifications.len() as i32),
-                    ],
-                )
-                .await
-                .map_err(self.err("copying a request"))?
-                .get(0);
-            let now = to_ms(SystemTime::now());
-            for n in &r.notifications {
-                tx.execute(
-                    "INSERT INTO notifications (id, request_id, app, token, state, attempts, \
-                     due_at, status, reason, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                    &[
-                        n.id.as_uuid(),
-                        &request_id,
-                        &q.app,
-                        &reads::token_bytes(&n.token),
-                        &(n.state as i16),
-                        &(n.attempts as i32),
-                        &n.due_at.map(to_ms),
-                        &n.status.map(i32::from),
-                        &n.reason.as_ref().map(ToString::to_string),
-                        &now,
-                    ],
-                )
-                .await
-                .map_err(self.err("copying a notification"))?;
-            }
-            tx.commit()
-                .await
-                .map_err(self.err("committing a copied request"))?;
-            self.committed();
-            report.requests += 1;
-            report.notifications += r.notifications.len();
-            self.inner
-                .pending
-                .fetch_add(r.notifications.len() as u64, Ordering::AcqRel);
-        }
-        for d in &export.dead {
-            let n = c
-                .execute(
-                    "INSERT INTO dead_tokens (app, token, reason, since) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (app, token) DO NOTHING",
-                    &[
-                        &d.app,
-                        &reads::token_bytes(&d.token),
-                        &d.reason.as_str(),
-                        &to_ms(d.since),
-                    ],
-                )
-                .await
-                .map_err(self.err("copying a dead token"))?;
-            report.dead_tokens += n as usize;
-        }
-        Ok(report)
-    }
 }

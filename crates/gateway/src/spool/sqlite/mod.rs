@@ -9,6 +9,7 @@
 //! - `reads`: the queries of the read connection; `decode`: stored columns back into values.
 
 mod decode;
+mod export;
 mod reads;
 mod schema;
 mod writer;
@@ -20,9 +21,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use apns::{ApnsId, DeviceToken, Reason};
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
+use self::export::copied_to;
+pub(crate) use self::export::{copied, export, mark_copied};
 use self::writer::Command;
 use super::{
     Completion, DeadToken, FeedbackEntry, NewRequest, NotificationRecord, PendingRow, ReadyCursor,
@@ -402,66 +405,4 @@ pub(crate) fn hold(path: &Path) -> Result<std::fs::File, SpoolError> {
         }),
         Err(std::fs::TryLockError::Error(e)) => Err(io(format!("locking {}", path.display()))(e)),
     }
-}
-
-/// What `pushgate db copy` takes from a SQLite spool: every request with notifications not yet
-/// final, those notifications, and the dead-token registry. Read in one read transaction of a
-/// read-only connection (the backlog is held in memory: about 200 bytes a notification).
-pub(crate) fn export(path: &Path) -> Result<crate::spool::Export, SpoolError> {
-    let open_err = |source| SpoolError::Open {
-        path: path.display().to_string(),
-        source,
-    };
-    let c =
-        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(open_err)?;
-    reads::export(&c)
-}
-
-/// Where `pushgate db copy` copied this spool to, and when, if it did.
-fn copied_to(c: &Connection) -> Result<Option<String>, rusqlite::Error> {
-    let marked: bool = c.query_row(
-        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'copied_to_postgres'",
-        [],
-        |r| r.get(0),
-    )?;
-    if !marked {
-        return Ok(None);
-    }
-    c.query_row(
-        "SELECT target || ' at ' || datetime(at / 1000, 'unixepoch') || ' UTC' \
-         FROM copied_to_postgres ORDER BY at DESC LIMIT 1",
-        [],
-        |r| r.get(0),
-    )
-    .optional()
-}
-
-/// Whether the spool at `path` was copied before (`Some(where and when)`).
-pub(crate) fn copied(path: &Path) -> Result<Option<String>, SpoolError> {
-    let open_err = |source| SpoolError::Open {
-        path: path.display().to_string(),
-        source,
-    };
-    let c =
-        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(open_err)?;
-    copied_to(&c).map_err(open_err)
-}
-
-/// Marks the spool at `path` as copied to `target`: a gateway will not serve it again.
-pub(crate) fn mark_copied(path: &Path, target: &str) -> Result<(), SpoolError> {
-    let open_err = |source| SpoolError::Open {
-        path: path.display().to_string(),
-        source,
-    };
-    let c = Connection::open(path).map_err(open_err)?;
-    c.execute_batch(
-        "CREATE TABLE IF NOT EXISTS copied_to_postgres (target TEXT NOT NULL, at INTEGER NOT NULL)",
-    )
-    .map_err(open_err)?;
-    c.execute(
-        "INSERT INTO copied_to_postgres (target, at) VALUES (?1, ?2)",
-        rusqlite::params![target, to_ms(SystemTime::now())],
-    )
-    .map_err(open_err)?;
-    Ok(())
 }

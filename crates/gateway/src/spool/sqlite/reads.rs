@@ -153,7 +153,7 @@ fn ready_row(
 }
 
 /// One request by id, with its expiry.
-fn read_request(
+pub(super) fn read_request(
     c: &Connection,
     id: i64,
 ) -> Result<Option<(StoredRequest, SystemTime)>, SpoolError> {
@@ -436,76 +436,6 @@ pub(super) fn counts_by_app(c: &Connection) -> Result<Vec<(String, State, u64)>,
     for row in rows {
         let (app, s, n) = row.map_err(sql("counting notifications"))?;
         out.push((app, state(s)?, n as u64));
-    }
-    Ok(out)
-}
-
-/// Every request with pending notifications, with them, and every dead token.
-pub(super) fn export(c: &Connection) -> Result<crate::spool::Export, SpoolError> {
-    let what = "reading the spool to copy";
-    let mut out = crate::spool::Export::default();
-    let mut st = c
-        .prepare(
-            "SELECT n.id, n.token, n.state, n.attempts, n.due_at, n.status, n.reason, n.request_id, \
-             r.send_at, r.created_at FROM notifications n JOIN requests r ON r.id = n.request_id \
-             WHERE n.state < 3 ORDER BY n.request_id, n.id",
-        )
-        .map_err(sql(what))?;
-    let mut rows = st.query([]).map_err(sql(what))?;
-    let mut current: Option<i64> = None;
-    while let Some(r) = rows.next().map_err(sql(what))? {
-        let request_id: i64 = r.get(7).map_err(sql(what))?;
-        if current != Some(request_id) {
-            let Some((request, expires_at)) = read_request(c, request_id)? else {
-                continue;
-            };
-            out.requests.push(crate::spool::ExportedRequest {
-                request,
-                send_at: r.get::<_, Option<i64>>(8).map_err(sql(what))?.map(from_ms),
-                expires_at,
-                created_at: from_ms(r.get(9).map_err(sql(what))?),
-                notifications: Vec::new(),
-            });
-            current = Some(request_id);
-        }
-        let n = crate::spool::ExportedNotification {
-            id: decode_id(
-                r.get_ref(0)
-                    .map_err(sql(what))?
-                    .as_blob()
-                    .map_err(|e| sql(what)(e.into()))?,
-            )?,
-            token: token_from_bytes(
-                r.get_ref(1)
-                    .map_err(sql(what))?
-                    .as_blob()
-                    .map_err(|e| sql(what)(e.into()))?,
-            )?,
-            state: state(r.get(2).map_err(sql(what))?)?,
-            attempts: r.get(3).map_err(sql(what))?,
-            due_at: r.get::<_, Option<i64>>(4).map_err(sql(what))?.map(from_ms),
-            status: r.get(5).map_err(sql(what))?,
-            reason: r
-                .get::<_, Option<String>>(6)
-                .map_err(sql(what))?
-                .as_deref()
-                .map(Cause::parse),
-        };
-        if let Some(last) = out.requests.last_mut() {
-            last.notifications.push(n);
-        }
-    }
-    let mut st = c
-        .prepare("SELECT app, token, reason, since FROM dead_tokens ORDER BY app, token")
-        .map_err(sql(what))?;
-    let mut rows = st.query([]).map_err(sql(what))?;
-    while let Some(r) = rows.next().map_err(sql(what))? {
-        out.dead.push(crate::spool::DeadToken {
-            app: r.get(0).map_err(sql(what))?,
-            token: token_from_bytes(&r.get::<_, Vec<u8>>(1).map_err(sql(what))?)?,
-            reason: Reason::parse(&r.get::<_, String>(2).map_err(sql(what))?),
-            since: from_ms(r.get(3).map_err(sql(what))?),
-        });
     }
     Ok(out)
 }

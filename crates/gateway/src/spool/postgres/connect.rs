@@ -1,0 +1,178 @@
+//! Reaching the database: the URL read into a client configuration (TLS by default, timeouts),
+//! rustls with the configured roots, the gateway lock and the task that keeps it, and the
+//! read-only look of `pushgate db status`.
+
+use std::sync::Arc;
+
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+use super::{Inner, pg, schema};
+use crate::config::Postgres;
+use crate::spool::SpoolError;
+
+/// A PostgreSQL URL read into a client configuration. `sslmode=verify-ca` and `verify-full`
+/// read as `require`: with rustls the certificate and the host name are always checked. A URL
+/// that says nothing of `sslmode` gets `require` too, not libpq's `prefer`, which would fall
+/// back to plain text without a word (a local server without TLS says `sslmode=disable`).
+pub(crate) fn postgres_config(url: &str) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
+    let explicit = url.contains("sslmode=");
+    let url = url
+        .replace("sslmode=verify-full", "sslmode=require")
+        .replace("sslmode=verify-ca", "sslmode=require");
+    let mut config: tokio_postgres::Config = url.parse()?;
+    if !explicit {
+        config.ssl_mode(tokio_postgres::config::SslMode::Require);
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    Ok(config)
+}
+
+/// Takes the gateway lock on a connection of its own, or refuses: another gateway uses this
+/// database.
+pub(super) async fn exclusive(
+    pg_config: &tokio_postgres::Config,
+    config: &Postgres,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), SpoolError> {
+    let target = &config.target;
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(config)?);
+    let (client, conn) = pg_config
+        .connect(tls)
+        .await
+        .map_err(pg(target, "connecting to PostgreSQL"))?;
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let locked: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&schema::GATEWAY_LOCK])
+        .await
+        .map_err(pg(target, "taking the gateway lock"))?
+        .get(0);
+    if !locked {
+        task.abort();
+        return Err(SpoolError::Postgres {
+            what: format!(
+                "another gateway uses the PostgreSQL spool at {target}; one gateway per database \
+                 until several can share it (PostgreSQL 2/2)"
+            ),
+            source: "pg_try_advisory_lock answered false".into(),
+        });
+    }
+    Ok((client, task))
+}
+
+/// Waits for the connection holding the gateway lock to end (a server restart, a network
+/// fault), then takes the lock again on a new connection, retrying with backoff while the
+/// database is out of reach. Ends when the spool is gone. If another gateway took the lock
+/// meanwhile, it says so loudly and keeps trying: two gateways would send the same work.
+pub(super) async fn keep_lock(
+    spool: std::sync::Weak<Inner>,
+    mut connection: tokio::task::JoinHandle<()>,
+    pg_config: tokio_postgres::Config,
+    config: Postgres,
+) {
+    loop {
+        let _ = (&mut connection).await;
+        if spool.upgrade().is_none() {
+            return;
+        }
+        tracing::warn!(target = %config.target, "the connection holding the gateway lock was lost; taking the lock again");
+        let mut wait = std::time::Duration::from_millis(100);
+        loop {
+            match exclusive(&pg_config, &config).await {
+                Ok((client, conn)) => {
+                    let Some(inner) = spool.upgrade() else {
+                        return;
+                    };
+                    *inner.lock.lock().expect("lock mutex") = Some(client);
+                    connection = conn;
+                    tracing::info!(target = %config.target, "gateway lock taken again");
+                    break;
+                }
+                Err(e) => {
+                    if spool.strong_count() == 0 {
+                        return;
+                    }
+                    let why = crate::error_chain(&e);
+                    if why.contains("another gateway uses") {
+                        // Two gateways would send the same work: loud, and every try.
+                        tracing::error!(target = %config.target, "another gateway took the PostgreSQL spool while this one's connection was lost; stop one of them");
+                    } else {
+                        tracing::warn!(error = %why, "taking the gateway lock again");
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+/// rustls with Mozilla's roots and the configured private CA.
+pub(super) fn tls_config(config: &Postgres) -> Result<rustls::ClientConfig, SpoolError> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = &config.ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| SpoolError::Io {
+                what: format!("reading the CA file {}", path.display()),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        for c in certs {
+            roots.add(c).map_err(|e| SpoolError::Io {
+                what: format!("a certificate in {}", path.display()),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        }
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("aws-lc-rs supports TLS 1.2 and 1.3")
+    .with_root_certificates(roots)
+    .with_no_client_auth())
+}
+
+/// What `pushgate db status` reports of a PostgreSQL spool, read with one connection and
+/// changing nothing.
+pub(crate) async fn inspect(config: &Postgres) -> Result<(String, Option<i64>, i64), SpoolError> {
+    let target = &config.target;
+    let pg_config =
+        postgres_config(config.url.expose()).map_err(pg(target, "reading the PostgreSQL URL"))?;
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(config)?);
+    let (client, conn) = pg_config
+        .connect(tls)
+        .await
+        .map_err(pg(target, "connecting to PostgreSQL"))?;
+    let task = tokio::spawn(conn);
+    let version: String = client
+        .query_one("SHOW server_version", &[])
+        .await
+        .map_err(pg(target, "reading the server version"))?
+        .get(0);
+    let exists: bool = client
+        .query_one("SELECT to_regclass('pushgate_schema') IS NOT NULL", &[])
+        .await
+        .map_err(pg(target, "reading the schema version"))?
+        .get(0);
+    let schema = if exists {
+        client
+            .query_opt("SELECT version FROM pushgate_schema", &[])
+            .await
+            .map_err(pg(target, "reading the schema version"))?
+            .map(|r| i64::from(r.get::<_, i32>(0)))
+    } else {
+        None
+    };
+    drop(client);
+    task.abort();
+    Ok((version, schema, schema::SCHEMA_VERSION.into()))
+}
+
+/// How long a connect may take before it fails (a failover's dead address, a black hole).
+pub(super) const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
