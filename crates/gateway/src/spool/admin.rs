@@ -52,14 +52,21 @@ pub async fn status(storage: &crate::config::Storage) -> Result<SpoolStatus, Spo
 }
 
 /// Creates or migrates the spool `[storage]` names, as a gateway does at start (PostgreSQL:
-/// under the advisory lock, so a gateway starting meanwhile waits or finds the work done).
-/// Answers the status before and after.
+/// under the migration lock only, so beside a running gateway, and a gateway starting
+/// meanwhile waits for it or finds the work done). Answers the status before and after.
 pub async fn migrate(
     storage: &crate::config::Storage,
 ) -> Result<(SpoolStatus, SpoolStatus), SpoolError> {
-    let before = status(storage).await?;
-    let spool = Store::open(storage).await?;
-    spool.close().await?;
+    let mut before = status(storage).await?;
+    match &storage.postgres {
+        Some(pg) => {
+            // What the migration found under its lock, not what the status read before it:
+            // another pushgate may have migrated in between.
+            let found = super::postgres::migrate(pg).await?;
+            before.schema = (found > 0).then_some(found.into());
+        }
+        None => Store::open(storage).await?.close().await?,
+    }
     let after = status(storage).await?;
     Ok((before, after))
 }

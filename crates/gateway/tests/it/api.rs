@@ -5,6 +5,7 @@ use gateway::spool::{Spool, State};
 use serde_json::json;
 
 use crate::api_harness::*;
+use crate::live::Backend;
 
 pub(crate) const T1: &str = "6a3c8f0e9d1b2a4c5e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5";
 pub(crate) const T2: &str = "AABBCCDDEEFF00112233445566778899aabbccddeeff00112233445566778899";
@@ -17,9 +18,8 @@ pub(crate) fn alert(extra: serde_json::Value) -> String {
     n.to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_submit_answers_one_id_per_token_in_order_after_commit() {
-    let api = TestApi::start().await;
+async fn a_submit_answers_one_id_per_token_in_order_after_commit(backend: Backend) {
+    let api = TestApi::start_on(&backend).await;
     let body = json!({"notifications": [
         {"app": "shop", "tokens": [T1, T2], "alert": "one"},
         {"app": "shop", "tokens": [T2], "badge": 2},
@@ -48,9 +48,8 @@ async fn a_submit_answers_one_id_per_token_in_order_after_commit() {
 }
 
 /// Every error code of the contract, with the index of the first bad notification.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_error_code_with_its_status_and_index() {
-    let api = TestApi::start().await;
+async fn every_error_code_with_its_status_and_index(backend: Backend) {
+    let api = TestApi::start_on(&backend).await;
     let long_id = "x".repeat(65);
     let big = "x".repeat(4100);
     let many: Vec<String> = (0..10_001).map(|i| format!("{i:064x}")).collect();
@@ -262,9 +261,8 @@ async fn every_error_code_with_its_status_and_index() {
     assert_eq!(api.spool.counts().await.unwrap(), vec![]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_is_refused_whole_when_one_notification_is_bad() {
-    let api = TestApi::start().await;
+async fn a_request_is_refused_whole_when_one_notification_is_bad(backend: Backend) {
+    let api = TestApi::start_on(&backend).await;
     let body = json!({"notifications": [
         {"app": "shop", "tokens": [T1, T2], "alert": "fine"},
         {"app": "shop", "tokens": [T1], "alert": "fine too"},
@@ -283,9 +281,8 @@ async fn a_request_is_refused_whole_when_one_notification_is_bad() {
     assert_eq!(api.spool.pending(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn body_and_spool_limits_answer_413_and_503() {
-    let api = TestApi::start_with("max_body_bytes = 1024", "max_pending = 2").await;
+async fn body_and_spool_limits_answer_413_and_503(backend: Backend) {
+    let api = TestApi::start_with_on(&backend, "max_body_bytes = 1024", "max_pending = 2").await;
     let big = alert(json!({"data": {"pad": "x".repeat(2000)}}));
     let (status, _, json) = api
         .call("POST", "/v1/notifications", Some(SHOP_KEY), Some(&big))
@@ -318,9 +315,8 @@ async fn body_and_spool_limits_answer_413_and_503() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn defaults_for_push_type_priority_topic_and_expiry() {
-    let api = TestApi::start().await;
+async fn defaults_for_push_type_priority_topic_and_expiry(backend: Backend) {
+    let api = TestApi::start_on(&backend).await;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -421,3 +417,11 @@ async fn defaults_for_push_type_priority_topic_and_expiry() {
         Some(Expiration::Immediately)
     );
 }
+
+on_each_backend!(
+    a_submit_answers_one_id_per_token_in_order_after_commit,
+    every_error_code_with_its_status_and_index,
+    a_request_is_refused_whole_when_one_notification_is_bad,
+    defaults_for_push_type_priority_topic_and_expiry,
+    body_and_spool_limits_answer_413_and_503,
+);

@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use gateway::auth::key_sha256_hex;
 use gateway::config::Config;
-use gateway::spool::{Spool, SpoolOptions, Store};
+use gateway::spool::{Spool, Store};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::harness::apns_fixtures;
+use crate::live::Backend;
 
 pub const SHOP_KEY: &str = "shop-key-0123456789";
 pub const ALL_KEY: &str = "all-apps-key-0123456789";
@@ -33,15 +34,16 @@ impl Drop for TestApi {
     }
 }
 
-/// The test configuration; `extra` is appended to `[storage]`/`[server]` through `sections`.
-pub fn config_text(server_extra: &str, storage_extra: &str) -> String {
+/// The test configuration: `storage` is the spool's keys, `*_extra` lines added to `[server]`
+/// and `[storage]`.
+fn config_text(storage: &str, server_extra: &str, storage_extra: &str) -> String {
     format!(
         r#"
 [server]
 {server_extra}
 
 [storage]
-sqlite = "spool.db"
+{storage}
 {storage_extra}
 
 [[api_keys]]
@@ -96,16 +98,44 @@ impl TestApi {
     }
 
     pub async fn start() -> TestApi {
-        TestApi::start_with("", "").await
+        TestApi::start_on(&Backend::Sqlite).await
     }
 
-    pub async fn start_with(server_extra: &str, storage_extra: &str) -> TestApi {
-        TestApi::start_sections(server_extra, storage_extra, "", |_| ()).await
+    /// On `backend`'s spool.
+    pub async fn start_on(backend: &Backend) -> TestApi {
+        TestApi::start_with_on(backend, "", "").await
+    }
+
+    /// With lines added to `[server]` and `[storage]`, on `backend`'s spool.
+    pub async fn start_with_on(
+        backend: &Backend,
+        server_extra: &str,
+        storage_extra: &str,
+    ) -> TestApi {
+        TestApi::start_sections_on(backend, server_extra, storage_extra, "", |_| ()).await
     }
 
     /// With `sections` appended to the file (`[smtp]` and the like), after `prepare` has put
     /// what they name into the folder.
     pub async fn start_sections(
+        server_extra: &str,
+        storage_extra: &str,
+        sections: &str,
+        prepare: impl FnOnce(&std::path::Path),
+    ) -> TestApi {
+        TestApi::start_sections_on(
+            &Backend::Sqlite,
+            server_extra,
+            storage_extra,
+            sections,
+            prepare,
+        )
+        .await
+    }
+
+    /// As [`TestApi::start_sections`], on `backend`'s spool.
+    pub async fn start_sections_on(
+        backend: &Backend,
         server_extra: &str,
         storage_extra: &str,
         sections: &str,
@@ -121,18 +151,15 @@ impl TestApi {
         let file = dir.path().join("pushgate.toml");
         std::fs::write(
             &file,
-            format!("{}\n{sections}", config_text(server_extra, storage_extra)),
+            format!(
+                "{}\n{sections}",
+                config_text(&backend.storage(dir.path()), server_extra, storage_extra)
+            ),
         )
         .unwrap();
         let config = Arc::new(Config::load(&file).unwrap());
-        let spool = Store::sqlite(
-            &config.storage.sqlite,
-            SpoolOptions {
-                max_pending: config.storage.max_pending,
-                ..SpoolOptions::default()
-            },
-        )
-        .unwrap();
+        let spool = Store::open(&config.storage).await.unwrap();
+        assert_eq!(spool.backend(), backend.name());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let intake = gateway::ingest::Intake::standalone(Arc::clone(&config), spool.clone());

@@ -10,10 +10,10 @@ use serde_json::json;
 use crate::api::{T1, T2, alert};
 use crate::api_harness::*;
 use crate::harness::token;
+use crate::live::Backend;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_status_document_follows_a_notification_through_its_states() {
-    let api = TestApi::start().await;
+async fn the_status_document_follows_a_notification_through_its_states(backend: Backend) {
+    let api = TestApi::start_on(&backend).await;
     let ids = api
         .submit(SHOP_KEY, &alert(json!({"tokens": [T1, T2]})))
         .await;
@@ -124,9 +124,8 @@ async fn the_status_document_follows_a_notification_through_its_states() {
     assert_eq!(status, 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn feedback_lists_dead_tokens_and_delete_clears_them() {
-    let api = TestApi::start().await;
+async fn feedback_lists_dead_tokens_and_delete_clears_them(backend: Backend) {
+    let api = TestApi::start_on(&backend).await;
     for (i, secs) in [
         (1u64, 1_700_000_300u64),
         (2, 1_700_000_100),
@@ -207,9 +206,8 @@ async fn feedback_lists_dead_tokens_and_delete_clears_them() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stats_health_and_readiness() {
-    let api = TestApi::start().await;
+async fn stats_health_and_readiness(backend: Backend) {
+    let api = TestApi::start_on(&backend).await;
     api.submit(SHOP_KEY, &alert(json!({"tokens": [T1, T2]})))
         .await;
     api.submit(
@@ -323,3 +321,9 @@ async fn the_openapi_document_covers_every_route_and_error_code() {
         );
     }
 }
+
+on_each_backend!(
+    the_status_document_follows_a_notification_through_its_states,
+    feedback_lists_dead_tokens_and_delete_clears_them,
+    stats_health_and_readiness,
+);

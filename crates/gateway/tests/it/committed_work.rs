@@ -9,10 +9,7 @@ use gateway::dispatch::DispatchOptions;
 use gateway::spool::{Spool, State};
 
 use crate::harness::{retries, token};
-use crate::live::{
-    KEY, Live, TOPIC, app_section, counter_where, mock, shop, spool_in, until, write_config,
-    write_config_text,
-};
+use crate::live::{Backend, KEY, Live, TOPIC, app_section, counter_where, mock, shop, until};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -79,12 +76,11 @@ async fn a_request_whose_client_went_away_is_still_delivered() {
 /// Retries due by the thousand when the gateway starts (it was killed during an outage and
 /// restarted after it) are all read at once, not a page of them and the rest never: 3,000
 /// are delivered within seconds.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thousands_of_retries_due_at_start_up_are_all_delivered() {
+async fn thousands_of_retries_due_at_start_up_are_all_delivered(backend: Backend) {
     let sim = mock().record_limit(0).spawn().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &sim, "");
-    let spool = spool_in(&dir);
+    let config = backend.write_config(dir.path(), &app_section(dir.path(), &sim, "shop", ""));
+    let spool = backend.spool_in(&dir).await;
     let request = shop(0, 3_000);
     let ids: Vec<_> = request.notifications.iter().map(|(id, _)| *id).collect();
     spool.enqueue(vec![request]).await.unwrap();
@@ -107,12 +103,11 @@ async fn thousands_of_retries_due_at_start_up_are_all_delivered() {
 
 /// A backlog five times the queue's size, waiting in the spool at start-up, is paged in as the
 /// queue drains to half — not at the next periodic scan, which here never comes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backlog_larger_than_the_queue_is_paged_in_as_it_drains() {
+async fn a_backlog_larger_than_the_queue_is_paged_in_as_it_drains(backend: Backend) {
     let sim = mock().record_limit(0).spawn().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &sim, "");
-    let spool = spool_in(&dir);
+    let config = backend.write_config(dir.path(), &app_section(dir.path(), &sim, "shop", ""));
+    let spool = backend.spool_in(&dir).await;
     spool.enqueue(vec![shop(0, 5_000)]).await.unwrap();
     spool.close().await.unwrap();
     drop(spool);
@@ -132,8 +127,7 @@ async fn a_backlog_larger_than_the_queue_is_paged_in_as_it_drains() {
 /// An app halted with 200,000 notifications queued is not read again and again: the scheduler
 /// leaves its backlog in the spool while its queue holds enough to probe with, and another
 /// app's work goes on beside it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_halted_backlog_is_not_read_again_and_again() {
+async fn a_halted_backlog_is_not_read_again_and_again(backend: Backend) {
     // The halted app's simulator trusts another key: every token is refused.
     let other = std::fs::read(crate::harness::apns_fixtures().join("other-jwt.pub.pem")).unwrap();
     let refusing = apns_mock::MockApns::builder()
@@ -143,9 +137,11 @@ async fn a_halted_backlog_is_not_read_again_and_again() {
         .unwrap();
     let sim = mock().record_limit(0).spawn().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let apps = app_section(dir.path(), &refusing, "halted-backlog", "")
+    // Named per backend: the metrics read below are the process's, shared by both runs.
+    let halted = format!("halted-backlog-{}", backend.name());
+    let apps = app_section(dir.path(), &refusing, &halted, "")
         + &app_section(dir.path(), &sim, "beside-it", "");
-    let config = write_config_text(dir.path(), &apps);
+    let config = backend.write_config(dir.path(), &apps);
     // Frequent scans and probes, so that many of them happen while the test watches.
     let options = DispatchOptions {
         scan_interval: Duration::from_millis(50),
@@ -158,16 +154,13 @@ async fn a_halted_backlog_is_not_read_again_and_again() {
         r.topic = Some(apns::Topic::parse(TOPIC).unwrap());
         r
     };
-    live.submit(vec![request("halted-backlog", 0, 200_000)])
-        .await;
+    live.submit(vec![request(&halted, 0, 200_000)]).await;
     until("the app to halt", MINUTE, || async {
-        live.dispatch
-            .halted()
-            .iter()
-            .any(|(app, _)| app == "halted-backlog")
+        live.dispatch.halted().iter().any(|(app, _)| *app == halted)
     })
     .await;
-    let rows_read = || counter_where("pushgate_spool_rows_read_total", "app=\"halted-backlog\"");
+    let label = format!("app=\"{halted}\"");
+    let rows_read = || counter_where("pushgate_spool_rows_read_total", &label);
     // What was read before the halt (a pass may still be finishing) is not counted: the
     // window opens three probes later.
     let probes = refusing.stats().snapshot().requests;
@@ -212,3 +205,9 @@ async fn a_halted_backlog_is_not_read_again_and_again() {
     );
     live.stop().await;
 }
+
+on_each_backend!(
+    thousands_of_retries_due_at_start_up_are_all_delivered,
+    a_backlog_larger_than_the_queue_is_paged_in_as_it_drains,
+    a_halted_backlog_is_not_read_again_and_again,
+);

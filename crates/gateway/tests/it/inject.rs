@@ -4,12 +4,13 @@ use gateway::spool::Spool;
 use serde_json::{Value, json};
 
 use crate::api_harness::*;
+use crate::live::Backend;
 
 const T1: &str = "6a3c8f0e9d1b2a4c5e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5";
 const T2: &str = "aabbccddeeff00112233445566778899aabbccddeeff00112233445566778899";
 
 /// A template whose push part has no X-Device-Token: each recipient brings its token.
-const PER_RECIPIENT: &str =
+pub(crate) const PER_RECIPIENT: &str =
     "Content-Type: message/vnd.msys.apn\r\n\r\n{\"aps\":{\"alert\":\"hi\"}}\r\n";
 
 /// POSTs `body` to the injector with the shop's key: status, headers, JSON answer.
@@ -32,9 +33,8 @@ fn ids(result: &Value) -> Vec<ApnsId> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_injection_answers_momentum_results_per_recipient() {
-    let api = TestApi::start().await;
+async fn an_injection_answers_momentum_results_per_recipient(backend: Backend) {
+    let api = TestApi::start_on(&backend).await;
     let body = json!({
         "template": PER_RECIPIENT,
         "recipients": [
@@ -72,9 +72,8 @@ async fn an_injection_answers_momentum_results_per_recipient() {
     assert_eq!(api.stored().await, 4);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_header_fans_out_once_per_app_and_basic_auth_works() {
-    let api = TestApi::start().await;
+async fn a_token_header_fans_out_once_per_app_and_basic_auth_works(backend: Backend) {
+    let api = TestApi::start_on(&backend).await;
     let template = format!(
         "Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-Type: message/vnd.msys.apn\r\n\r\n\
          X-Device-Token: {T1}\r\n\r\n{{\"aps\":{{\"badge\":1}}}}\r\n--x--\r\n"
@@ -108,9 +107,8 @@ async fn a_token_header_fans_out_once_per_app_and_basic_auth_works() {
     assert_eq!(api.stored().await, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_injection_is_all_or_nothing_with_smtp_reasons() {
-    let api = TestApi::start().await;
+async fn an_injection_is_all_or_nothing_with_smtp_reasons(backend: Backend) {
+    let api = TestApi::start_on(&backend).await;
     // One recipient outside the key's apps, one unknown domain: 400, each with its reason.
     let body = json!({"template": PER_RECIPIENT, "recipients": [
         {"to": format!("{T1}@shop")}, {"to": format!("{T1}@news")}, {"to": format!("{T1}@nowhere")},
@@ -185,3 +183,9 @@ async fn an_injection_is_all_or_nothing_with_smtp_reasons() {
         "nothing of a refused injection is stored"
     );
 }
+
+on_each_backend!(
+    an_injection_answers_momentum_results_per_recipient,
+    a_token_header_fans_out_once_per_app_and_basic_auth_works,
+    an_injection_is_all_or_nothing_with_smtp_reasons,
+);

@@ -28,13 +28,38 @@ pub enum Backend {
 impl Backend {
     /// The `[storage]` keys of a configuration in `dir` (for PostgreSQL, its URL in a file
     /// there, as an operator would keep it).
-    fn storage(&self, dir: &std::path::Path) -> String {
+    pub fn storage(&self, dir: &std::path::Path) -> String {
         match self {
             Backend::Sqlite => r#"sqlite = "spool.db""#.to_owned(),
             Backend::Postgres(pg) => {
                 std::fs::write(dir.join("pg-url"), pg.url.expose()).unwrap();
                 "postgres_url_file = \"pg-url\"\npool_size = 8".to_owned()
             }
+        }
+    }
+
+    /// `sqlite` or `postgres`, for names that must differ between the two runs of a test
+    /// (the process's metrics are shared).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Writes the configuration of `apps` (from [`app_section`]) on this spool in `dir`.
+    pub fn write_config(&self, dir: &std::path::Path, apps: &str) -> Config {
+        write_config_on(dir, &self.storage(dir), apps)
+    }
+
+    /// The spool a [`Live`] gateway on this backend in `dir` will open, for filling before it
+    /// starts.
+    pub async fn spool_in(&self, dir: &tempfile::TempDir) -> Store {
+        match self {
+            Backend::Sqlite => spool_in(dir),
+            Backend::Postgres(pg) => Store::postgres(pg, gateway::spool::SpoolOptions::default())
+                .await
+                .unwrap(),
         }
     }
 }
@@ -56,28 +81,8 @@ pub fn mock() -> apns_mock::MockApnsBuilder {
         .jwt_key(std::fs::read(apns_fixtures().join("AuthKey_ABC123DEFG.pub.pem")).unwrap())
 }
 
-/// Writes the configuration of one app `shop` that sends to `sim`.
-pub fn write_config(dir: &std::path::Path, sim: &RunningMock, app_extra: &str) -> Config {
-    write_config_for(dir, sim, "shop", app_extra)
-}
-
-/// As [`write_config`], for an app called `name` (with `shop`'s topic).
-pub fn write_config_for(
-    dir: &std::path::Path,
-    sim: &RunningMock,
-    name: &str,
-    app_extra: &str,
-) -> Config {
-    let app = app_section(dir, sim, name, app_extra);
-    write_config_text(dir, &app)
-}
-
-/// Writes `apps` (from [`app_section`]) under the storage and API key every [`Live`] has.
-pub fn write_config_text(dir: &std::path::Path, apps: &str) -> Config {
-    write_config_on(dir, r#"sqlite = "spool.db""#, apps)
-}
-
-/// As [`write_config_text`], with `storage` as the `[storage]` section's keys.
+/// Writes `apps` (from [`app_section`]) under `storage` (the `[storage]` section's keys) and
+/// the API key every [`Live`] has.
 pub fn write_config_on(dir: &std::path::Path, storage: &str, apps: &str) -> Config {
     let file = dir.join("pushgate.toml");
     std::fs::write(
@@ -172,6 +177,7 @@ impl Live {
             None => Backend::Sqlite,
         };
         let gateway = Gateway::start(config, options).await.unwrap();
+        assert_eq!(gateway.state.spool.backend(), backend.name());
         let (state, dispatch) = (Arc::clone(&gateway.state), Arc::clone(&gateway.dispatch));
         let reloader = gateway.reloader();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -11,6 +11,8 @@ use gateway::ingest::Submission;
 use gateway::local_postgres::Server;
 use gateway::spool::{Spool, SpoolOptions, State, Store, SubmitError};
 
+use crate::api::{T1, T2};
+use crate::api_harness::{SHOP_KEY, TestApi};
 use crate::harness::token;
 use crate::live::{Live, app_section, mock, shop, until, write_config_on};
 
@@ -220,6 +222,38 @@ async fn a_database_crash_under_load_loses_nothing_acknowledged() {
     live.stop().await;
 }
 
+/// Turns a database read-only and back, as a failover does to a demoted primary.
+struct ReadOnly {
+    admin: tokio_postgres::Client,
+    name: String,
+}
+
+impl ReadOnly {
+    async fn of(pg: &Postgres) -> ReadOnly {
+        let name = pg.target.rsplit('/').next().unwrap().to_owned();
+        let admin_url = pg.url.expose().replace(&format!("/{name}?"), "/postgres?");
+        let (admin, conn) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        ReadOnly { admin, name }
+    }
+
+    /// Every connection opened from now on is read-only (or not); those open are closed.
+    async fn set(&self, on: bool) {
+        let name = &self.name;
+        let mode = if on { "on" } else { "off" };
+        self.admin
+            .batch_execute(&format!(
+                "ALTER DATABASE {name} SET default_transaction_read_only = {mode}; \
+                 SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+            ))
+            .await
+            .unwrap();
+    }
+}
+
 /// A database that takes no writes — a replica promoted late, a primary demoted by a failover
 /// (SQLSTATE 25006) — refuses submits as the spool unavailable and `/readyz` says so; once it
 /// takes writes again, the gateway resumes without a restart.
@@ -232,25 +266,8 @@ async fn a_read_only_database_refuses_submits_until_it_takes_writes_again() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_on(dir.path(), &sim, &pg);
     let live = Live::start_in(dir, config, DispatchOptions::default()).await;
-    let name = pg.target.rsplit('/').next().unwrap().to_owned();
-    let admin_url = pg.url.expose().replace(&format!("/{name}?"), "/postgres?");
-    let (admin, conn) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    // Every connection the gateway opens from now on is read-only; those it has are closed.
-    let set = |on: bool| {
-        format!(
-            "ALTER DATABASE {name} SET default_transaction_read_only = {}",
-            if on { "on" } else { "off" }
-        )
-    };
-    let reconnect = format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname = '{name}' AND pid <> pg_backend_pid()"
-    );
-    admin.batch_execute(&set(true)).await.unwrap();
-    admin.batch_execute(&reconnect).await.unwrap();
+    let switch = ReadOnly::of(&pg).await;
+    switch.set(true).await;
     until("a submit refused as the spool unavailable, read-only", MINUTE, || async {
         let r = live
             .state
@@ -268,8 +285,7 @@ async fn a_read_only_database_refuses_submits_until_it_takes_writes_again() {
         "nothing of a refused submit is stored"
     );
 
-    admin.batch_execute(&set(false)).await.unwrap();
-    admin.batch_execute(&reconnect).await.unwrap();
+    switch.set(false).await;
     until("ready again", MINUTE, || async {
         live.readyz().await.0 == 200
     })
@@ -288,4 +304,91 @@ async fn a_read_only_database_refuses_submits_until_it_takes_writes_again() {
     })
     .await;
     live.stop().await;
+}
+
+/// While the database takes no writes, every way in says "later" in its own protocol and
+/// stores nothing: the API `503 spool_unavailable` with Retry-After, SMTP `451 4.3.0`, the
+/// injector 503 with a `451` reason per recipient. Once it takes writes, all three accept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_way_in_answers_try_again_later_while_the_database_takes_no_writes() {
+    let Some(pg) = gateway::local_postgres::database().await else {
+        return;
+    };
+    let backend = crate::live::Backend::Postgres(pg.clone());
+    let api = TestApi::start_sections_on(&backend, "", "", crate::smtp::SMTP, |_| ()).await;
+    let smtp = api.smtp.unwrap();
+    let submit = serde_json::json!({"app": "shop", "tokens": [T1], "alert": "hi"}).to_string();
+    let inject = serde_json::json!({
+        "template": crate::inject::PER_RECIPIENT,
+        "recipients": [{"to": format!("{T1}@push.shop.example")}, {"to": format!("{T2}@shop")}],
+    })
+    .to_string();
+    let switch = ReadOnly::of(&pg).await;
+    switch.set(true).await;
+
+    let call = || api.call("POST", "/v1/notifications", Some(SHOP_KEY), Some(&submit));
+    let (status, headers, body) = answer_when(call, |status| status == 503).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("spool_unavailable")),
+        "{body}"
+    );
+    assert_eq!(headers.get("retry-after").unwrap(), "5");
+    let (status, headers, body) = api
+        .call("POST", "/v1.0/inject", Some(SHOP_KEY), Some(&inject))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(headers.contains_key("retry-after"));
+    for r in body["results"].as_array().unwrap() {
+        assert_eq!(r["status"], "failure", "{body}");
+        assert!(
+            r["reason"].as_str().unwrap().starts_with("451 4.3.0"),
+            "{body}"
+        );
+    }
+    let refused = crate::smtp::lettre(smtp, &["devices@shop"], crate::smtp::seed_message(true, T1))
+        .await
+        .unwrap_err();
+    assert!(
+        refused.contains("451") || refused.contains("transient"),
+        "{refused}"
+    );
+    assert!(refused.contains("spool is unavailable"), "{refused}");
+    assert_eq!(
+        api.stored().await,
+        0,
+        "nothing of a refused submit is stored"
+    );
+
+    switch.set(false).await;
+    let (status, _, body) = answer_when(call, |status| status != 503).await;
+    assert_eq!(status, 202, "{body}");
+    let (status, _, body) = api
+        .call("POST", "/v1.0/inject", Some(SHOP_KEY), Some(&inject))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let ok = crate::smtp::lettre(smtp, &["devices@shop"], crate::smtp::seed_message(true, T1))
+        .await
+        .unwrap();
+    assert!(ok.starts_with("250 2.0.0 1 notification queued"), "{ok}");
+    assert_eq!(api.stored().await, 4);
+}
+
+type Answer = (u16, http::HeaderMap, serde_json::Value);
+
+/// Calls until the answer's status is `done` (the first calls after a switch may still take a
+/// connection opened before it), within a minute.
+async fn answer_when<F: std::future::Future<Output = Answer>>(
+    call: impl Fn() -> F,
+    done: impl Fn(u16) -> bool,
+) -> Answer {
+    let deadline = tokio::time::Instant::now() + MINUTE;
+    loop {
+        let answer = call().await;
+        if done(answer.0) {
+            return answer;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still {answer:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

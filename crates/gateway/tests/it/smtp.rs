@@ -7,13 +7,14 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::api_harness::*;
+use crate::live::Backend;
 
 const T1: &str = "6a3c8f0e9d1b2a4c5e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5";
 const T2: &str = "aabbccddeeff00112233445566778899aabbccddeeff00112233445566778899";
 
 /// The seed's example (momentum-using-apns.txt) as a whole message: its JSON keeps the trailing
 /// comma unless `fixed`, its token is the seed's (35 hex digits, not a token) unless given.
-fn seed_message(fixed: bool, token: &str) -> String {
+pub(crate) fn seed_message(fixed: bool, token: &str) -> String {
     let comma = if fixed { "" } else { "," };
     format!(
         "From: app@example.com\r\n\
@@ -39,10 +40,10 @@ fn seed_message(fixed: bool, token: &str) -> String {
     )
 }
 
-const SMTP: &str = "[smtp]\nlisten = \"127.0.0.1:0\"\nmax_message_bytes = 65536\n";
+pub(crate) const SMTP: &str = "[smtp]\nlisten = \"127.0.0.1:0\"\nmax_message_bytes = 65536\n";
 
-async fn smtp_api() -> TestApi {
-    TestApi::start_sections("", "", SMTP, |_| ()).await
+async fn smtp_api(backend: &Backend) -> TestApi {
+    TestApi::start_sections_on(backend, "", "", SMTP, |_| ()).await
 }
 
 fn lettre_send(addr: SocketAddr, to: &[&str], message: String) -> Result<String, String> {
@@ -62,7 +63,11 @@ fn lettre_send(addr: SocketAddr, to: &[&str], message: String) -> Result<String,
 }
 
 /// Sends with lettre (blocking, so on a blocking thread).
-async fn lettre(addr: SocketAddr, to: &[&str], message: String) -> Result<String, String> {
+pub(crate) async fn lettre(
+    addr: SocketAddr,
+    to: &[&str],
+    message: String,
+) -> Result<String, String> {
     let to: Vec<String> = to.iter().map(|s| (*s).to_owned()).collect();
     tokio::task::spawn_blocking(move || {
         let to: Vec<&str> = to.iter().map(String::as_str).collect();
@@ -78,9 +83,10 @@ fn first_id(reply: &str) -> ApnsId {
     ApnsId::parse(id).unwrap_or_else(|_| panic!("no id in {reply:?}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_seed_example_is_refused_for_its_comma_and_its_token_then_taken_when_fixed() {
-    let api = smtp_api().await;
+async fn the_seed_example_is_refused_for_its_comma_and_its_token_then_taken_when_fixed(
+    backend: Backend,
+) {
+    let api = smtp_api(&backend).await;
     let addr = api.smtp.unwrap();
     let seed_token = "123acb90ffa0978cbade354ddffee76665a";
 
@@ -137,9 +143,8 @@ async fn read_until(s: &mut tokio::net::TcpStream, buf: &mut String, code: &str)
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pipelined_commands_and_dot_stuffed_lines_over_a_raw_socket() {
-    let api = smtp_api().await;
+async fn pipelined_commands_and_dot_stuffed_lines_over_a_raw_socket(backend: Backend) {
+    let api = smtp_api(&backend).await;
     let mut s = tokio::net::TcpStream::connect(api.smtp.unwrap())
         .await
         .unwrap();
@@ -265,9 +270,8 @@ fn mixed_message() -> Vec<u8> {
     m
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn smtplib_sends_base64_8bit_and_header_placements_to_several_recipients() {
-    let api = smtp_api().await;
+async fn smtplib_sends_base64_8bit_and_header_placements_to_several_recipients(backend: Backend) {
+    let api = smtp_api(&backend).await;
     // Two recipients of shop (the second part's tokens come from their local parts) and one of
     // news: the parts with X-Device-Token make one per app, the one without one per recipient.
     let rcpts = format!("{T2}@shop,{T1}@PUSH.shop.example,{T1}@news");
@@ -351,9 +355,8 @@ async fn smtplib_sends_base64_8bit_and_header_placements_to_several_recipients()
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refusals_have_their_codes_and_store_nothing() {
-    let api = smtp_api().await;
+async fn refusals_have_their_codes_and_store_nothing(backend: Backend) {
+    let api = smtp_api(&backend).await;
     let good = seed_message(true, T1);
     // Unknown domain at RCPT.
     let steps = smtplib(&api, good.as_bytes(), "x@nowhere.example", &[], &[]).await;
@@ -472,3 +475,10 @@ async fn starttls_and_auth_scope_recipients_to_the_key_apps() {
     }
     assert_eq!(api.stored().await, 2);
 }
+
+on_each_backend!(
+    the_seed_example_is_refused_for_its_comma_and_its_token_then_taken_when_fixed,
+    pipelined_commands_and_dot_stuffed_lines_over_a_raw_socket,
+    smtplib_sends_base64_8bit_and_header_placements_to_several_recipients,
+    refusals_have_their_codes_and_store_nothing,
+);

@@ -143,6 +143,84 @@ fn db_status_and_migrate_on_postgres() {
     }
 }
 
+/// Four `db migrate` and a gateway's start, all at once on an empty database: every one comes
+/// up, the schema is created once (by whichever took the migration lock first), and the rest
+/// find it done; `db migrate` runs beside a gateway that is up.
+#[test]
+fn concurrent_start_up_migrates_once() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(pg) = rt.block_on(gateway::local_postgres::database()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pg-url"), pg.url.expose()).unwrap();
+    let config = dir.path().join("pushgate.toml");
+    std::fs::write(&config, "[storage]\npostgres_url_file = \"pg-url\"\n").unwrap();
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_pushgate"))
+                .args(["db", "migrate", "--config"])
+                .arg(&config)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let gateway = rt.block_on(gateway::spool::Store::postgres(
+        &pg,
+        gateway::spool::SpoolOptions::default(),
+    ));
+    let outputs: Vec<String> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}", text(&out));
+            text(&out)
+        })
+        .collect();
+    let gateway = gateway.expect("the gateway came up beside the migrations");
+    let created = outputs
+        .iter()
+        .filter(|o| o.contains("schema: created at version 1"))
+        .count();
+    let found = outputs
+        .iter()
+        .filter(|o| o.contains("schema: already at version 1"))
+        .count();
+    assert!(
+        created <= 1 && created + found == 4,
+        "one creates at most (or the gateway did), the rest find it: {outputs:?}"
+    );
+    assert!(
+        outputs.iter().all(|o| !o.contains("NOTICE")),
+        "quiet: {outputs:?}"
+    );
+    // Beside the running gateway (its lock is the gateway's, not the migration's).
+    let beside = pushgate(&["db", "migrate"], &config);
+    assert!(
+        beside.status.success() && text(&beside).contains("schema: already at version 1"),
+        "{}",
+        text(&beside)
+    );
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(pg.url.expose(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let rows = client
+            .query("SELECT version FROM pushgate_schema", &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>(),
+            [1],
+            "one schema row"
+        );
+        gateway::spool::Spool::close(&gateway).await.unwrap();
+    });
+}
+
 /// `config check` reaches the database as the gateway would: one that cannot be reached is a
 /// problem of the file (exit 2), named without the URL.
 #[test]

@@ -14,10 +14,9 @@ fn sim_stat(sim: &Sim, key: &str) -> u64 {
     stats(sim)[key].as_u64().unwrap()
 }
 
-#[test]
-fn a_notification_is_delivered_end_to_end() {
+fn a_notification_is_delivered_end_to_end(backend: Backend) {
     let sim = sim(&[]);
-    let gw = Gw::start(&sim, "");
+    let gw = Gw::start_on(&backend, &sim, "");
     let ids = gw.submit(json!({"app": "shop", "tokens": [token(1)], "alert": {"title": "Hi", "body": "there"}, "collapse_id": "c1"}));
     let docs = gw.wait_final(&ids, MINUTE);
     assert_eq!(docs[0]["state"], "delivered", "{}", docs[0]);
@@ -70,10 +69,9 @@ fn a_notification_is_delivered_end_to_end() {
     );
 }
 
-#[test]
-fn a_batch_of_ten_thousand() {
+fn a_batch_of_ten_thousand(backend: Backend) {
     let sim = sim(&[]);
-    let gw = Gw::start(&sim, "");
+    let gw = Gw::start_on(&backend, &sim, "");
     let tokens: Vec<String> = (0..10_000).map(token).collect();
     let ids = gw.submit(json!({"app": "shop", "tokens": tokens, "alert": "hello"}));
     assert_eq!(ids.len(), 10_000);
@@ -83,8 +81,7 @@ fn a_batch_of_ten_thousand() {
 }
 
 /// Every consequence class (docs/architecture.md, `apns::outcome`), produced by the simulator's `--reasons`.
-#[test]
-fn every_consequence_class_and_suppression() {
+fn every_consequence_class_and_suppression(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let reasons = dir.path().join("reasons");
     std::fs::write(
@@ -98,7 +95,7 @@ fn every_consequence_class_and_suppression() {
     )
     .unwrap();
     let sim = sim(&["--reasons", reasons.to_str().unwrap()]);
-    let gw = Gw::start(&sim, "max_attempts = 2");
+    let gw = Gw::start_on(&backend, &sim, "max_attempts = 2");
     let ids = gw.submit(
         json!({"app": "shop", "tokens": [token(1), token(2), token(3), token(4)], "alert": "x"}),
     );
@@ -153,10 +150,9 @@ fn every_consequence_class_and_suppression() {
 }
 
 /// 500/503/429 and GOAWAY: everything is eventually delivered.
-#[test]
-fn injected_failures_and_goaway_are_retried_until_delivered() {
+fn injected_failures_and_goaway_are_retried_until_delivered(backend: Backend) {
     let sim = sim(&["--fail-rate", "0.2", "--goaway-every", "20"]);
-    let gw = Gw::start(&sim, "");
+    let gw = Gw::start_on(&backend, &sim, "");
     let tokens: Vec<String> = (0..300).map(token).collect();
     let ids = gw.submit(json!({"app": "shop", "tokens": tokens, "alert": "x"}));
     let docs = gw.wait_final(&ids, Duration::from_secs(120));
@@ -179,13 +175,12 @@ fn injected_failures_and_goaway_are_retried_until_delivered() {
     );
 }
 
-#[test]
-fn expiry_and_delay() {
+fn expiry_and_delay(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let reasons = dir.path().join("reasons");
     std::fs::write(&reasons, format!("{} 503 ServiceUnavailable\n", token(9))).unwrap();
     let sim = sim(&["--reasons", reasons.to_str().unwrap()]);
-    let gw = Gw::start(&sim, "");
+    let gw = Gw::start_on(&backend, &sim, "");
     // Never accepted, and only 2 s to live: it expires instead of being retried past that.
     let expiring = gw.submit(json!({"app": "shop", "tokens": [token(9)], "alert": "x", "ttl": 2}));
     // Delayed by 2 s: scheduled first, and not sent before its time.
@@ -210,12 +205,12 @@ fn expiry_and_delay() {
 
 /// A key the simulator does not trust halts the app: nothing fails, /readyz says why, and a
 /// fixed configuration loaded with SIGHUP resumes it.
-#[test]
-fn a_bad_key_halts_the_app_until_a_fixed_config_is_reloaded() {
+fn a_bad_key_halts_the_app_until_a_fixed_config_is_reloaded(backend: Backend) {
     let sim = sim(&[]);
     let dir = tempfile::tempdir().unwrap();
     let bad = rcgen::KeyPair::generate().unwrap();
     std::fs::write(dir.path().join("bad.p8"), bad.serialize_pem()).unwrap();
+    backend.prepare(dir.path());
     let config = write_config(dir.path(), &sim, "bad.p8", "");
     let mut gw = Gw::new(dir, config);
     gw.spawn();
@@ -250,10 +245,10 @@ fn a_bad_key_halts_the_app_until_a_fixed_config_is_reloaded() {
 /// SIGKILL while 5,000 acknowledged notifications are in progress and fewer than half have
 /// reached the simulator (50 streams of 50 ms: about 1,000 a second); after a restart on the
 /// same spool every acknowledged id arrives.
-#[test]
-fn kill_9_loses_nothing_acknowledged() {
+#[allow(clippy::print_stdout)] // the figure for the test log, as in a #[test]
+fn kill_9_loses_nothing_acknowledged(backend: Backend) {
     let sim = sim(&["--latency-ms", "50", "--max-streams", "50"]);
-    let mut gw = Gw::start(&sim, "max_connections = 1");
+    let mut gw = Gw::start_on(&backend, &sim, "max_connections = 1");
     let mut ids = Vec::new();
     for batch in 0..5u64 {
         let tokens: Vec<String> = (batch * 1_000..(batch + 1) * 1_000).map(token).collect();
@@ -301,10 +296,9 @@ fn kill_9_loses_nothing_acknowledged() {
 
 /// SIGTERM with streams in flight: they finish (no duplicates later), the process exits 0, and
 /// a restart finishes the rest.
-#[test]
-fn sigterm_finishes_streams_in_flight_and_exits_0() {
+fn sigterm_finishes_streams_in_flight_and_exits_0(backend: Backend) {
     let sim = sim(&["--latency-ms", "300", "--max-streams", "20"]);
-    let mut gw = Gw::start(&sim, "max_connections = 1");
+    let mut gw = Gw::start_on(&backend, &sim, "max_connections = 1");
     let tokens: Vec<String> = (0..200).map(token).collect();
     let ids = gw.submit(json!({"app": "shop", "tokens": tokens, "alert": "x"}));
     wait_until("streams in flight", MINUTE, || {
@@ -382,10 +376,9 @@ fn the_demo_runs_from_an_empty_folder() {
 
 /// A notification Apple has not answered yet shows as `in_flight` (known to dispatch; the spool
 /// keeps it queued), in its document and in the stats, then `delivered`.
-#[test]
-fn a_notification_awaiting_apples_answer_is_in_flight() {
+fn a_notification_awaiting_apples_answer_is_in_flight(backend: Backend) {
     let sim = sim(&["--latency-ms", "1500"]);
-    let gw = Gw::start(&sim, "");
+    let gw = Gw::start_on(&backend, &sim, "");
     let ids = gw.submit(json!({"app": "shop", "tokens": [token(5)], "alert": "x"}));
     wait_until("the notification in flight", MINUTE, || {
         gw.lookup(&ids)[0]["state"] == "in_flight"
@@ -398,3 +391,15 @@ fn a_notification_awaiting_apples_answer_is_in_flight() {
     let docs = gw.wait_final(&ids, MINUTE);
     assert_eq!(docs[0]["state"], "delivered");
 }
+
+on_each_backend!(
+    a_notification_is_delivered_end_to_end,
+    a_batch_of_ten_thousand,
+    every_consequence_class_and_suppression,
+    injected_failures_and_goaway_are_retried_until_delivered,
+    expiry_and_delay,
+    kill_9_loses_nothing_acknowledged,
+    sigterm_finishes_streams_in_flight_and_exits_0,
+    a_notification_awaiting_apples_answer_is_in_flight,
+    a_bad_key_halts_the_app_until_a_fixed_config_is_reloaded,
+);

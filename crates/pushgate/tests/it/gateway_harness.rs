@@ -43,8 +43,35 @@ impl Drop for Gw {
     }
 }
 
+/// The spool a [`Gw`] runs on.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    Postgres(gateway::config::Postgres),
+}
+
+impl Backend {
+    /// A fresh database on the tests' PostgreSQL server; `None` where PostgreSQL is not
+    /// installed (outside CI).
+    pub fn postgres() -> Option<Backend> {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(gateway::local_postgres::database())
+            .map(Backend::Postgres)
+    }
+
+    /// Puts in `dir` what a configuration on this spool names: for PostgreSQL, the URL in
+    /// `pg-url` (which [`write_config_with`] then uses).
+    pub fn prepare(&self, dir: &std::path::Path) {
+        if let Backend::Postgres(pg) = self {
+            std::fs::write(dir.join("pg-url"), pg.url.expose()).unwrap();
+        }
+    }
+}
+
 /// Writes a configuration for app `shop` (topic com.example.demo) against `sim`, signing with
-/// `key_file` (the fixture key by default); `app_extra` adds lines to the app.
+/// `key_file` (the fixture key by default); `app_extra` adds lines to the app. The spool is
+/// the PostgreSQL database in the folder's `pg-url` when there is one ([`Backend::prepare`]),
+/// else `spool.db`.
 pub fn write_config(dir: &std::path::Path, sim: &Sim, key_file: &str, app_extra: &str) -> PathBuf {
     write_config_with(dir, sim, key_file, app_extra, "")
 }
@@ -61,6 +88,11 @@ pub fn write_config_with(
     if !p8.exists() {
         std::fs::copy(fixtures().join("AuthKey_ABC123DEFG.p8"), &p8).unwrap();
     }
+    let storage = if dir.join("pg-url").exists() {
+        "postgres_url_file = \"pg-url\"\npool_size = 8"
+    } else {
+        "sqlite = \"spool.db\""
+    };
     let file = dir.join("pushgate.toml");
     std::fs::write(
         &file,
@@ -71,7 +103,7 @@ listen = "127.0.0.1:0"
 shutdown_grace_s = 10
 
 [storage]
-sqlite = "spool.db"
+{storage}
 
 [[api_keys]]
 name = "e2e"
@@ -102,12 +134,18 @@ team_id = "TEAM123456"
 
 impl Gw {
     pub fn start(sim: &Sim, app_extra: &str) -> Gw {
-        Gw::start_with(sim, app_extra, "")
+        Gw::start_on(&Backend::Sqlite, sim, app_extra)
     }
 
-    /// With `sections` at the end of the configuration.
-    pub fn start_with(sim: &Sim, app_extra: &str, sections: &str) -> Gw {
+    /// On `backend`'s spool.
+    pub fn start_on(backend: &Backend, sim: &Sim, app_extra: &str) -> Gw {
+        Gw::start_with_on(backend, sim, app_extra, "")
+    }
+
+    /// On `backend`'s spool, with `sections` at the end of the configuration.
+    pub fn start_with_on(backend: &Backend, sim: &Sim, app_extra: &str, sections: &str) -> Gw {
         let dir = tempfile::tempdir().unwrap();
+        backend.prepare(dir.path());
         let config = write_config_with(
             dir.path(),
             sim,
@@ -171,6 +209,12 @@ impl Gw {
             );
         }
         self.child = Some(child);
+        if self.dir.path().join("pg-url").exists() {
+            assert!(
+                !self.dir.path().join("spool.db").exists(),
+                "a gateway on PostgreSQL made a SQLite spool"
+            );
+        }
     }
 
     pub fn pid(&self) -> u32 {

@@ -1,6 +1,28 @@
 //! The built `pushgate` executable, driven as a user would.
 #![allow(clippy::unwrap_used)]
 
+/// `$name::sqlite` and `$name::postgres` for each `fn $name(backend: Backend)`: one test, run
+/// on each spool (PostgreSQL's skipped where it is not installed, outside CI).
+macro_rules! on_each_backend {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn sqlite() {
+                    super::$name(crate::gateway_harness::Backend::Sqlite);
+                }
+
+                #[test]
+                fn postgres() {
+                    if let Some(pg) = crate::gateway_harness::Backend::postgres() {
+                        super::$name(pg);
+                    }
+                }
+            }
+        )*
+    };
+}
+
 /// `pushgate bench`: a small smoke run (figures are for BENCHMARKS.md, not tests).
 mod bench;
 /// `pushgate cert inspect`: a legacy .p12, a PEM certificate, a wrong password.

@@ -112,8 +112,7 @@ fn final_lines(gw: &Gw, n: usize) -> Vec<Value> {
     lines
 }
 
-#[test]
-fn smtp_and_inject_reach_apple_and_outcomes_reach_the_log_and_the_hook() {
+fn smtp_and_inject_reach_apple_and_outcomes_reach_the_log_and_the_hook(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let reasons = dir.path().join("reasons");
     std::fs::write(
@@ -142,7 +141,8 @@ events = ["failed", "token_invalidated"]
 secret_env = "PUSHGATE_TEST_HOOK_SECRET"
 "#
     );
-    let gw = Gw::start_with(
+    let gw = Gw::start_with_on(
+        &backend,
         &sim,
         "smtp_domains = [\"push.example.com\"]\nmax_attempts = 2",
         &sections,
@@ -282,12 +282,11 @@ fn ids_at(sim: &Sim) -> HashMap<String, u32> {
     seen
 }
 
-#[test]
-fn sighup_reloads_apps_while_streams_in_flight_finish_on_the_old_connections() {
+fn sighup_reloads_apps_while_streams_in_flight_finish_on_the_old_connections(backend: Backend) {
     // The old endpoint answers slowly, so the first batch is still in flight at the reload.
     let old = sim(&["--latency-ms", "4000"]);
     let new = sim(&[]);
-    let mut gw = Gw::start(&old, "");
+    let mut gw = Gw::start_on(&backend, &old, "");
     let tokens: Vec<String> = (0..200).map(token).collect();
     let first = gw.submit(json!({"app": "shop", "tokens": tokens, "alert": "before"}));
     wait_until(
@@ -378,3 +377,8 @@ fn sighup_reloads_apps_while_streams_in_flight_finish_on_the_old_connections() {
     };
     assert_eq!(exit, Some(0));
 }
+
+on_each_backend!(
+    smtp_and_inject_reach_apple_and_outcomes_reach_the_log_and_the_hook,
+    sighup_reloads_apps_while_streams_in_flight_finish_on_the_old_connections,
+);

@@ -142,14 +142,7 @@ pub(super) fn tls_config(config: &Postgres) -> Result<rustls::ClientConfig, Spoo
 /// changing nothing.
 pub(crate) async fn inspect(config: &Postgres) -> Result<(String, Option<i64>, i64), SpoolError> {
     let target = &config.target;
-    let pg_config =
-        postgres_config(config.url.expose()).map_err(pg(target, "reading the PostgreSQL URL"))?;
-    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(config)?);
-    let (client, conn) = pg_config
-        .connect(tls)
-        .await
-        .map_err(pg(target, "connecting to PostgreSQL"))?;
-    let task = tokio::spawn(conn);
+    let (client, task) = one_connection(config).await?;
     let version: String = client
         .query_one("SHOW server_version", &[])
         .await
@@ -172,6 +165,35 @@ pub(crate) async fn inspect(config: &Postgres) -> Result<(String, Option<i64>, i
     drop(client);
     task.abort();
     Ok((version, schema, schema::SCHEMA_VERSION.into()))
+}
+
+/// `pushgate db migrate`: the schema brought up to date over one connection, under the
+/// migration lock only — beside a running gateway (whose gateway lock it leaves alone), as a
+/// new version's migration is run before the gateways are replaced. Answers the version found.
+pub(crate) async fn migrate(config: &Postgres) -> Result<i32, SpoolError> {
+    let (mut client, task) = one_connection(config).await?;
+    let found = schema::migrate(&mut client, &config.target).await;
+    drop(client);
+    task.abort();
+    found
+}
+
+/// One connection outside the pool, with the task that drives it (abort it when done).
+async fn one_connection(
+    config: &Postgres,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), SpoolError> {
+    let target = &config.target;
+    let pg_config =
+        postgres_config(config.url.expose()).map_err(pg(target, "reading the PostgreSQL URL"))?;
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(config)?);
+    let (client, conn) = pg_config
+        .connect(tls)
+        .await
+        .map_err(pg(target, "connecting to PostgreSQL"))?;
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok((client, task))
 }
 
 /// How long a connect may take before it fails (a failover's dead address, a black hole).

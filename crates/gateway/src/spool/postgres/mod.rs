@@ -19,7 +19,7 @@ mod schema;
 mod writes;
 
 use connect::{CONNECT_TIMEOUT, exclusive, keep_lock, tls_config};
-pub(crate) use connect::{inspect, postgres_config};
+pub(crate) use connect::{inspect, migrate, postgres_config};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

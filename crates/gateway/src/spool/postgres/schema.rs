@@ -110,6 +110,10 @@ pub(super) async fn migrate(c: &mut Client, target: &str) -> Result<i32, SpoolEr
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(err("taking the migration lock"))?;
+    // `CREATE … IF NOT EXISTS` on a database already migrated is not news to log.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await
+        .map_err(err("migrating"))?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS pushgate_schema (version integer NOT NULL)")
         .await
         .map_err(err("reading the schema version"))?;
