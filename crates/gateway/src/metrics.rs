@@ -73,6 +73,11 @@ pub fn accepted(app: &str, n: usize) {
         .increment(n as u64);
 }
 
+/// A submission answered from its idempotency key: stored before, nothing stored now.
+pub fn replayed() {
+    metrics::counter!("pushgate_idempotent_replays_total").increment(1);
+}
+
 /// An app's counters and histograms, registered once and reused: looking a metric up by name
 /// and labels on every notification costs more than the rest of its bookkeeping.
 #[derive(Debug)]

@@ -56,6 +56,9 @@ pub struct Storage {
     /// Finished notifications are kept this long.
     pub retention: Duration,
     pub max_pending: u64,
+    /// An idempotency key (an `Idempotency-Key`, a `Message-ID`, a beanstalkd job) is
+    /// remembered this long.
+    pub idempotency_window: Duration,
 }
 
 /// A PostgreSQL spool's settings.

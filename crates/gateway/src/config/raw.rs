@@ -39,6 +39,7 @@ pub struct RawStorage {
     pub ca_file: S<String>,
     pub retention_s: S<i64>,
     pub max_pending: S<i64>,
+    pub idempotency_window_s: S<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

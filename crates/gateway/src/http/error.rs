@@ -32,11 +32,15 @@ pub enum Code {
     Internal,
     /// The dashboard's test send without its CSRF token.
     CsrfFailed,
+    /// An `Idempotency-Key` used before for another body.
+    IdempotencyKeyReused,
+    /// A request under the same `Idempotency-Key` is still being committed.
+    IdempotencyInProgress,
 }
 
 impl Code {
     /// Every code, for the OpenAPI document.
-    pub const ALL: [Code; 22] = [
+    pub const ALL: [Code; 24] = [
         Code::Unauthorized,
         Code::ForbiddenApp,
         Code::UnknownApp,
@@ -59,6 +63,8 @@ impl Code {
         Code::SpoolUnavailable,
         Code::Internal,
         Code::CsrfFailed,
+        Code::IdempotencyKeyReused,
+        Code::IdempotencyInProgress,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -84,6 +90,8 @@ impl Code {
             Code::SpoolUnavailable => "spool_unavailable",
             Code::Internal => "internal",
             Code::CsrfFailed => "csrf_failed",
+            Code::IdempotencyKeyReused => "idempotency_key_reused",
+            Code::IdempotencyInProgress => "idempotency_in_progress",
         }
     }
 
@@ -96,6 +104,8 @@ impl Code {
             Code::BodyTooLarge | Code::TooManyTokens => StatusCode::PAYLOAD_TOO_LARGE,
             Code::SpoolFull | Code::SpoolUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Code::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::IdempotencyInProgress => StatusCode::CONFLICT,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -164,7 +174,9 @@ impl IntoResponse for ApiError {
             },
         };
         let mut resp = (self.code.status(), Json(body)).into_response();
-        if self.code.status() == StatusCode::SERVICE_UNAVAILABLE {
+        if self.code.status() == StatusCode::SERVICE_UNAVAILABLE
+            || self.code == Code::IdempotencyInProgress
+        {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_S));
         }

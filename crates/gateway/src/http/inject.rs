@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use apns::ApnsId;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -22,6 +23,7 @@ use super::documents::{
 };
 use super::error::{ApiError, Code};
 use crate::auth::{Caller, check_key};
+use crate::ingest::Accepted;
 use crate::ingest::mcmt::{self, Recipient};
 use crate::spool::SubmitError;
 
@@ -32,13 +34,16 @@ const MAX_RECIPIENTS: usize = crate::ingest::json::MAX_TOKENS;
     request_body = Injection,
     security(("api_key" = []), ("api_key_basic" = [])),
     responses(
-        (status = 200, description = "Committed: one result per recipient", body = InjectAnswer),
+        (status = 200, description = "Committed: one result per recipient. With an Idempotency-Key seen before for the same body: the first answer's ids, nothing stored again, and `Idempotent-Replayed: true`", body = InjectAnswer, headers(("Idempotent-Replayed" = String, description = "`true` on an answer replayed from an earlier injection with the same Idempotency-Key"))),
         (status = 400, description = "A refused recipient or part (Momentum's failure document, every recipient with its SMTP-style reason), or a request that is not an injection (invalid_json, invalid_field)", body = InjectRefusal),
         (status = 401, description = "unauthorized", body = ErrorBody),
         (status = 413, description = "body_too_large or too_many_tokens (over 10,000 recipients)", body = ErrorBody),
+        (status = 409, description = "An injection with the same Idempotency-Key is still being committed: `451 4.3.0` reasons; retry after Retry-After seconds", body = InjectRefusal, headers(("Retry-After" = u32, description = "seconds to wait"))),
         (status = 415, description = "unsupported_media_type", body = ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used for an injection with another body: `554 5.6.0` reasons", body = InjectRefusal),
         (status = 503, description = "The spool is full or unavailable: `451 4.3.0` reasons; retry after Retry-After seconds", body = InjectAnswer, headers(("Retry-After" = u32, description = "seconds to wait"))),
-    ))]
+    ),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Stores the injection once: a retry with the same key and body (per API key) is answered with the first answer's ids")))]
 pub async fn inject(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -79,7 +84,7 @@ fn failure(status: StatusCode, reasons: Vec<String>) -> Failure {
         status: "failure",
     };
     let mut response = (status, Json(answer)).into_response();
-    if status == StatusCode::SERVICE_UNAVAILABLE {
+    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::CONFLICT {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
@@ -132,9 +137,10 @@ async fn run(state: &ApiState, headers: &HeaderMap, body: Body) -> Result<Respon
         SystemTime::now(),
     )
     .map_err(|e| failure(StatusCode::BAD_REQUEST, vec![format!("554 5.6.0 {e}"); n]))?;
-    let mcmt::Parsed { requests, ids } = parsed;
-    let submission = crate::ingest::Submission::new(Some(caller), requests);
-    state.intake.submit(submission).await.map_err(|e| match e {
+    let mcmt::Parsed { requests, ids, .. } = parsed;
+    let key = super::idempotency::key(headers, &caller, &bytes)?;
+    let submission = crate::ingest::Submission::new(Some(caller), requests).once(key);
+    let accepted = state.intake.submit(submission).await.map_err(|e| match e {
         SubmitError::Full { .. } => failure(
             StatusCode::SERVICE_UNAVAILABLE,
             vec!["451 4.3.0 the spool is full; try again later".into(); n],
@@ -146,7 +152,23 @@ async fn run(state: &ApiState, headers: &HeaderMap, body: Body) -> Result<Respon
                 vec!["451 4.3.0 the spool is unavailable; try again later".into(); n],
             )
         }
+        SubmitError::KeyReused => failure(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            vec!["554 5.6.0 the Idempotency-Key was used for another injection".into(); n],
+        ),
+        SubmitError::KeyInProgress => failure(
+            StatusCode::CONFLICT,
+            vec![
+                "451 4.3.0 an injection with this Idempotency-Key is still being committed".into();
+                n
+            ],
+        ),
     })?;
+    let (ids, replayed) = match accepted {
+        Accepted::Committed => (ids, false),
+        // The same body parses into the same recipients: the first answer's ids, regrouped.
+        Accepted::Replayed(first) => (regroup(&ids, first), true),
+    };
     let results = ids
         .iter()
         .map(|ids| {
@@ -163,7 +185,27 @@ async fn run(state: &ApiState, headers: &HeaderMap, body: Body) -> Result<Respon
         results,
         status: "success",
     };
-    Ok((StatusCode::OK, Json(answer)).into_response())
+    let mut response = (StatusCode::OK, Json(answer)).into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert(super::idempotency::REPLAYED, super::idempotency::TRUE);
+    }
+    Ok(response)
+}
+
+/// `flat`, cut into groups as long as those of `like` (the last takes what is left over,
+/// should a reload have changed how a recipient fans out since the first answer).
+fn regroup(like: &[Vec<ApnsId>], flat: Vec<ApnsId>) -> Vec<Vec<ApnsId>> {
+    let mut rest = flat.into_iter();
+    let mut groups: Vec<Vec<ApnsId>> = like
+        .iter()
+        .map(|g| rest.by_ref().take(g.len()).collect())
+        .collect();
+    if let Some(last) = groups.last_mut() {
+        last.extend(rest);
+    }
+    groups
 }
 
 /// Bearer, or Basic with the key as the password (Momentum's clients send either).

@@ -11,6 +11,7 @@ mod auth;
 mod dashboard;
 pub mod documents;
 pub mod error;
+mod idempotency;
 mod inject;
 mod notifications;
 pub mod openapi;

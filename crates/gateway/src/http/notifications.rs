@@ -14,7 +14,7 @@ use super::documents::{ErrorBody, Ids, LookupAnswer, LookupBody, NotificationDoc
 use super::error::{ApiError, Code};
 use super::openapi::SubmitBody;
 use super::{ApiState, spool_error};
-use crate::ingest::Submission;
+use crate::ingest::{Accepted, Submission};
 use crate::spool::{Spool, SubmitError};
 
 /// Most ids in one lookup.
@@ -59,35 +59,56 @@ pub(crate) fn submit_error(e: SubmitError) -> ApiError {
     match e {
         SubmitError::Full { .. } => ApiError::new(Code::SpoolFull, e.to_string()),
         SubmitError::Unavailable(inner) => spool_error(&inner),
+        SubmitError::KeyReused => ApiError::new(
+            Code::IdempotencyKeyReused,
+            "this Idempotency-Key was used for a request with another body",
+        ),
+        SubmitError::KeyInProgress => ApiError::new(
+            Code::IdempotencyInProgress,
+            "a request with this Idempotency-Key is still being committed; try again",
+        ),
     }
 }
 
 #[utoipa::path(post, path = "/v1/notifications", tag = "notifications",
     request_body = SubmitBody, security(("api_key" = [])),
     responses(
-        (status = 202, description = "Committed: one id per token, notifications in order", body = Ids),
+        (status = 202, description = "Committed: one id per token, notifications in order. With an Idempotency-Key seen before for the same body: the first answer's ids, nothing stored again, and `Idempotent-Replayed: true`", body = Ids, headers(("Idempotent-Replayed" = String, description = "`true` on an answer replayed from an earlier request with the same Idempotency-Key"))),
         (status = 400, description = "invalid_json, invalid_field, unknown_app, invalid_token, invalid_push_type, invalid_priority, invalid_topic, collapse_id_too_long, conflicting_fields, already_expired or payload_too_large; `index` names the first bad notification; nothing was stored", body = ErrorBody),
         (status = 401, description = "unauthorized", body = ErrorBody),
         (status = 403, description = "forbidden_app", body = ErrorBody),
         (status = 413, description = "body_too_large or too_many_tokens", body = ErrorBody),
-        (status = 415, description = "unsupported_media_type", body = ErrorBody), (status = 500, description = "internal", body = ErrorBody), (status = 503, description = "spool_full or spool_unavailable; retry after Retry-After seconds", body = ErrorBody, headers(("Retry-After" = u32, description = "seconds to wait"))),
-    ))]
+        (status = 409, description = "idempotency_in_progress: a request with the same Idempotency-Key is still being committed; retry after Retry-After seconds", body = ErrorBody, headers(("Retry-After" = u32, description = "seconds to wait"))),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
+        (status = 422, description = "idempotency_key_reused: the Idempotency-Key was used for a request with another body", body = ErrorBody),
+        (status = 500, description = "internal", body = ErrorBody), (status = 503, description = "spool_full or spool_unavailable; retry after Retry-After seconds", body = ErrorBody, headers(("Retry-After" = u32, description = "seconds to wait"))),
+    ),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Stores the request once: a retry with the same key and body (per API key, for 24 hours by default) is answered with the first answer's ids")))]
 pub async fn submit(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, Json<Ids>), ApiError> {
+) -> Result<(StatusCode, HeaderMap, Json<Ids>), ApiError> {
     let config = state.config();
     let caller = authenticate(&config.api_keys, &headers)?;
     let bytes = json_body(&state, &headers, body).await?;
+    let key = super::idempotency::key(&headers, &caller, &bytes)?;
     let (requests, ids) = crate::ingest::json::parse(&bytes, &caller, &config, SystemTime::now())?;
-    state
+    let accepted = state
         .intake
-        .submit(Submission::new(Some(caller), requests))
+        .submit(Submission::new(Some(caller), requests).once(key))
         .await
         .map_err(submit_error)?;
+    let mut answer = HeaderMap::new();
+    let ids = match accepted {
+        Accepted::Committed => ids,
+        Accepted::Replayed(first) => {
+            answer.insert(super::idempotency::REPLAYED, super::idempotency::TRUE);
+            first
+        }
+    };
     let ids = ids.iter().map(ApnsId::to_string).collect();
-    Ok((StatusCode::ACCEPTED, Json(Ids { ids })))
+    Ok((StatusCode::ACCEPTED, answer, Json(Ids { ids })))
 }
 
 fn not_found() -> ApiError {

@@ -1,14 +1,19 @@
 //! [`Intake`]: the one way in. Every listener — the HTTP API, the injector, SMTP, the
 //! dashboard's test send, and the ways in still to come — parses what it received into spool
 //! requests and hands them here as a [`Submission`]: committed whole (the answer comes only
-//! after the spool's commit), counted, and offered straight to dispatch.
+//! after the spool's commit), counted, and offered straight to dispatch. A submission with an
+//! idempotency key is stored once per key (`spool::idempotency`); while one is being
+//! committed, another under the same key is told so rather than made to wait.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use apns::ApnsId;
 
 use crate::auth::Caller;
 use crate::config::{Config, Current};
 use crate::dispatch::Dispatcher;
-use crate::spool::{NewRequest, Spool, Store, SubmitError};
+use crate::spool::{Enqueued, IdempotencyKey, NewRequest, Spool, Store, SubmitError};
 
 /// What a way in hands over.
 pub struct Submission {
@@ -22,6 +27,19 @@ pub struct Submission {
     /// hook run). It runs on the runtime and must not block: hand slow work (a beanstalkd
     /// delete) to a task of its own, through a channel.
     pub on_commit: Option<OnCommit>,
+    /// Stored once per key: a second submission under it is answered with the first one's
+    /// ids ([`Accepted::Replayed`]) and stores nothing.
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+/// What [`Intake::submit`] did with an accepted submission.
+#[derive(Debug, PartialEq)]
+pub enum Accepted {
+    /// Committed now, under the ids its requests carry.
+    Committed,
+    /// Its idempotency key was committed before, with the same fingerprint: nothing was
+    /// stored; these are the ids the first one was answered with, in its order.
+    Replayed(Vec<ApnsId>),
 }
 
 /// A hook run after the commit, with the committed requests.
@@ -34,7 +52,14 @@ impl Submission {
             caller,
             requests,
             on_commit: None,
+            idempotency: None,
         }
+    }
+
+    /// Under idempotency key `key`.
+    pub fn once(mut self, key: Option<IdempotencyKey>) -> Submission {
+        self.idempotency = key;
+        self
     }
 }
 
@@ -44,6 +69,7 @@ impl std::fmt::Debug for Submission {
             .field("caller", &self.caller.as_ref().map(|c| &c.name))
             .field("requests", &self.requests.len())
             .field("on_commit", &self.on_commit.is_some())
+            .field("idempotency", &self.idempotency.as_ref().map(|k| &k.key))
             .finish()
     }
 }
@@ -55,6 +81,9 @@ pub struct Intake {
     spool: Store,
     /// `None` when nothing dispatches (tests of a way in alone).
     dispatch: Option<Arc<Dispatcher>>,
+    /// The idempotency keys (scope, key) of submissions being committed now. A std mutex,
+    /// never held across an await.
+    committing: Arc<Mutex<HashSet<(String, String)>>>,
 }
 
 impl Intake {
@@ -65,6 +94,7 @@ impl Intake {
             config: Arc::clone(dispatch.current()),
             spool,
             dispatch: Some(dispatch),
+            committing: Arc::default(),
         }
     }
 
@@ -74,6 +104,7 @@ impl Intake {
             config: Arc::new(Current::new(config)),
             spool,
             dispatch: None,
+            committing: Arc::default(),
         }
     }
 
@@ -97,16 +128,32 @@ impl Intake {
     /// the handler, and with it the handler's future, but what reaches the writer is committed
     /// either way — and committed work must reach dispatch (and its hook run), not wait in the
     /// spool for an unrelated rescan.
-    pub async fn submit(&self, submission: Submission) -> Result<(), SubmitError> {
+    pub async fn submit(&self, submission: Submission) -> Result<Accepted, SubmitError> {
         let spool = self.spool.clone();
         let dispatch = self.dispatch.clone();
+        let claim = match &submission.idempotency {
+            Some(k) => Some(Claim::take(&self.committing, k)?),
+            None => None,
+        };
         let committing = tokio::spawn(async move {
             let Submission {
                 caller,
                 requests,
                 on_commit,
+                idempotency,
             } = submission;
-            let committed = spool.enqueue(requests).await?;
+            let committed = match idempotency {
+                None => spool.enqueue(requests).await?,
+                Some(key) => match spool.enqueue_once(requests, key).await? {
+                    Enqueued::Stored(committed) => committed,
+                    Enqueued::Replayed(ids) => {
+                        crate::metrics::replayed();
+                        return Ok(Accepted::Replayed(ids));
+                    }
+                },
+            };
+            // Committed: a submission under the same key now finds it in the spool.
+            drop(claim);
             for r in &committed {
                 crate::metrics::accepted(&r.app, r.len());
             }
@@ -125,12 +172,47 @@ impl Intake {
                     tracing::error!("a submission's on-commit hook panicked");
                 }
             }
-            Ok(())
+            Ok(Accepted::Committed)
         });
         match committing.await {
             Ok(result) => result,
             // Only a panic ends the task early (nothing cancels it).
             Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+}
+
+/// An idempotency key being committed, released when dropped (committed, refused, or the task
+/// gone).
+struct Claim {
+    set: Arc<Mutex<HashSet<(String, String)>>>,
+    entry: (String, String),
+}
+
+impl Claim {
+    fn take(
+        set: &Arc<Mutex<HashSet<(String, String)>>>,
+        key: &IdempotencyKey,
+    ) -> Result<Claim, SubmitError> {
+        let entry = (key.scope.clone(), key.key.clone());
+        if !set
+            .lock()
+            .expect("the committing set is never poisoned")
+            .insert(entry.clone())
+        {
+            return Err(SubmitError::KeyInProgress);
+        }
+        Ok(Claim {
+            set: Arc::clone(set),
+            entry,
+        })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.remove(&self.entry);
         }
     }
 }

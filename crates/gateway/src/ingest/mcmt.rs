@@ -88,6 +88,8 @@ pub struct Parsed {
     /// made once for an app (a part with `X-Device-Token`) is listed under each of the app's
     /// recipients.
     pub ids: Vec<Vec<ApnsId>>,
+    /// The message's `Message-ID`, if it has one (without its angle brackets).
+    pub message_id: Option<String>,
 }
 
 impl Parsed {
@@ -153,6 +155,7 @@ pub fn parse(
     let mut out = Parsed {
         requests: Vec::new(),
         ids: vec![Vec::new(); recipients.len()],
+        message_id: parsed.message_id().map(str::to_owned),
     };
     for (n, part) in parts.iter().enumerate() {
         let name = format!("push part {}", n + 1);

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use apns::ApnsId;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use smtp_proto::request::receiver::{DataReceiver, LineReceiver, RequestReceiver};
@@ -24,8 +25,8 @@ use tracing::{info, warn};
 
 use crate::auth::{Caller, check_key};
 use crate::ingest::mcmt::{self, Recipient};
-use crate::ingest::{Intake, Submission};
-use crate::spool::SubmitError;
+use crate::ingest::{Accepted, Intake, Submission};
+use crate::spool::{IdempotencyKey, SubmitError};
 
 /// An idle client is disconnected after this long.
 const IDLE: Duration = Duration::from_secs(300);
@@ -52,6 +53,7 @@ pub async fn run(
         caller: None,
         mail: false,
         recipients: Vec::new(),
+        sender: String::new(),
     };
     let mut plain = stream;
     session
@@ -104,6 +106,8 @@ struct Session {
     caller: Option<Caller>,
     /// Inside a transaction (after MAIL).
     mail: bool,
+    /// The transaction's MAIL FROM address.
+    sender: String,
     recipients: Vec<Recipient>,
 }
 
@@ -119,6 +123,29 @@ fn reply(out: &mut Vec<u8>, code: u16, text: &str) {
 }
 
 impl Session {
+    /// A message's idempotency key: its `Message-ID`, per AUTH user (or, without AUTH, per
+    /// sender), for its set of recipients — a client that splits one message's recipients over
+    /// several transactions sends each part once, and a retry of one part is stored once.
+    fn idempotency_key(&self, message_id: &str, message: &[u8]) -> IdempotencyKey {
+        let scope = match &self.caller {
+            Some(c) => format!("smtp-auth:{}", c.name),
+            None => format!("smtp:{}", self.sender.to_ascii_lowercase()),
+        };
+        let mut rcpts = Vec::new();
+        for r in &self.recipients {
+            rcpts.extend_from_slice(r.app.as_bytes());
+            rcpts.push(0);
+            rcpts.extend_from_slice(r.local.as_bytes());
+            rcpts.push(0);
+        }
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &rcpts);
+        let to: String = digest.as_ref()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        IdempotencyKey::new(scope, format!("{message_id} to:{to}"), message)
+    }
+
     fn reset(&mut self) {
         self.mail = false;
         self.recipients.clear();
@@ -279,7 +306,7 @@ impl Session {
                 reply(out, 250, HOSTNAME);
             }
             Request::Lhlo { .. } => reply(out, 500, "5.5.1 this is SMTP, not LMTP"),
-            Request::Mail { from } => self.mail_from(from.size, max, out),
+            Request::Mail { from } => self.mail_from(&from.address, from.size, max, out),
             Request::Rcpt { to } => self.rcpt_to(&to.address, out),
             Request::Data => {
                 if !self.mail || self.recipients.is_empty() {
@@ -329,7 +356,7 @@ impl Session {
         (Mode::Command, None)
     }
 
-    fn mail_from(&mut self, size: usize, max: usize, out: &mut Vec<u8>) {
+    fn mail_from(&mut self, sender: &str, size: usize, max: usize, out: &mut Vec<u8>) {
         let requires_auth = self
             .intake
             .config()
@@ -350,6 +377,7 @@ impl Session {
             );
         } else {
             self.mail = true;
+            sender.clone_into(&mut self.sender);
             reply(out, 250, "2.1.0 sender OK");
         }
     }
@@ -384,9 +412,13 @@ impl Session {
             }
         };
         let (count, first) = parsed.count_and_first();
-        let submission = Submission::new(self.caller.clone(), parsed.requests);
-        match self.intake.submit(submission).await {
-            Ok(()) => reply(
+        let key = parsed
+            .message_id
+            .as_deref()
+            .map(|id| self.idempotency_key(id, message));
+        let submission = Submission::new(self.caller.clone(), parsed.requests).once(key);
+        let answered = |first: Option<ApnsId>, out: &mut Vec<u8>| {
+            reply(
                 out,
                 250,
                 &format!(
@@ -394,6 +426,21 @@ impl Session {
                     if count == 1 { "" } else { "s" },
                     first.map(|i| i.to_string()).unwrap_or_default()
                 ),
+            );
+        };
+        match self.intake.submit(submission).await {
+            Ok(Accepted::Committed) => answered(first, out),
+            // Sent before (a client that lost the 250 and sent it again): stored once.
+            Ok(Accepted::Replayed(ids)) => answered(ids.first().copied(), out),
+            Err(SubmitError::KeyReused) => reply(
+                out,
+                554,
+                "5.6.0 this Message-ID was sent before with other content",
+            ),
+            Err(SubmitError::KeyInProgress) => reply(
+                out,
+                451,
+                "4.3.0 a message with this Message-ID is still being committed; try again later",
             ),
             Err(SubmitError::Full { .. }) => {
                 reply(out, 451, "4.3.0 the spool is full; try again later");

@@ -8,6 +8,12 @@ pub enum SubmitError {
     Full { pending: u64, limit: u64 },
     #[error("spool is unavailable: {0}")]
     Unavailable(#[source] SpoolError),
+    /// The idempotency key was used before, for another submission (another fingerprint).
+    #[error("the idempotency key was used for another request")]
+    KeyReused,
+    /// A submission under the same idempotency key is being committed right now.
+    #[error("a request with the same idempotency key is still being committed")]
+    KeyInProgress,
 }
 
 impl SpoolError {

@@ -22,6 +22,7 @@
 
 mod admin;
 mod error;
+mod idempotency;
 mod postgres;
 mod records;
 mod retention;
@@ -30,6 +31,7 @@ mod store;
 
 pub use admin::{SpoolStatus, copy_from_sqlite, migrate, status};
 pub use error::{SpoolError, SubmitError};
+pub use idempotency::{Enqueued, IdempotencyKey};
 pub use records::{
     Completion, CopyReport, DeadToken, Export, ExportedNotification, ExportedRequest,
     FeedbackEntry, NewRequest, NotificationRecord, PendingRow, ReadyCursor, ReadyPage, ReadyRow,

@@ -11,6 +11,7 @@ use std::time::SystemTime;
 
 use apns::{ApnsId, DeviceToken, Reason};
 
+use super::idempotency::{Enqueued, IdempotencyKey};
 use super::postgres::PgSpool;
 use super::sqlite::SqliteSpool;
 use super::{
@@ -23,8 +24,7 @@ use super::{
 /// The operations are grouped as the flow uses them: intake stores, dispatch reads what is
 /// ready and records outcomes, the API and dashboard read status, upkeep prunes and probes.
 /// The last group is what a backend shared by several gateways needs (leases, one provider
-/// token per key) and what features still to come will store (broadcast channels, idempotency
-/// keys); a backend used by one gateway alone gets the defaults, which are either trivially
+/// token per key) and what features still to come will store (broadcast channels); a backend used by one gateway alone gets the defaults, which are either trivially
 /// right for it or a clear [`SpoolError::Unsupported`]. Nothing calls them yet: they are the
 /// contract those issues implement and call.
 ///
@@ -43,6 +43,17 @@ pub trait Spool: Send + Sync {
         &self,
         batch: Vec<NewRequest>,
     ) -> impl Future<Output = Result<Vec<NewRequest>, SubmitError>> + Send;
+
+    /// As [`Spool::enqueue`], once per idempotency key (`spool::idempotency`): the key is
+    /// looked up and recorded in the transaction that stores the batch. Seen within the window
+    /// with the same fingerprint, the answer is [`Enqueued::Replayed`] with the first
+    /// submission's ids and nothing is stored (even when the spool is full); with another
+    /// fingerprint, [`SubmitError::KeyReused`].
+    fn enqueue_once(
+        &self,
+        batch: Vec<NewRequest>,
+        key: IdempotencyKey,
+    ) -> impl Future<Output = Result<Enqueued, SubmitError>> + Send;
 
     /// Notifications not yet final.
     fn pending(&self) -> u64;
@@ -222,16 +233,6 @@ pub trait Spool: Send + Sync {
             ))
         }
     }
-
-    /// The notifications an earlier request with idempotency key `key` created for `app`,
-    /// if there was one: a client's retry of the same request is answered with them.
-    fn idempotent(
-        &self,
-        _app: &str,
-        _key: &str,
-    ) -> impl Future<Output = Result<Option<Vec<ApnsId>>, SpoolError>> + Send {
-        async { Err(SpoolError::unsupported("idempotency keys", self.backend())) }
-    }
 }
 
 /// A Live Activity broadcast channel Apple created for an app.
@@ -260,6 +261,7 @@ impl Store {
     pub async fn open(storage: &crate::config::Storage) -> Result<Store, SpoolError> {
         let options = SpoolOptions {
             max_pending: storage.max_pending,
+            idempotency_window: storage.idempotency_window,
             ..SpoolOptions::default()
         };
         match &storage.postgres {
@@ -315,6 +317,13 @@ impl Spool for Store {
     }
     async fn enqueue(&self, batch: Vec<NewRequest>) -> Result<Vec<NewRequest>, SubmitError> {
         on!(self, s => s.enqueue(batch).await)
+    }
+    async fn enqueue_once(
+        &self,
+        batch: Vec<NewRequest>,
+        key: IdempotencyKey,
+    ) -> Result<Enqueued, SubmitError> {
+        on!(self, s => s.enqueue_once(batch, key).await)
     }
     fn pending(&self) -> u64 {
         on!(self, s => s.pending())
@@ -425,8 +434,5 @@ impl Spool for Store {
     }
     async fn channels(&self, app: &str) -> Result<Vec<Channel>, SpoolError> {
         on!(self, s => s.channels(app).await)
-    }
-    async fn idempotent(&self, app: &str, key: &str) -> Result<Option<Vec<ApnsId>>, SpoolError> {
-        on!(self, s => s.idempotent(app, key).await)
     }
 }

@@ -215,11 +215,32 @@ impl TestApi {
         body: Option<&str>,
         content_type: &str,
     ) -> (u16, http::HeaderMap, serde_json::Value) {
+        self.call_with(method, path, key, body, &[("content-type", content_type)])
+            .await
+    }
+
+    /// As [`TestApi::call`], with `headers` (a JSON content type unless they name one).
+    pub async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (u16, http::HeaderMap, serde_json::Value) {
         let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
         let mut req = http::Request::builder()
             .method(method)
-            .uri(format!("http://{}{path}", self.addr))
-            .header("content-type", content_type);
+            .uri(format!("http://{}{path}", self.addr));
+        if !headers
+            .iter()
+            .any(|(h, _)| h.eq_ignore_ascii_case("content-type"))
+        {
+            req = req.header("content-type", "application/json");
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         if let Some(k) = key {
             req = req.header("authorization", format!("Bearer {k}"));
         }

@@ -91,6 +91,39 @@ impl Backing {
         }
     }
 
+    /// The count a `SELECT count(*) …` answers, read from the store directly.
+    pub async fn count(&self, query: &str) -> i64 {
+        match self {
+            Backing::Sqlite(path) => rusqlite::Connection::open(path)
+                .unwrap()
+                .query_row(query, [], |r| r.get(0))
+                .unwrap(),
+            Backing::Postgres(pg) => Self::pg_client(pg)
+                .await
+                .query_one(query, &[])
+                .await
+                .unwrap()
+                .get(0),
+        }
+    }
+
+    /// Runs a statement on the spool's store directly.
+    pub async fn execute(&self, sqlite: &str, postgres: &str) {
+        match self {
+            Backing::Sqlite(path) => {
+                rusqlite::Connection::open(path)
+                    .unwrap()
+                    .execute_batch(sqlite)
+                    .unwrap();
+            }
+            Backing::Postgres(pg) => Self::pg_client(pg)
+                .await
+                .batch_execute(postgres)
+                .await
+                .unwrap(),
+        }
+    }
+
     /// Each request's id and the notifications it has left, read from the store itself.
     pub async fn requests_remaining(&self) -> Vec<(i64, i64)> {
         match self {

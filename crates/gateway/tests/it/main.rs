@@ -24,6 +24,40 @@ macro_rules! on_each_backend {
     };
 }
 
+/// `$name::sqlite` and `$name::postgres`: one test against each backend, each with a fresh
+/// spool opened with `$options` and, if named, where it lives (`$backing`). PostgreSQL's is
+/// skipped where the server is not installed, outside CI.
+macro_rules! each_backend {
+    ($name:ident, $options:expr, |$spool:ident| $body:block) => {
+        each_backend!($name, $options, |$spool, _backing| $body);
+    };
+    ($name:ident, $options:expr, |$spool:ident, $backing:ident| $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            use crate::harness::Backing;
+
+            #[tokio::test]
+            async fn sqlite() {
+                let dir = tempfile::tempdir().unwrap();
+                let $backing = Backing::Sqlite(dir.path().join("spool.db"));
+                let $spool = $backing.open($options).await;
+                $body
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                let Some(pg) = gateway::local_postgres::database().await else {
+                    return;
+                };
+                let $backing = Backing::Postgres(pg);
+                let $spool = $backing.open($options).await;
+                $body
+            }
+        }
+    };
+}
+
 /// The HTTP API through real HTTP: every error code, atomicity, scopes, defaults, states.
 mod api;
 /// A running API on a port-0 listener and a client for it.
@@ -46,18 +80,23 @@ mod delivery_core;
 mod events;
 /// Building requests for the spool.
 mod harness;
+/// Idempotency keys in the spool: stored once, replayed, reused, in one group, forgotten.
+mod idempotency;
+/// Idempotency through the ways in: `Idempotency-Key` on the API and the injector, SMTP's
+/// `Message-ID`.
+mod idempotent_ways_in;
 /// Momentum's REST injector: results per recipient, fan-out, Basic auth, all-or-nothing.
 mod inject;
 /// The intake: on-commit hooks.
 mod intake;
 /// A whole gateway in this process against the simulator, for tests that reach inside.
 mod live;
-/// The spool: whole-or-nothing batches, limits, recovery, retention, dead tokens.
 /// The gateway end to end on the PostgreSQL spool.
 mod postgres;
 /// The SMTP listener with lettre, Python's smtplib and a raw socket: the seed's example,
 /// pipelining, dot-stuffing, encodings, placements, fan-out, every refusal, STARTTLS and AUTH.
 mod smtp;
+/// The spool: whole-or-nothing batches, limits, recovery, retention, dead tokens.
 mod spool;
 /// Spools of earlier schema versions, migrated.
 mod spool_migrations;

@@ -7,38 +7,6 @@ use gateway::spool::{
 
 use crate::harness::*;
 
-/// `$name::sqlite` and `$name::postgres`: one test against each backend, each with a fresh
-/// spool opened with `$options` and, if named, where it lives (`$backing`). PostgreSQL's is
-/// skipped where the server is not installed, outside CI.
-macro_rules! each_backend {
-    ($name:ident, $options:expr, |$spool:ident| $body:block) => {
-        each_backend!($name, $options, |$spool, _backing| $body);
-    };
-    ($name:ident, $options:expr, |$spool:ident, $backing:ident| $body:block) => {
-        mod $name {
-            use super::*;
-
-            #[tokio::test]
-            async fn sqlite() {
-                let dir = tempfile::tempdir().unwrap();
-                let $backing = Backing::Sqlite(dir.path().join("spool.db"));
-                let $spool = $backing.open($options).await;
-                $body
-            }
-
-            #[tokio::test]
-            async fn postgres() {
-                let Some(pg) = gateway::local_postgres::database().await else {
-                    return;
-                };
-                let $backing = Backing::Postgres(pg);
-                let $spool = $backing.open($options).await;
-                $body
-            }
-        }
-    };
-}
-
 fn open(dir: &tempfile::TempDir) -> Store {
     Store::sqlite(&dir.path().join("spool.db"), SpoolOptions::default()).unwrap()
 }

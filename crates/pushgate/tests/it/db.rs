@@ -79,13 +79,13 @@ fn db_status_and_migrate_on_postgres() {
     assert!(out.contains("schema version: none yet"), "{out}");
     let created = pushgate(&["db", "migrate"], &config);
     assert!(
-        text(&created).contains("schema: created at version 1"),
+        text(&created).contains("schema: created at version 2"),
         "{}",
         text(&created)
     );
     let again = pushgate(&["db", "migrate"], &config);
     assert!(
-        text(&again).contains("schema: already at version 1"),
+        text(&again).contains("schema: already at version 2"),
         "{}",
         text(&again)
     );
@@ -99,10 +99,42 @@ fn db_status_and_migrate_on_postgres() {
     );
     assert!(
         text(&check).contains("    server 15")
-            && text(&check).contains("schema version 1 (this pushgate: 1)"),
+            && text(&check).contains("schema version 2 (this pushgate: 2)"),
         "config check reaches the database: {}",
         text(&check)
     );
+
+    // A version 1 database (its placeholder table of idempotency keys) is migrated to 2.
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(pg.url.expose(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute(
+                "DROP TABLE idempotency_keys; CREATE TABLE idempotency_keys (app text NOT NULL, \
+                 key text NOT NULL, request_id bigint NOT NULL, created_at bigint NOT NULL, \
+                 PRIMARY KEY (app, key)); UPDATE pushgate_schema SET version = 1",
+            )
+            .await
+            .unwrap();
+    });
+    let migrated = pushgate(&["db", "migrate"], &config);
+    assert!(
+        text(&migrated).contains("schema: migrated from version 1 to 2"),
+        "{}",
+        text(&migrated)
+    );
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(pg.url.expose(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .query("SELECT fingerprint, ids, scope FROM idempotency_keys", &[])
+            .await
+            .expect("version 2's idempotency keys");
+    });
 
     // A database a newer pushgate migrated is refused, by status and by migrate.
     rt.block_on(async {
@@ -182,11 +214,11 @@ fn concurrent_start_up_migrates_once() {
     let gateway = gateway.expect("the gateway came up beside the migrations");
     let created = outputs
         .iter()
-        .filter(|o| o.contains("schema: created at version 1"))
+        .filter(|o| o.contains("schema: created at version 2"))
         .count();
     let found = outputs
         .iter()
-        .filter(|o| o.contains("schema: already at version 1"))
+        .filter(|o| o.contains("schema: already at version 2"))
         .count();
     assert!(
         created <= 1 && created + found == 4,
@@ -199,7 +231,7 @@ fn concurrent_start_up_migrates_once() {
     // Beside the running gateway (its lock is the gateway's, not the migration's).
     let beside = pushgate(&["db", "migrate"], &config);
     assert!(
-        beside.status.success() && text(&beside).contains("schema: already at version 1"),
+        beside.status.success() && text(&beside).contains("schema: already at version 2"),
         "{}",
         text(&beside)
     );
@@ -214,7 +246,7 @@ fn concurrent_start_up_migrates_once() {
             .unwrap();
         assert_eq!(
             rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>(),
-            [1],
+            [2],
             "one schema row"
         );
         gateway::spool::Spool::close(&gateway).await.unwrap();

@@ -206,6 +206,13 @@ impl Cx<'_> {
                 1,
                 i64::MAX,
             ) as u64,
+            idempotency_window: secs(self.int(
+                &st.idempotency_window_s,
+                "storage.idempotency_window_s",
+                86_400,
+                1,
+                i64::MAX / 1000,
+            )),
         };
         let apps: Vec<App> = raw
             .apps

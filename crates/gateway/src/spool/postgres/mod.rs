@@ -28,6 +28,7 @@ use std::time::{Instant, SystemTime};
 use apns::{ApnsId, DeviceToken, Reason};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 
+use super::idempotency::{self, Enqueued, IdempotencyKey, Seen};
 use super::{
     Completion, DeadToken, FeedbackEntry, NewRequest, NotificationRecord, PendingRow, ReadyCursor,
     ReadyPage, RecoveryReport, Spool, SpoolError, SpoolOptions, State, StoredRequest, SubmitError,
@@ -35,7 +36,7 @@ use super::{
 };
 use crate::config::Postgres;
 use schema::{
-    CLAIM_DUE, COMPLETE, PRUNE_FINISHED, REGISTER_DEAD, REQUEST_GONE, REQUEST_LOSES,
+    CLAIM_DUE, COMPLETE, KEYS_FORGET, PRUNE_FINISHED, REGISTER_DEAD, REQUEST_GONE, REQUEST_LOSES,
     REQUEUE_IN_FLIGHT,
 };
 
@@ -57,6 +58,8 @@ struct Inner {
     /// Notifications not yet final, as this gateway has counted them.
     pending: AtomicU64,
     max_pending: u64,
+    /// How long an idempotency key is remembered.
+    idempotency_window: std::time::Duration,
     commits: AtomicU64,
 }
 
@@ -129,6 +132,7 @@ impl PgSpool {
                 target,
                 pending: AtomicU64::new(0),
                 max_pending: options.max_pending,
+                idempotency_window: options.idempotency_window,
                 commits: AtomicU64::new(0),
             }),
         };
@@ -170,6 +174,19 @@ impl PgSpool {
     }
 
     /// `n` fewer pending notifications (never below zero).
+    /// Reserves room for `n` pending notifications before their insert (given back if it
+    /// fails), so that concurrent submits cannot all pass the limit at once; `Err` with the
+    /// count when there is none.
+    fn reserve(&self, n: u64) -> Result<(), u64> {
+        let limit = self.inner.max_pending;
+        self.inner
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                p.checked_add(n).filter(|&total| total <= limit)
+            })
+            .map(|_| ())
+    }
+
     fn release_pending(&self, n: u64) {
         let _ = self
             .inner
@@ -192,22 +209,51 @@ impl Spool for PgSpool {
     async fn enqueue(&self, batch: Vec<NewRequest>) -> Result<Vec<NewRequest>, SubmitError> {
         let rows: u64 = batch.iter().map(|r| r.len() as u64).sum();
         let limit = self.inner.max_pending;
-        // Reserved before the insert (given back if it fails), so that concurrent submits
-        // cannot all pass the limit at once.
-        if let Err(pending) =
-            self.inner
-                .pending
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
-                    p.checked_add(rows).filter(|&n| n <= limit)
-                })
-        {
-            return Err(SubmitError::Full { pending, limit });
-        }
-        if let Err(e) = self.insert(&batch).await {
+        self.reserve(rows)
+            .map_err(|pending| SubmitError::Full { pending, limit })?;
+        if let Err(e) = self.insert(&batch, None).await {
             self.release_pending(rows);
             return Err(SubmitError::Unavailable(e));
         }
         Ok(batch)
+    }
+
+    async fn enqueue_once(
+        &self,
+        batch: Vec<NewRequest>,
+        key: IdempotencyKey,
+    ) -> Result<Enqueued, SubmitError> {
+        let rows: u64 = batch.iter().map(|r| r.len() as u64).sum();
+        let limit = self.inner.max_pending;
+        let seen = match self.reserve(rows) {
+            // Full: a replay is answered all the same (it stores nothing).
+            Err(pending) => {
+                let c = self.conn().await.map_err(SubmitError::Unavailable)?;
+                let now = to_ms(SystemTime::now());
+                match self.key_seen(&c, &key, now).await {
+                    Ok(Seen::Expired) => Err(SubmitError::Full { pending, limit }),
+                    other => other.map_err(SubmitError::Unavailable),
+                }
+            }
+            Ok(()) => match self.insert(&batch, Some(&key)).await {
+                Ok(None) => return Ok(Enqueued::Stored(batch)),
+                Ok(Some(seen)) => {
+                    self.release_pending(rows);
+                    Ok(seen)
+                }
+                Err(e) => {
+                    self.release_pending(rows);
+                    Err(SubmitError::Unavailable(e))
+                }
+            },
+        }?;
+        match seen {
+            Seen::Replay(ids) => Ok(Enqueued::Replayed(ids)),
+            Seen::Reused => Err(SubmitError::KeyReused),
+            Seen::Expired => Err(SubmitError::Unavailable(SpoolError::Corrupt(
+                "an idempotency key neither taken nor remembered",
+            ))),
+        }
     }
 
     fn pending(&self) -> u64 {
@@ -414,6 +460,11 @@ impl Spool for PgSpool {
             .transaction()
             .await
             .map_err(self.err("beginning a transaction"))?;
+        let forgotten =
+            idempotency::forgotten_before(SystemTime::now(), self.inner.idempotency_window);
+        tx.execute(KEYS_FORGET, &[&forgotten, &(limit as i64)])
+            .await
+            .map_err(self.err("pruning idempotency keys"))?;
         let rows = tx
             .query(PRUNE_FINISHED, &[&before, &(limit as i64), &first_id])
             .await

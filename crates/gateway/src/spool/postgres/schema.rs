@@ -14,7 +14,7 @@ use tokio_postgres::Client;
 use crate::spool::SpoolError;
 
 /// The schema this version writes (`pushgate_schema.version`).
-pub(super) const SCHEMA_VERSION: i32 = 1;
+pub(super) const SCHEMA_VERSION: i32 = 2;
 
 /// Any number, the same for every pushgate: the advisory lock that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x7075_7368_6761_7465; // "pushgate"
@@ -95,6 +95,22 @@ CREATE TABLE provider_tokens (
 );
 ";
 
+/// Version 2: idempotency keys as the spool keeps them (`spool::idempotency`) — each with the
+/// fingerprint of what was sent under it and the ids it was answered with — in place of
+/// version 1's placeholder, which nothing wrote.
+const MIGRATE_1_TO_2: &str = "
+DROP TABLE idempotency_keys;
+CREATE TABLE idempotency_keys (
+    scope text NOT NULL,
+    key text NOT NULL,
+    fingerprint bytea NOT NULL,
+    ids bytea NOT NULL,
+    created_at bigint NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
+";
+
 /// Brings the database to [`SCHEMA_VERSION`], in one transaction under the migration lock:
 /// the first gateway to take it migrates, the others find the work done. Refuses a database
 /// newer than this pushgate knows. Answers the version found before.
@@ -134,13 +150,30 @@ pub(super) async fn migrate(c: &mut Client, target: &str) -> Result<i32, SpoolEr
         tx.batch_execute(MIGRATE_TO_1)
             .await
             .map_err(err("creating the schema"))?;
-        tx.execute("INSERT INTO pushgate_schema (version) VALUES (1)", &[])
+    }
+    if found < 2 {
+        tx.batch_execute(MIGRATE_1_TO_2)
+            .await
+            .map_err(err("migrating the schema to version 2"))?;
+    }
+    if found < SCHEMA_VERSION {
+        tx.execute("DELETE FROM pushgate_schema", &[])
             .await
             .map_err(err("recording the schema version"))?;
+        tx.execute(
+            "INSERT INTO pushgate_schema (version) VALUES ($1)",
+            &[&SCHEMA_VERSION],
+        )
+        .await
+        .map_err(err("recording the schema version"))?;
     }
     tx.commit().await.map_err(err("committing the migration"))?;
     Ok(found)
 }
+
+/// Retention: up to $2 idempotency keys created before $1.
+pub(super) const KEYS_FORGET: &str = "DELETE FROM idempotency_keys WHERE (scope, key) IN \
+     (SELECT scope, key FROM idempotency_keys WHERE created_at < $1 LIMIT $2)";
 
 // The statements of every scheduler pass and outcome, as in the SQLite spool; `state < 3` is
 // spelled out for the partial index of pending rows.

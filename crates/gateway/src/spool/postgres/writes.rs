@@ -1,18 +1,61 @@
 //! An enqueued batch into the database: one transaction, a request row each, its
-//! notifications in one `INSERT … SELECT … FROM unnest`.
+//! notifications in one `INSERT … SELECT … FROM unnest`, and its idempotency key when it has
+//! one.
 
 use std::time::SystemTime;
 
 use super::{PgSpool, reads};
+use crate::spool::idempotency::{self, IdempotencyKey, Seen};
 use crate::spool::{NewRequest, SpoolError, State, to_ms};
 
+/// Takes a key — new, or forgotten (older than the window, $6) — and answers a row; a key
+/// still remembered answers none. A concurrent transaction inserting the same key makes this
+/// one wait for it: once it commits, the key is remembered and this one replays it.
+const KEY_TAKE: &str = "INSERT INTO idempotency_keys (scope, key, fingerprint, ids, created_at) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (scope, key) DO UPDATE SET \
+     fingerprint = excluded.fingerprint, ids = excluded.ids, created_at = excluded.created_at \
+     WHERE idempotency_keys.created_at < $6 RETURNING 1";
+const KEY_SEEN: &str =
+    "SELECT fingerprint, ids, created_at FROM idempotency_keys WHERE scope = $1 AND key = $2";
+
 impl PgSpool {
-    pub(super) async fn insert(&self, batch: &[NewRequest]) -> Result<(), SpoolError> {
+    /// Stores `batch` and takes `key`, in one transaction; when the key is remembered, stores
+    /// nothing and answers what it means (a replay or a reuse).
+    pub(super) async fn insert(
+        &self,
+        batch: &[NewRequest],
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Option<Seen>, SpoolError> {
         let mut c = self.conn().await?;
         let tx = c
             .transaction()
             .await
             .map_err(self.err("beginning a transaction"))?;
+        let now = to_ms(SystemTime::now());
+        if let Some(k) = key {
+            let forgotten = idempotency::forgotten_before(
+                crate::spool::from_ms(now),
+                self.inner.idempotency_window,
+            );
+            let taken = tx
+                .query_opt(
+                    KEY_TAKE,
+                    &[
+                        &k.scope,
+                        &k.key,
+                        &&k.fingerprint[..],
+                        &idempotency::ids_blob(batch),
+                        &now,
+                        &forgotten,
+                    ],
+                )
+                .await
+                .map_err(self.err("taking an idempotency key"))?;
+            if taken.is_none() {
+                // Dropping `tx` rolls it back: nothing of this submission is stored.
+                return self.key_seen(&tx, k, now).await.map(Some);
+            }
+        }
         let req = tx
             .prepare_cached(
                 "INSERT INTO requests (app, payload, push_type, priority, topic, collapse_id, \
@@ -29,7 +72,6 @@ impl PgSpool {
             )
             .await
             .map_err(self.err("storing notifications"))?;
-        let now = to_ms(SystemTime::now());
         for r in batch {
             let send_at = r.send_at.map(to_ms).filter(|&t| t > now);
             let state = if send_at.is_some() {
@@ -76,6 +118,30 @@ impl PgSpool {
         }
         tx.commit().await.map_err(self.err("committing"))?;
         self.committed();
-        Ok(())
+        Ok(None)
+    }
+
+    /// What the stored `key` means for a submission at `now`.
+    pub(super) async fn key_seen(
+        &self,
+        c: &impl deadpool_postgres::GenericClient,
+        key: &IdempotencyKey,
+        now: i64,
+    ) -> Result<Seen, SpoolError> {
+        let row = c
+            .query_opt(KEY_SEEN, &[&key.scope, &key.key])
+            .await
+            .map_err(self.err("reading an idempotency key"))?;
+        match row {
+            Some(r) => idempotency::judge(
+                key,
+                r.get::<_, &[u8]>(0),
+                r.get::<_, &[u8]>(1),
+                r.get(2),
+                now,
+                self.inner.idempotency_window,
+            ),
+            None => Ok(Seen::Expired),
+        }
     }
 }

@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use self::export::copied_to;
 pub(crate) use self::export::{copied, export, mark_copied};
 use self::writer::Command;
+use super::idempotency::{Enqueued, IdempotencyKey};
 use super::{
     Completion, DeadToken, FeedbackEntry, NewRequest, NotificationRecord, PendingRow, ReadyCursor,
     ReadyPage, RecoveryReport, Spool, SpoolError, State, StoredRequest, SubmitError, to_ms,
@@ -43,6 +44,8 @@ pub struct SpoolOptions {
     /// survives a process crash but may lose the last commits on power loss — an explicit,
     /// documented opt-in only.
     pub power_safe: bool,
+    /// How long an idempotency key is remembered (`[storage] idempotency_window_s`).
+    pub idempotency_window: std::time::Duration,
 }
 
 impl Default for SpoolOptions {
@@ -51,6 +54,7 @@ impl Default for SpoolOptions {
             max_pending: 10_000_000,
             channel_capacity: 4096,
             power_safe: true,
+            idempotency_window: std::time::Duration::from_secs(86_400),
         }
     }
 }
@@ -131,7 +135,10 @@ impl SqliteSpool {
         let (tx, rx) = mpsc::channel(options.channel_capacity.max(1));
         let writer_pending = Arc::clone(&pending);
         let max_pending = options.max_pending;
-        let writer = Arc::new(writer::WriterState::default());
+        let writer = Arc::new(writer::WriterState {
+            idempotency_window: options.idempotency_window,
+            ..writer::WriterState::default()
+        });
         let writer_state = Arc::clone(&writer);
         std::thread::Builder::new()
             .name("spool-writer".into())
@@ -173,6 +180,26 @@ impl SqliteSpool {
         rx.await.map_err(|_| SpoolError::WriterGone)?
     }
 
+    /// Hands a batch to the writer and waits for its commit.
+    async fn send_enqueue(
+        &self,
+        batch: Vec<NewRequest>,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Enqueued, SubmitError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Enqueue {
+                batch,
+                key,
+                reply: tx,
+            })
+            .await
+            .map_err(|_| SubmitError::Unavailable(SpoolError::WriterGone))?;
+        rx.await
+            .map_err(|_| SubmitError::Unavailable(SpoolError::WriterGone))?
+    }
+
     /// Runs `f` with the read connection on a blocking thread.
     async fn read<T: Send + 'static>(
         &self,
@@ -206,14 +233,21 @@ impl Spool for SqliteSpool {
                 limit: self.inner.max_pending,
             });
         }
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .commands
-            .send(Command::Enqueue { batch, reply: tx })
-            .await
-            .map_err(|_| SubmitError::Unavailable(SpoolError::WriterGone))?;
-        rx.await
-            .map_err(|_| SubmitError::Unavailable(SpoolError::WriterGone))?
+        match self.send_enqueue(batch, None).await? {
+            Enqueued::Stored(batch) => Ok(batch),
+            Enqueued::Replayed(_) => Err(SubmitError::Unavailable(SpoolError::Corrupt(
+                "a replay answered a submission without a key",
+            ))),
+        }
+    }
+
+    async fn enqueue_once(
+        &self,
+        batch: Vec<NewRequest>,
+        key: IdempotencyKey,
+    ) -> Result<Enqueued, SubmitError> {
+        // No early refusal when full: the writer answers a replay first, which stores nothing.
+        self.send_enqueue(batch, Some(key)).await
     }
 
     fn pending(&self) -> u64 {

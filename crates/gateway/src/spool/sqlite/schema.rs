@@ -66,6 +66,31 @@ const HEALTH_TABLE: &str = "CREATE TABLE IF NOT EXISTS health (
     checked_at INTEGER NOT NULL
 );";
 
+/// Idempotency keys (`spool::idempotency`): each with the fingerprint of what was sent under it
+/// and the ids it was answered with. Additive, like `health`: an older pushgate ignores it.
+/// Only keyed submissions write here, so the index by age costs the others nothing.
+const IDEMPOTENCY_TABLE: &str = "CREATE TABLE IF NOT EXISTS idempotency_keys (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint BLOB NOT NULL,
+    ids BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_created ON idempotency_keys (created_at);";
+
+/// A key as stored, if it is.
+pub(super) const KEY_SEEN: &str =
+    "SELECT fingerprint, ids, created_at FROM idempotency_keys WHERE scope = ?1 AND key = ?2";
+/// A key taken (or taken again, once forgotten).
+pub(super) const KEY_REMEMBER: &str = "INSERT INTO idempotency_keys \
+     (scope, key, fingerprint, ids, created_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+     ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint, \
+     ids = excluded.ids, created_at = excluded.created_at";
+/// Retention: up to ?2 keys older than the window (created before ?1).
+pub(super) const KEYS_FORGET: &str = "DELETE FROM idempotency_keys WHERE rowid IN \
+     (SELECT rowid FROM idempotency_keys WHERE created_at < ?1 LIMIT ?2)";
+
 // Read-side statements of every scheduler pass; like the writer's below, checked by `plans`
 // to go through the partial index of pending rows (`state < 3` repeated for that).
 
@@ -172,8 +197,9 @@ pub(super) fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), S
             });
         }
     }
-    // Additive, so not a schema version: older versions ignore it.
-    conn.execute_batch(HEALTH_TABLE).map_err(open_err)
+    // Additive, so not a schema version: older versions ignore them.
+    conn.execute_batch(HEALTH_TABLE).map_err(open_err)?;
+    conn.execute_batch(IDEMPOTENCY_TABLE).map_err(open_err)
 }
 
 #[cfg(test)]
@@ -200,6 +226,7 @@ mod plans {
     fn periodic_statements_use_an_index() {
         let c = Connection::open_in_memory().expect("memory database");
         c.execute_batch(SCHEMA).expect("schema");
+        c.execute_batch(IDEMPOTENCY_TABLE).expect("keys");
         for query in [
             CLAIM_DUE,
             REQUEUE_IN_FLIGHT,
@@ -214,6 +241,8 @@ mod plans {
             APP_ID,
             APP_IDS,
             PENDING_COUNTS,
+            KEY_SEEN,
+            KEYS_FORGET,
         ] {
             let steps = plan(&c, query);
             // The scheduler's statements read one app's rows, not every app's.

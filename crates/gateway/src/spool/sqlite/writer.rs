@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 
 use super::writes;
+use crate::spool::idempotency::{Enqueued, IdempotencyKey};
 use crate::spool::{Completion, DeadToken, NewRequest, SpoolError, SubmitError, to_ms};
 
 /// The most commands in one transaction.
@@ -30,8 +31,10 @@ pub(super) type Reply<T> = oneshot::Sender<Result<T, SpoolError>>;
 pub(super) enum Command {
     Enqueue {
         batch: Vec<NewRequest>,
+        /// Stored once per key: looked up and recorded in the same transaction.
+        key: Option<IdempotencyKey>,
         /// Answers with the batch itself once committed, so it goes on to dispatch unread.
-        reply: oneshot::Sender<Result<Vec<NewRequest>, SubmitError>>,
+        reply: oneshot::Sender<Result<Enqueued, SubmitError>>,
     },
     ClaimDue {
         now: SystemTime,
@@ -83,8 +86,8 @@ pub(super) enum Command {
 /// An answer computed inside the transaction, sent after the commit.
 enum Answer {
     Enqueue(
-        oneshot::Sender<Result<Vec<NewRequest>, SubmitError>>,
-        Result<(u64, Vec<NewRequest>), SubmitError>,
+        oneshot::Sender<Result<Enqueued, SubmitError>>,
+        Result<(u64, Enqueued), SubmitError>,
     ),
     Ids(Reply<Vec<ApnsId>>, Result<Vec<ApnsId>, SpoolError>),
     Unit(Reply<()>, Result<(), SpoolError>, u64),
@@ -101,6 +104,8 @@ pub(super) struct WriterState {
     /// commit as a full disk would (`SQLITE_FULL`) and is rolled back. An empty one (a flush)
     /// still succeeds, as it does on a real full disk.
     pub fail_writes: AtomicBool,
+    /// How long an idempotency key is remembered.
+    pub idempotency_window: std::time::Duration,
 }
 
 /// Runs the writer until every sender is gone.
@@ -198,6 +203,10 @@ pub(super) enum Done {
     Enqueued(u64),
     /// Refused by `max_pending` (nothing written), with the count it was refused at.
     Full(u64),
+    /// The idempotency key was seen with the same fingerprint: these are its ids.
+    Replayed(Vec<ApnsId>),
+    /// The idempotency key was seen with another fingerprint (nothing written).
+    KeyReused,
     Ids(Vec<ApnsId>),
     /// How many pending notifications became final.
     Unit(u64),
@@ -242,6 +251,7 @@ fn transact(
             now,
             pending.load(Ordering::Acquire) + admitted,
             max_pending,
+            state.idempotency_window,
         )
         .map_err(|e| Failure::Command(sql("applying a spool command", e)))?;
         if let Done::Enqueued(rows) = d {
@@ -273,8 +283,14 @@ fn answer(c: Command, r: Result<Done, SpoolError>, max_pending: u64) -> Answer {
         Err(e) => return refuse(c, move || duplicate(&e)),
     };
     match (c, done) {
-        (Command::Enqueue { batch, reply }, Done::Enqueued(rows)) => {
-            Answer::Enqueue(reply, Ok((rows, batch)))
+        (Command::Enqueue { batch, reply, .. }, Done::Enqueued(rows)) => {
+            Answer::Enqueue(reply, Ok((rows, Enqueued::Stored(batch))))
+        }
+        (Command::Enqueue { reply, .. }, Done::Replayed(ids)) => {
+            Answer::Enqueue(reply, Ok((0, Enqueued::Replayed(ids))))
+        }
+        (Command::Enqueue { reply, .. }, Done::KeyReused) => {
+            Answer::Enqueue(reply, Err(SubmitError::KeyReused))
         }
         (Command::Enqueue { reply, .. }, Done::Full(pending)) => Answer::Enqueue(
             reply,
@@ -310,7 +326,7 @@ fn deliver(answers: Vec<Answer>, pending: &AtomicU64) {
                 if let Ok((rows, _)) = &r {
                     pending.fetch_add(*rows, Ordering::AcqRel);
                 }
-                let _ = reply.send(r.map(|(_, batch)| batch));
+                let _ = reply.send(r.map(|(_, enqueued)| enqueued));
             }
             Answer::Ids(reply, r) => {
                 let _ = reply.send(r);

@@ -6,10 +6,11 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::decode::id_from_bytes;
 use super::schema::{
-    APP_ID, APP_IDS, CLAIM_DUE, COMPLETE, PRUNE_FINISHED, REQUEST_GONE, REQUEST_LOSES,
-    REQUEUE_IN_FLIGHT,
+    APP_ID, APP_IDS, CLAIM_DUE, COMPLETE, KEY_REMEMBER, KEY_SEEN, KEYS_FORGET, PRUNE_FINISHED,
+    REQUEST_GONE, REQUEST_LOSES, REQUEUE_IN_FLIGHT,
 };
 use super::writer::{Command, Done};
+use crate::spool::idempotency::{self, IdempotencyKey, Seen};
 use crate::spool::{Completion, DeadToken, NewRequest, State, to_ms};
 
 /// One command's writes.
@@ -19,14 +20,32 @@ pub(super) fn apply(
     now: i64,
     current: u64,
     max_pending: u64,
+    window: std::time::Duration,
 ) -> Result<Done, rusqlite::Error> {
     Ok(match c {
-        Command::Enqueue { batch, .. } => {
+        Command::Enqueue { batch, key, .. } => {
+            // A replay is answered even when the spool is full: it stores nothing.
+            if let Some(k) = key {
+                match seen(tx, k, now, window)? {
+                    Some(Seen::Replay(ids)) => return Ok(Done::Replayed(ids)),
+                    Some(Seen::Reused) => return Ok(Done::KeyReused),
+                    Some(Seen::Expired) | None => {}
+                }
+            }
             let rows: u64 = batch.iter().map(|r| r.len() as u64).sum();
             if current + rows > max_pending {
                 return Ok(Done::Full(current));
             }
             insert_batch(tx, batch, now)?;
+            if let Some(k) = key {
+                tx.prepare_cached(KEY_REMEMBER)?.execute(params![
+                    k.scope,
+                    k.key,
+                    &k.fingerprint[..],
+                    idempotency::ids_blob(batch),
+                    now
+                ])?;
+            }
             Done::Enqueued(rows)
         }
         Command::ClaimDue { now, limit, .. } => Done::Ids(claim_due(tx, to_ms(*now), *limit)?),
@@ -49,7 +68,12 @@ pub(super) fn apply(
             register_dead(tx, dead)?;
             Done::Unit(0)
         }
-        Command::Prune { before, limit, .. } => Done::Count(prune(tx, to_ms(*before), *limit)?),
+        Command::Prune { before, limit, .. } => {
+            let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+            tx.prepare_cached(KEYS_FORGET)?
+                .execute(params![now.saturating_sub(window_ms), *limit as i64])?;
+            Done::Count(prune(tx, to_ms(*before), *limit)?)
+        }
         Command::RequeueInFlight { .. } => Done::Count(requeue_in_flight(tx, now)?),
         Command::ClearDeadToken { app, token, .. } => Done::Flag(
             tx.prepare_cached("DELETE FROM dead_tokens WHERE app = ?1 AND token = ?2")?
@@ -57,6 +81,31 @@ pub(super) fn apply(
                 > 0,
         ),
     })
+}
+
+/// What the spool knows of `key`, judged at `now`.
+fn seen(
+    tx: &Transaction<'_>,
+    key: &IdempotencyKey,
+    now: i64,
+    window: std::time::Duration,
+) -> Result<Option<Seen>, rusqlite::Error> {
+    let row = tx
+        .prepare_cached(KEY_SEEN)?
+        .query_row(params![key.scope, key.key], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .optional()?;
+    row.map(|(fingerprint, ids, created_at)| {
+        idempotency::judge(key, &fingerprint, &ids, created_at, now, window).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, Box::new(e))
+        })
+    })
+    .transpose()
 }
 
 /// Room for the bytes of any token (`DeviceToken::to_bytes` writes into `[0; TOKEN_BYTES]`).
