@@ -19,11 +19,13 @@ pub const TRUE: HeaderValue = HeaderValue::from_static("true");
 /// The longest key taken.
 const MAX_KEY: usize = 255;
 
-/// The request's key, if it sent one, for `caller` and the raw `body`. The draft spells the
-/// value as a structured-field string (`"…"`); the bare token most clients send is taken too.
+/// The request's key, if it sent one, for `caller` on `route` and the raw `body`. The draft
+/// spells the value as a structured-field string (`"…"`); the bare token most clients send is
+/// taken too. Keys are per API key and per route: the same key on two routes is two keys.
 pub fn key(
     headers: &HeaderMap,
     caller: &Caller,
+    route: &str,
     body: &[u8],
 ) -> Result<Option<IdempotencyKey>, ApiError> {
     let mut values = headers.get_all(&IDEMPOTENCY_KEY).iter();
@@ -59,7 +61,7 @@ pub fn key(
         ));
     }
     Ok(Some(IdempotencyKey::new(
-        format!("key:{}", caller.name),
+        format!("key:{}:{route}", caller.name),
         text,
         body,
     )))

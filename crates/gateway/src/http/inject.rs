@@ -138,7 +138,7 @@ async fn run(state: &ApiState, headers: &HeaderMap, body: Body) -> Result<Respon
     )
     .map_err(|e| failure(StatusCode::BAD_REQUEST, vec![format!("554 5.6.0 {e}"); n]))?;
     let mcmt::Parsed { requests, ids, .. } = parsed;
-    let key = super::idempotency::key(headers, &caller, &bytes)?;
+    let key = super::idempotency::key(headers, &caller, "inject", &bytes)?;
     let submission = crate::ingest::Submission::new(Some(caller), requests).once(key);
     let accepted = state.intake.submit(submission).await.map_err(|e| match e {
         SubmitError::Full { .. } => failure(
@@ -166,8 +166,21 @@ async fn run(state: &ApiState, headers: &HeaderMap, body: Body) -> Result<Respon
     })?;
     let (ids, replayed) = match accepted {
         Accepted::Committed => (ids, false),
-        // The same body parses into the same recipients: the first answer's ids, regrouped.
-        Accepted::Replayed(first) => (regroup(&ids, first), true),
+        // The same body parses into the same notifications: each recipient's, as first answered.
+        Accepted::Replayed(replay) => {
+            let first: Option<Vec<Vec<ApnsId>>> = ids.iter().map(|g| replay.translate(g)).collect();
+            let Some(first) = first else {
+                return Err(failure(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    vec![
+                        "554 5.6.0 this Idempotency-Key's first injection made other notifications (the configuration changed since)"
+                            .into();
+                        n
+                    ],
+                ));
+            };
+            (first, true)
+        }
     };
     let results = ids
         .iter()
@@ -192,20 +205,6 @@ async fn run(state: &ApiState, headers: &HeaderMap, body: Body) -> Result<Respon
             .insert(super::idempotency::REPLAYED, super::idempotency::TRUE);
     }
     Ok(response)
-}
-
-/// `flat`, cut into groups as long as those of `like` (the last takes what is left over,
-/// should a reload have changed how a recipient fans out since the first answer).
-fn regroup(like: &[Vec<ApnsId>], flat: Vec<ApnsId>) -> Vec<Vec<ApnsId>> {
-    let mut rest = flat.into_iter();
-    let mut groups: Vec<Vec<ApnsId>> = like
-        .iter()
-        .map(|g| rest.by_ref().take(g.len()).collect())
-        .collect();
-    if let Some(last) = groups.last_mut() {
-        last.extend(rest);
-    }
-    groups
 }
 
 /// Bearer, or Basic with the key as the password (Momentum's clients send either).

@@ -92,23 +92,42 @@ pub async fn submit(
     let config = state.config();
     let caller = authenticate(&config.api_keys, &headers)?;
     let bytes = json_body(&state, &headers, body).await?;
-    let key = super::idempotency::key(&headers, &caller, &bytes)?;
-    let (requests, ids) = crate::ingest::json::parse(&bytes, &caller, &config, SystemTime::now())?;
+    let key = super::idempotency::key(&headers, &caller, "notifications", &bytes)?;
+    let mut replayed = HeaderMap::new();
+    replayed.insert(super::idempotency::REPLAYED, super::idempotency::TRUE);
+    let answer = |ids: &[ApnsId]| {
+        Json(Ids {
+            ids: ids.iter().map(ApnsId::to_string).collect(),
+        })
+    };
+    let (requests, ids) =
+        match crate::ingest::json::parse(&bytes, &caller, &config, SystemTime::now()) {
+            Ok(parsed) => parsed,
+            // A retry that no longer parses as the first one did (its absolute expiration has
+            // passed since) was stored all the same: answer it as the first one was answered.
+            Err(refused) => match &key {
+                Some(k) => match state.spool.replay_of(k).await {
+                    Ok(Some(first)) => return Ok((StatusCode::ACCEPTED, replayed, answer(&first))),
+                    _ => return Err(refused.into()),
+                },
+                None => return Err(refused.into()),
+            },
+        };
     let accepted = state
         .intake
         .submit(Submission::new(Some(caller), requests).once(key))
         .await
         .map_err(submit_error)?;
-    let mut answer = HeaderMap::new();
-    let ids = match accepted {
-        Accepted::Committed => ids,
-        Accepted::Replayed(first) => {
-            answer.insert(super::idempotency::REPLAYED, super::idempotency::TRUE);
-            first
-        }
-    };
-    let ids = ids.iter().map(ApnsId::to_string).collect();
-    Ok((StatusCode::ACCEPTED, answer, Json(Ids { ids })))
+    match accepted {
+        Accepted::Committed => Ok((StatusCode::ACCEPTED, HeaderMap::new(), answer(&ids))),
+        Accepted::Replayed(replay) => match replay.translate(&ids) {
+            Some(first) => Ok((StatusCode::ACCEPTED, replayed, answer(&first))),
+            None => Err(ApiError::new(
+                Code::IdempotencyKeyReused,
+                "this Idempotency-Key's first request made other notifications (the configuration changed since)",
+            )),
+        },
+    }
 }
 
 fn not_found() -> ApiError {

@@ -5,7 +5,7 @@
 //! idempotency key is stored once per key (`spool::idempotency`); while one is being
 //! committed, another under the same key is told so rather than made to wait.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use apns::ApnsId;
@@ -24,7 +24,7 @@ pub struct Submission {
     pub requests: Vec<NewRequest>,
     /// Runs once the requests are committed and handed to dispatch, before the submitter
     /// hears so — however the submitter fares meanwhile (a client that went away still has its
-    /// hook run). It runs on the runtime and must not block: hand slow work (a beanstalkd
+    /// hook run). Not run for a replay of an idempotency key: nothing was committed. It runs on the runtime and must not block: hand slow work (a beanstalkd
     /// delete) to a task of its own, through a channel.
     pub on_commit: Option<OnCommit>,
     /// Stored once per key: a second submission under it is answered with the first one's
@@ -38,8 +38,27 @@ pub enum Accepted {
     /// Committed now, under the ids its requests carry.
     Committed,
     /// Its idempotency key was committed before, with the same fingerprint: nothing was
-    /// stored; these are the ids the first one was answered with, in its order.
-    Replayed(Vec<ApnsId>),
+    /// stored; the first submission's ids answer it.
+    Replayed(Replay),
+}
+
+/// The first submission under a key, answering a second one.
+#[derive(Debug, PartialEq)]
+pub struct Replay {
+    /// Its ids, in its requests' order.
+    pub first: Vec<ApnsId>,
+    /// This submission's ids (as its parse made them) to the first one's, when it makes the
+    /// same notifications (the same body parses the same way, unless a reload changed how).
+    map: Option<HashMap<ApnsId, ApnsId>>,
+}
+
+impl Replay {
+    /// `ids` of this submission (in any grouping a way in answers with) as the first one
+    /// answered them; `None` when this submission no longer makes the same notifications.
+    pub fn translate(&self, ids: &[ApnsId]) -> Option<Vec<ApnsId>> {
+        let map = self.map.as_ref()?;
+        ids.iter().map(|id| map.get(id).copied()).collect()
+    }
 }
 
 /// A hook run after the commit, with the committed requests.
@@ -144,13 +163,22 @@ impl Intake {
             } = submission;
             let committed = match idempotency {
                 None => spool.enqueue(requests).await?,
-                Some(key) => match spool.enqueue_once(requests, key).await? {
-                    Enqueued::Stored(committed) => committed,
-                    Enqueued::Replayed(ids) => {
-                        crate::metrics::replayed();
-                        return Ok(Accepted::Replayed(ids));
+                Some(key) => {
+                    // In the order the spool keeps a key's ids: requests, then notifications.
+                    let order: Vec<ApnsId> = requests
+                        .iter()
+                        .flat_map(|r| r.notifications.iter().map(|(id, _)| *id))
+                        .collect();
+                    match spool.enqueue_once(requests, key).await? {
+                        Enqueued::Stored(committed) => committed,
+                        Enqueued::Replayed(first) => {
+                            crate::metrics::replayed();
+                            let map = (order.len() == first.len())
+                                .then(|| order.into_iter().zip(first.iter().copied()).collect());
+                            return Ok(Accepted::Replayed(Replay { first, map }));
+                        }
                     }
-                },
+                }
             };
             // Committed: a submission under the same key now finds it in the spool.
             drop(claim);

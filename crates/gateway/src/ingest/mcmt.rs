@@ -136,6 +136,14 @@ impl PushHeaders {
     }
 }
 
+/// The `Message-ID` of `message` (without its angle brackets), read from its headers alone.
+pub fn message_id(message: &[u8]) -> Option<String> {
+    MessageParser::default()
+        .parse_headers(message)?
+        .message_id()
+        .map(str::to_owned)
+}
+
 /// Parses `message` for `recipients` into requests, checked whole before anything is stored.
 pub fn parse(
     message: &[u8],

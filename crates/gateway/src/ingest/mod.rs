@@ -12,7 +12,7 @@ mod intake;
 pub mod json;
 pub mod mcmt;
 
-pub use intake::{Accepted, Intake, OnCommit, Submission};
+pub use intake::{Accepted, Intake, OnCommit, Replay, Submission};
 
 /// Why ingest refused what it was given: the kind of problem, a message for people, and the
 /// index of the first bad notification. Each way in answers it in its own terms (the HTTP API's

@@ -26,7 +26,7 @@ use tracing::{info, warn};
 use crate::auth::{Caller, check_key};
 use crate::ingest::mcmt::{self, Recipient};
 use crate::ingest::{Accepted, Intake, Submission};
-use crate::spool::{IdempotencyKey, SubmitError};
+use crate::spool::{IdempotencyKey, Spool, SubmitError};
 
 /// An idle client is disconnected after this long.
 const IDLE: Duration = Duration::from_secs(300);
@@ -131,11 +131,19 @@ impl Session {
             Some(c) => format!("smtp-auth:{}", c.name),
             None => format!("smtp:{}", self.sender.to_ascii_lowercase()),
         };
+        // A set: in no particular order, the local part (a token, or a name) in any case.
+        let mut set: Vec<(&str, String)> = self
+            .recipients
+            .iter()
+            .map(|r| (r.app.as_str(), r.local.to_ascii_lowercase()))
+            .collect();
+        set.sort();
+        set.dedup();
         let mut rcpts = Vec::new();
-        for r in &self.recipients {
-            rcpts.extend_from_slice(r.app.as_bytes());
+        for (app, local) in &set {
+            rcpts.extend_from_slice(app.as_bytes());
             rcpts.push(0);
-            rcpts.extend_from_slice(r.local.as_bytes());
+            rcpts.extend_from_slice(local.as_bytes());
             rcpts.push(0);
         }
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &rcpts);
@@ -406,6 +414,24 @@ impl Session {
         let parsed = match mcmt::parse(message, &self.recipients, &config, SystemTime::now()) {
             Ok(p) => p,
             Err(e) => {
+                // A message sent again that no longer parses as it did (its absolute
+                // expiration has passed since) was stored all the same: answer as the first.
+                if let Some(id) = mcmt::message_id(message) {
+                    let key = self.idempotency_key(&id, message);
+                    if let Ok(Some(first)) = self.intake.spool().replay_of(&key).await {
+                        reply(
+                            out,
+                            250,
+                            &format!(
+                                "2.0.0 {} notification{} queued; first id {}",
+                                first.len(),
+                                if first.len() == 1 { "" } else { "s" },
+                                first.first().map(ToString::to_string).unwrap_or_default()
+                            ),
+                        );
+                        return;
+                    }
+                }
                 info!(peer = %self.peer, reason = %e, "SMTP message refused");
                 reply(out, 554, &format!("5.6.0 {e}"));
                 return;
@@ -431,7 +457,10 @@ impl Session {
         match self.intake.submit(submission).await {
             Ok(Accepted::Committed) => answered(first, out),
             // Sent before (a client that lost the 250 and sent it again): stored once.
-            Ok(Accepted::Replayed(ids)) => answered(ids.first().copied(), out),
+            Ok(Accepted::Replayed(replay)) => {
+                let first_id = first.and_then(|f| replay.translate(&[f])).map(|v| v[0]);
+                answered(first_id.or_else(|| replay.first.first().copied()), out);
+            }
             Err(SubmitError::KeyReused) => reply(
                 out,
                 554,

@@ -1,4 +1,5 @@
-//! Retention: finished notifications are deleted `retention` after their last update.
+//! Retention: finished notifications are deleted `retention` after their last update, and
+//! idempotency keys once their window has passed.
 //!
 //! The pruner deletes in chunks, each its own short command to the writer, so submits and
 //! outcome updates interleave with a large prune instead of waiting behind it.
@@ -36,7 +37,10 @@ pub fn spawn_pruner(spool: Store, retention: Duration, every: Duration) -> JoinH
                 }
             }
             if total > 0 {
-                info!(pruned = total, "pruned finished notifications");
+                info!(
+                    pruned = total,
+                    "pruned finished notifications and old idempotency keys"
+                );
             }
         }
     })

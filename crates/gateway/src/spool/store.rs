@@ -55,6 +55,14 @@ pub trait Spool: Send + Sync {
         key: IdempotencyKey,
     ) -> impl Future<Output = Result<Enqueued, SubmitError>> + Send;
 
+    /// The ids a submission under `key` was answered with, when the key is remembered with
+    /// the same fingerprint; a read, changing nothing. For a retry that no longer parses as
+    /// the first one did (an absolute expiration passed since): it was stored all the same.
+    fn replay_of(
+        &self,
+        key: &IdempotencyKey,
+    ) -> impl Future<Output = Result<Option<Vec<ApnsId>>, SpoolError>> + Send;
+
     /// Notifications not yet final.
     fn pending(&self) -> u64;
 
@@ -176,8 +184,9 @@ pub trait Spool: Send + Sync {
 
     // Upkeep.
 
-    /// Deletes up to `limit` finished notifications last updated before `before`, and the
-    /// requests left without notifications; answers how many notifications went.
+    /// Deletes up to `limit` finished notifications last updated before `before`, the requests
+    /// left without notifications, and up to `limit` idempotency keys older than the window;
+    /// answers how many notifications and keys went (the pruner goes on while a chunk is full).
     fn prune(
         &self,
         before: SystemTime,
@@ -324,6 +333,9 @@ impl Spool for Store {
         key: IdempotencyKey,
     ) -> Result<Enqueued, SubmitError> {
         on!(self, s => s.enqueue_once(batch, key).await)
+    }
+    async fn replay_of(&self, key: &IdempotencyKey) -> Result<Option<Vec<ApnsId>>, SpoolError> {
+        on!(self, s => s.replay_of(key).await)
     }
     fn pending(&self) -> u64 {
         on!(self, s => s.pending())

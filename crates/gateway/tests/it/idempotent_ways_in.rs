@@ -74,42 +74,52 @@ async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_body(ba
     assert_eq!(api.stored().await, 4, "nothing of a refused key stored");
 }
 
+/// Replayed per recipient as first answered — here with a part made once per app (listed
+/// under each of that app's recipients) and apps interleaved, so that the spool's order (by
+/// request) and the answer's (by recipient) differ.
 async fn the_injector_replays_an_injection_sent_twice(backend: Backend) {
     let api = TestApi::start_on(&backend).await;
-    let body = json!({
-        "template": crate::inject::PER_RECIPIENT,
-        "recipients": [{"to": format!("{T1}@push.shop.example")}, {"to": format!("{T2}@shop")}],
-    })
-    .to_string();
-    let send = || {
+    let body = |badge: u32| {
+        let template = format!(
+            "Content-Type: multipart/mixed; boundary=x\r\n\r\n\
+             --x\r\nContent-Type: message/vnd.msys.apn\r\n\r\n\
+             X-Device-Token: {T1}\r\n\r\n{{\"aps\":{{\"badge\":1}}}}\r\n\
+             --x\r\nContent-Type: message/vnd.msys.apn\r\n\r\n{{\"aps\":{{\"badge\":{badge}}}}}\r\n\
+             --x--\r\n"
+        );
+        json!({
+            "template": template,
+            "recipients": [{"to": format!("{T1}@shop")}, {"to": format!("{T2}@news")}, {"to": format!("{T2}@shop")}],
+        })
+        .to_string()
+    };
+    let api = &api;
+    let send = |body: String| async move {
         api.call_with(
             "POST",
             "/v1.0/inject",
-            Some(SHOP_KEY),
+            Some(ALL_KEY),
             Some(&body),
             &[("idempotency-key", "campaign-7")],
         )
+        .await
     };
-    let (status, headers, first) = send().await;
+    let (status, headers, first) = send(body(2)).await;
     assert_eq!(status, 200, "{first}");
     assert!(!replayed(&headers));
-    let (status, headers, again) = send().await;
+    // The first part once per app (shop's listed under both shop recipients), the second
+    // once per recipient.
+    assert_eq!(api.stored().await, 5);
+    assert_eq!(first["results"][0]["ids"][0], first["results"][2]["ids"][0]);
+    let (status, headers, again) = send(body(2)).await;
     assert_eq!(
         (status, &again),
         (200, &first),
         "per recipient, as answered first"
     );
     assert!(replayed(&headers));
-    assert_eq!(api.stored().await, 2);
-    let (status, _, refused) = api
-        .call_with(
-            "POST",
-            "/v1.0/inject",
-            Some(SHOP_KEY),
-            Some(&body.replace("shop.example", "shop.example ")),
-            &[("idempotency-key", "campaign-7")],
-        )
-        .await;
+    assert_eq!(api.stored().await, 5);
+    let (status, _, refused) = send(body(3)).await;
     assert_eq!(status, 422, "{refused}");
     assert!(
         refused["results"][0]["reason"]
@@ -188,9 +198,49 @@ async fn an_smtp_message_sent_twice_is_stored_once_by_its_message_id(backend: Ba
         .unwrap();
     assert!(split.starts_with("250"), "{split}");
     assert_eq!(api.stored().await, 2);
+    // The same recipients in another order, in another case: the same set, a replay.
+    let reordered = send(&["More@shop", "devices@shop"], "You have mail")
+        .await
+        .unwrap();
+    assert_eq!(reordered, split);
+    assert_eq!(api.stored().await, 2);
+}
+
+/// A retry whose absolute expiration has passed since the first was stored no longer parses
+/// (`already_expired`); it is answered as the first one was, all the same.
+async fn a_retry_past_its_expiration_is_still_a_replay(backend: Backend) {
+    let api = TestApi::start_on(&backend).await;
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let expiration = now() + 1;
+    let body = json!({"app": "shop", "tokens": [T1], "alert": "soon", "expiration": expiration})
+        .to_string();
+    let (status, _, first) = post(&api, SHOP_KEY, "short-lived", &body).await;
+    assert_eq!(status, 202, "{first}");
+    crate::live::until(
+        "the expiration passed",
+        std::time::Duration::from_secs(5),
+        || async { now() > expiration },
+    )
+    .await;
+    let (status, _, e) = api.call("POST", SUBMIT, Some(SHOP_KEY), Some(&body)).await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("already_expired")),
+        "without the key, it is refused: {e}"
+    );
+    let (status, headers, again) = post(&api, SHOP_KEY, "short-lived", &body).await;
+    assert_eq!((status, &again), (202, &first));
+    assert!(replayed(&headers));
+    assert_eq!(api.stored().await, 1);
 }
 
 on_each_backend!(
+    a_retry_past_its_expiration_is_still_a_replay,
     an_idempotency_key_replays_the_first_answer_and_refuses_another_body,
     the_injector_replays_an_injection_sent_twice,
     an_smtp_message_sent_twice_is_stored_once_by_its_message_id,

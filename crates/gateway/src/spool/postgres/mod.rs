@@ -218,6 +218,15 @@ impl Spool for PgSpool {
         Ok(batch)
     }
 
+    async fn replay_of(&self, key: &IdempotencyKey) -> Result<Option<Vec<ApnsId>>, SpoolError> {
+        let c = self.conn().await?;
+        let now = to_ms(SystemTime::now());
+        Ok(match self.key_seen(&c, key, now).await? {
+            Seen::Replay(ids) => Some(ids),
+            Seen::Reused | Seen::Expired => None,
+        })
+    }
+
     async fn enqueue_once(
         &self,
         batch: Vec<NewRequest>,
@@ -462,7 +471,8 @@ impl Spool for PgSpool {
             .map_err(self.err("beginning a transaction"))?;
         let forgotten =
             idempotency::forgotten_before(SystemTime::now(), self.inner.idempotency_window);
-        tx.execute(KEYS_FORGET, &[&forgotten, &(limit as i64)])
+        let keys = tx
+            .execute(KEYS_FORGET, &[&forgotten, &(limit as i64)])
             .await
             .map_err(self.err("pruning idempotency keys"))?;
         let rows = tx
@@ -490,7 +500,7 @@ impl Spool for PgSpool {
         }
         tx.commit().await.map_err(self.err("committing a prune"))?;
         self.committed();
-        Ok(gone)
+        Ok(gone + keys as usize)
     }
 
     async fn probe_write(&self) -> Result<(), SpoolError> {

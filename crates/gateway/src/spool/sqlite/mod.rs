@@ -250,6 +250,12 @@ impl Spool for SqliteSpool {
         self.send_enqueue(batch, Some(key)).await
     }
 
+    async fn replay_of(&self, key: &IdempotencyKey) -> Result<Option<Vec<ApnsId>>, SpoolError> {
+        let key = key.clone();
+        let window = self.inner.writer.idempotency_window;
+        self.read(move |c| reads::replay_of(c, &key, window)).await
+    }
+
     fn pending(&self) -> u64 {
         self.inner.pending.load(Ordering::Acquire)
     }

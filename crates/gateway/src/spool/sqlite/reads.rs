@@ -439,3 +439,35 @@ pub(super) fn counts_by_app(c: &Connection) -> Result<Vec<(String, State, u64)>,
     }
     Ok(out)
 }
+
+/// The ids a remembered key with the same fingerprint was answered with.
+pub(super) fn replay_of(
+    c: &Connection,
+    key: &crate::spool::IdempotencyKey,
+    window: std::time::Duration,
+) -> Result<Option<Vec<ApnsId>>, SpoolError> {
+    use crate::spool::idempotency::{Seen, judge};
+    let row = c
+        .prepare_cached(super::schema::KEY_SEEN)
+        .and_then(|mut st| {
+            st.query_row(rusqlite::params![key.scope, key.key], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(sql("reading an idempotency key"))?;
+    let Some((fingerprint, ids, created_at)) = row else {
+        return Ok(None);
+    };
+    let now = crate::spool::to_ms(std::time::SystemTime::now());
+    Ok(
+        match judge(key, &fingerprint, &ids, created_at, now, window)? {
+            Seen::Replay(ids) => Some(ids),
+            Seen::Reused | Seen::Expired => None,
+        },
+    )
+}

@@ -392,3 +392,69 @@ fn clone_err(e: &rusqlite::Error) -> rusqlite::Error {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::IdempotencyKey;
+
+    fn request(token: &str) -> NewRequest {
+        NewRequest {
+            app: "shop".into(),
+            payload: bytes::Bytes::from_static(br#"{"aps":{"badge":1}}"#),
+            push_type: apns::PushType::Alert,
+            priority: None,
+            topic: None,
+            collapse_id: None,
+            apns_expiration: None,
+            send_at: None,
+            expires_at: SystemTime::now() + std::time::Duration::from_secs(3_600),
+            notifications: vec![(ApnsId::new(), apns::DeviceToken::parse(token).expect("hex"))],
+        }
+    }
+
+    /// Two submissions of one key in the same group (one transaction): the first is stored,
+    /// the second replays its ids, and only one request is in the file.
+    #[test]
+    fn a_duplicate_key_in_one_group_replays_the_first() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("spool.db");
+        let mut conn = Connection::open(&path).expect("open");
+        super::super::schema::migrate(&conn, &path).expect("schema");
+        let key = IdempotencyKey::new("key:shop", "k", b"body");
+        let (first, second) = (request("aa"), request("bb"));
+        let first_ids: Vec<ApnsId> = first.notifications.iter().map(|(id, _)| *id).collect();
+        let (tx1, mut rx1) = oneshot::channel();
+        let (tx2, mut rx2) = oneshot::channel();
+        let mut group = vec![
+            Command::Enqueue {
+                batch: vec![first],
+                key: Some(key.clone()),
+                reply: tx1,
+            },
+            Command::Enqueue {
+                batch: vec![second],
+                key: Some(key),
+                reply: tx2,
+            },
+        ];
+        let pending = AtomicU64::new(0);
+        let state = WriterState {
+            idempotency_window: std::time::Duration::from_secs(60),
+            ..WriterState::default()
+        };
+        let answers = apply_group(&mut conn, &mut group, &pending, 100, &state);
+        deliver(answers, &pending);
+        assert_eq!(state.commits.load(Ordering::Relaxed), 1, "one transaction");
+        assert!(matches!(rx1.try_recv(), Ok(Ok(Enqueued::Stored(_)))));
+        match rx2.try_recv() {
+            Ok(Ok(Enqueued::Replayed(ids))) => assert_eq!(ids, first_ids),
+            other => panic!("expected a replay, got {other:?}"),
+        }
+        assert_eq!(pending.load(Ordering::Relaxed), 1);
+        let requests: i64 = conn
+            .query_row("SELECT count(*) FROM requests", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(requests, 1);
+    }
+}

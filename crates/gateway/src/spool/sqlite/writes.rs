@@ -70,9 +70,10 @@ pub(super) fn apply(
         }
         Command::Prune { before, limit, .. } => {
             let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-            tx.prepare_cached(KEYS_FORGET)?
+            let keys = tx
+                .prepare_cached(KEYS_FORGET)?
                 .execute(params![now.saturating_sub(window_ms), *limit as i64])?;
-            Done::Count(prune(tx, to_ms(*before), *limit)?)
+            Done::Count(prune(tx, to_ms(*before), *limit)? + keys)
         }
         Command::RequeueInFlight { .. } => Done::Count(requeue_in_flight(tx, now)?),
         Command::ClearDeadToken { app, token, .. } => Done::Flag(
