@@ -15,11 +15,13 @@
 //! means; [`events`] carries final outcomes to the delivery log and the failure hooks.
 
 pub mod auth;
+pub mod beanstalk;
 pub mod config;
 pub mod dispatch;
 pub mod events;
 pub mod http;
 pub mod ingest;
+pub mod local_beanstalkd;
 pub mod local_postgres;
 pub mod metrics;
 pub mod outcomes;

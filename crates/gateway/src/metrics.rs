@@ -73,6 +73,13 @@ pub fn accepted(app: &str, n: usize) {
         .increment(n as u64);
 }
 
+/// A beanstalkd job settled: `committed`, `replayed`, `released`, `buried` or `lost` (its
+/// reservation ended before its verdict).
+pub fn beanstalkd_job(tube: &str, outcome: &'static str) {
+    metrics::counter!("pushgate_beanstalkd_jobs_total", "tube" => tube.to_owned(), "outcome" => outcome)
+        .increment(1);
+}
+
 /// A submission answered from its idempotency key: stored before, nothing stored now.
 pub fn replayed() {
     metrics::counter!("pushgate_idempotent_replays_total").increment(1);

@@ -100,9 +100,24 @@ impl Gateway {
             }
             None => None,
         };
+        let beanstalk_stop = CancellationToken::new();
+        let beanstalk: Vec<JoinHandle<()>> = self
+            .state
+            .config()
+            .beanstalkd
+            .iter()
+            .flat_map(|b| {
+                crate::beanstalk::spawn(b, Arc::clone(&self.state.intake), beanstalk_stop.clone())
+            })
+            .collect();
         let served = run(listener, Arc::clone(&self.state), shutdown).await;
         smtp_stop.cancel();
+        beanstalk_stop.cancel();
         if let Some(t) = smtp_task {
+            let _ = t.await;
+        }
+        // Jobs held get their verdicts (a commit, then a delete) before dispatch stops.
+        for t in beanstalk {
             let _ = t.await;
         }
         let grace = self.state.config().server.shutdown_grace;
@@ -169,6 +184,7 @@ impl Reloader {
                 "[smtp] tls_cert/tls_key",
                 old.smtp.as_ref().map(|s| &s.tls) != config.smtp.as_ref().map(|s| &s.tls),
             ),
+            ("[[beanstalkd]]", old.beanstalkd != config.beanstalkd),
         ] {
             if changed {
                 tracing::warn!(

@@ -29,7 +29,32 @@ pub struct Config {
     pub smtp: Option<Smtp>,
     pub log: Log,
     pub webhooks: Vec<Webhook>,
+    /// beanstalkd servers whose tubes are ways in (propeller-apns' producers).
+    pub beanstalkd: Vec<Beanstalkd>,
     pub apps: Vec<App>,
+}
+
+/// One `[[beanstalkd]]`: a server and the tubes consumed from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Beanstalkd {
+    /// `host:port`, as written (resolved at each connect).
+    pub server: String,
+    pub tubes: Vec<Tube>,
+    /// A job reserved this many times without pushgate releasing it (each time a crash or a
+    /// timeout) is buried; 0 never buries for that.
+    pub max_reserves: u32,
+    /// Reserving connections.
+    pub connections: usize,
+}
+
+/// A tube and the app its jobs go to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tube {
+    pub tube: String,
+    pub app: String,
+    /// The API key whose scopes apply to the tube's jobs; without one, the tube reaches only
+    /// its own app.
+    pub as_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -92,6 +117,16 @@ pub struct ApiKey {
 pub enum Scope {
     All,
     Apps(Vec<String>),
+}
+
+impl Scope {
+    /// Whether `app` is within it.
+    pub fn covers(&self, app: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Apps(apps) => apps.iter().any(|a| a == app),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

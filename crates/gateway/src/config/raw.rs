@@ -15,7 +15,26 @@ pub struct RawConfig {
     pub smtp: S<RawSmtp>,
     pub log: RawLog,
     pub webhooks: Vec<Spanned<RawWebhook>>,
+    pub beanstalkd: Vec<Spanned<RawBeanstalkd>>,
     pub apps: Vec<Spanned<RawApp>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawBeanstalkd {
+    pub server: S<String>,
+    pub tubes: S<Vec<RawTube>>,
+    pub watch_default: S<bool>,
+    pub max_reserves: S<i64>,
+    pub connections: S<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawTube {
+    pub tube: Option<String>,
+    pub app: Option<String>,
+    pub as_key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

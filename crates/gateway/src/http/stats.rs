@@ -96,6 +96,9 @@ pub async fn readyz(State(state): State<Arc<ApiState>>) -> (StatusCode, Json<Rea
             reasons.push(format!("app {app} halted: {reason}"));
         }
     }
+    for (way, problem) in state.intake.troubles() {
+        reasons.push(format!("{way}: {problem}"));
+    }
     let ready = reasons.is_empty();
     let status = if ready {
         StatusCode::OK

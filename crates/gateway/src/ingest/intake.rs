@@ -103,6 +103,9 @@ pub struct Intake {
     /// The idempotency keys (scope, key) of submissions being committed now. A std mutex,
     /// never held across an await.
     committing: Arc<Mutex<HashSet<(String, String)>>>,
+    /// What is wrong with a way in now (a beanstalkd server out of reach), by way in, for
+    /// `/readyz`.
+    troubles: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 impl Intake {
@@ -114,6 +117,7 @@ impl Intake {
             spool,
             dispatch: Some(dispatch),
             committing: Arc::default(),
+            troubles: Mutex::default(),
         }
     }
 
@@ -124,6 +128,7 @@ impl Intake {
             spool,
             dispatch: None,
             committing: Arc::default(),
+            troubles: Mutex::default(),
         }
     }
 
@@ -138,6 +143,27 @@ impl Intake {
 
     pub fn dispatch(&self) -> Option<&Arc<Dispatcher>> {
         self.dispatch.as_ref()
+    }
+
+    /// Reports what is wrong with the way in `way` now, or (`None`) that nothing is.
+    pub fn trouble(&self, way: &str, problem: Option<String>) {
+        let mut t = self
+            .troubles
+            .lock()
+            .expect("the troubles lock is never poisoned");
+        match problem {
+            Some(p) => t.insert(way.to_owned(), p),
+            None => t.remove(way),
+        };
+    }
+
+    /// Every way in with a problem now, and the problem.
+    pub fn troubles(&self) -> Vec<(String, String)> {
+        let t = self
+            .troubles
+            .lock()
+            .expect("the troubles lock is never poisoned");
+        t.iter().map(|(w, p)| (w.clone(), p.clone())).collect()
     }
 
     /// Commits the submission's requests, runs its hook, counts them and offers them straight

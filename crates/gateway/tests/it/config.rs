@@ -481,3 +481,91 @@ fn postgres_storage_mistakes_are_reported_at_their_lines() {
         "{err}"
     );
 }
+
+/// The `[[apps]]` table of app `name` with `topic` (a token key, sandbox).
+fn app(name: &str, topic: &str) -> String {
+    format!(
+        "\n[[apps]]\nname = \"{name}\"\ntopic = \"{topic}\"\nenvironment = \"sandbox\"\n\
+         key_file = \"AuthKey_ABC123DEFG.p8\"\nkey_id = \"ABC123DEFG\"\nteam_id = \"TEAM123456\"\n"
+    )
+}
+
+#[test]
+fn beanstalkd_defaults_to_one_tube_per_app_named_after_its_topic() {
+    let dir = folder();
+    let text = format!(
+        "[[beanstalkd]]\n{}{}",
+        app("shop", "com.example.shop"),
+        app("news", "com.example.news")
+    );
+    let c = Config::load(&write(dir.path(), &text)).unwrap();
+    let b = &c.beanstalkd[0];
+    assert_eq!(b.server, "127.0.0.1:11300");
+    assert_eq!((b.max_reserves, b.connections), (5, 4));
+    let tubes: Vec<_> = b
+        .tubes
+        .iter()
+        .map(|t| (t.tube.as_str(), t.app.as_str()))
+        .collect();
+    assert_eq!(
+        tubes,
+        [("com.example.shop", "shop"), ("com.example.news", "news")]
+    );
+
+    // watch_default, with one app: its jobs too, as propeller's worker consumed them.
+    let one = format!(
+        "[[beanstalkd]]\nwatch_default = true\n{}",
+        app("shop", "com.example.shop")
+    );
+    let c = Config::load(&write(dir.path(), &one)).unwrap();
+    let tubes: Vec<_> = c.beanstalkd[0]
+        .tubes
+        .iter()
+        .map(|t| (t.tube.as_str(), t.app.as_str()))
+        .collect();
+    assert_eq!(tubes, [("com.example.shop", "shop"), ("default", "shop")]);
+}
+
+#[test]
+fn beanstalkd_mistakes_are_reported_at_their_lines() {
+    let dir = folder();
+    // Two apps of one topic would share the tube named after it: both named, with their lines.
+    let same_topic = format!(
+        "[[beanstalkd]]\nserver = \"localhost:11300\"\n{}{}",
+        app("shop", "com.example.same"),
+        app("shop-eu", "com.example.same")
+    );
+    let err = Config::load(&write(dir.path(), &same_topic))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(":1: beanstalkd[0].tubes:")
+            && err.contains("\"shop\" (line 4) and \"shop-eu\" (line 12)")
+            && err.contains("same topic"),
+        "{err}"
+    );
+    let text = format!(
+        "[[api_keys]]\nname = \"news-only\"\nkey_sha256 = \"{KEY_HASH}\"\napps = [\"news\"]\n\n\
+         [[beanstalkd]]\nserver = \"nowhere\"\nmax_reserves = -1\nwatch_default = true\n\
+         tubes = [{{tube = \"-bad\", app = \"shop\"}}, {{tube = \"t2\", app = \"ghost\"}}, \
+         {{tube = \"t3\", app = \"shop\", as_key = \"news-only\"}}, {{tube = \"t4\", app = \"news\", as_key = \"nobody\"}}]\n{}{}",
+        app("shop", "com.example.shop"),
+        app("news", "com.example.news")
+    );
+    let err = Config::load(&write(dir.path(), &text)).unwrap_err();
+    let text = err.to_string();
+    for expected in [
+        ":7: beanstalkd[0].server: \"nowhere\" is not host:port",
+        ":8: beanstalkd[0].max_reserves: -1 is out of range",
+        ":9: beanstalkd[0].watch_default: needs the tubes to feed one app",
+        ":10: beanstalkd[0].tubes: \"-bad\" is not a beanstalkd tube name",
+        ":10: beanstalkd[0].tubes: no app is named \"ghost\"",
+        ":10: beanstalkd[0].tubes: API key \"news-only\" may not use app \"shop\"",
+        ":10: beanstalkd[0].tubes: no API key is named \"nobody\"",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from:\n{text}"
+        );
+    }
+}

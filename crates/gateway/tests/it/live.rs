@@ -112,6 +112,17 @@ pub fn app_section(
     name: &str,
     app_extra: &str,
 ) -> String {
+    app_section_with(dir, sim, name, TOPIC, app_extra)
+}
+
+/// As [`app_section`], with the topic `topic`.
+pub fn app_section_with(
+    dir: &std::path::Path,
+    sim: &RunningMock,
+    name: &str,
+    topic: &str,
+    app_extra: &str,
+) -> String {
     let p8 = dir.join("AuthKey_ABC123DEFG.p8");
     if !p8.exists() {
         std::fs::copy(apns_fixtures().join("AuthKey_ABC123DEFG.p8"), &p8).unwrap();
@@ -122,7 +133,7 @@ pub fn app_section(
         r#"
 [[apps]]
 name = "{name}"
-topic = "{TOPIC}"
+topic = "{topic}"
 environment = "sandbox"
 endpoint = "{endpoint}"
 ca_file = "{ca}"

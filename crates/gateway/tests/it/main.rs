@@ -64,6 +64,8 @@ mod api;
 mod api_harness;
 /// Status, lookup, feedback, stats and the OpenAPI document.
 mod api_status;
+/// beanstalkd as a way in: two tubes, buried jobs, a restart, a full spool, a slow commit.
+mod beanstalkd;
 /// Committed work that must not wait: an answer nobody read, retries due by the thousand,
 /// one app's backlog beside another app.
 mod committed_work;

@@ -2,6 +2,7 @@
 //! every problem collected with its line instead of stopping at the first.
 
 mod app;
+mod beanstalkd;
 mod postgres;
 mod spans;
 
@@ -214,6 +215,14 @@ impl Cx<'_> {
                 i64::MAX / 1000,
             )),
         };
+        let app_lines: Vec<beanstalkd::AppLine> = raw
+            .apps
+            .iter()
+            .map(|a| beanstalkd::AppLine {
+                name: a.get_ref().name.as_ref().map(|n| n.get_ref().clone()),
+                line: self.line_of(a.span().start),
+            })
+            .collect();
         let apps: Vec<App> = raw
             .apps
             .into_iter()
@@ -378,6 +387,7 @@ impl Cx<'_> {
                 Webhook { url, events, secret }
             })
             .collect();
+        let beanstalkd = self.beanstalkd(raw.beanstalkd, &apps, &app_lines, &api_keys);
         Config {
             file: file.to_owned(),
             server,
@@ -386,6 +396,7 @@ impl Cx<'_> {
             smtp,
             log,
             webhooks,
+            beanstalkd,
             apps,
         }
     }

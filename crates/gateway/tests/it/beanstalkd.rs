@@ -1,0 +1,371 @@
+//! beanstalkd as a way in, against a real beanstalkd (Debian's) and a producer we did not
+//! write (greenstalk, doing what propeller-apns' server.py does): jobs of two tubes to two
+//! apps, malformed jobs buried once, a delay scheduled, a server out of reach on `/readyz`, a
+//! restart of beanstalkd mid-stream (nothing lost, nothing twice), a full spool (released,
+//! then delivered), a commit slower than the TTR (touched, not lost).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gateway::dispatch::DispatchOptions;
+use gateway::local_beanstalkd::Server;
+use gateway::spool::State;
+use serde_json::{Value, json};
+
+use crate::harness::token;
+use crate::live::{Backend, Live, app_section_with, counter_where, mock, until};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn producer() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/it/propeller_producer.py")
+}
+
+/// Runs the producer (`put`, `stats`, `buried`) with `stdin`; its output lines.
+async fn python(args: Vec<String>, stdin: String) -> Vec<String> {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = std::process::Command::new("python3")
+            .arg(producer())
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 with greenstalk (scripts/test installs it)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "producer {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
+/// Puts `jobs` (objects as json.dumps writes them, strings as their text) into `tube`.
+async fn put(bs: &Server, tube: &str, jobs: &[Value], delay: u32, ttr: u32) -> Vec<u64> {
+    let (host, port) = bs.addr.split_once(':').unwrap();
+    let stdin: String = jobs.iter().map(|j| format!("{j}\n")).collect();
+    let args = [
+        "put",
+        host,
+        port,
+        tube,
+        &delay.to_string(),
+        &ttr.to_string(),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    python(args, stdin)
+        .await
+        .iter()
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+async fn tube_stats(bs: &Server, tube: &str) -> Value {
+    let (host, port) = bs.addr.split_once(':').unwrap();
+    let args = ["stats", host, port, tube].map(str::to_owned).to_vec();
+    serde_json::from_str(&python(args, String::new()).await[0]).unwrap()
+}
+
+/// A gateway with apps `(name, topic)` on `backend`, consuming `bs` with `extra` lines in its
+/// `[[beanstalkd]]`, and `storage_extra` in its `[storage]`.
+async fn gateway(
+    backend: &Backend,
+    sim: &apns_mock::RunningMock,
+    bs: &Server,
+    apps: &[(&str, &str)],
+    extra: &str,
+    storage_extra: &str,
+) -> Live {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text: String = apps
+        .iter()
+        .map(|(name, topic)| app_section_with(dir.path(), sim, name, topic, ""))
+        .collect();
+    text.push_str(&format!(
+        "\n[[beanstalkd]]\nserver = \"{}\"\n{extra}\n",
+        bs.addr
+    ));
+    let storage = format!("{}\n{storage_extra}", backend.storage(dir.path()));
+    let config = crate::live::write_config_on(dir.path(), &storage, &text);
+    Live::start_in(dir, config, DispatchOptions::default()).await
+}
+
+fn job(i: u64, title: &str) -> Value {
+    json!({"title": title, "body": format!("message {i}"), "badge": i % 3, "token": token(i).as_str()})
+}
+
+/// Jobs of two tubes — named after the apps' topics, as propeller's producers `use` them — go
+/// to their apps with their topics and propeller's payload, each once, and each job is
+/// deleted after its commit.
+async fn jobs_from_two_tubes_reach_two_apps(backend: Backend) {
+    let Some(bs) = Server::start() else { return };
+    let sim = mock().spawn().await.unwrap();
+    let topics = [
+        format!("com.example.bs1.{}", backend.name()),
+        format!("com.example.bs2.{}", backend.name()),
+    ];
+    let live = gateway(
+        &backend,
+        &sim,
+        &bs,
+        &[("shop", &topics[0]), ("news", &topics[1])],
+        "",
+        "",
+    )
+    .await;
+    let shop_jobs: Vec<Value> = (0..30).map(|i| job(i, "Shop")).collect();
+    let news_jobs: Vec<Value> = (100..120).map(|i| job(i, "News")).collect();
+    put(&bs, &topics[0], &shop_jobs, 0, 120).await;
+    put(&bs, &topics[1], &news_jobs, 0, 120).await;
+    until("fifty delivered", MINUTE, || async {
+        live.count(State::Delivered).await == 50
+    })
+    .await;
+    let seen = sim.stats().notifications();
+    assert_eq!(seen.len(), 50);
+    for n in &seen {
+        let i: u64 = (0..120)
+            .find(|i| token(*i).as_str() == n.token)
+            .expect("a token that was put");
+        let (topic, title) = if i < 100 {
+            (&topics[0], "Shop")
+        } else {
+            (&topics[1], "News")
+        };
+        assert_eq!(n.headers.get("apns-topic"), Some(topic), "{n:?}");
+        let mut aps = json!({"alert": {"title": title, "body": format!("message {i}")}});
+        if !i.is_multiple_of(3) {
+            aps["badge"] = json!(i % 3);
+        }
+        assert_eq!(
+            n.payload,
+            json!({"aps": aps}),
+            "propeller's payload, badge 0 left out"
+        );
+    }
+    for t in &topics {
+        let stats = tube_stats(&bs, t).await;
+        assert_eq!(
+            (
+                stats["current-jobs-ready"].as_u64(),
+                stats["current-jobs-reserved"].as_u64()
+            ),
+            (Some(0), Some(0)),
+            "every job deleted: {stats}"
+        );
+    }
+    assert_eq!(
+        counter_where(
+            "pushgate_beanstalkd_jobs_total",
+            &format!("tube=\"{}\"", topics[0])
+        ),
+        30.0
+    );
+    live.stop().await;
+}
+
+/// Jobs that are not notifications are buried once each — reserved once, never looped — with
+/// the good ones beside them delivered; a job's `delay` schedules it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_jobs_are_buried_once_and_a_delay_is_scheduled() {
+    let Some(bs) = Server::start() else { return };
+    let sim = mock().spawn().await.unwrap();
+    let tube = "com.example.bs3";
+    let live = gateway(&Backend::Sqlite, &sim, &bs, &[("shop", tube)], "", "").await;
+    let bad = vec![
+        json!("{not json"),
+        json!({"title": "no token"}),
+        json!({"token": "xyz", "title": "not hex"}),
+        json!({"token": token(1).as_str(), "title": 7}),
+        json!({"token": token(2).as_str(), "title": "Hi", "colour": "red"}),
+    ];
+    put(&bs, tube, &bad, 0, 120).await;
+    let scheduled = json!({"token": token(3).as_str(), "title": "Later", "delay": 3600});
+    put(&bs, tube, &[job(4, "Now"), scheduled], 0, 120).await;
+    until("five buried", MINUTE, || async {
+        tube_stats(&bs, tube).await["current-jobs-buried"].as_u64() == Some(5)
+    })
+    .await;
+    until("one delivered, one scheduled", MINUTE, || async {
+        live.count(State::Delivered).await == 1 && live.count(State::Scheduled).await == 1
+    })
+    .await;
+    let (host, port) = bs.addr.split_once(':').unwrap();
+    let buried = python(
+        ["buried", host, port, tube].map(str::to_owned).to_vec(),
+        String::new(),
+    )
+    .await;
+    assert_eq!(buried.len(), 5);
+    for b in buried {
+        let b: Value = serde_json::from_str(&b).unwrap();
+        assert_eq!(
+            b["stats"]["reserves"], 1,
+            "reserved once, never looped: {b}"
+        );
+    }
+    assert_eq!(
+        counter_where(
+            "pushgate_beanstalkd_jobs_total",
+            &format!("tube=\"{tube}\",outcome=\"buried\"")
+        ),
+        5.0
+    );
+    live.stop().await;
+}
+
+/// beanstalkd killed mid-stream and started again on its binlog: `/readyz` says it is out of
+/// reach meanwhile; the gateway connects again by itself; every job is delivered once —
+/// those committed but not yet deleted at the kill come back and are recognised.
+async fn a_beanstalkd_restart_mid_stream_loses_nothing_and_sends_nothing_twice(backend: Backend) {
+    let binlog = tempfile::tempdir().unwrap();
+    let Some(bs) = Server::with_binlog(binlog.path()) else {
+        return;
+    };
+    let sim = mock()
+        .record_limit(0)
+        .latency(Duration::from_millis(2))
+        .spawn()
+        .await
+        .unwrap();
+    let tube = format!("com.example.bs4.{}", backend.name());
+    let live = gateway(&backend, &sim, &bs, &[("shop", &tube)], "", "").await;
+    let jobs: Vec<Value> = (0..3_000).map(|i| job(i, "Restart")).collect();
+    put(&bs, &tube, &jobs, 0, 120).await;
+    until("deliveries under way", MINUTE, || async {
+        live.held().await >= 300
+    })
+    .await;
+    bs.kill();
+    until("readyz says beanstalkd is out of reach", MINUTE, || async {
+        let (status, body) = live.readyz().await;
+        status == 503
+            && body
+                .to_string()
+                .contains(&format!("beanstalkd {}: unreachable", bs.addr))
+    })
+    .await;
+    bs.start_again();
+    until("ready again", MINUTE, || async {
+        live.readyz().await.0 == 200
+    })
+    .await;
+    until("all 3,000 delivered", MINUTE, || async {
+        live.count(State::Delivered).await == 3_000
+    })
+    .await;
+    let s = sim.stats().snapshot();
+    assert_eq!((s.unique_ids, s.duplicate_ids), (3_000, 0), "{s:?}");
+    assert_eq!(live.held().await, 3_000, "one notification a job");
+    let stats = tube_stats(&bs, &tube).await;
+    assert_eq!(stats["current-jobs-ready"], 0, "{stats}");
+    live.stop().await;
+}
+
+/// A spool that is full refuses jobs: they are released (with a delay) and delivered later;
+/// none is buried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_refused_by_a_full_spool_are_released_and_delivered_later() {
+    let Some(bs) = Server::start() else { return };
+    // Slow answers keep the spool full for a while.
+    let sim = mock()
+        .latency(Duration::from_millis(100))
+        .max_streams(2)
+        .spawn()
+        .await
+        .unwrap();
+    let tube = "com.example.bs5";
+    let live = gateway(
+        &Backend::Sqlite,
+        &sim,
+        &bs,
+        &[("shop", tube)],
+        "connections = 1",
+        "max_pending = 4",
+    )
+    .await;
+    let jobs: Vec<Value> = (0..12).map(|i| job(i, "Full")).collect();
+    put(&bs, tube, &jobs, 0, 120).await;
+    let released = || {
+        counter_where(
+            "pushgate_beanstalkd_jobs_total",
+            &format!("tube=\"{tube}\",outcome=\"released\""),
+        )
+    };
+    until("some jobs released", MINUTE, || async { released() > 0.0 }).await;
+    until("all twelve delivered", MINUTE, || async {
+        live.count(State::Delivered).await == 12
+    })
+    .await;
+    assert_eq!(sim.stats().snapshot().duplicate_ids, 0);
+    assert_eq!(tube_stats(&bs, tube).await["current-jobs-buried"], 0);
+    live.stop().await;
+}
+
+/// A commit slower than the job's TTR (the spool's file locked for three seconds, TTR 2):
+/// the held job is touched, not lost to another reservation, and sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_slower_than_the_ttr_keeps_its_reservation() {
+    let Some(bs) = Server::start() else { return };
+    let sim = mock().spawn().await.unwrap();
+    let tube = "com.example.bs6";
+    let live = gateway(
+        &Backend::Sqlite,
+        &sim,
+        &bs,
+        &[("shop", tube)],
+        "connections = 1",
+        "",
+    )
+    .await;
+    let lock = rusqlite::Connection::open(live.dir.path().join("spool.db")).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    put(&bs, tube, &[job(1, "Slow")], 0, 2).await;
+    until("the job reserved", MINUTE, || async {
+        tube_stats(&bs, tube).await["current-jobs-reserved"] == 1
+    })
+    .await;
+    let reserved_at = std::time::Instant::now();
+    until("past the TTR", Duration::from_secs(10), || async {
+        reserved_at.elapsed() > Duration::from_secs(3)
+    })
+    .await;
+    assert_eq!(
+        tube_stats(&bs, tube).await["current-jobs-reserved"],
+        1,
+        "still held"
+    );
+    lock.execute_batch("ROLLBACK").unwrap();
+    until("delivered", MINUTE, || async {
+        live.count(State::Delivered).await == 1
+    })
+    .await;
+    let lost = counter_where(
+        "pushgate_beanstalkd_jobs_total",
+        &format!("tube=\"{tube}\",outcome=\"lost\""),
+    );
+    assert_eq!(lost, 0.0);
+    assert_eq!(sim.stats().snapshot().requests, 1);
+    live.stop().await;
+}
+
+on_each_backend!(
+    jobs_from_two_tubes_reach_two_apps,
+    a_beanstalkd_restart_mid_stream_loses_nothing_and_sends_nothing_twice,
+);
