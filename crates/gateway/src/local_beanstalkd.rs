@@ -109,6 +109,17 @@ impl Server {
         }
     }
 
+    /// Freezes it (SIGSTOP): connections stay open, nothing is answered — a server that hangs.
+    pub fn freeze(&self) {
+        if let Some(c) = self.child.lock().unwrap().as_ref() {
+            let ok = Command::new("kill")
+                .args(["-STOP", &c.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(ok.success(), "kill -STOP beanstalkd");
+        }
+    }
+
     /// Kills it (SIGKILL) and waits until it is gone.
     pub fn kill(&self) {
         if let Some(mut c) = self.child.lock().unwrap().take() {

@@ -1,7 +1,7 @@
 //! A job's body as propeller-apns' producers write it — `{"token", "title", "body", "badge"}`,
 //! Python's `json.dumps` (any key order, `null`s, `\uXXXX` escapes) — plus, optionally, the
-//! HTTP API's own keys (`expiration`, `ttl`, `priority`, `push_type`, `collapse_id`, `sound`,
-//! `data`, `aps`, `send_at`, `delay`) with their meanings and defaults. It becomes the API's
+//! HTTP API's own keys (`topic`, `expiration`, `ttl`, `priority`, `push_type`, `collapse_id`,
+//! `sound`, `data`, `aps`, `send_at`, `delay`) with their meanings and defaults. It becomes the API's
 //! document for the tube's app, so every check and default is the API's.
 //!
 //! The payload is propeller's: `alert` with the `title` and `body` given (an empty or null one
@@ -10,7 +10,8 @@
 use serde_json::{Map, Value};
 
 /// The keys a job may carry besides propeller's four.
-const EXTENSIONS: [&str; 10] = [
+const EXTENSIONS: [&str; 11] = [
+    "topic",
     "expiration",
     "ttl",
     "priority",

@@ -21,6 +21,9 @@ pub enum Reply {
     Ok(Bytes),
     /// `FOUND <id> <bytes>` and the job's body (peek).
     Found { id: u64, body: Bytes },
+    /// `RESERVED <id> <bytes>` with a body over the limit: skipped, not buffered (the job is
+    /// reserved all the same, and is buried for it).
+    TooBig { id: u64, len: usize },
     /// Any other reply, as its words: `DELETED`, `RELEASED`, `BURIED`, `TOUCHED`,
     /// `TIMED_OUT`, `DEADLINE_SOON`, `NOT_FOUND`, `WATCHING 2`, `USING t`, an error...
     Word(String),
@@ -50,6 +53,8 @@ pub struct ReplyCodec {
     max_body: usize,
     /// A reply line read whose body has not all arrived yet: its kind, id and length.
     waiting: Option<(Kind, u64, usize)>,
+    /// Bytes still to discard of a body over the limit (and its CRLF).
+    skip: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +69,7 @@ impl ReplyCodec {
         ReplyCodec {
             max_body,
             waiting: None,
+            skip: 0,
         }
     }
 
@@ -86,7 +92,7 @@ impl ReplyCodec {
         if words.next().is_some() {
             return Err(garbled());
         }
-        if len > self.max_body {
+        if len > self.max_body && !matches!(kind, Kind::Reserved) {
             return Err(ProtoError::TooLarge(len, self.max_body));
         }
         Ok(Some((kind, id, len)))
@@ -98,6 +104,14 @@ impl Decoder for ReplyCodec {
     type Error = ProtoError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Reply>, ProtoError> {
+        if self.skip > 0 {
+            let n = self.skip.min(src.len());
+            src.advance(n);
+            self.skip -= n;
+            if self.skip > 0 {
+                return Ok(None);
+            }
+        }
         if self.waiting.is_none() {
             let Some(end) = src.windows(2).position(|w| w == b"\r\n") else {
                 if src.len() > MAX_LINE {
@@ -116,7 +130,15 @@ impl Decoder for ReplyCodec {
                     if line.is_empty() {
                         return Err(ProtoError::Garbled(line));
                     }
+                    if let Some(id) = line.strip_prefix("INSERTED ") {
+                        let id = id.parse().map_err(|_| ProtoError::Garbled(line.clone()))?;
+                        return Ok(Some(Reply::Inserted(id)));
+                    }
                     return Ok(Some(Reply::Word(line)));
+                }
+                Some((Kind::Reserved, id, len)) if len > self.max_body => {
+                    self.skip = len + 2;
+                    return Ok(Some(Reply::TooBig { id, len }));
                 }
                 Some(h) => self.waiting = Some(h),
             }
@@ -170,6 +192,7 @@ pub enum Command<'a> {
     },
     Touch(u64),
     StatsJob(u64),
+    Stats,
     Kick(u32),
     PeekBuried,
     StatsTube(&'a str),
@@ -197,6 +220,7 @@ impl Command<'_> {
             Command::Bury { id, pri } => write!(out, "bury {id} {pri}\r\n"),
             Command::Touch(id) => write!(out, "touch {id}\r\n"),
             Command::StatsJob(id) => write!(out, "stats-job {id}\r\n"),
+            Command::Stats => write!(out, "stats\r\n"),
             Command::Kick(n) => write!(out, "kick {n}\r\n"),
             Command::PeekBuried => write!(out, "peek-buried\r\n"),
             Command::StatsTube(t) => write!(out, "stats-tube {t}\r\n"),
@@ -244,7 +268,7 @@ mod tests {
         let replies = decode_all(&[
             b"RESERVED 7 12\r\nab\r\n",
             b"cd\r\nefgh\r\nDELE",
-            b"TED\r\nOK 6\r\n---\na\n\r\nTIMED_OUT\r\n",
+            b"TED\r\nOK 6\r\n---\na\n\r\nTIMED_OUT\r\nINSERTED 12\r\n",
         ]);
         assert_eq!(
             replies,
@@ -256,7 +280,25 @@ mod tests {
                 Reply::Word("DELETED".into()),
                 Reply::Ok(Bytes::from_static(b"---\na\n")),
                 Reply::Word("TIMED_OUT".into()),
+                Reply::Inserted(12),
             ]
+        );
+    }
+
+    #[test]
+    fn a_job_over_the_limit_is_skipped_not_buffered() {
+        let mut codec = ReplyCodec::new(4);
+        let mut buf = BytesMut::from(&b"RESERVED 9 10\r\n0123"[..]);
+        assert_eq!(
+            codec.decode(&mut buf).unwrap(),
+            Some(Reply::TooBig { id: 9, len: 10 })
+        );
+        assert_eq!(codec.decode(&mut buf).unwrap(), None);
+        assert!(buf.is_empty(), "nothing kept of it");
+        buf.extend_from_slice(b"456789\r\nDELETED\r\n");
+        assert_eq!(
+            codec.decode(&mut buf).unwrap(),
+            Some(Reply::Word("DELETED".into()))
         );
     }
 
@@ -264,7 +306,7 @@ mod tests {
     fn garbage_and_oversized_bodies_are_errors() {
         let mut codec = ReplyCodec::new(10);
         assert!(matches!(
-            codec.decode(&mut BytesMut::from(&b"RESERVED 1 11\r\n"[..])),
+            codec.decode(&mut BytesMut::from(&b"OK 11\r\n"[..])),
             Err(ProtoError::TooLarge(11, 10))
         ));
         let mut codec = ReplyCodec::new(10);

@@ -230,9 +230,10 @@ async fn malformed_jobs_are_buried_once_and_a_delay_is_scheduled() {
     live.stop().await;
 }
 
-/// beanstalkd killed mid-stream and started again on its binlog: `/readyz` says it is out of
-/// reach meanwhile; the gateway connects again by itself; every job is delivered once —
-/// those committed but not yet deleted at the kill come back and are recognised.
+/// beanstalkd frozen mid-stream (jobs reserved go on to their commits, but their deletes get
+/// no answer), then killed and started again on its binlog: `/readyz` says it is out of reach
+/// meanwhile; the gateway connects again by itself; the jobs committed but not deleted come
+/// back and are recognised (replayed, not sent again); every job is delivered once.
 async fn a_beanstalkd_restart_mid_stream_loses_nothing_and_sends_nothing_twice(backend: Backend) {
     let binlog = tempfile::tempdir().unwrap();
     let Some(bs) = Server::with_binlog(binlog.path()) else {
@@ -250,6 +251,12 @@ async fn a_beanstalkd_restart_mid_stream_loses_nothing_and_sends_nothing_twice(b
     put(&bs, &tube, &jobs, 0, 120).await;
     until("deliveries under way", MINUTE, || async {
         live.held().await >= 300
+    })
+    .await;
+    bs.freeze();
+    let frozen_at = live.held().await;
+    until("commits after the freeze", MINUTE, || async {
+        live.held().await > frozen_at
     })
     .await;
     bs.kill();
@@ -273,8 +280,56 @@ async fn a_beanstalkd_restart_mid_stream_loses_nothing_and_sends_nothing_twice(b
     let s = sim.stats().snapshot();
     assert_eq!((s.unique_ids, s.duplicate_ids), (3_000, 0), "{s:?}");
     assert_eq!(live.held().await, 3_000, "one notification a job");
+    let replayed = counter_where(
+        "pushgate_beanstalkd_jobs_total",
+        &format!("tube=\"{tube}\",outcome=\"replayed\""),
+    );
+    assert!(
+        replayed > 0.0,
+        "jobs committed before the kill came back and were recognised"
+    );
     let stats = tube_stats(&bs, &tube).await;
     assert_eq!(stats["current-jobs-ready"], 0, "{stats}");
+    live.stop().await;
+}
+
+/// A job reserved five times by workers that died holding it (here: a client that reserves it
+/// and hangs up) is buried by the gateway at its next reservation, with the reason; the job
+/// beside it is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_reserved_max_reserves_times_is_buried() {
+    let Some(bs) = Server::start() else { return };
+    let sim = mock().spawn().await.unwrap();
+    let tube = "com.example.bs7";
+    put(&bs, tube, &[job(1, "Poison")], 0, 120).await;
+    let (host, port) = bs.addr.split_once(':').unwrap();
+    let drop4 = ["reserve-and-drop", host, port, tube, "4"]
+        .map(str::to_owned)
+        .to_vec();
+    python(drop4, String::new()).await;
+    put(&bs, tube, &[job(2, "Fine")], 0, 120).await;
+    let live = gateway(
+        &Backend::Sqlite,
+        &sim,
+        &bs,
+        &[("shop", tube)],
+        "max_reserves = 5",
+        "",
+    )
+    .await;
+    until("one buried, one delivered", MINUTE, || async {
+        tube_stats(&bs, tube).await["current-jobs-buried"] == 1
+            && live.count(State::Delivered).await == 1
+    })
+    .await;
+    let buried = python(
+        ["buried", host, port, tube].map(str::to_owned).to_vec(),
+        String::new(),
+    )
+    .await;
+    let b: Value = serde_json::from_str(&buried[0]).unwrap();
+    assert_eq!(b["stats"]["reserves"], 5, "{b}");
+    assert!(b["body"].as_str().unwrap().contains("Poison"), "{b}");
     live.stop().await;
 }
 
@@ -318,8 +373,8 @@ async fn jobs_refused_by_a_full_spool_are_released_and_delivered_later() {
     live.stop().await;
 }
 
-/// A commit slower than the job's TTR (the spool's file locked for three seconds, TTR 2):
-/// the held job is touched, not lost to another reservation, and sent once.
+/// A commit slower than the job's TTR (the spool's file locked for two seconds, TTR 1): the
+/// held job is touched, so its reservation never times out, and it is sent once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_slower_than_the_ttr_keeps_its_reservation() {
     let Some(bs) = Server::start() else { return };
@@ -336,31 +391,35 @@ async fn a_commit_slower_than_the_ttr_keeps_its_reservation() {
     .await;
     let lock = rusqlite::Connection::open(live.dir.path().join("spool.db")).unwrap();
     lock.execute_batch("BEGIN IMMEDIATE").unwrap();
-    put(&bs, tube, &[job(1, "Slow")], 0, 2).await;
+    put(&bs, tube, &[job(1, "Slow")], 0, 1).await;
     until("the job reserved", MINUTE, || async {
         tube_stats(&bs, tube).await["current-jobs-reserved"] == 1
     })
     .await;
+    // Twice its TTR: without a touch, beanstalkd would take it back.
     let reserved_at = std::time::Instant::now();
-    until("past the TTR", Duration::from_secs(10), || async {
-        reserved_at.elapsed() > Duration::from_secs(3)
+    until("two TTRs held", Duration::from_secs(10), || async {
+        reserved_at.elapsed() > Duration::from_secs(2)
     })
     .await;
-    assert_eq!(
-        tube_stats(&bs, tube).await["current-jobs-reserved"],
-        1,
-        "still held"
-    );
     lock.execute_batch("ROLLBACK").unwrap();
     until("delivered", MINUTE, || async {
         live.count(State::Delivered).await == 1
     })
     .await;
-    let lost = counter_where(
-        "pushgate_beanstalkd_jobs_total",
-        &format!("tube=\"{tube}\",outcome=\"lost\""),
-    );
-    assert_eq!(lost, 0.0);
+    let (host, port) = bs.addr.split_once(':').unwrap();
+    let server: Value = serde_json::from_str(
+        &python(
+            ["server-stats", host, port, tube]
+                .map(str::to_owned)
+                .to_vec(),
+            String::new(),
+        )
+        .await[0],
+    )
+    .unwrap();
+    assert_eq!(server["job-timeouts"], 0, "never timed out: {server}");
+    assert!(server["cmd-touch"].as_u64() >= Some(1), "touched: {server}");
     assert_eq!(sim.stats().snapshot().requests, 1);
     live.stop().await;
 }

@@ -7,8 +7,11 @@
                                      with pystalkd's defaults: priority 2**31, TTR 120.
                                      Prints each job's id.
   stats HOST PORT TUBE               the tube's stats-tube, as JSON.
-  buried HOST PORT TUBE              every buried job of the tube (kicked back afterwards not),
-                                     with its stats-job, as JSON lines.
+  buried HOST PORT TUBE              every buried job of the tube with its stats-job, as JSON
+                                     lines (each deleted once read).
+  server-stats HOST PORT TUBE        the server's stats, as JSON.
+  reserve-and-drop HOST PORT TUBE N  N times: reserve a job of the tube and close the
+                                     connection holding it (a worker that crashed).
 """
 import json
 import sys
@@ -45,6 +48,14 @@ def main():
                 seen.add(job.id)
                 print(json.dumps({"body": job.body, "stats": c.stats_job(job)}), flush=True)
                 c.delete(job)
+    elif cmd == "server-stats":
+        with greenstalk.Client((host, port), use=tube) as c:
+            print(json.dumps(c.stats()))
+    elif cmd == "reserve-and-drop":
+        for _ in range(int(sys.argv[5])):
+            c = greenstalk.Client((host, port), watch=tube)
+            c.reserve(timeout=5)
+            c.close()
     else:
         sys.exit(f"unknown command {cmd}")
 

@@ -45,3 +45,42 @@ fn a_small_bench_run_reports_every_figure_and_exactly_once() {
     );
     assert!(p50 <= p99, "{r}");
 }
+
+/// `--source beanstalkd`: jobs put in a private beanstalkd's tubes before the gateway starts,
+/// consumed, committed, deleted and delivered, each once.
+#[test]
+fn a_bench_from_beanstalkd_tubes_delivers_every_job_once() {
+    if std::env::var("CI").as_deref() != Ok("true")
+        && !std::path::Path::new("/usr/bin/beanstalkd").exists()
+    {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .args([
+            "bench",
+            "-n",
+            "3000",
+            "--apps",
+            "2",
+            "--source",
+            "beanstalkd",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (r["source"].as_str(), r["exactly_once"].as_bool()),
+        (Some("beanstalkd"), Some(true)),
+        "{r}"
+    );
+    assert_eq!(r["simulator"]["unique_ids"], 3000);
+    assert!(r["accepted_per_s"].as_f64().is_some_and(|v| v > 0.0), "{r}");
+}

@@ -176,6 +176,11 @@ impl Gw {
 
     /// Starts (or restarts) the process on the same configuration and spool.
     pub fn spawn(&mut self) {
+        self.spawn_with(&[]);
+    }
+
+    /// As [`Gw::spawn`], with `env` added to the process's environment.
+    pub fn spawn_with(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -186,6 +191,7 @@ impl Gw {
             .arg(&self.config)
             .env("RUST_LOG", "warn")
             .env("PUSHGATE_TEST_HOOK_SECRET", "hook-secret")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

@@ -45,5 +45,7 @@ mod mock_apns;
 /// Momentum's ways in and out: SMTP and `/v1.0/inject` to the simulator, the delivery log and
 /// a failure hook, live reload on SIGHUP with streams in flight.
 mod momentum;
+/// propeller-apns' beanstalkd jobs through the binary: a crash between commit and delete.
+mod propeller;
 /// `pushgate send` against a running API: tokens files, --wait, --output json, exit codes.
 mod send;

@@ -81,7 +81,7 @@ impl Cx<'_> {
                                 as_key: t.as_key.clone(),
                             });
                         }
-                        if out.is_empty() && self.problems.is_empty() {
+                        if list.get_ref().is_empty() {
                             self.problem(list.span(), &at("tubes"), "empty; list at least one tube, or leave `tubes` out for one per app");
                         }
                         out
@@ -101,6 +101,9 @@ impl Cx<'_> {
                     } else {
                         self.problem(w.span(), &at("watch_default"), "needs the tubes to feed one app (which app would the default tube's jobs go to?); list {tube = \"default\", app = \"...\"} instead");
                     }
+                }
+                if b.tubes.is_none() && apps.is_empty() {
+                    self.problem(span.clone(), &at("tubes"), "no tubes: there is no app to name one after; add [[apps]] or list tubes");
                 }
                 Beanstalkd {
                     server,

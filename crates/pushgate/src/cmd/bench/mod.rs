@@ -14,6 +14,7 @@
 //! With `--pin` (on machines with at least two CPUs) the gateway runs on CPU 0 and this process
 //! (simulator and load) on CPU 1, both through taskset(1).
 
+mod beanstalkd;
 mod h2load;
 mod procfs;
 mod report;
@@ -81,10 +82,23 @@ pub struct Args {
     /// nothing: use a database of its own). Without it, a private server in a temporary folder.
     #[arg(long)]
     postgres_url_file: Option<PathBuf>,
+    /// Where the notifications come from: the HTTP API, or a private beanstalkd's tubes filled
+    /// with propeller-apns' jobs before the gateway starts.
+    #[arg(long, value_enum, default_value_t = Source::Http)]
+    source: Source,
+    /// With --source beanstalkd: the gateway's reserving connections.
+    #[arg(long, default_value_t = 4)]
+    beanstalkd_connections: u32,
     /// Repeat the whole measurement this many times (each with a fresh gateway and spool) and
     /// report the median of each figure too.
     #[arg(long, default_value_t = 1)]
     runs: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Source {
+    Http,
+    Beanstalkd,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -125,6 +139,7 @@ fn write_config(
     a: &Args,
     key_hash: &str,
     postgres_url: Option<&str>,
+    beanstalkd: Option<&str>,
 ) -> anyhow::Result<PathBuf> {
     std::fs::write(dir.join("sim-ca.pem"), sim.ca_pem().unwrap_or_default())?;
     let storage = match postgres_url {
@@ -145,6 +160,12 @@ fn write_config(
              team_id = \"BENCHTEAM1\"\nmax_connections = {}\n",
             sim.endpoint(),
             a.connections
+        ));
+    }
+    if let Some(server) = beanstalkd {
+        text.push_str(&format!(
+            "\n[[beanstalkd]]\nserver = \"{server}\"\nconnections = {}\n",
+            a.beanstalkd_connections
         ));
     }
     let file = dir.join("pushgate.toml");
@@ -276,12 +297,25 @@ async fn run_once(a: &Args, database: Option<&Database>) -> anyhow::Result<Value
         Some(Database::Private(server)) => server.pid(),
         _ => None,
     };
+    // Filled before the gateway starts (and before the clock does).
+    let tubes = match a.source {
+        Source::Http => None,
+        Source::Beanstalkd => {
+            let server = gateway::local_beanstalkd::Server::start().context(
+                "--source beanstalkd starts a private server: install Debian's beanstalkd",
+            )?;
+            let payload = alert_body(a.payload_bytes);
+            beanstalkd::fill(&server.addr, a.apps, a.notifications, &payload).await?;
+            Some(server)
+        }
+    };
     let config = write_config(
         &dir,
         &sim,
         a,
         &gateway::auth::key_sha256_hex(api_key),
         postgres_url.as_deref(),
+        tubes.as_ref().map(|s| s.addr.as_str()),
     )?;
     let gw = start_gateway(&config, &dir, a.pin)?;
     let pid = gw.child.id();
@@ -327,12 +361,18 @@ async fn run_once(a: &Args, database: Option<&Database>) -> anyhow::Result<Value
             anyhow::Ok(())
         }
     };
-    {
-        use futures_util::StreamExt;
-        let mut results = futures_util::stream::iter(batches.into_iter().map(submit))
-            .buffer_unordered(a.concurrency);
-        while let Some(r) = results.next().await {
-            r?;
+    match &tubes {
+        None => {
+            use futures_util::StreamExt;
+            let mut results = futures_util::stream::iter(batches.into_iter().map(submit))
+                .buffer_unordered(a.concurrency);
+            while let Some(r) = results.next().await {
+                r?;
+            }
+        }
+        Some(server) => {
+            let limit = Duration::from_secs(120 + a.notifications / 1000);
+            beanstalkd::drained(&server.addr, a.apps, limit).await?;
         }
     }
     let accepted_in = t0.elapsed();
@@ -389,6 +429,10 @@ async fn run_once(a: &Args, database: Option<&Database>) -> anyhow::Result<Value
         apps: a.apps,
         payload_bytes: a.payload_bytes,
         pinned: a.pin,
+        source: match a.source {
+            Source::Http => "http",
+            Source::Beanstalkd => "beanstalkd",
+        },
         storage: match a.storage {
             StorageKind::Sqlite => "sqlite",
             StorageKind::Postgres => "postgres",

@@ -46,6 +46,8 @@ pub(super) struct Report {
     pub(super) apps: u32,
     pub(super) payload_bytes: usize,
     pub(super) pinned: bool,
+    /// `http`, or `beanstalkd` (then "accepted" is jobs committed and deleted).
+    pub(super) source: &'static str,
     /// `sqlite` or `postgres`.
     pub(super) storage: &'static str,
     /// The PostgreSQL server's CPU (postmaster and backends) a notification, when this bench
@@ -98,7 +100,12 @@ pub(super) fn print_report(r: &Value) {
         if r["pinned"] == true { ", pinned" } else { "" }
     );
     println!(
-        "  accepted   {:>9} /s\n  delivered  {:>9} /s  in {:.2} s",
+        "  {}   {:>9} /s\n  delivered  {:>9} /s  in {:.2} s",
+        if r["source"] == "beanstalkd" {
+            "jobs committed and deleted"
+        } else {
+            "accepted"
+        },
         r["accepted_per_s"],
         r["delivered_per_s"],
         r["seconds"].as_f64().unwrap_or_default()
