@@ -15,6 +15,7 @@ mod idempotency;
 mod inject;
 mod notifications;
 pub mod openapi;
+mod propeller;
 mod stats;
 
 use std::sync::Arc;
@@ -68,6 +69,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/stats", get(stats::stats))
         .route("/v1.0/inject", post(inject::inject))
         .route("/v1.0/inject/", post(inject::inject))
+        .route("/post", get(dashboard::post_form).post(propeller::post))
         .route("/healthz", get(stats::healthz))
         .route("/readyz", get(stats::readyz))
         .route("/metrics", get(stats::metrics))

@@ -104,6 +104,7 @@ impl Modify for Security {
         super::stats::readyz,
         super::stats::metrics,
         super::inject::inject,
+        super::propeller::post,
         document,
     ),
     components(schemas(ErrorCode, ErrorBody)),

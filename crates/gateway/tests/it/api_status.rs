@@ -265,6 +265,7 @@ async fn the_openapi_document_covers_every_route_and_error_code() {
             "/healthz",
             "/metrics",
             "/openapi.json",
+            "/post",
             "/readyz",
             "/v1.0/inject",
             "/v1/apps/{app}/feedback",

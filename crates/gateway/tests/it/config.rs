@@ -529,11 +529,12 @@ fn beanstalkd_defaults_to_one_tube_per_app_named_after_its_topic() {
 #[test]
 fn beanstalkd_mistakes_are_reported_at_their_lines() {
     let dir = folder();
-    // Two apps of one topic would share the tube named after it: both named, with their lines.
+    // Two apps of one topic would share the tube named after it: both named, with their lines
+    // (in two environments, POST /post could still tell them apart by its `environment`).
     let same_topic = format!(
         "[[beanstalkd]]\nserver = \"localhost:11300\"\n{}{}",
         app("shop", "com.example.same"),
-        app("shop-eu", "com.example.same")
+        app("shop-eu", "com.example.same").replace("sandbox", "production")
     );
     let err = Config::load(&write(dir.path(), &same_topic))
         .unwrap_err()
@@ -568,4 +569,29 @@ fn beanstalkd_mistakes_are_reported_at_their_lines() {
             "{expected:?} missing from:\n{text}"
         );
     }
+}
+
+#[test]
+fn two_apps_of_one_topic_in_one_environment_are_refused_naming_both_lines() {
+    let dir = folder();
+    let text = format!(
+        "{}{}",
+        app("shop", "com.example.same"),
+        app("shop2", "com.example.same")
+    );
+    let err = Config::load(&write(dir.path(), &text))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"shop\" (line 2) and \"shop2\" (line 10)")
+            && err.contains("same environment"),
+        "{err}"
+    );
+    // In two environments (sandbox and production builds of one app) they may share it.
+    let text = format!(
+        "{}{}",
+        app("shop", "com.example.same"),
+        app("shop-prod", "com.example.same").replace("sandbox", "production")
+    );
+    Config::load(&write(dir.path(), &text)).unwrap();
 }

@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::api_harness::*;
 
 /// curl against the API: returns status, response headers and body.
-fn curl(url: &str, args: &[&str]) -> (u16, String, String) {
+pub(crate) fn curl(url: &str, args: &[&str]) -> (u16, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let headers = dir.path().join("h");
     let out = Command::new("curl")
@@ -36,7 +36,7 @@ fn set_cookie(headers: &str) -> Option<String> {
 }
 
 /// Logs in with `key`; returns the session cookie (`name=value`) and the Set-Cookie line.
-fn log_in(base: &str, key: &str) -> (u16, Option<(String, String)>) {
+pub(crate) fn log_in(base: &str, key: &str) -> (u16, Option<(String, String)>) {
     let (status, headers, _) = curl(
         &format!("{base}/login"),
         &["--data-urlencode", &format!("key={key}")],

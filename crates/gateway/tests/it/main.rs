@@ -95,6 +95,8 @@ mod intake;
 mod live;
 /// The gateway end to end on the PostgreSQL spool.
 mod postgres;
+/// propeller-apns' `POST /post` form and its page.
+mod propeller_post;
 /// The SMTP listener with lettre, Python's smtplib and a raw socket: the seed's example,
 /// pipelining, dot-stuffing, encodings, placements, fan-out, every refusal, STARTTLS and AUTH.
 mod smtp;

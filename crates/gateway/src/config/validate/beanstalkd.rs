@@ -115,6 +115,33 @@ impl Cx<'_> {
             .collect()
     }
 
+    /// Two apps of one topic in one environment: a way in that routes by topic (`/post`, a
+    /// tube named after it) could not tell them apart, even given the environment.
+    pub(super) fn unique_topics(&mut self, apps: &[App], lines: &[AppLine]) {
+        let line_of = |name: &str| {
+            lines
+                .iter()
+                .find(|l| l.name.as_deref() == Some(name))
+                .map_or(0, |l| l.line)
+        };
+        for (i, a) in apps.iter().enumerate() {
+            if let Some(b) = apps[..i]
+                .iter()
+                .find(|b| b.topic == a.topic && b.environment == a.environment)
+            {
+                let message = format!(
+                    "apps {:?} (line {}) and {:?} (line {}) have the same topic {:?} in the same environment: a way in that routes by topic (POST /post, a beanstalkd tube) could not tell them apart",
+                    b.name,
+                    line_of(&b.name),
+                    a.name,
+                    line_of(&a.name),
+                    a.topic.as_str()
+                );
+                self.problem(0..0, "apps", message);
+            }
+        }
+    }
+
     /// One tube per app, named after its topic; two apps of one topic are refused.
     fn tubes_by_topic(
         &mut self,

@@ -230,6 +230,7 @@ impl Cx<'_> {
             .filter_map(|(i, a)| self.app(i, a))
             .collect();
         self.unique_names(&apps);
+        self.unique_topics(&apps, &app_lines);
         let app_names: HashSet<&str> = apps.iter().map(|a| a.name.as_str()).collect();
         let mut api_keys = Vec::new();
         let mut key_names = HashSet::new();

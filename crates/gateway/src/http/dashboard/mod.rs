@@ -164,6 +164,25 @@ async fn index(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Respon
     }
 }
 
+/// `GET /post`: propeller's test form, for a logged-in admin; the login page otherwise.
+pub(super) async fn post_form(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    match session(&state, &headers) {
+        Some(_) => {
+            let topics: Vec<String> = state
+                .config()
+                .apps
+                .iter()
+                .map(|a| a.topic.as_str().to_owned())
+                .collect();
+            html(StatusCode::OK, page::propeller_form(&topics))
+        }
+        None => html(
+            StatusCode::UNAUTHORIZED,
+            page::login(Some("log in as an admin to use the propeller form")),
+        ),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct LoginForm {
     key: String,

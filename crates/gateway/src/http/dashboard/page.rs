@@ -49,6 +49,35 @@ pub fn login(error: Option<&str>) -> String {
     )
 }
 
+/// propeller-apns' test form (its `templates/form.html`), posting to `/post`: for a logged-in
+/// admin only (propeller's was open to anyone who found it). `topics` fill the topic list.
+pub fn propeller_form(topics: &[String]) -> String {
+    let options: String = topics
+        .iter()
+        .map(|t| format!("<option value=\"{0}\">{0}</option>", esc(t)))
+        .collect();
+    let field = |name: &str, label: &str, kind: &str, required: bool| {
+        format!(
+            "<label for=\"{name}\">{label}</label><input id=\"{name}\" name=\"{name}\" type=\"{kind}\"{}>",
+            if required { " required" } else { "" }
+        )
+    };
+    format!(
+        "{}<body class=\"login\"><main><h1>Send a propeller job</h1>\
+         <form method=\"post\" action=\"/post\" enctype=\"application/x-www-form-urlencoded\">\
+         {}<label for=\"topic\">Topic</label><select id=\"topic\" name=\"topic\">{options}</select>\
+         {}{}{}{}{}{}<button type=\"submit\">Post</button></form></main></body></html>",
+        head("pushgate — propeller form", None),
+        field("auth_token", "API key (auth_token)", "password", true),
+        field("token", "Device token", "text", true),
+        field("title", "Title", "text", false),
+        field("body", "Body", "text", false),
+        field("badge", "Badge", "number", false),
+        field("delay", "Delay (seconds)", "number", false),
+        field("expiration", "Expiration (UNIX seconds)", "number", false),
+    )
+}
+
 fn figure(id: &str, label: &str, value: &str) -> String {
     format!(
         "<div class=\"figure\"><span class=\"value\" id=\"f-{id}\">{}</span><span class=\"label\">{}</span></div>",
