@@ -100,6 +100,74 @@ fn parse_topics(value: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// How a client certificate was given ([`ClientIdentity::load`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertificateFormat {
+    /// A PKCS#12 archive (`.p12`).
+    Pkcs12,
+    /// PEM holding the certificate and its key together.
+    CombinedPem,
+    /// PEM holding the certificate and an encrypted PKCS#8 key together.
+    CombinedPemEncryptedKey,
+    /// PEM certificates, the key in a file of its own.
+    PemWithKey,
+    /// PEM certificates, an encrypted PKCS#8 key in a file of its own.
+    PemWithEncryptedKey,
+}
+
+impl CertificateFormat {
+    /// For people: `PEM, certificate and key in one file`...
+    pub fn describe(self) -> &'static str {
+        match self {
+            CertificateFormat::Pkcs12 => "PKCS#12 (.p12)",
+            CertificateFormat::CombinedPem => "PEM, certificate and key in one file",
+            CertificateFormat::CombinedPemEncryptedKey => {
+                "PEM, certificate and an encrypted PKCS#8 key in one file"
+            }
+            CertificateFormat::PemWithKey => "PEM, the key in its own file",
+            CertificateFormat::PemWithEncryptedKey => {
+                "PEM, an encrypted PKCS#8 key in its own file"
+            }
+        }
+    }
+}
+
+/// The `ENCRYPTED PRIVATE KEY` block of `text`, decrypted with `password` (PBES2: PBKDF2 or
+/// scrypt, AES), as a PKCS#8 key.
+fn decrypt_key(
+    text: &[u8],
+    password: &str,
+    what: &str,
+) -> Result<PrivateKeyDer<'static>, AuthError> {
+    const BEGIN: &[u8] = b"-----BEGIN ENCRYPTED PRIVATE KEY-----";
+    const END: &[u8] = b"-----END ENCRYPTED PRIVATE KEY-----";
+    let find = |needle: &[u8], from: usize| {
+        text[from..]
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|p| p + from)
+    };
+    let no_key = || AuthError::NoPrivateKey {
+        what: what.to_owned(),
+    };
+    let start = find(BEGIN, 0).ok_or_else(no_key)?;
+    let end = find(END, start).ok_or_else(no_key)? + END.len();
+    if password.is_empty() {
+        return Err(AuthError::KeyNeedsPassword {
+            what: what.to_owned(),
+        });
+    }
+    let (_, der) = pem_rfc7468::decode_vec(&text[start..end]).map_err(|_| no_key())?;
+    let info =
+        pkcs8::EncryptedPrivateKeyInfoOwned::try_from(der.as_slice()).map_err(|_| no_key())?;
+    let plain = info.decrypt(password).map_err(|_| AuthError::KeyPassword {
+        what: what.to_owned(),
+    })?;
+    Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        plain.as_bytes().to_vec(),
+    )))
+}
+
 /// A client certificate chain with its private key, checked to match. `Debug` never shows the
 /// key.
 #[derive(Clone)]
@@ -143,6 +211,54 @@ impl ClientIdentity {
         }
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(chain.key().as_der().to_vec()));
         ClientIdentity::new(certs, key, what)
+    }
+
+    /// From a certificate file as its owner has it, its format told by its content
+    /// ([`CertificateFormat`]): a PKCS#12 archive (binary); PEM holding the certificate and its
+    /// key together (`openssl pkcs12 -nodes`, `cat cert.pem key.pem`, propeller-apns' `.pem`);
+    /// or PEM certificates with the key in `key` (its bytes and its name, for errors about
+    /// it). A key encrypted as PKCS#8 (`BEGIN ENCRYPTED
+    /// PRIVATE KEY`) is decrypted with `password`; a legacy OpenSSL-encrypted one
+    /// (`Proc-Type: 4,ENCRYPTED`) is refused with the command that converts it. The password
+    /// never appears in an error.
+    pub fn load(
+        cert: &[u8],
+        key: Option<(&[u8], &str)>,
+        password: &str,
+        what: &str,
+    ) -> Result<(Self, CertificateFormat), AuthError> {
+        let pem = |b: &[u8]| b.windows(11).any(|w| w == b"-----BEGIN ");
+        if key.is_none() && !pem(cert) {
+            return ClientIdentity::from_pkcs12(cert, password, what)
+                .map(|id| (id, CertificateFormat::Pkcs12));
+        }
+        let (key_text, key_what) = key.unwrap_or((cert, what));
+        let contains = |needle: &[u8]| key_text.windows(needle.len()).any(|w| w == needle);
+        if contains(b"Proc-Type: 4,ENCRYPTED") {
+            return Err(AuthError::LegacyEncryptedKey {
+                what: key_what.to_owned(),
+            });
+        }
+        let encrypted = contains(b"-----BEGIN ENCRYPTED PRIVATE KEY-----");
+        let format = match (key.is_some(), encrypted) {
+            (false, false) => CertificateFormat::CombinedPem,
+            (false, true) => CertificateFormat::CombinedPemEncryptedKey,
+            (true, false) => CertificateFormat::PemWithKey,
+            (true, true) => CertificateFormat::PemWithEncryptedKey,
+        };
+        if !encrypted {
+            return ClientIdentity::from_pem(cert, key_text, what).map(|id| (id, format));
+        }
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
+            .filter_map(Result::ok)
+            .collect();
+        if certs.is_empty() {
+            return Err(AuthError::NoCertificate {
+                what: what.to_owned(),
+            });
+        }
+        let key = decrypt_key(key_text, password, key_what)?;
+        ClientIdentity::new(certs, key, what).map(|id| (id, format))
     }
 
     /// From PEM text: a certificate (chain) and its private key (PKCS#8, PKCS#1 or SEC1).
@@ -225,6 +341,78 @@ mod tests {
         );
         assert_eq!(info.environment, CertEnvironment::Both);
         assert!(info.not_after > SystemTime::now() + Duration::from_secs(365 * 86400));
+    }
+
+    /// Every shape the seeds' users have their certificate in, told apart by content.
+    #[test]
+    fn a_certificate_loads_in_every_shape_its_owner_has_it() {
+        let shapes: [(&str, Option<&str>, &str, CertificateFormat); 4] = [
+            (
+                "client-modern.p12",
+                None,
+                "secret",
+                CertificateFormat::Pkcs12,
+            ),
+            (
+                "client-combined.pem",
+                None,
+                "",
+                CertificateFormat::CombinedPem,
+            ),
+            (
+                "client.pem",
+                Some("client-key.pem"),
+                "",
+                CertificateFormat::PemWithKey,
+            ),
+            (
+                "client.pem",
+                Some("client-key-encrypted.pem"),
+                "secret",
+                CertificateFormat::PemWithEncryptedKey,
+            ),
+        ];
+        for (cert, key, password, format) in shapes {
+            let bytes = key.map(fixture);
+            let key = bytes.as_deref().zip(key);
+            let (id, found) = ClientIdentity::load(&fixture(cert), key, password, cert)
+                .unwrap_or_else(|e| panic!("{cert}: {e}"));
+            assert_eq!(found, format, "{cert}");
+            check_info(id.info());
+        }
+        // The encrypted key and the certificate in one file.
+        let mut combined = CLIENT.clone();
+        combined.extend_from_slice(&fixture("client-key-encrypted.pem"));
+        let (_, found) = ClientIdentity::load(&combined, None, "secret", "combined").unwrap();
+        assert_eq!(found, CertificateFormat::CombinedPemEncryptedKey);
+    }
+
+    #[test]
+    fn an_encrypted_key_needs_its_password_and_a_legacy_one_gets_the_command() {
+        let encrypted = fixture("client-key-encrypted.pem");
+        let key = Some((encrypted.as_slice(), "key.pem"));
+        let e = ClientIdentity::load(&CLIENT, key, "", "client.pem").unwrap_err();
+        assert!(matches!(e, AuthError::KeyNeedsPassword { .. }), "{e}");
+        assert!(e.to_string().starts_with("key.pem:"), "{e}");
+        let e = ClientIdentity::load(&CLIENT, key, "hunter2", "client.pem").unwrap_err();
+        assert!(matches!(e, AuthError::KeyPassword { .. }), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        let legacy = fixture("client-key-legacy.pem");
+        let e = ClientIdentity::load(
+            &CLIENT,
+            Some((&legacy, "legacy.pem")),
+            "secret",
+            "client.pem",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("openssl pkcs8 -topk8 -v2 aes-256-cbc -in legacy.pem -out key-pkcs8.pem"),
+            "{e}"
+        );
+        // A PEM with a certificate and no key at all.
+        let e = ClientIdentity::load(&CLIENT, None, "", "client.pem").unwrap_err();
+        assert!(matches!(e, AuthError::NoPrivateKey { .. }), "{e}");
     }
 
     #[test]

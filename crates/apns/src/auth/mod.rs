@@ -4,7 +4,9 @@
 mod cert;
 mod jwt;
 
-pub use cert::{CertEnvironment, CertificateInfo, ClientIdentity, inspect_certificate};
+pub use cert::{
+    CertEnvironment, CertificateFormat, CertificateInfo, ClientIdentity, inspect_certificate,
+};
 pub use jwt::{
     MAX_TOKEN_AGE, MIN_RENEWAL_INTERVAL, ProviderToken, RENEW_AFTER, SigningKey, TokenSigner,
 };
@@ -63,4 +65,14 @@ pub enum AuthError {
     },
     #[error("{what}: not a readable X.509 certificate")]
     Certificate { what: String },
+    #[error(
+        "{what}: the private key is encrypted (BEGIN ENCRYPTED PRIVATE KEY): give its password with certificate_password_env or certificate_password_file"
+    )]
+    KeyNeedsPassword { what: String },
+    #[error("{what}: the private key's password is wrong, or its encryption is not PBES2")]
+    KeyPassword { what: String },
+    #[error(
+        "{what}: the private key is encrypted the legacy OpenSSL way (Proc-Type: 4,ENCRYPTED), which pushgate does not read; convert it once with `openssl pkcs8 -topk8 -v2 aes-256-cbc -in {what} -out key-pkcs8.pem` (it asks for the old password and a new one) and use key-pkcs8.pem"
+    )]
+    LegacyEncryptedKey { what: String },
 }

@@ -13,6 +13,9 @@ fn folder() -> tempfile::TempDir {
         "client-legacy.p12",
         "client.pem",
         "client-key.pem",
+        "client-combined.pem",
+        "client-key-encrypted.pem",
+        "client-key-legacy.pem",
         "ca.pem",
         "p384.p8",
     ] {
@@ -594,4 +597,43 @@ fn two_apps_of_one_topic_in_one_environment_are_refused_naming_both_lines() {
         app("shop-prod", "com.example.same").replace("sandbox", "production")
     );
     Config::load(&write(dir.path(), &text)).unwrap();
+}
+
+/// A `certificate` is read as its owner has it, the format told by its content: a PEM with
+/// certificate and key together (propeller's `.pem`), a key encrypted as PKCS#8 beside it (its
+/// password from a file), and a legacy OpenSSL-encrypted key refused at its line with the
+/// command that converts it.
+#[test]
+fn a_certificate_is_read_in_the_shape_its_owner_has_it() {
+    let dir = folder();
+    let app = |cred: &str| {
+        format!(
+            "[[apps]]\nname = \"shop\"\ntopic = \"com.example.demo\"\nenvironment = \"sandbox\"\n{cred}\n"
+        )
+    };
+    for cred in [
+        "certificate = \"client-combined.pem\"",
+        "certificate = \"client.pem\"\ncertificate_key = \"client-key-encrypted.pem\"\ncertificate_password_file = \"p12-password\"",
+    ] {
+        let c =
+            Config::load(&write(dir.path(), &app(cred))).unwrap_or_else(|e| panic!("{cred}: {e}"));
+        assert!(
+            matches!(&c.apps[0].credentials[0], Credential::Certificate { identity, .. } if identity.info().topics[0] == "com.example.demo"),
+            "{cred}"
+        );
+    }
+    let legacy = app("certificate = \"client.pem\"\ncertificate_key = \"client-key-legacy.pem\"");
+    let err = Config::load(&write(dir.path(), &legacy))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(":5: apps[0].certificate:") && err.contains("openssl pkcs8 -topk8"),
+        "{err}"
+    );
+    let no_password =
+        app("certificate = \"client.pem\"\ncertificate_key = \"client-key-encrypted.pem\"");
+    let err = Config::load(&write(dir.path(), &no_password))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("give its password"), "{err}");
 }

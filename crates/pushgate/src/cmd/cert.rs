@@ -1,6 +1,8 @@
-//! `pushgate cert inspect FILE`: what an APNs certificate says about itself — subject, topics,
-//! environment, validity. A .p12 is opened with a password from an environment variable or a
-//! file (never the command line); a wrong one fails without echoing it.
+//! `pushgate cert inspect FILE [--key KEY]`: what an APNs certificate says about itself —
+//! subject, topics, environment, validity — and the format it was found in (a .p12, a PEM with
+//! its key, an encrypted PKCS#8 key), read as the gateway reads it. A password comes from an
+//! environment variable or a file (never the command line); a wrong one fails without echoing
+//! it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,13 +14,16 @@ use rustls_pki_types::pem::PemObject;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum CertCommand {
-    /// Show subject, topics, environment and expiry of a .p12 or PEM certificate.
+    /// Show subject, topics, environment, expiry and format of a .p12 or PEM certificate.
     Inspect {
         file: PathBuf,
-        /// The environment variable holding the .p12 password.
+        /// The private key, when it is a file of its own (PEM, encrypted PKCS#8 or not).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// The environment variable holding the .p12's (or the encrypted key's) password.
         #[arg(long, conflicts_with = "password_file")]
         password_env: Option<String>,
-        /// A file holding the .p12 password.
+        /// A file holding the .p12's (or the encrypted key's) password.
         #[arg(long)]
         password_file: Option<PathBuf>,
     },
@@ -26,17 +31,28 @@ pub enum CertCommand {
 
 fn load(
     file: &PathBuf,
+    key: Option<&PathBuf>,
     env: Option<&str>,
     pw_file: Option<&PathBuf>,
-) -> Result<CertificateInfo, String> {
+) -> Result<(CertificateInfo, &'static str), String> {
     let what = file.display().to_string();
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read {what}: {e}"))?;
-    if bytes.starts_with(b"-----BEGIN") {
+    let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    if key.is_none() && has(b"-----BEGIN ") && !has(b"PRIVATE KEY-----") {
+        // A certificate alone: what it says, without a key to check it against.
         let cert = CertificateDer::pem_slice_iter(&bytes)
             .find_map(Result::ok)
             .ok_or_else(|| format!("{what} holds no PEM certificate"))?;
-        return inspect_certificate(&cert, &what).map_err(|e| e.to_string());
+        let info = inspect_certificate(&cert, &what).map_err(|e| e.to_string())?;
+        return Ok((info, "PEM certificate, without its key"));
     }
+    let key_bytes = match key {
+        Some(k) => Some((
+            std::fs::read(k).map_err(|e| format!("cannot read {}: {e}", k.display()))?,
+            k.display().to_string(),
+        )),
+        None => None,
+    };
     let password = match (env, pw_file) {
         (Some(var), _) => {
             std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?
@@ -47,8 +63,10 @@ fn load(
             .to_owned(),
         (None, None) => String::new(),
     };
-    let id = ClientIdentity::from_pkcs12(&bytes, &password, &what).map_err(|e| e.to_string())?;
-    Ok(id.info().clone())
+    let key_file = key_bytes.as_ref().map(|(b, n)| (b.as_slice(), n.as_str()));
+    let (id, format) = ClientIdentity::load(&bytes, key_file, &password, &what)
+        .map_err(|e| gateway::error_chain(&e))?;
+    Ok((id.info().clone(), format.describe()))
 }
 
 #[allow(
@@ -59,11 +77,18 @@ fn load(
 pub fn run(c: CertCommand) -> anyhow::Result<ExitCode> {
     let CertCommand::Inspect {
         file,
+        key,
         password_env,
         password_file,
     } = c;
-    match load(&file, password_env.as_deref(), password_file.as_ref()) {
-        Ok(info) => {
+    match load(
+        &file,
+        key.as_ref(),
+        password_env.as_deref(),
+        password_file.as_ref(),
+    ) {
+        Ok((info, format)) => {
+            println!("format: {format}");
             let days = info
                 .not_after
                 .duration_since(SystemTime::now())

@@ -229,11 +229,11 @@ impl Cx<'_> {
                     }
                 };
                 let what = path.display().to_string();
-                let loaded = match &c.certificate_key {
+                let key_bytes = match &c.certificate_key {
                     Some(k) => {
                         let kp = self.path(k);
                         match std::fs::read(&kp) {
-                            Ok(kb) => ClientIdentity::from_pem(&bytes, &kb, &what),
+                            Ok(kb) => Some((kb, kp.display().to_string())),
                             Err(e) => {
                                 self.problem(
                                     k.span(),
@@ -244,13 +244,17 @@ impl Cx<'_> {
                             }
                         }
                     }
-                    None => {
-                        let password = self.password(c, at)?;
-                        ClientIdentity::from_pkcs12(&bytes, password.expose(), &what)
-                    }
+                    None => None,
                 };
+                // The format is told by the content: a .p12, a PEM with certificate and key
+                // together, or PEM with the key beside it (encrypted or not).
+                let password = self.password(c, at)?;
+                let key_file = key_bytes
+                    .as_ref()
+                    .map(|(b, name)| (b.as_slice(), name.as_str()));
+                let loaded = ClientIdentity::load(&bytes, key_file, password.expose(), &what);
                 match loaded {
-                    Ok(identity) => Some(Credential::Certificate {
+                    Ok((identity, _)) => Some(Credential::Certificate {
                         identity,
                         file: path,
                     }),
