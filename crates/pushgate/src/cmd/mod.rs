@@ -5,6 +5,7 @@ mod cert;
 mod config;
 mod db;
 mod mock_apns;
+mod propeller;
 mod send;
 mod serve;
 
@@ -30,6 +31,9 @@ pub enum Command {
     Bench(Box<bench::Args>),
     /// Run the APNs simulator (TLS + HTTP/2, Apple's checks and reasons, fault injection).
     MockApns(Box<mock_apns::Args>),
+    /// propeller-apns' worker.py and server.py in one: the same flags, a beanstalkd tube in,
+    /// POST /post (auth token from PUSHGATE_AUTH_TOKEN), a durable spool.
+    Propeller(Box<propeller::Args>),
 }
 
 impl Command {
@@ -40,6 +44,7 @@ impl Command {
             Command::Config(c) => config::run(c).await,
             Command::Db(c) => db::run(c).await,
             Command::MockApns(args) => mock_apns::run(*args).await,
+            Command::Propeller(args) => propeller::run(*args).await,
             Command::Send(args) => send::run(*args).await,
             Command::Serve(args) => serve::run(args).await,
         }

@@ -44,6 +44,36 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             (demo.config_file.clone(), Some(demo))
         }
     };
+    let banner = match &demo {
+        Some(d) => vec![
+            format!("demo APNs simulator on {}", d.sim.endpoint()),
+            format!("API key: {} (kept in {}/demo-api-key)", d.api_key, DEMO_DIR),
+            "app: demo (topic com.example.demo)".to_owned(),
+            "dashboard: {url}/ (log in with the API key)".to_owned(),
+        ],
+        None => Vec::new(),
+    };
+    let code = serve_file(&file, a.listen, &banner).await?;
+    if let Some(d) = demo {
+        d.sim.shutdown().await;
+    }
+    Ok(code)
+}
+
+/// Serves the configuration in `file` (on `listen` instead of `[server] listen`, if given)
+/// until SIGINT/SIGTERM, reloading it on SIGHUP; prints the addresses, then `banner` (where
+/// `{url}` is the API's).
+#[allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "addresses and the banner are this command's output"
+)]
+pub(super) async fn serve_file(
+    file: &Path,
+    listen: Option<SocketAddr>,
+    banner: &[String],
+) -> anyhow::Result<ExitCode> {
+    let file = file.to_owned();
     let config = match Config::load(&file) {
         Ok(c) => c,
         Err(e) => {
@@ -51,7 +81,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let addr = a.listen.unwrap_or(config.server.listen);
+    let addr = listen.unwrap_or(config.server.listen);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the API listener {addr}"))?;
@@ -78,11 +108,8 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     if let Some(a) = smtp_addr {
         println!("pushgate smtp on {a}");
     }
-    if let Some(d) = &demo {
-        println!("demo APNs simulator on {}", d.sim.endpoint());
-        println!("API key: {} (kept in {}/demo-api-key)", d.api_key, DEMO_DIR);
-        println!("app: demo (topic com.example.demo)");
-        println!("dashboard: {scheme}://{local}/ (log in with the API key)");
+    for line in banner {
+        println!("{}", line.replace("{url}", &format!("{scheme}://{local}")));
     }
     let reloader = gateway.reloader();
     let reload_file = file.clone();
@@ -105,9 +132,6 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     gateway
         .serve(listener, smtp, super::shutdown_signal())
         .await?;
-    if let Some(d) = demo {
-        d.sim.shutdown().await;
-    }
     info!("bye");
     Ok(ExitCode::SUCCESS)
 }
@@ -187,7 +211,7 @@ team_id = "DEMOTEAM12"
 }
 
 /// Writes a secret readable by its owner only.
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+pub(super) fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()

@@ -112,3 +112,109 @@ fn a_crash_between_commit_and_delete_sends_the_job_once() {
     let s = stats(&sim);
     assert_eq!(s["unique_ids"].as_u64(), Some(1), "{s}");
 }
+
+/// `pushgate propeller` as Supervisor would run propeller's worker: its flags, a combined
+/// `.pem`, the built-in simulator. A job in the topic's tube, one in `default` (propeller's
+/// worker consumed it too) and a `/post` form are all delivered, with the auth token from the
+/// environment.
+#[test]
+fn the_drop_in_command_takes_propellers_flags_tubes_and_form() {
+    let Some(bs) = Server::start() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let cert = fixtures().join("client-combined.pem");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .args(["propeller", "--cert"])
+        .arg(&cert)
+        .args([
+            "--topic",
+            "com.example.demo",
+            "--server",
+            "mock",
+            "--beanstalkd",
+            &bs.addr,
+        ])
+        .arg("--data")
+        .arg(data.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .env("PUSHGATE_AUTH_TOKEN", "propeller-secret-token")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let first = lines.next().unwrap().unwrap();
+    let url = first
+        .strip_prefix("pushgate listening on ")
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_owned();
+    let rest: Vec<String> = lines.by_ref().take(3).map(Result::unwrap).collect();
+    assert!(
+        rest[0].contains("tube com.example.demo and default"),
+        "{rest:?}"
+    );
+    let (host, port) = bs.addr.split_once(':').unwrap();
+    let job = |i: u64| {
+        format!(
+            r#"{{"token": "{}", "title": "Job", "body": "{i}", "badge": null}}"#,
+            token(i)
+        )
+    };
+    producer(
+        &["put", host, port, "com.example.demo"],
+        &format!("{}\n", job(1)),
+    );
+    producer(&["put", host, port, "default"], &format!("{}\n", job(2)));
+    let out = run(Command::new("curl").args([
+        "-s",
+        &format!("{url}/post"),
+        "-d",
+        "auth_token=propeller-secret-token",
+        "-d",
+        "title=Form",
+        "-d",
+        &format!("token={}", token(3)),
+        "-d",
+        "topic=com.example.demo",
+    ]));
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(answer["id"].is_string(), "{answer}");
+    wait_until("three delivered", MINUTE, || {
+        let out = run(Command::new("curl").args([
+            "-s",
+            "-H",
+            "Authorization: Bearer propeller-secret-token",
+            &format!("{url}/v1/stats"),
+        ]));
+        let stats: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        stats["apps"]["com.example.demo"]["delivered"] == 3
+    });
+    let config = std::fs::read_to_string(data.path().join("propeller.toml")).unwrap();
+    assert!(
+        !config.contains("propeller-secret-token"),
+        "only its hash is written"
+    );
+    assert!(data.path().join("spool.db").exists());
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Without the auth token in the environment, it says what to set (exit 2).
+#[test]
+fn the_drop_in_command_needs_its_auth_token() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .args([
+            "propeller",
+            "--cert",
+            "x.pem",
+            "--topic",
+            "com.example.demo",
+            "--server",
+            "mock",
+        ])
+        .env_remove("PUSHGATE_AUTH_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("set PUSHGATE_AUTH_TOKEN"));
+}
