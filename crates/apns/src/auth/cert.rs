@@ -230,10 +230,26 @@ impl ClientIdentity {
         let pem = |b: &[u8]| b.windows(11).any(|w| w == b"-----BEGIN ");
         if key.is_none() && !pem(cert) {
             return ClientIdentity::from_pkcs12(cert, password, what)
-                .map(|id| (id, CertificateFormat::Pkcs12));
+                .map(|id| (id, CertificateFormat::Pkcs12))
+                .map_err(|e| {
+                    // Not an archive but a certificate alone: say that, not "wrong password".
+                    let der = CertificateDer::from(cert.to_vec());
+                    if inspect_certificate(&der, what).is_ok() {
+                        AuthError::CertificateWithoutKey {
+                            what: what.to_owned(),
+                        }
+                    } else {
+                        e
+                    }
+                });
         }
         let (key_text, key_what) = key.unwrap_or((cert, what));
-        let contains = |needle: &[u8]| key_text.windows(needle.len()).any(|w| w == needle);
+        // PEM's markers start their lines: text elsewhere (a comment) decides nothing.
+        let contains = |marker: &[u8]| {
+            key_text
+                .split(|b| *b == b'\n')
+                .any(|line| line.trim_ascii().starts_with(marker))
+        };
         if contains(b"Proc-Type: 4,ENCRYPTED") {
             return Err(AuthError::LegacyEncryptedKey {
                 what: key_what.to_owned(),
@@ -413,6 +429,18 @@ mod tests {
         // A PEM with a certificate and no key at all.
         let e = ClientIdentity::load(&CLIENT, None, "", "client.pem").unwrap_err();
         assert!(matches!(e, AuthError::NoPrivateKey { .. }), "{e}");
+        // A DER certificate alone (Apple's aps.cer) is not a .p12 with a wrong password.
+        let der = CertificateDer::pem_slice_iter(&CLIENT)
+            .next()
+            .unwrap()
+            .unwrap();
+        let e = ClientIdentity::load(der.as_ref(), None, "", "aps.cer").unwrap_err();
+        assert!(matches!(e, AuthError::CertificateWithoutKey { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("openssl x509 -inform der -in aps.cer"),
+            "{e}"
+        );
     }
 
     #[test]

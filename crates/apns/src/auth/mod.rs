@@ -75,4 +75,8 @@ pub enum AuthError {
         "{what}: the private key is encrypted the legacy OpenSSL way (Proc-Type: 4,ENCRYPTED), which pushgate does not read; convert it once with `openssl pkcs8 -topk8 -v2 aes-256-cbc -in {what} -out key-pkcs8.pem` (it asks for the old password and a new one) and use key-pkcs8.pem"
     )]
     LegacyEncryptedKey { what: String },
+    #[error(
+        "{what} is a certificate alone (DER, as Apple hands out aps.cer), without its private key: export certificate and key together from Keychain as a .p12, or convert it to PEM (`openssl x509 -inform der -in {what} -out cert.pem`) and give the key with certificate_key"
+    )]
+    CertificateWithoutKey { what: String },
 }

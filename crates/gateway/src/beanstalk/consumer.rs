@@ -383,9 +383,11 @@ async fn reserved(
         };
         let tube = stat(&yaml, "tube").unwrap_or_default().to_owned();
         let releases = number("releases");
-        // Reservations that ended without pushgate's release or bury: a crash or a timeout
-        // each (a kick after a bury starts the count again).
+        // Reservations that ended without pushgate's release or bury — a crash or a timeout
+        // each — this one included. A job an operator kicked back after a bury is theirs to
+        // retry: not buried again for its count.
         let unsettled = number("reserves").saturating_sub(releases + number("buries"));
+        let kicked = number("kicks") > 0;
         let now = Instant::now();
         held.insert(
             id,
@@ -404,9 +406,9 @@ async fn reserved(
             ));
             continue;
         };
-        if shared.max_reserves > 0 && unsettled >= u64::from(shared.max_reserves) {
+        if shared.max_reserves > 0 && !kicked && unsettled > u64::from(shared.max_reserves) {
             let why = format!(
-                "reserved {unsettled} times without being released (a crash or a timeout each time); max_reserves is {}",
+                "reserved {unsettled} times without being released (a crash or a timeout each time but this one); max_reserves is {}",
                 shared.max_reserves
             );
             now_verdicts.push((id, Verdict::Bury(why)));
@@ -430,12 +432,11 @@ async fn reserved(
         tokio::spawn(async move {
             let run =
                 std::panic::AssertUnwindSafe(submit(&shared, &scope, id, &body, &t, releases));
+            // A job that makes the gateway panic would do it again: buried, not looped.
             let verdict = run.catch_unwind().await.unwrap_or_else(|_| {
-                warn!(server = %shared.server, job = id, "a beanstalkd job's submit panicked; released");
-                Verdict::Release {
-                    delay: release_delay(releases),
-                    refused: false,
-                }
+                Verdict::Bury(
+                    "its submit panicked (a bug in pushgate; please report it)".to_owned(),
+                )
             });
             let _ = verdicts.send((id, verdict)).await;
         });

@@ -69,7 +69,14 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/stats", get(stats::stats))
         .route("/v1.0/inject", post(inject::inject))
         .route("/v1.0/inject/", post(inject::inject))
-        .route("/post", get(dashboard::post_form).post(propeller::post))
+        // The form reads its body within `[server] max_body_bytes` itself (axum's default
+        // limit for multipart would otherwise cap it at 2 MB).
+        .route(
+            "/post",
+            get(dashboard::post_form)
+                .post(propeller::post)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route("/healthz", get(stats::healthz))
         .route("/readyz", get(stats::readyz))
         .route("/metrics", get(stats::metrics))

@@ -59,10 +59,32 @@ pub async fn post(
             .find(|(name, _)| name == k)
             .map(|(_, v)| v.as_str())
     };
+    // The key first: a caller without one learns nothing of the form's rules.
     let caller = field("auth_token")
-        .and_then(|t| check_key(&config.api_keys, t))
+        .and_then(|t| check_key(&config.api_keys, t.trim()))
         .ok_or_else(|| ApiError::new(Code::Unauthorized, "auth_token is not an API key"))?;
-    let app = app_of(&config, field("topic"), field("environment"))?;
+    for (i, (name, _)) in fields.iter().enumerate() {
+        if !FIELDS.contains(&name.as_str()) {
+            return Err(ApiError::new(
+                Code::InvalidField,
+                format!(
+                    "unknown field {name:?} (the form has {})",
+                    FIELDS.join(", ")
+                ),
+            ));
+        }
+        if fields[..i].iter().any(|(n, _)| n == name) {
+            return Err(ApiError::new(
+                Code::InvalidField,
+                format!("the field {name:?} is given twice"),
+            ));
+        }
+    }
+    let app = app_of(
+        &config,
+        field("topic"),
+        field("environment").filter(|e| !e.is_empty()),
+    )?;
     // The job as propeller's server.py would have put it, then as a beanstalkd job becomes one.
     let mut job = Map::new();
     for k in ["title", "body"] {
@@ -91,7 +113,9 @@ pub async fn post(
     let doc = crate::beanstalk::document(&raw, &app)
         .map_err(|why| ApiError::new(Code::InvalidField, why))?;
     let (requests, ids) = crate::ingest::json::parse(&doc, &caller, &config, SystemTime::now())?;
-    let key = super::idempotency::key(&headers, &caller, "post", &raw)?;
+    // Keyed by the document, which names the app: the same job for another topic is another
+    // request.
+    let key = super::idempotency::key(&headers, &caller, "post", &doc)?;
     let accepted = state
         .intake
         .submit(Submission::new(Some(caller), requests).once(key))
@@ -102,10 +126,12 @@ pub async fn post(
         Accepted::Committed => ids[0],
         Accepted::Replayed(replay) => {
             answer_headers.insert(super::idempotency::REPLAYED, super::idempotency::TRUE);
-            replay
-                .translate(&ids)
-                .map(|v| v[0])
-                .unwrap_or(replay.first[0])
+            replay.translate(&ids).map(|v| v[0]).ok_or_else(|| {
+                ApiError::new(
+                    Code::IdempotencyKeyReused,
+                    "this Idempotency-Key's first request made other notifications",
+                )
+            })?
         }
     };
     let mut answer = echo;
@@ -147,6 +173,12 @@ fn app_of(
     environment: Option<&str>,
 ) -> Result<String, ApiError> {
     let topic = topic.ok_or_else(|| invalid("topic", "the app's bundle id"))?;
+    if let Some(e) = environment
+        && e != "production"
+        && e != "sandbox"
+    {
+        return Err(invalid("environment", "production or sandbox"));
+    }
     let env_name = |a: &crate::config::App| match a.environment {
         crate::config::Environment::Production => "production",
         crate::config::Environment::Sandbox => "sandbox",
@@ -206,15 +238,16 @@ async fn read_form(
             let limited = axum::body::Body::new(http_body_util::Limited::new(body, limit));
             let mut form = Multipart::from_request(Request::from_parts(parts, limited), state)
                 .await
-                .map_err(|e| invalid_form(&e.body_text()))?;
+                .map_err(|e| {
+                    ApiError::new(
+                        Code::InvalidField,
+                        format!("the form could not be read: {}", e.body_text()),
+                    )
+                })?;
             let mut out = Vec::new();
-            while let Some(f) = form
-                .next_field()
-                .await
-                .map_err(|e| invalid_form(&e.body_text()))?
-            {
+            while let Some(f) = form.next_field().await.map_err(|e| invalid_form(&e))? {
                 let name = f.name().unwrap_or_default().to_owned();
-                let value = f.text().await.map_err(|e| invalid_form(&e.body_text()))?;
+                let value = f.text().await.map_err(|e| invalid_form(&e))?;
                 out.push((name, value));
             }
             out
@@ -224,26 +257,15 @@ async fn read_form(
                 "send the form as application/x-www-form-urlencoded or multipart/form-data",
             ));
         };
-    for (name, _) in &fields {
-        if !FIELDS.contains(&name.as_str()) {
-            return Err(ApiError::new(
-                Code::InvalidField,
-                format!(
-                    "unknown field {name:?} (the form has {})",
-                    FIELDS.join(", ")
-                ),
-            ));
-        }
-    }
     Ok(fields)
 }
 
-fn invalid_form(why: &str) -> ApiError {
-    if why.contains("length limit") {
+fn invalid_form(e: &axum::extract::multipart::MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::new(Code::BodyTooLarge, "the body is over the limit");
     }
     ApiError::new(
         Code::InvalidField,
-        format!("the form could not be read: {why}"),
+        format!("the form could not be read: {}", e.body_text()),
     )
 }

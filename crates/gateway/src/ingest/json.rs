@@ -36,6 +36,9 @@ const FIELDS: &[&str] = &[
     "delay",
 ];
 
+/// How far ahead a `delay`, `ttl` or `expiration` may reach: ten years.
+const MAX_AHEAD_S: u64 = 10 * 365 * 86_400;
+
 /// Parses and checks a `POST /v1/notifications` body; returns the requests to store and the ids
 /// to answer, in request order, tokens in order.
 pub fn parse(
@@ -276,14 +279,30 @@ pub(crate) fn one(
             "give \"expiration\" or \"ttl\", not both",
         ));
     }
-    let send_at = match (string(n, "send_at")?, int(n, "delay")?) {
+    // Beyond ten years is a mistake (and past the clock's range, an overflow): refused.
+    let within = |field: &str, v: Option<u64>| match v {
+        Some(s) if s > MAX_AHEAD_S => Err(Rejection::new(
+            Problem::InvalidField,
+            format!("\"{field}\" is more than ten years ahead"),
+        )),
+        other => Ok(other),
+    };
+    let delay = within("delay", int(n, "delay")?)?;
+    let ttl = within("ttl", int(n, "ttl")?)?;
+    let now_unix = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let expiration = within(
+        "expiration",
+        int(n, "expiration")?.map(|e| e.saturating_sub(now_unix)),
+    )?
+    .and(int(n, "expiration")?);
+    let send_at = match (string(n, "send_at")?, delay) {
         (Some(s), _) => Some(parse_rfc3339(s)?),
         (None, Some(d)) => Some(now + Duration::from_secs(d)),
         (None, None) => None,
     };
     let start = send_at.map_or(now, |s| s.max(now));
     let unix = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (apns_expiration, expires_at) = match (int(n, "expiration")?, int(n, "ttl")?) {
+    let (apns_expiration, expires_at) = match (expiration, ttl) {
         (Some(0), _) | (None, Some(0)) => (Some(Expiration::Immediately), start + app.default_ttl),
         (Some(e), _) => {
             if e <= unix(start) {

@@ -9,7 +9,13 @@ use gateway::dispatch::DispatchOptions;
 use gateway::spool::{Spool, State};
 
 use crate::harness::{retries, token};
-use crate::live::{Backend, KEY, Live, TOPIC, app_section, counter_where, mock, shop, until};
+use crate::live::{
+    Backend, KEY, Live, TOPIC, app_section, app_section_with, counter_where, mock, shop, until,
+};
+
+/// The topic of the app beside the halted one (two apps of one topic in one environment are
+/// refused).
+const BESIDE: &str = "com.example.beside";
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -140,7 +146,7 @@ async fn a_halted_backlog_is_not_read_again_and_again(backend: Backend) {
     // Named per backend: the metrics read below are the process's, shared by both runs.
     let halted = format!("halted-backlog-{}", backend.name());
     let apps = app_section(dir.path(), &refusing, &halted, "")
-        + &app_section(dir.path(), &sim, "beside-it", "");
+        + &app_section_with(dir.path(), &sim, "beside-it", BESIDE, "");
     let config = backend.write_config(dir.path(), &apps);
     // Frequent scans and probes, so that many of them happen while the test watches.
     let options = DispatchOptions {
@@ -151,7 +157,8 @@ async fn a_halted_backlog_is_not_read_again_and_again(backend: Backend) {
     let live = Live::start_in(dir, config, options).await;
     let request = |app: &str, first, n| {
         let mut r = crate::harness::request(app, first, n);
-        r.topic = Some(apns::Topic::parse(TOPIC).unwrap());
+        let topic = if app == "beside-it" { BESIDE } else { TOPIC };
+        r.topic = Some(apns::Topic::parse(topic).unwrap());
         r
     };
     live.submit(vec![request(&halted, 0, 200_000)]).await;

@@ -627,7 +627,7 @@ fn a_certificate_is_read_in_the_shape_its_owner_has_it() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains(":5: apps[0].certificate:") && err.contains("openssl pkcs8 -topk8"),
+        err.contains(":6: apps[0].certificate_key:") && err.contains("openssl pkcs8 -topk8"),
         "{err}"
     );
     let no_password =

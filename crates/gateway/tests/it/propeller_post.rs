@@ -138,6 +138,27 @@ async fn a_bad_form_is_refused_with_its_code_and_stores_nothing() {
             400,
             "already_expired",
         ),
+        (
+            vec![("auth_token", SHOP_KEY), ("delay", "18446744073709551615")],
+            400,
+            "invalid_field",
+        ),
+        (
+            vec![("auth_token", SHOP_KEY), ("title", "again")],
+            400,
+            "invalid_field",
+        ),
+        (
+            vec![("auth_token", SHOP_KEY), ("environment", "staging")],
+            400,
+            "invalid_field",
+        ),
+        // The key is checked first: a stray field with a wrong key is a 401.
+        (
+            vec![("auth_token", "nope"), ("colour", "red")],
+            401,
+            "unauthorized",
+        ),
     ] {
         let args = with(&extra);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -253,4 +274,42 @@ async fn a_topic_of_two_environments_needs_the_environment() {
     assert_eq!(status, 200, "{answer}");
     let id = apns::ApnsId::parse(answer["id"].as_str().unwrap()).unwrap();
     assert_eq!(api.spool.get(id).await.unwrap().unwrap().app, "shop-prod");
+}
+
+/// `Idempotency-Key` on the form: the same form again is a replay; the same job for another
+/// topic under the same key is refused (keys are compared with the app the form names).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_on_the_form_replays_per_topic() {
+    let api = TestApi::start().await;
+    let send = |topic: &str| {
+        let args = form(&[
+            ("auth_token", ALL_KEY),
+            ("token", T1),
+            ("topic", topic),
+            ("title", "once"),
+        ]);
+        let mut args: Vec<String> = args;
+        args.extend(["-H".to_owned(), "Idempotency-Key: form-1".to_owned()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        post(&api, &args)
+    };
+    let (status, _, first) = send("com.example.shop");
+    assert_eq!(status, 200, "{first}");
+    let (status, headers, again) = send("com.example.shop");
+    assert_eq!((status, &again["id"]), (200, &first["id"]));
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains("idempotent-replayed: true"),
+        "{headers}"
+    );
+    // The same key for the same job to another topic is another request under a used key:
+    // refused as /v1/notifications refuses it, nothing stored.
+    let (status, _, other) = send("com.example.news");
+    assert_eq!(
+        (status, other["error"]["code"].as_str()),
+        (422, Some("idempotency_key_reused")),
+        "{other}"
+    );
+    assert_eq!(api.stored().await, 1);
 }

@@ -60,6 +60,10 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(2));
     };
+    if let Err(e) = apns::Topic::parse(&a.topic) {
+        eprintln!("pushgate propeller: --topic {:?}: {e}", a.topic);
+        return Ok(ExitCode::from(2));
+    }
     let cert = std::fs::canonicalize(&a.cert)
         .with_context(|| format!("reading the certificate {}", a.cert.display()))?;
     std::fs::create_dir_all(&a.data).with_context(|| format!("creating {}", a.data.display()))?;
@@ -132,6 +136,9 @@ fn write_config(
     } else {
         String::new()
     };
+    // Every value a TOML string, quoted and escaped as TOML writes it: a path or a server
+    // with a quote or a newline in it stays one value.
+    let quoted = |s: &str| toml::Value::String(s.to_owned()).to_string();
     let text = format!(
         r#"# Written by `pushgate propeller` from its flags; rewritten at every start.
 [server]
@@ -140,31 +147,34 @@ listen = "{listen}"
 [storage]
 sqlite = "spool.db"
 
-# The auth token from {TOKEN_ENV}: /post's auth_token, the API's Bearer key, the dashboard.
+# The auth token from {TOKEN_ENV} (its SHA-256): /post's auth_token and the API's Bearer
+# key, for this app only.
 [[api_keys]]
 name = "propeller"
 key_sha256 = "{hash}"
-admin = true
+apps = [{app}]
 
 [[apps]]
-name = "{app}"
-topic = "{topic}"
+name = {app}
+topic = {topic}
 environment = "{environment}"
-certificate = "{cert}"
+certificate = {cert}
 {password}{endpoint}
 [[beanstalkd]]
-server = "{beanstalkd}"
-tubes = [{{ tube = "{topic}", app = "{app}" }}]
+server = {beanstalkd}
+tubes = [{{ tube = {topic}, app = {app} }}]
 watch_default = {watch_default}
 "#,
         listen = a.listen,
         hash = key_sha256_hex(token),
-        topic = a.topic,
-        cert = cert.display(),
-        beanstalkd = a.beanstalkd,
+        app = quoted(&app),
+        topic = quoted(&a.topic),
+        cert = quoted(&cert.display().to_string()),
+        beanstalkd = quoted(&a.beanstalkd),
         watch_default = !a.ignore_default,
     );
     let file = a.data.join("propeller.toml");
-    std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
+    // Readable by its owner only: it holds the token's hash.
+    super::serve::write_private(&file, &text)?;
     Ok(file)
 }

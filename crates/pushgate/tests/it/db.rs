@@ -10,6 +10,15 @@ fn pushgate(args: &[&str], config: &Path) -> Output {
         .arg(config))
 }
 
+/// A connection to the test database, driven on the current runtime.
+async fn client(pg: &gateway::config::Postgres) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(pg.url.expose(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -106,10 +115,7 @@ fn db_status_and_migrate_on_postgres() {
 
     // A version 1 database (its placeholder table of idempotency keys) is migrated to 2.
     rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(pg.url.expose(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let client = client(&pg).await;
         client
             .batch_execute(
                 "DROP TABLE idempotency_keys; CREATE TABLE idempotency_keys (app text NOT NULL, \
@@ -126,10 +132,7 @@ fn db_status_and_migrate_on_postgres() {
         text(&migrated)
     );
     rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(pg.url.expose(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let client = client(&pg).await;
         client
             .query("SELECT fingerprint, ids, scope FROM idempotency_keys", &[])
             .await
@@ -138,10 +141,7 @@ fn db_status_and_migrate_on_postgres() {
 
     // A database a newer pushgate migrated is refused, by status and by migrate.
     rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(pg.url.expose(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let client = client(&pg).await;
         client
             .execute("UPDATE pushgate_schema SET version = 99", &[])
             .await
@@ -236,10 +236,7 @@ fn concurrent_start_up_migrates_once() {
         text(&beside)
     );
     rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(pg.url.expose(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let client = client(&pg).await;
         let rows = client
             .query("SELECT version FROM pushgate_schema", &[])
             .await

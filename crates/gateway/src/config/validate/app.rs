@@ -259,7 +259,23 @@ impl Cx<'_> {
                         file: path,
                     }),
                     Err(e) => {
-                        self.problem(f.span(), &key, crate::error_chain(&e));
+                        use apns::auth::AuthError as A;
+                        // A problem of the key file is named at its own line.
+                        let about_key = matches!(
+                            e,
+                            A::KeyNeedsPassword { .. }
+                                | A::KeyPassword { .. }
+                                | A::LegacyEncryptedKey { .. }
+                                | A::NoPrivateKey { .. }
+                        );
+                        match (&c.certificate_key, about_key) {
+                            (Some(k), true) => self.problem(
+                                k.span(),
+                                &format!("{at}.certificate_key"),
+                                crate::error_chain(&e),
+                            ),
+                            _ => self.problem(f.span(), &key, crate::error_chain(&e)),
+                        }
                         None
                     }
                 }

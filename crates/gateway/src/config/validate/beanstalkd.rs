@@ -17,6 +17,14 @@ pub(super) struct AppLine {
     pub line: usize,
 }
 
+/// The line of app `name`'s `[[apps]]` table (0 if unknown).
+fn line_of(lines: &[AppLine], name: &str) -> usize {
+    lines
+        .iter()
+        .find(|l| l.name.as_deref() == Some(name))
+        .map_or(0, |l| l.line)
+}
+
 impl Cx<'_> {
     pub(super) fn beanstalkd(
         &mut self,
@@ -118,12 +126,7 @@ impl Cx<'_> {
     /// Two apps of one topic in one environment: a way in that routes by topic (`/post`, a
     /// tube named after it) could not tell them apart, even given the environment.
     pub(super) fn unique_topics(&mut self, apps: &[App], lines: &[AppLine]) {
-        let line_of = |name: &str| {
-            lines
-                .iter()
-                .find(|l| l.name.as_deref() == Some(name))
-                .map_or(0, |l| l.line)
-        };
+        let line_of = |name: &str| line_of(lines, name);
         for (i, a) in apps.iter().enumerate() {
             if let Some(b) = apps[..i]
                 .iter()
@@ -150,12 +153,7 @@ impl Cx<'_> {
         key: &str,
         span: std::ops::Range<usize>,
     ) -> Vec<Tube> {
-        let line_of = |name: &str| {
-            lines
-                .iter()
-                .find(|l| l.name.as_deref() == Some(name))
-                .map_or(0, |l| l.line)
-        };
+        let line_of = |name: &str| line_of(lines, name);
         let mut by_topic: HashMap<&str, &App> = HashMap::new();
         let mut tubes = Vec::new();
         for a in apps {

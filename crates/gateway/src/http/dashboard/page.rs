@@ -52,6 +52,9 @@ pub fn login(error: Option<&str>) -> String {
 /// propeller-apns' test form (its `templates/form.html`), posting to `/post`: for a logged-in
 /// admin only (propeller's was open to anyone who found it). `topics` fill the topic list.
 pub fn propeller_form(topics: &[String]) -> String {
+    let mut topics = topics.to_vec();
+    topics.sort();
+    topics.dedup();
     let options: String = topics
         .iter()
         .map(|t| format!("<option value=\"{0}\">{0}</option>", esc(t)))
@@ -66,6 +69,9 @@ pub fn propeller_form(topics: &[String]) -> String {
         "{}<body class=\"login\"><main><h1>Send a propeller job</h1>\
          <form method=\"post\" action=\"/post\" enctype=\"application/x-www-form-urlencoded\">\
          {}<label for=\"topic\">Topic</label><select id=\"topic\" name=\"topic\">{options}</select>\
+         <label for=\"environment\">Environment (when two apps share the topic)</label>\
+         <select id=\"environment\" name=\"environment\"><option value=\"\">the topic's one app</option>\
+         <option value=\"production\">production</option><option value=\"sandbox\">sandbox</option></select>\
          {}{}{}{}{}{}<button type=\"submit\">Post</button></form></main></body></html>",
         head("pushgate — propeller form", None),
         field("auth_token", "API key (auth_token)", "password", true),

@@ -37,14 +37,7 @@ pub(super) async fn exclusive(
     config: &Postgres,
 ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), SpoolError> {
     let target = &config.target;
-    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(config)?);
-    let (client, conn) = pg_config
-        .connect(tls)
-        .await
-        .map_err(pg(target, "connecting to PostgreSQL"))?;
-    let task = tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let (client, task) = connect_with(pg_config, config).await?;
     let locked: bool = client
         .query_one("SELECT pg_try_advisory_lock($1)", &[&schema::GATEWAY_LOCK])
         .await
@@ -182,14 +175,21 @@ pub(crate) async fn migrate(config: &Postgres) -> Result<i32, SpoolError> {
 async fn one_connection(
     config: &Postgres,
 ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), SpoolError> {
-    let target = &config.target;
-    let pg_config =
-        postgres_config(config.url.expose()).map_err(pg(target, "reading the PostgreSQL URL"))?;
+    let pg_config = postgres_config(config.url.expose())
+        .map_err(pg(&config.target, "reading the PostgreSQL URL"))?;
+    connect_with(&pg_config, config).await
+}
+
+/// A connection with `pg_config` over the TLS `config` asks for, and the task that drives it.
+async fn connect_with(
+    pg_config: &tokio_postgres::Config,
+    config: &Postgres,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), SpoolError> {
     let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(config)?);
     let (client, conn) = pg_config
         .connect(tls)
         .await
-        .map_err(pg(target, "connecting to PostgreSQL"))?;
+        .map_err(pg(&config.target, "connecting to PostgreSQL"))?;
     let task = tokio::spawn(async move {
         let _ = conn.await;
     });
