@@ -302,7 +302,7 @@ fn sighup_reloads_apps_while_streams_in_flight_finish_on_the_old_connections(bac
     );
 
     // The app moves to the new endpoint and an app is added.
-    let news = "\n[[apps]]\nname = \"news\"\ntopic = \"com.example.demo\"\nenvironment = \"sandbox\"\n\
+    let news = "\n[[apps]]\nname = \"news\"\ntopic = \"com.example.news\"\nenvironment = \"sandbox\"\n\
                 endpoint = \"{endpoint}\"\nca_file = \"{ca}\"\nkey_file = \"AuthKey_ABC123DEFG.p8\"\n\
                 key_id = \"ABC123DEFG\"\nteam_id = \"TEAM123456\"\n";
     let news = news
