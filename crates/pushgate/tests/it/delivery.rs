@@ -294,8 +294,8 @@ fn kill_9_loses_nothing_acknowledged(backend: Backend) {
     assert!(docs.iter().all(|d| d["state"] == "delivered"));
 }
 
-/// SIGTERM with streams in flight: they finish (no duplicates later), the process exits 0, and
-/// a restart finishes the rest.
+/// SIGTERM with streams in flight: they finish (no duplicates later), the process exits 0 (a
+/// SQLite spool leaves no `-wal`/`-shm` behind), and a restart finishes the rest.
 fn sigterm_finishes_streams_in_flight_and_exits_0(backend: Backend) {
     let sim = sim(&["--latency-ms", "300", "--max-streams", "20"]);
     let mut gw = Gw::start_on(&backend, &sim, "max_connections = 1");
@@ -306,6 +306,16 @@ fn sigterm_finishes_streams_in_flight_and_exits_0(backend: Backend) {
     });
     gw.signal("TERM");
     assert_eq!(gw.wait_exit(Duration::from_secs(15)), Some(0));
+    if matches!(backend, Backend::Sqlite) {
+        // A clean stop leaves the spool's file alone: its WAL checkpointed and removed.
+        for f in ["spool.db-wal", "spool.db-shm"] {
+            assert!(
+                !gw.dir.path().join(f).exists(),
+                "{f} left after a clean stop"
+            );
+        }
+        assert!(gw.dir.path().join("spool.db").exists());
+    }
     let delivered_before = sim_stat(&sim, "accepted");
     assert!(
         delivered_before > 0 && delivered_before < 200,

@@ -394,9 +394,27 @@ impl Spool for SqliteSpool {
 
     /// Stops the writer too; later calls on any clone fail with [`SpoolError::WriterGone`].
     async fn close(&self) -> Result<(), SpoolError> {
+        // The read connection closes first, so that the writer's is the file's last: closing
+        // it, SQLite removes `-wal` and `-shm` (a read-only connection closing last could
+        // not), and a clean stop leaves `spool.db` alone. Later reads find an empty database
+        // and fail, as every call after close does.
+        let reader = Arc::clone(&self.inner.reader);
+        let closed_reader = tokio::task::spawn_blocking(move || {
+            let mut conn = reader.lock().expect("the reader lock is never poisoned");
+            let old = std::mem::replace(
+                &mut *conn,
+                Connection::open_in_memory().map_err(sql("closing the spool's reader"))?,
+            );
+            old.close().map_err(|(_, source)| SpoolError::Sql {
+                what: "closing the spool's reader",
+                source,
+            })
+        })
+        .await
+        .map_err(|_| SpoolError::WriterGone)?;
         let stopped = self.call(|reply| Command::Stop { reply }).await;
         drop(self.inner.owner.lock().expect("owner lock").take());
-        stopped
+        stopped.and(closed_reader)
     }
 
     fn commits(&self) -> u64 {

@@ -146,6 +146,11 @@ pub(super) fn run(
     while let Ok(c) = rx.try_recv() {
         deliver(vec![refuse(c, || SpoolError::WriterGone)], &pending);
     }
+    // Everything in the WAL goes into the file, and the WAL is emptied: what a stop leaves
+    // is `spool.db` (the files go with the last connection).
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+        warn!(error = %e, "checkpointing the spool at close failed; the WAL stays beside it");
+    }
     let closed = conn.close().map_err(|(_, source)| SpoolError::Sql {
         what: "closing the spool",
         source,
