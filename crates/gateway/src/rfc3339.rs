@@ -4,15 +4,16 @@
 use std::time::SystemTime;
 
 use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
 
-/// `t` in UTC, to the millisecond (`2026-12-01T11:38:56.123Z`; whole seconds without a
-/// fraction).
+/// `t` in UTC, to the millisecond, always three digits (`2026-12-01T11:38:56.120Z`): every
+/// time has the same width, so log lines line up and sort as text.
 pub fn format(t: SystemTime) -> String {
     let t = time::OffsetDateTime::from(t);
-    let t = t
-        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
-        .unwrap_or(t);
-    t.format(&Rfc3339).unwrap_or_default()
+    t.format(format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    ))
+    .unwrap_or_default()
 }
 
 /// A time with any offset.
@@ -35,7 +36,12 @@ mod tests {
         );
         assert_eq!(
             format(UNIX_EPOCH + Duration::from_secs(60)),
-            "1970-01-01T00:01:00Z"
+            "1970-01-01T00:01:00.000Z"
+        );
+        assert_eq!(
+            format(UNIX_EPOCH + Duration::from_millis(1_800_000_000_440)),
+            "2027-01-15T08:00:00.440Z",
+            "a fixed width, not .44Z"
         );
         assert!(parse("yesterday").is_err());
     }

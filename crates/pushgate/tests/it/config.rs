@@ -93,3 +93,44 @@ fn config_check_reports_every_problem_and_exits_2() {
         assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
     }
 }
+
+/// The log on stderr: plain text without colour codes when stderr is not a terminal (a file,
+/// journald), and one JSON object a line with `--log-format json`.
+#[test]
+fn serve_logs_plain_text_off_a_terminal_and_json_on_request() {
+    let sim = crate::gateway_harness::sim(&[]);
+    for format in ["text", "json"] {
+        let dir = tempfile::tempdir().unwrap();
+        let config =
+            crate::gateway_harness::write_config(dir.path(), &sim, "AuthKey_ABC123DEFG.p8", "");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
+            .args(["--log-format", format, "serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out =
+            std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+        let first = out.next().unwrap().unwrap();
+        assert!(first.starts_with("pushgate listening on "), "{first}");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let output = child.wait_with_output().unwrap();
+        let log = String::from_utf8(output.stderr).unwrap();
+        assert!(!log.trim().is_empty(), "something was logged");
+        assert!(
+            !log.contains('\u{1b}'),
+            "no colour codes off a terminal: {log:?}"
+        );
+        if format == "json" {
+            for line in log.lines() {
+                let v: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+                assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+            }
+        }
+    }
+}
