@@ -61,6 +61,12 @@ pub async fn run(c: ConfigCommand) -> anyhow::Result<ExitCode> {
                 None => println!("  spool: {}", config.storage.sqlite.display()),
             }
             println!("  api keys: {}", config.api_keys.len());
+            if config.api_keys.is_empty() {
+                // Valid, but nothing could call it: every API request would be a 401.
+                eprintln!(
+                    "warning: no [[api_keys]]: every API call (and the dashboard's login) will answer 401 unauthorized; add one with key_sha256 = the SHA-256 of a key (`printf %s \"$KEY\" | sha256sum`)"
+                );
+            }
             for app in &config.apps {
                 println!("  app {} ({}, {})", app.name, app.topic, app.endpoint);
                 for cred in &app.credentials {

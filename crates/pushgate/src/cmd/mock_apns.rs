@@ -26,8 +26,12 @@ pub struct Args {
     #[arg(long)]
     ca_out: Option<PathBuf>,
     /// Require provider tokens (ES256 JWT) verifiable with this public key (PEM).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "jwt_key_out")]
     jwt_key: Option<PathBuf>,
+    /// Make a signing key for a trial: writes DIR/AuthKey_SIMULATED.p8 (the `key_file` a
+    /// gateway signs with) and its public half, and requires tokens signed by it.
+    #[arg(long)]
+    jwt_key_out: Option<PathBuf>,
     /// Ask for client certificates; requests without one from this CA get 403 BadCertificate.
     #[arg(long)]
     client_ca: Option<PathBuf>,
@@ -101,6 +105,19 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(p) = &a.jwt_key {
         b = b.jwt_key(read(p)?);
+    }
+    if let Some(dir) = &a.jwt_key_out {
+        std::fs::create_dir_all(dir)?;
+        let key = rcgen::KeyPair::generate()?;
+        let p8 = dir.join("AuthKey_SIMULATED.p8");
+        super::serve::write_private(&p8, &key.serialize_pem())?;
+        std::fs::write(dir.join("AuthKey_SIMULATED.pub.pem"), key.public_key_pem())?;
+        b = b.jwt_key(key.public_key_pem().into_bytes());
+        // Before the addresses, so that a reader of the first lines finds the key too.
+        eprintln!(
+            "signing key: {} (key_id and team_id: any 10 letters or digits)",
+            p8.display()
+        );
     }
     if let Some(p) = &a.client_ca {
         b = b.client_ca(read(p)?);

@@ -47,6 +47,10 @@ certificate_password_env = "PUSHGATE_TEST_P12_PASSWORD"
     );
     assert!(stdout.contains(": ok"), "{stdout}");
     assert!(
+        String::from_utf8_lossy(&out.stderr).contains("warning: no [[api_keys]]"),
+        "a file without API keys is valid, and said to be unusable"
+    );
+    assert!(
         stdout.contains("token key ABC123DEFG (team TEAM123456)"),
         "{stdout}"
     );

@@ -413,3 +413,31 @@ on_each_backend!(
     a_notification_awaiting_apples_answer_is_in_flight,
     a_bad_key_halts_the_app_until_a_fixed_config_is_reloaded,
 );
+
+/// A trial without Apple, as docs/momentum.md's recipe runs it: `mock-apns --jwt-key-out`
+/// makes the signing key, and a gateway signing with it delivers.
+#[test]
+fn a_trial_key_from_the_simulator_delivers() {
+    let keys = tempfile::tempdir().unwrap();
+    let sim = start_sim(&["--jwt-key-out", keys.path().to_str().unwrap()]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        keys.path().join("AuthKey_SIMULATED.p8"),
+        dir.path().join("AuthKey_SIMULATED.p8"),
+    )
+    .unwrap();
+    let config = write_config(dir.path(), &sim, "AuthKey_SIMULATED.p8", "");
+    let mut gw = Gw::new(dir, config);
+    gw.spawn();
+    let ids = gw.submit(json!({"app": "shop", "tokens": [token(5)], "alert": "trial"}));
+    let docs = gw.wait_final(&ids, MINUTE);
+    assert_eq!(docs[0]["state"], "delivered", "{}", docs[0]);
+    assert!(keys.path().join("AuthKey_SIMULATED.pub.pem").exists());
+    // The simulator checks tokens against that key: one signed with another is refused.
+    let other = Gw::start(&sim, "");
+    other.submit(json!({"app": "shop", "tokens": [token(6)], "alert": "x"}));
+    wait_until("the other key refused", MINUTE, || {
+        let (status, ready) = other.api("GET", "/readyz", None);
+        status == 503 && ready.to_string().contains("InvalidProviderToken")
+    });
+}
