@@ -637,3 +637,32 @@ fn a_certificate_is_read_in_the_shape_its_owner_has_it() {
         .to_string();
     assert!(err.contains("give its password"), "{err}");
 }
+
+/// Momentum's names, brought along from `ecelerity.conf`, are answered with pushgate's.
+#[test]
+fn momentums_names_get_pushgates() {
+    let dir = folder();
+    let text = "[log]\nfile = \"d.log\"\nheartbeat = 60\nlogmode = \"0644\"\n\n[[apps]]\nname = \"apn_example.com\"\n\
+                topic = \"com.example.demo\"\nenvironment = \"sandbox\"\nkey_file = \"AuthKey_ABC123DEFG.p8\"\n\
+                key_id = \"ABC123DEFG\"\nteam_id = \"TEAM123456\"\nmax_outbound_connections = 20\n\
+                tls_certificate = \"push.pem\"\nidle_timeout = 10\n";
+    let err = Config::load(&write(dir.path(), text))
+        .unwrap_err()
+        .to_string();
+    for expected in [
+        ":3: log.heartbeat: unknown key; did you mean heartbeat_s",
+        ":4: log.logmode: unknown key; did you mean mode",
+        ":13: apps[0].max_outbound_connections: unknown key; did you mean max_connections",
+        ":14: apps[0].tls_certificate: unknown key; did you mean certificate",
+        ":15: apps[0].idle_timeout: unknown key; did you mean idle_timeout_s",
+    ] {
+        assert!(err.contains(expected), "{expected:?} missing from:\n{err}");
+    }
+    // Momentum's unquoted octal mode is a TOML error: it says how to write it.
+    let octal = write(dir.path(), "[log]\nfile = \"d.log\"\nmode = 0644\n");
+    let err = Config::load(&octal).unwrap_err().to_string();
+    assert!(
+        err.contains(":3:") && err.contains("mode = \"0644\""),
+        "{err}"
+    );
+}

@@ -44,10 +44,18 @@ pub fn load_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
     let spans = (!unknown.is_empty()).then(|| Spans::parse(text));
     for path in unknown {
         let span = spans.as_ref().and_then(|s| s.locate(&path));
+        let last = match path.last() {
+            Some(spans::Seg::Key(k)) => momentum_name(k),
+            _ => None,
+        };
+        let message = match last {
+            Some(hint) => format!("unknown key; {hint}"),
+            None => "unknown key".to_owned(),
+        };
         cx.problems.push(Problem {
             line: span.map(|s| cx.line_of(s.start)),
             key: display_path(&path),
-            message: "unknown key".to_owned(),
+            message,
         });
     }
     let config = cx.config(raw, file);
@@ -82,10 +90,17 @@ impl Cx<'_> {
     }
 
     fn toml_problem(&self, e: &toml::de::Error) -> Problem {
+        let mut message = e.message().trim().to_owned();
+        // Momentum's `logmode = 0644`: TOML has no leading zeros.
+        if message.contains("leading zero") {
+            message.push_str(
+                " (a file mode like Momentum's logmode is written as a string: mode = \"0644\")",
+            );
+        }
         Problem {
             line: e.span().map(|s| self.line_of(s.start)),
             key: String::new(),
-            message: e.message().trim().to_owned(),
+            message,
         }
     }
 
@@ -430,6 +445,32 @@ impl Cx<'_> {
             }
         }
     }
+}
+
+/// What pushgate calls a Momentum `ecelerity.conf` name an operator brought along
+/// (docs/momentum.md's table), for the "unknown key" it is.
+fn momentum_name(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "heartbeat" => "did you mean heartbeat_s (in [log], seconds)?",
+        "logfile" => "did you mean file (in [log])?",
+        "logmode" => "did you mean mode (in [log], a string: mode = \"0644\")?",
+        "max_outbound_connections" => {
+            "did you mean max_connections (in [[apps]])? An HTTP/2 connection carries many streams: 4 is plenty"
+        }
+        "delivery_response_timeout" => {
+            "did you mean delivery_response_timeout_ms (in [[apps]], milliseconds)?"
+        }
+        "idle_timeout" => "did you mean idle_timeout_s (in [[apps]], seconds)?",
+        "tls_certificate" => "did you mean certificate (in [[apps]])?",
+        "tls_key" => "did you mean certificate_key (in [[apps]])?",
+        "routes" => "say environment = \"production\" or \"sandbox\" (in [[apps]]) instead",
+        "tls" | "tls_verify" | "tls_ciphers" => {
+            "not needed: TLS 1.2 or later to Apple, its certificate always verified"
+        }
+        "delivery_method" => "not needed: every app delivers to APNs",
+        "mcmt_reception" => "not needed: [smtp] always takes MCMT",
+        _ => return None,
+    })
 }
 
 fn valid_name(s: &str) -> bool {
