@@ -299,6 +299,16 @@ impl ClientIdentity {
         what: &str,
     ) -> Result<Self, AuthError> {
         let info = inspect_certificate(&certs[0], what)?;
+        // rustls would call a v1 certificate a key mismatch (UnsupportedCertVersion): say what
+        // it is instead.
+        if let Ok((_, leaf)) = x509_parser::parse_x509_certificate(&certs[0])
+            && leaf.version() != x509_parser::x509::X509Version::V3
+        {
+            return Err(AuthError::CertificateVersion {
+                what: what.to_owned(),
+                version: leaf.version().0 + 1,
+            });
+        }
         let provider = rustls::crypto::aws_lc_rs::default_provider();
         let key = CertifiedKey::from_der(certs, key, &provider).map_err(|source| {
             AuthError::KeyMismatch {
@@ -429,6 +439,15 @@ mod tests {
         // A PEM with a certificate and no key at all.
         let e = ClientIdentity::load(&CLIENT, None, "", "client.pem").unwrap_err();
         assert!(matches!(e, AuthError::NoPrivateKey { .. }), "{e}");
+        // A v1 certificate is named as such, not as a key that does not match.
+        let v1 = fixture("client-v1.pem");
+        let e = ClientIdentity::load(&v1, Some((&CLIENT_KEY, "client-key.pem")), "", "v1.pem")
+            .unwrap_err();
+        assert!(
+            matches!(e, AuthError::CertificateVersion { version: 1, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("must be version 3"), "{e}");
         // A DER certificate alone (Apple's aps.cer) is not a .p12 with a wrong password.
         let der = CertificateDer::pem_slice_iter(&CLIENT)
             .next()

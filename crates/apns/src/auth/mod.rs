@@ -79,4 +79,8 @@ pub enum AuthError {
         "{what} is a certificate alone (DER, as Apple hands out aps.cer), without its private key: export certificate and key together from Keychain as a .p12, or convert it to PEM (`openssl x509 -inform der -in {what} -out cert.pem`) and give the key with certificate_key"
     )]
     CertificateWithoutKey { what: String },
+    #[error(
+        "{what}: an X.509 version {version} certificate; a TLS client certificate must be version 3 (Apple's are). One made with `openssl x509 -req` without `-extfile` is version 1"
+    )]
+    CertificateVersion { what: String, version: u32 },
 }
