@@ -301,13 +301,19 @@ impl Drop for Server {
 fn installed() -> Option<PathBuf> {
     let bin = bin_dir();
     if bin.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "PostgreSQL is not installed (apt-get install postgresql): under CI=true its tests fail"
-        );
-        eprintln!("skipped: PostgreSQL is not installed (apt-get install postgresql)");
+        not_installed("PostgreSQL", "postgresql");
     }
     bin
+}
+
+/// A test server's programs are missing: a failure under `CI=true` (a missing install step must
+/// not pass unseen), a skip elsewhere, said on stderr.
+pub(crate) fn not_installed(what: &str, package: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{what} is not installed (apt-get install {package}): under CI=true its tests fail"
+    );
+    eprintln!("skipped: {what} is not installed (apt-get install {package})");
 }
 
 /// A fresh, empty database on the shared test server; `None` when PostgreSQL is not installed

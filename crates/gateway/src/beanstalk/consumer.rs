@@ -459,7 +459,8 @@ async fn submit(
         Ok(d) => d,
         Err(why) => return Verdict::Bury(why),
     };
-    let requests = match crate::ingest::json::parse(&doc, &caller, &config, SystemTime::now()) {
+    let requests = match crate::ingest::json::parse_value(&doc, &caller, &config, SystemTime::now())
+    {
         Ok((requests, _)) => requests,
         // The configuration's doing (an app renamed by a reload, a key's apps narrowed), not
         // the job's: kept in the queue, and said on /readyz.

@@ -25,12 +25,16 @@ const EXTENSIONS: [&str; 11] = [
 ];
 
 /// The HTTP API's document for a job of `app`'s tube, or why the job is not a notification.
-pub fn document(body: &[u8], app: &str) -> Result<Vec<u8>, String> {
-    let job: Map<String, Value> = match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(o)) => o,
-        Ok(_) => return Err("the job is not a JSON object".to_owned()),
-        Err(e) => return Err(format!("the job is not JSON: {e}")),
-    };
+pub fn document(body: &[u8], app: &str) -> Result<Value, String> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(job)) => from_job(job, app),
+        Ok(_) => Err("the job is not a JSON object".to_owned()),
+        Err(e) => Err(format!("the job is not JSON: {e}")),
+    }
+}
+
+/// As [`document`], for a job already parsed (propeller's form builds one).
+pub fn from_job(job: Map<String, Value>, app: &str) -> Result<Value, String> {
     let mut doc = Map::new();
     doc.insert("app".to_owned(), Value::String(app.to_owned()));
     let mut alert = Map::new();
@@ -75,7 +79,7 @@ pub fn document(body: &[u8], app: &str) -> Result<Vec<u8>, String> {
     if !alert.is_empty() {
         doc.insert("alert".to_owned(), Value::Object(alert));
     }
-    serde_json::to_vec(&Value::Object(doc)).map_err(|e| e.to_string())
+    Ok(Value::Object(doc))
 }
 
 #[cfg(test)]
@@ -83,7 +87,7 @@ mod tests {
     use super::*;
 
     fn doc(body: &str) -> Result<Value, String> {
-        document(body.as_bytes(), "shop").map(|d| serde_json::from_slice(&d).expect("JSON"))
+        document(body.as_bytes(), "shop")
     }
 
     #[test]

@@ -17,5 +17,5 @@ mod proto;
 
 pub use client::{ClientError, Conn};
 pub use consumer::spawn;
-pub use job::document;
+pub use job::{document, from_job};
 pub use proto::{Command, ProtoError, Reply, ReplyCodec, stat, valid_tube};

@@ -109,13 +109,13 @@ pub async fn post(
             job.insert(k.into(), json!(n));
         }
     }
-    let raw = serde_json::to_vec(&job).map_err(|e| ApiError::new(Code::Internal, e.to_string()))?;
-    let doc = crate::beanstalk::document(&raw, &app)
+    let doc = crate::beanstalk::from_job(job, &app)
         .map_err(|why| ApiError::new(Code::InvalidField, why))?;
-    let (requests, ids) = crate::ingest::json::parse(&doc, &caller, &config, SystemTime::now())?;
+    let (requests, ids) =
+        crate::ingest::json::parse_value(&doc, &caller, &config, SystemTime::now())?;
     // Keyed by the document, which names the app: the same job for another topic is another
     // request.
-    let key = super::idempotency::key(&headers, &caller, "post", &doc)?;
+    let key = super::idempotency::key(&headers, &caller, "post", doc.to_string().as_bytes())?;
     let accepted = state
         .intake
         .submit(Submission::new(Some(caller), requests).once(key))

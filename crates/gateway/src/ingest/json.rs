@@ -49,7 +49,18 @@ pub fn parse(
 ) -> Result<(Vec<NewRequest>, Vec<ApnsId>), Rejection> {
     let doc: Value = serde_json::from_slice(body)
         .map_err(|e| Rejection::new(Problem::InvalidJson, format!("the body is not JSON: {e}")))?;
-    let list: Vec<&Map<String, Value>> = match &doc {
+    parse_value(&doc, caller, config, now)
+}
+
+/// As [`parse`], for a document already parsed (a beanstalkd job, propeller's form, built as
+/// the API's document without a round trip through text).
+pub fn parse_value(
+    doc: &Value,
+    caller: &Caller,
+    config: &Config,
+    now: SystemTime,
+) -> Result<(Vec<NewRequest>, Vec<ApnsId>), Rejection> {
+    let list: Vec<&Map<String, Value>> = match doc {
         Value::Object(o) if o.contains_key("notifications") => {
             if o.len() > 1 {
                 return Err(field("a batch has only the key \"notifications\""));
@@ -290,11 +301,8 @@ pub(crate) fn one(
     let delay = within("delay", int(n, "delay")?)?;
     let ttl = within("ttl", int(n, "ttl")?)?;
     let now_unix = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let expiration = within(
-        "expiration",
-        int(n, "expiration")?.map(|e| e.saturating_sub(now_unix)),
-    )?
-    .and(int(n, "expiration")?);
+    let expiration = int(n, "expiration")?;
+    within("expiration", expiration.map(|e| e.saturating_sub(now_unix)))?;
     let send_at = match (string(n, "send_at")?, delay) {
         (Some(s), _) => Some(parse_rfc3339(s)?),
         (None, Some(d)) => Some(now + Duration::from_secs(d)),

@@ -17,12 +17,23 @@ pub(super) struct AppLine {
     pub line: usize,
 }
 
-/// The line of app `name`'s `[[apps]]` table (0 if unknown).
-fn line_of(lines: &[AppLine], name: &str) -> usize {
-    lines
-        .iter()
-        .find(|l| l.name.as_deref() == Some(name))
-        .map_or(0, |l| l.line)
+/// `apps "a" (line N) and "b" (line M) have the same topic "t"`, with each `[[apps]]` table's
+/// line.
+fn same_topic(lines: &[AppLine], a: &App, b: &App) -> String {
+    let line_of = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l.name.as_deref() == Some(name))
+            .map_or(0, |l| l.line)
+    };
+    format!(
+        "apps {:?} (line {}) and {:?} (line {}) have the same topic {:?}",
+        a.name,
+        line_of(&a.name),
+        b.name,
+        line_of(&b.name),
+        b.topic.as_str()
+    )
 }
 
 impl Cx<'_> {
@@ -126,19 +137,14 @@ impl Cx<'_> {
     /// Two apps of one topic in one environment: a way in that routes by topic (`/post`, a
     /// tube named after it) could not tell them apart, even given the environment.
     pub(super) fn unique_topics(&mut self, apps: &[App], lines: &[AppLine]) {
-        let line_of = |name: &str| line_of(lines, name);
         for (i, a) in apps.iter().enumerate() {
             if let Some(b) = apps[..i]
                 .iter()
                 .find(|b| b.topic == a.topic && b.environment == a.environment)
             {
                 let message = format!(
-                    "apps {:?} (line {}) and {:?} (line {}) have the same topic {:?} in the same environment: a way in that routes by topic (POST /post, a beanstalkd tube) could not tell them apart",
-                    b.name,
-                    line_of(&b.name),
-                    a.name,
-                    line_of(&a.name),
-                    a.topic.as_str()
+                    "{} in the same environment: a way in that routes by topic (POST /post, a beanstalkd tube) could not tell them apart",
+                    same_topic(lines, b, a)
                 );
                 self.problem(0..0, "apps", message);
             }
@@ -153,18 +159,13 @@ impl Cx<'_> {
         key: &str,
         span: std::ops::Range<usize>,
     ) -> Vec<Tube> {
-        let line_of = |name: &str| line_of(lines, name);
         let mut by_topic: HashMap<&str, &App> = HashMap::new();
         let mut tubes = Vec::new();
         for a in apps {
             if let Some(other) = by_topic.insert(a.topic.as_str(), a) {
                 let message = format!(
-                    "apps {:?} (line {}) and {:?} (line {}) have the same topic {:?}, so one tube named after it would feed both; give each its own tube in `tubes`",
-                    other.name,
-                    line_of(&other.name),
-                    a.name,
-                    line_of(&a.name),
-                    a.topic.as_str()
+                    "{}, so one tube named after it would feed both; give each its own tube in `tubes`",
+                    same_topic(lines, other, a)
                 );
                 self.problem(span.clone(), key, message);
                 continue;
