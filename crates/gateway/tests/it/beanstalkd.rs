@@ -253,8 +253,19 @@ async fn a_beanstalkd_restart_mid_stream_loses_nothing_and_sends_nothing_twice(b
         live.held().await >= 300
     })
     .await;
+    // Commits held back while beanstalkd freezes, so that jobs are surely reserved and not yet
+    // committed at that moment; once let go, they commit, and their deletes get no answer.
+    let blocker = Blocker::hold(&backend, live.dir.path()).await;
+    until(
+        "jobs reserved, waiting for their commits",
+        MINUTE,
+        || async { tube_stats(&bs, &tube).await["current-jobs-reserved"].as_u64() > Some(0) },
+    )
+    .await;
     bs.freeze();
-    let frozen_at = live.held().await;
+    // Counted through the blocker's own connection: the gateway's are all waiting.
+    let frozen_at = blocker.held().await;
+    blocker.release().await;
     until("commits after the freeze", MINUTE, || async {
         live.held().await > frozen_at
     })
@@ -298,6 +309,50 @@ async fn a_beanstalkd_restart_mid_stream_loses_nothing_and_sends_nothing_twice(b
     let stats = tube_stats(&bs, &tube).await;
     assert_eq!(stats["current-jobs-ready"], 0, "{stats}");
     live.stop().await;
+}
+
+/// Holds the spool's commits back: SQLite's file locked, PostgreSQL's requests table locked.
+enum Blocker {
+    Sqlite(rusqlite::Connection),
+    Postgres(tokio_postgres::Client),
+}
+
+impl Blocker {
+    async fn hold(backend: &Backend, dir: &std::path::Path) -> Blocker {
+        match backend {
+            Backend::Sqlite => {
+                let c = rusqlite::Connection::open(dir.join("spool.db")).unwrap();
+                c.execute_batch("BEGIN IMMEDIATE").unwrap();
+                Blocker::Sqlite(c)
+            }
+            Backend::Postgres(pg) => {
+                let (c, conn) = tokio_postgres::connect(pg.url.expose(), tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                c.batch_execute("BEGIN; LOCK TABLE requests IN EXCLUSIVE MODE")
+                    .await
+                    .unwrap();
+                Blocker::Postgres(c)
+            }
+        }
+    }
+
+    /// Notifications the spool holds, read past the lock.
+    async fn held(&self) -> u64 {
+        let query = "SELECT count(*) FROM notifications";
+        match self {
+            Blocker::Sqlite(c) => c.query_row(query, [], |r| r.get::<_, i64>(0)).unwrap() as u64,
+            Blocker::Postgres(c) => c.query_one(query, &[]).await.unwrap().get::<_, i64>(0) as u64,
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            Blocker::Sqlite(c) => c.execute_batch("ROLLBACK").unwrap(),
+            Blocker::Postgres(c) => c.batch_execute("ROLLBACK").await.unwrap(),
+        }
+    }
 }
 
 /// A job reserved five times by workers that died holding it (here: a client that reserves it
