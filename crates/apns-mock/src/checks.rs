@@ -8,8 +8,9 @@
 //! 5. priority 10, 5 or 1 (BadPriority); expiration a number (BadExpirationDate)
 //! 6. push type known (InvalidPushType); background not at priority 10 (BadPriority); topic
 //!    carries the push type's suffix (BadTopic)
-//! 7. path `/3/device/<hex>` (BadPath / MissingDeviceToken / BadDeviceToken), then the token
-//!    lists: forced answers, unregistered (410 + timestamp), bad tokens
+//! 7. path `/3/device/<hex>` (BadPath / MissingDeviceToken / BadDeviceToken, also for a token
+//!    of a size no device issues), then the token lists: forced answers, unregistered (410 +
+//!    timestamp), bad tokens
 //! 8. credentials: client certificate or provider token
 //! 9. body present (PayloadEmpty) and within 4096 bytes, 5120 for VoIP (PayloadTooLarge)
 
@@ -136,6 +137,9 @@ pub fn check(
         return Err(Reason::BadPath.into());
     }
     let token = DeviceToken::parse(token).map_err(|_| Rejection::from(Reason::BadDeviceToken))?;
+    if !b.token_bytes.contains(&(token.as_str().len() / 2)) {
+        return Err(Reason::BadDeviceToken.into());
+    }
     let token = token.as_str();
     if let Some((status, reason)) = b.reasons.get(token) {
         return Err(Rejection {

@@ -77,6 +77,8 @@ pub(crate) struct Behaviour {
     pub bad_tokens: HashSet<String>,
     /// Token → forced status and reason.
     pub reasons: HashMap<String, (u16, Reason)>,
+    /// The sizes, in bytes, of the tokens devices issue; any other is a BadDeviceToken.
+    pub token_bytes: Vec<usize>,
     pub latency: Duration,
     pub fail_rate: f64,
     pub goaway_every: Option<u64>,
@@ -110,6 +112,7 @@ pub struct MockApnsBuilder {
     unregistered: HashMap<String, u64>,
     bad_tokens: HashSet<String>,
     reasons: HashMap<String, (u16, Reason)>,
+    token_bytes: Vec<usize>,
     latency: Duration,
     fail_rate: f64,
     goaway_every: Option<u64>,
@@ -130,6 +133,7 @@ impl Default for MockApnsBuilder {
             unregistered: HashMap::new(),
             bad_tokens: HashSet::new(),
             reasons: HashMap::new(),
+            token_bytes: vec![DEVICE_TOKEN_BYTES],
             latency: Duration::ZERO,
             fail_rate: 0.0,
             goaway_every: None,
@@ -141,6 +145,9 @@ impl Default for MockApnsBuilder {
         }
     }
 }
+
+/// The size of the tokens Apple's devices issue today: 32 bytes, 64 hex characters.
+pub const DEVICE_TOKEN_BYTES: usize = 32;
 
 fn normalise(token: &str) -> String {
     token.to_ascii_lowercase()
@@ -181,6 +188,15 @@ impl MockApnsBuilder {
     /// Answer this status and reason for this token.
     pub fn reason(mut self, token: &str, status: u16, reason: Reason) -> Self {
         self.reasons.insert(normalise(token), (status, reason));
+        self
+    }
+    /// Accept tokens of these sizes in bytes (default 32, Apple's today; Apple says not to
+    /// count on it, so a test can add a longer size); any other is answered 400
+    /// BadDeviceToken, as Apple answers a token no device issued. An empty list keeps 32.
+    pub fn token_bytes(mut self, sizes: &[usize]) -> Self {
+        if !sizes.is_empty() {
+            self.token_bytes = sizes.to_vec();
+        }
         self
     }
     /// Wait this long before each answer.
@@ -319,6 +335,7 @@ impl MockApnsBuilder {
                 unregistered: self.unregistered,
                 bad_tokens: self.bad_tokens,
                 reasons: self.reasons,
+                token_bytes: self.token_bytes,
                 latency: self.latency,
                 fail_rate: self.fail_rate,
                 goaway_every: self.goaway_every,

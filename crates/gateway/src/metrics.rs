@@ -80,6 +80,11 @@ pub fn beanstalkd_job(tube: &str, outcome: &'static str) {
         .increment(1);
 }
 
+/// Accepted notifications whose token is not of the size devices issue today.
+pub fn unusual_tokens(app: &str, n: u64) {
+    metrics::counter!("pushgate_unusual_tokens_total", "app" => app.to_owned()).increment(n);
+}
+
 /// A submission answered from its idempotency key: stored before, nothing stored now.
 pub fn replayed() {
     metrics::counter!("pushgate_idempotent_replays_total").increment(1);

@@ -106,6 +106,8 @@ pub struct Intake {
     /// What is wrong with a way in now (a beanstalkd server out of reach), by way in, for
     /// `/readyz`.
     troubles: Mutex<std::collections::BTreeMap<String, String>>,
+    /// The warning about tokens of an unusual size.
+    token_sizes: Arc<super::token_sizes::TokenSizes>,
 }
 
 impl Intake {
@@ -118,6 +120,7 @@ impl Intake {
             dispatch: Some(dispatch),
             committing: Arc::default(),
             troubles: Mutex::default(),
+            token_sizes: Arc::default(),
         }
     }
 
@@ -129,6 +132,7 @@ impl Intake {
             dispatch: None,
             committing: Arc::default(),
             troubles: Mutex::default(),
+            token_sizes: Arc::default(),
         }
     }
 
@@ -176,6 +180,7 @@ impl Intake {
     pub async fn submit(&self, submission: Submission) -> Result<Accepted, SubmitError> {
         let spool = self.spool.clone();
         let dispatch = self.dispatch.clone();
+        let token_sizes = Arc::clone(&self.token_sizes);
         let claim = match &submission.idempotency {
             Some(k) => Some(Claim::take(&self.committing, k)?),
             None => None,
@@ -211,6 +216,7 @@ impl Intake {
             for r in &committed {
                 crate::metrics::accepted(&r.app, r.len());
             }
+            token_sizes.check(&committed);
             tracing::debug!(
                 caller = caller.as_ref().map(|c| c.name.as_str()),
                 requests = committed.len(),

@@ -44,6 +44,10 @@ pub struct Args {
     /// Forced answers: `token status reason` per line.
     #[arg(long)]
     reasons: Option<PathBuf>,
+    /// The token sizes, in bytes, that devices issue; any other is answered 400
+    /// BadDeviceToken. Apple's are 32 today; add a size to try a longer one (`32,100`).
+    #[arg(long, value_delimiter = ',', default_value = "32")]
+    token_bytes: Vec<usize>,
     /// Delay before every answer, in milliseconds.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
@@ -89,6 +93,10 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     if !(0.0..=1.0).contains(&a.fail_rate) {
         anyhow::bail!("--fail-rate must be between 0 and 1 (got {})", a.fail_rate);
     }
+    let most = apns::notification::MAX_TOKEN_HEX / 2;
+    if let Some(n) = a.token_bytes.iter().find(|n| !(1..=most).contains(*n)) {
+        anyhow::bail!("--token-bytes must list sizes from 1 to {most} bytes (got {n})");
+    }
     let mut b = MockApns::builder()
         .listen(a.listen)
         .latency(Duration::from_millis(a.latency_ms))
@@ -96,7 +104,8 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         .max_streams(a.max_streams)
         .clock_offset(a.clock_offset_s)
         .reject_connections(a.reject_connections)
-        .record_limit(a.record_limit);
+        .record_limit(a.record_limit)
+        .token_bytes(&a.token_bytes);
     if let Some(n) = a.goaway_every {
         b = b.goaway_every(n).goaway_code(a.goaway_code);
     }

@@ -228,6 +228,16 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         base: a.server.trim_end_matches('/').to_owned(),
         key,
     };
+    let usual = gateway::ingest::USUAL_TOKEN_HEX;
+    let unusual = tokens.iter().filter(|t| t.len() != usual).count();
+    if let Some(first) = tokens.iter().find(|t| t.len() != usual) {
+        eprintln!(
+            "pushgate send: warning: {unusual} token(s) are not {usual} hex characters (the first: \
+             {} characters); Apple's device tokens are 32 bytes, and Apple answers BadDeviceToken \
+             to a token no device issued",
+            first.len()
+        );
+    }
     let json_out = a.output == "json";
     let interactive = !json_out && std::io::stderr().is_terminal();
     let bar = progress(interactive, tokens.len(), "submitting");

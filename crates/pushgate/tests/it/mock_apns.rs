@@ -14,7 +14,9 @@ use crate::harness::*;
 const TOKEN: &str = "6a3c8f0e9d1b2a4c5e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5";
 const DEAD: &str = "dead000000000000000000000000000000000000000000000000000000000001";
 const BAD: &str = "bad0000000000000000000000000000000000000000000000000000000000002";
-const FORCED: &str = "f0000000000000000000000000000000000000000000000000000000000003";
+const FORCED: &str = "f000000000000000000000000000000000000000000000000000000000000003";
+/// The seed's 35-character token "fixed" to an even length: hex, but of no device.
+const SHORT: &str = "0123456789abcdef0123456789abcdef01";
 
 fn bearer() -> String {
     let key = SigningKey::from_file(
@@ -216,6 +218,20 @@ fn the_simulator_answers_apples_checks_to_curl() {
             Some("BadDeviceToken"),
         ),
         (
+            "34-character token",
+            device(SHORT),
+            vec!["-H", topic, "-H", &auth, "-d", alert],
+            400,
+            Some("BadDeviceToken"),
+        ),
+        (
+            "66-character token",
+            device(&format!("{TOKEN}00")),
+            vec!["-H", topic, "-H", &auth, "-d", alert],
+            400,
+            Some("BadDeviceToken"),
+        ),
+        (
             "unregistered",
             device(DEAD),
             vec!["-H", topic, "-H", &auth, "-d", alert],
@@ -357,6 +373,64 @@ fn the_simulator_answers_apples_checks_to_curl() {
     assert_eq!(s["by_status"]["200"], 3);
     assert_eq!(s["by_reason"]["Unregistered"], 2);
     assert_eq!(s["requests"], cases.len() as u64 + 2);
+}
+
+/// `--token-bytes` lets a test try the longer tokens Apple says may come; 32 bytes stays
+/// accepted only when listed.
+#[test]
+fn token_sizes_can_be_widened() {
+    let pub_key = fixtures().join("AuthKey_ABC123DEFG.pub.pem");
+    let sim = start_sim(&[
+        "--token-bytes",
+        "32,100",
+        "--jwt-key",
+        pub_key.to_str().unwrap(),
+    ]);
+    let auth = bearer();
+    let post = |token: &str| {
+        let (status, body, _) = curl(
+            &sim,
+            &format!("/3/device/{token}"),
+            &[
+                "-H",
+                "apns-topic: com.example.demo",
+                "-H",
+                &auth,
+                "-d",
+                "{}",
+            ],
+        );
+        (status, body)
+    };
+    assert_eq!(post(TOKEN).0, 200);
+    assert_eq!(post(&"ab".repeat(100)).0, 200, "a 100-byte token is listed");
+    let (status, body) = post(SHORT);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("BadDeviceToken"), "{body}");
+
+    let only_long = start_sim(&[
+        "--token-bytes",
+        "100",
+        "--jwt-key",
+        pub_key.to_str().unwrap(),
+    ]);
+    let (status, body, _) = curl(
+        &only_long,
+        &format!("/3/device/{TOKEN}"),
+        &[
+            "-H",
+            "apns-topic: com.example.demo",
+            "-H",
+            &auth,
+            "-d",
+            "{}",
+        ],
+    );
+    assert_eq!(
+        (status, body.contains("BadDeviceToken")),
+        (400, true),
+        "{body}"
+    );
 }
 
 #[test]

@@ -14,7 +14,9 @@ use crate::harness::fixtures;
 
 const KEY: &str = "send-test-key-0123456789";
 const T1: &str = "6a3c8f0e9d1b2a4c5e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5";
-const DEAD: &str = "00000000000000000000000000000000000000000000000000000000000000dead";
+const DEAD: &str = "000000000000000000000000000000000000000000000000000000000000dead";
+/// Hex, but of a size no device issues (the seed's 35-character token, "fixed").
+const SHORT: &str = "0123456789abcdef0123456789abcdef01";
 
 struct Gateway {
     url: String,
@@ -186,6 +188,31 @@ fn send_wait_reports_outcomes_and_sets_the_exit_code() {
     assert_eq!(doc["states"]["delivered"], 1);
     assert_eq!(doc["states"]["failed"], 1);
     assert_eq!(doc["reasons"]["Unregistered"], 1);
+
+    // A token of an unusual size is sent (Apple says not to count on the size), warned about
+    // by send and by the gateway, and refused by the simulator as Apple refuses it.
+    let out = send_to(&gw, &["--token", SHORT, "--wait", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("1 token(s) are not 64 hex characters (the first: 34"),
+        "{}",
+        text(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["reasons"]["BadDeviceToken"], 1, "{doc}");
+    let log = gw.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("device tokens of an unusual size"))
+        .unwrap_or_else(|| panic!("no warning in the log:\n{log}"));
+    assert!(
+        warning.contains("app=shop") && warning.contains("hex_characters=34"),
+        "{warning}"
+    );
+    assert!(
+        !log.contains(SHORT),
+        "the warning names the id, not the token: {warning}"
+    );
 }
 
 /// On a terminal (a pseudo-terminal from script(1)) the bars are drawn, with live outcome
