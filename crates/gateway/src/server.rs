@@ -193,8 +193,9 @@ impl Reloader {
                 );
             }
         }
+        let changes = crate::config::Changes::between(&old, &config);
         // Dispatch applies the apps, then puts the configuration in force for every reader.
         self.dispatch.reload(Arc::new(config));
-        info!("configuration reloaded");
+        info!(changes = %changes, "configuration reloaded");
     }
 }

@@ -3,9 +3,11 @@
 //! once, each with the file, line and key; `serve` and `config check` share this path, so a bad
 //! file is refused before any port is bound.
 
+mod changes;
 mod raw;
 mod validate;
 
+pub use changes::Changes;
 pub use validate::load_str;
 
 use std::fmt;

@@ -94,6 +94,8 @@ pub struct AppStatus {
     pub certificate_expires_in: Option<Duration>,
     /// Age of the provider token in use (token auth, once one is signed).
     pub token_age: Option<Duration>,
+    /// The credential new connections use, by its index in the app's credentials.
+    pub credential: Option<usize>,
 }
 
 /// The running dispatcher.
@@ -242,7 +244,8 @@ impl Dispatcher {
     pub fn status(&self, app: &str) -> Option<AppStatus> {
         let apps = self.shared.apps.read().expect("apps lock");
         let w = apps.get(app)?;
-        let pool = w.settings().pool;
+        let settings = w.settings();
+        let pool = settings.pool;
         let stats = pool.as_ref().map(Pool::stats).unwrap_or_default();
         let (mut certificate_expires_in, mut token_age) = (None, None);
         match pool.as_ref().map(|p| &p.config().auth) {
@@ -264,6 +267,7 @@ impl Dispatcher {
             queued_in_memory: w.queue.len(),
             certificate_expires_in,
             token_age,
+            credential: settings.credential,
         })
     }
 

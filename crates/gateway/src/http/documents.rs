@@ -213,6 +213,8 @@ pub struct AppStats {
     /// Why the app is halted, when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub halted_reason: Option<String>,
+    /// Its settings in force: after defaults and the last reload.
+    pub settings: super::app_settings::AppSettings,
 }
 
 /// Counts by state, and per app (of the key's apps) its counts and health.

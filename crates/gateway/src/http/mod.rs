@@ -6,6 +6,7 @@
 //! - `inject`: Momentum's REST injector, `/v1.0/inject`.
 //! - `dashboard`: the admin dashboard at `/` (login, live figures, test send).
 
+pub mod app_settings;
 mod apps;
 mod auth;
 mod dashboard;

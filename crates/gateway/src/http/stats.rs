@@ -8,6 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 
+use super::app_settings::{AppSettings, configured_in_use};
 use super::auth::authenticate;
 use super::documents::{AppStats, Counts, ErrorBody, Health, Readiness, Stats};
 use super::error::ApiError;
@@ -42,6 +43,10 @@ pub async fn stats(
                 streams_in_flight: status.map_or(0, |s| s.streams_in_flight),
                 healthy: status.is_none_or(|s| s.halted.is_none()),
                 halted_reason: status.and_then(|s| s.halted.clone()),
+                settings: AppSettings::of(
+                    app,
+                    status.map_or_else(|| configured_in_use(app), |s| s.credential),
+                ),
             },
         );
     }

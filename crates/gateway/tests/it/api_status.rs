@@ -225,6 +225,30 @@ async fn stats_health_and_readiness(backend: Backend) {
     assert!(json["apps"].get("news").is_none());
     assert_eq!(json["apps"]["shop"]["queued"], 2);
     assert_eq!(json["apps"]["shop"]["healthy"], true);
+    // The settings in force, defaults filled in, the credential named but not shown.
+    let settings = &json["apps"]["shop"]["settings"];
+    assert_eq!(
+        settings,
+        &json!({
+            "environment": "sandbox",
+            "endpoint": "https://api.sandbox.push.apple.com",
+            "topic": "com.example.shop",
+            "max_connections": 4,
+            "delivery_response_timeout_ms": 10000,
+            "idle_timeout_s": 300,
+            "max_attempts": 8,
+            "default_ttl_s": 3600,
+            "suppress_dead_tokens": true,
+            "credential": {
+                "kind": "token",
+                "file": "AuthKey_ABC123DEFG.p8",
+                "key_id": "ABC123DEFG",
+                "team_id": "TEAM123456",
+            },
+            "credentials_configured": 1,
+        })
+    );
+    assert!(!json.to_string().contains("PRIVATE KEY"));
     let (_, _, json) = api.call("GET", "/v1/stats", Some(ADMIN_KEY), None).await;
     assert_eq!(
         (

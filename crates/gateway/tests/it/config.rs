@@ -666,3 +666,69 @@ fn momentums_names_get_pushgates() {
         "{err}"
     );
 }
+
+/// A reload's log line says what it changed: apps added and removed, each changed setting with
+/// its old and new value (never a secret), a credential file replaced in place, and the other
+/// sections that take effect at once.
+#[test]
+fn a_reload_says_what_it_changed() {
+    let dir = folder();
+    let app = |name: &str, extra: &str| {
+        format!(
+            "[[apps]]\nname = \"{name}\"\ntopic = \"com.example.{name}\"\nenvironment = \
+             \"production\"\nkey_file = \"AuthKey_ABC123DEFG.p8\"\nkey_id = \"ABC123DEFG\"\n\
+             team_id = \"TEAM123456\"\n{extra}\n"
+        )
+    };
+    let keys =
+        format!("[[api_keys]]\nname = \"ops\"\nkey_sha256 = \"{KEY_HASH}\"\napps = [\"*\"]\n\n");
+    let load = |text: String| Config::load(&write(dir.path(), &text)).unwrap();
+    let old = load(format!("{keys}{}{}", app("shop", ""), app("news", "")));
+    let same = load(format!("{keys}{}{}", app("shop", ""), app("news", "")));
+    let changes = gateway::config::Changes::between(&old, &same);
+    assert!(changes.is_empty(), "{changes}");
+    assert_eq!(changes.to_string(), "nothing changed");
+
+    let new = load(format!(
+        "{}{}",
+        app(
+            "shop",
+            "max_connections = 8\ndelivery_response_timeout_ms = 2500"
+        ),
+        app("blog", "")
+    ));
+    let changes = gateway::config::Changes::between(&old, &new);
+    assert_eq!(changes.apps_added, ["blog"]);
+    assert_eq!(changes.apps_removed, ["news"]);
+    assert_eq!(
+        changes.apps_changed,
+        [(
+            "shop".to_owned(),
+            vec![
+                "max_connections 4 → 8".to_owned(),
+                "delivery_response_timeout_ms 10000 → 2500".to_owned()
+            ]
+        )]
+    );
+    assert_eq!(changes.sections, ["[[api_keys]]"]);
+    assert_eq!(
+        changes.to_string(),
+        "apps added: blog; apps removed: news; app shop: max_connections 4 → 8, \
+         delivery_response_timeout_ms 10000 → 2500; changed: [[api_keys]]"
+    );
+
+    // The same file name with another key in it is a changed credential.
+    let another = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(
+        dir.path().join("AuthKey_ABC123DEFG.p8"),
+        another.serialize_pem(),
+    )
+    .unwrap();
+    let rotated = load(format!("{keys}{}{}", app("shop", ""), app("news", "")));
+    let changes = gateway::config::Changes::between(&old, &rotated);
+    assert_eq!(
+        changes.to_string(),
+        "app shop: credentials (AuthKey_ABC123DEFG.p8 → AuthKey_ABC123DEFG.p8); \
+         app news: credentials (AuthKey_ABC123DEFG.p8 → AuthKey_ABC123DEFG.p8)"
+    );
+}

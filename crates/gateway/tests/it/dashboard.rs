@@ -113,6 +113,17 @@ async fn the_dashboard_needs_an_admin_key_a_strict_cookie_and_its_csrf_token() {
             data["apps"][0]["credentials"][0]["kind"],
             "token key (.p8, does not expire)"
         );
+        let settings = data["apps"][0]["settings"].as_str().unwrap();
+        assert!(
+            settings
+                .starts_with("sandbox at https://api.sandbox.push.apple.com · up to 4 connections")
+                && settings.ends_with("signs with AuthKey_ABC123DEFG.p8 (key ABC123DEFG)"),
+            "{settings}"
+        );
+        assert!(
+            page.contains("<td class=\"settings\">sandbox at"),
+            "the page renders them too"
+        );
         // The test send: refused without the CSRF token, taken with it.
         let token = "6a3c8f0e9d1b2a4c5e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5";
         let body =

@@ -72,6 +72,13 @@ fn in_chromium_an_admin_logs_in_sends_and_sees_delivered() {
         "{summary}"
     );
     assert!(
+        summary["apps"]
+            .as_str()
+            .unwrap()
+            .contains("up to 4 connections · response timeout 10000 ms"),
+        "each app's settings in force, as the script renders them: {summary}"
+    );
+    assert!(
         summary["reasons"]
             .as_str()
             .unwrap()

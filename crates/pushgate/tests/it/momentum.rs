@@ -286,7 +286,12 @@ fn sighup_reloads_apps_while_streams_in_flight_finish_on_the_old_connections(bac
     // The old endpoint answers slowly, so the first batch is still in flight at the reload.
     let old = sim(&["--latency-ms", "4000"]);
     let new = sim(&[]);
-    let mut gw = Gw::start_on(&backend, &old, "");
+    let dir = tempfile::tempdir().unwrap();
+    backend.prepare(dir.path());
+    let config = write_config_with(dir.path(), &old, "AuthKey_ABC123DEFG.p8", "", "");
+    let mut gw = Gw::new(dir, config);
+    // The reload's summary is an info line.
+    gw.spawn_with(&[("RUST_LOG", "warn,gateway::server=info")]);
     let tokens: Vec<String> = (0..200).map(token).collect();
     let first = gw.submit(json!({"app": "shop", "tokens": tokens, "alert": "before"}));
     wait_until(
@@ -323,6 +328,25 @@ fn sighup_reloads_apps_while_streams_in_flight_finish_on_the_old_connections(bac
         }
         status == 202
     });
+    // The log says what changed, and the stats show the settings now in force.
+    wait_until("the reload's log line", MINUTE, || {
+        gw.log().contains("configuration reloaded")
+    });
+    let log = gw.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("configuration reloaded"))
+        .unwrap();
+    assert!(
+        line.contains(&format!(
+            "apps added: news; app shop: endpoint {} → {}, ca_file",
+            old.endpoint, new.endpoint
+        )),
+        "{line}"
+    );
+    let settings = &gw.api("GET", "/v1/stats", None).1["apps"]["shop"]["settings"];
+    assert_eq!(settings["endpoint"], new.endpoint.as_str(), "{settings}");
+    assert_eq!(settings["credential"]["key_id"], "ABC123DEFG", "{settings}");
     let tokens: Vec<String> = (200..300).map(token).collect();
     let second = gw.submit(json!({"app": "shop", "tokens": tokens, "alert": "after"}));
 
@@ -370,6 +394,10 @@ fn sighup_reloads_apps_while_streams_in_flight_finish_on_the_old_connections(bac
             Some(&json!({"app": "news", "tokens": [token(902)], "alert": "gone"})),
         )
         .0 == 400
+    });
+    wait_until("the removal's log line", MINUTE, || {
+        gw.log()
+            .contains("configuration reloaded changes=apps removed: news")
     });
     let exit = {
         gw.signal("TERM");

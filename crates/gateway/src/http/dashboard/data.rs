@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Value, json};
 
 use crate::config::Credential;
+use crate::http::app_settings::AppSettings;
 use crate::http::{ApiState, Pending};
 use crate::outcomes::Tally;
 use crate::rfc3339;
@@ -28,6 +29,7 @@ pub struct AppRow {
     pub streams_in_flight: usize,
     pub queued_in_memory: usize,
     pub credentials: Vec<CredentialRow>,
+    pub settings: AppSettings,
 }
 
 #[derive(Debug)]
@@ -58,7 +60,10 @@ pub async fn build(state: &ApiState) -> Data {
         .iter()
         .map(|app| {
             let status = state.dispatch.as_ref().and_then(|d| d.status(&app.name));
-            let active = app.active_credential(now);
+            // The one dispatch uses (the file's choice until dispatch has made it).
+            let active = status
+                .as_ref()
+                .map_or_else(|| app.active_credential(now), |s| s.credential);
             let credentials = app
                 .credentials
                 .iter()
@@ -102,6 +107,7 @@ pub async fn build(state: &ApiState) -> Data {
                 streams_in_flight: status.as_ref().map_or(0, |s| s.streams_in_flight),
                 queued_in_memory: status.as_ref().map_or(0, |s| s.queued_in_memory),
                 credentials,
+                settings: AppSettings::of(app, active),
             }
         })
         .collect();
@@ -151,6 +157,7 @@ impl Data {
                     "expiring": c.expiring,
                     "active": c.active,
                 })).collect::<Vec<_>>(),
+                "settings": a.settings.summary(),
             })).collect::<Vec<_>>(),
             "failures_by_reason": self.tally.failures_by_reason.iter()
                 .map(|(r, n)| json!({"reason": r, "count": n})).collect::<Vec<_>>(),

@@ -115,11 +115,13 @@ fn app_row(a: &AppRow) -> String {
         );
     }
     format!(
-        "<tr><td>{}</td><td>{health}</td><td>{}</td><td>{}</td><td>{}</td><td>{creds}</td></tr>",
+        "<tr><td>{}</td><td>{health}</td><td>{}</td><td>{}</td><td>{}</td><td>{creds}</td>\
+         <td class=\"settings\">{}</td></tr>",
         esc(&a.name),
         a.connections,
         a.streams_in_flight,
-        a.queued_in_memory
+        a.queued_in_memory,
+        esc(&a.settings.summary())
     )
 }
 
@@ -153,7 +155,7 @@ pub fn dashboard(name: &str, csrf: &str, d: &Data) -> String {
     out.push_str(
         "</section><p class=\"note\">Outcomes count since the gateway started.</p>\
          <section><h2>Apps</h2><table><thead><tr><th>app</th><th>health</th><th>connections</th>\
-         <th>streams in flight</th><th>queued in memory</th><th>credentials</th></tr></thead><tbody id=\"apps\">",
+         <th>streams in flight</th><th>queued in memory</th><th>credentials</th><th>settings</th></tr></thead><tbody id=\"apps\">",
     );
     for a in &d.apps {
         out.push_str(&app_row(a));
