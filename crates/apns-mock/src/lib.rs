@@ -270,6 +270,15 @@ impl MockApnsBuilder {
                 .map_err(|e| err(e.to_string()))?
                 .as_str()
                 .to_owned();
+            // The size check comes first: such an entry could never be answered as listed.
+            if !self.token_bytes.contains(&(token.len() / 2)) {
+                return Err(err(format!(
+                    "a {}-byte token, which the simulator answers BadDeviceToken whatever the \
+                     list says (token sizes accepted: {:?} bytes; see --token-bytes)",
+                    token.len() / 2,
+                    self.token_bytes
+                )));
+            }
             match kind {
                 ListKind::Unregistered => {
                     let ts = match words.next() {

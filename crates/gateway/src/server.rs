@@ -173,27 +173,13 @@ impl Reloader {
     /// need a restart are logged.
     pub fn reload(&self, config: Config) {
         let old = self.state.config();
-        for (what, changed) in [
-            ("[server]", old.server != config.server),
-            ("[storage]", old.storage != config.storage),
-            (
-                "[smtp] listen",
-                old.smtp.as_ref().map(|s| s.listen) != config.smtp.as_ref().map(|s| s.listen),
-            ),
-            (
-                "[smtp] tls_cert/tls_key",
-                old.smtp.as_ref().map(|s| &s.tls) != config.smtp.as_ref().map(|s| &s.tls),
-            ),
-            ("[[beanstalkd]]", old.beanstalkd != config.beanstalkd),
-        ] {
-            if changed {
-                tracing::warn!(
-                    section = what,
-                    "changed in the configuration; takes effect after a restart"
-                );
-            }
-        }
         let changes = crate::config::Changes::between(&old, &config);
+        for section in &changes.restart {
+            tracing::warn!(
+                section,
+                "changed in the configuration; takes effect after a restart"
+            );
+        }
         // Dispatch applies the apps, then puts the configuration in force for every reader.
         self.dispatch.reload(Arc::new(config));
         info!(changes = %changes, "configuration reloaded");

@@ -15,6 +15,8 @@ pub struct Changes {
     pub apps_changed: Vec<(String, Vec<String>)>,
     /// Other sections that changed and take effect now (`[[api_keys]]`, `[log]`, ...).
     pub sections: Vec<&'static str>,
+    /// What changed but takes effect only after a restart (`[storage]`, `[server] listen`, ...).
+    pub restart: Vec<&'static str>,
 }
 
 impl Changes {
@@ -52,14 +54,42 @@ impl Changes {
                 .as_ref()
                 .map(|s| (s.max_message_bytes, s.require_auth))
         };
+        // Only between two `[smtp]` sections: adding or removing one is a listener to start
+        // or stop, after a restart.
+        let both_smtp = old.smtp.is_some() && new.smtp.is_some();
         for (section, changed) in [
             ("[[api_keys]]", keys(old) != keys(new)),
             ("[log]", old.log != new.log),
             ("[[webhooks]]", old.webhooks != new.webhooks),
-            ("[smtp] limits", smtp_limits(old) != smtp_limits(new)),
+            (
+                "[smtp] limits",
+                both_smtp && smtp_limits(old) != smtp_limits(new),
+            ),
+            (
+                "[server] max_body_bytes",
+                old.server.max_body_bytes != new.server.max_body_bytes,
+            ),
+            (
+                "[server] shutdown_grace_s",
+                old.server.shutdown_grace != new.server.shutdown_grace,
+            ),
         ] {
             if changed {
                 c.sections.push(section);
+            }
+        }
+        let smtp = |c: &Config| c.smtp.as_ref().map(|s| (s.listen, s.tls.clone()));
+        for (section, changed) in [
+            (
+                "[server] listen/tls",
+                (old.server.listen, &old.server.tls) != (new.server.listen, &new.server.tls),
+            ),
+            ("[storage]", old.storage != new.storage),
+            ("[smtp] listen/tls", smtp(old) != smtp(new)),
+            ("[[beanstalkd]]", old.beanstalkd != new.beanstalkd),
+        ] {
+            if changed {
+                c.restart.push(section);
             }
         }
         c
@@ -140,7 +170,12 @@ fn app_changes(a: &App, b: &App) -> Vec<String> {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        out.push(format!("credentials ({} → {})", names(a), names(b)));
+        let (before, after) = (names(a), names(b));
+        out.push(if before == after {
+            format!("credentials ({after}, contents changed)")
+        } else {
+            format!("credentials ({before} → {after})")
+        });
     }
     out
 }
@@ -176,6 +211,12 @@ impl fmt::Display for Changes {
         }
         if !self.sections.is_empty() {
             parts.push(format!("changed: {}", self.sections.join(", ")));
+        }
+        if !self.restart.is_empty() {
+            parts.push(format!(
+                "changed, applied after a restart: {}",
+                self.restart.join(", ")
+            ));
         }
         f.write_str(&parts.join("; "))
     }

@@ -130,6 +130,9 @@ impl Dispatcher {
             Settings {
                 pool,
                 credential,
+                credential_file: credential
+                    .and_then(|i| app.credentials.get(i))
+                    .map(|c| c.file().to_owned()),
                 limits,
                 suppress_dead_tokens: app.suppress_dead_tokens,
                 max_in_flight,

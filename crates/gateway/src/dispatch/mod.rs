@@ -94,8 +94,8 @@ pub struct AppStatus {
     pub certificate_expires_in: Option<Duration>,
     /// Age of the provider token in use (token auth, once one is signed).
     pub token_age: Option<Duration>,
-    /// The credential new connections use, by its index in the app's credentials.
-    pub credential: Option<usize>,
+    /// The file of the credential new connections use.
+    pub credential: Option<std::path::PathBuf>,
 }
 
 /// The running dispatcher.
@@ -267,7 +267,7 @@ impl Dispatcher {
             queued_in_memory: w.queue.len(),
             certificate_expires_in,
             token_age,
-            credential: settings.credential,
+            credential: settings.credential_file,
         })
     }
 

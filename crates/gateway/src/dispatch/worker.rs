@@ -68,6 +68,9 @@ pub(crate) struct Settings {
     pub pool: Option<Pool>,
     /// The index of the credential the pool uses.
     pub credential: Option<usize>,
+    /// Its file: what names it to a reader of another configuration than the one the index
+    /// is into (a reload in between).
+    pub credential_file: Option<std::path::PathBuf>,
     pub limits: Limits,
     pub suppress_dead_tokens: bool,
     pub max_in_flight: usize,

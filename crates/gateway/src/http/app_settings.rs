@@ -53,8 +53,7 @@ pub struct CredentialInUse {
 }
 
 impl AppSettings {
-    /// `app`'s settings, with credential `in_use` (an index into its credentials, as dispatch
-    /// holds it).
+    /// `app`'s settings, with credential `in_use` (an index into its credentials).
     pub fn of(app: &App, in_use: Option<usize>) -> AppSettings {
         AppSettings {
             environment: match app.environment {
@@ -132,7 +131,10 @@ impl CredentialInUse {
     }
 }
 
-/// The credential `app` uses now when dispatch cannot say (nothing dispatches).
-pub fn configured_in_use(app: &App) -> Option<usize> {
-    app.active_credential(SystemTime::now())
+/// The index of the credential `app` uses: the one of `file`, as dispatch names it, when
+/// `app` lists it — the configuration read may be older or newer than dispatch's settings, a
+/// reload in between — else the one the configuration picks now (as when nothing dispatches).
+pub fn in_use(app: &App, file: Option<&std::path::Path>) -> Option<usize> {
+    file.and_then(|f| app.credentials.iter().position(|c| c.file() == f))
+        .or_else(|| app.active_credential(SystemTime::now()))
 }

@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 
-use super::app_settings::{AppSettings, configured_in_use};
+use super::app_settings::{AppSettings, in_use};
 use super::auth::authenticate;
 use super::documents::{AppStats, Counts, ErrorBody, Health, Readiness, Stats};
 use super::error::ApiError;
@@ -17,7 +17,7 @@ use crate::spool::{Spool, State as NState};
 
 #[utoipa::path(get, path = "/v1/stats", tag = "operations", security(("api_key" = [])),
     responses(
-        (status = 200, description = "Counts by state, and per app (of the key's apps) its counts, connections, streams in flight and health", body = Stats),
+        (status = 200, description = "Counts by state, and per app (of the key's apps) its counts, connections, streams in flight, health and settings in force", body = Stats),
         (status = 401, description = "unauthorized", body = ErrorBody), (status = 500, description = "internal", body = ErrorBody), (status = 503, description = "spool_full or spool_unavailable; retry after Retry-After seconds", body = ErrorBody, headers(("Retry-After" = u32, description = "seconds to wait"))),
     ))]
 pub async fn stats(
@@ -45,7 +45,7 @@ pub async fn stats(
                 halted_reason: status.and_then(|s| s.halted.clone()),
                 settings: AppSettings::of(
                     app,
-                    status.map_or_else(|| configured_in_use(app), |s| s.credential),
+                    in_use(app, status.and_then(|s| s.credential.as_deref())),
                 ),
             },
         );

@@ -728,7 +728,21 @@ fn a_reload_says_what_it_changed() {
     let changes = gateway::config::Changes::between(&old, &rotated);
     assert_eq!(
         changes.to_string(),
-        "app shop: credentials (AuthKey_ABC123DEFG.p8 → AuthKey_ABC123DEFG.p8); \
-         app news: credentials (AuthKey_ABC123DEFG.p8 → AuthKey_ABC123DEFG.p8)"
+        "app shop: credentials (AuthKey_ABC123DEFG.p8, contents changed); \
+         app news: credentials (AuthKey_ABC123DEFG.p8, contents changed)"
+    );
+
+    // Applied now, and applied only after a restart, told apart.
+    let moved = load(format!(
+        "[server]\nlisten = \"127.0.0.1:9999\"\nmax_body_bytes = 2048\n\n{keys}{}{}",
+        app("shop", ""),
+        app("news", "")
+    ));
+    let changes = gateway::config::Changes::between(&rotated, &moved);
+    assert_eq!(changes.sections, ["[server] max_body_bytes"]);
+    assert_eq!(changes.restart, ["[server] listen/tls"]);
+    assert_eq!(
+        changes.to_string(),
+        "changed: [server] max_body_bytes; changed, applied after a restart: [server] listen/tls"
     );
 }

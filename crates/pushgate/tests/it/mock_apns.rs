@@ -610,3 +610,22 @@ fn a_bad_list_file_is_refused_naming_file_and_line() {
         "{err}"
     );
 }
+
+/// A list entry of a size the simulator refuses first could never get its listed answer: it is
+/// refused at start, naming the line (the mistake that hid two test tokens of 62 and 66).
+#[test]
+fn a_list_token_of_a_refused_size_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(&bad, format!("{TOKEN}\n{SHORT}\n")).unwrap();
+    let out = run(Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .args(["mock-apns", "--listen", "127.0.0.1:0", "--bad-tokens"])
+        .arg(&bad));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains(&format!("{}:2: a 17-byte token", bad.display()))
+            && err.contains("see --token-bytes"),
+        "{err}"
+    );
+}

@@ -213,6 +213,15 @@ fn send_wait_reports_outcomes_and_sets_the_exit_code() {
         !log.contains(SHORT),
         "the warning names the id, not the token: {warning}"
     );
+    let metrics = std::process::Command::new("curl")
+        .args(["-sf", &format!("{}/metrics", gw.url)])
+        .output()
+        .unwrap();
+    assert!(
+        text(&metrics.stdout).contains("pushgate_unusual_tokens_total{app=\"shop\"} 1"),
+        "{}",
+        text(&metrics.stdout)
+    );
 }
 
 /// On a terminal (a pseudo-terminal from script(1)) the bars are drawn, with live outcome

@@ -61,9 +61,10 @@ pub async fn build(state: &ApiState) -> Data {
         .map(|app| {
             let status = state.dispatch.as_ref().and_then(|d| d.status(&app.name));
             // The one dispatch uses (the file's choice until dispatch has made it).
-            let active = status
-                .as_ref()
-                .map_or_else(|| app.active_credential(now), |s| s.credential);
+            let active = crate::http::app_settings::in_use(
+                app,
+                status.as_ref().and_then(|s| s.credential.as_deref()),
+            );
             let credentials = app
                 .credentials
                 .iter()

@@ -53,7 +53,7 @@ function render(data) {
     a.name,
     a.healthy ? el("span", "healthy", "ok") : el("span", "halted: " + a.halted, "bad"),
     a.connections, a.streams_in_flight, a.queued_in_memory, credentials(a.credentials),
-    el("span", a.settings, "settings"),
+    a.settings,
   ])));
   fill("reasons", data.failures_by_reason.map(r => row([r.reason, r.count])));
   fill("latest", data.latest_failures.map(f => row([
