@@ -114,6 +114,13 @@ impl SigningKey {
             && self.fingerprint == other.fingerprint
     }
 
+    /// A provider token (the JWT) issued at `iat`, for gateways that share one token per key
+    /// through a store of their own ([`TokenSigner::adopt`]). A live credential for an hour:
+    /// never log it.
+    pub fn sign_at(&self, iat: SystemTime) -> Result<String, AuthError> {
+        self.sign(iat)
+    }
+
     /// Signs a token issued at `iat`.
     fn sign(&self, iat: SystemTime) -> Result<String, AuthError> {
         #[derive(serde::Serialize)]
@@ -140,6 +147,9 @@ impl SigningKey {
 pub struct ProviderToken {
     header: HeaderValue,
     issued_at: SystemTime,
+    /// When this signer took it into use (its `iat` for one it signed; later for one adopted
+    /// from a cluster): Apple's 20 minutes between changes count from here.
+    taken_at: SystemTime,
 }
 
 impl ProviderToken {
@@ -227,6 +237,39 @@ impl TokenSigner {
         Ok(fresh)
     }
 
+    /// Takes `jwt`, issued at `iat` for this key by another gateway of a cluster, as the
+    /// token to send — when there is none yet, or when it is newer than the one in use and
+    /// that one has been in use for [`MIN_RENEWAL_INTERVAL`] (sooner, a connection would show
+    /// Apple a new token too soon: `TooManyProviderTokenUpdates`). Answers whether it did.
+    pub fn adopt(&self, jwt: &str, iat: SystemTime) -> bool {
+        let Ok(mut header) = HeaderValue::try_from(format!("bearer {jwt}")) else {
+            return false;
+        };
+        header.set_sensitive(true);
+        let now = self.clock.now();
+        let mut current = self.current.lock().expect("token lock is never poisoned");
+        if let Some(t) = current.as_ref()
+            && (iat <= t.issued_at
+                || now.duration_since(t.taken_at).unwrap_or_default() < MIN_RENEWAL_INTERVAL)
+        {
+            return false;
+        }
+        *current = Some(Arc::new(ProviderToken {
+            header,
+            issued_at: iat,
+            taken_at: now,
+        }));
+        true
+    }
+
+    /// The token in use, when there is one (never signs).
+    pub fn current(&self) -> Option<Arc<ProviderToken>> {
+        self.current
+            .lock()
+            .expect("token lock is never poisoned")
+            .clone()
+    }
+
     fn issue(&self, now: SystemTime) -> Result<Arc<ProviderToken>, AuthError> {
         let jwt = self.key.sign(now)?;
         let mut header = HeaderValue::try_from(format!("bearer {jwt}"))
@@ -236,6 +279,7 @@ impl TokenSigner {
         Ok(Arc::new(ProviderToken {
             header,
             issued_at: now,
+            taken_at: now,
         }))
     }
 }
@@ -315,6 +359,41 @@ mod tests {
         assert_eq!(c["iat"], 1_800_000_000);
         assert_eq!(t.issued_at(), clock.now());
         assert!(t.header().is_sensitive());
+    }
+
+    /// A cluster's token is taken at once by a signer with none, and later only when it is
+    /// newer and the one in use is 20 minutes old (no connection shows a new token sooner).
+    #[test]
+    fn a_shared_token_is_adopted_without_a_change_inside_20_minutes() {
+        let (clock, s) = signer();
+        let t0 = clock.now();
+        let other = s.key().sign_at(t0).unwrap();
+        assert!(s.adopt(&other, t0), "none yet: adopted");
+        let current = s.token().unwrap();
+        assert_eq!(current.issued_at(), t0);
+        // Compared, not printed: even a test key's token stays out of the output.
+        assert!(current.header().to_str().unwrap() == format!("bearer {other}"));
+        assert!(current.header().is_sensitive());
+        clock.advance(Duration::from_secs(10 * 60));
+        let newer = s.key().sign_at(clock.now()).unwrap();
+        assert!(!s.adopt(&newer, clock.now()), "in use for 10 minutes: kept");
+        assert!(!s.adopt(&other, t0), "not newer: kept");
+        clock.advance(Duration::from_secs(10 * 60));
+        assert!(
+            s.adopt(&newer, t0 + Duration::from_secs(600)),
+            "20 minutes on: taken"
+        );
+        assert_eq!(
+            s.current().unwrap().issued_at(),
+            t0 + Duration::from_secs(600)
+        );
+        // The 20 minutes count from when it was taken, not from its `iat`: taken 10 minutes
+        // old, it is kept for 20 minutes more.
+        clock.advance(Duration::from_secs(19 * 60));
+        let later = s.key().sign_at(clock.now()).unwrap();
+        assert!(!s.adopt(&later, clock.now()), "in use for 19 minutes: kept");
+        clock.advance(Duration::from_secs(60));
+        assert!(s.adopt(&later, clock.now() - Duration::from_secs(60)));
     }
 
     #[test]
