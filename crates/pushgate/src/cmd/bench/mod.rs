@@ -89,6 +89,10 @@ pub struct Args {
     /// With --source beanstalkd: the gateway's reserving connections.
     #[arg(long, default_value_t = 4)]
     beanstalkd_connections: u32,
+    /// Gateway processes sharing the spool (with --storage postgres): the requests go to
+    /// them in turn, and their CPU is added up.
+    #[arg(long, default_value_t = 1)]
+    gateways: usize,
     /// Repeat the whole measurement this many times (each with a fresh gateway and spool) and
     /// report the median of each figure too.
     #[arg(long, default_value_t = 1)]
@@ -173,9 +177,9 @@ fn write_config(
     Ok(file)
 }
 
-fn start_gateway(config: &Path, dir: &Path, pin: bool) -> anyhow::Result<Gateway> {
+fn start_gateway(config: &Path, dir: &Path, log: &str, pin: bool) -> anyhow::Result<Gateway> {
     let exe = std::env::current_exe()?;
-    let log = std::fs::File::create(dir.join("serve.log"))?;
+    let log = std::fs::File::create(dir.join(log))?;
     let mut cmd = if pin {
         let mut c = Command::new("taskset");
         c.args(["-c", "0"]).arg(&exe);
@@ -211,6 +215,13 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     if a.notifications == 0 || a.apps == 0 || a.batch == 0 || a.concurrency == 0 || a.runs == 0 {
         eprintln!(
             "pushgate bench: -n, --apps, --batch, --concurrency and --runs must be at least 1"
+        );
+        return Ok(ExitCode::from(2));
+    }
+    if a.gateways == 0 || (a.gateways > 1 && a.storage != StorageKind::Postgres) {
+        eprintln!(
+            "pushgate bench: --gateways is at least 1, and more than one share a spool only with \
+             --storage postgres"
         );
         return Ok(ExitCode::from(2));
     }
@@ -317,9 +328,20 @@ async fn run_once(a: &Args, database: Option<&Database>) -> anyhow::Result<Value
         postgres_url.as_deref(),
         tubes.as_ref().map(|s| s.addr.as_str()),
     )?;
-    let gw = start_gateway(&config, &dir, a.pin)?;
-    let pid = gw.child.id();
+    let gws = (0..a.gateways)
+        .map(|i| {
+            let log = match i {
+                0 => "serve.log".to_owned(),
+                i => format!("serve-{i}.log"),
+            };
+            start_gateway(&config, &dir, &log, a.pin)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let pids: Vec<u32> = gws.iter().map(|g| g.child.id()).collect();
     let ticks = clock_ticks();
+    let cpu_all = || -> anyhow::Result<f64> { pids.iter().map(|&p| cpu_seconds(p, ticks)).sum() };
+    let threads_all =
+        || -> anyhow::Result<Vec<_>> { pids.iter().map(|&p| thread_cpu(p, ticks)).collect() };
 
     // Bodies built before the clock starts: distinct tokens, one app per batch in turn.
     let body = alert_body(a.payload_bytes);
@@ -337,13 +359,16 @@ async fn run_once(a: &Args, database: Option<&Database>) -> anyhow::Result<Value
         })
         .collect();
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let url = format!("{}/v1/notifications", gw.url);
-    let cpu0 = cpu_seconds(pid, ticks)?;
+    let urls: Vec<String> = gws
+        .iter()
+        .map(|g| format!("{}/v1/notifications", g.url))
+        .collect();
+    let cpu0 = cpu_all()?;
     let db_cpu0 = db_pid.map(|p| tree_cpu_seconds(p, ticks));
-    let threads0 = thread_cpu(pid, ticks)?;
+    let threads0 = threads_all()?;
     let t0 = Instant::now();
-    let submit = |b: Bytes| {
-        let (client, url) = (client.clone(), url.clone());
+    let submit = |(i, b): (usize, Bytes)| {
+        let (client, url) = (client.clone(), urls[i % urls.len()].clone());
         async move {
             let req = http::Request::post(url)
                 .header("content-type", "application/json")
@@ -364,8 +389,9 @@ async fn run_once(a: &Args, database: Option<&Database>) -> anyhow::Result<Value
     match &tubes {
         None => {
             use futures_util::StreamExt;
-            let mut results = futures_util::stream::iter(batches.into_iter().map(submit))
-                .buffer_unordered(a.concurrency);
+            let mut results =
+                futures_util::stream::iter(batches.into_iter().enumerate().map(submit))
+                    .buffer_unordered(a.concurrency);
             while let Some(r) = results.next().await {
                 r?;
             }
@@ -387,22 +413,28 @@ async fn run_once(a: &Args, database: Option<&Database>) -> anyhow::Result<Value
                 "the simulator acknowledged {} of {} in time; see {}",
                 s.accepted,
                 a.notifications,
-                dir.join("serve.log").display()
+                dir.join("serve*.log").display()
             );
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let delivered_in = t0.elapsed();
-    let cpu = cpu_seconds(pid, ticks)? - cpu0;
+    let cpu = cpu_all()? - cpu0;
     let db_cpu = db_pid
         .zip(db_cpu0)
         .map(|(p, before)| tree_cpu_seconds(p, ticks) - before);
-    let threads = thread_cpu(pid, ticks)?;
-    let rss = peak_rss(pid)?;
+    let threads = threads_all()?;
+    let rss = pids
+        .iter()
+        .map(|&p| peak_rss(p))
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .into_iter()
+        .max()
+        .unwrap_or(0);
     let stats = sim.stats().snapshot();
     let latencies = sim.stats().latencies_ms();
     let exactly_once = stats.unique_ids == a.notifications && stats.duplicate_ids == 0;
-    drop(gw);
+    drop(gws);
     sim.shutdown().await;
 
     let ceiling = if a.h2load {
@@ -420,6 +452,15 @@ async fn run_once(a: &Args, database: Option<&Database>) -> anyhow::Result<Value
         None
     };
     let n = a.notifications as f64;
+    // Every gateway's threads of a name added up; "other" what no thread accounts for.
+    let mut by_thread = std::collections::BTreeMap::new();
+    for (before, after) in threads0.iter().zip(&threads) {
+        for (name, us) in cpu_by_thread(before, after, 0.0, n) {
+            *by_thread.entry(name).or_insert(0.0) += us;
+        }
+    }
+    let counted: f64 = by_thread.values().sum();
+    *by_thread.entry("other".to_owned()).or_insert(0.0) += (cpu * 1e6 / n - counted).max(0.0);
     let delivered_rate = n / delivered_in.as_secs_f64();
     let report = Report {
         notifications: a.notifications,
@@ -444,7 +485,8 @@ async fn run_once(a: &Args, database: Option<&Database>) -> anyhow::Result<Value
         gateway_cpu_s: cpu,
         gateway_cpu_s_per_1000: cpu * 1000.0 / n,
         gateway_cpu_us_per_notification: cpu * 1e6 / n,
-        gateway_cpu_us_by_thread: cpu_by_thread(&threads0, &threads, cpu, n),
+        gateway_cpu_us_by_thread: by_thread,
+        gateways: a.gateways,
         gateway_peak_rss_bytes: rss,
         latency_ms: Latency {
             p50: percentile(&latencies, 0.5),

@@ -50,6 +50,8 @@ pub(super) struct Report {
     pub(super) source: &'static str,
     /// `sqlite` or `postgres`.
     pub(super) storage: &'static str,
+    /// Gateway processes sharing the spool.
+    pub(super) gateways: usize,
     /// The PostgreSQL server's CPU (postmaster and backends) a notification, when this bench
     /// started the server.
     pub(super) database_cpu_us_per_notification: Option<f64>,
@@ -89,7 +91,7 @@ pub(super) struct SimulatorFigures {
 #[allow(clippy::print_stdout, reason = "the report")]
 pub(super) fn print_report(r: &Value) {
     println!(
-        "{} notifications ({} app(s) × {} connections, {} streams, {} ms RTT, ~{} B payload, {}{})",
+        "{} notifications ({} app(s) × {} connections, {} streams, {} ms RTT, ~{} B payload, {}{}{})",
         r["notifications"],
         r["apps"],
         r["connections"],
@@ -97,6 +99,10 @@ pub(super) fn print_report(r: &Value) {
         r["rtt_ms"],
         r["payload_bytes"],
         r["storage"].as_str().unwrap_or("sqlite"),
+        match r["gateways"].as_u64() {
+            Some(n) if n > 1 => format!(", {n} gateways"),
+            _ => String::new(),
+        },
         if r["pinned"] == true { ", pinned" } else { "" }
     );
     println!(
