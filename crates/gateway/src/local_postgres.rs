@@ -281,6 +281,8 @@ impl Server {
             target: format!("{sock}:{port}/{name}"),
             pool_size: 8,
             statement_timeout: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(5),
+            lease: Duration::from_secs(30),
             ca_file: None,
         }
     }

@@ -85,6 +85,11 @@ pub fn unusual_tokens(app: &str, n: u64) {
     metrics::counter!("pushgate_unusual_tokens_total", "app" => app.to_owned()).increment(n);
 }
 
+/// News from the other gateways sharing the spool, by kind.
+pub fn cluster_event(kind: &'static str) {
+    metrics::counter!("pushgate_cluster_events_total", "kind" => kind).increment(1);
+}
+
 /// A submission answered from its idempotency key: stored before, nothing stored now.
 pub fn replayed() {
     metrics::counter!("pushgate_idempotent_replays_total").increment(1);

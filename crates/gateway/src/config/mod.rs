@@ -100,6 +100,10 @@ pub struct Postgres {
     pub pool_size: usize,
     /// The server cancels a statement that runs longer.
     pub statement_timeout: Duration,
+    /// How often this gateway tells the others it is alive (`heartbeat_s`).
+    pub heartbeat: Duration,
+    /// A gateway silent this long is declared dead and its notifications rescued (`lease_s`).
+    pub lease: Duration,
     /// A private CA the server's certificate is checked against (besides Mozilla's roots).
     pub ca_file: Option<PathBuf>,
 }

@@ -55,6 +55,8 @@ pub struct RawStorage {
     pub postgres_url_file: S<String>,
     pub pool_size: S<i64>,
     pub statement_timeout_ms: S<i64>,
+    pub heartbeat_s: S<i64>,
+    pub lease_s: S<i64>,
     pub ca_file: S<String>,
     pub retention_s: S<i64>,
     pub max_pending: S<i64>,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use apns::auth::{Auth, TokenSigner};
+use apns::auth::{Auth, SigningKey, TokenSigner};
 use apns::{Pool, PoolConfig};
 use tracing::{info, warn};
 
@@ -77,6 +77,32 @@ impl Dispatcher {
         }
     }
 
+    /// The signer of `key`: one per (team, key) for as long as the key stays the same — a
+    /// reload that re-signed would show Apple a new token on every connection sooner than it
+    /// allows (TooManyProviderTokenUpdates). A key changed behind the same ids gets a new one.
+    fn signer_for(&self, key: &Arc<SigningKey>) -> Arc<TokenSigner> {
+        let mut signers = self.signers.lock().expect("signers lock");
+        let ids = (key.team_id().to_owned(), key.key_id().to_owned());
+        match signers.get(&ids) {
+            Some(s) if s.key().same_as(key) => Arc::clone(s),
+            _ => {
+                let clock = Arc::clone(&self.shared.options.clock);
+                let s = Arc::new(TokenSigner::new(Arc::clone(key), clock));
+                signers.insert(ids, Arc::clone(&s));
+                s
+            }
+        }
+    }
+
+    /// A signer for every token key `config` uses, before any worker does.
+    pub(super) fn make_signers(&self, config: &crate::config::Config) {
+        for c in config.apps.iter().flat_map(|a| &a.credentials) {
+            if let Credential::Token { key, .. } = c {
+                self.signer_for(key);
+            }
+        }
+    }
+
     /// The pool and limits for `app`, with its newest valid credential
     /// ([`App::active_credential`]).
     pub(super) fn settings_for(&self, app: &App) -> (Settings, Option<Cause>) {
@@ -85,24 +111,7 @@ impl Dispatcher {
         let auth = credential
             .and_then(|i| app.credentials.get(i))
             .map(|c| match c {
-                Credential::Token { key, .. } => {
-                    // One signer per (team, key) for as long as the key stays the same: a
-                    // reload that re-signed would show Apple a new token on every connection
-                    // sooner than it allows (TooManyProviderTokenUpdates). A key changed
-                    // behind the same ids gets a new signer.
-                    let mut signers = self.signers.lock().expect("signers lock");
-                    let ids = (key.team_id().to_owned(), key.key_id().to_owned());
-                    let signer = match signers.get(&ids) {
-                        Some(s) if s.key().same_as(key) => Arc::clone(s),
-                        _ => {
-                            let clock = Arc::clone(&self.shared.options.clock);
-                            let s = Arc::new(TokenSigner::new(Arc::clone(key), clock));
-                            signers.insert(ids, Arc::clone(&s));
-                            s
-                        }
-                    };
-                    Auth::Token(signer)
-                }
+                Credential::Token { key, .. } => Auth::Token(self.signer_for(key)),
                 Credential::Certificate { identity, .. } => {
                     Auth::Certificate(Arc::new(identity.clone()))
                 }

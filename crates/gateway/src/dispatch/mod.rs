@@ -19,6 +19,7 @@
 //!                       └────────── scheduler (due, retries, backlog) ◀──── spool ◀─────┘
 //! ```
 
+mod cluster;
 mod credentials;
 mod guard;
 mod ready;
@@ -125,6 +126,7 @@ impl Dispatcher {
         spool: Store,
         options: DispatchOptions,
     ) -> Result<Arc<Dispatcher>, SpoolError> {
+        let news = spool.cluster_events();
         let report = spool.recover().await?;
         info!(backend = spool.backend(), requeued = report.requeued, pending = report.pending, took = ?report.elapsed, "spool recovered");
         let dead = Arc::new(DeadTokens::new(spool.all_dead_tokens().await?));
@@ -156,8 +158,28 @@ impl Dispatcher {
         d.tracker
             .spawn(crate::outcomes::record(Arc::clone(&shared), done_rx));
         d.tracker.spawn(scheduler::run(Arc::clone(&shared)));
+        if let Some(news) = news {
+            d.tracker.spawn(cluster::follow(Arc::clone(&shared), news));
+        }
+        // The signers first, with the cluster's tokens, then the workers that use them.
+        d.make_signers(&config);
+        d.sync_provider_tokens().await;
         d.apply_apps(&config);
         shared.scan_wake.notify_one();
+        let weak = Arc::downgrade(&d);
+        let stop = shared.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(cluster::TOKEN_SYNC) => {}
+                    () = stop.cancelled() => return,
+                }
+                match weak.upgrade() {
+                    Some(d) => d.sync_provider_tokens().await,
+                    None => return,
+                }
+            }
+        });
         let weak = Arc::downgrade(&d);
         let (every, stop) = (shared.options.credential_check, shared.shutdown.clone());
         tokio::spawn(async move {
@@ -306,6 +328,9 @@ impl Dispatcher {
     }
 
     fn apply_apps(&self, config: &Config) {
+        self.shared
+            .spool
+            .serve_apps(config.apps.iter().map(|a| a.name.clone()).collect());
         // Signers of keys no app uses any more go; the others are kept (`settings_for`).
         self.signers
             .lock()

@@ -20,8 +20,13 @@ use crate::spool::{ReadyCursor, Spool};
 /// Rows read per page.
 const PAGE: usize = 1000;
 
+/// Every app is read this often even when nothing said it may have work: the fallback for a
+/// wake-up that never came (another gateway's news lost on the way). Cheap: an app with
+/// nothing waiting costs one indexed query.
+const FULL_RESCAN: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What the scheduler keeps of one app between scans.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct AppScan {
     /// Where the last pass stopped because the queue was full; the next one goes on from
     /// there instead of re-reading rows the queue already holds.
@@ -30,16 +35,33 @@ struct AppScan {
     behind: bool,
 }
 
+impl Default for AppScan {
+    /// An app the scheduler has not read yet may have work waiting: read it. (A wake-up that
+    /// came before the app's worker existed — the other gateways' news at start, say — was
+    /// spent on a scan that could not see it.)
+    fn default() -> AppScan {
+        AppScan {
+            cursor: ReadyCursor::default(),
+            behind: true,
+        }
+    }
+}
+
 /// Runs until shutdown: every scan interval, or when woken, claims due scheduled rows and, for
 /// each app whose spool may hold work its queue has not seen, pages that work in while the
 /// queue has room.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let mut apps = HashMap::new();
+    let mut last_full = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(shared.options.scan_interval) => {}
             _ = shared.scan_wake.notified() => {}
             _ = shared.shutdown.cancelled() => return,
+        }
+        if last_full.elapsed() >= FULL_RESCAN {
+            last_full = tokio::time::Instant::now();
+            shared.rescan_needed.store(true, Ordering::Release);
         }
         if let Err(e) = scan(&shared, &mut apps).await {
             warn!(error = %e, "reading due notifications from the spool failed");
@@ -129,9 +151,16 @@ async fn read_app(
             app.queue.mark_overflow();
             return Ok(false);
         }
+        // No more than the queue takes (a halted app: one, its probe). On a shared spool a
+        // page is a claim: what this gateway read but could not take, no other could send.
+        let limit = if app.is_halted() {
+            1
+        } else {
+            app.queue.space().clamp(1, PAGE)
+        };
         let page = shared
             .spool
-            .ready_page(&app.name, *cursor, now, PAGE)
+            .ready_page(&app.name, *cursor, now, limit)
             .await?;
         crate::metrics::rows_read(&app.name, page.scanned);
         let positions: Vec<ReadyCursor> = page.rows.iter().map(|r| r.position).collect();

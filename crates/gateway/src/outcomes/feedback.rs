@@ -26,6 +26,16 @@ impl DeadTokens {
         }
     }
 
+    /// Every entry replaced by `entries` (a resync with the spool).
+    pub fn replace(&self, entries: impl IntoIterator<Item = (String, DeviceToken)>) {
+        let fresh = DeadTokens::new(entries);
+        let fresh = fresh
+            .set
+            .into_inner()
+            .expect("dead-token lock is never poisoned");
+        *self.set.write().expect("dead-token lock is never poisoned") = fresh;
+    }
+
     pub fn is_dead(&self, app: &str, token: &DeviceToken) -> bool {
         self.set
             .read()

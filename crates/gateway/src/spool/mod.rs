@@ -7,8 +7,8 @@
 //!   recover, prune — and [`Store`] is the backend the gateway opened. Nothing outside this
 //!   folder names a backend.
 //! - `records`: what is stored and answered, the same for every backend; `error`: how it fails.
-//! - `postgres`: the backend on a PostgreSQL database, for teams that run one (one gateway
-//!   today; several sharing it is "PostgreSQL 2/2").
+//! - `postgres`: the backend on a PostgreSQL database, for teams that run one; any number of
+//!   gateways may share it (claims, leases, rescue, wake-ups: `postgres::cluster`).
 //! - `sqlite`: the embedded backend. Its writer owns the one write connection on a dedicated
 //!   OS thread fed by a bounded channel and commits in groups (one transaction, one fsync, for
 //!   whatever arrived while the previous commit ran); callers get their answer only after the
@@ -33,9 +33,9 @@ pub use admin::{SpoolStatus, copy_from_sqlite, migrate, status};
 pub use error::{SpoolError, SubmitError};
 pub use idempotency::{Enqueued, IdempotencyKey};
 pub use records::{
-    Completion, CopyReport, DeadToken, Export, ExportedNotification, ExportedRequest,
-    FeedbackEntry, NewRequest, NotificationRecord, PendingRow, ReadyCursor, ReadyPage, ReadyRow,
-    RecoveryReport, Sendable, State, StoredRequest,
+    ClusterEvent, Completion, CopyReport, DeadToken, Export, ExportedNotification, ExportedRequest,
+    FeedbackEntry, GatewayInfo, NewRequest, NotificationRecord, PendingRow, ReadyCursor, ReadyPage,
+    ReadyRow, RecoveryReport, Sendable, State, StoredRequest,
 };
 pub use retention::spawn_pruner;
 pub use sqlite::SpoolOptions;

@@ -248,3 +248,37 @@ pub struct CopyReport {
     pub already_there: usize,
     pub dead_tokens: usize,
 }
+
+/// What the other gateways sharing a spool did that this one must know (PostgreSQL only).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClusterEvent {
+    /// Work no gateway holds appeared (rescued, handed back, scheduled rows come due): rescan.
+    Work,
+    /// Another gateway registered this token dead.
+    DeadToken { app: String, token: DeviceToken },
+    /// Another gateway cleared this dead token.
+    TokenCleared { app: String, token: DeviceToken },
+    /// The others declared this gateway dead and rescued its notifications: what dispatch
+    /// holds unsent is theirs now — drop it (what is in flight finishes; its outcome is not
+    /// recorded).
+    Fenced,
+    /// Some news may have been missed (the session was lost, or too much came at once): read
+    /// every dead token again and rescan every app.
+    Resync,
+}
+
+/// One gateway sharing the spool, as the cluster view shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayInfo {
+    pub id: String,
+    /// Host name and process id.
+    pub host: String,
+    pub started_at: SystemTime,
+    pub heartbeat_at: SystemTime,
+    /// The apps it serves.
+    pub apps: Vec<String>,
+    /// Notifications not yet final that it holds.
+    pub holds: u64,
+    /// Whether it is the gateway answering.
+    pub this: bool,
+}

@@ -208,24 +208,30 @@ pub trait Spool: Send + Sync {
 
     // Shared by several gateways. The defaults are a backend that one gateway owns whole.
 
-    /// Renews this gateway's hold on the notifications it is sending, so that no other
-    /// gateway rescues them. One gateway alone holds everything: nothing to renew.
-    fn renew_leases(&self) -> impl Future<Output = Result<(), SpoolError>> + Send {
-        async { Ok(()) }
+    /// The news from the other gateways sharing this spool, taken once (by dispatch). `None`:
+    /// no other gateway can share it.
+    fn cluster_events(&self) -> Option<tokio::sync::mpsc::Receiver<super::ClusterEvent>> {
+        None
     }
 
-    /// Hands this gateway's notifications in flight back to the others at a graceful
-    /// shutdown. One gateway alone gets them back from [`Spool::recover`] at its next start.
-    fn release_leases(&self) -> impl Future<Output = Result<(), SpoolError>> + Send {
-        async { Ok(()) }
+    /// The apps this gateway serves, for the cluster view (and the warning when the gateways
+    /// sharing the spool disagree).
+    fn serve_apps(&self, _apps: Vec<String>) {}
+
+    /// The gateways sharing this spool; empty for a spool one gateway owns.
+    fn gateways(&self) -> impl Future<Output = Result<Vec<super::GatewayInfo>, SpoolError>> + Send {
+        async { Ok(Vec::new()) }
     }
 
-    /// The provider token the gateways sharing this spool present for `key_id`, with its
-    /// `iat`, so that a cluster presents one token per key as Apple asks. `None`: sign
-    /// locally (one gateway alone presents one token per key anyway).
+    /// The provider token the gateways sharing this spool present for `key`: the stored one
+    /// when it was issued at `fresh_after` or later, else one signed now and stored, under a
+    /// lock, so that the cluster presents one token per key as Apple asks. `None`: sign
+    /// locally (one gateway alone presents one token per key anyway). The token is a live
+    /// credential for up to an hour: never logged.
     fn shared_provider_token(
         &self,
-        _key_id: &str,
+        _key: &apns::auth::SigningKey,
+        _fresh_after: SystemTime,
     ) -> impl Future<Output = Result<Option<(String, SystemTime)>, SpoolError>> + Send {
         async { Ok(None) }
     }
@@ -432,17 +438,21 @@ impl Spool for Store {
     fn commits(&self) -> u64 {
         on!(self, s => s.commits())
     }
-    async fn renew_leases(&self) -> Result<(), SpoolError> {
-        on!(self, s => s.renew_leases().await)
+    fn cluster_events(&self) -> Option<tokio::sync::mpsc::Receiver<super::ClusterEvent>> {
+        on!(self, s => s.cluster_events())
     }
-    async fn release_leases(&self) -> Result<(), SpoolError> {
-        on!(self, s => s.release_leases().await)
+    fn serve_apps(&self, apps: Vec<String>) {
+        on!(self, s => s.serve_apps(apps))
+    }
+    async fn gateways(&self) -> Result<Vec<super::GatewayInfo>, SpoolError> {
+        on!(self, s => s.gateways().await)
     }
     async fn shared_provider_token(
         &self,
-        key_id: &str,
+        key: &apns::auth::SigningKey,
+        fresh_after: SystemTime,
     ) -> Result<Option<(String, SystemTime)>, SpoolError> {
-        on!(self, s => s.shared_provider_token(key_id).await)
+        on!(self, s => s.shared_provider_token(key, fresh_after).await)
     }
     async fn channels(&self, app: &str) -> Result<Vec<Channel>, SpoolError> {
         on!(self, s => s.channels(app).await)

@@ -88,13 +88,13 @@ fn db_status_and_migrate_on_postgres() {
     assert!(out.contains("schema version: none yet"), "{out}");
     let created = pushgate(&["db", "migrate"], &config);
     assert!(
-        text(&created).contains("schema: created at version 2"),
+        text(&created).contains("schema: created at version 3"),
         "{}",
         text(&created)
     );
     let again = pushgate(&["db", "migrate"], &config);
     assert!(
-        text(&again).contains("schema: already at version 2"),
+        text(&again).contains("schema: already at version 3"),
         "{}",
         text(&again)
     );
@@ -108,26 +108,29 @@ fn db_status_and_migrate_on_postgres() {
     );
     assert!(
         text(&check).contains("    server 15")
-            && text(&check).contains("schema version 2 (this pushgate: 2)"),
+            && text(&check).contains("schema version 3 (this pushgate: 3)"),
         "config check reaches the database: {}",
         text(&check)
     );
 
-    // A version 1 database (its placeholder table of idempotency keys) is migrated to 2.
+    // A version 1 database (its placeholder table of idempotency keys, gateways without their
+    // locks) is migrated to 3.
     rt.block_on(async {
         let client = client(&pg).await;
         client
             .batch_execute(
                 "DROP TABLE idempotency_keys; CREATE TABLE idempotency_keys (app text NOT NULL, \
                  key text NOT NULL, request_id bigint NOT NULL, created_at bigint NOT NULL, \
-                 PRIMARY KEY (app, key)); UPDATE pushgate_schema SET version = 1",
+                 PRIMARY KEY (app, key)); ALTER TABLE gateways DROP COLUMN lock_key, \
+                 DROP COLUMN apps; ALTER TABLE provider_tokens DROP COLUMN team_id; \
+                 UPDATE pushgate_schema SET version = 1",
             )
             .await
             .unwrap();
     });
     let migrated = pushgate(&["db", "migrate"], &config);
     assert!(
-        text(&migrated).contains("schema: migrated from version 1 to 2"),
+        text(&migrated).contains("schema: migrated from version 1 to 3"),
         "{}",
         text(&migrated)
     );
@@ -137,6 +140,10 @@ fn db_status_and_migrate_on_postgres() {
             .query("SELECT fingerprint, ids, scope FROM idempotency_keys", &[])
             .await
             .expect("version 2's idempotency keys");
+        client
+            .query("SELECT lock_key, apps FROM gateways", &[])
+            .await
+            .expect("version 3's gateways");
     });
 
     // A database a newer pushgate migrated is refused, by status and by migrate.
@@ -214,11 +221,11 @@ fn concurrent_start_up_migrates_once() {
     let gateway = gateway.expect("the gateway came up beside the migrations");
     let created = outputs
         .iter()
-        .filter(|o| o.contains("schema: created at version 2"))
+        .filter(|o| o.contains("schema: created at version 3"))
         .count();
     let found = outputs
         .iter()
-        .filter(|o| o.contains("schema: already at version 2"))
+        .filter(|o| o.contains("schema: already at version 3"))
         .count();
     assert!(
         created <= 1 && created + found == 4,
@@ -231,7 +238,7 @@ fn concurrent_start_up_migrates_once() {
     // Beside the running gateway (its lock is the gateway's, not the migration's).
     let beside = pushgate(&["db", "migrate"], &config);
     assert!(
-        beside.status.success() && text(&beside).contains("schema: already at version 2"),
+        beside.status.success() && text(&beside).contains("schema: already at version 3"),
         "{}",
         text(&beside)
     );
@@ -243,7 +250,7 @@ fn concurrent_start_up_migrates_once() {
             .unwrap();
         assert_eq!(
             rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>(),
-            [2],
+            [3],
             "one schema row"
         );
         gateway::spool::Spool::close(&gateway).await.unwrap();

@@ -27,6 +27,9 @@ macro_rules! on_each_backend {
 mod bench;
 /// `pushgate cert inspect`: a legacy .p12, a PEM certificate, a wrong password.
 mod cert;
+/// Two gateways on one PostgreSQL database: kill -9 and SIGTERM of one, one provider token,
+/// dead tokens and scheduled sends agreed on.
+mod cluster;
 /// `pushgate config check`: a good file, every problem with its line, exit codes.
 mod config;
 /// The dashboard in headless Chromium: log in, test send, "delivered", a screenshot.

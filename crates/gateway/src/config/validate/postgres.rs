@@ -17,6 +17,8 @@ impl Cx<'_> {
                 for (v, key) in [
                     (&st.pool_size, "storage.pool_size"),
                     (&st.statement_timeout_ms, "storage.statement_timeout_ms"),
+                    (&st.heartbeat_s, "storage.heartbeat_s"),
+                    (&st.lease_s, "storage.lease_s"),
                 ] {
                     if let Some(v) = v {
                         self.problem(
@@ -72,6 +74,24 @@ impl Cx<'_> {
             100,
             3_600_000,
         );
+        let heartbeat = self.int(&st.heartbeat_s, "storage.heartbeat_s", 5, 1, 60);
+        let lease = self.int(&st.lease_s, "storage.lease_s", 30, 3, 3600);
+        if lease < 2 * heartbeat
+            && let Some(v) = st.lease_s.as_ref().or(st.heartbeat_s.as_ref())
+        {
+            self.problem(
+                v.span(),
+                if st.lease_s.is_some() {
+                    "storage.lease_s"
+                } else {
+                    "storage.heartbeat_s"
+                },
+                format!(
+                    "lease_s ({lease}) must be at least twice heartbeat_s ({heartbeat}): one late \
+                     heartbeat must not declare a gateway dead"
+                ),
+            );
+        }
         let ca_file = st
             .ca_file
             .as_ref()
@@ -89,6 +109,8 @@ impl Cx<'_> {
             target,
             pool_size,
             statement_timeout: Duration::from_millis(timeout as u64),
+            heartbeat: Duration::from_secs(heartbeat as u64),
+            lease: Duration::from_secs(lease as u64),
             ca_file,
         })
     }

@@ -1,13 +1,12 @@
 //! Reaching the database: the URL read into a client configuration (TLS by default, timeouts),
-//! rustls with the configured roots, the gateway lock and the task that keeps it, and the
-//! read-only look of `pushgate db status`.
+//! rustls with the configured roots, and the read-only look of `pushgate db status`.
 
 use std::sync::Arc;
 
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
-use super::{Inner, pg, schema};
+use super::{pg, schema};
 use crate::config::Postgres;
 use crate::spool::SpoolError;
 
@@ -28,79 +27,6 @@ pub(crate) fn postgres_config(url: &str) -> Result<tokio_postgres::Config, tokio
         config.connect_timeout(CONNECT_TIMEOUT);
     }
     Ok(config)
-}
-
-/// Takes the gateway lock on a connection of its own, or refuses: another gateway uses this
-/// database.
-pub(super) async fn exclusive(
-    pg_config: &tokio_postgres::Config,
-    config: &Postgres,
-) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), SpoolError> {
-    let target = &config.target;
-    let (client, task) = connect_with(pg_config, config).await?;
-    let locked: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&schema::GATEWAY_LOCK])
-        .await
-        .map_err(pg(target, "taking the gateway lock"))?
-        .get(0);
-    if !locked {
-        task.abort();
-        return Err(SpoolError::Postgres {
-            what: format!(
-                "another gateway uses the PostgreSQL spool at {target}; one gateway per database \
-                 until several can share it (PostgreSQL 2/2)"
-            ),
-            source: "pg_try_advisory_lock answered false".into(),
-        });
-    }
-    Ok((client, task))
-}
-
-/// Waits for the connection holding the gateway lock to end (a server restart, a network
-/// fault), then takes the lock again on a new connection, retrying with backoff while the
-/// database is out of reach. Ends when the spool is gone. If another gateway took the lock
-/// meanwhile, it says so loudly and keeps trying: two gateways would send the same work.
-pub(super) async fn keep_lock(
-    spool: std::sync::Weak<Inner>,
-    mut connection: tokio::task::JoinHandle<()>,
-    pg_config: tokio_postgres::Config,
-    config: Postgres,
-) {
-    loop {
-        let _ = (&mut connection).await;
-        if spool.upgrade().is_none() {
-            return;
-        }
-        tracing::warn!(target = %config.target, "the connection holding the gateway lock was lost; taking the lock again");
-        let mut wait = std::time::Duration::from_millis(100);
-        loop {
-            match exclusive(&pg_config, &config).await {
-                Ok((client, conn)) => {
-                    let Some(inner) = spool.upgrade() else {
-                        return;
-                    };
-                    *inner.lock.lock().expect("lock mutex") = Some(client);
-                    connection = conn;
-                    tracing::info!(target = %config.target, "gateway lock taken again");
-                    break;
-                }
-                Err(e) => {
-                    if spool.strong_count() == 0 {
-                        return;
-                    }
-                    let why = crate::error_chain(&e);
-                    if why.contains("another gateway uses") {
-                        // Two gateways would send the same work: loud, and every try.
-                        tracing::error!(target = %config.target, "another gateway took the PostgreSQL spool while this one's connection was lost; stop one of them");
-                    } else {
-                        tracing::warn!(error = %why, "taking the gateway lock again");
-                    }
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(std::time::Duration::from_secs(5));
-                }
-            }
-        }
-    }
 }
 
 /// rustls with Mozilla's roots and the configured private CA.

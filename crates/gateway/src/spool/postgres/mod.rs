@@ -1,5 +1,4 @@
-//! The PostgreSQL backend, for one gateway (docs/postgres.md): the same semantics as the SQLite
-//! spool — commit before the answer, a request stored whole or not at all, per-id status,
+//! The PostgreSQL backend (docs/postgres.md): the same semantics as the SQLite spool — commit before the answer, a request stored whole or not at all, per-id status,
 //! scheduled sends, retries with due times, expiry, the dead-token registry, retention in
 //! chunks, recovery at start — on a database the team already runs, with its replication and
 //! failover.
@@ -10,15 +9,17 @@
 //! the configured `ca_file`), as everywhere else.
 //!
 //! - `schema`: the migrations and the statements of every pass; `reads`: the queries and the
-//!   decoding of their rows.
+//!   decoding of their rows; `cluster`: several gateways on one database — registration,
+//!   heartbeat, rescue, hand-back and the wake-ups.
 
+mod cluster;
 mod connect;
 mod copy;
 mod reads;
 mod schema;
 mod writes;
 
-use connect::{CONNECT_TIMEOUT, exclusive, keep_lock, tls_config};
+use connect::{CONNECT_TIMEOUT, tls_config};
 pub(crate) use connect::{inspect, migrate, postgres_config};
 
 use std::sync::Arc;
@@ -36,8 +37,8 @@ use super::{
 };
 use crate::config::Postgres;
 use schema::{
-    CLAIM_DUE, COMPLETE, KEYS_FORGET, PRUNE_FINISHED, REGISTER_DEAD, REQUEST_GONE, REQUEST_LOSES,
-    REQUEUE_IN_FLIGHT,
+    CLAIM_DUE, COMPLETE, KEYS_FORGET, NOT_MINE, PRUNE_FINISHED, REGISTER_DEAD, REQUEST_GONE,
+    REQUEST_LOSES, REQUEUE_IN_FLIGHT, RETENTION_LOCK,
 };
 
 /// The PostgreSQL spool. Cheap to clone.
@@ -48,11 +49,8 @@ pub(crate) struct PgSpool {
 
 struct Inner {
     pool: Pool,
-    /// The connection holding [`schema::GATEWAY_LOCK`]; dropped (and the lock with it) when the
-    /// spool closes. A std mutex, held to swap it.
-    lock: std::sync::Mutex<Option<tokio_postgres::Client>>,
-    /// Takes the lock again when its connection is lost (`keep_lock`); stopped at close.
-    keeper: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// This gateway among those sharing the database: the id its claims and outcomes carry.
+    cluster: Arc<cluster::Registration>,
     /// `host:port/database`: what errors and logs name (never the URL).
     target: String,
     /// Notifications not yet final, as this gateway has counted them.
@@ -103,8 +101,7 @@ impl PgSpool {
         pg_config.keepalives_interval(std::time::Duration::from_secs(5));
         pg_config.keepalives_retries(3);
         pg_config.application_name("pushgate");
-        let (lock, lock_conn) = exclusive(&pg_config, config).await?;
-        let lock_config = pg_config.clone();
+        let session_config = pg_config.clone();
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(config)?);
         let manager = Manager::from_config(
             pg_config,
@@ -124,11 +121,11 @@ impl PgSpool {
                 what: format!("making the connection pool ({target})"),
                 source: Box::new(e),
             })?;
+        let (registration, events) = cluster::registration(config);
         let spool = PgSpool {
             inner: Arc::new(Inner {
                 pool,
-                lock: std::sync::Mutex::new(Some(lock)),
-                keeper: std::sync::Mutex::new(None),
+                cluster: Arc::new(registration),
                 target,
                 pending: AtomicU64::new(0),
                 max_pending: options.max_pending,
@@ -136,15 +133,30 @@ impl PgSpool {
                 commits: AtomicU64::new(0),
             }),
         };
-        let keeper = tokio::spawn(keep_lock(
-            Arc::downgrade(&spool.inner),
-            lock_conn,
-            lock_config,
-            config.clone(),
-        ));
-        *spool.inner.keeper.lock().expect("keeper mutex") = Some(keeper);
         let mut c = spool.conn().await?;
         schema::migrate(&mut c, &spool.inner.target).await?;
+        // Registered with its lock held, then the gateways already gone are rescued — a
+        // previous run of this one killed a moment ago among them — before anything is read.
+        let reg = &spool.inner.cluster;
+        let mut session = cluster::open_session(&session_config, config, reg.lock_key).await?;
+        cluster::register(&session.client, reg, &spool.inner.target).await?;
+        cluster::rescue(
+            &mut session.client,
+            reg,
+            &spool.inner.target,
+            &mut std::collections::HashSet::new(),
+        )
+        .await?;
+        let task = tokio::spawn(cluster::run(
+            Arc::downgrade(&spool.inner),
+            session,
+            session_config,
+            config.clone(),
+            events,
+        ));
+        *reg.task
+            .lock()
+            .expect("registration lock is never poisoned") = Some(task);
         let pending: i64 = c
             .query_one("SELECT count(*) FROM notifications WHERE state < 3", &[])
             .await
@@ -299,6 +311,12 @@ impl Spool for PgSpool {
             .await
             .map_err(self.err("claiming scheduled notifications"))?;
         self.committed();
+        if !rows.is_empty() {
+            // Now queued and nobody's: every gateway serving their apps may take them.
+            c.execute(&format!("NOTIFY {}", cluster::WORK), &[])
+                .await
+                .map_err(self.err("waking the other gateways"))?;
+        }
         Ok(rows
             .iter()
             .map(|r| ApnsId::from_uuid(r.get::<_, uuid::Uuid>(0)))
@@ -313,12 +331,14 @@ impl Spool for PgSpool {
         limit: usize,
     ) -> Result<ReadyPage, SpoolError> {
         let c = self.conn().await?;
-        reads::ready_page(&c, &self.inner.target, app, cursor, to_ms(now), limit).await
+        let me = self.inner.cluster.me();
+        reads::ready_page(&c, &self.inner.target, app, cursor, to_ms(now), limit, me).await
     }
 
     async fn next_due(&self, app: &str, now: SystemTime) -> Result<Option<SystemTime>, SpoolError> {
         let c = self.conn().await?;
-        reads::next_due(&c, &self.inner.target, app, to_ms(now)).await
+        let me = self.inner.cluster.me();
+        reads::next_due(&c, &self.inner.target, app, to_ms(now), me).await
     }
 
     async fn request_of(&self, id: ApnsId) -> Result<Option<StoredRequest>, SpoolError> {
@@ -353,6 +373,16 @@ impl Spool for PgSpool {
                 )
                 .await
                 .map_err(self.err("registering a dead token"))?;
+                // Sent at the commit: the other gateways suppress it too.
+                tx.execute(
+                    "SELECT pg_notify($1, $2)",
+                    &[
+                        &cluster::DEAD,
+                        &cluster::dead_payload(true, &d.app, &d.token),
+                    ],
+                )
+                .await
+                .map_err(self.err("telling the other gateways of a dead token"))?;
             }
         }
         let ids: Vec<uuid::Uuid> = done.iter().map(|c| *c.id.as_uuid()).collect();
@@ -365,6 +395,7 @@ impl Spool for PgSpool {
             .collect();
         let due: Vec<Option<i64>> = done.iter().map(|c| c.due_at.map(to_ms)).collect();
         let now = to_ms(SystemTime::now());
+        let me = self.inner.cluster.me();
         let st = tx
             .prepare_cached(COMPLETE)
             .await
@@ -372,10 +403,26 @@ impl Spool for PgSpool {
         let rows = tx
             .query(
                 &st,
-                &[&ids, &states, &attempts, &status, &reasons, &due, &now],
+                &[&ids, &states, &attempts, &status, &reasons, &due, &now, &me],
             )
             .await
             .map_err(self.err("recording outcomes"))?;
+        if rows.len() < ids.len() {
+            // Some were final already (a duplicate send's outcome), or — what the log must
+            // say — another gateway rescued them after this one was declared dead.
+            let theirs: i64 = tx
+                .query_one(NOT_MINE, &[&ids, &me])
+                .await
+                .map_err(self.err("recording outcomes"))?
+                .get(0);
+            if theirs > 0 {
+                tracing::warn!(
+                    notifications = theirs,
+                    "outcomes not recorded: those notifications are no longer this gateway's \
+                     (rescued by another after this one was declared dead); they are sent again"
+                );
+            }
+        }
         tx.commit().await.map_err(self.err("committing outcomes"))?;
         self.committed();
         let finished = rows
@@ -391,14 +438,29 @@ impl Spool for PgSpool {
     }
 
     async fn clear_dead_token(&self, app: &str, token: &DeviceToken) -> Result<bool, SpoolError> {
-        let c = self.conn().await?;
-        let n = c
+        let mut c = self.conn().await?;
+        let tx = c
+            .transaction()
+            .await
+            .map_err(self.err("beginning a transaction"))?;
+        let n = tx
             .execute(
                 "DELETE FROM dead_tokens WHERE app = $1 AND token = $2",
                 &[&app, &reads::token_bytes(token)],
             )
             .await
             .map_err(self.err("clearing a dead token"))?;
+        if n > 0 {
+            tx.execute(
+                "SELECT pg_notify($1, $2)",
+                &[&cluster::DEAD, &cluster::dead_payload(false, app, token)],
+            )
+            .await
+            .map_err(self.err("telling the other gateways of a cleared token"))?;
+        }
+        tx.commit()
+            .await
+            .map_err(self.err("committing a cleared token"))?;
         self.committed();
         Ok(n > 0)
     }
@@ -469,6 +531,15 @@ impl Spool for PgSpool {
             .transaction()
             .await
             .map_err(self.err("beginning a transaction"))?;
+        // One gateway prunes at a time; the others find the lock taken and leave it.
+        let ours: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&RETENTION_LOCK])
+            .await
+            .map_err(self.err("taking the retention lock"))?
+            .get(0);
+        if !ours {
+            return Ok(0);
+        }
         let forgotten =
             idempotency::forgotten_before(SystemTime::now(), self.inner.idempotency_window);
         let keys = tx
@@ -522,28 +593,134 @@ impl Spool for PgSpool {
         self.conn().await.map(drop)
     }
 
-    /// Closes the pool and gives up the gateway lock; later operations fail.
+    /// Hands this gateway's notifications back to the others, ends its registration, and
+    /// closes the pool; later operations fail.
     async fn close(&self) -> Result<(), SpoolError> {
+        let reg = &self.inner.cluster;
+        reg.stop.cancel();
+        let task = reg
+            .task
+            .lock()
+            .expect("registration lock is never poisoned")
+            .take();
+        if let Some(t) = task {
+            let _ = t.await;
+        }
         self.inner.pool.close();
-        let keeper = self.inner.keeper.lock().expect("keeper mutex").take();
-        if let Some(k) = keeper {
-            k.abort();
-            let _ = k.await;
-        }
-        // Released before the connection goes, so that a gateway started right after this
-        // one closed finds it free (dropping the client would end the session a little later).
-        let client = self.inner.lock.lock().expect("lock mutex").take();
-        if let Some(client) = client {
-            let _ = client
-                .execute("SELECT pg_advisory_unlock($1)", &[&schema::GATEWAY_LOCK])
-                .await;
-        }
         Ok(())
+    }
+
+    fn cluster_events(&self) -> Option<tokio::sync::mpsc::Receiver<crate::spool::ClusterEvent>> {
+        self.inner.cluster.take_events()
+    }
+
+    fn serve_apps(&self, apps: Vec<String>) {
+        self.inner.cluster.set_apps(apps);
+    }
+
+    async fn gateways(&self) -> Result<Vec<crate::spool::GatewayInfo>, SpoolError> {
+        let c = self.conn().await?;
+        cluster::gateways(&c, &self.inner.target, self.inner.cluster.me()).await
+    }
+
+    async fn shared_provider_token(
+        &self,
+        key: &apns::auth::SigningKey,
+        fresh_after: SystemTime,
+    ) -> Result<Option<(String, SystemTime)>, SpoolError> {
+        let mut c = self.conn().await?;
+        let what = "sharing the provider token";
+        let tx = c.transaction().await.map_err(self.err(what))?;
+        // One gateway renews a key's token at a time; the others wait and read its work.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('pushgate provider token ' || $1))",
+            &[&key.key_id()],
+        )
+        .await
+        .map_err(self.err(what))?;
+        let stored = tx
+            .query_opt(
+                "SELECT token, issued_at, team_id FROM provider_tokens WHERE key_id = $1",
+                &[&key.key_id()],
+            )
+            .await
+            .map_err(self.err(what))?;
+        if let Some(r) = stored {
+            let (token, issued, team): (String, i64, String) = (r.get(0), r.get(1), r.get(2));
+            let issued = crate::spool::from_ms(issued);
+            // A token from a host whose clock is a little ahead is still the cluster's.
+            let skew = std::time::Duration::from_secs(300);
+            if team == key.team_id() && issued >= fresh_after && issued <= SystemTime::now() + skew
+            {
+                tx.commit().await.map_err(self.err(what))?;
+                return Ok(Some((token, issued)));
+            }
+        }
+        // In the stored precision, so that every gateway holds the same `iat`.
+        let now = crate::spool::from_ms(to_ms(SystemTime::now()));
+        // The signing error names no key material (jsonwebtoken's message).
+        let token = key.sign_at(now).map_err(|e| SpoolError::Postgres {
+            what: format!("signing a provider token for key {}", key.key_id()),
+            source: Box::new(e),
+        })?;
+        // Never replaced by an older one (a host whose clock is behind), unless of another team.
+        let stored = tx
+            .query_opt(
+                "INSERT INTO provider_tokens (key_id, token, issued_at, team_id) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (key_id) DO UPDATE SET \
+                 token = excluded.token, issued_at = excluded.issued_at, team_id = excluded.team_id \
+                 WHERE provider_tokens.issued_at < excluded.issued_at \
+                 OR provider_tokens.team_id <> excluded.team_id RETURNING 1",
+                &[&key.key_id(), &Hidden(&token), &to_ms(now), &key.team_id()],
+            )
+            .await
+            .map_err(self.err(what))?;
+        let shared = match stored {
+            Some(_) => (token, now),
+            None => {
+                let r = tx
+                    .query_one(
+                        "SELECT token, issued_at FROM provider_tokens WHERE key_id = $1",
+                        &[&key.key_id()],
+                    )
+                    .await
+                    .map_err(self.err(what))?;
+                (r.get(0), crate::spool::from_ms(r.get(1)))
+            }
+        };
+        tx.commit().await.map_err(self.err(what))?;
+        Ok(Some(shared))
     }
 
     fn commits(&self) -> u64 {
         self.inner.commits.load(Ordering::Relaxed)
     }
+}
+
+/// A provider token as a statement parameter. tokio-postgres logs the parameters of every
+/// statement at debug level, with their `Debug`: this one shows nothing.
+struct Hidden<'a>(&'a str);
+
+impl std::fmt::Debug for Hidden<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<provider token>")
+    }
+}
+
+impl tokio_postgres::types::ToSql for Hidden<'_> {
+    fn to_sql(
+        &self,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        self.0.to_sql(ty, out)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <&str as tokio_postgres::types::ToSql>::accepts(ty)
+    }
+
+    tokio_postgres::types::to_sql_checked!();
 }
 
 /// The smallest UUIDv7 of millisecond `ms`: ids below it were created before `ms`.

@@ -41,6 +41,7 @@ pub(super) async fn ready_page(
     cursor: ReadyCursor,
     now: i64,
     limit: usize,
+    me: uuid::Uuid,
 ) -> Result<ReadyPage, SpoolError> {
     let mut found: Vec<Row> = Vec::new();
     let mut scanned = 0;
@@ -55,7 +56,7 @@ pub(super) async fn ready_page(
             .await
             .map_err(pg(target, "paging ready notifications"))?;
         let rows = c
-            .query(&st, &[&app, &after, &(limit as i64)])
+            .query(&st, &[&app, &after, &(limit as i64), &me, &now])
             .await
             .map_err(pg(target, "paging ready notifications"))?;
         scanned += rows.len();
@@ -73,7 +74,10 @@ pub(super) async fn ready_page(
         .await
         .map_err(pg(target, "paging due retries"))?;
     let rows = c
-        .query(&st, &[&app, &now, &due_from.0, &due_from.1, &(left as i64)])
+        .query(
+            &st,
+            &[&app, &now, &due_from.0, &due_from.1, &(left as i64), &me],
+        )
         .await
         .map_err(pg(target, "paging due retries"))?;
     let n = rows.len();
@@ -205,13 +209,14 @@ pub(super) async fn next_due(
     target: &str,
     app: &str,
     now: i64,
+    me: uuid::Uuid,
 ) -> Result<Option<SystemTime>, SpoolError> {
     let st = c
         .prepare_cached(NEXT_DUE)
         .await
         .map_err(pg(target, "reading the next due time"))?;
     let row = c
-        .query_one(&st, &[&app, &now])
+        .query_one(&st, &[&app, &now, &me])
         .await
         .map_err(pg(target, "reading the next due time"))?;
     Ok(row.get::<_, Option<i64>>(0).map(from_ms))

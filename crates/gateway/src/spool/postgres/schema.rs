@@ -14,13 +14,15 @@ use tokio_postgres::Client;
 use crate::spool::SpoolError;
 
 /// The schema this version writes (`pushgate_schema.version`).
-pub(super) const SCHEMA_VERSION: i32 = 2;
+pub(super) const SCHEMA_VERSION: i32 = 3;
 
 /// Any number, the same for every pushgate: the advisory lock that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x7075_7368_6761_7465; // "pushgate"
-/// The session lock a gateway holds for as long as it uses the database: until "PostgreSQL
-/// 2/2" gives gateways leases, a second one would send what the first is sending.
-pub(super) const GATEWAY_LOCK: i64 = 0x7075_7368_6761_7466;
+/// The lock a gateway of schema 2 or older held for as long as it ran (one gateway per
+/// database then): held, this version refuses to start beside it.
+pub(super) const OLD_GATEWAY_LOCK: i64 = 0x7075_7368_6761_7466;
+/// Taken (for the transaction) by the gateway that prunes: retention runs on one at a time.
+pub(super) const RETENTION_LOCK: i64 = 0x7075_7368_6761_7467;
 
 /// Version 1. `notifications_pending` is the SQLite spool's pending index — state, then app,
 /// then due time, only over rows not yet final — with the id last, which SQLite's index holds
@@ -111,6 +113,17 @@ CREATE TABLE idempotency_keys (
 CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
 ";
 
+/// Version 3: several gateways on one database (`cluster`). Each registration holds a session
+/// advisory lock of its own (`lock_key`) for as long as its session lives, so a gateway whose
+/// process died is seen dead at once, not only when its heartbeat is `lease_s` old; `apps` is
+/// what it serves (a warning when the gateways disagree). A provider token records the team
+/// it was signed for.
+const MIGRATE_2_TO_3: &str = "
+ALTER TABLE gateways ADD COLUMN lock_key bigint NOT NULL DEFAULT 0;
+ALTER TABLE gateways ADD COLUMN apps text[] NOT NULL DEFAULT '{}';
+ALTER TABLE provider_tokens ADD COLUMN team_id text NOT NULL DEFAULT '';
+";
+
 /// Brings the database to [`SCHEMA_VERSION`], in one transaction under the migration lock:
 /// the first gateway to take it migrates, the others find the work done. Refuses a database
 /// newer than this pushgate knows. Answers the version found before.
@@ -156,6 +169,11 @@ pub(super) async fn migrate(c: &mut Client, target: &str) -> Result<i32, SpoolEr
             .await
             .map_err(err("migrating the schema to version 2"))?;
     }
+    if found < 3 {
+        tx.batch_execute(MIGRATE_2_TO_3)
+            .await
+            .map_err(err("migrating the schema to version 3"))?;
+    }
     if found < SCHEMA_VERSION {
         tx.execute("DELETE FROM pushgate_schema", &[])
             .await
@@ -183,31 +201,60 @@ pub(super) const KEYS_FORGET: &str = "DELETE FROM idempotency_keys WHERE (scope,
 // serve from that index. Ordered by id alone, it walked the primary key and filtered out every
 // finished row on the way (44 ms a page of 1,000 in `pushgate bench`, against 2 ms).
 
-/// One app's queued notifications waiting for no time, in id order after a cursor.
-pub(super) const READY_WAITING: &str = "SELECT id, token, attempts, request_id, due_at \
-     FROM notifications WHERE state < 3 AND state = 1 AND app = $1 AND due_at IS NULL \
-     AND id > $2 ORDER BY state, app, due_at, id LIMIT $3";
-/// One app's queued retries whose time ($2) has come, in (due time, id) order after a cursor.
-pub(super) const READY_DUE: &str = "SELECT id, token, attempts, request_id, due_at \
-     FROM notifications WHERE state < 3 AND state = 1 AND app = $1 AND due_at <= $2 \
-     AND (due_at, id) > ($3, $4) ORDER BY state, app, due_at, id LIMIT $5";
+// A page is also a claim: of the rows no gateway holds (owner NULL) or this one ($me) holds,
+// those in no other transaction's hands (SKIP LOCKED) are read, and the unowned ones become
+// this gateway's — while its registration stands (`g`, locked FOR KEY SHARE so that a rescue
+// deleting it waits for the claim, and then frees what it claimed). Rows other gateways hold
+// are not seen. The final SELECT reads the rows as the statement began; the columns it reads
+// are not the ones the claim changes.
+
+/// One app's queued notifications waiting for no time, in id order after a cursor ($2),
+/// claimed for $4 at $5.
+pub(super) const READY_WAITING: &str = "WITH g AS (SELECT id FROM gateways WHERE id = $4 \
+     FOR KEY SHARE), c AS MATERIALIZED (SELECT n.id, n.owner FROM notifications n \
+     WHERE n.state < 3 AND n.state = 1 AND n.app = $1 AND n.due_at IS NULL AND n.id > $2 \
+     AND (n.owner IS NULL OR n.owner = $4) AND EXISTS (SELECT 1 FROM g) \
+     ORDER BY n.state, n.app, n.due_at, n.id LIMIT $3 FOR UPDATE OF n SKIP LOCKED), \
+     u AS (UPDATE notifications n SET owner = $4, claimed_at = $5 FROM c \
+     WHERE n.id = c.id AND c.owner IS NULL) \
+     SELECT n.id, n.token, n.attempts, n.request_id, n.due_at FROM notifications n \
+     JOIN c ON n.id = c.id ORDER BY n.id";
+/// One app's queued retries whose time ($2) has come, in (due time, id) order after a cursor
+/// ($3, $4), claimed for $6.
+pub(super) const READY_DUE: &str = "WITH g AS (SELECT id FROM gateways WHERE id = $6 \
+     FOR KEY SHARE), c AS MATERIALIZED (SELECT n.id, n.owner FROM notifications n \
+     WHERE n.state < 3 AND n.state = 1 AND n.app = $1 AND n.due_at <= $2 \
+     AND (n.due_at, n.id) > ($3, $4) AND (n.owner IS NULL OR n.owner = $6) \
+     AND EXISTS (SELECT 1 FROM g) ORDER BY n.state, n.app, n.due_at, n.id LIMIT $5 \
+     FOR UPDATE OF n SKIP LOCKED), \
+     u AS (UPDATE notifications n SET owner = $6, claimed_at = $2 FROM c \
+     WHERE n.id = c.id AND c.owner IS NULL) \
+     SELECT n.id, n.token, n.attempts, n.request_id, n.due_at FROM notifications n \
+     JOIN c ON n.id = c.id ORDER BY n.due_at, n.id";
 /// The requests of a page, each read once.
 pub(super) const REQUESTS_BY_ID: &str = "SELECT id, app, payload, push_type, priority, topic, \
      collapse_id, apns_expiration, expires_at FROM requests WHERE id = ANY($1)";
-/// One app's earliest retry still to come.
+/// One app's earliest retry still to come that this gateway ($3) may claim.
 pub(super) const NEXT_DUE: &str = "SELECT MIN(due_at) FROM notifications \
-     WHERE state < 3 AND state = 1 AND app = $1 AND due_at > $2";
-/// Scheduled notifications whose time ($1) has come become queued.
+     WHERE state < 3 AND state = 1 AND app = $1 AND due_at > $2 \
+     AND (owner IS NULL OR owner = $3)";
+/// Scheduled notifications whose time ($1) has come become queued, held by no gateway: the
+/// first gateway serving the app to page them in claims them (each row once, cluster-wide).
 pub(super) const CLAIM_DUE: &str = "UPDATE notifications SET state = 1, due_at = NULL, \
-     updated_at = $1 WHERE id IN (SELECT id FROM notifications WHERE state < 3 AND state = 0 \
+     owner = NULL, updated_at = $1 WHERE id IN (SELECT id FROM notifications WHERE state < 3 AND state = 0 \
      AND due_at <= $1 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id";
-/// Outcomes in one statement: the rows still pending take theirs; answers each one's new
-/// state, so the pending count loses those that became final.
+/// Outcomes in one statement, fenced by owner: the rows still pending and still this
+/// gateway's ($8) take theirs — an outcome for a row another gateway rescued is not applied.
+/// Answers each one's new state, so the pending count loses those that became final.
 pub(super) const COMPLETE: &str = "UPDATE notifications n SET state = o.state, \
      attempts = o.attempts, status = o.status, reason = o.reason, due_at = o.due_at, \
      updated_at = $7 FROM unnest($1::uuid[], $2::smallint[], $3::integer[], $4::integer[], \
      $5::text[], $6::bigint[]) AS o(id, state, attempts, status, reason, due_at) \
-     WHERE n.id = o.id AND n.state < 3 RETURNING n.state";
+     WHERE n.id = o.id AND n.state < 3 AND n.owner = $8 RETURNING n.state";
+/// Of these ids, those still pending but held by another gateway (or none): the outcomes the
+/// fence dropped, for the log.
+pub(super) const NOT_MINE: &str = "SELECT count(*) FROM notifications \
+     WHERE id = ANY($1) AND state < 3 AND owner IS DISTINCT FROM $2";
 pub(super) const REGISTER_DEAD: &str = "INSERT INTO dead_tokens (app, token, reason, since) \
      VALUES ($1, $2, $3, $4) ON CONFLICT (app, token) DO UPDATE SET reason = excluded.reason, \
      since = excluded.since";
@@ -219,5 +266,6 @@ pub(super) const PRUNE_FINISHED: &str = "WITH gone AS (DELETE FROM notifications
 pub(super) const REQUEST_LOSES: &str =
     "UPDATE requests SET remaining = remaining - $2 WHERE id = $1 RETURNING remaining";
 pub(super) const REQUEST_GONE: &str = "DELETE FROM requests WHERE id = $1";
-/// Start-up recovery: what was in flight goes back to the queue.
+/// Start-up recovery: what a version before 3 left in flight goes back to the queue (this
+/// version never stores `in_flight`; a dead gateway's rows are rescued by `cluster`).
 pub(super) const REQUEUE_IN_FLIGHT: &str = "UPDATE notifications SET state = 1, owner = NULL, updated_at = $1 WHERE state < 3 AND state = 2";

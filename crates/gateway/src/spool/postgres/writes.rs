@@ -32,6 +32,29 @@ impl PgSpool {
             .await
             .map_err(self.err("beginning a transaction"))?;
         let now = to_ms(SystemTime::now());
+        // What is queued now is this gateway's from the start (ingest hands it straight to
+        // this gateway's dispatch) — while its registration stands: the row is locked so that
+        // a rescue deleting it waits for this commit and then frees these rows too. Without
+        // it (declared dead a moment ago), they are nobody's, for any gateway to claim.
+        let me: Option<uuid::Uuid> = tx
+            .query_opt(
+                "SELECT id FROM gateways WHERE id = $1 FOR KEY SHARE",
+                &[&self.inner.cluster.me()],
+            )
+            .await
+            .map_err(self.err("reading this gateway's registration"))?
+            .map(|r| r.get(0));
+        if me.is_none() {
+            // Stored now, these would be nobody's and sent by this gateway too: twice.
+            return Err(SpoolError::Postgres {
+                what: format!(
+                    "this gateway's registration lapsed (the others declared it dead); it is \
+                     registering again ({})",
+                    self.inner.target
+                ),
+                source: "no registration".into(),
+            });
+        }
         if let Some(k) = key {
             let forgotten = idempotency::forgotten_before(
                 crate::spool::from_ms(now),
@@ -66,9 +89,9 @@ impl PgSpool {
             .map_err(self.err("storing a request"))?;
         let notes = tx
             .prepare_cached(
-                "INSERT INTO notifications (id, request_id, app, token, state, due_at, updated_at) \
-                 SELECT id, $2, $3, token, $4, $5, $6 FROM unnest($1::uuid[], $7::bytea[]) \
-                 AS t(id, token)",
+                "INSERT INTO notifications (id, request_id, app, token, state, due_at, updated_at, \
+                 owner) SELECT id, $2, $3, token, $4, $5, $6, $8 \
+                 FROM unnest($1::uuid[], $7::bytea[]) AS t(id, token)",
             )
             .await
             .map_err(self.err("storing notifications"))?;
@@ -79,6 +102,8 @@ impl PgSpool {
             } else {
                 State::Queued
             } as i16;
+            // Scheduled rows are nobody's until they come due (`CLAIM_DUE`).
+            let owner = if send_at.is_some() { None } else { me };
             let row = tx
                 .query_one(
                     &req,
@@ -111,7 +136,16 @@ impl PgSpool {
                 .collect();
             tx.execute(
                 &notes,
-                &[&ids, &request_id, &r.app, &state, &send_at, &now, &tokens],
+                &[
+                    &ids,
+                    &request_id,
+                    &r.app,
+                    &state,
+                    &send_at,
+                    &now,
+                    &tokens,
+                    &owner,
+                ],
             )
             .await
             .map_err(self.err("storing notifications"))?;
