@@ -222,6 +222,40 @@ pub struct AppStats {
 pub struct Stats {
     pub totals: Counts,
     pub apps: BTreeMap<String, AppStats>,
+    /// The gateways sharing a PostgreSQL spool, for an admin key; absent otherwise (and on
+    /// SQLite, which one gateway owns).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Vec<GatewayDoc>>,
+}
+
+/// One gateway sharing the spool.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GatewayDoc {
+    pub id: String,
+    /// Host name and process id.
+    pub host: String,
+    /// RFC 3339.
+    pub started_at: String,
+    pub heartbeat_at: String,
+    pub apps: Vec<String>,
+    /// Notifications not yet final that it holds (claimed, being sent or to be retried).
+    pub holds: u64,
+    /// The gateway that answered.
+    pub this: bool,
+}
+
+impl From<crate::spool::GatewayInfo> for GatewayDoc {
+    fn from(g: crate::spool::GatewayInfo) -> GatewayDoc {
+        GatewayDoc {
+            id: g.id,
+            host: g.host,
+            started_at: rfc3339::format(g.started_at),
+            heartbeat_at: rfc3339::format(g.heartbeat_at),
+            apps: g.apps,
+            holds: g.holds,
+            this: g.this,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -62,7 +62,18 @@ pub async fn stats(
         let moved = a.counts.shift(state.in_flight_now(Some(name)));
         totals.shift(moved);
     }
-    Ok(Json(Stats { totals, apps }))
+    let cluster = match caller.admin {
+        true => {
+            let gateways = state.spool.gateways().await.map_err(|e| spool_error(&e))?;
+            (!gateways.is_empty()).then(|| gateways.into_iter().map(Into::into).collect())
+        }
+        false => None,
+    };
+    Ok(Json(Stats {
+        totals,
+        apps,
+        cluster,
+    }))
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "operations",

@@ -19,6 +19,8 @@ pub struct Data {
     pub apps: Vec<AppRow>,
     /// Credentials that expire within 30 days (or have), as sentences.
     pub warnings: Vec<String>,
+    /// The gateways sharing a PostgreSQL spool (empty on SQLite).
+    pub cluster: Vec<crate::spool::GatewayInfo>,
 }
 
 #[derive(Debug)]
@@ -54,6 +56,10 @@ pub async fn build(state: &ApiState) -> Data {
         .as_ref()
         .map(|d| d.tally())
         .unwrap_or_default();
+    let cluster = {
+        use crate::spool::Spool;
+        state.spool.gateways().await.unwrap_or_default()
+    };
     let mut warnings = Vec::new();
     let apps = config
         .apps
@@ -118,6 +124,7 @@ pub async fn build(state: &ApiState) -> Data {
         tally,
         apps,
         warnings,
+        cluster,
     }
 }
 
@@ -171,6 +178,14 @@ impl Data {
                 "reason": f.reason,
             })).collect::<Vec<_>>(),
             "warnings": self.warnings,
+            "cluster": self.cluster.iter().map(|g| json!({
+                "host": g.host,
+                "id": g.id,
+                "heartbeat_at": rfc3339::format(g.heartbeat_at),
+                "apps": g.apps.join(", "),
+                "holds": g.holds,
+                "this": g.this,
+            })).collect::<Vec<_>>(),
         })
     }
 }

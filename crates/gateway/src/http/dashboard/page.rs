@@ -160,6 +160,27 @@ pub fn dashboard(name: &str, csrf: &str, d: &Data) -> String {
     for a in &d.apps {
         out.push_str(&app_row(a));
     }
+    out.push_str("</tbody></table></section>");
+    // The gateways sharing the database, when there is a cluster to show.
+    let _ = write!(
+        out,
+        "<section id=\"cluster-section\"{}><h2>Gateways sharing the database</h2><table><thead>\
+         <tr><th>gateway</th><th>id</th><th>last heartbeat</th><th>apps</th><th>holds</th></tr>\
+         </thead><tbody id=\"cluster\">",
+        if d.cluster.is_empty() { " hidden" } else { "" }
+    );
+    for g in &d.cluster {
+        let _ = write!(
+            out,
+            "<tr><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&g.host),
+            if g.this { " (this one)" } else { "" },
+            esc(&g.id),
+            esc(&rfc3339::format(g.heartbeat_at)),
+            esc(&g.apps.join(", ")),
+            g.holds
+        );
+    }
     out.push_str(
         "</tbody></table></section><section class=\"two\"><div><h2>Failures by reason</h2>\
          <table><thead><tr><th>reason</th><th>count</th></tr></thead><tbody id=\"reasons\">",

@@ -56,6 +56,10 @@ function render(data) {
     a.settings,
   ])));
   fill("reasons", data.failures_by_reason.map(r => row([r.reason, r.count])));
+  document.getElementById("cluster-section").hidden = data.cluster.length === 0;
+  fill("cluster", data.cluster.map(g => row([
+    g.host + (g.this ? " (this one)" : ""), g.id, g.heartbeat_at, g.apps, g.holds,
+  ])));
   fill("latest", data.latest_failures.map(f => row([
     f.time, f.app, el("span", f.token.slice(0, 12) + "…", "token"), f.state, f.reason,
   ])));
