@@ -147,3 +147,15 @@ impl Backing {
         c
     }
 }
+
+/// The outcome "delivered at the first attempt" for `id`.
+pub fn delivered(id: ApnsId) -> gateway::spool::Completion {
+    gateway::spool::Completion {
+        id,
+        state: gateway::spool::State::Delivered,
+        attempts: 1,
+        status: Some(200),
+        reason: None,
+        due_at: None,
+    }
+}

@@ -153,14 +153,7 @@ async fn two_gateways_share_one_database_claim_fence_and_hand_back() {
     );
 
     // An outcome from `b` for `a`'s row is not applied; `a`'s is.
-    let done = |id| gateway::spool::Completion {
-        id,
-        state: State::Delivered,
-        attempts: 1,
-        status: Some(200),
-        reason: None,
-        due_at: None,
-    };
+    let done = crate::harness::delivered;
     b.complete(vec![done(ids[0])], Vec::new()).await.unwrap();
     assert_eq!(a.get(ids[0]).await.unwrap().unwrap().state, State::Queued);
     a.complete(vec![done(ids[0])], Vec::new()).await.unwrap();
@@ -252,14 +245,7 @@ async fn a_gateway_declared_dead_is_fenced_and_registers_again() {
             .is_ok_and(|g| g.len() == 1 && g[0].id != old && g[0].this)
     })
     .await;
-    let done = gateway::spool::Completion {
-        id: ids[0],
-        state: State::Delivered,
-        attempts: 1,
-        status: Some(200),
-        reason: None,
-        due_at: None,
-    };
+    let done = crate::harness::delivered(ids[0]);
     a.complete(vec![done.clone()], Vec::new()).await.unwrap();
     assert_eq!(
         a.get(ids[0]).await.unwrap().unwrap().state,

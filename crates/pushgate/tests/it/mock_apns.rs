@@ -387,9 +387,9 @@ fn token_sizes_can_be_widened() {
         pub_key.to_str().unwrap(),
     ]);
     let auth = bearer();
-    let post = |token: &str| {
+    let post_to = |sim: &Sim, token: &str| {
         let (status, body, _) = curl(
-            &sim,
+            sim,
             &format!("/3/device/{token}"),
             &[
                 "-H",
@@ -402,6 +402,7 @@ fn token_sizes_can_be_widened() {
         );
         (status, body)
     };
+    let post = |token: &str| post_to(&sim, token);
     assert_eq!(post(TOKEN).0, 200);
     assert_eq!(post(&"ab".repeat(100)).0, 200, "a 100-byte token is listed");
     let (status, body) = post(SHORT);
@@ -414,18 +415,7 @@ fn token_sizes_can_be_widened() {
         "--jwt-key",
         pub_key.to_str().unwrap(),
     ]);
-    let (status, body, _) = curl(
-        &only_long,
-        &format!("/3/device/{TOKEN}"),
-        &[
-            "-H",
-            "apns-topic: com.example.demo",
-            "-H",
-            &auth,
-            "-d",
-            "{}",
-        ],
-    );
+    let (status, body) = post_to(&only_long, TOKEN);
     assert_eq!(
         (status, body.contains("BadDeviceToken")),
         (400, true),
