@@ -247,6 +247,10 @@ impl TokenSigner {
         };
         header.set_sensitive(true);
         let now = self.clock.now();
+        // One from far ahead of this clock would look young until it had long expired.
+        if iat > now + Duration::from_secs(300) {
+            return false;
+        }
         let mut current = self.current.lock().expect("token lock is never poisoned");
         if let Some(t) = current.as_ref()
             && (iat <= t.issued_at

@@ -217,7 +217,8 @@ impl ReadyQueue {
     }
 
     /// Drops what waits unsent (the spool still holds it), keeping the ids in flight: for an
-    /// app removed from the configuration, whose worker is kept aside.
+    /// app removed from the configuration, whose worker is kept aside, and for every app of a
+    /// gateway the others declared dead (what waited is theirs now).
     pub fn drop_waiting(&self) {
         let mut q = self.lock();
         let waiting: Vec<ApnsId> = q.items.drain(..).map(|r| r.id).collect();

@@ -151,12 +151,16 @@ async fn read_app(
             app.queue.mark_overflow();
             return Ok(false);
         }
-        // No more than the queue takes (a halted app: one, its probe). On a shared spool a
-        // page is a claim: what this gateway read but could not take, no other could send.
-        let limit = if app.is_halted() {
+        // On a shared spool a page is a claim, and what this gateway read but could not take
+        // no other could send: no more than the queue takes (a halted app: one, its probe),
+        // but not in pages so small that walking rows already queued takes thousands. A spool
+        // one gateway owns reads whole pages.
+        let limit = if shared.spool.backend() != "postgres" {
+            PAGE
+        } else if app.is_halted() {
             1
         } else {
-            app.queue.space().clamp(1, PAGE)
+            app.queue.space().clamp(PAGE / 10, PAGE)
         };
         let page = shared
             .spool

@@ -74,7 +74,8 @@ pub async fn migrate(
 /// `pushgate db copy --from-sqlite FILE`: copies the notifications not yet final of the SQLite
 /// spool at `file` (with their requests) and its dead-token registry into the PostgreSQL spool
 /// `storage` names. Refuses while a gateway holds the file (its notifications would be sent
-/// by two gateways), and while one uses the database. Running it again copies nothing twice.
+/// by two gateways); gateways may run on the database meanwhile (what it copies is nobody's,
+/// for them to claim). Running it again copies nothing twice.
 pub async fn copy_from_sqlite(
     file: &Path,
     storage: &crate::config::Storage,
@@ -113,6 +114,8 @@ pub async fn copy_from_sqlite(
         }
     };
     let spool = PgSpool::open(pg, SpoolOptions::default()).await?;
+    // Nothing dispatches here: the cluster's news is not read.
+    drop(crate::spool::Spool::cluster_events(&spool));
     let report = spool.import(&export).await;
     spool.close().await?;
     let report = report?;

@@ -18,7 +18,7 @@
 //!
 //! At a graceful stop the gateway hands its rows back at once and deletes its registration.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -42,6 +42,9 @@ pub(super) const DEAD: &str = "pushgate_dead";
 /// hosts whose clocks disagree do not declare each other dead.
 const DB_NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
+/// Heartbeats an app removed by a reload waits before its rows are handed back: its retired
+/// worker's streams in flight finish first (their outcomes are recorded under this owner).
+const HAND_BACK_AFTER: u32 = 3;
 /// Every this many heartbeats the pending count is read again (the others' work changes it).
 const RECOUNT_EVERY: u64 = 6;
 /// Every this many heartbeats (one gateway at a time) rows held by no registration are freed:
@@ -55,14 +58,21 @@ const ORPHAN_LOCK: i64 = 0x7075_7368_6761_7468;
 pub(super) struct Registration {
     /// Replaced when the others declared this gateway dead. A std mutex, held to copy it.
     id: Mutex<uuid::Uuid>,
-    pub(super) lock_key: i64,
+    /// The advisory lock of the current session: a new one for every session, since the old
+    /// session's backend may linger on the server holding the old one. Written to the
+    /// registration at each heartbeat.
+    lock_key: AtomicI64,
+    /// When the current session opened, by the database's clock (ms): the others' heartbeats
+    /// are not judged late from before it (after a failover every session was down at once).
+    session_opened: AtomicI64,
     /// Host name and process id: what the cluster view shows.
     pub(super) host: String,
     /// The apps this gateway serves, written at each heartbeat.
     apps: Mutex<Vec<String>>,
-    /// The apps as the last heartbeat wrote them: one no longer served has its rows handed
-    /// back (a reload removed it here; another gateway may serve it).
-    beaten: Mutex<Vec<String>>,
+    /// The apps last served, and those removed since, with the heartbeats they have been gone:
+    /// one gone for [`HAND_BACK_AFTER`] heartbeats (its streams in flight finished) has its
+    /// rows handed back — a reload removed it here; another gateway may serve it.
+    served: Mutex<(Vec<String>, std::collections::HashMap<String, u32>)>,
     pub(super) heartbeat: Duration,
     pub(super) lease: Duration,
     /// Taken once by dispatch.
@@ -74,6 +84,10 @@ pub(super) struct Registration {
 }
 
 impl Registration {
+    pub(super) fn lock_key(&self) -> i64 {
+        self.lock_key.load(Ordering::Acquire)
+    }
+
     pub(super) fn me(&self) -> uuid::Uuid {
         *self.id.lock().expect("registration lock is never poisoned")
     }
@@ -110,12 +124,13 @@ pub(super) struct Session {
     connection: tokio::task::JoinHandle<()>,
 }
 
-/// Connects the session, takes the registration's lock and LISTENs.
+/// Connects the session under a new lock key, takes its lock and LISTENs.
 pub(super) async fn open_session(
     pg_config: &tokio_postgres::Config,
     config: &Postgres,
-    lock_key: i64,
+    reg: &Registration,
 ) -> Result<Session, SpoolError> {
+    let lock_key = uuid::Uuid::new_v4().as_u64_pair().0 as i64;
     let target = &config.target;
     let tls = tokio_postgres_rustls::MakeRustlsConnect::new(super::connect::tls_config(config)?);
     let (client, mut conn) = pg_config
@@ -184,6 +199,14 @@ pub(super) async fn open_session(
         .batch_execute(&format!("LISTEN {WORK}; LISTEN {DEAD}"))
         .await
         .map_err(pg(target, "listening for the other gateways"))?;
+    let opened: i64 = session
+        .client
+        .query_one(&format!("SELECT {DB_NOW}"), &[])
+        .await
+        .map_err(pg(target, "reading the database's clock"))?
+        .get(0);
+    reg.lock_key.store(lock_key, Ordering::Release);
+    reg.session_opened.store(opened, Ordering::Release);
     Ok(session)
 }
 
@@ -195,14 +218,14 @@ pub(super) fn registration(config: &Postgres) -> (Registration, mpsc::Sender<Clu
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "unknown".to_owned());
     let (tx, rx) = mpsc::channel(4096);
-    let key = uuid::Uuid::new_v4().as_u64_pair().0 as i64;
     (
         Registration {
             id: Mutex::new(uuid::Uuid::now_v7()),
-            lock_key: key,
+            lock_key: AtomicI64::new(0),
+            session_opened: AtomicI64::new(0),
             host: format!("{host} (pid {})", std::process::id()),
             apps: Mutex::new(Vec::new()),
-            beaten: Mutex::new(Vec::new()),
+            served: Mutex::default(),
             heartbeat: config.heartbeat,
             lease: config.lease,
             events: Mutex::new(Some(rx)),
@@ -225,7 +248,7 @@ pub(super) async fn register(
             "INSERT INTO gateways (id, host, started_at, heartbeat_at, lock_key, apps) \
              VALUES ($1, $2, {DB_NOW}, {DB_NOW}, $3, $4)"
         ),
-        &[&reg.me(), &reg.host, &reg.lock_key, &reg.apps()],
+        &[&reg.me(), &reg.host, &reg.lock_key(), &reg.apps()],
     )
     .await
     .map_err(pg(target, "registering the gateway"))?;
@@ -252,13 +275,16 @@ pub(super) async fn rescue(
     let me = reg.me();
     let lease = reg.lease.as_millis() as i64;
     let quiet = 2 * reg.heartbeat.as_millis() as i64;
+    // Silence is counted from the later of a gateway's heartbeat and this session's start: a
+    // session that was down itself (a failover took every session at once) has not watched.
+    let since = reg.session_opened.load(Ordering::Acquire);
     let rows = c
         .query(
             &format!(
-                "SELECT id, host, heartbeat_at < {DB_NOW} - $2, lock_key, apps, \
-                 heartbeat_at < {DB_NOW} - $3 FROM gateways WHERE id <> $1"
+                "SELECT id, host, greatest(heartbeat_at, $4) < {DB_NOW} - $2, lock_key, apps, \
+                 greatest(heartbeat_at, $4) < {DB_NOW} - $3 FROM gateways WHERE id <> $1"
             ),
-            &[&me, &lease, &quiet],
+            &[&me, &lease, &quiet, &since],
         )
         .await
         .map_err(pg(target, "reading the other gateways"))?;
@@ -306,8 +332,11 @@ pub(super) async fn rescue(
         // Judged again as it is deleted: a heartbeat since the look above keeps it alive.
         let deleted = tx
             .execute(
-                &format!("DELETE FROM gateways WHERE id = $1 AND heartbeat_at < {DB_NOW} - $2"),
-                &[&g.id, &quiet],
+                &format!(
+                    "DELETE FROM gateways WHERE id = $1 \
+                     AND greatest(heartbeat_at, $3) < {DB_NOW} - $2"
+                ),
+                &[&g.id, &quiet, &since],
             )
             .await
             .map_err(pg(target, "rescuing a gateway's notifications"))?;
@@ -400,7 +429,7 @@ pub(super) async fn run(
                         Ok(n) => info!(notifications = n, "handed this gateway's notifications back to the others"),
                         Err(e) => warn!(error = %crate::error_chain(&e), "handing notifications back failed; the others rescue them after lease_s"),
                     }
-                    let _ = session.client.execute("SELECT pg_advisory_unlock($1)", &[&reg.lock_key]).await;
+                    let _ = session.client.execute("SELECT pg_advisory_unlock($1)", &[&reg.lock_key()]).await;
                     session.connection.abort();
                     return;
                 }
@@ -422,7 +451,7 @@ pub(super) async fn run(
         let mut wait = Duration::from_millis(100);
         session = loop {
             tokio::select! {
-                opened = open_session(&pg_config, &config, reg.lock_key) => match opened {
+                opened = open_session(&pg_config, &config, &reg) => match opened {
                     Ok(s) => break s,
                     Err(e) => warn!(error = %crate::error_chain(&e), "opening the gateway's session again"),
                 },
@@ -448,23 +477,32 @@ async fn beat(
     let apps = reg.apps();
     let alive = c
         .execute(
-            &format!("UPDATE gateways SET heartbeat_at = {DB_NOW}, apps = $2 WHERE id = $1"),
-            &[&reg.me(), &apps],
+            &format!(
+                "UPDATE gateways SET heartbeat_at = {DB_NOW}, apps = $2, lock_key = $3 WHERE id = $1"
+            ),
+            &[&reg.me(), &apps, &reg.lock_key()],
         )
         .await
         .map_err(pg(target, "writing the gateway's heartbeat"))?;
     let gone: Vec<String> = {
-        let mut beaten = reg
-            .beaten
+        let mut served = reg
+            .served
             .lock()
             .expect("registration lock is never poisoned");
-        let gone = beaten
+        let (last, removed) = &mut *served;
+        for a in last.iter().filter(|a| !apps.contains(a)) {
+            removed.insert(a.clone(), 0);
+        }
+        removed.retain(|a, _| !apps.contains(a));
+        for beats in removed.values_mut() {
+            *beats += 1;
+        }
+        last.clone_from(&apps);
+        removed
             .iter()
-            .filter(|a| !apps.contains(a))
-            .cloned()
-            .collect();
-        beaten.clone_from(&apps);
-        gone
+            .filter(|(_, b)| **b >= HAND_BACK_AFTER)
+            .map(|(a, _)| a.clone())
+            .collect()
     };
     if !gone.is_empty() && alive > 0 {
         let n = c
@@ -479,13 +517,28 @@ async fn beat(
         if n > 0 {
             info!(apps = ?gone, "apps no longer served here: their notifications are handed back to the gateways that serve them");
         }
+        // Handed back (a failure above keeps them for the next heartbeat).
+        let mut served = reg
+            .served
+            .lock()
+            .expect("registration lock is never poisoned");
+        for a in &gone {
+            served.1.remove(a);
+        }
     }
     if alive == 0 {
         let old = reg.me();
         // What dispatch holds under the old registration is someone else's now: dropped
         // before this gateway claims anything again.
-        if events.send(ClusterEvent::Fenced).await.is_err() {
-            return Ok(());
+        tokio::select! {
+            sent = events.send(ClusterEvent::Fenced) => if sent.is_err() {
+                return Ok(());
+            },
+            // Stopping (or nobody reading: `db copy`) is not a reason to hang.
+            () = reg.stop.cancelled() => return Ok(()),
+            () = tokio::time::sleep(Duration::from_secs(10)) => {
+                warn!("dispatch did not take the news that this gateway was declared dead in time");
+            }
         }
         *reg.id.lock().expect("registration lock is never poisoned") = uuid::Uuid::now_v7();
         warn!(old = %old, new = %reg.me(), "the other gateways declared this one dead (its heartbeat or session lapsed) and rescued its notifications; registering again. Outcomes of sends made under the old registration are not recorded");

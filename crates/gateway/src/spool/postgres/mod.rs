@@ -135,10 +135,10 @@ impl PgSpool {
         };
         let mut c = spool.conn().await?;
         schema::migrate(&mut c, &spool.inner.target).await?;
-        // Registered with its lock held, then the gateways already gone are rescued — a
-        // previous run of this one killed a moment ago among them — before anything is read.
+        // Registered with its lock held, then the gateways long gone are rescued before
+        // anything is read (one that died a moment ago is rescued once its heartbeat is late).
         let reg = &spool.inner.cluster;
-        let mut session = cluster::open_session(&session_config, config, reg.lock_key).await?;
+        let mut session = cluster::open_session(&session_config, config, reg).await?;
         cluster::register(&session.client, reg, &spool.inner.target).await?;
         cluster::rescue(
             &mut session.client,
@@ -638,6 +638,9 @@ impl Spool for PgSpool {
         )
         .await
         .map_err(self.err(what))?;
+        // A token from a host whose clock is a little ahead is still the cluster's; one from
+        // further ahead is replaced (it would never be renewed).
+        let skew = std::time::Duration::from_secs(300);
         let stored = tx
             .query_opt(
                 "SELECT token, issued_at, team_id FROM provider_tokens WHERE key_id = $1",
@@ -648,8 +651,6 @@ impl Spool for PgSpool {
         if let Some(r) = stored {
             let (token, issued, team): (String, i64, String) = (r.get(0), r.get(1), r.get(2));
             let issued = crate::spool::from_ms(issued);
-            // A token from a host whose clock is a little ahead is still the cluster's.
-            let skew = std::time::Duration::from_secs(300);
             if team == key.team_id() && issued >= fresh_after && issued <= SystemTime::now() + skew
             {
                 tx.commit().await.map_err(self.err(what))?;
@@ -670,8 +671,15 @@ impl Spool for PgSpool {
                  VALUES ($1, $2, $3, $4) ON CONFLICT (key_id) DO UPDATE SET \
                  token = excluded.token, issued_at = excluded.issued_at, team_id = excluded.team_id \
                  WHERE provider_tokens.issued_at < excluded.issued_at \
-                 OR provider_tokens.team_id <> excluded.team_id RETURNING 1",
-                &[&key.key_id(), &Hidden(&token), &to_ms(now), &key.team_id()],
+                 OR provider_tokens.issued_at > $5 OR provider_tokens.team_id <> excluded.team_id \
+                 RETURNING 1",
+                &[
+                    &key.key_id(),
+                    &Hidden(&token),
+                    &to_ms(now),
+                    &key.team_id(),
+                    &to_ms(now + skew),
+                ],
             )
             .await
             .map_err(self.err(what))?;
