@@ -222,3 +222,37 @@ async fn over_https_the_session_cookie_is_secure() {
     .await
     .unwrap();
 }
+
+/// On a PostgreSQL spool the dashboard lists the gateways sharing it (here, this one); on
+/// SQLite, which one gateway owns, the section is hidden and empty.
+async fn the_dashboard_shows_the_gateways_sharing_the_database(backend: crate::live::Backend) {
+    let shared = matches!(backend, crate::live::Backend::Postgres(_));
+    let api = TestApi::start_on(&backend).await;
+    let base = format!("http://{}", api.addr);
+    tokio::task::spawn_blocking(move || {
+        let (_, cookie) = log_in(&base, ADMIN_KEY);
+        let (pair, _) = cookie.unwrap();
+        let cookie = format!("cookie: {pair}");
+        let (_, _, data) = curl(&format!("{base}/dashboard/data"), &["-H", &cookie]);
+        let data: Value = serde_json::from_str(&data).unwrap();
+        let cluster = data["cluster"].as_array().unwrap();
+        let (_, _, page) = curl(&format!("{base}/"), &["-H", &cookie]);
+        if shared {
+            assert_eq!(cluster.len(), 1, "{data}");
+            assert_eq!(cluster[0]["this"], true);
+            assert!(cluster[0]["host"].as_str().unwrap().contains("(pid "));
+            assert!(
+                page.contains("<section id=\"cluster-section\"><h2>Gateways sharing the database")
+                    && page.contains("(this one)"),
+                "{page}"
+            );
+        } else {
+            assert!(cluster.is_empty(), "{data}");
+            assert!(page.contains("<section id=\"cluster-section\" hidden>"));
+        }
+    })
+    .await
+    .unwrap();
+}
+
+on_each_backend!(the_dashboard_shows_the_gateways_sharing_the_database);
