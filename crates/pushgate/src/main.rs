@@ -7,9 +7,24 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// `pushgate --version`: the version, the commit it was built from, and what is built in.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PUSHGATE_COMMIT"),
+    ")\nspools: sqlite, postgres\nways in: http api, momentum inject, smtp (mcmt), beanstalkd \
+     (propeller-apns), propeller /post\ntls: rustls with aws-lc-rs"
+);
+
 /// pushgate — an Apple Push Notification gateway.
 #[derive(Debug, Parser)]
-#[command(name = "pushgate", version, about, propagate_version = true)]
+#[command(
+    name = "pushgate",
+    version,
+    long_version = LONG_VERSION,
+    about,
+    propagate_version = true
+)]
 struct Cli {
     /// The log's format on stderr: `text` (coloured only on a terminal) or `json` (one object
     /// a line, for journald, files and collectors).

@@ -138,3 +138,33 @@ fn serve_logs_plain_text_off_a_terminal_and_json_on_request() {
         }
     }
 }
+
+/// `--version` names the commit the binary was built from and what is built in; `-V` is the
+/// version alone.
+#[test]
+fn version_names_the_commit_and_what_is_built_in() {
+    let long = run(Command::new(env!("CARGO_BIN_EXE_pushgate")).arg("--version"));
+    let text = String::from_utf8(long.stdout).unwrap();
+    let first = text.lines().next().unwrap();
+    let commit = first
+        .strip_prefix(&format!("pushgate {} (commit ", env!("CARGO_PKG_VERSION")))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{text}"));
+    // Built in a git checkout (as here and in CI): that checkout's commit.
+    let checkout = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    match checkout {
+        Some(o) => assert_eq!(commit, String::from_utf8(o.stdout).unwrap().trim()),
+        None => assert_eq!(commit, "unknown"),
+    }
+    assert!(text.contains("spools: sqlite, postgres"), "{text}");
+    let short = run(Command::new(env!("CARGO_BIN_EXE_pushgate")).arg("-V"));
+    assert_eq!(
+        String::from_utf8(short.stdout).unwrap().trim(),
+        format!("pushgate {}", env!("CARGO_PKG_VERSION"))
+    );
+}
