@@ -2,12 +2,14 @@
 
 mod bench;
 mod cert;
+mod client;
 mod config;
 mod db;
 mod mock_apns;
 mod propeller;
 mod send;
 mod serve;
+mod status;
 
 use std::process::ExitCode;
 
@@ -27,6 +29,9 @@ pub enum Command {
     Serve(serve::Args),
     /// Submit notifications to a running gateway (API key from PUSHGATE_API_KEY or --api-key-file).
     Send(Box<send::Args>),
+    /// A running gateway at a glance: readiness, notifications by state, apps, the cluster
+    /// (`--watch` redraws; exit 1 when not ready).
+    Status(status::Args),
     /// Measure end to end: a simulator here, a real gateway process, N notifications.
     Bench(Box<bench::Args>),
     /// Run the APNs simulator (TLS + HTTP/2, Apple's checks and reasons, fault injection).
@@ -47,6 +52,7 @@ impl Command {
             Command::Propeller(args) => propeller::run(*args).await,
             Command::Send(args) => send::run(*args).await,
             Command::Serve(args) => serve::run(args).await,
+            Command::Status(args) => status::run(args).await,
         }
     }
 }

@@ -17,13 +17,11 @@ use std::time::{Duration, Instant};
 
 use std::io::IsTerminal;
 
-use anyhow::{Context, bail};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use anyhow::bail;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
+
+use super::client::Api;
 
 /// Tokens per request (the API's limit).
 const BATCH: usize = 10_000;
@@ -83,15 +81,7 @@ pub struct Args {
 struct Usage(String);
 
 fn api_key(a: &Args) -> Result<String, Usage> {
-    if let Some(f) = &a.api_key_file {
-        let key = std::fs::read_to_string(f)
-            .map_err(|e| Usage(format!("cannot read the API key file {}: {e}", f.display())))?;
-        return Ok(key.trim().to_owned());
-    }
-    std::env::var("PUSHGATE_API_KEY")
-        .ok()
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| Usage("no API key: set PUSHGATE_API_KEY or pass --api-key-file".into()))
+    super::client::api_key(a.api_key_file.as_deref()).map_err(Usage)
 }
 
 fn tokens(a: &Args) -> Result<Vec<String>, Usage> {
@@ -168,37 +158,6 @@ fn notification(a: &Args, tokens: &[String]) -> Result<Value, Usage> {
     Ok(n)
 }
 
-struct Api {
-    client: Client<HttpConnector, Full<bytes::Bytes>>,
-    base: String,
-    key: String,
-}
-
-impl Api {
-    /// POSTs JSON; returns the status and the parsed answer.
-    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        let req = http::Request::post(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .header("authorization", format!("Bearer {}", self.key))
-            .body(Full::new(bytes::Bytes::from(body.to_string())))
-            .context("building the request")?;
-        let resp = self
-            .client
-            .request(req)
-            .await
-            .with_context(|| format!("cannot reach {}", self.base))?;
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .context("reading the answer")?
-            .to_bytes();
-        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok((status, json))
-    }
-}
-
 #[allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -223,11 +182,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
-    let api = Api {
-        client: Client::builder(TokioExecutor::new()).build_http(),
-        base: a.server.trim_end_matches('/').to_owned(),
-        key,
-    };
+    let api = Api::new(&a.server, key);
     let usual = gateway::ingest::USUAL_TOKEN_HEX;
     let unusual = tokens.iter().filter(|t| t.len() != usual).count();
     if let Some(first) = tokens.iter().find(|t| t.len() != usual) {

@@ -359,3 +359,35 @@ async fn usage_refusal_and_unreachable_exit_codes() {
         text(&out.stderr)
     );
 }
+
+/// `pushgate status` against a running gateway: ready, the counts and each app's health (exit
+/// 0); a refused key is exit 3, no key exit 2.
+#[test]
+fn status_shows_a_running_gateway_at_a_glance() {
+    let (_sim, gw) = real_gateway();
+    let sent = send_to(&gw, &["--token", T1, "--wait"]);
+    assert_eq!(sent.status.code(), Some(0), "{}", text(&sent.stderr));
+    let status = |key: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"));
+        cmd.args(["status", "--server", &gw.url]);
+        match key {
+            Some(k) => cmd.env("PUSHGATE_API_KEY", k),
+            None => cmd.env_remove("PUSHGATE_API_KEY"),
+        };
+        cmd.output().unwrap()
+    };
+    let out = status(Some(crate::gateway_harness::KEY));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.starts_with("ready\n"), "{shown}");
+    assert!(shown.contains(" 1 delivered, 0 failed"), "{shown}");
+    assert!(shown.contains("app shop: healthy;"), "{shown}");
+    let refused = status(Some("not-a-key"));
+    assert_eq!(refused.status.code(), Some(3));
+    assert!(
+        text(&refused.stderr).contains("answered 401"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert_eq!(status(None).status.code(), Some(2));
+}
