@@ -229,6 +229,20 @@ fn a_bad_key_halts_the_app_until_a_fixed_config_is_reloaded(backend: Backend) {
     );
     let (_, stats) = gw.api("GET", "/v1/stats", None);
     assert_eq!(stats["apps"]["shop"]["healthy"], false);
+    // `pushgate status` says so, and exits 1.
+    let status = Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .args(["status", "--server", &gw.url])
+        .env("PUSHGATE_API_KEY", KEY)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.starts_with("NOT READY\n")
+            && shown.contains("InvalidProviderToken")
+            && shown.contains("app shop: halted:"),
+        "{shown}"
+    );
     let docs = gw.lookup(&ids);
     assert!(
         docs.iter().all(|d| d["state"] == "queued"),
