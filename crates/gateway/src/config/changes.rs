@@ -162,11 +162,7 @@ fn app_changes(a: &App, b: &App) -> Vec<String> {
         let names = |app: &App| {
             app.credentials
                 .iter()
-                .map(|c| {
-                    c.file()
-                        .file_name()
-                        .map_or_else(String::new, |f| f.to_string_lossy().into_owned())
-                })
+                .map(Credential::file_name)
                 .collect::<Vec<_>>()
                 .join(", ")
         };

@@ -284,6 +284,14 @@ impl Credential {
             Credential::Token { file, .. } | Credential::Certificate { file, .. } => file,
         }
     }
+
+    /// The file's name without its folder: how the dashboard, the stats and the reload's log
+    /// line name it.
+    pub fn file_name(&self) -> String {
+        self.file()
+            .file_name()
+            .map_or_else(String::new, |f| f.to_string_lossy().into_owned())
+    }
 }
 
 /// One problem in a configuration file.

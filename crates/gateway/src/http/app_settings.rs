@@ -106,10 +106,7 @@ impl AppSettings {
 
 impl CredentialInUse {
     fn of(c: &Credential) -> CredentialInUse {
-        let file = c
-            .file()
-            .file_name()
-            .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+        let file = c.file_name();
         match c {
             Credential::Token { key, .. } => CredentialInUse {
                 kind: "token",

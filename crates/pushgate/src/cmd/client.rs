@@ -23,6 +23,17 @@ pub fn api_key(file: Option<&Path>) -> Result<String, String> {
         .ok_or_else(|| "no API key: set PUSHGATE_API_KEY or pass --api-key-file".to_owned())
 }
 
+/// `--server` as the client takes it (plain HTTP), or why not.
+pub fn check_server(server: &str) -> Result<(), String> {
+    if server.starts_with("http://") {
+        Ok(())
+    } else {
+        Err(format!(
+            "--server {server:?}: only http:// URLs are supported"
+        ))
+    }
+}
+
 /// Requests to one gateway with one key.
 pub struct Api {
     client: Client<HttpConnector, Full<bytes::Bytes>>,

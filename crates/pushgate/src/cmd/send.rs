@@ -167,12 +167,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let prepared = (|| {
         let key = api_key(&a)?;
         let tokens = tokens(&a)?;
-        if !a.server.starts_with("http://") {
-            return Err(Usage(format!(
-                "--server {:?}: only http:// URLs are supported",
-                a.server
-            )));
-        }
+        super::client::check_server(&a.server).map_err(Usage)?;
         Ok((key, tokens))
     })();
     let (key, tokens) = match prepared {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::client::{Api, api_key};
+use super::client::{Api, api_key, check_server};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -39,11 +39,8 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    if !a.server.starts_with("http://") {
-        eprintln!(
-            "pushgate status: --server {:?}: only http:// URLs are supported",
-            a.server
-        );
+    if let Err(msg) = check_server(&a.server) {
+        eprintln!("pushgate status: {msg}");
         return Ok(ExitCode::from(2));
     }
     let api = Api::new(&a.server, key);

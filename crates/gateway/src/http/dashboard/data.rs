@@ -76,10 +76,7 @@ pub async fn build(state: &ApiState) -> Data {
                 .iter()
                 .enumerate()
                 .map(|(i, c)| {
-                    let file = c
-                        .file()
-                        .file_name()
-                        .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+                    let file = c.file_name();
                     let (kind, not_after) = match c {
                         Credential::Token { .. } => ("token key (.p8, does not expire)", None),
                         Credential::Certificate { identity, .. } => {

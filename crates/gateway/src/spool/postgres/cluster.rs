@@ -343,16 +343,7 @@ pub(super) async fn rescue(
         if deleted == 0 {
             continue;
         }
-        let n = tx
-            .execute(
-                "UPDATE notifications SET owner = NULL WHERE state < 3 AND owner = $1",
-                &[&g.id],
-            )
-            .await
-            .map_err(pg(target, "rescuing a gateway's notifications"))?;
-        tx.execute(&format!("NOTIFY {WORK}"), &[])
-            .await
-            .map_err(pg(target, "rescuing a gateway's notifications"))?;
+        let n = free_rows(&tx, g.id, target, "rescuing a gateway's notifications").await?;
         tx.commit()
             .await
             .map_err(pg(target, "rescuing a gateway's notifications"))?;
@@ -362,6 +353,29 @@ pub(super) async fn rescue(
     Ok(freed)
 }
 
+/// Makes `owner`'s pending rows nobody's and, when there were any, wakes every gateway to
+/// claim them (at `tx`'s commit). Answers how many.
+async fn free_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    owner: uuid::Uuid,
+    target: &str,
+    what: &str,
+) -> Result<u64, SpoolError> {
+    let n = tx
+        .execute(
+            "UPDATE notifications SET owner = NULL WHERE state < 3 AND owner = $1",
+            &[&owner],
+        )
+        .await
+        .map_err(pg(target, what))?;
+    if n > 0 {
+        tx.execute(&format!("NOTIFY {WORK}"), &[])
+            .await
+            .map_err(pg(target, what))?;
+    }
+    Ok(n)
+}
+
 /// Gives this gateway's rows back and deletes its registration (a graceful stop).
 async fn hand_back(c: &mut Client, reg: &Registration, target: &str) -> Result<u64, SpoolError> {
     let me = reg.me();
@@ -369,21 +383,10 @@ async fn hand_back(c: &mut Client, reg: &Registration, target: &str) -> Result<u
         .transaction()
         .await
         .map_err(pg(target, "handing notifications back"))?;
-    let n = tx
-        .execute(
-            "UPDATE notifications SET owner = NULL WHERE state < 3 AND owner = $1",
-            &[&me],
-        )
-        .await
-        .map_err(pg(target, "handing notifications back"))?;
+    let n = free_rows(&tx, me, target, "handing notifications back").await?;
     tx.execute("DELETE FROM gateways WHERE id = $1", &[&me])
         .await
         .map_err(pg(target, "handing notifications back"))?;
-    if n > 0 {
-        tx.execute(&format!("NOTIFY {WORK}"), &[])
-            .await
-            .map_err(pg(target, "handing notifications back"))?;
-    }
     tx.commit()
         .await
         .map_err(pg(target, "handing notifications back"))?;
