@@ -118,7 +118,7 @@ pub enum NotificationError {
     },
     #[error("collapse id is {len} bytes, over the limit of {MAX_COLLAPSE_ID}")]
     CollapseIdTooLong { len: usize },
-    #[error("collapse id is empty or contains control characters")]
+    #[error("collapse id is empty or has characters other than printable ASCII")]
     InvalidCollapseId,
     #[error("apns-id is not a canonical UUID")]
     InvalidApnsId,

@@ -71,9 +71,9 @@ pub fn build_request(
         v.set_sensitive(true);
         h.insert(APNS_EXPIRATION, v);
     }
-    if let Some(c) = &n.collapse_id
-        && let Ok(mut v) = HeaderValue::from_str(c.as_str())
-    {
+    if let Some(c) = &n.collapse_id {
+        let mut v = HeaderValue::from_str(c.as_str())
+            .expect("collapse ids are checked to be printable ASCII");
         v.set_sensitive(true);
         h.insert(APNS_COLLAPSE_ID, v);
     }

@@ -21,6 +21,7 @@ pub mod dispatch;
 pub mod events;
 pub mod http;
 pub mod ingest;
+pub mod listen;
 pub mod local_beanstalkd;
 pub mod local_postgres;
 pub mod metrics;

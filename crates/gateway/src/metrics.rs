@@ -230,3 +230,20 @@ pub fn gauge(name: &'static str, labels: &[(&'static str, String)], value: f64) 
         .collect();
     metrics::gauge!(name, labels).set(value);
 }
+
+/// Connections (HTTP) or sessions (SMTP) open on `listener` now.
+pub fn connections_open(listener: &'static str, n: usize) {
+    metrics::gauge!("pushgate_connections_open", "listener" => listener).set(n as f64);
+}
+
+/// A connection refused past the listener's cap.
+pub fn connection_refused(listener: &'static str) {
+    metrics::counter!("pushgate_connections_refused_total", "listener" => listener).increment(1);
+}
+
+/// A connection closed because a deadline passed: `phase` is `handshake`, `header`, `idle`,
+/// `body` (HTTP) or `command`, `data` (SMTP).
+pub fn connection_timed_out(listener: &'static str, phase: &'static str) {
+    metrics::counter!("pushgate_connections_timed_out_total", "listener" => listener, "phase" => phase)
+        .increment(1);
+}

@@ -139,25 +139,14 @@ pub async fn run(
     state: Arc<ApiState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let tls = state.config().server.tls.clone();
-    let app = router(state);
-    match tls {
-        None => axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(ServeError::Http),
-        Some(files) => {
-            let acceptor = crate::tls::acceptor(&files, &[b"http/1.1"]).map_err(ServeError::Tls)?;
-            let listener = crate::tls::TlsListener {
-                tcp: listener,
-                acceptor,
-            };
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .map_err(ServeError::Http)
-        }
-    }
+    let tls = match &state.config().server.tls {
+        Some(files) => Some(crate::tls::acceptor(files, &[b"http/1.1"]).map_err(ServeError::Tls)?),
+        None => None,
+    };
+    let app = router(Arc::clone(&state));
+    let limits = move || crate::listen::Limits::of(&state.config().server);
+    crate::listen::serve(listener, tls, app, limits, shutdown).await;
+    Ok(())
 }
 
 /// Applies reloaded configurations (SIGHUP).

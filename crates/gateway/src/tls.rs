@@ -1,7 +1,6 @@
 //! TLS for what pushgate serves: HTTPS for the API (`[server] tls_cert`/`tls_key`) and
 //! STARTTLS for SMTP (`[smtp] tls_cert`/`tls_key`). rustls with aws-lc-rs, as everywhere else.
 
-use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,10 +8,7 @@ use std::time::Duration;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
-use tracing::debug;
 
 use crate::config::TlsFiles;
 
@@ -49,47 +45,6 @@ pub fn acceptor(files: &TlsFiles, alpn: &[&[u8]]) -> Result<TlsAcceptor, TlsErro
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// How long a client has to finish its TLS handshake.
-const HANDSHAKE: Duration = Duration::from_secs(10);
-
-/// A TCP listener whose connections are TLS, for `axum::serve`.
-pub struct TlsListener {
-    pub tcp: TcpListener,
-    pub acceptor: TlsAcceptor,
-}
-
-impl std::fmt::Debug for TlsListener {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsListener")
-            .field("tcp", &self.tcp)
-            .finish_non_exhaustive()
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (tcp, addr) = match self.tcp.accept().await {
-                Ok(a) => a,
-                Err(e) => {
-                    debug!(error = %e, "accepting an HTTPS connection failed");
-                    // Out of descriptors, most likely: give connections a moment to end.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            match tokio::time::timeout(HANDSHAKE, self.acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => return (tls, addr),
-                Ok(Err(e)) => debug!(%addr, error = %e, "TLS handshake failed"),
-                Err(_) => debug!(%addr, "TLS handshake timed out"),
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.tcp.local_addr()
-    }
-}
+/// Longest an SMTP client has to finish its TLS handshake after STARTTLS (`[smtp]
+/// command_timeout_s` if shorter). HTTPS handshakes take `[server] header_read_timeout_s`.
+pub const HANDSHAKE: Duration = Duration::from_secs(10);

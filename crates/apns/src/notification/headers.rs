@@ -220,7 +220,8 @@ impl CollapseId {
         if s.len() > MAX_COLLAPSE_ID {
             return Err(NotificationError::CollapseIdTooLong { len: s.len() });
         }
-        if s.is_empty() || s.chars().any(char::is_control) {
+        // An HTTP/2 header value: visible ASCII and spaces (what `HeaderValue::from_str` takes).
+        if s.is_empty() || !s.bytes().all(|b| (b' '..=b'~').contains(&b)) {
             return Err(NotificationError::InvalidCollapseId);
         }
         Ok(CollapseId(s.into()))

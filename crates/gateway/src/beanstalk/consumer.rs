@@ -386,7 +386,8 @@ async fn reserved(
         // Reservations that ended without pushgate's release or bury — a crash or a timeout
         // each — this one included. A job an operator kicked back after a bury is theirs to
         // retry: not buried again for its count.
-        let unsettled = number("reserves").saturating_sub(releases + number("buries"));
+        let unsettled =
+            number("reserves").saturating_sub(releases.saturating_add(number("buries")));
         let kicked = number("kicks") > 0;
         let now = Instant::now();
         held.insert(

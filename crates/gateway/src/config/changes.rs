@@ -50,9 +50,15 @@ impl Changes {
             k
         };
         let smtp_limits = |c: &Config| {
-            c.smtp
-                .as_ref()
-                .map(|s| (s.max_message_bytes, s.require_auth))
+            c.smtp.as_ref().map(|s| {
+                (
+                    s.max_message_bytes,
+                    s.require_auth,
+                    s.max_sessions,
+                    s.command_timeout,
+                    s.data_timeout,
+                )
+            })
         };
         // Only between two `[smtp]` sections: adding or removing one is a listener to start
         // or stop, after a restart.
@@ -68,6 +74,10 @@ impl Changes {
             (
                 "[server] max_body_bytes",
                 old.server.max_body_bytes != new.server.max_body_bytes,
+            ),
+            (
+                "[server] connection limits",
+                crate::listen::Limits::of(&old.server) != crate::listen::Limits::of(&new.server),
             ),
             (
                 "[server] shutdown_grace_s",

@@ -64,6 +64,15 @@ pub struct Server {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
+    /// A new connection sends its first request head, and any request its head once its first
+    /// byte is in, within this.
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection may stay silent this long between requests.
+    pub keepalive_idle: Duration,
+    /// A request body arrives whole within this of its head.
+    pub body_read_timeout: Duration,
+    /// Connections served at once; past it, `503 too_many_connections`.
+    pub max_open_connections: usize,
     pub tls: Option<TlsFiles>,
 }
 
@@ -141,6 +150,12 @@ pub struct Smtp {
     pub max_message_bytes: usize,
     pub tls: Option<TlsFiles>,
     pub require_auth: bool,
+    /// Sessions open at once; past it, `421 4.3.2`.
+    pub max_sessions: usize,
+    /// A command line (or an AUTH response) arrives whole within this of the previous reply.
+    pub command_timeout: Duration,
+    /// A message's content arrives whole within this of the `354`.
+    pub data_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

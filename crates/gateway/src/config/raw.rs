@@ -43,6 +43,10 @@ pub struct RawServer {
     pub listen: S<String>,
     pub max_body_bytes: S<i64>,
     pub shutdown_grace_s: S<i64>,
+    pub header_read_timeout_s: S<i64>,
+    pub keepalive_idle_s: S<i64>,
+    pub body_read_timeout_s: S<i64>,
+    pub max_open_connections: S<i64>,
     pub tls_cert: S<String>,
     pub tls_key: S<String>,
 }
@@ -80,6 +84,9 @@ pub struct RawSmtp {
     pub tls_cert: S<String>,
     pub tls_key: S<String>,
     pub require_auth: S<bool>,
+    pub max_sessions: S<i64>,
+    pub command_timeout_s: S<i64>,
+    pub data_timeout_s: S<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

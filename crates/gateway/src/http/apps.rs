@@ -67,10 +67,12 @@ pub async fn feedback(
     let (Path(app), Query(q)) = (path?, query?);
     check_app(&state, &caller, &app)?;
     let since = match q.since.as_deref() {
-        None => 0,
+        None => UNIX_EPOCH,
         Some(s) => s
             .parse::<u64>()
-            .map_err(|_| ApiError::new(Code::InvalidField, "\"since\" must be UNIX seconds"))?,
+            .ok()
+            .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)))
+            .ok_or_else(|| ApiError::new(Code::InvalidField, "\"since\" must be UNIX seconds"))?,
     };
     let limit = match q.limit.as_deref() {
         None => DEFAULT_LIMIT,
@@ -87,7 +89,7 @@ pub async fn feedback(
     };
     let entries = state
         .spool
-        .feedback(&app, UNIX_EPOCH + Duration::from_secs(since), limit)
+        .feedback(&app, since, limit)
         .await
         .map_err(|e| spool_error(&e))?;
     Ok(Json(entries.iter().map(DeadTokenEntry::from).collect()))

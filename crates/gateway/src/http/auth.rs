@@ -14,13 +14,18 @@ pub fn authenticate(keys: &[ApiKey], headers: &HeaderMap) -> Result<Caller, ApiE
             "a valid API key is required (Authorization: Bearer <key>)",
         )
     };
-    let presented = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .ok_or_else(unauthorized)?;
-    check_key(keys, presented.trim()).ok_or_else(unauthorized)
+    let presented = credentials(headers, "Bearer").ok_or_else(unauthorized)?;
+    check_key(keys, presented).ok_or_else(unauthorized)
+}
+
+/// The credentials of an `Authorization` header in `scheme`, which is matched in any case
+/// (RFC 9110 §11.1).
+pub fn credentials<'h>(headers: &'h HeaderMap, scheme: &str) -> Option<&'h str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .trim();
+    let (given, rest) = value.split_once(' ')?;
+    given.eq_ignore_ascii_case(scheme).then(|| rest.trim())
 }

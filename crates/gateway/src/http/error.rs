@@ -36,11 +36,15 @@ pub enum Code {
     IdempotencyKeyReused,
     /// A request under the same `Idempotency-Key` is still being committed.
     IdempotencyInProgress,
+    /// The request body did not arrive within `[server] body_read_timeout_s`.
+    RequestTimeout,
+    /// Past `[server] max_open_connections`.
+    TooManyConnections,
 }
 
 impl Code {
     /// Every code, for the OpenAPI document.
-    pub const ALL: [Code; 24] = [
+    pub const ALL: [Code; 26] = [
         Code::Unauthorized,
         Code::ForbiddenApp,
         Code::UnknownApp,
@@ -65,6 +69,8 @@ impl Code {
         Code::CsrfFailed,
         Code::IdempotencyKeyReused,
         Code::IdempotencyInProgress,
+        Code::RequestTimeout,
+        Code::TooManyConnections,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -92,6 +98,8 @@ impl Code {
             Code::CsrfFailed => "csrf_failed",
             Code::IdempotencyKeyReused => "idempotency_key_reused",
             Code::IdempotencyInProgress => "idempotency_in_progress",
+            Code::RequestTimeout => "request_timeout",
+            Code::TooManyConnections => "too_many_connections",
         }
     }
 
@@ -102,7 +110,10 @@ impl Code {
             Code::UnknownAppInPath | Code::NotFound => StatusCode::NOT_FOUND,
             Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::BodyTooLarge | Code::TooManyTokens => StatusCode::PAYLOAD_TOO_LARGE,
-            Code::SpoolFull | Code::SpoolUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::SpoolFull | Code::SpoolUnavailable | Code::TooManyConnections => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Code::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Code::IdempotencyInProgress => StatusCode::CONFLICT,

@@ -209,13 +209,7 @@ async fn run(state: &ApiState, headers: &HeaderMap, body: Body) -> Result<Respon
 
 /// Bearer, or Basic with the key as the password (Momentum's clients send either).
 fn caller(keys: &[crate::config::ApiKey], headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let basic = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Basic ")
-                .or_else(|| v.strip_prefix("basic "))
-        });
+    let basic = super::auth::credentials(headers, "Basic");
     let Some(encoded) = basic else {
         return authenticate(keys, headers);
     };

@@ -41,17 +41,28 @@ pub(super) async fn json_body(
     }
     let limit = state.config().server.max_body_bytes;
     axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            ApiError::new(
+        body_error(&e, limit)
+            .unwrap_or_else(|| ApiError::new(Code::InvalidJson, "the body could not be read"))
+    })
+}
+
+/// A body over `limit` bytes, or one that arrived too slowly, as the API answers it; `None`
+/// for other read errors (the caller says what it was reading).
+pub(super) fn body_error(e: &axum::Error, limit: usize) -> Option<ApiError> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return Some(ApiError::new(
                 Code::BodyTooLarge,
                 format!("the body is over {limit} bytes"),
-            )
-        } else {
-            ApiError::new(Code::InvalidJson, "the body could not be read")
+            ));
         }
-    })
+        if let Some(slow @ crate::listen::BodyError::TooSlow(_)) = s.downcast_ref() {
+            return Some(ApiError::new(Code::RequestTimeout, slow.to_string()));
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// A failed commit as the API answers it.

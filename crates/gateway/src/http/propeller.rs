@@ -227,36 +227,37 @@ async fn read_form(
             format!("the body is over {limit} bytes"),
         )
     };
-    let fields: Vec<(String, String)> =
-        if content_type.starts_with("application/x-www-form-urlencoded") {
-            let bytes = axum::body::to_bytes(request.into_body(), limit)
-                .await
-                .map_err(|_| too_large())?;
-            form_urlencoded::parse(&bytes).into_owned().collect()
-        } else if content_type.starts_with("multipart/form-data") {
-            let (parts, body) = request.into_parts();
-            let limited = axum::body::Body::new(http_body_util::Limited::new(body, limit));
-            let mut form = Multipart::from_request(Request::from_parts(parts, limited), state)
-                .await
-                .map_err(|e| {
-                    ApiError::new(
-                        Code::InvalidField,
-                        format!("the form could not be read: {}", e.body_text()),
-                    )
-                })?;
-            let mut out = Vec::new();
-            while let Some(f) = form.next_field().await.map_err(|e| invalid_form(&e))? {
-                let name = f.name().unwrap_or_default().to_owned();
-                let value = f.text().await.map_err(|e| invalid_form(&e))?;
-                out.push((name, value));
-            }
-            out
-        } else {
-            return Err(ApiError::new(
-                Code::UnsupportedMediaType,
-                "send the form as application/x-www-form-urlencoded or multipart/form-data",
-            ));
-        };
+    let fields: Vec<(String, String)> = if content_type
+        .starts_with("application/x-www-form-urlencoded")
+    {
+        let bytes = axum::body::to_bytes(request.into_body(), limit)
+            .await
+            .map_err(|e| super::notifications::body_error(&e, limit).unwrap_or_else(too_large))?;
+        form_urlencoded::parse(&bytes).into_owned().collect()
+    } else if content_type.starts_with("multipart/form-data") {
+        let (parts, body) = request.into_parts();
+        let limited = axum::body::Body::new(http_body_util::Limited::new(body, limit));
+        let mut form = Multipart::from_request(Request::from_parts(parts, limited), state)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    Code::InvalidField,
+                    format!("the form could not be read: {}", e.body_text()),
+                )
+            })?;
+        let mut out = Vec::new();
+        while let Some(f) = form.next_field().await.map_err(|e| invalid_form(&e))? {
+            let name = f.name().unwrap_or_default().to_owned();
+            let value = f.text().await.map_err(|e| invalid_form(&e))?;
+            out.push((name, value));
+        }
+        out
+    } else {
+        return Err(ApiError::new(
+            Code::UnsupportedMediaType,
+            "send the form as application/x-www-form-urlencoded or multipart/form-data",
+        ));
+    };
     Ok(fields)
 }
 

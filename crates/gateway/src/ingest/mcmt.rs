@@ -151,6 +151,19 @@ pub fn parse(
     config: &Config,
     now: SystemTime,
 ) -> Result<Parsed, Refused> {
+    // The parser keeps a few hundred bytes per MIME part: a message of tiny parts would cost
+    // many times its size before the cap below could refuse it. Every part starts at a line
+    // that starts with "--", so counting those lines bounds the parts before parsing.
+    let delimiters = message
+        .split(|b| *b == b'\n')
+        .filter(|l| l.starts_with(b"--"))
+        .count();
+    if delimiters > MAX_PARTS {
+        return Err(Refused(format!(
+            "the message has more than {MAX_PARTS} MIME parts (it may make at most \
+             {MAX_PER_MESSAGE} notifications)"
+        )));
+    }
     let parsed = MessageParser::default()
         .parse(message)
         .ok_or_else(|| Refused("the message has no MIME headers".into()))?;
@@ -165,13 +178,44 @@ pub fn parse(
         ids: vec![Vec::new(); recipients.len()],
         message_id: parsed.message_id().map(str::to_owned),
     };
+    let mut apps: Vec<&str> = recipients.iter().map(|r| r.app.as_str()).collect();
+    apps.sort_unstable();
+    apps.dedup();
+    let name = |n: usize| format!("push part {}", n + 1);
+    let mut read = Vec::with_capacity(parts.len());
+    let mut made = 0usize;
     for (n, part) in parts.iter().enumerate() {
-        let name = format!("push part {}", n + 1);
-        one_part(part, recipients, config, now, &mut out)
-            .map_err(|e| Refused(format!("{name}: {e}")))?;
+        let (headers, json) = read_part(part).map_err(|e| Refused(format!("{}: {e}", name(n))))?;
+        // Counted before anything is built, so a message that multiplies past the cap costs
+        // no more than reading it (a part with a token makes one per app, else one per
+        // recipient).
+        made += if headers.token.is_some() {
+            apps.len()
+        } else {
+            recipients.len()
+        };
+        if made > MAX_PER_MESSAGE {
+            return Err(Refused(format!(
+                "{}: the message makes more than {MAX_PER_MESSAGE} notifications (push parts × \
+                 recipients); at most {MAX_PER_MESSAGE} per message, as in one API request",
+                name(n)
+            )));
+        }
+        read.push((headers, json));
+    }
+    for (n, (headers, json)) in read.into_iter().enumerate() {
+        one_part(&headers, json, recipients, config, now, &mut out)
+            .map_err(|e| Refused(format!("{}: {e}", name(n))))?;
     }
     Ok(out)
 }
+
+/// Most notifications one message (or inject request) may make: as many as one API request.
+pub const MAX_PER_MESSAGE: usize = super::json::MAX_TOKENS;
+
+/// Most MIME parts a message may have (counted as its lines that start with "--"): one push
+/// part per notification at most, and room for the text parts and closing delimiters.
+const MAX_PARTS: usize = MAX_PER_MESSAGE + 100;
 
 fn is_push(part: &MessagePart<'_>) -> bool {
     part.content_type().is_some_and(|ct| {
@@ -182,13 +226,8 @@ fn is_push(part: &MessagePart<'_>) -> bool {
     })
 }
 
-fn one_part(
-    part: &MessagePart<'_>,
-    recipients: &[Recipient],
-    config: &Config,
-    now: SystemTime,
-    out: &mut Parsed,
-) -> Result<(), String> {
+/// A push part's headers (outer or inner) and its JSON, its encoding checked.
+fn read_part<'a>(part: &'a MessagePart<'_>) -> Result<(PushHeaders, &'a [u8]), String> {
     let encoding = part
         .headers()
         .iter()
@@ -219,6 +258,17 @@ fn one_part(
     } else {
         inner_headers(content, &mut headers)?
     };
+    Ok((headers, json))
+}
+
+fn one_part(
+    headers: &PushHeaders,
+    json: &[u8],
+    recipients: &[Recipient],
+    config: &Config,
+    now: SystemTime,
+    out: &mut Parsed,
+) -> Result<(), String> {
     let payload: Value =
         serde_json::from_slice(json).map_err(|e| format!("the payload is not valid JSON: {e}"))?;
     let Value::Object(mut payload) = payload else {

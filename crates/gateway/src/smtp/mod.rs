@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::TlsFiles;
 use crate::ingest::Intake;
+use crate::listen::Slots;
 
 /// How long sessions still open at shutdown get to finish their current command.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -40,6 +41,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let sessions = TaskTracker::new();
+    let open = Slots::new("smtp");
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -48,11 +50,23 @@ pub async fn serve(
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
+                let max = intake
+                    .config()
+                    .smtp
+                    .as_ref()
+                    .map_or(100, |s| s.max_sessions);
+                let Some(slot) = open.take(max) else {
+                    crate::metrics::connection_refused("smtp");
+                    // A fresh socket's send buffer is empty: this never blocks the loop.
+                    let _ = stream.try_write(b"421 4.3.2 too many sessions; try again later\r\n");
+                    continue;
+                };
                 let (intake, tls, shutdown) = (Arc::clone(&intake), tls.clone(), shutdown.clone());
                 sessions.spawn(async move {
                     if let Err(e) = session::run(stream, peer, intake, tls, shutdown).await {
                         debug!(%peer, error = %e, "SMTP session ended with an error");
                     }
+                    drop(slot);
                 });
             }
             Err(e) => {

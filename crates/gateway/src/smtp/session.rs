@@ -19,6 +19,7 @@ use smtp_proto::request::receiver::{DataReceiver, LineReceiver, RequestReceiver}
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, Request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -28,8 +29,6 @@ use crate::ingest::mcmt::{self, Recipient};
 use crate::ingest::{Accepted, Intake, Submission};
 use crate::spool::{IdempotencyKey, Spool, SubmitError};
 
-/// An idle client is disconnected after this long.
-const IDLE: Duration = Duration::from_secs(300);
 /// Most recipients in one transaction.
 const MAX_RECIPIENTS: usize = 10_000;
 /// The name in the greeting and EHLO reply.
@@ -65,7 +64,14 @@ pub async fn run(
             let Some(acceptor) = tls else {
                 return Ok(());
             };
-            let mut secure = acceptor.accept(plain).await?;
+            let handshake_limit =
+                crate::tls::HANDSHAKE.min(Limits::of(&session.intake.config()).command);
+            let Ok(handshake) = tokio::time::timeout(handshake_limit, acceptor.accept(plain)).await
+            else {
+                crate::metrics::connection_timed_out("smtp", "handshake");
+                return Ok(());
+            };
+            let mut secure = handshake?;
             session.tls_active = true;
             // RFC 3207: the session starts over; nothing learned before TLS is kept.
             session.helo = false;
@@ -73,6 +79,33 @@ pub async fn run(
             session.reset();
             session.serve(&mut secure).await?;
             Ok(())
+        }
+    }
+}
+
+/// How long the goodbye after a missed deadline may take to write.
+const WRITE: Duration = Duration::from_secs(5);
+
+/// The `[smtp]` limits a session runs under, read when it (re)starts.
+struct Limits {
+    max_message_bytes: usize,
+    command: Duration,
+    data: Duration,
+}
+
+impl Limits {
+    fn of(config: &crate::config::Config) -> Limits {
+        match &config.smtp {
+            Some(c) => Limits {
+                max_message_bytes: c.max_message_bytes,
+                command: c.command_timeout,
+                data: c.data_timeout,
+            },
+            None => Limits {
+                max_message_bytes: 10 << 20,
+                command: Duration::from_secs(300),
+                data: Duration::from_secs(600),
+            },
         }
     }
 }
@@ -169,22 +202,31 @@ impl Session {
         &mut self,
         s: &mut S,
     ) -> std::io::Result<End> {
-        let max = self
-            .intake
-            .config()
-            .smtp
-            .as_ref()
-            .map_or(10 << 20, |c| c.max_message_bytes);
+        let limits = Limits::of(&self.intake.config());
+        let max = limits.max_message_bytes;
         let mut commands = RequestReceiver::default();
         let mut mode = Mode::Command;
         let mut chunk = vec![0u8; 16 * 1024];
         let mut out = Vec::with_capacity(1024);
+        // The whole command (or message) must be in by then; a byte now and then does not
+        // move it. Moved on by each reply.
+        let mut deadline = Instant::now() + limits.command;
         loop {
             let n = tokio::select! {
-                r = tokio::time::timeout(IDLE, s.read(&mut chunk)) => match r {
+                r = tokio::time::timeout_at(deadline, s.read(&mut chunk)) => match r {
                     Ok(r) => r?,
                     Err(_) => {
-                        self.write(s, b"421 4.4.2 idle too long; closing\r\n").await?;
+                        let (phase, what, limit) = match mode {
+                            Mode::Data(..) => ("data", "message", limits.data),
+                            _ => ("command", "command", limits.command),
+                        };
+                        crate::metrics::connection_timed_out("smtp", phase);
+                        let line = format!(
+                            "421 4.4.2 no complete {what} within {} s; closing\r\n",
+                            limit.as_secs()
+                        );
+                        // Best effort: a peer that does not read gets nothing.
+                        let _ = tokio::time::timeout(WRITE, self.write(s, line.as_bytes())).await;
                         return Ok(End::Closed);
                     }
                 },
@@ -269,8 +311,17 @@ impl Session {
                 };
             }
             if !out.is_empty() {
-                self.write(s, &out).await?;
+                // A peer that pipelines commands but never reads the replies is not waited
+                // for longer than a command may take.
+                tokio::time::timeout(limits.command, self.write(s, &out))
+                    .await
+                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
                 out.clear();
+                let limit = match mode {
+                    Mode::Data(..) => limits.data,
+                    _ => limits.command,
+                };
+                deadline = Instant::now() + limit;
             }
             if let Some(end) = end {
                 return Ok(end);

@@ -91,6 +91,9 @@ mod idempotent_ways_in;
 mod inject;
 /// The intake: on-commit hooks.
 mod intake;
+/// Every listener bounded: slow heads, bodies and SMTP peers, silent TLS clients, idle
+/// keep-alives, connection and session caps, a multiplying message, numbers past the clock.
+mod limits;
 /// A whole gateway in this process against the simulator, for tests that reach inside.
 mod live;
 /// The gateway end to end on the PostgreSQL spool.

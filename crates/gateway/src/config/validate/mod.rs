@@ -198,6 +198,34 @@ impl Cx<'_> {
                 0,
                 3600,
             )),
+            header_read_timeout: secs(self.int(
+                &s.header_read_timeout_s,
+                "server.header_read_timeout_s",
+                10,
+                1,
+                600,
+            )),
+            keepalive_idle: secs(self.int(
+                &s.keepalive_idle_s,
+                "server.keepalive_idle_s",
+                60,
+                1,
+                3600,
+            )),
+            body_read_timeout: secs(self.int(
+                &s.body_read_timeout_s,
+                "server.body_read_timeout_s",
+                60,
+                1,
+                3600,
+            )),
+            max_open_connections: self.int(
+                &s.max_open_connections,
+                "server.max_open_connections",
+                1000,
+                1,
+                1_000_000,
+            ) as usize,
             tls: self.tls(&s.tls_cert, &s.tls_key, "server"),
         };
         let st = raw.storage;
@@ -343,6 +371,22 @@ impl Cx<'_> {
                 ) as usize,
                 tls,
                 require_auth,
+                max_sessions: self.int(&sm.max_sessions, "smtp.max_sessions", 100, 1, 100_000)
+                    as usize,
+                command_timeout: secs(self.int(
+                    &sm.command_timeout_s,
+                    "smtp.command_timeout_s",
+                    300,
+                    1,
+                    3600,
+                )),
+                data_timeout: secs(self.int(
+                    &sm.data_timeout_s,
+                    "smtp.data_timeout_s",
+                    600,
+                    1,
+                    7200,
+                )),
             }
         });
         let lg = raw.log;
