@@ -231,9 +231,14 @@ pub fn gauge(name: &'static str, labels: &[(&'static str, String)], value: f64) 
     metrics::gauge!(name, labels).set(value);
 }
 
-/// Connections (HTTP) or sessions (SMTP) open on `listener` now.
-pub fn connections_open(listener: &'static str, n: usize) {
-    metrics::gauge!("pushgate_connections_open", "listener" => listener).set(n as f64);
+/// A connection (HTTP) or session (SMTP) opened on `listener`.
+pub fn connection_opened(listener: &'static str) {
+    metrics::gauge!("pushgate_connections_open", "listener" => listener).increment(1.0);
+}
+
+/// One closed.
+pub fn connection_closed(listener: &'static str) {
+    metrics::gauge!("pushgate_connections_open", "listener" => listener).decrement(1.0);
 }
 
 /// A connection refused past the listener's cap.

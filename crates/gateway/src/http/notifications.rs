@@ -48,8 +48,8 @@ pub(super) async fn json_body(
 
 /// A body over `limit` bytes, or one that arrived too slowly, as the API answers it; `None`
 /// for other read errors (the caller says what it was reading).
-pub(super) fn body_error(e: &axum::Error, limit: usize) -> Option<ApiError> {
-    let mut source = std::error::Error::source(e);
+pub(super) fn body_error(e: &(dyn std::error::Error + 'static), limit: usize) -> Option<ApiError> {
+    let mut source = Some(e);
     while let Some(s) = source {
         if s.is::<http_body_util::LengthLimitError>() {
             return Some(ApiError::new(

@@ -246,9 +246,13 @@ async fn read_form(
                 )
             })?;
         let mut out = Vec::new();
-        while let Some(f) = form.next_field().await.map_err(|e| invalid_form(&e))? {
+        while let Some(f) = form
+            .next_field()
+            .await
+            .map_err(|e| invalid_form(&e, limit))?
+        {
             let name = f.name().unwrap_or_default().to_owned();
-            let value = f.text().await.map_err(|e| invalid_form(&e))?;
+            let value = f.text().await.map_err(|e| invalid_form(&e, limit))?;
             out.push((name, value));
         }
         out
@@ -261,9 +265,12 @@ async fn read_form(
     Ok(fields)
 }
 
-fn invalid_form(e: &axum::extract::multipart::MultipartError) -> ApiError {
+fn invalid_form(e: &axum::extract::multipart::MultipartError, limit: usize) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::new(Code::BodyTooLarge, "the body is over the limit");
+    }
+    if let Some(slow) = super::notifications::body_error(e, limit) {
+        return slow;
     }
     ApiError::new(
         Code::InvalidField,

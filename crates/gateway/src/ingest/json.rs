@@ -304,16 +304,7 @@ pub(crate) fn one(
     let expiration = int(n, "expiration")?;
     within("expiration", expiration.map(|e| e.saturating_sub(now_unix)))?;
     let send_at = match (string(n, "send_at")?, delay) {
-        (Some(s), _) => {
-            let at = parse_rfc3339(s)?;
-            if at
-                .duration_since(now)
-                .is_ok_and(|d| d.as_secs() > MAX_AHEAD_S)
-            {
-                return Err(field("\"send_at\" is more than ten years ahead"));
-            }
-            Some(at)
-        }
+        (Some(s), _) => Some(parse_rfc3339(s)?),
         (None, Some(d)) => Some(now + Duration::from_secs(d)),
         (None, None) => None,
     };

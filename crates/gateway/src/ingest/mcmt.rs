@@ -152,13 +152,12 @@ pub fn parse(
     now: SystemTime,
 ) -> Result<Parsed, Refused> {
     // The parser keeps a few hundred bytes per MIME part: a message of tiny parts would cost
-    // many times its size before the cap below could refuse it. Every part starts at a line
-    // that starts with "--", so counting those lines bounds the parts before parsing.
-    let delimiters = message
-        .split(|b| *b == b'\n')
-        .filter(|l| l.starts_with(b"--"))
-        .count();
-    if delimiters > MAX_PARTS {
+    // many times its size before the cap below could refuse it, so the parts are bounded
+    // before parsing. Every part follows a delimiter, "--" and its boundary (which may itself
+    // start with dashes), and the parser finds one anywhere, not only at a line's start: the
+    // runs of two dashes or more bound the delimiters. Base64 has no dashes; a text part
+    // would need ten thousand such runs to be refused.
+    if dash_runs(message) > MAX_PARTS {
         return Err(Refused(format!(
             "the message has more than {MAX_PARTS} MIME parts (it may make at most \
              {MAX_PER_MESSAGE} notifications)"
@@ -213,9 +212,26 @@ pub fn parse(
 /// Most notifications one message (or inject request) may make: as many as one API request.
 pub const MAX_PER_MESSAGE: usize = super::json::MAX_TOKENS;
 
-/// Most MIME parts a message may have (counted as its lines that start with "--"): one push
-/// part per notification at most, and room for the text parts and closing delimiters.
+/// Most MIME parts a message may have (counted as its runs of dashes): one push part per
+/// notification at most, and room for the text parts and closing delimiters.
 const MAX_PARTS: usize = MAX_PER_MESSAGE + 100;
+
+/// Runs of two or more `-` in `message`.
+fn dash_runs(message: &[u8]) -> usize {
+    let mut runs = 0;
+    let mut run = 0usize;
+    for &b in message {
+        if b == b'-' {
+            run += 1;
+            if run == 2 {
+                runs += 1;
+            }
+        } else {
+            run = 0;
+        }
+    }
+    runs
+}
 
 fn is_push(part: &MessagePart<'_>) -> bool {
     part.content_type().is_some_and(|ct| {
@@ -412,4 +428,19 @@ fn split_blank_line(content: &[u8]) -> Option<(&[u8], &[u8])> {
         line_start = i + 1;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dash_runs;
+
+    #[test]
+    fn dash_runs_count_every_possible_delimiter_once() {
+        assert_eq!(dash_runs(b"no dashes - here"), 0);
+        assert_eq!(dash_runs(b"--b\r\n--b--\r\n"), 2 + 1);
+        // A boundary that starts with dashes, as many mail programs make them: one run.
+        assert_eq!(dash_runs(b"------=_Part_1\r\n"), 1);
+        // The parser finds a delimiter in the middle of a line too.
+        assert_eq!(dash_runs(b"text--b\r\n"), 1);
+    }
 }

@@ -1,12 +1,14 @@
-//! Deadlines on an HTTP/1 connection's reads while no request is being handled.
+//! Deadlines on an HTTP/1 connection, kept by its I/O.
 //!
 //! hyper's own `header_read_timeout` starts when hyper begins waiting for a request head, so
 //! it cannot tell a keep-alive connection that is idle from a client that trickles its
-//! headers. This wrapper can: a connection starts with `header_read` to send its first head;
-//! after each answer it may stay silent for `keepalive_idle`, and once the next request's first
-//! byte arrives its head must be complete within `header_read`. While a handler runs there is
-//! no deadline here (the body has its own, `super::body`). A missed deadline fails the read,
-//! and hyper closes the connection.
+//! headers. This wrapper can: a connection has `header_read` from its accept to send its first
+//! head (a TLS handshake included); after an answer's last byte is written it may stay silent
+//! for `keepalive_idle`, and once the next request's first byte arrives its head must be
+//! complete within `header_read`. While a request is handled there is no read deadline (its
+//! body has its own, `super::body`), and a write that makes no progress for `keepalive_idle`
+//! fails: a client that stops reading its answer does not keep the connection. A missed
+//! deadline fails the read or write, and hyper closes the connection.
 
 use std::io;
 use std::pin::Pin;
@@ -24,7 +26,7 @@ use tokio::time::{Instant, Sleep};
 pub struct Activity {
     begun: AtomicU64,
     answered: AtomicU64,
-    /// The connection's task, woken when an answer is ready: hyper reads again only when the
+    /// The connection's task, woken when an answer is done: hyper reads again only when the
     /// socket has something, so without this the idle deadline would start at the next byte.
     reader: AtomicWaker,
 }
@@ -46,21 +48,35 @@ impl Drop for Handling {
     }
 }
 
-/// Which deadline applies.
+/// Which read deadline applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     /// The request head must be complete by the deadline.
     Head,
     /// Between requests: the next one must start by the deadline.
     Idle,
-    /// A handler runs: no deadline.
+    /// A handler runs: no read deadline.
     Handling,
 }
 
-/// Why a read failed: the phase whose deadline passed.
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Head => "header",
+            Phase::Idle => "idle",
+            Phase::Handling => "handling",
+        }
+    }
+}
+
+/// Why a read or write failed: the deadline that passed.
 #[derive(Debug, thiserror::Error)]
-#[error("no complete request head in time ({0:?})")]
-pub struct Missed(pub Phase);
+pub enum Missed {
+    #[error("no complete request head in time ({0:?})")]
+    Read(Phase),
+    #[error("the client read nothing of its answer for {0:?}")]
+    Write(Duration),
+}
 
 pub struct Deadlines<I> {
     inner: I,
@@ -69,14 +85,18 @@ pub struct Deadlines<I> {
     answered: u64,
     phase: Phase,
     sleep: Pin<Box<Sleep>>,
+    /// Armed while a write waits for the client to read.
+    write_stall: Option<Pin<Box<Sleep>>>,
     header_read: Duration,
     keepalive_idle: Duration,
 }
 
 impl<I> Deadlines<I> {
+    /// For a connection accepted at `accepted`.
     pub fn new(
         inner: I,
         activity: Arc<Activity>,
+        accepted: Instant,
         header_read: Duration,
         keepalive_idle: Duration,
     ) -> Deadlines<I> {
@@ -85,13 +105,14 @@ impl<I> Deadlines<I> {
             activity,
             answered: 0,
             phase: Phase::Head,
-            sleep: Box::pin(tokio::time::sleep(header_read)),
+            sleep: Box::pin(tokio::time::sleep_until(accepted + header_read)),
+            write_stall: None,
             header_read,
             keepalive_idle,
         }
     }
 
-    /// Moves to the phase the handlers' reports imply.
+    /// Moves to the phase the requests' reports imply.
     fn follow(&mut self) {
         let answered = self.activity.answered.load(Ordering::Acquire);
         let begun = self.activity.begun.load(Ordering::Acquire);
@@ -103,6 +124,35 @@ impl<I> Deadlines<I> {
             self.sleep
                 .as_mut()
                 .reset(Instant::now() + self.keepalive_idle);
+        }
+    }
+
+    /// After a write or flush: progress disarms the stall deadline (and, between requests,
+    /// moves the idle deadline: it counts from the answer's last byte); waiting arms it once.
+    fn stalled<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            if self.write_stall.take().is_some() || self.phase == Phase::Idle {
+                self.follow();
+                if self.phase == Phase::Idle {
+                    let deadline = Instant::now() + self.keepalive_idle;
+                    self.sleep.as_mut().reset(deadline);
+                }
+            }
+            return r;
+        }
+        let limit = self.keepalive_idle;
+        let stall = self
+            .write_stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match stall.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                crate::metrics::connection_timed_out("http", "write");
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    Missed::Write(limit),
+                )))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -129,12 +179,14 @@ impl<I: AsyncRead + Unpin> AsyncRead for Deadlines<I> {
                 this.activity.reader.register(cx.waker());
                 Poll::Pending
             }
+            // An answer is still being written: its own deadline applies.
+            Poll::Pending if this.write_stall.is_some() => Poll::Pending,
             Poll::Pending => match this.sleep.as_mut().poll(cx) {
                 Poll::Ready(()) => {
-                    crate::metrics::connection_timed_out("http", phase_name(this.phase));
+                    crate::metrics::connection_timed_out("http", this.phase.name());
                     Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
-                        Missed(this.phase),
+                        Missed::Read(this.phase),
                     )))
                 }
                 Poll::Pending => Poll::Pending,
@@ -144,29 +196,24 @@ impl<I: AsyncRead + Unpin> AsyncRead for Deadlines<I> {
     }
 }
 
-fn phase_name(p: Phase) -> &'static str {
-    match p {
-        Phase::Head => "header",
-        Phase::Idle => "idle",
-        Phase::Handling => "handling",
-    }
-}
-
 impl<I: AsyncWrite + Unpin> AsyncWrite for Deadlines<I> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.stalled(cx, r)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.stalled(cx, r)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let r = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.stalled(cx, r)
     }
 
     fn poll_write_vectored(
@@ -174,7 +221,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Deadlines<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.stalled(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {

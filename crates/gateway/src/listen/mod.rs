@@ -10,8 +10,9 @@
 //!   too_many_connections` and closed, and the rest are closed at once.
 //!
 //! The limits are read from the configuration in force at each accept, so a reload applies to
-//! new connections. At shutdown, idle connections close, requests in progress finish (their
-//! submits commit before they answer), and the loop returns once every connection is done.
+//! new connections. At shutdown the listener closes, idle connections close, and requests in
+//! progress get [`DRAIN`] to finish (their submits commit before they answer); connections
+//! still open then are dropped.
 
 mod body;
 mod deadlines;
@@ -32,11 +33,12 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
-use tracing::debug;
+use tracing::{debug, warn};
 
 pub use body::BodyError;
 pub use slots::{Slot, Slots};
@@ -48,6 +50,9 @@ use deadlines::{Activity, Deadlines};
 /// Connections past the cap that are still answered `503` (the rest are closed unanswered):
 /// enough for a client to learn why, too few to cost anything.
 const OVERFLOW_ANSWERS: usize = 32;
+
+/// How long requests in progress at shutdown get to finish and be answered.
+pub const DRAIN: Duration = Duration::from_secs(10);
 
 /// What bounds a connection, from `[server]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,11 +87,12 @@ pub async fn serve(
     let overflow = Arc::new(Semaphore::new(OVERFLOW_ANSWERS));
     let connections = TaskTracker::new();
     let stop = CancellationToken::new();
+    let abort = CancellationToken::new();
     tokio::pin!(shutdown);
     loop {
-        let (tcp, peer) = tokio::select! {
+        let ((tcp, peer), accepted) = tokio::select! {
             a = listener.accept() => match a {
-                Ok(a) => a,
+                Ok(a) => (a, Instant::now()),
                 Err(e) => {
                     debug!(error = %e, "accepting an HTTP connection failed");
                     // Out of descriptors, most likely: give connections a moment to end.
@@ -114,14 +120,25 @@ pub async fn serve(
             limits,
             admitted,
             stop: stop.clone(),
+            abort: abort.clone(),
             peer,
+            accepted,
         };
         let tls = tls.clone();
         connections.spawn(conn.run(tcp, tls));
     }
+    // No more connections queue up in the kernel for a loop that no longer accepts.
+    drop(listener);
     stop.cancel();
     connections.close();
-    connections.wait().await;
+    if tokio::time::timeout(DRAIN, connections.wait())
+        .await
+        .is_err()
+    {
+        warn!("HTTP connections still busy at shutdown were closed");
+        abort.cancel();
+        connections.wait().await;
+    }
 }
 
 /// Whether a connection is served or only told that the gateway is full.
@@ -135,7 +152,10 @@ struct Connection {
     limits: Limits,
     admitted: Admitted,
     stop: CancellationToken,
+    /// Past the drain: drop the connection whatever it is doing.
+    abort: CancellationToken,
     peer: SocketAddr,
+    accepted: Instant,
 }
 
 impl Connection {
@@ -143,7 +163,10 @@ impl Connection {
         let Some(acceptor) = tls else {
             return self.http(tcp).await;
         };
-        let handshake = tokio::time::timeout(self.limits.header_read, acceptor.accept(tcp));
+        let handshake = tokio::time::timeout_at(
+            self.accepted + self.limits.header_read,
+            acceptor.accept(tcp),
+        );
         let peer = self.peer;
         tokio::select! {
             r = handshake => match r {
@@ -166,6 +189,7 @@ impl Connection {
         let io = Deadlines::new(
             io,
             Arc::clone(&activity),
+            self.accepted,
             self.limits.header_read,
             self.limits.keepalive_idle,
         );
@@ -203,7 +227,10 @@ impl Connection {
             () = self.stop.cancelled() => {
                 // Idle: closed now. A request in progress finishes and is answered first.
                 conn.as_mut().graceful_shutdown();
-                conn.await
+                tokio::select! {
+                    r = conn => r,
+                    () = self.abort.cancelled() => return,
+                }
             }
         };
         if let Err(e) = result {

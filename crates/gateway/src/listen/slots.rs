@@ -26,13 +26,12 @@ impl Slots {
 
     /// A slot if fewer than `max` are taken.
     pub fn take(&self, max: usize) -> Option<Slot> {
-        let before = self
-            .open
+        self.open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
             .ok()?;
-        crate::metrics::connections_open(self.listener, before + 1);
+        crate::metrics::connection_opened(self.listener);
         Some(Slot(self.clone()))
     }
 
@@ -44,8 +43,8 @@ impl Slots {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let before = self.0.open.fetch_sub(1, Ordering::AcqRel);
-        crate::metrics::connections_open(self.0.listener, before - 1);
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        crate::metrics::connection_closed(self.0.listener);
     }
 }
 

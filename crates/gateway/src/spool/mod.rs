@@ -51,6 +51,13 @@ pub(crate) fn to_ms(t: SystemTime) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// A stored collapse id. One that ingest refuses today (not printable ASCII: an earlier version
+/// took it, then could not put it in a header and sent without it) reads as none, so its row
+/// is still sent as it always was rather than reading as corrupt.
+pub(crate) fn stored_collapse_id(s: Option<&str>) -> Option<apns::CollapseId> {
+    s.and_then(|s| apns::CollapseId::parse(s).ok())
+}
+
 pub(crate) fn from_ms(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }

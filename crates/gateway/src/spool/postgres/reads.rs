@@ -193,11 +193,7 @@ fn decode_request(r: &Row) -> Result<StoredRequest, SpoolError> {
             .map(apns::Topic::parse)
             .transpose()
             .map_err(bad)?,
-        collapse_id: r
-            .get::<_, Option<&str>>(6)
-            .map(apns::CollapseId::parse)
-            .transpose()
-            .map_err(bad)?,
+        collapse_id: crate::spool::stored_collapse_id(r.get::<_, Option<&str>>(6)),
         apns_expiration: r
             .get::<_, Option<i64>>(7)
             .map(|e| apns::Expiration::from_unix(e.max(0) as u64)),

@@ -50,11 +50,7 @@ pub(super) fn decode_request(
             .map(apns::Topic::parse)
             .transpose()
             .map_err(bad)?,
-        collapse_id: collapse_id
-            .as_deref()
-            .map(apns::CollapseId::parse)
-            .transpose()
-            .map_err(bad)?,
+        collapse_id: crate::spool::stored_collapse_id(collapse_id.as_deref()),
         apns_expiration: apns_expiration.map(|e| apns::Expiration::from_unix(e.max(0) as u64)),
     })
 }
