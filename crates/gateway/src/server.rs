@@ -110,7 +110,15 @@ impl Gateway {
                 crate::beanstalk::spawn(b, Arc::clone(&self.state.intake), beanstalk_stop.clone())
             })
             .collect();
+        // Every way in stops taking work at once, and they drain side by side.
+        let (smtp_stopping, beanstalk_stopping) = (smtp_stop.clone(), beanstalk_stop.clone());
+        let shutdown = async move {
+            shutdown.await;
+            smtp_stopping.cancel();
+            beanstalk_stopping.cancel();
+        };
         let served = run(listener, Arc::clone(&self.state), shutdown).await;
+        // (Also when the API stopped on its own, with an error.)
         smtp_stop.cancel();
         beanstalk_stop.cancel();
         if let Some(t) = smtp_task {

@@ -157,6 +157,15 @@ pub fn parse(
     // start with dashes), and the parser finds one anywhere, not only at a line's start: the
     // runs of two dashes or more bound the delimiters. Base64 has no dashes; a text part
     // would need ten thousand such runs to be refused.
+    //
+    // A nested message is another matter: the parser decodes one sent in base64 and parses it
+    // in turn, and what is inside base64 shows no dashes. MCMT has no use for nested messages
+    // (and RFC 2046 allows them no such encoding), so a message that declares one is refused.
+    if let Some(kind) = nested_message(message) {
+        return Err(Refused(format!(
+            "the message carries a {kind} part; MCMT messages may not nest messages"
+        )));
+    }
     if dash_runs(message) > MAX_PARTS {
         return Err(Refused(format!(
             "the message has more than {MAX_PARTS} MIME parts (it may make at most \
@@ -215,6 +224,36 @@ pub const MAX_PER_MESSAGE: usize = super::json::MAX_TOKENS;
 /// Most MIME parts a message may have (counted as its runs of dashes): one push part per
 /// notification at most, and room for the text parts and closing delimiters.
 const MAX_PARTS: usize = MAX_PER_MESSAGE + 100;
+
+/// The first content type in `message` that makes the parser read a part as a message of its
+/// own (`message/rfc822`, `message/global`, and the parts of a `multipart/digest`), as the
+/// parser reads types: in any case, with spaces and line breaks around the `/`. Found
+/// anywhere, not only in headers: a text that names one is refused too, which is rare and says
+/// why.
+fn nested_message(message: &[u8]) -> Option<&'static str> {
+    const NESTED: [(&[u8], &[u8], &str); 3] = [
+        (b"message", b"rfc822", "message/rfc822"),
+        (b"message", b"global", "message/global"),
+        (b"multipart", b"digest", "multipart/digest"),
+    ];
+    let space = |b: &u8| b" \t\r\n".contains(b);
+    for (i, _) in message.iter().enumerate().filter(|(_, b)| **b == b'/') {
+        let before = &message[..i];
+        let before = &before[..before.len() - before.iter().rev().take_while(|b| space(b)).count()];
+        let after = &message[i + 1..];
+        let after = &after[after.iter().take_while(|b| space(b)).count()..];
+        for (ctype, subtype, name) in NESTED {
+            let ends = before.len() >= ctype.len()
+                && before[before.len() - ctype.len()..].eq_ignore_ascii_case(ctype);
+            let starts = after.len() >= subtype.len()
+                && after[..subtype.len()].eq_ignore_ascii_case(subtype);
+            if ends && starts {
+                return Some(name);
+            }
+        }
+    }
+    None
+}
 
 /// Runs of two or more `-` in `message`.
 fn dash_runs(message: &[u8]) -> usize {
@@ -442,5 +481,28 @@ mod tests {
         assert_eq!(dash_runs(b"------=_Part_1\r\n"), 1);
         // The parser finds a delimiter in the middle of a line too.
         assert_eq!(dash_runs(b"text--b\r\n"), 1);
+    }
+
+    #[test]
+    fn nested_messages_are_found_as_the_parser_reads_types() {
+        use super::nested_message;
+        assert_eq!(
+            nested_message(b"Content-Type: message/vnd.msys.apn\r\n"),
+            None
+        );
+        assert_eq!(nested_message(b"see https://example.com/global/x"), None);
+        for text in [
+            &b"Content-Type: message/rfc822\r\n"[..],
+            b"content-type: MESSAGE / RFC822\r\n",
+            b"Content-Type: message\r\n /rfc822\r\n",
+            b"Content-Type: message/global\r\n",
+            b"Content-Type: multipart/digest; boundary=d\r\n",
+        ] {
+            assert!(
+                nested_message(text).is_some(),
+                "{}",
+                String::from_utf8_lossy(text)
+            );
+        }
     }
 }

@@ -113,7 +113,7 @@ impl<I> Deadlines<I> {
     }
 
     /// Moves to the phase the requests' reports imply.
-    fn follow(&mut self) {
+    fn follow(&mut self, cx: &mut Context<'_>) {
         let answered = self.activity.answered.load(Ordering::Acquire);
         let begun = self.activity.begun.load(Ordering::Acquire);
         if begun > answered {
@@ -121,21 +121,34 @@ impl<I> Deadlines<I> {
         } else if answered != self.answered || self.phase == Phase::Handling {
             self.answered = answered;
             self.phase = Phase::Idle;
-            self.sleep
-                .as_mut()
-                .reset(Instant::now() + self.keepalive_idle);
+            self.arm(cx, self.keepalive_idle);
         }
     }
 
+    /// Sets the read deadline `after` from now and registers the task with it at once: hyper
+    /// may not read again (it has nothing to read, and its last read was pending), so the
+    /// timer must be able to wake it by itself.
+    fn arm(&mut self, cx: &mut Context<'_>, after: Duration) {
+        self.sleep.as_mut().reset(Instant::now() + after);
+        let _ = self.sleep.as_mut().poll(cx);
+    }
+
     /// After a write or flush: progress disarms the stall deadline (and, between requests,
-    /// moves the idle deadline: it counts from the answer's last byte); waiting arms it once.
-    fn stalled<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    /// moves the idle deadline: it counts from the answer's last byte written); waiting arms
+    /// it once. `wrote` is whether bytes went out (a flush with nothing to flush is not
+    /// progress, and must not move the idle deadline).
+    fn stalled<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<T>>,
+        wrote: bool,
+    ) -> Poll<io::Result<T>> {
         if r.is_ready() {
-            if self.write_stall.take().is_some() || self.phase == Phase::Idle {
-                self.follow();
+            let was_stalled = self.write_stall.take().is_some();
+            if was_stalled || wrote {
+                self.follow(cx);
                 if self.phase == Phase::Idle {
-                    let deadline = Instant::now() + self.keepalive_idle;
-                    self.sleep.as_mut().reset(deadline);
+                    self.arm(cx, self.keepalive_idle);
                 }
             }
             return r;
@@ -164,14 +177,14 @@ impl<I: AsyncRead + Unpin> AsyncRead for Deadlines<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        this.follow();
+        this.follow(cx);
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if this.phase == Phase::Idle && buf.filled().len() > before {
                     this.phase = Phase::Head;
-                    let deadline = Instant::now() + this.header_read;
-                    this.sleep.as_mut().reset(deadline);
+                    let header_read = this.header_read;
+                    this.arm(cx, header_read);
                 }
                 Poll::Ready(Ok(()))
             }
@@ -179,8 +192,12 @@ impl<I: AsyncRead + Unpin> AsyncRead for Deadlines<I> {
                 this.activity.reader.register(cx.waker());
                 Poll::Pending
             }
-            // An answer is still being written: its own deadline applies.
-            Poll::Pending if this.write_stall.is_some() => Poll::Pending,
+            // An answer is still being written: its own deadline applies, but the read
+            // deadline stays registered for when the write is done.
+            Poll::Pending if this.write_stall.is_some() => {
+                let _ = this.sleep.as_mut().poll(cx);
+                Poll::Pending
+            }
             Poll::Pending => match this.sleep.as_mut().poll(cx) {
                 Poll::Ready(()) => {
                     crate::metrics::connection_timed_out("http", this.phase.name());
@@ -203,17 +220,18 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Deadlines<I> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.stalled(cx, r)
+        let wrote = matches!(r, Poll::Ready(Ok(n)) if n > 0);
+        self.stalled(cx, r, wrote)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let r = Pin::new(&mut self.inner).poll_flush(cx);
-        self.stalled(cx, r)
+        self.stalled(cx, r, false)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let r = Pin::new(&mut self.inner).poll_shutdown(cx);
-        self.stalled(cx, r)
+        self.stalled(cx, r, false)
     }
 
     fn poll_write_vectored(
@@ -222,7 +240,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Deadlines<I> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.stalled(cx, r)
+        let wrote = matches!(r, Poll::Ready(Ok(n)) if n > 0);
+        self.stalled(cx, r, wrote)
     }
 
     fn is_write_vectored(&self) -> bool {
