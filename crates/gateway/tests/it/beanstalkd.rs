@@ -256,6 +256,10 @@ async fn a_beanstalkd_restart_mid_stream_loses_nothing_and_sends_nothing_twice(b
     // Commits held back while beanstalkd freezes, so that jobs are surely reserved and not yet
     // committed at that moment; once let go, they commit, and their deletes get no answer.
     let blocker = Blocker::hold(&backend, live.dir.path()).await;
+    // More jobs once the commits are held: on a fast run the first 3,000 may all be committed
+    // already, and these surely wait.
+    let more: Vec<Value> = (3_000..4_000).map(|i| job(i, "Restart")).collect();
+    put(&bs, &tube, &more, 0, 120).await;
     until(
         "jobs reserved, waiting for their commits",
         MINUTE,
@@ -284,8 +288,8 @@ async fn a_beanstalkd_restart_mid_stream_loses_nothing_and_sends_nothing_twice(b
         live.readyz().await.0 == 200
     })
     .await;
-    until("all 3,000 delivered", MINUTE, || async {
-        live.count(State::Delivered).await == 3_000
+    until("all 4,000 delivered", MINUTE, || async {
+        live.count(State::Delivered).await == 4_000
     })
     .await;
     // The jobs committed before the kill are delivered already; they come back to the queue
@@ -296,8 +300,8 @@ async fn a_beanstalkd_restart_mid_stream_loses_nothing_and_sends_nothing_twice(b
     })
     .await;
     let s = sim.stats().snapshot();
-    assert_eq!((s.unique_ids, s.duplicate_ids), (3_000, 0), "{s:?}");
-    assert_eq!(live.held().await, 3_000, "one notification a job");
+    assert_eq!((s.unique_ids, s.duplicate_ids), (4_000, 0), "{s:?}");
+    assert_eq!(live.held().await, 4_000, "one notification a job");
     let replayed = counter_where(
         "pushgate_beanstalkd_jobs_total",
         &format!("tube=\"{tube}\",outcome=\"replayed\""),
