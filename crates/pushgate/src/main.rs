@@ -5,7 +5,7 @@ mod cmd;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 /// `pushgate --version`: the version, the commit it was built from, and what is built in.
 const LONG_VERSION: &str = concat!(
@@ -45,6 +45,17 @@ const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let generated = match &cli.command {
+        cmd::Command::Completions(a) => Some(cmd::generate::completions(a, Cli::command())),
+        cmd::Command::Man(a) => Some(cmd::generate::man(a, Cli::command())),
+        _ => None,
+    };
+    if let Some(result) = generated {
+        return result.unwrap_or_else(|e| {
+            eprintln!("pushgate: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        });
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let log = tracing_subscriber::fmt()

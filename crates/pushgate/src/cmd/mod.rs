@@ -5,6 +5,7 @@ mod cert;
 mod client;
 mod config;
 mod db;
+pub mod generate;
 mod mock_apns;
 mod propeller;
 mod send;
@@ -39,6 +40,10 @@ pub enum Command {
     /// propeller-apns' worker.py and server.py in one: the same flags, a beanstalkd tube in,
     /// POST /post (auth token from PUSHGATE_AUTH_TOKEN), a durable spool.
     Propeller(Box<propeller::Args>),
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    Completions(generate::CompletionsArgs),
+    /// Write the man pages (pushgate.1 and one per subcommand) into a folder.
+    Man(generate::ManArgs),
 }
 
 impl Command {
@@ -53,6 +58,11 @@ impl Command {
             Command::Send(args) => send::run(*args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Status(args) => status::run(args).await,
+            // Handled before the runtime starts (they need the whole command line's
+            // definition): see main.rs.
+            Command::Completions(_) | Command::Man(_) => {
+                anyhow::bail!("completions and man are run by main")
+            }
         }
     }
 }
