@@ -74,6 +74,10 @@ pub(super) async fn serve_file(
     banner: &[String],
 ) -> anyhow::Result<ExitCode> {
     let file = file.to_owned();
+    // Taken before anything else: a SIGHUP (a reload) that comes while the gateway is still
+    // starting must not end it, as SIGHUP's default action would.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("listening for SIGHUP")?;
     let config = match Config::load(&file) {
         Ok(c) => c,
         Err(e) => {
@@ -113,11 +117,8 @@ pub(super) async fn serve_file(
     }
     let reloader = gateway.reloader();
     let reload_file = file.clone();
+    let mut hup = hup;
     tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            return;
-        };
         while hup.recv().await.is_some() {
             // Reading the files (configuration, keys, certificates) is blocking I/O: off the
             // runtime's threads.
