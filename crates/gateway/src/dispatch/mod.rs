@@ -44,6 +44,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, Credential};
 use crate::events::Events;
+use crate::outcomes::history::{self, History, Sample};
 use crate::outcomes::{DeadTokens, Tally};
 use crate::spool::{NewRequest, Spool, SpoolError, Store, StoredRequest};
 use shared::Shared;
@@ -116,6 +117,8 @@ pub struct Dispatcher {
     /// Workers of apps removed from the configuration, kept so that an app added back gets
     /// its old worker and queue again: its sends still in flight are known there.
     retired: Mutex<HashMap<String, Arc<AppWorker>>>,
+    /// The last hour in samples, for the dashboard's charts.
+    history: Mutex<History>,
 }
 
 impl Dispatcher {
@@ -153,7 +156,12 @@ impl Dispatcher {
             config: Arc::clone(&current),
             warned: Mutex::new(HashMap::new()),
             retired: Mutex::new(HashMap::new()),
+            history: Mutex::new(History::default()),
         });
+        d.history
+            .lock()
+            .expect("history lock")
+            .start(SystemTime::now(), &Tally::default());
         crate::metrics::gauge("pushgate_dispatch_paused", &[], 0.0);
         d.tracker
             .spawn(crate::outcomes::record(Arc::clone(&shared), done_rx));
@@ -181,6 +189,27 @@ impl Dispatcher {
             }
         });
         let weak = Arc::downgrade(&d);
+        let stop = shared.shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(history::INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = stop.cancelled() => return,
+                }
+                match weak.upgrade() {
+                    Some(d) => {
+                        let (tally, now) = (d.tally(), d.history_now());
+                        let mut h = d.history.lock().expect("history lock");
+                        h.sample(SystemTime::now(), &tally, &now);
+                    }
+                    None => return,
+                }
+            }
+        });
+        let weak = Arc::downgrade(&d);
         let (every, stop) = (shared.options.credential_check, shared.shutdown.clone());
         tokio::spawn(async move {
             // At start (expiry warnings at once), then every `credential_check`.
@@ -201,6 +230,34 @@ impl Dispatcher {
     /// Outcomes since start.
     pub fn tally(&self) -> Tally {
         self.shared.tally.lock().expect("tally lock").clone()
+    }
+
+    /// The last hour's samples, oldest first, and the interval in progress.
+    pub fn history(&self) -> (Vec<Sample>, Sample) {
+        let (tally, now) = (self.tally(), self.history_now());
+        let h = self.history.lock().expect("history lock");
+        (
+            h.samples().cloned().collect(),
+            h.live(SystemTime::now(), &tally, &now),
+        )
+    }
+
+    /// The queue's depth and each app's halt, as a sample records them.
+    fn history_now(&self) -> history::Now {
+        let apps = self
+            .config
+            .get()
+            .apps
+            .iter()
+            .map(|a| {
+                let halted = self.status(&a.name).is_some_and(|s| s.halted.is_some());
+                (a.name.clone(), halted)
+            })
+            .collect();
+        history::Now {
+            queued: self.shared.spool.pending(),
+            apps,
+        }
     }
 
     /// The event hub (delivery log, hooks).

@@ -17,6 +17,7 @@
 mod apply;
 pub mod backoff;
 mod feedback;
+pub mod history;
 mod recorder;
 mod tally;
 #[cfg(test)]

@@ -102,7 +102,20 @@ pub async fn record<D: Dispatch>(shared: Arc<D>, mut rx: mpsc::Receiver<Recorded
                     continue;
                 }
                 *tally.outcomes.entry(c.state.as_str()).or_default() += 1;
-                if c.state != State::Delivered {
+                let app = D::app_name(&d.app);
+                let delivered = c.state == State::Delivered;
+                match tally.by_app.get_mut(app) {
+                    Some((ok, bad)) => *(if delivered { ok } else { bad }) += 1,
+                    None => {
+                        let first = if delivered { (1, 0) } else { (0, 1) };
+                        tally.by_app.insert(app.to_owned(), first);
+                    }
+                }
+                if delivered {
+                    if let Some(took) = c.id.created_at().and_then(|a| now.duration_since(a).ok()) {
+                        tally.latency.record(took);
+                    }
+                } else {
                     let reason = c.reason.as_ref().map_or("", |r| r.as_str()).to_owned();
                     *tally.failures_by_reason.entry(reason.clone()).or_default() += 1;
                     tally.latest_failures.push_front(FailureRecord {

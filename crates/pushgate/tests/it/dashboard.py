@@ -2,8 +2,9 @@
 
 Usage: dashboard.py BASE_URL KEY_ENV TOKEN SCREENSHOT
 Logs in with the admin key from $KEY_ENV, checks the session cookie's flags, sends through the
-test-send form, waits for "delivered" and for the live figures to count it, saves a screenshot,
-and prints a JSON summary. Exits non-zero (with the reason) on any failure.
+test-send form, waits for "delivered" and for the live figures to count it, checks the charts
+are drawn and move and the health strip shows the app, saves a screenshot, and prints a JSON
+summary. Exits non-zero (with the reason) on any failure.
 """
 import json
 import os
@@ -18,7 +19,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 base, key_env, token, shot = sys.argv[1:5]
 options = Options()
 for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--window-size=1360,1000", "--force-device-scale-factor=1"):
+            "--window-size=1360,1500", "--force-device-scale-factor=1"):
     options.add_argument(arg)
 options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 service = Service(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
@@ -39,12 +40,25 @@ try:
     result = driver.find_element(By.ID, "send-result").text
     # The figures refresh without a reload.
     wait.until(lambda d: int(d.find_element(By.ID, "f-delivered").text) > before)
+    # The charts: drawn from the samples, and moving with each refresh (the interval in
+    # progress grows); the failures' reasons are named; the app has cells in the strip.
+    path = lambda d: d.find_element(By.CSS_SELECTOR, "#chart-delivered path.line").get_attribute("d")
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#chart-delivered path.line"))
+    first_path = path(driver)
+    wait.until(lambda d: path(d) != first_path)
+    failed_legend = driver.find_element(By.ID, "legend-failed").text
+    latency_paths = len(driver.find_elements(By.CSS_SELECTOR, "#chart-latency path.line"))
+    cells = [c.get_attribute("class") for c in
+             driver.find_elements(By.CSS_SELECTOR, '#health svg[data-app="shop"] rect')]
     apps = driver.find_element(By.ID, "apps").text
     reasons = driver.find_element(By.ID, "reasons").text
     expiring = len(driver.find_elements(By.CSS_SELECTOR, "#apps .cred.expiring"))
     warnings = driver.find_element(By.ID, "warnings").text
+    driver.execute_script("window.scrollTo(0, 0)")
     driver.save_screenshot(shot)
     print(json.dumps({"result": result, "before": before, "apps": apps, "reasons": reasons,
-                      "expiring": expiring, "warnings": warnings, "title": driver.title}))
+                      "expiring": expiring, "warnings": warnings, "title": driver.title,
+                      "failed_legend": failed_legend, "latency_paths": latency_paths,
+                      "cells": cells}))
 finally:
     driver.quit()

@@ -100,6 +100,21 @@ fn in_chromium_an_admin_logs_in_sends_and_sees_delivered() {
             .contains("rollover.pem expires in"),
         "{summary}"
     );
+    // The charts: the failures by their reasons, both latency quantiles, the app's strip with
+    // a cell that shows its failures.
+    let legend = summary["failed_legend"].as_str().unwrap();
+    assert!(
+        legend.contains("Unregistered") && legend.contains("BadTopic"),
+        "{summary}"
+    );
+    assert_eq!(summary["latency_paths"], 2, "p50 and p99: {summary}");
+    let cells = summary["cells"].as_array().unwrap();
+    assert!(
+        cells
+            .iter()
+            .any(|c| c.as_str().unwrap().contains("warn") || c.as_str().unwrap().contains("bad")),
+        "{summary}"
+    );
     let png = std::fs::read(&shot).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG screenshot");
     // Kept for the README when asked: PUSHGATE_SCREENSHOT=docs/screenshots/dashboard.png

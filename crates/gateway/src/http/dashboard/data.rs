@@ -8,6 +8,7 @@ use crate::config::Credential;
 use crate::http::app_settings::AppSettings;
 use crate::http::{ApiState, Pending};
 use crate::outcomes::Tally;
+use crate::outcomes::history::{INTERVAL, Sample};
 use crate::rfc3339;
 
 #[derive(Debug)]
@@ -21,6 +22,46 @@ pub struct Data {
     pub warnings: Vec<String>,
     /// The gateways sharing a PostgreSQL spool (empty on SQLite).
     pub cluster: Vec<crate::spool::GatewayInfo>,
+    /// The last hour's samples and the interval in progress (none without dispatch).
+    pub history: Option<(Vec<Sample>, Sample)>,
+}
+
+/// Apps drawn in the health strip: the first this many, by name (the rest are in the table).
+const HEALTH_STRIP_APPS: usize = 50;
+
+/// The charts' data: the samples without their apps, and each app's strip as a string of
+/// [`crate::outcomes::history::AppSample::code`]s, oldest first, the interval in progress last.
+fn history_json(samples: &[Sample], live: &Sample) -> Value {
+    let all: Vec<&Sample> = samples.iter().chain(std::iter::once(live)).collect();
+    let bare = |s: &Sample| {
+        json!({
+            "at_ms": s.at_ms,
+            "seconds": s.seconds,
+            "delivered": s.delivered,
+            "failed": s.failed,
+            "p50_ms": s.p50_ms,
+            "p99_ms": s.p99_ms,
+            "queued": s.queued,
+        })
+    };
+    let health: serde_json::Map<String, Value> = live
+        .apps
+        .keys()
+        .take(HEALTH_STRIP_APPS)
+        .map(|app| {
+            let strip: String = all
+                .iter()
+                .filter_map(|s| s.apps.get(app).map(|c| c.code()))
+                .collect();
+            (app.clone(), Value::String(strip))
+        })
+        .collect();
+    json!({
+        "interval_s": INTERVAL.as_secs(),
+        "samples": samples.iter().map(bare).collect::<Vec<_>>(),
+        "live": bare(live),
+        "health": health,
+    })
 }
 
 #[derive(Debug)]
@@ -122,6 +163,7 @@ pub async fn build(state: &ApiState) -> Data {
         apps,
         warnings,
         cluster,
+        history: state.dispatch.as_ref().map(|d| d.history()),
     }
 }
 
@@ -175,6 +217,7 @@ impl Data {
                 "reason": f.reason,
             })).collect::<Vec<_>>(),
             "warnings": self.warnings,
+            "history": self.history.as_ref().map(|(samples, live)| history_json(samples, live)),
             "cluster": self.cluster.iter().map(|g| json!({
                 "host": g.host,
                 "id": g.id,

@@ -125,6 +125,10 @@ fn app_row(a: &AppRow) -> String {
     )
 }
 
+/// The charts' drawing area (the script draws in the same units).
+const CHART_W: u32 = 600;
+const CHART_H: u32 = 160;
+
 /// The dashboard for the admin key `name`.
 pub fn dashboard(name: &str, csrf: &str, d: &Data) -> String {
     let mut out = head("pushgate", Some(csrf));
@@ -154,6 +158,27 @@ pub fn dashboard(name: &str, csrf: &str, d: &Data) -> String {
     }
     out.push_str(
         "</section><p class=\"note\">Outcomes count since the gateway started.</p>\
+         <section id=\"charts\"><h2>The last hour</h2><div class=\"charts\">",
+    );
+    for (id, caption) in [
+        ("delivered", "delivered / s"),
+        ("failed", "failed / s, by reason"),
+        ("latency", "accept → delivered, p50 and p99"),
+        ("queue", "waiting (queued, scheduled, in flight)"),
+    ] {
+        let _ = write!(
+            out,
+            "<figure class=\"chart\"><figcaption>{caption}</figcaption>\
+             <svg id=\"chart-{id}\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{caption}\">\
+             </svg><div class=\"legend\" id=\"legend-{id}\"></div></figure>",
+            W = CHART_W,
+            H = CHART_H
+        );
+    }
+    out.push_str(
+        "</div><h3>Apps, each 10 s</h3><div id=\"health\" class=\"health\"></div>\
+         <p class=\"note\">Samples every 10 s since the gateway started, an hour at most; \
+         green: delivered, amber: some failed, red: only failures or halted, grey: idle.</p></section>\
          <section><h2>Apps</h2><table><thead><tr><th>app</th><th>health</th><th>connections</th>\
          <th>streams in flight</th><th>queued in memory</th><th>credentials</th><th>settings</th></tr></thead><tbody id=\"apps\">",
     );

@@ -1,5 +1,6 @@
-// pushgate dashboard: refreshes the figures and tables from /dashboard/data every 2 s and
-// runs the test-send form. Plain DOM, no framework, no inline script (the page's CSP).
+// pushgate dashboard: refreshes the figures, tables and charts from /dashboard/data every 2 s
+// and runs the test-send form. Plain DOM and SVG, no framework, no inline script or style
+// (the page's CSP).
 "use strict";
 
 const csrf = document.querySelector('meta[name="csrf-token"]').content;
@@ -38,6 +39,107 @@ function credentials(list) {
   return box;
 }
 
+const SVG = "http://www.w3.org/2000/svg";
+const W = 600, H = 160, LEFT = 44, BOTTOM = 18, INTERVAL_S = 10;
+
+function ago(seconds) {
+  return seconds < 120 ? `${seconds} s ago` : `${Math.round(seconds / 60)} min ago`;
+}
+
+function svg(tag, attrs, text) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+// A readable bound for an axis: 1, 2 or 5 times a power of ten, at least `max`.
+function nice(max) {
+  if (!(max > 0)) return 1;
+  const p = Math.pow(10, Math.floor(Math.log10(max)));
+  for (const m of [1, 2, 5, 10]) if (m * p >= max) return m * p;
+  return 10 * p;
+}
+
+function short(v) {
+  if (v >= 1e6) return (v / 1e6).toFixed(1).replace(/\.0$/, "") + "M";
+  if (v >= 1e3) return (v / 1e3).toFixed(1).replace(/\.0$/, "") + "k";
+  return String(Math.round(v * 10) / 10);
+}
+
+// Draws `series` ([{name, values: [number|null]}]) over the last hour, newest at the right.
+function draw(id, series, unit) {
+  const box = document.getElementById("chart-" + id);
+  if (!box) return;
+  const n = Math.max(1, ...series.map(s => s.values.length));
+  const top = nice(Math.max(0, ...series.flatMap(s => s.values.filter(v => v !== null))));
+  const x = i => LEFT + (W - LEFT - 4) * (n === 1 ? 1 : i / (n - 1));
+  const y = v => 4 + (H - BOTTOM - 4) * (1 - v / top);
+  const parts = [
+    svg("line", { class: "axis", x1: LEFT, y1: y(0), x2: W - 4, y2: y(0) }),
+    svg("line", { class: "axis", x1: LEFT, y1: y(top), x2: W - 4, y2: y(top) }),
+    svg("text", { class: "tick", x: LEFT - 4, y: y(top) + 4, "text-anchor": "end" }, short(top) + unit),
+    svg("text", { class: "tick", x: LEFT - 4, y: y(0) + 4, "text-anchor": "end" }, "0"),
+    svg("text", { class: "tick", x: LEFT, y: H - 4 }, ago(n * INTERVAL_S)),
+    svg("text", { class: "tick", x: W - 4, y: H - 4, "text-anchor": "end" }, "now"),
+  ];
+  series.forEach((s, k) => {
+    let d = "";
+    s.values.forEach((v, i) => {
+      if (v === null) return;
+      d += (d === "" || s.values[i - 1] === null ? "M" : "L") + x(i + n - s.values.length).toFixed(1) + "," + y(v).toFixed(1);
+    });
+    if (d !== "") parts.push(svg("path", { class: "line s" + (k % 5), d, "data-series": s.name }));
+    // The newest value as a dot, so that a single sample shows too.
+    const last = s.values[s.values.length - 1];
+    if (last !== null && last !== undefined) {
+      parts.push(svg("circle", { class: "dot s" + (k % 5), cx: x(n - 1), cy: y(last), r: 2.5 }));
+    }
+  });
+  box.replaceChildren(...parts);
+  const legend = document.getElementById("legend-" + id);
+  if (legend) legend.replaceChildren(...series.map((s, k) => {
+    const item = el("span", null);
+    item.appendChild(el("span", null, "swatch s" + (k % 5)));
+    const last = s.values[s.values.length - 1];
+    item.appendChild(document.createTextNode(`${s.name}${last === null || last === undefined ? "" : ": " + short(last) + unit}`));
+    return item;
+  }));
+}
+
+const CELL = { o: "ok", w: "warn", b: "bad", i: "idle" };
+
+function charts(history) {
+  const all = history.samples.concat(history.live.seconds > 0 ? [history.live] : []);
+  const rate = (n, s) => (s.seconds > 0 ? n / s.seconds : 0);
+  draw("delivered", [{ name: "delivered", values: all.map(s => rate(s.delivered, s)) }], "/s");
+  // The four reasons with the most failures in the hour, the rest together.
+  const totals = {};
+  for (const s of all) for (const [r, n] of Object.entries(s.failed)) totals[r] = (totals[r] || 0) + n;
+  const top = Object.keys(totals).sort((a, b) => totals[b] - totals[a]).slice(0, 4);
+  const failed = top.map(r => ({ name: r || "(none)", values: all.map(s => rate(s.failed[r] || 0, s)) }));
+  if (Object.keys(totals).length > top.length) {
+    failed.push({ name: "other", values: all.map(s => rate(Object.entries(s.failed)
+      .filter(([r]) => !top.includes(r)).reduce((a, [, n]) => a + n, 0), s)) });
+  }
+  if (failed.length === 0) failed.push({ name: "failed", values: all.map(() => 0) });
+  draw("failed", failed, "/s");
+  draw("latency", [
+    { name: "p50", values: all.map(s => s.p50_ms) },
+    { name: "p99", values: all.map(s => s.p99_ms) },
+  ], " ms");
+  draw("queue", [{ name: "waiting", values: all.map(s => s.queued) }], "");
+  // Each app's strip: one letter a sample, the interval in progress last.
+  document.getElementById("health").replaceChildren(...Object.entries(history.health).flatMap(([name, codes]) => {
+    const strip = svg("svg", { viewBox: `0 0 ${W} 12`, preserveAspectRatio: "none", "data-app": name });
+    const w = (W - 2) / Math.max(codes.length, 60);
+    [...codes].forEach((c, i) => strip.appendChild(svg("rect", {
+      class: "cell " + (CELL[c] || "idle"), x: W - (codes.length - i) * w, y: 0, width: Math.max(1, w - 1), height: 12,
+    })));
+    return [el("span", name), strip];
+  }));
+}
+
 function render(data) {
   for (const [k, v] of Object.entries(data.figures)) {
     const f = document.getElementById("f-" + k);
@@ -65,6 +167,7 @@ function render(data) {
   ])));
   document.getElementById("warnings").replaceChildren(
     ...data.warnings.map(w => el("p", "Credential: " + w, "warning")));
+  if (data.history) charts(data.history);
   document.getElementById("updated").textContent = new Date(data.time_ms).toLocaleTimeString();
 }
 
