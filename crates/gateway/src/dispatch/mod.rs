@@ -161,7 +161,7 @@ impl Dispatcher {
         d.history
             .lock()
             .expect("history lock")
-            .start(SystemTime::now(), &Tally::default());
+            .start(std::time::Instant::now(), &Tally::default());
         crate::metrics::gauge("pushgate_dispatch_paused", &[], 0.0);
         d.tracker
             .spawn(crate::outcomes::record(Arc::clone(&shared), done_rx));
@@ -242,19 +242,21 @@ impl Dispatcher {
         )
     }
 
-    /// The queue's depth and each app's halt, as a sample records them.
+    /// The queue's depth and the first apps' halts, as a sample records them.
     fn history_now(&self) -> history::Now {
-        let apps = self
-            .config
-            .get()
-            .apps
-            .iter()
-            .map(|a| {
-                let halted = self.status(&a.name).is_some_and(|s| s.halted.is_some());
-                (a.name.clone(), halted)
+        let config = self.config.get();
+        let mut names: Vec<&str> = config.apps.iter().map(|a| a.name.as_str()).collect();
+        names.sort_unstable();
+        names.truncate(history::STRIP_APPS);
+        let apps = names
+            .into_iter()
+            .map(|name| {
+                let halted = self.status(name).is_some_and(|s| s.halted.is_some());
+                (name.to_owned(), halted)
             })
             .collect();
         history::Now {
+            instant: std::time::Instant::now(),
             queued: self.shared.spool.pending(),
             apps,
         }

@@ -4,7 +4,7 @@
 //! itself — no external service — and reset by a restart.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
@@ -14,13 +14,16 @@ use super::tally::Tally;
 pub const INTERVAL: Duration = Duration::from_secs(10);
 /// An hour of them.
 pub const SAMPLES: usize = 360;
+/// Apps with a health strip: the first this many by name (the rest are in the dashboard's
+/// table), so that a gateway of thousands of apps keeps an hour of strips in kilobytes.
+pub const STRIP_APPS: usize = 50;
 
 /// One interval.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Sample {
     /// The interval's end, UNIX milliseconds.
     pub at_ms: u64,
-    /// Its length (the first, and the live one, are shorter).
+    /// Its length, measured on the monotonic clock (the live one is shorter).
     pub seconds: f64,
     pub delivered: u64,
     /// Failed or expired, by reason (`""` for none).
@@ -55,10 +58,13 @@ impl AppSample {
 }
 
 /// What the gateway looks like at a sampling moment, besides the tally.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Now {
+    /// The moment, on the monotonic clock (intervals are measured on it: a wall clock that
+    /// steps would make rates wrong).
+    pub instant: Instant,
     pub queued: u64,
-    /// Every configured app, and whether it is halted.
+    /// The first [`STRIP_APPS`] configured apps by name, and whether each is halted.
     pub apps: Vec<(String, bool)>,
 }
 
@@ -66,7 +72,7 @@ pub struct Now {
 pub struct History {
     samples: VecDeque<Sample>,
     /// The tally and time of the last sample (or the start).
-    last: Option<(SystemTime, Tally)>,
+    last: Option<(Instant, Tally)>,
 }
 
 impl History {
@@ -77,7 +83,7 @@ impl History {
             self.samples.pop_front();
         }
         self.samples.push_back(sample);
-        self.last = Some((at, tally.clone()));
+        self.last = Some((now.instant, tally.clone()));
     }
 
     /// The interval in progress, up to `at` (not kept).
@@ -91,7 +97,7 @@ impl History {
     }
 
     /// Starts counting from `tally` at `at` (the gateway's start).
-    pub fn start(&mut self, at: SystemTime, tally: &Tally) {
+    pub fn start(&mut self, at: Instant, tally: &Tally) {
         self.last = Some((at, tally.clone()));
     }
 
@@ -99,7 +105,7 @@ impl History {
         let empty = Tally::default();
         let (from, before) = match &self.last {
             Some((t, before)) => (*t, before),
-            None => (at, &empty),
+            None => (now.instant, &empty),
         };
         let count = |t: &Tally, s: &str| t.outcomes.get(s).copied().unwrap_or(0);
         let mut failed = BTreeMap::new();
@@ -128,11 +134,13 @@ impl History {
             at_ms: at
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
-            seconds: at.duration_since(from).unwrap_or_default().as_secs_f64(),
+            seconds: (now.instant.saturating_duration_since(from).as_secs_f64() * 10.0).round()
+                / 10.0,
             delivered: count(tally, "delivered").saturating_sub(count(before, "delivered")),
             failed,
-            p50_ms: latency.quantile_ms(0.5),
-            p99_ms: latency.quantile_ms(0.99),
+            // A bucket's bound, to a tenth of a millisecond: the JSON stays short.
+            p50_ms: latency.quantile_ms(0.5).map(|q| (q * 10.0).round() / 10.0),
+            p99_ms: latency.quantile_ms(0.99).map(|q| (q * 10.0).round() / 10.0),
             queued: now.queued,
             apps,
         }
@@ -146,10 +154,12 @@ mod tests {
     #[test]
     fn samples_are_the_growth_between_two_moments_and_the_ring_keeps_an_hour() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let i0 = Instant::now();
         let mut tally = Tally::default();
         let mut h = History::default();
-        h.start(t0, &tally);
-        let now = Now {
+        h.start(i0, &tally);
+        let at = |d: Duration| Now {
+            instant: i0 + d,
             queued: 7,
             apps: vec![("shop".into(), false), ("news".into(), true)],
         };
@@ -162,9 +172,13 @@ mod tests {
         for _ in 0..5 {
             tally.latency.record(Duration::from_millis(30));
         }
-        let live = h.live(t0 + Duration::from_secs(4), &tally, &now);
+        let live = h.live(
+            t0 + Duration::from_secs(4),
+            &tally,
+            &at(Duration::from_secs(4)),
+        );
         assert_eq!((live.delivered, live.seconds), (5, 4.0));
-        h.sample(t0 + INTERVAL, &tally, &now);
+        h.sample(t0 + INTERVAL, &tally, &at(INTERVAL));
         let s = h.samples().last().unwrap().clone();
         assert_eq!(s.delivered, 5);
         assert_eq!(s.failed["BadDeviceToken"], 2);
@@ -180,11 +194,11 @@ mod tests {
         );
         assert!(s.apps["news"].halted);
         // Nothing since: the next sample is empty.
-        h.sample(t0 + 2 * INTERVAL, &tally, &now);
+        h.sample(t0 + 2 * INTERVAL, &tally, &at(2 * INTERVAL));
         let s = h.samples().last().unwrap();
         assert_eq!((s.delivered, s.failed.len(), s.p50_ms), (0, 0, None));
         for i in 0..SAMPLES as u32 {
-            h.sample(t0 + (3 + i) * INTERVAL, &tally, &now);
+            h.sample(t0 + (3 + i) * INTERVAL, &tally, &at((3 + i) * INTERVAL));
         }
         assert_eq!(h.samples().count(), SAMPLES);
     }

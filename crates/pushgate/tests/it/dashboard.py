@@ -40,16 +40,24 @@ try:
     result = driver.find_element(By.ID, "send-result").text
     # The figures refresh without a reload.
     wait.until(lambda d: int(d.find_element(By.ID, "f-delivered").text) > before)
-    # The charts: drawn from the samples, and moving with each refresh (the interval in
-    # progress grows); the failures' reasons are named; the app has cells in the strip.
-    path = lambda d: d.find_element(By.CSS_SELECTOR, "#chart-delivered path.line").get_attribute("d")
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#chart-delivered path.line"))
-    first_path = path(driver)
-    wait.until(lambda d: path(d) != first_path)
-    failed_legend = driver.find_element(By.ID, "legend-failed").text
-    latency_paths = len(driver.find_elements(By.CSS_SELECTOR, "#chart-latency path.line"))
-    cells = [c.get_attribute("class") for c in
-             driver.find_elements(By.CSS_SELECTOR, '#health svg[data-app="shop"] rect')]
+    # The charts: drawn, with at least one sample the gateway took (every 10 s), and moving
+    # with each refresh; the failures' reasons named; the app's cells in its strip. Read in one
+    # script each time: the page redraws them every 2 s.
+    charts = lambda d: d.execute_script("""
+        const q = s => document.querySelector(s);
+        return {
+          samples: Number(q("#charts").dataset.samples || 0),
+          path: (q("#chart-delivered path.line") || {}).getAttribute?.("d") || null,
+          failed: q("#legend-failed").textContent,
+          latency: document.querySelectorAll("#chart-latency path.line").length,
+          cells: [...document.querySelectorAll('#health svg[data-app="shop"] rect')]
+                   .map(r => r.getAttribute("class")),
+        };""")
+    WebDriverWait(driver, 40).until(lambda d: charts(d)["samples"] >= 1 and charts(d)["path"])
+    first = charts(driver)
+    wait.until(lambda d: charts(d)["path"] != first["path"])
+    drawn = charts(driver)
+    failed_legend, latency_paths, cells = drawn["failed"], drawn["latency"], drawn["cells"]
     apps = driver.find_element(By.ID, "apps").text
     reasons = driver.find_element(By.ID, "reasons").text
     expiring = len(driver.find_elements(By.CSS_SELECTOR, "#apps .cred.expiring"))

@@ -26,9 +26,6 @@ pub struct Data {
     pub history: Option<(Vec<Sample>, Sample)>,
 }
 
-/// Apps drawn in the health strip: the first this many, by name (the rest are in the table).
-const HEALTH_STRIP_APPS: usize = 50;
-
 /// The charts' data: the samples without their apps, and each app's strip as a string of
 /// [`crate::outcomes::history::AppSample::code`]s, oldest first, the interval in progress last.
 fn history_json(samples: &[Sample], live: &Sample) -> Value {
@@ -47,11 +44,12 @@ fn history_json(samples: &[Sample], live: &Sample) -> Value {
     let health: serde_json::Map<String, Value> = live
         .apps
         .keys()
-        .take(HEALTH_STRIP_APPS)
         .map(|app| {
+            // An interval in which the app was not configured is idle: every strip has a cell
+            // for every sample, so cells stay in time.
             let strip: String = all
                 .iter()
-                .filter_map(|s| s.apps.get(app).map(|c| c.code()))
+                .map(|s| s.apps.get(app).map_or('i', |c| c.code()))
                 .collect();
             (app.clone(), Value::String(strip))
         })

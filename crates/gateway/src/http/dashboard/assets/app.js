@@ -90,11 +90,15 @@ function draw(id, series, unit) {
       d += (d === "" || s.values[i - 1] === null ? "M" : "L") + x(i + n - s.values.length).toFixed(1) + "," + y(v).toFixed(1);
     });
     if (d !== "") parts.push(svg("path", { class: "line s" + (k % 5), d, "data-series": s.name }));
-    // The newest value as a dot, so that a single sample shows too.
-    const last = s.values[s.values.length - 1];
-    if (last !== null && last !== undefined) {
-      parts.push(svg("circle", { class: "dot s" + (k % 5), cx: x(n - 1), cy: y(last), r: 2.5 }));
-    }
+    // The newest value, and any value with no neighbour to join (a lone delivery's latency),
+    // as dots.
+    const shift = n - s.values.length;
+    s.values.forEach((v, i) => {
+      const alone = (i === 0 || s.values[i - 1] === null) && (i === s.values.length - 1 || s.values[i + 1] === null);
+      if (v !== null && (alone || i === s.values.length - 1)) {
+        parts.push(svg("circle", { class: "dot s" + (k % 5), cx: x(i + shift), cy: y(v), r: 2.5 }));
+      }
+    });
   });
   box.replaceChildren(...parts);
   const legend = document.getElementById("legend-" + id);
@@ -110,8 +114,11 @@ function draw(id, series, unit) {
 const CELL = { o: "ok", w: "warn", b: "bad", i: "idle" };
 
 function charts(history) {
-  const all = history.samples.concat(history.live.seconds > 0 ? [history.live] : []);
-  const rate = (n, s) => (s.seconds > 0 ? n / s.seconds : 0);
+  const all = history.samples.concat([history.live]);
+  // At least 2 s: just after a sample the interval in progress is a fraction of a second, and
+  // a few deliveries in it would read as a spike.
+  const rate = (n, s) => n / Math.max(s.seconds, 2);
+  document.getElementById("charts").dataset.samples = history.samples.length;
   draw("delivered", [{ name: "delivered", values: all.map(s => rate(s.delivered, s)) }], "/s");
   // The four reasons with the most failures in the hour, the rest together.
   const totals = {};
