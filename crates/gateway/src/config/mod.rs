@@ -95,6 +95,9 @@ pub struct Storage {
     /// An idempotency key (an `Idempotency-Key`, a `Message-ID`, a beanstalkd job) is
     /// remembered this long.
     pub idempotency_window: Duration,
+    /// The SQLite spool's files (`spool.db`, its `-wal`, `-shm` and `.lock`); a folder made for
+    /// them gets the same with the execute bits of its read bits.
+    pub mode: u32,
 }
 
 /// A PostgreSQL spool's settings.

@@ -64,6 +64,7 @@ pub struct RawStorage {
     pub ca_file: S<String>,
     pub retention_s: S<i64>,
     pub max_pending: S<i64>,
+    pub mode: S<String>,
     pub idempotency_window_s: S<i64>,
 }
 

@@ -313,19 +313,21 @@ impl Writer {
     }
 }
 
-/// Opens (creating with `mode`) for appending; returns the file and its size.
+/// Opens (creating with `mode`) for appending; returns the file and its size. The mode is given
+/// to a file this creates only: one that exists keeps whatever an operator gave it.
 fn open(path: &Path, mode: u32) -> std::io::Result<(File, u64)> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
+    let created = !path.exists();
     let file = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(mode)
         .open(path)?;
-    // The umask may have narrowed the mode at creation.
     let meta = file.metadata()?;
-    if meta.permissions().mode() & 0o7777 != mode {
+    // The umask may have narrowed the mode at creation.
+    if created && meta.permissions().mode() & 0o7777 != mode {
         file.set_permissions(std::fs::Permissions::from_mode(mode))?;
     }
     Ok((file, meta.len()))

@@ -277,6 +277,7 @@ impl Store {
         let options = SpoolOptions {
             max_pending: storage.max_pending,
             idempotency_window: storage.idempotency_window,
+            mode: storage.mode,
             ..SpoolOptions::default()
         };
         match &storage.postgres {

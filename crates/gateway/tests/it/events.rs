@@ -97,6 +97,25 @@ async fn the_log_rotates_by_size_keeps_every_line_and_sets_the_mode() {
     assert_eq!(log.counts().written.load(Ordering::Relaxed), 100);
 }
 
+/// An operator's chmod of the log is theirs: the gateway gives its mode to files it creates,
+/// and leaves an existing one as it finds it (it used to reset it at every open).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_s_mode_on_an_existing_log_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("deliveries.jsonl");
+    std::fs::write(&file, "").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let log = DeliveryLog::start(
+        &log_config(&file, 1 << 20, Duration::from_secs(3600)),
+        log::Options::default(),
+    );
+    log.offer(&outcome(1, State::Delivered));
+    log.close(Duration::from_secs(10)).await;
+    assert_eq!(all_lines(dir.path()).len(), 1, "written");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the configured 0640 would have widened it");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_rotates_at_a_new_utc_day_and_beats() {
     let dir = tempfile::tempdir().unwrap();

@@ -457,3 +457,50 @@ async fn a_second_spool_on_the_same_sqlite_file_waits_for_the_first_to_close() {
     let second = open(&dir);
     second.close().await.unwrap();
 }
+
+/// `(mode & 0o777)` of `path`.
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// The spool's files hold tokens and payloads: private whatever the umask (this process's is
+/// the usual 022, which made them 0644), a folder made for them 0700, `[storage] mode` widens,
+/// and a spool an earlier version left readable is made private at its next open.
+#[tokio::test]
+async fn the_spool_files_are_private_whatever_the_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data/spool.db");
+    let spool = Store::sqlite(&path, SpoolOptions::default()).unwrap();
+    spool.enqueue(vec![request("shop", 0, 3)]).await.unwrap();
+    assert_eq!(mode_of(&dir.path().join("data")), 0o700);
+    for name in ["spool.db", "spool.db-wal", "spool.db-shm", "spool.db.lock"] {
+        assert_eq!(
+            mode_of(&dir.path().join("data").join(name)),
+            0o600,
+            "{name}"
+        );
+    }
+    spool.close().await.unwrap();
+
+    // Widened by the configuration, for a backup group.
+    let wide = SpoolOptions {
+        mode: 0o640,
+        ..SpoolOptions::default()
+    };
+    let other = dir.path().join("shared/spool.db");
+    let spool = Store::sqlite(&other, wide).unwrap();
+    spool.enqueue(vec![request("shop", 0, 1)]).await.unwrap();
+    assert_eq!(mode_of(&dir.path().join("shared")), 0o750);
+    assert_eq!(mode_of(&other), 0o640);
+    assert_eq!(mode_of(&dir.path().join("shared/spool.db-wal")), 0o640);
+    spool.close().await.unwrap();
+
+    // An earlier version's world-readable spool is made private when opened.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let spool = Store::sqlite(&path, SpoolOptions::default()).unwrap();
+    assert_eq!(mode_of(&path), 0o600);
+    assert_eq!(spool.pending(), 3, "the same spool");
+    spool.close().await.unwrap();
+}

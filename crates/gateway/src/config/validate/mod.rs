@@ -135,6 +135,24 @@ impl Cx<'_> {
         }
     }
 
+    /// An octal file mode (`"0644"`), at most 0777.
+    fn mode(&mut self, v: &S<String>, key: &str, default: u32) -> u32 {
+        match v {
+            None => default,
+            Some(m) => u32::from_str_radix(m.get_ref(), 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .unwrap_or_else(|| {
+                    self.problem(
+                        m.span(),
+                        key,
+                        format!("{:?} is not an octal file mode like \"0644\"", m.get_ref()),
+                    );
+                    default
+                }),
+        }
+    }
+
     fn addr(&mut self, v: &S<String>, key: &str, default: &str) -> SocketAddr {
         let fallback = default.parse().expect("defaults are valid addresses");
         match v {
@@ -257,6 +275,7 @@ impl Cx<'_> {
                 1,
                 i64::MAX / 1000,
             )),
+            mode: self.mode(&st.mode, "storage.mode", 0o600),
         };
         let app_lines: Vec<beanstalkd::AppLine> = raw
             .apps
@@ -390,20 +409,7 @@ impl Cx<'_> {
             }
         });
         let lg = raw.log;
-        let mode = match &lg.mode {
-            None => 0o644,
-            Some(m) => u32::from_str_radix(m.get_ref(), 8)
-                .ok()
-                .filter(|m| *m <= 0o777)
-                .unwrap_or_else(|| {
-                    self.problem(
-                        m.span(),
-                        "log.mode",
-                        format!("{:?} is not an octal file mode like \"0644\"", m.get_ref()),
-                    );
-                    0o644
-                }),
-        };
+        let mode = self.mode(&lg.mode, "log.mode", 0o644);
         let log = Log {
             file: lg.file.as_ref().map(|f| self.path(f)),
             mode,

@@ -10,6 +10,7 @@
 
 mod decode;
 mod export;
+mod files;
 mod reads;
 mod schema;
 mod writer;
@@ -46,6 +47,8 @@ pub struct SpoolOptions {
     pub power_safe: bool,
     /// How long an idempotency key is remembered (`[storage] idempotency_window_s`).
     pub idempotency_window: std::time::Duration,
+    /// The files' mode (`[storage] mode`): they hold tokens and payloads.
+    pub mode: u32,
 }
 
 impl Default for SpoolOptions {
@@ -55,6 +58,7 @@ impl Default for SpoolOptions {
             channel_capacity: 4096,
             power_safe: true,
             idempotency_window: std::time::Duration::from_secs(86_400),
+            mode: 0o600,
         }
     }
 }
@@ -90,12 +94,10 @@ impl SqliteSpool {
             source,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| SpoolError::Io {
-                what: format!("creating {}", dir.display()),
-                source,
-            })?;
+            files::make_dir(dir, options.mode)?;
         }
         let owner = hold(path)?;
+        files::restrict(path, options.mode)?;
         let conn = Connection::open(path).map_err(open_err)?;
         if let Some(to) = copied_to(&conn).map_err(open_err)? {
             return Err(SpoolError::Io {
