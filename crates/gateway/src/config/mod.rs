@@ -180,9 +180,73 @@ pub enum WebhookEvent {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Webhook {
+    /// Where to POST, without the user information a configured URL may carry.
     pub url: String,
+    /// `[[webhooks]] name`: its metrics label (else the URL's host and port).
+    pub name: Option<String>,
+    /// The configured URL's user information (`user:password@`), sent as Basic auth.
+    pub basic: Option<Secret>,
     pub events: Vec<WebhookEvent>,
     pub secret: Option<Secret>,
+}
+
+impl Webhook {
+    /// The hook's label in metrics and logs: its `name`, else the URL's host and port — never
+    /// its path or query, which services like Slack make the secret.
+    pub fn label(&self) -> String {
+        if let Some(n) = &self.name {
+            return n.clone();
+        }
+        let rest = self
+            .url
+            .split_once("://")
+            .map_or(self.url.as_str(), |(_, r)| r);
+        rest.split(['/', '?', '#'])
+            .next()
+            .unwrap_or(rest)
+            .to_owned()
+    }
+}
+
+/// Splits the user information off `url` (`https://user:pass@host/...`): the URL without it,
+/// and it percent-decoded.
+pub fn split_userinfo(url: &str) -> (String, Option<String>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_owned(), None);
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((info, host)) => {
+            let decoded = percent_decode(info);
+            (format!("{scheme}://{host}{tail}"), Some(decoded))
+        }
+        None => (url.to_owned(), None),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A secret read from the environment or a file. Never printed.

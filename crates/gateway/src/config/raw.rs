@@ -103,6 +103,7 @@ pub struct RawLog {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct RawWebhook {
+    pub name: S<String>,
     pub url: S<String>,
     pub events: S<Vec<String>>,
     pub secret_env: S<String>,

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_lc_rs::hmac;
+use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::Request;
@@ -23,7 +24,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::Event;
-use crate::config::{Webhook, WebhookEvent};
+use crate::config::{Secret, Webhook, WebhookEvent};
 
 /// Tunables.
 #[derive(Debug, Clone)]
@@ -76,19 +77,23 @@ impl Hook {
     /// Starts the hook's task on the current Tokio runtime.
     pub fn start(config: &Webhook, options: Options) -> Arc<Hook> {
         let (tx, rx) = mpsc::channel(options.queue);
-        let label = config
-            .url
-            .split_once('?')
-            .map_or(config.url.as_str(), |(u, _)| u)
-            .to_owned();
+        let label = config.label();
+        let basic = config.basic.as_ref().map(|b| {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(b.expose());
+            Secret::new(format!("Basic {encoded}"))
+        });
         let key = config
             .secret
             .as_ref()
             .map(|s| hmac::Key::new(hmac::HMAC_SHA256, s.expose().as_bytes()));
         let counts = Arc::new(Counts::default());
+        let target = Target {
+            url: config.url.clone(),
+            authorization: basic,
+        };
         tokio::spawn(run(
             rx,
-            config.url.clone(),
+            target,
             label.clone(),
             key,
             options,
@@ -131,9 +136,15 @@ struct HookBatch<'a> {
     events: Vec<super::HookEvent<'a>>,
 }
 
+/// Where a hook POSTs, and the Basic auth its URL's user information asked for.
+struct Target {
+    url: String,
+    authorization: Option<Secret>,
+}
+
 async fn run(
     mut rx: mpsc::Receiver<Event>,
-    url: String,
+    target: Target,
     label: String,
     key: Option<hmac::Key>,
     options: Options,
@@ -152,7 +163,7 @@ async fn run(
         let sent = loop {
             let result = tokio::time::timeout(
                 options.timeout,
-                post(&url, body.clone(), signature.as_deref()),
+                post(&target, body.clone(), signature.as_deref()),
             )
             .await
             .unwrap_or_else(|_| Err("timed out".to_owned()));
@@ -211,8 +222,8 @@ fn client() -> &'static HookClient {
 type HookClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// One POST; Ok on a 2xx answer.
-async fn post(url: &str, body: Bytes, signature: Option<&str>) -> Result<(), String> {
-    let uri: Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
+async fn post(target: &Target, body: Bytes, signature: Option<&str>) -> Result<(), String> {
+    let uri: Uri = target.url.parse().map_err(|e| format!("bad URL: {e}"))?;
     let mut request = Request::post(uri)
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .header(
@@ -221,6 +232,12 @@ async fn post(url: &str, body: Bytes, signature: Option<&str>) -> Result<(), Str
         );
     if let Some(s) = signature {
         request = request.header("x-pushgate-signature", s);
+    }
+    if let Some(a) = &target.authorization {
+        let mut v = hyper::header::HeaderValue::from_str(a.expose())
+            .map_err(|_| "the URL's user information is not a valid header".to_owned())?;
+        v.set_sensitive(true);
+        request = request.header(hyper::header::AUTHORIZATION, v);
     }
     let request = request
         .body(Full::new(body))

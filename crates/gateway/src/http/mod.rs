@@ -61,6 +61,8 @@ impl ApiState {
 
 /// The API's routes.
 pub fn router(state: Arc<ApiState>) -> Router {
+    // HTTPS or not is fixed until a restart: so is the HSTS header.
+    let https = state.config().server.tls.is_some();
     Router::new()
         .route("/v1/notifications", post(notifications::submit))
         .route("/v1/notifications/lookup", post(notifications::lookup))
@@ -84,7 +86,31 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/openapi.json", get(openapi::document))
         .merge(dashboard::routes())
         .fallback(|| async { ApiError::new(Code::NotFound, "no such resource") })
+        .layer(axum::middleware::map_response(move |r| {
+            common_headers(r, https)
+        }))
         .with_state(state)
+}
+
+/// Headers on every answer: no content-type sniffing; nothing kept by caches unless the answer
+/// says otherwise (the dashboard's script and stylesheet say `no-cache`), since answers carry
+/// tokens, statuses and CSRF tokens; and, over HTTPS, HSTS for a year.
+async fn common_headers(mut r: axum::response::Response, https: bool) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let h = r.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    if https {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    r
 }
 
 impl ApiState {

@@ -171,10 +171,7 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> axum::response::Resp
             if let Some(left) = c.expires_in(now) {
                 crate::metrics::gauge(
                     "pushgate_certificate_expiry_seconds",
-                    &[
-                        ("app", app.name.clone()),
-                        ("file", c.file().display().to_string()),
-                    ],
+                    &[("app", app.name.clone()), ("file", c.file_name())],
                     left as f64,
                 );
             }

@@ -206,10 +206,13 @@ async fn over_https_the_session_cookie_is_secure() {
     .await;
     let base = format!("https://{}", api.addr);
     tokio::task::spawn_blocking(move || {
-        assert_eq!(
-            curl(&format!("{base}/healthz"), &[]).0,
-            200,
-            "served over TLS"
+        let (status, headers, _) = curl(&format!("{base}/healthz"), &[]);
+        assert_eq!(status, 200, "served over TLS");
+        assert!(
+            headers
+                .to_ascii_lowercase()
+                .contains("strict-transport-security: max-age=31536000"),
+            "HSTS over HTTPS: {headers}"
         );
         let (status, cookie) = log_in(&base, ADMIN_KEY);
         assert_eq!(status, 303);
@@ -256,3 +259,37 @@ async fn the_dashboard_shows_the_gateways_sharing_the_database(backend: crate::l
 }
 
 on_each_backend!(the_dashboard_shows_the_gateways_sharing_the_database);
+
+/// Every answer says nosniff; API answers say no-store (they carry tokens and states), the
+/// dashboard's script may be kept and revalidated; plain HTTP gets no HSTS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_carry_nosniff_and_no_store_and_no_hsts_over_plain_http() {
+    let api = TestApi::start().await;
+    let base = format!("http://{}", api.addr);
+    tokio::task::spawn_blocking(move || {
+        for (path, cache) in [
+            ("/healthz", "no-store"),
+            ("/v1/stats", "no-store"),
+            ("/nothing-here", "no-store"),
+            ("/openapi.json", "no-store"),
+            ("/dashboard/app.js", "no-cache"),
+        ] {
+            let (_, headers, _) = curl(&format!("{base}{path}"), &[]);
+            let headers = headers.to_ascii_lowercase();
+            assert!(
+                headers.contains("x-content-type-options: nosniff"),
+                "{path}: {headers}"
+            );
+            assert!(
+                headers.contains(&format!("cache-control: {cache}")),
+                "{path}: {headers}"
+            );
+            assert!(
+                !headers.contains("strict-transport-security"),
+                "{path}: {headers}"
+            );
+        }
+    })
+    .await
+    .unwrap();
+}

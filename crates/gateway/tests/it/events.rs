@@ -303,6 +303,8 @@ async fn a_hook_posts_signed_batches_and_retries_a_failed_post() {
     let hook = Hook::start(
         &Webhook {
             url: r.url.clone(),
+            name: None,
+            basic: None,
             events: vec![WebhookEvent::Failed, WebhookEvent::AppHalted],
             secret: Some(Secret::new("hook-secret")),
         },
@@ -350,6 +352,8 @@ async fn a_hook_that_is_down_loses_counted_events_and_never_blocks() {
     let hook = Hook::start(
         &Webhook {
             url,
+            name: None,
+            basic: None,
             events: vec![WebhookEvent::Failed],
             secret: None,
         },
@@ -381,6 +385,8 @@ async fn a_hook_at_an_ipv6_literal_gets_every_batch_over_one_connection() {
     let hook = Hook::start(
         &Webhook {
             url: r.url.clone(),
+            name: None,
+            basic: None,
             events: vec![WebhookEvent::Failed],
             secret: None,
         },
@@ -402,4 +408,62 @@ async fn a_hook_at_an_ipv6_literal_gets_every_batch_over_one_connection() {
         1,
         "five batches, one connection"
     );
+}
+
+/// A Slack-style hook: credentials in the user information and a secret in the path. The
+/// user information is sent as Basic auth (not in the Host header, not in the URL), and the
+/// metrics label the hook by its host and port only, or by its configured name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_url_s_credentials_are_basic_auth_and_never_a_label() {
+    // The recorder, before anything is counted.
+    let metrics = gateway::metrics::handle().unwrap();
+    let r = receiver(0).await;
+    let authority = r
+        .url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let secret_path = format!("http://bot:p%40ss@{authority}/services/T0/B0/s3cr3t");
+    let (url, basic) = gateway::config::split_userinfo(&secret_path);
+    assert_eq!(url, format!("http://{authority}/services/T0/B0/s3cr3t"));
+    assert_eq!(basic.as_deref(), Some("bot:p@ss"));
+    let config = Webhook {
+        url,
+        name: None,
+        basic: basic.map(Secret::new),
+        events: vec![WebhookEvent::Failed],
+        secret: None,
+    };
+    assert_eq!(config.label(), authority);
+    let named = Webhook {
+        name: Some("slack-alerts".into()),
+        ..config.clone()
+    };
+    assert_eq!(named.label(), "slack-alerts");
+    let hook = Hook::start(&config, fast_retries());
+    hook.offer(WebhookEvent::Failed, &outcome(9, State::Failed));
+    wait_for("the POST", Duration::from_secs(10), || {
+        hook.counts().sent.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    let (head, _) = r.got.lock().unwrap()[0].clone();
+    let head_lower = head.to_ascii_lowercase();
+    assert!(head.starts_with("POST /services/T0/B0/s3cr3t "), "{head}");
+    // base64("bot:p@ss")
+    assert!(
+        head_lower.contains("authorization: basic ym90onbac3m="),
+        "{head}"
+    );
+    assert!(head_lower.contains(&format!("host: {authority}")), "{head}");
+    assert!(!head.contains("bot:"), "{head}");
+    let metrics = metrics.render();
+    assert!(
+        metrics.contains(&format!(
+            "pushgate_webhook_events_sent_total{{hook=\"{authority}\"}}"
+        )),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("s3cr3t"), "the path is in a label");
 }

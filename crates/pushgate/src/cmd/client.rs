@@ -1,13 +1,17 @@
 //! A running gateway's HTTP API as the CLI calls it (`send`, `status`): the key from a file or
-//! `PUSHGATE_API_KEY`, JSON in and out.
+//! `PUSHGATE_API_KEY`, JSON in and out, over HTTP or HTTPS (Mozilla's roots, and `--ca-file`'s
+//! certificates for a gateway with a private CA or a self-signed certificate).
 
 use std::path::Path;
 
 use anyhow::Context;
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use serde_json::Value;
 
 /// The API key: the file's contents, else `PUSHGATE_API_KEY`; `Err` says what is missing.
@@ -23,32 +27,60 @@ pub fn api_key(file: Option<&Path>) -> Result<String, String> {
         .ok_or_else(|| "no API key: set PUSHGATE_API_KEY or pass --api-key-file".to_owned())
 }
 
-/// `--server` as the client takes it (plain HTTP), or why not.
+/// `--server` as the client takes it (an `http://` or `https://` URL), or why not.
 pub fn check_server(server: &str) -> Result<(), String> {
-    if server.starts_with("http://") {
+    if server.starts_with("http://") || server.starts_with("https://") {
         Ok(())
     } else {
         Err(format!(
-            "--server {server:?}: only http:// URLs are supported"
+            "--server {server:?}: give an http:// or https:// URL"
         ))
     }
 }
 
 /// Requests to one gateway with one key.
 pub struct Api {
-    client: Client<HttpConnector, Full<bytes::Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<bytes::Bytes>>,
     base: String,
     key: String,
 }
 
 impl Api {
-    /// `server` is an `http://` URL (checked by the caller).
-    pub fn new(server: &str, key: String) -> Api {
-        Api {
-            client: Client::builder(TokioExecutor::new()).build_http(),
+    /// `server` is an `http://` or `https://` URL (checked by the caller); `ca_file`'s PEM
+    /// certificates are trusted beside Mozilla's roots.
+    pub fn new(server: &str, key: String, ca_file: Option<&Path>) -> Result<Api, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(f) = ca_file {
+            let certs = CertificateDer::pem_file_iter(f)
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .map_err(|e| format!("--ca-file {}: {e}", f.display()))?;
+            if certs.is_empty() {
+                return Err(format!("--ca-file {}: no certificate in it", f.display()));
+            }
+            for c in certs {
+                roots
+                    .add(c)
+                    .map_err(|e| format!("--ca-file {}: {e}", f.display()))?;
+            }
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Ok(Api {
+            client: Client::builder(TokioExecutor::new()).build(connector),
             base: server.trim_end_matches('/').to_owned(),
             key,
-        }
+        })
     }
 
     /// POSTs JSON; returns the status and the parsed answer.

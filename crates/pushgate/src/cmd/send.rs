@@ -66,6 +66,10 @@ pub struct Args {
     /// A file holding the API key (else PUSHGATE_API_KEY).
     #[arg(long)]
     api_key_file: Option<PathBuf>,
+    /// PEM certificates to trust for an https:// --server (a private CA, a self-signed
+    /// certificate), beside Mozilla's roots.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
     /// Wait until every notification is delivered, failed or expired.
     #[arg(long)]
     wait: bool,
@@ -177,7 +181,13 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
-    let api = Api::new(&a.server, key);
+    let api = match Api::new(&a.server, key, a.ca_file.as_deref()) {
+        Ok(api) => api,
+        Err(msg) => {
+            eprintln!("pushgate send: {msg}");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
     let usual = gateway::ingest::USUAL_TOKEN_HEX;
     let unusual = tokens.iter().filter(|t| t.len() != usual).count();
     if let Some(first) = tokens.iter().find(|t| t.len() != usual) {

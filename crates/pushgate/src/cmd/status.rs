@@ -21,6 +21,9 @@ pub struct Args {
     /// A file holding the API key (else PUSHGATE_API_KEY).
     #[arg(long)]
     api_key_file: Option<PathBuf>,
+    /// PEM certificates to trust for an https:// --server, beside Mozilla's roots.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
     /// Redraw every this many seconds until interrupted.
     #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
     watch: Option<u64>,
@@ -43,7 +46,13 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         eprintln!("pushgate status: {msg}");
         return Ok(ExitCode::from(2));
     }
-    let api = Api::new(&a.server, key);
+    let api = match Api::new(&a.server, key, a.ca_file.as_deref()) {
+        Ok(api) => api,
+        Err(msg) => {
+            eprintln!("pushgate status: {msg}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     loop {
         let (ready, text) = match overview(&api).await {
             Ok(o) => o,

@@ -391,3 +391,71 @@ fn status_shows_a_running_gateway_at_a_glance() {
     );
     assert_eq!(status(None).status.code(), Some(2));
 }
+
+/// `send` and `status` over HTTPS: a gateway with a self-signed certificate is refused until
+/// `--ca-file` names it, then both work.
+#[test]
+fn send_and_status_reach_an_https_gateway_through_its_ca_file() {
+    let sim = crate::gateway_harness::sim(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let ca = dir.path().join("api.pem");
+    std::fs::write(&ca, cert.pem()).unwrap();
+    std::fs::write(dir.path().join("api-key.pem"), key.serialize_pem()).unwrap();
+    let config =
+        crate::gateway_harness::write_config(dir.path(), &sim, "AuthKey_ABC123DEFG.p8", "");
+    let toml = std::fs::read_to_string(&config).unwrap().replace(
+        "shutdown_grace_s = 10",
+        "shutdown_grace_s = 10\ntls_cert = \"api.pem\"\ntls_key = \"api-key.pem\"",
+    );
+    std::fs::write(&config, toml).unwrap();
+    let mut gw = crate::gateway_harness::Gw::new(dir, config);
+    gw.spawn();
+    assert!(gw.url.starts_with("https://"), "{}", gw.url);
+
+    let refused = send_to(&gw, &["--token", T1]);
+    assert!(!refused.status.success());
+    let why = text(&refused.stderr);
+    assert!(
+        why.contains("cannot reach") && why.contains("certificate"),
+        "{why}"
+    );
+
+    let ca = ca.to_str().unwrap();
+    let sent = send_to(&gw, &["--token", T1, "--ca-file", ca, "--wait"]);
+    assert!(
+        sent.status.success(),
+        "{}{}",
+        text(&sent.stdout),
+        text(&sent.stderr)
+    );
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .args(["status", "--server", &gw.url, "--ca-file", ca])
+        .env("PUSHGATE_API_KEY", crate::gateway_harness::KEY)
+        .output()
+        .unwrap();
+    assert_eq!(
+        status.status.code(),
+        Some(0),
+        "{}{}",
+        text(&status.stdout),
+        text(&status.stderr)
+    );
+    assert!(
+        text(&status.stdout).starts_with("ready"),
+        "{}",
+        text(&status.stdout)
+    );
+
+    let missing = send_to(&gw, &["--token", T1, "--ca-file", "/nonexistent/ca.pem"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        text(&missing.stderr).contains("--ca-file /nonexistent/ca.pem"),
+        "{}",
+        text(&missing.stderr)
+    );
+}

@@ -450,7 +450,11 @@ impl Cx<'_> {
                         .collect(),
                 };
                 let secret = w.secret_env.as_ref().and_then(|v| self.env_secret(v, &at("secret_env")));
-                Webhook { url, events, secret }
+                // User information in the URL is Basic auth: kept out of the URL (and of every
+                // label, log line and Host header), sent as a header.
+                let (url, basic) = crate::config::split_userinfo(&url);
+                let name = w.name.as_ref().map(|n| n.get_ref().clone());
+                Webhook { url, name, basic: basic.map(Secret::new), events, secret }
             })
             .collect();
         let beanstalkd = self.beanstalkd(raw.beanstalkd, &apps, &app_lines, &api_keys);
