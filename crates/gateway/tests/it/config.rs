@@ -307,6 +307,49 @@ team_id = "TEAM123456"
     assert!(err.contains("\"b\" names two apps"), "{err}");
 }
 
+/// Two API keys may share a name while one replaces the other, if they agree on apps and
+/// admin; the same key twice is a mistake.
+#[test]
+fn a_key_being_replaced_shares_its_name_and_must_agree() {
+    let dir = folder();
+    let key = |name: &str, secret: &str, extra: &str| {
+        format!(
+            "[[api_keys]]\nname = \"{name}\"\nkey_sha256 = \"{}\"\n{extra}\n",
+            gateway::auth::key_sha256_hex(secret)
+        )
+    };
+    let app = "[[apps]]\nname = \"a\"\ntopic = \"t\"\nenvironment = \"sandbox\"\n\
+               key_file = \"AuthKey_ABC123DEFG.p8\"\nkey_id = \"ABC123DEFG\"\nteam_id = \"TEAM123456\"\n";
+    let rotation = format!(
+        "{}{}{app}",
+        key("ops", "old-key", "admin = true"),
+        key("ops", "new-key", "admin = true")
+    );
+    let config = Config::load(&write(dir.path(), &rotation)).unwrap();
+    assert_eq!(config.api_keys.len(), 2);
+    let disagree = format!(
+        "{}{}{app}",
+        key("ops", "old-key", "admin = true"),
+        key("ops", "new-key", "apps = [\"a\"]")
+    );
+    let err = Config::load(&write(dir.path(), &disagree))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("another key is named \"ops\" with other apps or admin"),
+        "{err}"
+    );
+    let twice = format!(
+        "{}{}{app}",
+        key("ops", "same-key", "admin = true"),
+        key("backend", "same-key", "apps = [\"a\"]")
+    );
+    let err = Config::load(&write(dir.path(), &twice))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the same key is configured twice"), "{err}");
+}
+
 /// A self-signed certificate and its key, valid from `from` to `until` days from now.
 fn certificate(dir: &Path, name: &str, from: i64, until: i64) {
     let key = rcgen::KeyPair::generate().unwrap();

@@ -122,3 +122,80 @@ fn in_chromium_an_admin_logs_in_sends_and_sees_delivered() {
         std::fs::copy(&shot, to).unwrap();
     }
 }
+
+/// Logs in with `key` through the form (curl); the session cookie's `name=value`, if any.
+fn log_in(url: &str, key: &str) -> Option<String> {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-D", "-", "--max-time", "10"])
+        .args(["--data-urlencode", &format!("key={key}")])
+        .arg(format!("{url}/login"))
+        .output()
+        .expect("curl (.ci/run installs it)");
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let l = l.to_ascii_lowercase();
+        let v = l.strip_prefix("set-cookie: ")?;
+        Some(v.split(';').next()?.trim().to_owned())
+    })
+}
+
+/// Whether `cookie` opens the dashboard (the login form otherwise).
+fn opens_dashboard(url: &str, cookie: &str) -> bool {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10", "-H", &format!("cookie: {cookie}")])
+        .arg(format!("{url}/"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("id=\"send-form\"")
+}
+
+/// A dashboard session is bound to the key that opened it, not to the key's name: a key
+/// replaced under the same name ends its sessions. While a key is rotated, two entries share a
+/// name and both work, each session lasting as long as its own key.
+#[test]
+fn a_dashboard_session_lasts_as_long_as_its_own_key_through_a_rotation() {
+    let sim = sim(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &sim, "AuthKey_ABC123DEFG.p8", "");
+    let mut gw = Gw::new(dir, config.clone());
+    gw.spawn_with(&[("RUST_LOG", "warn,gateway::server=info")]);
+    let reloads = |gw: &Gw| gw.log().matches("configuration reloaded").count();
+    let old = log_in(&gw.url, KEY).expect("the configured admin key logs in");
+    assert!(opens_dashboard(&gw.url, &old));
+
+    // The new key is added under the same name: both keys work.
+    let new_key = "rotated-admin-key-0123456789";
+    let original = std::fs::read_to_string(&config).unwrap();
+    let both = format!(
+        "{original}\n[[api_keys]]\nname = \"e2e\"\nkey_sha256 = \"{}\"\nadmin = true\n",
+        gateway::auth::key_sha256_hex(new_key)
+    );
+    std::fs::write(&config, &both).unwrap();
+    gw.signal("HUP");
+    wait_until(
+        "the first reload",
+        std::time::Duration::from_secs(60),
+        || reloads(&gw) == 1,
+    );
+    let new = log_in(&gw.url, new_key).expect("the new key logs in beside the old one");
+    assert!(opens_dashboard(&gw.url, &old) && opens_dashboard(&gw.url, &new));
+
+    // The old key is replaced by a third under the same name: its session ends, the new one's
+    // stays (it used to be kept by the name alone, for the rest of its 12 hours).
+    let replaced = both.replacen(
+        &gateway::auth::key_sha256_hex(KEY),
+        &gateway::auth::key_sha256_hex("a-third-admin-key-0123456789"),
+        1,
+    );
+    std::fs::write(&config, replaced).unwrap();
+    gw.signal("HUP");
+    wait_until(
+        "the second reload",
+        std::time::Duration::from_secs(60),
+        || reloads(&gw) == 2,
+    );
+    assert!(
+        !opens_dashboard(&gw.url, &old),
+        "the replaced key's session ended"
+    );
+    assert!(opens_dashboard(&gw.url, &new));
+}

@@ -294,22 +294,12 @@ impl Cx<'_> {
         self.unique_names(&apps);
         self.unique_topics(&apps, &app_lines);
         let app_names: HashSet<&str> = apps.iter().map(|a| a.name.as_str()).collect();
-        let mut api_keys = Vec::new();
-        let mut key_names = HashSet::new();
+        let mut api_keys: Vec<ApiKey> = Vec::new();
         for (i, k) in raw.api_keys.into_iter().enumerate() {
             let (span, k) = (k.span(), k.into_inner());
             let at = |f: &str| format!("api_keys[{i}].{f}");
             let name = match &k.name {
-                Some(n) if !n.get_ref().is_empty() => {
-                    if !key_names.insert(n.get_ref().clone()) {
-                        self.problem(
-                            n.span(),
-                            &at("name"),
-                            format!("another key is named {:?}", n.get_ref()),
-                        );
-                    }
-                    n.get_ref().clone()
-                }
+                Some(n) if !n.get_ref().is_empty() => n.get_ref().clone(),
                 _ => {
                     self.problem(span.clone(), &at("name"), "required");
                     String::new()
@@ -361,6 +351,27 @@ impl Cx<'_> {
                     Scope::Apps(list.get_ref().clone())
                 }
             };
+            // Two entries may share a name while a key is replaced (both work until the old one
+            // is removed): they must then be the same key to the gateway, apps and admin alike.
+            if let Some(twin) = api_keys.iter().find(|o| o.name == name)
+                && (twin.scope != scope || twin.admin != admin)
+            {
+                self.problem(
+                    span.clone(),
+                    &at("name"),
+                    format!(
+                        "another key is named {name:?} with other apps or admin: two entries of one \
+                         name are one key being replaced, and must agree"
+                    ),
+                );
+            }
+            if hash != [0; 32] && api_keys.iter().any(|o| o.key_sha256 == hash) {
+                self.problem(
+                    span.clone(),
+                    &at("key_sha256"),
+                    "the same key is configured twice",
+                );
+            }
             api_keys.push(ApiKey {
                 name,
                 key_sha256: hash,

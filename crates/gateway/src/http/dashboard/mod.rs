@@ -36,6 +36,9 @@ const MAX_SESSIONS: usize = 1000;
 #[derive(Debug, Clone)]
 struct Session {
     caller: Caller,
+    /// The SHA-256 of the key that logged in: the session lasts while that very key is
+    /// configured (and admin), not merely a key of the same name.
+    key_sha256: [u8; 32],
     csrf: String,
     expires: Instant,
 }
@@ -45,9 +48,10 @@ struct Session {
 pub struct Sessions(Mutex<HashMap<String, Session>>);
 
 impl Sessions {
-    fn create(&self, caller: Caller) -> (String, Session) {
+    fn create(&self, caller: Caller, key_sha256: [u8; 32]) -> (String, Session) {
         let session = Session {
             caller,
+            key_sha256,
             csrf: random_hex(),
             expires: Instant::now() + SESSION_TTL,
         };
@@ -114,12 +118,12 @@ fn cookie(headers: &HeaderMap) -> Option<String> {
 fn session(state: &ApiState, headers: &HeaderMap) -> Option<(String, Session)> {
     let id = cookie(headers)?;
     let s = state.sessions.get(&id)?;
-    // A key removed or demoted by a reload ends its sessions.
+    // A key removed, replaced or demoted by a reload ends its sessions.
     let still_admin = state
         .config()
         .api_keys
         .iter()
-        .any(|k| k.name == s.caller.name && k.admin);
+        .any(|k| k.key_sha256 == s.key_sha256 && k.admin);
     still_admin.then_some((id, s))
 }
 
@@ -193,7 +197,11 @@ async fn login(State(state): State<Arc<ApiState>>, Form(form): Form<LoginForm>) 
     match check_key(&config.api_keys, form.key.trim()).filter(|c| c.admin) {
         Some(caller) => {
             tracing::info!(key = %caller.name, "dashboard login");
-            let (id, _) = state.sessions.create(caller);
+            let digest =
+                aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, form.key.trim().as_bytes());
+            let mut key_sha256 = [0u8; 32];
+            key_sha256.copy_from_slice(digest.as_ref());
+            let (id, _) = state.sessions.create(caller, key_sha256);
             let secure = if config.server.tls.is_some() {
                 "; Secure"
             } else {
