@@ -277,3 +277,12 @@ impl TestApi {
             .collect()
     }
 }
+
+/// A self-signed certificate for 127.0.0.1, written as `{stem}.pem` and `{stem}-key.pem`.
+pub fn write_tls(dir: &std::path::Path, stem: &str) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(dir.join(format!("{stem}.pem")), cert.pem()).unwrap();
+    std::fs::write(dir.join(format!("{stem}-key.pem")), key.serialize_pem()).unwrap();
+}

@@ -32,6 +32,8 @@ fn write(dir: &Path, text: &str) -> std::path::PathBuf {
 }
 
 const KEY_HASH: &str = "3f8a0f1c3b0d6a9e8c7b6a5f4e3d2c1b0a99887766554433221100ffeeddccbb";
+/// Another key's (one key may be configured once).
+const OTHER_HASH: &str = "4f8a0f1c3b0d6a9e8c7b6a5f4e3d2c1b0a99887766554433221100ffeeddccbb";
 
 #[test]
 fn a_complete_file_loads_with_defaults_and_relative_paths() {
@@ -50,7 +52,7 @@ apps = ["shop"]
 
 [[api_keys]]
 name = "ops"
-key_sha256 = "{KEY_HASH}"
+key_sha256 = "{OTHER_HASH}"
 admin = true
 
 [[apps]]

@@ -188,11 +188,7 @@ async fn the_dashboard_needs_an_admin_key_a_strict_cookie_and_its_csrf_token() {
 
 /// A self-signed certificate for 127.0.0.1, written as api.pem / api-key.pem.
 fn write_tls(dir: &Path) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    std::fs::write(dir.join("api.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("api-key.pem"), key.serialize_pem()).unwrap();
+    crate::api_harness::write_tls(dir, "api");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,6 +34,17 @@ async fn closed_within(s: &mut TcpStream, within: Duration) -> String {
     }
 }
 
+/// Writes `text` over and over, a byte every 200 ms (each read sees data, none completes
+/// anything), until the peer closes.
+async fn trickle(s: &mut TcpStream, text: &[u8]) {
+    for b in text.iter().cycle() {
+        if s.write_all(&[*b]).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// `GET /healthz` on a connection of its own: the gateway still serves others.
 async fn still_serving(api: &TestApi) {
     let (status, _, _) = tokio::time::timeout(
@@ -57,14 +68,7 @@ async fn a_trickled_request_head_is_cut_at_header_read_timeout() {
     slow.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
     let started = Instant::now();
     // One header byte every 200 ms: each read sees data, none completes the head.
-    let trickle = async {
-        for b in b"X-Slow: ".iter().cycle() {
-            if slow.write_all(&[*b]).await.is_err() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
+    let trickle = trickle(&mut slow, b"X-Slow: ");
     tokio::select! {
         () = trickle => {}
         () = tokio::time::sleep(Duration::from_secs(6)) => panic!("the trickle was never cut"),
@@ -167,11 +171,7 @@ async fn past_max_open_connections_a_client_is_told_503_until_one_closes() {
 
 /// A self-signed certificate for 127.0.0.1, written as api.pem / api-key.pem.
 fn write_tls(dir: &Path) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    std::fs::write(dir.join("api.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("api-key.pem"), key.serialize_pem()).unwrap();
+    crate::api_harness::write_tls(dir, "api");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,14 +228,7 @@ async fn a_trickled_smtp_command_is_cut_at_command_timeout() {
     let (_api, at) = smtp_with("command_timeout_s = 1").await;
     let mut slow = greeted(at).await;
     let started = Instant::now();
-    let trickle = async {
-        for b in b"EHLO trickle.example".iter().cycle() {
-            if slow.write_all(&[*b]).await.is_err() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
+    let trickle = trickle(&mut slow, b"EHLO trickle.example");
     let _ = tokio::time::timeout(Duration::from_secs(3), trickle).await;
     let bye = closed_within(&mut slow, Duration::from_secs(3)).await;
     assert!(bye.starts_with("421 4.4.2 no complete command"), "{bye}");
@@ -260,14 +253,7 @@ async fn a_trickled_message_is_cut_at_data_timeout() {
         assert!(n > 0, "{got}");
         got.push_str(&String::from_utf8_lossy(&chunk[..n]));
     }
-    let trickle = async {
-        for b in b"Subject: slow\r\n".iter().cycle() {
-            if slow.write_all(&[*b]).await.is_err() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
+    let trickle = trickle(&mut slow, b"Subject: slow\r\n");
     let _ = tokio::time::timeout(Duration::from_secs(3), trickle).await;
     let bye = closed_within(&mut slow, Duration::from_secs(3)).await;
     assert!(bye.starts_with("421 4.4.2 no complete message"), "{bye}");

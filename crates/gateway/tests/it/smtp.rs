@@ -411,11 +411,7 @@ async fn refusals_have_their_codes_and_store_nothing(backend: Backend) {
 
 /// A self-signed certificate for 127.0.0.1, written as smtp.pem / smtp-key.pem.
 fn write_tls(dir: &Path) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    std::fs::write(dir.join("smtp.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("smtp-key.pem"), key.serialize_pem()).unwrap();
+    crate::api_harness::write_tls(dir, "smtp");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
