@@ -232,13 +232,14 @@ impl Dispatcher {
         self.shared.tally.lock().expect("tally lock").clone()
     }
 
-    /// The last hour's samples, oldest first, and the interval in progress.
-    pub fn history(&self) -> (Vec<Sample>, Sample) {
-        let (tally, now) = (self.tally(), self.history_now());
+    /// The last hour's samples, oldest first, and the interval in progress up to `tally` (the
+    /// caller's copy of [`Dispatcher::tally`]).
+    pub fn history(&self, tally: &Tally) -> (Vec<Sample>, Sample) {
+        let now = self.history_now();
         let h = self.history.lock().expect("history lock");
         (
             h.samples().cloned().collect(),
-            h.live(SystemTime::now(), &tally, &now),
+            h.live(SystemTime::now(), tally, &now),
         )
     }
 

@@ -187,7 +187,7 @@ async fn the_dashboard_needs_an_admin_key_a_strict_cookie_and_its_csrf_token() {
 }
 
 /// A self-signed certificate for 127.0.0.1, written as api.pem / api-key.pem.
-fn write_tls(dir: &Path) {
+pub(crate) fn write_tls(dir: &Path) {
     crate::api_harness::write_tls(dir, "api");
 }
 

@@ -3,7 +3,6 @@
 //! message that multiplies, and numbers at the edge of the clock. Each test also checks that
 //! the gateway keeps serving others meanwhile.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
@@ -169,18 +168,13 @@ async fn past_max_open_connections_a_client_is_told_503_until_one_closes() {
     }
 }
 
-/// A self-signed certificate for 127.0.0.1, written as api.pem / api-key.pem.
-fn write_tls(dir: &Path) {
-    crate::api_harness::write_tls(dir, "api");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_clients_of_the_https_api_hold_up_no_one_and_are_closed() {
     let api = TestApi::start_sections(
         "tls_cert = \"api.pem\"\ntls_key = \"api-key.pem\"\nheader_read_timeout_s = 3",
         "",
         "",
-        write_tls,
+        crate::dashboard::write_tls,
     )
     .await;
     let mut silent = Vec::new();
@@ -265,7 +259,7 @@ async fn a_trickled_message_is_cut_at_data_timeout() {
 async fn starttls_then_silence_is_closed() {
     let sections =
         format!("{SMTP}tls_cert = \"api.pem\"\ntls_key = \"api-key.pem\"\ncommand_timeout_s = 1\n");
-    let api = TestApi::start_sections("", "", &sections, write_tls).await;
+    let api = TestApi::start_sections("", "", &sections, crate::dashboard::write_tls).await;
     let at = api.smtp.unwrap();
     let mut s = greeted(at).await;
     s.write_all(b"EHLO x\r\nSTARTTLS\r\n").await.unwrap();

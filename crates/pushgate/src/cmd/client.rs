@@ -28,13 +28,42 @@ pub fn api_key(file: Option<&Path>) -> Result<String, String> {
 }
 
 /// `--server` as the client takes it (an `http://` or `https://` URL), or why not.
-pub fn check_server(server: &str) -> Result<(), String> {
+fn check_server(server: &str) -> Result<(), String> {
     if server.starts_with("http://") || server.starts_with("https://") {
         Ok(())
     } else {
         Err(format!(
             "--server {server:?}: give an http:// or https:// URL"
         ))
+    }
+}
+
+/// Which gateway, with which key: `--server`, `--api-key-file`, `--ca-file`, the same for every
+/// command that calls the API.
+#[derive(Debug, clap::Args)]
+pub struct Connect {
+    /// The gateway's API.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// A file holding the API key (else PUSHGATE_API_KEY).
+    #[arg(long)]
+    pub api_key_file: Option<std::path::PathBuf>,
+    /// PEM certificates to trust for an https:// --server (a private CA, a self-signed
+    /// certificate), beside Mozilla's roots.
+    #[arg(long)]
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl Connect {
+    /// The API key, or what is missing.
+    pub fn key(&self) -> Result<String, String> {
+        api_key(self.api_key_file.as_deref())
+    }
+
+    /// The client for `--server` with `key`, or why not.
+    pub fn api(&self, key: String) -> Result<Api, String> {
+        check_server(&self.server)?;
+        Api::new(&self.server, key, self.ca_file.as_deref())
     }
 }
 

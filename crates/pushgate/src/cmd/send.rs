@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -60,16 +59,8 @@ pub struct Args {
     expiration: Option<u64>,
     #[arg(long)]
     collapse_id: Option<String>,
-    /// The gateway's API.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    server: String,
-    /// A file holding the API key (else PUSHGATE_API_KEY).
-    #[arg(long)]
-    api_key_file: Option<PathBuf>,
-    /// PEM certificates to trust for an https:// --server (a private CA, a self-signed
-    /// certificate), beside Mozilla's roots.
-    #[arg(long)]
-    ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    connect: super::client::Connect,
     /// Wait until every notification is delivered, failed or expired.
     #[arg(long)]
     wait: bool,
@@ -85,7 +76,7 @@ pub struct Args {
 struct Usage(String);
 
 fn api_key(a: &Args) -> Result<String, Usage> {
-    super::client::api_key(a.api_key_file.as_deref()).map_err(Usage)
+    a.connect.key().map_err(Usage)
 }
 
 fn tokens(a: &Args) -> Result<Vec<String>, Usage> {
@@ -171,19 +162,12 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let prepared = (|| {
         let key = api_key(&a)?;
         let tokens = tokens(&a)?;
-        super::client::check_server(&a.server).map_err(Usage)?;
-        Ok((key, tokens))
+        let api = a.connect.api(key).map_err(Usage)?;
+        Ok((api, tokens))
     })();
-    let (key, tokens) = match prepared {
+    let (api, tokens) = match prepared {
         Ok(p) => p,
         Err(Usage(msg)) => {
-            eprintln!("pushgate send: {msg}");
-            return Ok(ExitCode::from(EXIT_USAGE));
-        }
-    };
-    let api = match Api::new(&a.server, key, a.ca_file.as_deref()) {
-        Ok(api) => api,
-        Err(msg) => {
             eprintln!("pushgate send: {msg}");
             return Ok(ExitCode::from(EXIT_USAGE));
         }

@@ -5,25 +5,17 @@
 //! Exit codes: 0 ready, 1 not ready, 2 usage, 3 the gateway refused or could not be reached.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::client::{Api, api_key, check_server};
+use super::client::Api;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The gateway's API.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    server: String,
-    /// A file holding the API key (else PUSHGATE_API_KEY).
-    #[arg(long)]
-    api_key_file: Option<PathBuf>,
-    /// PEM certificates to trust for an https:// --server, beside Mozilla's roots.
-    #[arg(long)]
-    ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    connect: super::client::Connect,
     /// Redraw every this many seconds until interrupted.
     #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
     watch: Option<u64>,
@@ -35,18 +27,7 @@ pub struct Args {
     reason = "the overview is this command's output"
 )]
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let key = match api_key(a.api_key_file.as_deref()) {
-        Ok(k) => k,
-        Err(msg) => {
-            eprintln!("pushgate status: {msg}");
-            return Ok(ExitCode::from(2));
-        }
-    };
-    if let Err(msg) = check_server(&a.server) {
-        eprintln!("pushgate status: {msg}");
-        return Ok(ExitCode::from(2));
-    }
-    let api = match Api::new(&a.server, key, a.ca_file.as_deref()) {
+    let api = match a.connect.key().and_then(|key| a.connect.api(key)) {
         Ok(api) => api,
         Err(msg) => {
             eprintln!("pushgate status: {msg}");

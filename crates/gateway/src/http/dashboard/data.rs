@@ -154,6 +154,7 @@ pub async fn build(state: &ApiState) -> Data {
             }
         })
         .collect();
+    let history = state.dispatch.as_ref().map(|d| d.history(&tally));
     Data {
         time: now,
         pending,
@@ -161,7 +162,7 @@ pub async fn build(state: &ApiState) -> Data {
         apps,
         warnings,
         cluster,
-        history: state.dispatch.as_ref().map(|d| d.history()),
+        history,
     }
 }
 
