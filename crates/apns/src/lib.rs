@@ -33,7 +33,7 @@ pub use notification::{
     PushType, Topic,
 };
 pub use outcome::{Consequence, Outcome, Response};
-pub use pool::{Pool, PoolConfig, PoolStats};
+pub use pool::{Pool, PoolConfig, PoolStats, Sent};
 pub use reason::Reason;
 
 /// Displays an error with its sources, `: `-separated: a wrapper alone often says only what was

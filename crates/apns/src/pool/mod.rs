@@ -138,7 +138,19 @@ struct Shared {
     /// Wakes `acquire` waiters: one when a stream slot frees, all when a connection opens,
     /// closes, fails to open or raises its limit.
     changed: Notify,
-    next_id: AtomicU64,
+}
+
+/// Connection numbers, unique in the process: the `conn` of the pool's logs and of
+/// [`Sent::conn`], so an attempt recorded against a connection is found in the logs whichever
+/// app's pool opened it.
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// What [`Pool::send_traced`] reports: the outcome, and the connection the last stream for it
+/// was opened on (`None` when no stream was opened).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sent {
+    pub outcome: Outcome,
+    pub conn: Option<u64>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -221,7 +233,6 @@ impl Pool {
                     opened: 0,
                 }),
                 changed: Notify::new(),
-                next_id: AtomicU64::new(1),
             }),
         }
     }
@@ -255,6 +266,31 @@ impl Pool {
         n: &Notification,
         deadline: Option<Instant>,
         withdraw: impl Future<Output = ()>,
+    ) -> Outcome {
+        self.send_traced(n, deadline, withdraw).await.outcome
+    }
+
+    /// As [`Pool::send_until`], with the connection the outcome came from (what the gateway
+    /// records for each attempt).
+    pub async fn send_traced(
+        &self,
+        n: &Notification,
+        deadline: Option<Instant>,
+        withdraw: impl Future<Output = ()>,
+    ) -> Sent {
+        let mut conn = None;
+        let outcome = self.attempt(n, deadline, withdraw, &mut conn).await;
+        Sent { outcome, conn }
+    }
+
+    /// The send loop behind [`Pool::send_traced`]; `used` is the last connection a stream was
+    /// opened on.
+    async fn attempt(
+        &self,
+        n: &Notification,
+        deadline: Option<Instant>,
+        withdraw: impl Future<Output = ()>,
+        used: &mut Option<u64>,
     ) -> Outcome {
         let shared = &self.shared;
         let mut withdraw = std::pin::pin!(withdraw);
@@ -295,6 +331,7 @@ impl Pool {
                 .exchange(&mut lease, n, token.as_deref(), deadline, withdraw.as_mut())
                 .await;
             let conn = lease.conn;
+            *used = Some(conn);
             drop(lease);
             let outcome = match step {
                 Step::Refused if resends < MAX_RESENDS => {

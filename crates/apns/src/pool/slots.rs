@@ -164,7 +164,7 @@ impl Shared {
             .await;
             match result {
                 Ok((send, conn)) => {
-                    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+                    let id = super::NEXT_CONN.fetch_add(1, Ordering::Relaxed);
                     let health = Arc::new(Health::default());
                     let now = Instant::now();
                     let closed = {

@@ -197,6 +197,7 @@ fn requeued(r: &Ready) -> Completion {
         status: None,
         reason: None,
         due_at: None,
+        conn: None,
     }
 }
 
@@ -214,14 +215,15 @@ fn notification(r: &Ready) -> Notification {
     }
 }
 
-/// One send: the notification, its outcome, how long it took, and whether it was never sent
+/// One send: the notification, its outcome and the connection it came from, how long it took,
+/// and whether it was never sent
 /// because its pool had been closed (a reload or a shutdown) or the app halted first. A named
 /// function, so the set of sends in progress holds this one future type unboxed.
 async fn send_one(
     pool: Pool,
     r: Ready,
     withdraw: tokio_util::sync::WaitForCancellationFutureOwned,
-) -> (Ready, Outcome, std::time::Duration, bool) {
+) -> (Ready, apns::Sent, std::time::Duration, bool) {
     let n = notification(&r);
     let started = Instant::now();
     // Never opened past the notification's expiry, however long the wait for a stream.
@@ -229,10 +231,10 @@ async fn send_one(
         .expires_at
         .duration_since(SystemTime::now())
         .unwrap_or_default();
-    let outcome = pool.send_until(&n, Some(started + left), withdraw).await;
-    let unsent =
-        outcome == Outcome::Withdrawn || (outcome == Outcome::Unreachable && pool.is_closed());
-    (r, outcome, started.elapsed(), unsent)
+    let sent = pool.send_traced(&n, Some(started + left), withdraw).await;
+    let unsent = sent.outcome == Outcome::Withdrawn
+        || (sent.outcome == Outcome::Unreachable && pool.is_closed());
+    (r, sent, started.elapsed(), unsent)
 }
 
 /// Runs `app` until it is stopped or the gateway shuts down and its streams have finished.
@@ -339,7 +341,7 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
         }
         tokio::select! {
             _ = app.queue.arrived.notified(), if want > 0 => {}
-            Some((ready, outcome, took, unsent)) = sends.next(), if !sends.is_empty() => {
+            Some((ready, apns::Sent { outcome, conn }, took, unsent)) = sends.next(), if !sends.is_empty() => {
                 record_attempt(&app.metrics, &outcome, took);
                 let was_probe = std::mem::take(&mut probing);
                 let passed = if unsent {
@@ -352,7 +354,9 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
                         // It expired while it waited for a stream: never sent.
                         Decision { completion: expired(&ready), dead: None, halt: None }
                     } else {
-                        decide(&ready, &app.name, &outcome, settings.limits, now)
+                        let mut d = decide(&ready, &app.name, &outcome, settings.limits, now);
+                        d.completion.conn = conn;
+                        d
                     };
                     if outcome == Outcome::Unreachable {
                         not_before_reconnect(&mut decision, settings.pool.as_ref(), now);

@@ -20,7 +20,7 @@ const DEFAULT_LIMIT: usize = 1000;
 const MAX_LIMIT: usize = 10_000;
 
 /// Scope first (forbidden for an app outside the key's list), then existence.
-fn check_app(state: &ApiState, caller: &Caller, app: &str) -> Result<(), ApiError> {
+pub(super) fn check_app(state: &ApiState, caller: &Caller, app: &str) -> Result<(), ApiError> {
     if !caller.may_use(app) {
         return Err(ApiError::new(
             Code::ForbiddenApp,
@@ -34,6 +34,24 @@ fn check_app(state: &ApiState, caller: &Caller, app: &str) -> Result<(), ApiErro
         ));
     }
     Ok(())
+}
+
+/// Clears a dead token in the spool and in dispatch's suppression set; `false` if it was not
+/// registered dead. The app is the caller's to use.
+pub(super) async fn clear_dead(
+    state: &ApiState,
+    app: &str,
+    token: &DeviceToken,
+) -> Result<bool, ApiError> {
+    let cleared = state
+        .spool
+        .clear_dead_token(app, token)
+        .await
+        .map_err(|e| spool_error(&e))?;
+    if cleared && let Some(d) = &state.dispatch {
+        d.dead_tokens().remove(app, token);
+    }
+    Ok(cleared)
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -119,15 +137,7 @@ pub async fn clear(
     check_app(&state, &caller, &app)?;
     let token =
         DeviceToken::parse(&token).map_err(|e| ApiError::new(Code::InvalidToken, e.to_string()))?;
-    let cleared = state
-        .spool
-        .clear_dead_token(&app, &token)
-        .await
-        .map_err(|e| spool_error(&e))?;
-    if cleared {
-        if let Some(d) = &state.dispatch {
-            d.dead_tokens().remove(&app, &token);
-        }
+    if clear_dead(&state, &app, &token).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::new(

@@ -13,7 +13,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
 use super::error::Code;
 use crate::rfc3339;
-use crate::spool::{FeedbackEntry, NotificationRecord, State};
+use crate::spool::{AttemptRecord, FeedbackEntry, NotificationRecord, State};
 
 /// An error code. The schema is made from [`Code::ALL`], so the document cannot miss one; its
 /// description gives each code's HTTP status.
@@ -113,6 +113,55 @@ pub struct NotificationDocument {
     pub updated_at: String,
     pub send_at: Option<String>,
     pub expires_at: String,
+    /// The connection the last attempt went out on, as the gateway's logs number them
+    /// (`conn=`); none before the first attempt.
+    pub connection: Option<u64>,
+    /// Every attempt, oldest first: in the answer for one notification
+    /// (`GET /v1/notifications/{id}`), not in lookups of many.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<AttemptDocument>>,
+}
+
+/// One attempt to send a notification.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptDocument {
+    /// When its outcome was recorded.
+    pub at: String,
+    /// Apple's HTTP status, when it answered.
+    pub status_code: Option<u16>,
+    /// Apple's reason, or the gateway's (`Timeout`-like causes such as `ConnectionLost`).
+    pub reason: Option<String>,
+    /// The connection it went out on (`conn=` in the logs).
+    pub connection: Option<u64>,
+}
+
+impl NotificationDocument {
+    /// The document with its history: the attempts kept before the last (`earlier`), then
+    /// the last, which is the record itself once the notification is final (an attempt that a
+    /// retry followed is among `earlier` already).
+    pub fn with_history(r: &NotificationRecord, earlier: &[AttemptRecord]) -> Self {
+        let mut history: Vec<AttemptDocument> = earlier
+            .iter()
+            .map(|a| AttemptDocument {
+                at: rfc3339::format(a.at),
+                status_code: a.status,
+                reason: a.reason.as_ref().map(ToString::to_string),
+                connection: a.conn,
+            })
+            .collect();
+        if r.state.is_final() && (r.conn.is_some() || r.status.is_some()) {
+            history.push(AttemptDocument {
+                at: rfc3339::format(r.updated_at),
+                status_code: r.status,
+                reason: r.reason.as_ref().map(ToString::to_string),
+                connection: r.conn,
+            });
+        }
+        NotificationDocument {
+            history: Some(history),
+            ..NotificationDocument::from(r)
+        }
+    }
 }
 
 impl From<&NotificationRecord> for NotificationDocument {
@@ -129,8 +178,32 @@ impl From<&NotificationRecord> for NotificationDocument {
             updated_at: rfc3339::format(r.updated_at),
             send_at: r.send_at.map(rfc3339::format),
             expires_at: rfc3339::format(r.expires_at),
+            connection: r.conn,
+            history: None,
         }
     }
+}
+
+/// A device token of an app: whether it is registered dead, and its last notifications.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenDocument {
+    pub app: String,
+    pub token: String,
+    /// Registered dead (Apple answered `Unregistered` or `BadDeviceToken` for it): sends to it
+    /// are suppressed until it is cleared (`DELETE /v1/apps/{app}/feedback/{token}`).
+    pub dead: Option<DeadTokenState>,
+    /// Its last notifications, newest first.
+    pub notifications: Vec<NotificationDocument>,
+    /// The search read the 1,000,000 most recent notifications and stopped before the oldest
+    /// stored: older notifications to this token may exist.
+    pub truncated: bool,
+}
+
+/// Why and since when a token is registered dead.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadTokenState {
+    pub reason: String,
+    pub since: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -18,6 +18,7 @@ mod notifications;
 pub mod openapi;
 mod propeller;
 mod stats;
+mod tokens;
 
 use std::sync::Arc;
 
@@ -69,6 +70,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/notifications/{id}", get(notifications::status))
         .route("/v1/apps/{app}/feedback", get(apps::feedback))
         .route("/v1/apps/{app}/feedback/{token}", delete(apps::clear))
+        .route("/v1/tokens/{app}/{token}", get(tokens::token))
         .route("/v1/stats", get(stats::stats))
         .route("/v1.0/inject", post(inject::inject))
         .route("/v1.0/inject/", post(inject::inject))

@@ -164,7 +164,15 @@ pub async fn status(
     let id = ApnsId::parse(&id).map_err(|_| not_found())?;
     let record = state.spool.get(id).await.map_err(|e| spool_error(&e))?;
     match record {
-        Some(r) if caller.may_use(&r.app) => Ok(Json((&state.with_live_state(r)).into())),
+        Some(r) if caller.may_use(&r.app) => {
+            let earlier = state
+                .spool
+                .attempts(id)
+                .await
+                .map_err(|e| spool_error(&e))?;
+            let r = state.with_live_state(r);
+            Ok(Json(NotificationDocument::with_history(&r, &earlier)))
+        }
         _ => Err(not_found()),
     }
 }

@@ -99,6 +99,7 @@ impl Modify for Security {
         super::notifications::lookup,
         super::apps::feedback,
         super::apps::clear,
+        super::tokens::token,
         super::stats::stats,
         super::stats::healthz,
         super::stats::readyz,

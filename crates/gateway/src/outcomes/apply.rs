@@ -41,6 +41,7 @@ fn done(
         status,
         reason,
         due_at: None,
+        conn: None,
     }
 }
 
@@ -95,6 +96,7 @@ pub fn decide(
             status,
             reason: reason.clone(),
             due_at: None,
+            conn: None,
         },
         dead: None,
         halt: Some(halt),
@@ -154,6 +156,7 @@ pub fn decide(
                 status,
                 reason,
                 due_at: Some(due),
+                conn: None,
             })
         }
     }

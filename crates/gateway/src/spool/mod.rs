@@ -18,7 +18,9 @@
 //!   own short transaction, so the writer never stalls behind a prune.
 //!
 //! A request's payload and headers are stored once (`requests`); each of its notifications is
-//! a small row (id, token, state, attempts, last answer, due time).
+//! a small row (id, token, state, attempts, last answer and its connection, due time); an
+//! attempt followed by another is kept in `attempts`, so a notification's history costs a
+//! write only when it is retried.
 
 mod admin;
 mod error;
@@ -33,9 +35,10 @@ pub use admin::{SpoolStatus, copy_from_sqlite, migrate, status};
 pub use error::{SpoolError, SubmitError};
 pub use idempotency::{Enqueued, IdempotencyKey};
 pub use records::{
-    ClusterEvent, Completion, CopyReport, DeadToken, Export, ExportedNotification, ExportedRequest,
-    FeedbackEntry, GatewayInfo, NewRequest, NotificationRecord, PendingRow, ReadyCursor, ReadyPage,
-    ReadyRow, RecoveryReport, Sendable, State, StoredRequest,
+    AttemptRecord, ClusterEvent, Completion, CopyReport, DeadToken, Export, ExportedNotification,
+    ExportedRequest, FeedbackEntry, GatewayInfo, NewRequest, NotificationRecord, PendingRow,
+    ReadyCursor, ReadyPage, ReadyRow, RecoveryReport, Sendable, State, StoredRequest,
+    TOKEN_SEARCH_LIMIT, TokenHistory,
 };
 pub use retention::spawn_pruner;
 pub use sqlite::SpoolOptions;

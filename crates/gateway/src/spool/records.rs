@@ -96,7 +96,43 @@ pub struct Completion {
     pub reason: Option<Cause>,
     /// For a retry: when it is due.
     pub due_at: Option<SystemTime>,
+    /// The connection the attempt went out on (`apns::Sent::conn`); `None` for a decision
+    /// no attempt led to (expired, suppressed, put back unsent).
+    pub conn: Option<u64>,
 }
+
+impl Completion {
+    /// Whether this records an attempt that will be followed by another: such an attempt is
+    /// kept in the notification's history ([`AttemptRecord`]), since its row will show the
+    /// next one. An attempt is one that went out (a connection) or was answered.
+    pub fn is_retried_attempt(&self) -> bool {
+        !self.state.is_final() && (self.conn.is_some() || self.status.is_some())
+    }
+}
+
+/// One earlier attempt of a notification: what its row showed before the next attempt. The
+/// last attempt is the row itself ([`NotificationRecord`]'s status, reason and connection).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    pub at: SystemTime,
+    pub status: Option<u16>,
+    pub reason: Option<Cause>,
+    pub conn: Option<u64>,
+}
+
+/// A device token's last notifications for one app, newest first, as the lookup answers.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TokenHistory {
+    pub notifications: Vec<NotificationRecord>,
+    /// The search stopped at [`TOKEN_SEARCH_LIMIT`] notifications before reaching the oldest
+    /// stored: older ones to this token may exist.
+    pub truncated: bool,
+}
+
+/// How many of the most recent notifications a token lookup reads at most. Nothing indexes
+/// notifications by token (an index would cost every notification a write at ingest for a
+/// question operators ask by hand), so the lookup walks the newest first and stops here.
+pub const TOKEN_SEARCH_LIMIT: usize = 1_000_000;
 
 /// A token Apple declared dead for an app.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,6 +157,8 @@ pub struct NotificationRecord {
     pub updated_at: SystemTime,
     pub send_at: Option<SystemTime>,
     pub expires_at: SystemTime,
+    /// The connection of the last attempt, when one went out.
+    pub conn: Option<u64>,
 }
 
 /// One dead token, as the feedback endpoint lists them.

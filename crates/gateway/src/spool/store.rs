@@ -15,8 +15,9 @@ use super::idempotency::{Enqueued, IdempotencyKey};
 use super::postgres::PgSpool;
 use super::sqlite::SqliteSpool;
 use super::{
-    Completion, DeadToken, FeedbackEntry, NewRequest, NotificationRecord, PendingRow, ReadyCursor,
-    ReadyPage, RecoveryReport, SpoolError, SpoolOptions, State, StoredRequest, SubmitError,
+    AttemptRecord, Completion, DeadToken, FeedbackEntry, NewRequest, NotificationRecord,
+    PendingRow, ReadyCursor, ReadyPage, RecoveryReport, SpoolError, SpoolOptions, State,
+    StoredRequest, SubmitError, TokenHistory,
 };
 
 /// Everything the gateway asks of its storage (docs/architecture.md: "answer after commit").
@@ -162,6 +163,21 @@ pub trait Spool: Send + Sync {
         &self,
         ids: Vec<ApnsId>,
     ) -> impl Future<Output = Result<Vec<NotificationRecord>, SpoolError>> + Send;
+
+    /// A notification's attempts before its last, oldest first (the last is its record).
+    fn attempts(
+        &self,
+        id: ApnsId,
+    ) -> impl Future<Output = Result<Vec<AttemptRecord>, SpoolError>> + Send;
+
+    /// Up to `limit` of the last notifications of `app` to `token`, newest first, among the
+    /// [`TOKEN_SEARCH_LIMIT`](super::TOKEN_SEARCH_LIMIT) most recent notifications.
+    fn token_history(
+        &self,
+        app: &str,
+        token: &DeviceToken,
+        limit: usize,
+    ) -> impl Future<Output = Result<TokenHistory, SpoolError>> + Send;
 
     /// Up to `limit` pending notifications with ids after `after`, in id order (ids are
     /// time-ordered, so roughly acceptance order).
@@ -407,6 +423,17 @@ impl Spool for Store {
     }
     async fn get_many(&self, ids: Vec<ApnsId>) -> Result<Vec<NotificationRecord>, SpoolError> {
         on!(self, s => s.get_many(ids).await)
+    }
+    async fn attempts(&self, id: ApnsId) -> Result<Vec<AttemptRecord>, SpoolError> {
+        on!(self, s => s.attempts(id).await)
+    }
+    async fn token_history(
+        &self,
+        app: &str,
+        token: &DeviceToken,
+        limit: usize,
+    ) -> Result<TokenHistory, SpoolError> {
+        on!(self, s => s.token_history(app, token, limit).await)
     }
     async fn pending_page(
         &self,

@@ -31,7 +31,9 @@ async fn the_status_document_follows_a_notification_through_its_states(backend: 
     );
     assert!(doc["status_code"].is_null() && doc["reason"].is_null() && doc["send_at"].is_null());
     assert!(doc["created_at"].as_str().unwrap().ends_with('Z'));
-    assert_eq!(doc.as_object().unwrap().len(), 11);
+    assert_eq!(doc.as_object().unwrap().len(), 13);
+    assert!(doc["connection"].is_null(), "not attempted yet");
+    assert_eq!(doc["history"], json!([]), "no attempt yet");
     api.spool
         .complete(
             vec![
@@ -42,6 +44,7 @@ async fn the_status_document_follows_a_notification_through_its_states(backend: 
                     status: Some(200),
                     reason: None,
                     due_at: None,
+                    conn: None,
                 },
                 Completion {
                     id: ids[1],
@@ -50,6 +53,7 @@ async fn the_status_document_follows_a_notification_through_its_states(backend: 
                     status: Some(410),
                     reason: Some(Reason::Unregistered.into()),
                     due_at: None,
+                    conn: None,
                 },
             ],
             Vec::new(),
@@ -122,6 +126,208 @@ async fn the_status_document_follows_a_notification_through_its_states(backend: 
         )
         .await;
     assert_eq!(status, 200);
+}
+
+/// A notification's history: each attempt a retry followed, then the last (the record itself),
+/// with the connection each went out on; lookups of many carry no history.
+async fn the_status_document_lists_every_attempt_with_its_connection(backend: Backend) {
+    let api = TestApi::start_on(&backend).await;
+    let ids = api.submit(SHOP_KEY, &alert(json!({"tokens": [T1]}))).await;
+    let attempt = |state, attempts, status: u16, reason: Option<Reason>, conn| Completion {
+        id: ids[0],
+        state,
+        attempts,
+        status: Some(status),
+        reason: reason.map(Into::into),
+        due_at: (state == State::Queued).then(std::time::SystemTime::now),
+        conn: Some(conn),
+    };
+    let path = format!("/v1/notifications/{}", ids[0]);
+    for (n, c) in [
+        attempt(State::Queued, 1, 500, Some(Reason::InternalServerError), 7),
+        attempt(State::Queued, 2, 429, Some(Reason::TooManyRequests), 7),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        api.spool.complete(vec![c], Vec::new()).await.unwrap();
+        let (_, _, doc) = api.call("GET", &path, Some(SHOP_KEY), None).await;
+        assert_eq!(
+            doc["history"].as_array().unwrap().len(),
+            n + 1,
+            "a retried attempt is in the history at once: {doc}"
+        );
+    }
+    // Put back unsent (a reload closed its pool): not an attempt.
+    api.spool
+        .complete(
+            vec![Completion {
+                id: ids[0],
+                state: State::Queued,
+                attempts: 2,
+                status: None,
+                reason: None,
+                due_at: None,
+                conn: None,
+            }],
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    api.spool
+        .complete(vec![attempt(State::Delivered, 3, 200, None, 9)], Vec::new())
+        .await
+        .unwrap();
+    let (status, _, doc) = api.call("GET", &path, Some(SHOP_KEY), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (doc["state"].as_str(), doc["connection"].as_u64()),
+        (Some("delivered"), Some(9))
+    );
+    let history: Vec<_> = doc["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["status_code"].as_u64(),
+                a["reason"].as_str(),
+                a["connection"].as_u64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        history,
+        [
+            (Some(500), Some("InternalServerError"), Some(7)),
+            (Some(429), Some("TooManyRequests"), Some(7)),
+            (Some(200), None, Some(9)),
+        ]
+    );
+    assert!(
+        doc["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["at"].as_str().unwrap().ends_with('Z'))
+    );
+    let body = json!({"ids": [ids[0].to_string()]}).to_string();
+    let (_, _, json) = api
+        .call(
+            "POST",
+            "/v1/notifications/lookup",
+            Some(SHOP_KEY),
+            Some(&body),
+        )
+        .await;
+    let doc = &json["notifications"][0];
+    assert_eq!(doc["connection"], 9);
+    assert!(doc.get("history").is_none(), "{doc}");
+}
+
+/// `GET /v1/tokens/{app}/{token}`: whether the token is registered dead, and its last
+/// notifications of that app, newest first, within the key's scopes.
+async fn a_token_lookup_shows_its_last_notifications_and_whether_it_is_dead(backend: Backend) {
+    let api = TestApi::start_on(&backend).await;
+    let mut shop = Vec::new();
+    for _ in 0..3 {
+        shop.extend(
+            api.submit(SHOP_KEY, &alert(json!({"tokens": [T1, T2]})))
+                .await,
+        );
+    }
+    // The same token in another app is another app's business.
+    api.submit(
+        ALL_KEY,
+        &json!({"app": "news", "tokens": [T1], "alert": "x"}).to_string(),
+    )
+    .await;
+    api.spool
+        .register_dead_token(DeadToken {
+            app: "shop".into(),
+            token: apns::DeviceToken::parse(T1).unwrap(),
+            reason: Reason::Unregistered,
+            since: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        })
+        .await
+        .unwrap();
+    let path = format!("/v1/tokens/shop/{T1}");
+    let (status, _, doc) = api.call("GET", &path, Some(SHOP_KEY), None).await;
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(
+        (doc["app"].as_str(), doc["token"].as_str()),
+        (Some("shop"), Some(T1))
+    );
+    assert_eq!(
+        doc["dead"],
+        json!({"reason": "Unregistered", "since": "2023-11-14T22:13:20.000Z"})
+    );
+    assert_eq!(doc["truncated"], false);
+    let found: Vec<&str> = doc["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    let mut wanted: Vec<String> = shop.iter().step_by(2).map(ToString::to_string).collect();
+    wanted.reverse();
+    assert_eq!(found, wanted, "T1's shop notifications, newest first");
+    let (_, _, doc) = api
+        .call("GET", &format!("{path}?limit=1"), Some(SHOP_KEY), None)
+        .await;
+    assert_eq!(doc["notifications"].as_array().unwrap().len(), 1);
+    assert_eq!(doc["notifications"][0]["id"], wanted[0]);
+    // Cleared, the token is no longer dead.
+    let (status, _, _) = api
+        .call(
+            "DELETE",
+            &format!("/v1/apps/shop/feedback/{T1}"),
+            Some(SHOP_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (_, _, doc) = api.call("GET", &path, Some(SHOP_KEY), None).await;
+    assert!(doc["dead"].is_null(), "{doc}");
+    // A token never sent to: known to nobody, and not an error.
+    let (status, _, doc) = api
+        .call(
+            "GET",
+            &format!("/v1/tokens/shop/{}", "ab".repeat(32)),
+            Some(SHOP_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, doc["notifications"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
+    for (path, key, status, code) in [
+        (
+            format!("/v1/tokens/news/{T1}"),
+            SHOP_KEY,
+            403,
+            "forbidden_app",
+        ),
+        (format!("/v1/tokens/nope/{T1}"), ALL_KEY, 404, "unknown_app"),
+        (
+            "/v1/tokens/shop/xyz".to_owned(),
+            SHOP_KEY,
+            400,
+            "invalid_token",
+        ),
+        (format!("{path}?limit=0"), SHOP_KEY, 400, "invalid_field"),
+        (format!("{path}?limit=101"), SHOP_KEY, 400, "invalid_field"),
+    ] {
+        let (got, _, json) = api.call("GET", &path, Some(key), None).await;
+        assert_eq!(
+            (got, json["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{path}"
+        );
+    }
+    let (status, _, _) = api.call("GET", &path, None, None).await;
+    assert_eq!(status, 401);
 }
 
 async fn feedback_lists_dead_tokens_and_delete_clears_them(backend: Backend) {
@@ -298,6 +504,7 @@ async fn the_openapi_document_covers_every_route_and_error_code() {
             "/v1/notifications/lookup",
             "/v1/notifications/{id}",
             "/v1/stats",
+            "/v1/tokens/{app}/{token}",
         ]
     );
     let codes: Vec<&str> = doc["components"]["schemas"]["ErrorCode"]["enum"]
@@ -349,6 +556,8 @@ async fn the_openapi_document_covers_every_route_and_error_code() {
 
 on_each_backend!(
     the_status_document_follows_a_notification_through_its_states,
+    the_status_document_lists_every_attempt_with_its_connection,
+    a_token_lookup_shows_its_last_notifications_and_whether_it_is_dead,
     feedback_lists_dead_tokens_and_delete_clears_them,
     stats_health_and_readiness,
 );

@@ -258,7 +258,7 @@ async fn an_app_removed_and_added_back_sends_nothing_twice(backend: Backend) {
 /// Answers APNs asks to be retried (500, 503, 429 at random) are retried until delivered, with
 /// the backoff's base a dispatch option: 10 ms here, so the test waits on retries, not on real
 /// seconds. Every notification ends delivered, some after more than one attempt, and none
-/// reached the simulator's accepted count twice.
+/// reached the simulator's accepted count twice; each attempt is in its history.
 async fn retryable_answers_are_retried_until_delivered(backend: Backend) {
     let sim = mock().fail_rate(0.3).spawn().await.unwrap();
     let options = DispatchOptions {
@@ -279,6 +279,21 @@ async fn retryable_answers_are_retried_until_delivered(backend: Backend) {
         records.iter().any(|r| r.attempts > 1),
         "with three answers in ten retryable, some took more than one attempt"
     );
+    // Each attempt a retry followed is kept, with Apple's answer and the connection it went
+    // out on; the last is the record's own.
+    for r in &records {
+        let earlier = live.spool().attempts(r.id).await.unwrap();
+        assert_eq!(earlier.len() as u32, r.attempts - 1, "{r:?}: {earlier:?}");
+        assert!(
+            earlier
+                .iter()
+                .all(|a| matches!(a.status, Some(429 | 500 | 503))
+                    && a.reason.is_some()
+                    && a.conn.is_some()),
+            "{earlier:?}"
+        );
+        assert!(r.conn.is_some() && r.status == Some(200), "{r:?}");
+    }
     assert_eq!(sim.stats().snapshot().accepted, 200, "each delivered once");
     live.stop().await;
 }

@@ -45,6 +45,7 @@ pub fn retries(
             status: Some(503),
             reason: None,
             due_at: Some(due(i)),
+            conn: None,
         })
         .collect()
 }
@@ -157,5 +158,6 @@ pub fn delivered(id: ApnsId) -> gateway::spool::Completion {
         status: Some(200),
         reason: None,
         due_at: None,
+        conn: None,
     }
 }

@@ -100,6 +100,7 @@ each_backend!(
                 status: Some(200),
                 reason: None,
                 due_at: None,
+                conn: None,
             })
             .collect();
         spool.complete(done, Vec::new()).await.unwrap();
@@ -181,6 +182,20 @@ each_backend!(
         let done_ids: Vec<_> = done_req.notifications.iter().map(|(id, _)| *id).collect();
         let keep_id = keep_req.notifications[0].0;
         spool.enqueue(vec![done_req, keep_req]).await.unwrap();
+        // One attempt each that a retry followed, kept in their histories.
+        let retried = |id| Completion {
+            id,
+            state: State::Queued,
+            attempts: 1,
+            status: Some(500),
+            reason: Some(Reason::InternalServerError.into()),
+            due_at: Some(SystemTime::now()),
+            conn: Some(1),
+        };
+        spool
+            .complete(vec![retried(done_ids[0]), retried(keep_id)], Vec::new())
+            .await
+            .unwrap();
         let completions = done_ids
             .iter()
             .map(|id| Completion {
@@ -190,6 +205,7 @@ each_backend!(
                 status: Some(400),
                 reason: Some(Reason::BadTopic.into()),
                 due_at: None,
+                conn: None,
             })
             .collect();
         spool.complete(completions, Vec::new()).await.unwrap();
@@ -218,6 +234,12 @@ each_backend!(
             .expect("pending rows stay, with their request");
         assert_eq!(kept.state, State::Queued);
         assert_eq!(spool.counts().await.unwrap(), vec![(State::Queued, 5)]);
+        assert_eq!(
+            spool.attempts(done_ids[0]).await.unwrap(),
+            vec![],
+            "a pruned notification's history goes with it"
+        );
+        assert_eq!(spool.attempts(keep_id).await.unwrap().len(), 1);
         spool.close().await.unwrap();
         let requests = backing.requests_remaining().await;
         assert_eq!(
@@ -321,6 +343,7 @@ each_backend!(
                     status: Some(503),
                     reason: Some(Reason::ServiceUnavailable.into()),
                     due_at: Some(due),
+                    conn: None,
                 }],
                 Vec::new(),
             )
@@ -350,6 +373,7 @@ each_backend!(
                     status: Some(200),
                     reason: None,
                     due_at: None,
+                    conn: None,
                 }],
                 Vec::new(),
             )

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use gateway::spool::{ReadyCursor, Spool, SpoolOptions, Store};
+use gateway::spool::{Completion, ReadyCursor, Spool, SpoolOptions, State, Store};
 
 use crate::harness::requests_remaining;
 
@@ -78,7 +78,7 @@ async fn a_version_1_spool_is_migrated() {
         .map(Result::unwrap)
         .collect();
     let requests = requests_remaining(&c);
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     assert_eq!(indexes, vec!["notifications_pending".to_owned()]);
     assert_eq!(
         requests,
@@ -101,7 +101,7 @@ CREATE TABLE dead_tokens (app TEXT NOT NULL, token BLOB NOT NULL, reason TEXT NO
     since INTEGER NOT NULL, PRIMARY KEY (app, token)) WITHOUT ROWID;
 PRAGMA user_version = 2;";
 
-/// A version 2 spool opens as version 3: its pending notifications are numbered by app, so
+/// A version 2 spool opens as version 3 (and on to 4): its pending notifications are numbered by app, so
 /// each app's page holds its own rows (waiting, due and scheduled) and nothing of the other's.
 #[tokio::test]
 async fn a_version_2_spool_is_migrated() {
@@ -166,7 +166,7 @@ async fn a_version_2_spool_is_migrated() {
     let version: i64 = c
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     let index: String = c
         .query_row(
             "SELECT sql FROM sqlite_master WHERE name = 'notifications_pending'",
@@ -175,4 +175,90 @@ async fn a_version_2_spool_is_migrated() {
         )
         .unwrap();
     assert!(index.contains("(state, app, due_at)"), "{index}");
+}
+
+/// The schema of version 3 (apps numbered, no attempt history).
+const SCHEMA_3: &str = "
+CREATE TABLE apps (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE requests (id INTEGER PRIMARY KEY, app TEXT NOT NULL, payload BLOB NOT NULL,
+    push_type TEXT NOT NULL, priority INTEGER, topic TEXT, collapse_id TEXT,
+    apns_expiration INTEGER, send_at INTEGER, expires_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL, remaining INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE notifications (id BLOB PRIMARY KEY, request_id INTEGER NOT NULL,
+    app INTEGER NOT NULL DEFAULT 0, token BLOB NOT NULL, state INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, due_at INTEGER, status INTEGER, reason TEXT,
+    updated_at INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX notifications_pending ON notifications (state, app, due_at) WHERE state < 3;
+CREATE TABLE dead_tokens (app TEXT NOT NULL, token BLOB NOT NULL, reason TEXT NOT NULL,
+    since INTEGER NOT NULL, PRIMARY KEY (app, token)) WITHOUT ROWID;
+PRAGMA user_version = 3;";
+
+/// A version 3 spool opens as version 4: its rows read with no connection and no earlier
+/// attempts, and a retry from now on is kept in the history.
+#[tokio::test]
+async fn a_version_3_spool_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool.db");
+    let (done, waiting) = (apns::ApnsId::new(), apns::ApnsId::new());
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(SCHEMA_3).unwrap();
+        c.execute_batch(
+            "INSERT INTO apps VALUES (1, 'shop'); INSERT INTO requests VALUES (1, 'shop', X'7B7D', \
+             'alert', NULL, NULL, NULL, NULL, NULL, 99999999999999, 1000, 2);",
+        )
+        .unwrap();
+        let mut st = c
+            .prepare("INSERT INTO notifications (id, request_id, app, token, state, attempts, status, updated_at) VALUES (?1, 1, ?2, X'AABB', ?3, ?4, ?5, 1000)")
+            .unwrap();
+        st.execute(rusqlite::params![
+            &done.as_uuid().as_bytes()[..],
+            0,
+            3,
+            1,
+            200
+        ])
+        .unwrap();
+        st.execute(rusqlite::params![
+            &waiting.as_uuid().as_bytes()[..],
+            1,
+            1,
+            0,
+            None::<i64>
+        ])
+        .unwrap();
+    }
+    let spool = Store::sqlite(&path, SpoolOptions::default()).unwrap();
+    let r = spool.get(done).await.unwrap().unwrap();
+    assert_eq!(
+        (r.state, r.status, r.conn),
+        (State::Delivered, Some(200), None)
+    );
+    assert_eq!(spool.attempts(done).await.unwrap(), vec![]);
+    spool
+        .complete(
+            vec![Completion {
+                id: waiting,
+                state: State::Queued,
+                attempts: 1,
+                status: Some(503),
+                reason: Some(apns::Reason::ServiceUnavailable.into()),
+                due_at: Some(SystemTime::now()),
+                conn: Some(3),
+            }],
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let kept = spool.attempts(waiting).await.unwrap();
+    assert_eq!(
+        kept.iter().map(|a| (a.status, a.conn)).collect::<Vec<_>>(),
+        vec![(Some(503), Some(3))]
+    );
+    spool.close().await.unwrap();
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 4);
 }

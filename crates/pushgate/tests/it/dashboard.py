@@ -1,10 +1,12 @@
 """Drives the dashboard in a real headless Chromium (Debian's chromium and chromium-driver).
 
-Usage: dashboard.py BASE_URL KEY_ENV TOKEN SCREENSHOT
+Usage: dashboard.py BASE_URL KEY_ENV TOKEN SCREENSHOT FAILED_ID DEAD_TOKEN
 Logs in with the admin key from $KEY_ENV, checks the session cookie's flags, sends through the
 test-send form, waits for "delivered" and for the live figures to count it, checks the charts
-are drawn and move and the health strip shows the app, saves a screenshot, and prints a JSON
-summary. Exits non-zero (with the reason) on any failure.
+are drawn and move and the health strip shows the app, saves a screenshot, then uses the
+lookup box: the delivered id and FAILED_ID with their attempts, and DEAD_TOKEN (of app shop)
+registered dead, cleared with its button. Prints a JSON summary; exits non-zero (with the
+reason) on any failure.
 """
 import json
 import os
@@ -16,7 +18,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-base, key_env, token, shot = sys.argv[1:5]
+base, key_env, token, shot, failed_id, dead_token = sys.argv[1:7]
 options = Options()
 for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
             "--window-size=1360,1500", "--force-device-scale-factor=1"):
@@ -64,9 +66,42 @@ try:
     warnings = driver.find_element(By.ID, "warnings").text
     driver.execute_script("window.scrollTo(0, 0)")
     driver.save_screenshot(shot)
+
+    # The lookup box. Each answer is read in one script: what the result area shows.
+    def look_up(q):
+        box = driver.find_element(By.ID, "lookup-q")
+        box.clear()
+        box.send_keys(q)
+        driver.find_element(By.CSS_SELECTOR, "#lookup-form button").click()
+
+    shown = lambda d: d.execute_script("""
+        const out = document.getElementById("lookup-result");
+        const cells = sel => [...out.querySelectorAll(sel)].map(tr =>
+          [...tr.querySelectorAll("td")].map(td => td.textContent));
+        return {
+          text: out.textContent,
+          fields: Object.fromEntries(cells("table.fields tr")),
+          attempts: cells("table.attempts tbody tr"),
+          notifications: cells("table.notifications tbody tr"),
+          clear: !!document.getElementById("lookup-clear"),
+        };""")
+    delivered_id = result.split(":")[0]
+    look_up(delivered_id)
+    wait.until(lambda d: shown(d)["fields"].get("id") == delivered_id)
+    delivered = shown(driver)
+    look_up(failed_id)
+    wait.until(lambda d: shown(d)["fields"].get("id") == failed_id)
+    failed = shown(driver)
+    look_up(dead_token)
+    wait.until(lambda d: "registered dead" in shown(d)["text"] and shown(d)["notifications"])
+    dead = shown(driver)
+    driver.find_element(By.ID, "lookup-clear").click()
+    wait.until(lambda d: "not registered dead" in shown(d)["text"])
+    cleared = shown(driver)
     print(json.dumps({"result": result, "before": before, "apps": apps, "reasons": reasons,
                       "expiring": expiring, "warnings": warnings, "title": driver.title,
                       "failed_legend": failed_legend, "latency_paths": latency_paths,
-                      "cells": cells}))
+                      "cells": cells, "delivered": delivered, "failed": failed, "dead": dead,
+                      "cleared": cleared}))
 finally:
     driver.quit()

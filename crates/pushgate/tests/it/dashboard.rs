@@ -53,6 +53,8 @@ fn in_chromium_an_admin_logs_in_sends_and_sees_delivered() {
         .arg("DASHBOARD_KEY")
         .arg(token(42))
         .arg(&shot)
+        .arg(&failing[0])
+        .arg(token(7))
         .env("DASHBOARD_KEY", KEY)
         .output()
         .expect("python3 with selenium, chromium and chromium-driver (.ci/run installs them)");
@@ -114,6 +116,44 @@ fn in_chromium_an_admin_logs_in_sends_and_sees_delivered() {
             .iter()
             .any(|c| c.as_str().unwrap().contains("warn") || c.as_str().unwrap().contains("bad")),
         "{summary}"
+    );
+    // The lookup box: the delivered id with its one attempt (200, on a connection), the failed
+    // one with Apple's answer, and the dead token with its notification, then cleared.
+    let attempts = |doc: &serde_json::Value| -> Vec<Vec<String>> {
+        serde_json::from_value(doc["attempts"].clone()).unwrap()
+    };
+    let delivered = attempts(&summary["delivered"]);
+    assert_eq!(delivered.len(), 1, "{summary}");
+    assert_eq!(delivered[0][2], "200", "{summary}");
+    assert!(
+        delivered[0][4].parse::<u64>().is_ok(),
+        "a connection: {summary}"
+    );
+    assert_eq!(summary["delivered"]["fields"]["state"], "delivered");
+    let failed = attempts(&summary["failed"]);
+    assert_eq!(
+        (failed.len(), failed[0][2].as_str(), failed[0][3].as_str()),
+        (1, "410", "Unregistered"),
+        "{summary}"
+    );
+    assert_eq!(summary["failed"]["fields"]["state"], "failed");
+    assert!(summary["dead"]["clear"].as_bool().unwrap(), "{summary}");
+    assert!(
+        summary["dead"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Unregistered"),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["dead"]["notifications"][0][0], failing[0],
+        "the token's notification: {summary}"
+    );
+    assert!(!summary["cleared"]["clear"].as_bool().unwrap(), "{summary}");
+    let (_, feedback) = gw.api("GET", "/v1/apps/shop/feedback", None);
+    assert!(
+        !feedback.to_string().contains(&token(7)),
+        "cleared in the spool: {feedback}"
     );
     let png = std::fs::read(&shot).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG screenshot");

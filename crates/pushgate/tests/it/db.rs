@@ -328,6 +328,7 @@ fn db_copy_from_sqlite_moves_what_is_pending_once() {
                 status: Some(200),
                 reason: None,
                 due_at: None,
+                conn: None,
             })
             .collect();
         done.push(Completion {
@@ -337,6 +338,7 @@ fn db_copy_from_sqlite_moves_what_is_pending_once() {
             status: Some(503),
             reason: Some(apns::Reason::ServiceUnavailable.into()),
             due_at: Some(SystemTime::now() + Duration::from_secs(60)),
+            conn: None,
         });
         let gone = DeadToken {
             app: "shop".to_owned(),

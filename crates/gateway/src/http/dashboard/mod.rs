@@ -1,10 +1,12 @@
 //! The dashboard at `/` for admin keys: a login form that takes an admin API key and sets a
 //! session cookie (HttpOnly, SameSite=Strict, Secure over HTTPS), a server-rendered page whose
-//! figures a small script refreshes from `/dashboard/data`, and a test-send form protected by
-//! a per-session CSRF token. Every asset is embedded in the binary; the Content-Security-Policy
+//! figures a small script refreshes from `/dashboard/data`, a lookup box (a notification's
+//! attempts, a token's last notifications, clearing a dead token) and a test-send form, each
+//! change protected by a per-session CSRF token. Every asset is embedded in the binary; the Content-Security-Policy
 //! allows nothing from elsewhere and no inline script.
 
 mod data;
+mod lookup;
 mod page;
 
 use std::collections::HashMap;
@@ -97,6 +99,8 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/dashboard/data", get(data_json))
         .route("/dashboard/send", post(send))
         .route("/dashboard/notifications/{id}", get(notification))
+        .route("/dashboard/tokens/{app}/{token}", get(lookup::token))
+        .route("/dashboard/tokens/{app}/{token}/clear", post(lookup::clear))
         .route("/dashboard/app.js", get(script))
         .route("/dashboard/app.css", get(style))
 }
@@ -325,7 +329,15 @@ async fn notification(
         .await
         .map_err(|e| super::spool_error(&e))?
         .ok_or_else(not_found)?;
-    Ok(Json((&state.with_live_state(record)).into()))
+    let earlier = state
+        .spool
+        .attempts(id)
+        .await
+        .map_err(|e| super::spool_error(&e))?;
+    Ok(Json(super::documents::NotificationDocument::with_history(
+        &state.with_live_state(record),
+        &earlier,
+    )))
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {

@@ -228,13 +228,21 @@ pub fn dashboard(name: &str, csrf: &str, d: &Data) -> String {
             esc(&f.reason)
         );
     }
-    out.push_str(
-        "</tbody></table></div></section><section><h2>Test send</h2>\
-         <form id=\"send-form\"><label>app <select name=\"app\">",
+    let apps: String = d
+        .apps
+        .iter()
+        .map(|a| format!("<option>{}</option>", esc(&a.name)))
+        .collect();
+    let _ = write!(
+        out,
+        "</tbody></table></div></section><section><h2>What happened to…?</h2>\
+         <form id=\"lookup-form\" class=\"bar\"><label>app (for a token) <select name=\"app\">{apps}\
+         </select></label><label>notification id or device token <input name=\"q\" id=\"lookup-q\" \
+         required size=\"66\" spellcheck=\"false\" autocomplete=\"off\"></label>\
+         <button type=\"submit\">Look up</button></form>\
+         <div id=\"lookup-result\" aria-live=\"polite\"></div></section><section><h2>Test send</h2>\
+         <form id=\"send-form\" class=\"bar\"><label>app <select name=\"app\">{apps}",
     );
-    for a in &d.apps {
-        let _ = write!(out, "<option>{}</option>", esc(&a.name));
-    }
     out.push_str(
         "</select></label><label>device token <input name=\"token\" required size=\"66\" \
          pattern=\"[0-9a-fA-F]+\" spellcheck=\"false\"></label>\

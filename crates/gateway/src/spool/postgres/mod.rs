@@ -31,14 +31,14 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 
 use super::idempotency::{self, Enqueued, IdempotencyKey, Seen};
 use super::{
-    Completion, DeadToken, FeedbackEntry, NewRequest, NotificationRecord, PendingRow, ReadyCursor,
-    ReadyPage, RecoveryReport, Spool, SpoolError, SpoolOptions, State, StoredRequest, SubmitError,
-    to_ms,
+    AttemptRecord, Completion, DeadToken, FeedbackEntry, NewRequest, NotificationRecord,
+    PendingRow, ReadyCursor, ReadyPage, RecoveryReport, Spool, SpoolError, SpoolOptions, State,
+    StoredRequest, SubmitError, TokenHistory, to_ms,
 };
 use crate::config::Postgres;
 use schema::{
-    CLAIM_DUE, COMPLETE, KEYS_FORGET, NOT_MINE, PRUNE_FINISHED, REGISTER_DEAD, REQUEST_GONE,
-    REQUEST_LOSES, REQUEUE_IN_FLIGHT, RETENTION_LOCK,
+    ATTEMPTS_FORGET, CLAIM_DUE, COMPLETE, KEYS_FORGET, NOT_MINE, PRUNE_FINISHED, REGISTER_DEAD,
+    REQUEST_GONE, REQUEST_LOSES, REQUEUE_IN_FLIGHT, RETENTION_LOCK,
 };
 
 /// The PostgreSQL spool. Cheap to clone.
@@ -394,6 +394,7 @@ impl Spool for PgSpool {
             .map(|c| c.reason.as_ref().map(ToString::to_string))
             .collect();
         let due: Vec<Option<i64>> = done.iter().map(|c| c.due_at.map(to_ms)).collect();
+        let conns: Vec<Option<i64>> = done.iter().map(|c| c.conn.map(|n| n as i64)).collect();
         let now = to_ms(SystemTime::now());
         let me = self.inner.cluster.me();
         let st = tx
@@ -403,7 +404,9 @@ impl Spool for PgSpool {
         let rows = tx
             .query(
                 &st,
-                &[&ids, &states, &attempts, &status, &reasons, &due, &now, &me],
+                &[
+                    &ids, &states, &attempts, &status, &reasons, &due, &now, &me, &conns,
+                ],
             )
             .await
             .map_err(self.err("recording outcomes"))?;
@@ -499,6 +502,21 @@ impl Spool for PgSpool {
         reads::records(&c, &self.inner.target, &ids).await
     }
 
+    async fn attempts(&self, id: ApnsId) -> Result<Vec<AttemptRecord>, SpoolError> {
+        let c = self.conn().await?;
+        reads::attempts_of(&c, &self.inner.target, id).await
+    }
+
+    async fn token_history(
+        &self,
+        app: &str,
+        token: &DeviceToken,
+        limit: usize,
+    ) -> Result<TokenHistory, SpoolError> {
+        let c = self.conn().await?;
+        reads::token_history(&c, &self.inner.target, app, token, limit).await
+    }
+
     async fn pending_page(
         &self,
         after: Option<ApnsId>,
@@ -569,6 +587,9 @@ impl Spool for PgSpool {
                     .map_err(self.err("pruning finished requests"))?;
             }
         }
+        tx.execute(ATTEMPTS_FORGET, &[&first_id, &(limit as i64)])
+            .await
+            .map_err(self.err("pruning attempts"))?;
         tx.commit().await.map_err(self.err("committing a prune"))?;
         self.committed();
         Ok(gone + keys as usize)

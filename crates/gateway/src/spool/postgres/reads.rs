@@ -12,8 +12,8 @@ use super::pg;
 use super::schema::{NEXT_DUE, READY_DUE, READY_WAITING, REQUESTS_BY_ID};
 use crate::reason::Cause;
 use crate::spool::{
-    FeedbackEntry, NotificationRecord, PendingRow, ReadyCursor, ReadyPage, ReadyRow, Sendable,
-    SpoolError, State, StoredRequest, from_ms,
+    AttemptRecord, FeedbackEntry, NotificationRecord, PendingRow, ReadyCursor, ReadyPage, ReadyRow,
+    Sendable, SpoolError, State, StoredRequest, TOKEN_SEARCH_LIMIT, TokenHistory, from_ms,
 };
 
 type Client = deadpool_postgres::Object;
@@ -245,7 +245,7 @@ pub(super) async fn records(
     let st = c
         .prepare_cached(
             "SELECT n.id, n.token, n.state, n.attempts, n.status, n.reason, r.created_at, \
-             n.updated_at, r.send_at, r.expires_at, r.app FROM notifications n \
+             n.updated_at, r.send_at, r.expires_at, r.app, n.conn FROM notifications n \
              JOIN requests r ON r.id = n.request_id WHERE n.id = ANY($1)",
         )
         .await
@@ -271,6 +271,7 @@ pub(super) async fn records(
                 send_at: r.get::<_, Option<i64>>(8).map(from_ms),
                 expires_at: from_ms(r.get(9)),
                 app: r.get(10),
+                conn: r.get::<_, Option<i64>>(11).map(|n| n as u64),
             },
         );
     }
@@ -279,6 +280,68 @@ pub(super) async fn records(
         .iter()
         .filter_map(|id| by_id.get(&ApnsId::from_uuid(*id)).cloned())
         .collect())
+}
+
+/// A notification's earlier attempts, oldest first.
+pub(super) async fn attempts_of(
+    c: &Client,
+    target: &str,
+    id: ApnsId,
+) -> Result<Vec<AttemptRecord>, SpoolError> {
+    let rows = c
+        .query(
+            "SELECT at, status, reason, conn FROM attempts WHERE id = $1 ORDER BY seq",
+            &[id.as_uuid()],
+        )
+        .await
+        .map_err(pg(target, "reading a notification's attempts"))?;
+    Ok(rows
+        .iter()
+        .map(|r| AttemptRecord {
+            at: from_ms(r.get(0)),
+            status: r.get::<_, Option<i32>>(1).map(|s| s as u16),
+            reason: r.get::<_, Option<&str>>(2).map(Cause::parse),
+            conn: r.get::<_, Option<i64>>(3).map(|n| n as u64),
+        })
+        .collect())
+}
+
+/// Up to `limit` of the last notifications of `app` to `token`, among the newest
+/// [`TOKEN_SEARCH_LIMIT`] (walked backwards along the primary key: ids are time-ordered), and
+/// whether older ones went unsearched.
+pub(super) async fn token_history(
+    c: &Client,
+    target: &str,
+    app: &str,
+    token: &DeviceToken,
+    limit: usize,
+) -> Result<TokenHistory, SpoolError> {
+    let what = "searching a token's notifications";
+    let searched = TOKEN_SEARCH_LIMIT as i64;
+    let rows = c
+        .query(
+            "SELECT id FROM (SELECT id, app, token FROM notifications ORDER BY id DESC LIMIT $1) \
+             recent WHERE token = $2 AND app = $3 LIMIT $4",
+            &[&searched, &token_bytes(token), &app, &(limit as i64)],
+        )
+        .await
+        .map_err(pg(target, what))?;
+    let mut ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.get(0)).collect();
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    let ids: Vec<ApnsId> = ids.into_iter().map(ApnsId::from_uuid).collect();
+    // Fewer than asked for: were there older notifications the search did not reach?
+    let truncated = ids.len() < limit
+        && c.query_one(
+            "SELECT EXISTS (SELECT 1 FROM notifications ORDER BY id DESC OFFSET $1)",
+            &[&searched],
+        )
+        .await
+        .map_err(pg(target, what))?
+        .get::<_, bool>(0);
+    Ok(TokenHistory {
+        notifications: records(c, target, &ids).await?,
+        truncated,
+    })
 }
 
 pub(super) async fn pending_page(

@@ -14,7 +14,7 @@ use tokio_postgres::Client;
 use crate::spool::SpoolError;
 
 /// The schema this version writes (`pushgate_schema.version`).
-pub(super) const SCHEMA_VERSION: i32 = 3;
+pub(super) const SCHEMA_VERSION: i32 = 4;
 
 /// Any number, the same for every pushgate: the advisory lock that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x7075_7368_6761_7465; // "pushgate"
@@ -124,6 +124,22 @@ ALTER TABLE gateways ADD COLUMN apps text[] NOT NULL DEFAULT '{}';
 ALTER TABLE provider_tokens ADD COLUMN team_id text NOT NULL DEFAULT '';
 ";
 
+/// Version 4: each attempt's connection (`conn`, the number the sending gateway's logs give
+/// it), and the attempts before a notification's last (`attempts`), as in the SQLite spool.
+/// Only a retry writes an attempt; `seq` orders them and lets retention delete in chunks.
+const MIGRATE_3_TO_4: &str = "
+ALTER TABLE notifications ADD COLUMN conn bigint;
+CREATE TABLE attempts (
+    seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id uuid NOT NULL,
+    at bigint NOT NULL,
+    status integer,
+    reason text,
+    conn bigint
+);
+CREATE INDEX attempts_by_id ON attempts (id);
+";
+
 /// Brings the database to [`SCHEMA_VERSION`], in one transaction under the migration lock:
 /// the first gateway to take it migrates, the others find the work done. Refuses a database
 /// newer than this pushgate knows. Answers the version found before.
@@ -173,6 +189,11 @@ pub(super) async fn migrate(c: &mut Client, target: &str) -> Result<i32, SpoolEr
         tx.batch_execute(MIGRATE_2_TO_3)
             .await
             .map_err(err("migrating the schema to version 3"))?;
+    }
+    if found < 4 {
+        tx.batch_execute(MIGRATE_3_TO_4)
+            .await
+            .map_err(err("migrating the schema to version 4"))?;
     }
     if found < SCHEMA_VERSION {
         tx.execute("DELETE FROM pushgate_schema", &[])
@@ -245,12 +266,23 @@ pub(super) const CLAIM_DUE: &str = "UPDATE notifications SET state = 1, due_at =
      AND due_at <= $1 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id";
 /// Outcomes in one statement, fenced by owner: the rows still pending and still this
 /// gateway's ($8) take theirs — an outcome for a row another gateway rescued is not applied.
-/// Answers each one's new state, so the pending count loses those that became final.
-pub(super) const COMPLETE: &str = "UPDATE notifications n SET state = o.state, \
+/// Answers each one's new state, so the pending count loses those that became final. An
+/// attempt that a retry follows (still pending, and it went out or was answered) is kept in
+/// `attempts` by the same statement.
+pub(super) const COMPLETE: &str = "WITH u AS (UPDATE notifications n SET state = o.state, \
      attempts = o.attempts, status = o.status, reason = o.reason, due_at = o.due_at, \
-     updated_at = $7 FROM unnest($1::uuid[], $2::smallint[], $3::integer[], $4::integer[], \
-     $5::text[], $6::bigint[]) AS o(id, state, attempts, status, reason, due_at) \
-     WHERE n.id = o.id AND n.state < 3 AND n.owner = $8 RETURNING n.state";
+     updated_at = $7, conn = o.conn FROM unnest($1::uuid[], $2::smallint[], $3::integer[], \
+     $4::integer[], $5::text[], $6::bigint[], $9::bigint[]) \
+     AS o(id, state, attempts, status, reason, due_at, conn) \
+     WHERE n.id = o.id AND n.state < 3 AND n.owner = $8 \
+     RETURNING n.id, n.state, n.status, n.reason, n.conn), \
+     kept AS (INSERT INTO attempts (id, at, status, reason, conn) SELECT id, $7, status, reason, \
+     conn FROM u WHERE state < 3 AND (conn IS NOT NULL OR status IS NOT NULL)) \
+     SELECT state FROM u";
+/// Retention: up to $2 kept attempts of notifications below id $1 that are gone.
+pub(super) const ATTEMPTS_FORGET: &str = "DELETE FROM attempts WHERE seq IN (SELECT a.seq \
+     FROM attempts a WHERE a.id < $1 AND NOT EXISTS \
+     (SELECT 1 FROM notifications n WHERE n.id = a.id) LIMIT $2)";
 /// Of these ids, those still pending but held by another gateway (or none): the outcomes the
 /// fence dropped, for the log.
 pub(super) const NOT_MINE: &str = "SELECT count(*) FROM notifications \

@@ -30,8 +30,9 @@ pub(crate) use self::export::{copied, export, mark_copied};
 use self::writer::Command;
 use super::idempotency::{Enqueued, IdempotencyKey};
 use super::{
-    Completion, DeadToken, FeedbackEntry, NewRequest, NotificationRecord, PendingRow, ReadyCursor,
-    ReadyPage, RecoveryReport, Spool, SpoolError, State, StoredRequest, SubmitError, to_ms,
+    AttemptRecord, Completion, DeadToken, FeedbackEntry, NewRequest, NotificationRecord,
+    PendingRow, ReadyCursor, ReadyPage, RecoveryReport, Spool, SpoolError, State, StoredRequest,
+    SubmitError, TokenHistory, to_ms,
 };
 
 /// How the spool behaves.
@@ -78,6 +79,9 @@ struct Inner {
     max_pending: u64,
     /// The read connection. A std mutex, taken only inside blocking tasks.
     reader: Arc<Mutex<Connection>>,
+    /// A read connection for the searches operators run by hand (a token's notifications walk
+    /// up to a million rows): on the reader, they would hold up the scheduler's pages.
+    lookup: Arc<Mutex<Connection>>,
     writer: Arc<writer::WriterState>,
     /// An exclusive `flock` on `<file>.lock` beside the spool, held until the spool closes: a
     /// second gateway (or `pushgate db copy`) on the same file is refused instead of sending
@@ -125,13 +129,21 @@ impl SqliteSpool {
                 |r| r.get::<_, i64>(0),
             )
             .map_err(open_err)? as u64;
-        let reader = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(open_err)?;
+        let read_only = || {
+            Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(open_err)
+        };
+        let reader = read_only()?;
         reader
             .execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -8192;")
+            .map_err(open_err)?;
+        // SQLite's default cache (2 MiB): a search passes over the rows once.
+        let lookup = read_only()?;
+        lookup
+            .execute_batch("PRAGMA busy_timeout = 5000;")
             .map_err(open_err)?;
         let pending = Arc::new(AtomicU64::new(pending));
         let (tx, rx) = mpsc::channel(options.channel_capacity.max(1));
@@ -155,6 +167,7 @@ impl SqliteSpool {
                 pending,
                 max_pending,
                 reader: Arc::new(Mutex::new(reader)),
+                lookup: Arc::new(Mutex::new(lookup)),
                 writer,
                 owner: Mutex::new(Some(owner)),
             }),
@@ -207,7 +220,21 @@ impl SqliteSpool {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, SpoolError> + Send + 'static,
     ) -> Result<T, SpoolError> {
-        let reader = Arc::clone(&self.inner.reader);
+        Self::read_on(Arc::clone(&self.inner.reader), f).await
+    }
+
+    /// Runs `f` with the lookup connection on a blocking thread.
+    async fn search<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, SpoolError> + Send + 'static,
+    ) -> Result<T, SpoolError> {
+        Self::read_on(Arc::clone(&self.inner.lookup), f).await
+    }
+
+    async fn read_on<T: Send + 'static>(
+        reader: Arc<Mutex<Connection>>,
+        f: impl FnOnce(&Connection) -> Result<T, SpoolError> + Send + 'static,
+    ) -> Result<T, SpoolError> {
         tokio::task::spawn_blocking(move || {
             let conn = reader.lock().expect("the reader lock is never poisoned");
             f(&conn)
@@ -353,6 +380,21 @@ impl Spool for SqliteSpool {
 
     async fn get_many(&self, ids: Vec<ApnsId>) -> Result<Vec<NotificationRecord>, SpoolError> {
         self.read(move |c| reads::records(c, ids)).await
+    }
+
+    async fn attempts(&self, id: ApnsId) -> Result<Vec<AttemptRecord>, SpoolError> {
+        self.read(move |c| reads::attempts_of(c, id)).await
+    }
+
+    async fn token_history(
+        &self,
+        app: &str,
+        token: &DeviceToken,
+        limit: usize,
+    ) -> Result<TokenHistory, SpoolError> {
+        let (app, token) = (app.to_owned(), token.clone());
+        self.search(move |c| reads::token_history(c, &app, &token, limit))
+            .await
     }
 
     async fn pending_page(

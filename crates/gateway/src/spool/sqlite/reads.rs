@@ -9,13 +9,15 @@ use apns::{ApnsId, DeviceToken, Reason};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::decode::{decode_id, decode_request, state, token_from_bytes};
-use super::schema::{APP_ID, NEXT_DUE, PENDING_COUNTS, READY_DUE, READY_WAITING, REQUEST_BY_ID};
+use super::schema::{
+    APP_ID, ATTEMPTS_OF, NEXT_DUE, PENDING_COUNTS, READY_DUE, READY_WAITING, REQUEST_BY_ID,
+};
 use super::sql;
 use super::writes::TOKEN_BYTES;
 use crate::reason::Cause;
 use crate::spool::{
-    FeedbackEntry, NotificationRecord, PendingRow, ReadyCursor, ReadyPage, ReadyRow, Sendable,
-    SpoolError, State, StoredRequest, from_ms,
+    AttemptRecord, FeedbackEntry, NotificationRecord, PendingRow, ReadyCursor, ReadyPage, ReadyRow,
+    Sendable, SpoolError, State, StoredRequest, TOKEN_SEARCH_LIMIT, TokenHistory, from_ms,
 };
 
 /// Requests already read in this page, by id, with their expiry.
@@ -198,7 +200,7 @@ pub(super) fn read_record(
     let row = c
         .prepare_cached(
             "SELECT n.token, n.state, n.attempts, n.status, n.reason, r.created_at, \
-             n.updated_at, r.send_at, r.expires_at, r.app FROM notifications n \
+             n.updated_at, r.send_at, r.expires_at, r.app, n.conn FROM notifications n \
              JOIN requests r ON r.id = n.request_id WHERE n.id = ?1",
         )
         .map_err(sql("reading a notification"))?
@@ -214,11 +216,13 @@ pub(super) fn read_record(
                 r.get::<_, Option<i64>>(7)?,
                 r.get::<_, i64>(8)?,
                 r.get::<_, String>(9)?,
+                r.get::<_, Option<i64>>(10)?,
             ))
         })
         .optional()
         .map_err(sql("reading a notification"))?;
-    let Some((token, st, attempts, status, reason, created, updated, send_at, expires, app)) = row
+    let Some((token, st, attempts, status, reason, created, updated, send_at, expires, app, conn)) =
+        row
     else {
         return Ok(None);
     };
@@ -234,7 +238,79 @@ pub(super) fn read_record(
         updated_at: from_ms(updated),
         send_at: send_at.map(from_ms),
         expires_at: from_ms(expires),
+        conn: conn.map(|n| n as u64),
     }))
+}
+
+/// A notification's earlier attempts, oldest first.
+pub(super) fn attempts_of(c: &Connection, id: ApnsId) -> Result<Vec<AttemptRecord>, SpoolError> {
+    let what = "reading a notification's attempts";
+    let mut st = c.prepare_cached(ATTEMPTS_OF).map_err(sql(what))?;
+    let rows = st
+        .query_map(params![&id.as_uuid().as_bytes()[..]], |r| {
+            Ok(AttemptRecord {
+                at: from_ms(r.get(0)?),
+                status: r.get(1)?,
+                reason: r.get::<_, Option<String>>(2)?.as_deref().map(Cause::parse),
+                conn: r.get::<_, Option<i64>>(3)?.map(|n| n as u64),
+            })
+        })
+        .map_err(sql(what))?;
+    rows.collect::<Result<_, _>>().map_err(sql(what))
+}
+
+/// Up to `limit` of the last notifications of `app` to `token`, walking the newest
+/// [`TOKEN_SEARCH_LIMIT`] notifications by id (their order of creation) from the newest: the
+/// token is compared here, and only a match's request is read for its app.
+pub(super) fn token_history(
+    c: &Connection,
+    app: &str,
+    token: &DeviceToken,
+    limit: usize,
+) -> Result<TokenHistory, SpoolError> {
+    let what = "searching a token's notifications";
+    let wanted = token.to_bytes(&mut [0; TOKEN_BYTES]).to_vec();
+    let mut st = c
+        .prepare_cached("SELECT id, token, request_id FROM notifications ORDER BY id DESC")
+        .map_err(sql(what))?;
+    let mut rows = st.raw_query();
+    let mut apps: HashMap<i64, bool> = HashMap::new();
+    let mut found = Vec::new();
+    let (mut scanned, mut truncated) = (0, false);
+    while let Some(r) = rows.next().map_err(sql(what))? {
+        if scanned == TOKEN_SEARCH_LIMIT {
+            truncated = true;
+            break;
+        }
+        scanned += 1;
+        if r.get_ref(1).map_err(sql(what))?.as_blob().ok() != Some(&wanted[..]) {
+            continue;
+        }
+        let request: i64 = r.get(2).map_err(sql(what))?;
+        let ours = match apps.get(&request) {
+            Some(&ours) => ours,
+            None => {
+                let name: Option<String> = c
+                    .prepare_cached("SELECT app FROM requests WHERE id = ?1")
+                    .map_err(sql(what))?
+                    .query_row(params![request], |r| r.get(0))
+                    .optional()
+                    .map_err(sql(what))?;
+                *apps.entry(request).or_insert(name.as_deref() == Some(app))
+            }
+        };
+        if ours {
+            found.push(decode_id(&r.get::<_, Vec<u8>>(0).map_err(sql(what))?)?);
+            if found.len() == limit {
+                break;
+            }
+        }
+    }
+    drop(rows);
+    Ok(TokenHistory {
+        notifications: records(c, found)?,
+        truncated,
+    })
 }
 
 /// The earliest due time after `now` (ms) of app `app`'s queued notifications waiting for a

@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use crate::spool::SpoolError;
 
 /// The schema this version writes (`PRAGMA user_version`).
-pub(super) const SCHEMA_VERSION: i64 = 3;
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 /// Each notification costs one write into `notifications` and its pending index at ingest, and
 /// one update that takes it out of that index at its outcome: no other index is kept up to date
@@ -18,6 +18,10 @@ pub(super) const SCHEMA_VERSION: i64 = 3;
 /// A pending notification carries its app's number (`apps`), first in its pending index after
 /// the state, so that the scheduler reads one app's work without reading another's: a halted
 /// app's backlog costs the others nothing.
+///
+/// A notification's last attempt is its row (status, reason, and `conn`, the connection it
+/// went out on); an attempt followed by another is kept in `attempts`, so only a retry costs
+/// a second write.
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS apps (
     id INTEGER PRIMARY KEY,
@@ -47,8 +51,17 @@ CREATE TABLE IF NOT EXISTS notifications (
     due_at INTEGER,
     status INTEGER,
     reason TEXT,
-    updated_at INTEGER NOT NULL
+    updated_at INTEGER NOT NULL,
+    conn INTEGER
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS attempts (
+    id BLOB NOT NULL,
+    at INTEGER NOT NULL,
+    status INTEGER,
+    reason TEXT,
+    conn INTEGER
+);
+CREATE INDEX IF NOT EXISTS attempts_by_id ON attempts (id);
 CREATE INDEX IF NOT EXISTS notifications_pending ON notifications (state, app, due_at) WHERE state < 3;
 CREATE TABLE IF NOT EXISTS dead_tokens (
     app TEXT NOT NULL,
@@ -140,6 +153,15 @@ CREATE INDEX notifications_pending ON notifications (state, app, due_at) WHERE s
 PRAGMA user_version = 3;
 COMMIT;";
 
+/// Version 4 keeps each attempt's connection, and the attempts before a notification's last
+/// (`attempts`). One transaction.
+const MIGRATE_3_TO_4: &str = "BEGIN IMMEDIATE;
+ALTER TABLE notifications ADD COLUMN conn INTEGER;
+CREATE TABLE attempts (id BLOB NOT NULL, at INTEGER NOT NULL, status INTEGER, reason TEXT, conn INTEGER);
+CREATE INDEX attempts_by_id ON attempts (id);
+PRAGMA user_version = 4;
+COMMIT;";
+
 // The statements that run on every scan or outcome. Each test of `plans` (below) checks that
 // SQLite answers them through an index: a statement that scans the whole notifications table
 // costs nothing at 10,000 rows and a second of CPU at 1,000,000. `state < 3` is spelled out
@@ -157,7 +179,17 @@ pub(super) const REQUEUE_IN_FLIGHT: &str =
     "UPDATE notifications SET state = 1, updated_at = ?1 WHERE state < 3 AND state = 2";
 /// One outcome.
 pub(super) const COMPLETE: &str = "UPDATE notifications SET state = ?2, attempts = ?3, \
-     status = ?4, reason = ?5, due_at = ?6, updated_at = ?7 WHERE id = ?1 AND state < 3";
+     status = ?4, reason = ?5, due_at = ?6, updated_at = ?7, conn = ?8 WHERE id = ?1 AND state < 3";
+/// An attempt that a retry follows, kept for the notification's history.
+pub(super) const ATTEMPT_KEPT: &str =
+    "INSERT INTO attempts (id, at, status, reason, conn) VALUES (?1, ?2, ?3, ?4, ?5)";
+/// A notification's earlier attempts, oldest first.
+pub(super) const ATTEMPTS_OF: &str =
+    "SELECT at, status, reason, conn FROM attempts WHERE id = ?1 ORDER BY rowid";
+/// Retention: up to ?2 kept attempts of notifications below id ?1 that are gone.
+pub(super) const ATTEMPTS_FORGET: &str = "DELETE FROM attempts WHERE rowid IN (SELECT a.rowid \
+     FROM attempts a WHERE a.id < ?1 AND NOT EXISTS \
+     (SELECT 1 FROM notifications n WHERE n.id = a.id) LIMIT ?2)";
 /// Retention: finished notifications last updated before ?1, walking the primary key up to
 /// ?3, the first id of that time (a notification created later cannot have finished earlier);
 /// answers each one's request.
@@ -186,8 +218,13 @@ pub(super) fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), S
         1 => {
             conn.execute_batch(MIGRATE_1_TO_2).map_err(open_err)?;
             conn.execute_batch(MIGRATE_2_TO_3).map_err(open_err)?;
+            conn.execute_batch(MIGRATE_3_TO_4).map_err(open_err)?;
         }
-        2 => conn.execute_batch(MIGRATE_2_TO_3).map_err(open_err)?,
+        2 => {
+            conn.execute_batch(MIGRATE_2_TO_3).map_err(open_err)?;
+            conn.execute_batch(MIGRATE_3_TO_4).map_err(open_err)?;
+        }
+        3 => conn.execute_batch(MIGRATE_3_TO_4).map_err(open_err)?,
         SCHEMA_VERSION => {}
         found => {
             return Err(SpoolError::Schema {
@@ -231,6 +268,8 @@ mod plans {
             CLAIM_DUE,
             REQUEUE_IN_FLIGHT,
             COMPLETE,
+            ATTEMPTS_OF,
+            ATTEMPTS_FORGET,
             PRUNE_FINISHED,
             REQUEST_LOSES,
             REQUEST_GONE,

@@ -6,8 +6,8 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::decode::id_from_bytes;
 use super::schema::{
-    APP_ID, APP_IDS, CLAIM_DUE, COMPLETE, KEY_REMEMBER, KEY_SEEN, KEYS_FORGET, PRUNE_FINISHED,
-    REQUEST_GONE, REQUEST_LOSES, REQUEUE_IN_FLIGHT,
+    APP_ID, APP_IDS, ATTEMPT_KEPT, ATTEMPTS_FORGET, CLAIM_DUE, COMPLETE, KEY_REMEMBER, KEY_SEEN,
+    KEYS_FORGET, PRUNE_FINISHED, REQUEST_GONE, REQUEST_LOSES, REQUEUE_IN_FLIGHT,
 };
 use super::writer::{Command, Done};
 use crate::spool::idempotency::{self, IdempotencyKey, Seen};
@@ -205,17 +205,25 @@ fn complete(tx: &Transaction<'_>, done: &[Completion], now: i64) -> Result<u64, 
     let mut st = tx.prepare_cached(COMPLETE)?;
     let mut finished = 0;
     for c in done {
+        let id = &c.id.as_uuid().as_bytes()[..];
+        let reason = c.reason.as_ref().map(|r| r.as_str());
+        let conn = c.conn.map(|n| n as i64);
         let changed = st.execute(params![
-            &c.id.as_uuid().as_bytes()[..],
+            id,
             c.state as i64,
             c.attempts,
             c.status,
-            c.reason.as_ref().map(|r| r.as_str()),
+            reason,
             c.due_at.map(to_ms),
             now,
+            conn,
         ])?;
         if changed > 0 && c.state.is_final() {
             finished += 1;
+        }
+        if changed > 0 && c.is_retried_attempt() {
+            tx.prepare_cached(ATTEMPT_KEPT)?
+                .execute(params![id, now, c.status, reason, conn])?;
         }
     }
     Ok(finished)
@@ -256,6 +264,8 @@ fn prune(tx: &Transaction<'_>, before: i64, limit: usize) -> Result<usize, rusql
             remove.execute(params![request])?;
         }
     }
+    tx.prepare_cached(ATTEMPTS_FORGET)?
+        .execute(params![&first_id_at(before)[..], limit as i64])?;
     Ok(gone)
 }
 

@@ -225,5 +225,93 @@ document.getElementById("send-form").addEventListener("submit", async (ev) => {
   follow(answer.ids[0], out);
 });
 
+// The lookup box: a notification id shows its document and every attempt; a device token
+// shows whether it is registered dead (with a button that clears it) and its last
+// notifications, each a link to its own lookup.
+const ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function table(head, rows, cls) {
+  const t = el("table", null, cls);
+  if (head) {
+    const tr = el("tr");
+    for (const h of head) tr.appendChild(el("th", h));
+    t.appendChild(el("thead")).appendChild(tr);
+  }
+  t.appendChild(el("tbody")).replaceChildren(...rows);
+  return t;
+}
+
+function stateCell(doc) {
+  return el("span", doc.state, doc.state === "delivered" ? "ok" : (FINAL.has(doc.state) ? "bad" : ""));
+}
+
+function showNotification(out, doc) {
+  const fields = [
+    ["id", doc.id], ["app", doc.app], ["token", el("span", doc.token, "token")],
+    ["state", stateCell(doc)], ["attempts", doc.attempts], ["last status", doc.status_code ?? "–"],
+    ["reason", doc.reason ?? "–"], ["accepted", doc.created_at], ["updated", doc.updated_at],
+    ["send at", doc.send_at ?? "–"], ["expires", doc.expires_at],
+  ];
+  const attempts = (doc.history || []).map((a, i) => row([
+    i + 1, a.at, a.status_code ?? "–", a.reason ?? "–", a.connection ?? "–",
+  ]));
+  out.replaceChildren(
+    table(null, fields.map(row), "fields"),
+    el("h3", "Attempts"),
+    attempts.length ? table(["#", "time", "status", "reason", "connection"], attempts, "attempts")
+      : el("p", "No attempt yet.", "note"));
+}
+
+function showToken(out, doc) {
+  const dead = el("div", null, "dead");
+  if (doc.dead) {
+    dead.appendChild(el("span", `registered dead since ${doc.dead.since} (${doc.dead.reason}): sends to it are suppressed`, "bad"));
+    const clear = el("button", "Clear");
+    clear.type = "button";
+    clear.id = "lookup-clear";
+    clear.addEventListener("click", async () => {
+      const r = await fetch(`/dashboard/tokens/${encodeURIComponent(doc.app)}/${doc.token}/clear`,
+        { method: "POST", credentials: "same-origin", headers: { "x-csrf-token": csrf } });
+      if (r.ok || r.status === 404) lookUp(doc.app, doc.token);
+      else dead.appendChild(el("span", `refused: ${r.status}`, "bad"));
+    });
+    dead.appendChild(clear);
+  } else {
+    dead.appendChild(el("span", "not registered dead", "ok"));
+  }
+  const rows = doc.notifications.map(n => {
+    const link = el("button", n.id, "link token");
+    link.type = "button";
+    link.addEventListener("click", () => lookUp(doc.app, n.id));
+    return row([link, n.created_at, stateCell(n), n.attempts, n.reason ?? "–"]);
+  });
+  out.replaceChildren(dead, el("h3", `Last notifications to ${doc.token.slice(0, 12)}… (${doc.app})`),
+    rows.length ? table(["id", "accepted", "state", "attempts", "reason"], rows, "notifications")
+      : el("p", "None stored.", "note"));
+  if (doc.truncated) out.appendChild(el("p", "Searched the newest 1,000,000 notifications only.", "note"));
+}
+
+async function lookUp(app, q) {
+  const out = document.getElementById("lookup-result");
+  document.getElementById("lookup-q").value = q;
+  out.replaceChildren(el("p", "looking…", "note"));
+  const url = ID.test(q) ? "/dashboard/notifications/" + q
+    : `/dashboard/tokens/${encodeURIComponent(app)}/${encodeURIComponent(q)}`;
+  const r = await fetch(url, { credentials: "same-origin" });
+  const answer = await r.json().catch(() => null);
+  if (!r.ok) {
+    const why = answer && answer.error ? answer.error.message : `HTTP ${r.status}`;
+    out.replaceChildren(el("p", `${r.status === 404 ? "Not found" : "Refused"}: ${why}`, "bad"));
+    return;
+  }
+  if (ID.test(q)) showNotification(out, answer); else showToken(out, answer);
+}
+
+document.getElementById("lookup-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const form = new FormData(ev.target);
+  lookUp(form.get("app"), String(form.get("q")).trim());
+});
+
 refresh();
 setInterval(refresh, 2000);
