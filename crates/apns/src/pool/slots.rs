@@ -187,7 +187,8 @@ impl Shared {
                         }
                         st.closed
                     };
-                    debug!(conn = id, endpoint = %shared.config.endpoint, "connection open");
+                    // Info: connections are few and long-lived, and attempts name them by this number.
+                    info!(conn = id, endpoint = %shared.config.endpoint, "connection open");
                     shared.changed.notify_waiters();
                     if !closed {
                         drive(shared, id, conn, health).await;
