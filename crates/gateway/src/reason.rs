@@ -31,15 +31,21 @@ pub enum GatewayReason {
     LikelyWrongEnvironment,
     /// APNs closed the connection without a reason the gateway could read.
     ConnectionRejected,
+    /// An attempt got no answer within the response timeout (it is retried).
+    Timeout,
+    /// The connection broke under an attempt before its answer (it is retried).
+    ConnectionLost,
 }
 
 impl GatewayReason {
-    pub const ALL: [GatewayReason; 5] = [
+    pub const ALL: [GatewayReason; 7] = [
         GatewayReason::Expired,
         GatewayReason::MaxAttempts,
         GatewayReason::NoUsableCredential,
         GatewayReason::LikelyWrongEnvironment,
         GatewayReason::ConnectionRejected,
+        GatewayReason::Timeout,
+        GatewayReason::ConnectionLost,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +55,8 @@ impl GatewayReason {
             GatewayReason::NoUsableCredential => "NoUsableCredential",
             GatewayReason::LikelyWrongEnvironment => "LikelyWrongEnvironment",
             GatewayReason::ConnectionRejected => "ConnectionRejected",
+            GatewayReason::Timeout => "Timeout",
+            GatewayReason::ConnectionLost => "ConnectionLost",
         }
     }
 }

@@ -146,7 +146,7 @@ struct Shared {
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 /// What [`Pool::send_traced`] reports: the outcome, and the connection the last stream for it
-/// was opened on (`None` when no stream was opened).
+/// was opened on (`None` when the outcome came from no stream: no connection to be had).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sent {
     pub outcome: Outcome,
@@ -312,7 +312,11 @@ impl Pool {
             };
             let mut lease = match acquired {
                 Ok(lease) => lease,
-                Err(outcome) => return outcome,
+                Err(outcome) => {
+                    // No stream went out for this outcome (a re-send found no connection).
+                    *used = None;
+                    return outcome;
+                }
             };
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Outcome::NotSentInTime;

@@ -8,7 +8,7 @@ use std::sync::{Arc, MutexGuard};
 use bytes::Bytes;
 use h2::client::SendRequest;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::*;
 

@@ -355,7 +355,13 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
                         Decision { completion: expired(&ready), dead: None, halt: None }
                     } else {
                         let mut d = decide(&ready, &app.name, &outcome, settings.limits, now);
-                        d.completion.conn = conn;
+                        // An attempt is one that went out on a connection: answered, or cut
+                        // off waiting. (An unreachable endpoint's send never did.)
+                        let went_out = matches!(
+                            outcome,
+                            Outcome::Response(_) | Outcome::Timeout | Outcome::ConnectionLost { .. }
+                        );
+                        d.completion.conn = conn.filter(|_| went_out);
                         d
                     };
                     if outcome == Outcome::Unreachable {

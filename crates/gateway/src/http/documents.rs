@@ -116,8 +116,8 @@ pub struct NotificationDocument {
     /// The connection the last attempt went out on, as the gateway's logs number them
     /// (`conn=`); none before the first attempt.
     pub connection: Option<u64>,
-    /// Every attempt, oldest first: in the answer for one notification
-    /// (`GET /v1/notifications/{id}`), not in lookups of many.
+    /// Every attempt, oldest first (the last 100 before the last): in the answer for one
+    /// notification (`GET /v1/notifications/{id}`), not in lookups of many.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<AttemptDocument>>,
 }
@@ -129,7 +129,8 @@ pub struct AttemptDocument {
     pub at: String,
     /// Apple's HTTP status, when it answered.
     pub status_code: Option<u16>,
-    /// Apple's reason, or the gateway's (`Timeout`-like causes such as `ConnectionLost`).
+    /// Apple's reason; for an attempt Apple never answered, `Timeout` or `ConnectionLost`; for
+    /// the last, the notification's own (`MaxAttempts`, `Expired`) when the gateway gave up.
     pub reason: Option<String>,
     /// The connection it went out on (`conn=` in the logs).
     pub connection: Option<u64>,

@@ -162,14 +162,9 @@ pub async fn status(
     let caller = authenticate(&state.config().api_keys, &headers)?;
     let Path(id) = path?;
     let id = ApnsId::parse(&id).map_err(|_| not_found())?;
-    let record = state.spool.get(id).await.map_err(|e| spool_error(&e))?;
-    match record {
-        Some(r) if caller.may_use(&r.app) => {
-            let earlier = state
-                .spool
-                .attempts(id)
-                .await
-                .map_err(|e| spool_error(&e))?;
+    let found = state.spool.history(id).await.map_err(|e| spool_error(&e))?;
+    match found {
+        Some((r, earlier)) if caller.may_use(&r.app) => {
             let r = state.with_live_state(r);
             Ok(Json(NotificationDocument::with_history(&r, &earlier)))
         }

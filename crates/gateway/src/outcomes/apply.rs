@@ -81,7 +81,13 @@ pub fn decide(
         _ => None,
     };
     let apple = outcome.reason().cloned();
-    let reason = apple.clone().map(Cause::Apple);
+    // An attempt Apple never answered is named for what happened to it, so that its history
+    // entry (and the row while it waits for its retry) says why.
+    let reason = apple.clone().map(Cause::Apple).or(match outcome {
+        Outcome::Timeout => Some(GatewayReason::Timeout.into()),
+        Outcome::ConnectionLost { .. } => Some(GatewayReason::ConnectionLost.into()),
+        _ => None,
+    });
     let plain = |completion| Decision {
         completion,
         dead: None,
@@ -172,6 +178,26 @@ mod tests {
         retry_base: crate::outcomes::backoff::BASE,
     };
     const DAY: Duration = Duration::from_secs(86_400);
+
+    /// An attempt Apple never answered is retried under the name of what happened to it.
+    #[test]
+    fn an_unanswered_attempt_is_named() {
+        let now = SystemTime::now();
+        let r = ready(0, DAY, None);
+        for (outcome, reason) in [
+            (Outcome::Timeout, GatewayReason::Timeout),
+            (
+                Outcome::ConnectionLost { reason: None },
+                GatewayReason::ConnectionLost,
+            ),
+        ] {
+            let d = decide(&r, "a", &outcome, LIMITS, now);
+            assert_eq!(
+                (d.completion.state, d.completion.status, d.completion.reason),
+                (State::Queued, None, Some(reason.into()))
+            );
+        }
+    }
 
     #[test]
     fn each_consequence_becomes_its_record() {

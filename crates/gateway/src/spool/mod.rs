@@ -36,8 +36,8 @@ pub use error::{SpoolError, SubmitError};
 pub use idempotency::{Enqueued, IdempotencyKey};
 pub use records::{
     AttemptRecord, ClusterEvent, Completion, CopyReport, DeadToken, Export, ExportedNotification,
-    ExportedRequest, FeedbackEntry, GatewayInfo, NewRequest, NotificationRecord, PendingRow,
-    ReadyCursor, ReadyPage, ReadyRow, RecoveryReport, Sendable, State, StoredRequest,
+    ExportedRequest, FeedbackEntry, GatewayInfo, KEPT_SHOWN, NewRequest, NotificationRecord,
+    PendingRow, ReadyCursor, ReadyPage, ReadyRow, RecoveryReport, Sendable, State, StoredRequest,
     TOKEN_SEARCH_LIMIT, TokenHistory,
 };
 pub use retention::spawn_pruner;

@@ -124,10 +124,14 @@ pub struct AttemptRecord {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TokenHistory {
     pub notifications: Vec<NotificationRecord>,
-    /// The search stopped at [`TOKEN_SEARCH_LIMIT`] notifications before reaching the oldest
-    /// stored: older ones to this token may exist.
+    /// The search stopped at its limit ([`TOKEN_SEARCH_LIMIT`] notifications) before reaching
+    /// the oldest stored: older ones to this token may exist.
     pub truncated: bool,
 }
+
+/// How many of a notification's earlier attempts its history shows: the last ones. A halted
+/// app's probe can be put back many times; its history stays readable.
+pub const KEPT_SHOWN: usize = 100;
 
 /// How many of the most recent notifications a token lookup reads at most. Nothing indexes
 /// notifications by token (an index would cost every notification a write at ingest for a
@@ -273,6 +277,10 @@ pub struct ExportedNotification {
     pub due_at: Option<SystemTime>,
     pub status: Option<u16>,
     pub reason: Option<Cause>,
+    /// The last attempt's connection.
+    pub conn: Option<u64>,
+    /// The attempts a retry followed, oldest first.
+    pub history: Vec<AttemptRecord>,
 }
 
 /// What a copy did.

@@ -164,14 +164,22 @@ pub trait Spool: Send + Sync {
         ids: Vec<ApnsId>,
     ) -> impl Future<Output = Result<Vec<NotificationRecord>, SpoolError>> + Send;
 
-    /// A notification's attempts before its last, oldest first (the last is its record).
+    /// A notification's attempts before its last, oldest first (the last is its record); the
+    /// last [`KEPT_SHOWN`](super::KEPT_SHOWN) of them.
     fn attempts(
         &self,
         id: ApnsId,
     ) -> impl Future<Output = Result<Vec<AttemptRecord>, SpoolError>> + Send;
 
+    /// A notification and its [`Spool::attempts`], read together (they agree).
+    fn history(
+        &self,
+        id: ApnsId,
+    ) -> impl Future<Output = Result<Option<(NotificationRecord, Vec<AttemptRecord>)>, SpoolError>> + Send;
+
     /// Up to `limit` of the last notifications of `app` to `token`, newest first, among the
-    /// [`TOKEN_SEARCH_LIMIT`](super::TOKEN_SEARCH_LIMIT) most recent notifications.
+    /// [`TOKEN_SEARCH_LIMIT`](super::TOKEN_SEARCH_LIMIT) most recent notifications. One search
+    /// runs at a time; others wait for their turn.
     fn token_history(
         &self,
         app: &str,
@@ -426,6 +434,12 @@ impl Spool for Store {
     }
     async fn attempts(&self, id: ApnsId) -> Result<Vec<AttemptRecord>, SpoolError> {
         on!(self, s => s.attempts(id).await)
+    }
+    async fn history(
+        &self,
+        id: ApnsId,
+    ) -> Result<Option<(NotificationRecord, Vec<AttemptRecord>)>, SpoolError> {
+        on!(self, s => s.history(id).await)
     }
     async fn token_history(
         &self,

@@ -269,8 +269,10 @@ async fn a_token_lookup_shows_its_last_notifications_and_whether_it_is_dead(back
         .iter()
         .map(|n| n["id"].as_str().unwrap())
         .collect();
-    let mut wanted: Vec<String> = shop.iter().step_by(2).map(ToString::to_string).collect();
-    wanted.reverse();
+    // Newest first is the ids' order (UUIDv7): within one millisecond, not submission order.
+    let mut t1: Vec<apns::ApnsId> = shop.iter().step_by(2).copied().collect();
+    t1.sort_unstable_by(|a, b| b.as_uuid().cmp(a.as_uuid()));
+    let wanted: Vec<String> = t1.iter().map(ToString::to_string).collect();
     assert_eq!(found, wanted, "T1's shop notifications, newest first");
     let (_, _, doc) = api
         .call("GET", &format!("{path}?limit=1"), Some(SHOP_KEY), None)

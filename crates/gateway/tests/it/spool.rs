@@ -196,6 +196,11 @@ each_backend!(
             .complete(vec![retried(done_ids[0]), retried(keep_id)], Vec::new())
             .await
             .unwrap();
+        spool
+            .complete(vec![retried(done_ids[0])], Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(spool.attempts(done_ids[0]).await.unwrap().len(), 2);
         let completions = done_ids
             .iter()
             .map(|id| Completion {
@@ -528,3 +533,60 @@ async fn the_spool_files_are_private_whatever_the_umask() {
     assert_eq!(spool.pending(), 3, "the same spool");
     spool.close().await.unwrap();
 }
+
+// A token's lookup reads the newest notifications only, and says when it stopped before the
+// oldest: here the newest 5 of 15.
+each_backend!(
+    a_token_search_stops_at_its_limit_and_says_so,
+    SpoolOptions {
+        token_search_limit: 5,
+        ..SpoolOptions::default()
+    },
+    |spool| {
+        let old = request("shop", 1, 5);
+        spool.enqueue(vec![old]).await.unwrap();
+        // The next ids are of a later millisecond (ids are UUIDv7: ordered by it).
+        let first = SystemTime::now();
+        while SystemTime::now().duration_since(first).unwrap() < Duration::from_millis(2) {
+            std::hint::spin_loop();
+        }
+        let new = request("shop", 100, 10);
+        let newest = *new.notifications.iter().map(|(id, _)| id).max().unwrap();
+        let newest_token = new
+            .notifications
+            .iter()
+            .find(|(id, _)| *id == newest)
+            .unwrap()
+            .1
+            .clone();
+        spool.enqueue(vec![new]).await.unwrap();
+        let far = spool.token_history("shop", &token(1), 20).await.unwrap();
+        assert_eq!((far.notifications.len(), far.truncated), (0, true));
+        let near = spool
+            .token_history("shop", &newest_token, 20)
+            .await
+            .unwrap();
+        assert_eq!(
+            near.notifications.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![newest]
+        );
+        assert!(
+            near.truncated,
+            "fewer than asked for, and older ones unread"
+        );
+        let enough = spool.token_history("shop", &newest_token, 1).await.unwrap();
+        assert!(
+            !enough.truncated,
+            "as many as asked for: nothing is missing"
+        );
+        assert!(
+            spool
+                .token_history("news", &newest_token, 20)
+                .await
+                .unwrap()
+                .notifications
+                .is_empty(),
+            "another app's notifications to the same token are not its"
+        );
+    }
+);

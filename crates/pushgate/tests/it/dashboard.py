@@ -92,6 +92,8 @@ try:
     look_up(failed_id)
     wait.until(lambda d: shown(d)["fields"].get("id") == failed_id)
     failed = shown(driver)
+    driver.execute_script("document.getElementById('lookup-form').scrollIntoView()")
+    driver.save_screenshot(shot.replace(".png", "-lookup.png"))
     look_up(dead_token)
     wait.until(lambda d: "registered dead" in shown(d)["text"] and shown(d)["notifications"])
     dead = shown(driver)

@@ -158,8 +158,11 @@ fn in_chromium_an_admin_logs_in_sends_and_sees_delivered() {
     let png = std::fs::read(&shot).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG screenshot");
     // Kept for the README when asked: PUSHGATE_SCREENSHOT=docs/screenshots/dashboard.png
+    // (and the lookup box beside it, as dashboard-lookup.png).
     if let Ok(to) = std::env::var("PUSHGATE_SCREENSHOT") {
-        std::fs::copy(&shot, to).unwrap();
+        std::fs::copy(&shot, &to).unwrap();
+        let lookup = out_dir.path().join("dashboard-lookup.png");
+        std::fs::copy(&lookup, to.replace(".png", "-lookup.png")).unwrap();
     }
 }
 

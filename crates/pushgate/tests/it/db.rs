@@ -46,13 +46,13 @@ fn db_status_and_migrate_on_sqlite() {
     let created = pushgate(&["db", "migrate"], &config);
     assert!(created.status.success(), "{}", text(&created));
     assert!(
-        text(&created).contains("schema: created at version 3"),
+        text(&created).contains("schema: created at version 4"),
         "{}",
         text(&created)
     );
     let again = pushgate(&["db", "migrate"], &config);
     assert!(
-        text(&again).contains("schema: already at version 3"),
+        text(&again).contains("schema: already at version 4"),
         "{}",
         text(&again)
     );
@@ -88,13 +88,13 @@ fn db_status_and_migrate_on_postgres() {
     assert!(out.contains("schema version: none yet"), "{out}");
     let created = pushgate(&["db", "migrate"], &config);
     assert!(
-        text(&created).contains("schema: created at version 3"),
+        text(&created).contains("schema: created at version 4"),
         "{}",
         text(&created)
     );
     let again = pushgate(&["db", "migrate"], &config);
     assert!(
-        text(&again).contains("schema: already at version 3"),
+        text(&again).contains("schema: already at version 4"),
         "{}",
         text(&again)
     );
@@ -108,18 +108,47 @@ fn db_status_and_migrate_on_postgres() {
     );
     assert!(
         text(&check).contains("    server 15")
-            && text(&check).contains("schema version 3 (this pushgate: 3)"),
+            && text(&check).contains("schema version 4 (this pushgate: 4)"),
         "config check reaches the database: {}",
         text(&check)
     );
 
-    // A version 1 database (its placeholder table of idempotency keys, gateways without their
-    // locks) is migrated to 3.
+    // A version 3 database (no attempts kept, no connection per notification) is migrated to 4.
     rt.block_on(async {
         let client = client(&pg).await;
         client
             .batch_execute(
-                "DROP TABLE idempotency_keys; CREATE TABLE idempotency_keys (app text NOT NULL, \
+                "ALTER TABLE notifications DROP COLUMN conn; DROP TABLE attempts; \
+                 UPDATE pushgate_schema SET version = 3",
+            )
+            .await
+            .unwrap();
+    });
+    let migrated = pushgate(&["db", "migrate"], &config);
+    assert!(
+        text(&migrated).contains("schema: migrated from version 3 to 4"),
+        "{}",
+        text(&migrated)
+    );
+    rt.block_on(async {
+        client(&pg)
+            .await
+            .query(
+                "SELECT seq, id, at, status, reason, conn FROM attempts",
+                &[],
+            )
+            .await
+            .expect("version 4's attempts");
+    });
+
+    // A version 1 database (its placeholder table of idempotency keys, gateways without their
+    // locks, no attempts) is migrated to 4.
+    rt.block_on(async {
+        let client = client(&pg).await;
+        client
+            .batch_execute(
+                "ALTER TABLE notifications DROP COLUMN conn; DROP TABLE attempts; \
+                 DROP TABLE idempotency_keys; CREATE TABLE idempotency_keys (app text NOT NULL, \
                  key text NOT NULL, request_id bigint NOT NULL, created_at bigint NOT NULL, \
                  PRIMARY KEY (app, key)); ALTER TABLE gateways DROP COLUMN lock_key, \
                  DROP COLUMN apps; ALTER TABLE provider_tokens DROP COLUMN team_id; \
@@ -130,7 +159,7 @@ fn db_status_and_migrate_on_postgres() {
     });
     let migrated = pushgate(&["db", "migrate"], &config);
     assert!(
-        text(&migrated).contains("schema: migrated from version 1 to 3"),
+        text(&migrated).contains("schema: migrated from version 1 to 4"),
         "{}",
         text(&migrated)
     );
@@ -221,11 +250,11 @@ fn concurrent_start_up_migrates_once() {
     let gateway = gateway.expect("the gateway came up beside the migrations");
     let created = outputs
         .iter()
-        .filter(|o| o.contains("schema: created at version 3"))
+        .filter(|o| o.contains("schema: created at version 4"))
         .count();
     let found = outputs
         .iter()
-        .filter(|o| o.contains("schema: already at version 3"))
+        .filter(|o| o.contains("schema: already at version 4"))
         .count();
     assert!(
         created <= 1 && created + found == 4,
@@ -238,7 +267,7 @@ fn concurrent_start_up_migrates_once() {
     // Beside the running gateway (its lock is the gateway's, not the migration's).
     let beside = pushgate(&["db", "migrate"], &config);
     assert!(
-        beside.status.success() && text(&beside).contains("schema: already at version 3"),
+        beside.status.success() && text(&beside).contains("schema: already at version 4"),
         "{}",
         text(&beside)
     );
@@ -250,7 +279,7 @@ fn concurrent_start_up_migrates_once() {
             .unwrap();
         assert_eq!(
             rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>(),
-            [3],
+            [4],
             "one schema row"
         );
         gateway::spool::Spool::close(&gateway).await.unwrap();
@@ -318,7 +347,8 @@ fn db_copy_from_sqlite_moves_what_is_pending_once() {
     rt.block_on(async {
         let spool = Store::sqlite(&file, SpoolOptions::default()).unwrap();
         spool.enqueue(vec![queued, scheduled]).await.unwrap();
-        // Four delivered (they stay behind), one retrying (it comes along, as it stands).
+        // Four delivered (they stay behind), one retrying (it comes along, as it stands, with
+        // the attempt it was retried after).
         let mut done: Vec<_> = ids[..4]
             .iter()
             .map(|id| Completion {
@@ -338,7 +368,7 @@ fn db_copy_from_sqlite_moves_what_is_pending_once() {
             status: Some(503),
             reason: Some(apns::Reason::ServiceUnavailable.into()),
             due_at: Some(SystemTime::now() + Duration::from_secs(60)),
-            conn: None,
+            conn: Some(5),
         });
         let gone = DeadToken {
             app: "shop".to_owned(),
@@ -394,8 +424,22 @@ fn db_copy_from_sqlite_moves_what_is_pending_once() {
         );
         let retrying = spool.get(ids[4]).await.unwrap().unwrap();
         assert_eq!(
-            (retrying.state, retrying.attempts, retrying.status),
-            (State::Queued, 2, Some(503))
+            (
+                retrying.state,
+                retrying.attempts,
+                retrying.status,
+                retrying.conn
+            ),
+            (State::Queued, 2, Some(503), Some(5))
+        );
+        let history = spool.attempts(ids[4]).await.unwrap();
+        assert_eq!(
+            history
+                .iter()
+                .map(|a| (a.status, a.conn))
+                .collect::<Vec<_>>(),
+            vec![(Some(503), Some(5))],
+            "its history comes along"
         );
         assert_eq!(
             spool.get(ids[9]).await.unwrap().unwrap().state,

@@ -323,17 +323,12 @@ async fn notification(
     session(&state, &headers).ok_or_else(unauthorized)?;
     let not_found = || ApiError::new(Code::NotFound, "no such notification");
     let id = ApnsId::parse(&id).map_err(|_| not_found())?;
-    let record = state
+    let (record, earlier) = state
         .spool
-        .get(id)
+        .history(id)
         .await
         .map_err(|e| super::spool_error(&e))?
         .ok_or_else(not_found)?;
-    let earlier = state
-        .spool
-        .attempts(id)
-        .await
-        .map_err(|e| super::spool_error(&e))?;
     Ok(Json(super::documents::NotificationDocument::with_history(
         &state.with_live_state(record),
         &earlier,

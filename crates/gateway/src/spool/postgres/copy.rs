@@ -65,8 +65,8 @@ impl PgSpool {
             for n in &r.notifications {
                 tx.execute(
                     "INSERT INTO notifications (id, request_id, app, token, state, attempts, \
-                     due_at, status, reason, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                     due_at, status, reason, updated_at, conn) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                     &[
                         n.id.as_uuid(),
                         &request_id,
@@ -78,10 +78,26 @@ impl PgSpool {
                         &n.status.map(i32::from),
                         &n.reason.as_ref().map(ToString::to_string),
                         &now,
+                        &n.conn.map(|c| c as i64),
                     ],
                 )
                 .await
                 .map_err(self.err("copying a notification"))?;
+                for a in &n.history {
+                    tx.execute(
+                        "INSERT INTO attempts (id, at, status, reason, conn) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                        &[
+                            n.id.as_uuid(),
+                            &to_ms(a.at),
+                            &a.status.map(i32::from),
+                            &a.reason.as_ref().map(ToString::to_string),
+                            &a.conn.map(|c| c as i64),
+                        ],
+                    )
+                    .await
+                    .map_err(self.err("copying a notification's attempts"))?;
+                }
             }
             tx.commit()
                 .await

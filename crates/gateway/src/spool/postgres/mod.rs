@@ -37,8 +37,8 @@ use super::{
 };
 use crate::config::Postgres;
 use schema::{
-    ATTEMPTS_FORGET, CLAIM_DUE, COMPLETE, KEYS_FORGET, NOT_MINE, PRUNE_FINISHED, REGISTER_DEAD,
-    REQUEST_GONE, REQUEST_LOSES, REQUEUE_IN_FLIGHT, RETENTION_LOCK,
+    CLAIM_DUE, COMPLETE, KEYS_FORGET, NOT_MINE, PRUNE_FINISHED, REGISTER_DEAD, REQUEST_GONE,
+    REQUEST_LOSES, REQUEUE_IN_FLIGHT, RETENTION_LOCK,
 };
 
 /// The PostgreSQL spool. Cheap to clone.
@@ -59,6 +59,9 @@ struct Inner {
     /// How long an idempotency key is remembered.
     idempotency_window: std::time::Duration,
     commits: AtomicU64,
+    /// One token search at a time.
+    searches: tokio::sync::Semaphore,
+    token_search_limit: usize,
 }
 
 impl std::fmt::Debug for PgSpool {
@@ -131,6 +134,8 @@ impl PgSpool {
                 max_pending: options.max_pending,
                 idempotency_window: options.idempotency_window,
                 commits: AtomicU64::new(0),
+                searches: tokio::sync::Semaphore::new(1),
+                token_search_limit: options.token_search_limit,
             }),
         };
         let mut c = spool.conn().await?;
@@ -507,14 +512,30 @@ impl Spool for PgSpool {
         reads::attempts_of(&c, &self.inner.target, id).await
     }
 
+    async fn history(
+        &self,
+        id: ApnsId,
+    ) -> Result<Option<(NotificationRecord, Vec<AttemptRecord>)>, SpoolError> {
+        let mut c = self.conn().await?;
+        reads::history(&mut c, &self.inner.target, id).await
+    }
+
     async fn token_history(
         &self,
         app: &str,
         token: &DeviceToken,
         limit: usize,
     ) -> Result<TokenHistory, SpoolError> {
-        let c = self.conn().await?;
-        reads::token_history(&c, &self.inner.target, app, token, limit).await
+        // One search at a time: each holds a pooled connection for its scan.
+        let _turn = self
+            .inner
+            .searches
+            .acquire()
+            .await
+            .map_err(|_| SpoolError::WriterGone)?;
+        let mut c = self.conn().await?;
+        let most = self.inner.token_search_limit;
+        reads::token_history(&mut c, &self.inner.target, app, token, limit, most).await
     }
 
     async fn pending_page(
@@ -587,9 +608,6 @@ impl Spool for PgSpool {
                     .map_err(self.err("pruning finished requests"))?;
             }
         }
-        tx.execute(ATTEMPTS_FORGET, &[&first_id, &(limit as i64)])
-            .await
-            .map_err(self.err("pruning attempts"))?;
         tx.commit().await.map_err(self.err("committing a prune"))?;
         self.committed();
         Ok(gone + keys as usize)

@@ -6,14 +6,15 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use apns::{ApnsId, DeviceToken, Reason};
+use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use super::pg;
 use super::schema::{NEXT_DUE, READY_DUE, READY_WAITING, REQUESTS_BY_ID};
 use crate::reason::Cause;
 use crate::spool::{
-    AttemptRecord, FeedbackEntry, NotificationRecord, PendingRow, ReadyCursor, ReadyPage, ReadyRow,
-    Sendable, SpoolError, State, StoredRequest, TOKEN_SEARCH_LIMIT, TokenHistory, from_ms,
+    AttemptRecord, FeedbackEntry, KEPT_SHOWN, NotificationRecord, PendingRow, ReadyCursor,
+    ReadyPage, ReadyRow, Sendable, SpoolError, State, StoredRequest, TokenHistory, from_ms,
 };
 
 type Client = deadpool_postgres::Object;
@@ -235,9 +236,10 @@ pub(super) async fn request_of(
     row.as_ref().map(decode_request).transpose()
 }
 
-/// Notifications by id, with their requests' times (unknown ids are left out).
+/// Notifications by id, with their requests' times (unknown ids are left out); on a client or
+/// in a transaction.
 pub(super) async fn records(
-    c: &Client,
+    c: &impl GenericClient,
     target: &str,
     ids: &[ApnsId],
 ) -> Result<Vec<NotificationRecord>, SpoolError> {
@@ -282,21 +284,23 @@ pub(super) async fn records(
         .collect())
 }
 
-/// A notification's earlier attempts, oldest first.
+/// A notification's earlier attempts, oldest first (the last [`KEPT_SHOWN`] of them).
 pub(super) async fn attempts_of(
-    c: &Client,
+    c: &impl GenericClient,
     target: &str,
     id: ApnsId,
 ) -> Result<Vec<AttemptRecord>, SpoolError> {
     let rows = c
         .query(
-            "SELECT at, status, reason, conn FROM attempts WHERE id = $1 ORDER BY seq",
-            &[id.as_uuid()],
+            "SELECT at, status, reason, conn FROM attempts WHERE id = $1 ORDER BY seq DESC \
+             LIMIT $2",
+            &[id.as_uuid(), &(KEPT_SHOWN as i64)],
         )
         .await
         .map_err(pg(target, "reading a notification's attempts"))?;
     Ok(rows
         .iter()
+        .rev()
         .map(|r| AttemptRecord {
             at: from_ms(r.get(0)),
             status: r.get::<_, Option<i32>>(1).map(|s| s as u16),
@@ -306,40 +310,74 @@ pub(super) async fn attempts_of(
         .collect())
 }
 
-/// Up to `limit` of the last notifications of `app` to `token`, among the newest
-/// [`TOKEN_SEARCH_LIMIT`] (walked backwards along the primary key: ids are time-ordered), and
-/// whether older ones went unsearched.
+/// A notification and its earlier attempts, read in one snapshot.
+pub(super) async fn history(
+    c: &mut Client,
+    target: &str,
+    id: ApnsId,
+) -> Result<Option<(NotificationRecord, Vec<AttemptRecord>)>, SpoolError> {
+    let what = "reading a history";
+    let tx = c
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg(target, what))?;
+    let Some(record) = records(&tx, target, &[id]).await?.pop() else {
+        return Ok(None);
+    };
+    let earlier = attempts_of(&tx, target, id).await?;
+    tx.commit().await.map_err(pg(target, what))?;
+    Ok(Some((record, earlier)))
+}
+
+/// Up to `limit` of the last notifications of `app` to `token`, among the newest `most`
+/// (walked backwards along the primary key: ids are time-ordered), and whether older ones went
+/// unsearched. Within a statement timeout: a search must not hold its connection for long.
 pub(super) async fn token_history(
-    c: &Client,
+    c: &mut Client,
     target: &str,
     app: &str,
     token: &DeviceToken,
     limit: usize,
+    most: usize,
 ) -> Result<TokenHistory, SpoolError> {
     let what = "searching a token's notifications";
-    let searched = TOKEN_SEARCH_LIMIT as i64;
-    let rows = c
+    let most = most as i64;
+    let tx = c
+        .build_transaction()
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg(target, what))?;
+    tx.batch_execute("SET LOCAL statement_timeout = '10s'")
+        .await
+        .map_err(pg(target, what))?;
+    let rows = tx
         .query(
             "SELECT id FROM (SELECT id, app, token FROM notifications ORDER BY id DESC LIMIT $1) \
-             recent WHERE token = $2 AND app = $3 LIMIT $4",
-            &[&searched, &token_bytes(token), &app, &(limit as i64)],
+             recent WHERE token = $2 AND app = $3 ORDER BY id DESC LIMIT $4",
+            &[&most, &token_bytes(token), &app, &(limit as i64)],
         )
         .await
         .map_err(pg(target, what))?;
-    let mut ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.get(0)).collect();
-    ids.sort_unstable_by(|a, b| b.cmp(a));
-    let ids: Vec<ApnsId> = ids.into_iter().map(ApnsId::from_uuid).collect();
-    // Fewer than asked for: were there older notifications the search did not reach?
+    let ids: Vec<ApnsId> = rows.iter().map(|r| ApnsId::from_uuid(r.get(0))).collect();
+    // Fewer than asked for: were there older notifications the search did not reach? (An
+    // index-only walk of the same entries.)
     let truncated = ids.len() < limit
-        && c.query_one(
-            "SELECT EXISTS (SELECT 1 FROM notifications ORDER BY id DESC OFFSET $1)",
-            &[&searched],
-        )
-        .await
-        .map_err(pg(target, what))?
-        .get::<_, bool>(0);
+        && tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM notifications ORDER BY id DESC OFFSET $1)",
+                &[&most],
+            )
+            .await
+            .map_err(pg(target, what))?
+            .get::<_, bool>(0);
+    let notifications = records(&tx, target, &ids).await?;
+    tx.commit().await.map_err(pg(target, what))?;
     Ok(TokenHistory {
-        notifications: records(c, target, &ids).await?,
+        notifications,
         truncated,
     })
 }

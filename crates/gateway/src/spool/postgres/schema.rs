@@ -279,10 +279,7 @@ pub(super) const COMPLETE: &str = "WITH u AS (UPDATE notifications n SET state =
      kept AS (INSERT INTO attempts (id, at, status, reason, conn) SELECT id, $7, status, reason, \
      conn FROM u WHERE state < 3 AND (conn IS NOT NULL OR status IS NOT NULL)) \
      SELECT state FROM u";
-/// Retention: up to $2 kept attempts of notifications below id $1 that are gone.
-pub(super) const ATTEMPTS_FORGET: &str = "DELETE FROM attempts WHERE seq IN (SELECT a.seq \
-     FROM attempts a WHERE a.id < $1 AND NOT EXISTS \
-     (SELECT 1 FROM notifications n WHERE n.id = a.id) LIMIT $2)";
+
 /// Of these ids, those still pending but held by another gateway (or none): the outcomes the
 /// fence dropped, for the log.
 pub(super) const NOT_MINE: &str = "SELECT count(*) FROM notifications \
@@ -291,10 +288,13 @@ pub(super) const REGISTER_DEAD: &str = "INSERT INTO dead_tokens (app, token, rea
      VALUES ($1, $2, $3, $4) ON CONFLICT (app, token) DO UPDATE SET reason = excluded.reason, \
      since = excluded.since";
 /// Retention: finished notifications last updated before $1, walking the primary key below
-/// $3 (the first id of that time), each request once with how many it lost.
+/// $3 (the first id of that time), each request once with how many it lost; their kept
+/// attempts go with them.
 pub(super) const PRUNE_FINISHED: &str = "WITH gone AS (DELETE FROM notifications WHERE id IN \
      (SELECT id FROM notifications WHERE id < $3 AND state >= 3 AND updated_at < $1 LIMIT $2) \
-     RETURNING request_id) SELECT request_id, count(*) FROM gone GROUP BY request_id";
+     RETURNING id, request_id), \
+     history AS (DELETE FROM attempts WHERE id IN (SELECT id FROM gone)) \
+     SELECT request_id, count(*) FROM gone GROUP BY request_id";
 pub(super) const REQUEST_LOSES: &str =
     "UPDATE requests SET remaining = remaining - $2 WHERE id = $1 RETURNING remaining";
 pub(super) const REQUEST_GONE: &str = "DELETE FROM requests WHERE id = $1";

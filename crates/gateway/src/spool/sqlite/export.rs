@@ -81,9 +81,13 @@ fn read_export(c: &Connection) -> Result<crate::spool::Export, SpoolError> {
     let mut st = c
         .prepare(
             "SELECT n.id, n.token, n.state, n.attempts, n.due_at, n.status, n.reason, n.request_id, \
-             r.send_at, r.created_at FROM notifications n JOIN requests r ON r.id = n.request_id \
+             r.send_at, r.created_at, n.conn FROM notifications n JOIN requests r ON r.id = n.request_id \
              WHERE n.state < 3 ORDER BY n.request_id, n.id",
         )
+        .map_err(sql(what))?;
+    // Histories are read only when some notification was retried.
+    let retried: bool = c
+        .query_row("SELECT EXISTS (SELECT 1 FROM attempts)", [], |r| r.get(0))
         .map_err(sql(what))?;
     let mut rows = st.query([]).map_err(sql(what))?;
     let mut current: Option<i64> = None;
@@ -102,13 +106,14 @@ fn read_export(c: &Connection) -> Result<crate::spool::Export, SpoolError> {
             });
             current = Some(request_id);
         }
+        let id = decode_id(
+            r.get_ref(0)
+                .map_err(sql(what))?
+                .as_blob()
+                .map_err(|e| sql(what)(e.into()))?,
+        )?;
         let n = crate::spool::ExportedNotification {
-            id: decode_id(
-                r.get_ref(0)
-                    .map_err(sql(what))?
-                    .as_blob()
-                    .map_err(|e| sql(what)(e.into()))?,
-            )?,
+            id,
             token: token_from_bytes(
                 r.get_ref(1)
                     .map_err(sql(what))?
@@ -124,6 +129,15 @@ fn read_export(c: &Connection) -> Result<crate::spool::Export, SpoolError> {
                 .map_err(sql(what))?
                 .as_deref()
                 .map(Cause::parse),
+            conn: r
+                .get::<_, Option<i64>>(10)
+                .map_err(sql(what))?
+                .map(|n| n as u64),
+            history: if retried {
+                super::reads::attempts_of(c, id)?
+            } else {
+                Vec::new()
+            },
         };
         if let Some(last) = out.requests.last_mut() {
             last.notifications.push(n);

@@ -50,6 +50,9 @@ pub struct SpoolOptions {
     pub idempotency_window: std::time::Duration,
     /// The files' mode (`[storage] mode`): they hold tokens and payloads.
     pub mode: u32,
+    /// How many of the newest notifications a token's lookup reads at most
+    /// ([`TOKEN_SEARCH_LIMIT`](crate::spool::TOKEN_SEARCH_LIMIT); lower in tests).
+    pub token_search_limit: usize,
 }
 
 impl Default for SpoolOptions {
@@ -60,6 +63,7 @@ impl Default for SpoolOptions {
             power_safe: true,
             idempotency_window: std::time::Duration::from_secs(86_400),
             mode: 0o600,
+            token_search_limit: crate::spool::TOKEN_SEARCH_LIMIT,
         }
     }
 }
@@ -82,6 +86,9 @@ struct Inner {
     /// A read connection for the searches operators run by hand (a token's notifications walk
     /// up to a million rows): on the reader, they would hold up the scheduler's pages.
     lookup: Arc<Mutex<Connection>>,
+    /// One search at a time: others wait here, not on a blocking thread of their own.
+    searches: Arc<tokio::sync::Semaphore>,
+    token_search_limit: usize,
     writer: Arc<writer::WriterState>,
     /// An exclusive `flock` on `<file>.lock` beside the spool, held until the spool closes: a
     /// second gateway (or `pushgate db copy`) on the same file is refused instead of sending
@@ -168,6 +175,8 @@ impl SqliteSpool {
                 max_pending,
                 reader: Arc::new(Mutex::new(reader)),
                 lookup: Arc::new(Mutex::new(lookup)),
+                searches: Arc::new(tokio::sync::Semaphore::new(1)),
+                token_search_limit: options.token_search_limit,
                 writer,
                 owner: Mutex::new(Some(owner)),
             }),
@@ -223,12 +232,21 @@ impl SqliteSpool {
         Self::read_on(Arc::clone(&self.inner.reader), f).await
     }
 
-    /// Runs `f` with the lookup connection on a blocking thread.
+    /// Runs `f` with the lookup connection on a blocking thread, one search at a time (the
+    /// turn is kept until the search ends, even if its caller went away).
     async fn search<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, SpoolError> + Send + 'static,
     ) -> Result<T, SpoolError> {
-        Self::read_on(Arc::clone(&self.inner.lookup), f).await
+        let turn = Arc::clone(&self.inner.searches)
+            .acquire_owned()
+            .await
+            .map_err(|_| SpoolError::WriterGone)?;
+        Self::read_on(Arc::clone(&self.inner.lookup), move |c| {
+            let _turn = turn;
+            f(c)
+        })
+        .await
     }
 
     async fn read_on<T: Send + 'static>(
@@ -386,6 +404,23 @@ impl Spool for SqliteSpool {
         self.read(move |c| reads::attempts_of(c, id)).await
     }
 
+    async fn history(
+        &self,
+        id: ApnsId,
+    ) -> Result<Option<(NotificationRecord, Vec<AttemptRecord>)>, SpoolError> {
+        // One read of both, in one transaction: the record and its attempts agree.
+        self.read(move |c| {
+            let tx = c
+                .unchecked_transaction()
+                .map_err(sql("reading a history"))?;
+            let Some(record) = reads::read_record(&tx, id)? else {
+                return Ok(None);
+            };
+            Ok(Some((record, reads::attempts_of(&tx, id)?)))
+        })
+        .await
+    }
+
     async fn token_history(
         &self,
         app: &str,
@@ -393,7 +428,8 @@ impl Spool for SqliteSpool {
         limit: usize,
     ) -> Result<TokenHistory, SpoolError> {
         let (app, token) = (app.to_owned(), token.clone());
-        self.search(move |c| reads::token_history(c, &app, &token, limit))
+        let most = self.inner.token_search_limit;
+        self.search(move |c| reads::token_history(c, &app, &token, limit, most))
             .await
     }
 

@@ -16,8 +16,8 @@ use super::sql;
 use super::writes::TOKEN_BYTES;
 use crate::reason::Cause;
 use crate::spool::{
-    AttemptRecord, FeedbackEntry, NotificationRecord, PendingRow, ReadyCursor, ReadyPage, ReadyRow,
-    Sendable, SpoolError, State, StoredRequest, TOKEN_SEARCH_LIMIT, TokenHistory, from_ms,
+    AttemptRecord, FeedbackEntry, KEPT_SHOWN, NotificationRecord, PendingRow, ReadyCursor,
+    ReadyPage, ReadyRow, Sendable, SpoolError, State, StoredRequest, TokenHistory, from_ms,
 };
 
 /// Requests already read in this page, by id, with their expiry.
@@ -242,31 +242,37 @@ pub(super) fn read_record(
     }))
 }
 
-/// A notification's earlier attempts, oldest first.
+/// A notification's earlier attempts, oldest first (the last [`KEPT_SHOWN`] of them).
 pub(super) fn attempts_of(c: &Connection, id: ApnsId) -> Result<Vec<AttemptRecord>, SpoolError> {
     let what = "reading a notification's attempts";
     let mut st = c.prepare_cached(ATTEMPTS_OF).map_err(sql(what))?;
     let rows = st
-        .query_map(params![&id.as_uuid().as_bytes()[..]], |r| {
-            Ok(AttemptRecord {
-                at: from_ms(r.get(0)?),
-                status: r.get(1)?,
-                reason: r.get::<_, Option<String>>(2)?.as_deref().map(Cause::parse),
-                conn: r.get::<_, Option<i64>>(3)?.map(|n| n as u64),
-            })
-        })
+        .query_map(
+            params![&id.as_uuid().as_bytes()[..], KEPT_SHOWN as i64],
+            |r| {
+                Ok(AttemptRecord {
+                    at: from_ms(r.get(0)?),
+                    status: r.get(1)?,
+                    reason: r.get::<_, Option<String>>(2)?.as_deref().map(Cause::parse),
+                    conn: r.get::<_, Option<i64>>(3)?.map(|n| n as u64),
+                })
+            },
+        )
         .map_err(sql(what))?;
-    rows.collect::<Result<_, _>>().map_err(sql(what))
+    let mut kept: Vec<AttemptRecord> = rows.collect::<Result<_, _>>().map_err(sql(what))?;
+    kept.reverse();
+    Ok(kept)
 }
 
-/// Up to `limit` of the last notifications of `app` to `token`, walking the newest
-/// [`TOKEN_SEARCH_LIMIT`] notifications by id (their order of creation) from the newest: the
-/// token is compared here, and only a match's request is read for its app.
+/// Up to `limit` of the last notifications of `app` to `token`, walking the newest `most`
+/// notifications by id (their order of creation) from the newest: the token is compared here,
+/// and only a match's request is read for its app.
 pub(super) fn token_history(
     c: &Connection,
     app: &str,
     token: &DeviceToken,
     limit: usize,
+    most: usize,
 ) -> Result<TokenHistory, SpoolError> {
     let what = "searching a token's notifications";
     let wanted = token.to_bytes(&mut [0; TOKEN_BYTES]).to_vec();
@@ -278,7 +284,7 @@ pub(super) fn token_history(
     let mut found = Vec::new();
     let (mut scanned, mut truncated) = (0, false);
     while let Some(r) = rows.next().map_err(sql(what))? {
-        if scanned == TOKEN_SEARCH_LIMIT {
+        if scanned == most {
             truncated = true;
             break;
         }

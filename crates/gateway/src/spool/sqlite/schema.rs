@@ -183,18 +183,21 @@ pub(super) const COMPLETE: &str = "UPDATE notifications SET state = ?2, attempts
 /// An attempt that a retry follows, kept for the notification's history.
 pub(super) const ATTEMPT_KEPT: &str =
     "INSERT INTO attempts (id, at, status, reason, conn) VALUES (?1, ?2, ?3, ?4, ?5)";
-/// A notification's earlier attempts, oldest first.
+/// A notification's earlier attempts, the last [`KEPT_SHOWN`](crate::spool::KEPT_SHOWN) of
+/// them, newest first.
 pub(super) const ATTEMPTS_OF: &str =
-    "SELECT at, status, reason, conn FROM attempts WHERE id = ?1 ORDER BY rowid";
-/// Retention: up to ?2 kept attempts of notifications below id ?1 that are gone.
-pub(super) const ATTEMPTS_FORGET: &str = "DELETE FROM attempts WHERE rowid IN (SELECT a.rowid \
-     FROM attempts a WHERE a.id < ?1 AND NOT EXISTS \
-     (SELECT 1 FROM notifications n WHERE n.id = a.id) LIMIT ?2)";
+    "SELECT at, status, reason, conn FROM attempts WHERE id = ?1 ORDER BY rowid DESC LIMIT ?2";
+/// Retention: whether any attempt is kept of a notification below id ?1 (when none is, a
+/// prune deletes no attempts one by one).
+pub(super) const ATTEMPTS_BELOW: &str = "SELECT EXISTS (SELECT 1 FROM attempts WHERE id < ?1)";
+/// Retention: a pruned notification's kept attempts.
+pub(super) const ATTEMPTS_FORGET: &str = "DELETE FROM attempts WHERE id = ?1";
 /// Retention: finished notifications last updated before ?1, walking the primary key up to
 /// ?3, the first id of that time (a notification created later cannot have finished earlier);
-/// answers each one's request.
+/// answers each one's id and request.
 pub(super) const PRUNE_FINISHED: &str = "DELETE FROM notifications WHERE id IN (SELECT id FROM \
-     notifications WHERE id < ?3 AND state >= 3 AND updated_at < ?1 LIMIT ?2) RETURNING request_id";
+     notifications WHERE id < ?3 AND state >= 3 AND updated_at < ?1 LIMIT ?2) \
+     RETURNING id, request_id";
 /// Retention: a request loses `?2` notifications, and goes with the last.
 pub(super) const REQUEST_LOSES: &str =
     "UPDATE requests SET remaining = remaining - ?2 WHERE id = ?1 RETURNING remaining";
@@ -269,6 +272,7 @@ mod plans {
             REQUEUE_IN_FLIGHT,
             COMPLETE,
             ATTEMPTS_OF,
+            ATTEMPTS_BELOW,
             ATTEMPTS_FORGET,
             PRUNE_FINISHED,
             REQUEST_LOSES,

@@ -6,8 +6,9 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::decode::id_from_bytes;
 use super::schema::{
-    APP_ID, APP_IDS, ATTEMPT_KEPT, ATTEMPTS_FORGET, CLAIM_DUE, COMPLETE, KEY_REMEMBER, KEY_SEEN,
-    KEYS_FORGET, PRUNE_FINISHED, REQUEST_GONE, REQUEST_LOSES, REQUEUE_IN_FLIGHT,
+    APP_ID, APP_IDS, ATTEMPT_KEPT, ATTEMPTS_BELOW, ATTEMPTS_FORGET, CLAIM_DUE, COMPLETE,
+    KEY_REMEMBER, KEY_SEEN, KEYS_FORGET, PRUNE_FINISHED, REQUEST_GONE, REQUEST_LOSES,
+    REQUEUE_IN_FLIGHT,
 };
 use super::writer::{Command, Done};
 use crate::spool::idempotency::{self, IdempotencyKey, Seen};
@@ -245,13 +246,24 @@ fn register_dead(tx: &Transaction<'_>, d: &DeadToken) -> Result<(), rusqlite::Er
 
 fn prune(tx: &Transaction<'_>, before: i64, limit: usize) -> Result<usize, rusqlite::Error> {
     let mut by_request: std::collections::HashMap<i64, i64> = std::collections::HashMap::new();
-    let mut gone = 0;
+    let mut gone = Vec::new();
+    let first_id = first_id_at(before);
     {
         let mut st = tx.prepare_cached(PRUNE_FINISHED)?;
-        let mut rows = st.query(params![before, limit as i64, &first_id_at(before)[..]])?;
+        let mut rows = st.query(params![before, limit as i64, &first_id[..]])?;
         while let Some(r) = rows.next()? {
-            *by_request.entry(r.get(0)?).or_default() += 1;
-            gone += 1;
+            gone.push(r.get::<_, Vec<u8>>(0)?);
+            *by_request.entry(r.get(1)?).or_default() += 1;
+        }
+    }
+    // Their histories go with them: only notifications that were retried have one.
+    let kept: bool = tx
+        .prepare_cached(ATTEMPTS_BELOW)?
+        .query_row(params![&first_id[..]], |r| r.get(0))?;
+    if kept {
+        let mut forget = tx.prepare_cached(ATTEMPTS_FORGET)?;
+        for id in &gone {
+            forget.execute(params![id])?;
         }
     }
     let mut loses = tx.prepare_cached(REQUEST_LOSES)?;
@@ -264,9 +276,7 @@ fn prune(tx: &Transaction<'_>, before: i64, limit: usize) -> Result<usize, rusql
             remove.execute(params![request])?;
         }
     }
-    tx.prepare_cached(ATTEMPTS_FORGET)?
-        .execute(params![&first_id_at(before)[..], limit as i64])?;
-    Ok(gone)
+    Ok(gone.len())
 }
 
 /// The smallest UUIDv7 of millisecond `ms`, as stored: ids below it were created before `ms`.

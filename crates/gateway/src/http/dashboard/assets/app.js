@@ -291,14 +291,26 @@ function showToken(out, doc) {
   if (doc.truncated) out.appendChild(el("p", "Searched the newest 1,000,000 notifications only.", "note"));
 }
 
+// Only the latest lookup's answer is shown, whichever arrives first.
+let lookups = 0;
+
 async function lookUp(app, q) {
   const out = document.getElementById("lookup-result");
+  const mine = ++lookups;
   document.getElementById("lookup-q").value = q;
   out.replaceChildren(el("p", "looking…", "note"));
   const url = ID.test(q) ? "/dashboard/notifications/" + q
     : `/dashboard/tokens/${encodeURIComponent(app)}/${encodeURIComponent(q)}`;
-  const r = await fetch(url, { credentials: "same-origin" });
-  const answer = await r.json().catch(() => null);
+  let r, answer;
+  try {
+    r = await fetch(url, { credentials: "same-origin" });
+    answer = await r.json().catch(() => null);
+  } catch (e) {
+    if (mine === lookups) out.replaceChildren(el("p", "The gateway did not answer.", "bad"));
+    return;
+  }
+  if (mine !== lookups) return;
+  if (r.status === 401) { window.location.reload(); return; }
   if (!r.ok) {
     const why = answer && answer.error ? answer.error.message : `HTTP ${r.status}`;
     out.replaceChildren(el("p", `${r.status === 404 ? "Not found" : "Refused"}: ${why}`, "bad"));
