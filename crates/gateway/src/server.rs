@@ -81,8 +81,21 @@ impl Gateway {
         self,
         listener: TcpListener,
         smtp: Option<TcpListener>,
+        metrics: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
+        // `[server] metrics_listen`: plain HTTP, stopped with the API.
+        let metrics_stop = CancellationToken::new();
+        let metrics_task = metrics.map(|l| {
+            let state = Arc::clone(&self.state);
+            let stop = metrics_stop.clone();
+            tokio::spawn(async move {
+                let router = crate::http::metrics_router(Arc::clone(&state));
+                let limits = move || crate::listen::Limits::of(&state.config().server);
+                crate::listen::serve("metrics", l, None, router, limits, stop.cancelled_owned())
+                    .await;
+            })
+        });
         let smtp_stop = CancellationToken::new();
         let smtp_task = match smtp {
             Some(l) => {
@@ -121,6 +134,10 @@ impl Gateway {
         // (Also when the API stopped on its own, with an error.)
         smtp_stop.cancel();
         beanstalk_stop.cancel();
+        metrics_stop.cancel();
+        if let Some(t) = metrics_task {
+            let _ = t.await;
+        }
         if let Some(t) = smtp_task {
             let _ = t.await;
         }
@@ -153,7 +170,7 @@ pub async fn run(
     };
     let app = router(Arc::clone(&state));
     let limits = move || crate::listen::Limits::of(&state.config().server);
-    crate::listen::serve(listener, tls, app, limits, shutdown).await;
+    crate::listen::serve("http", listener, tls, app, limits, shutdown).await;
     Ok(())
 }
 

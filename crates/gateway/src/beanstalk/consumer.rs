@@ -32,7 +32,7 @@ use super::job;
 use super::proto::{Command, Reply, stat};
 use crate::auth::Caller;
 use crate::config::{Beanstalkd, Config, Scope, Tube};
-use crate::ingest::{Accepted, Intake, Problem, Submission};
+use crate::ingest::{Accepted, Intake, Problem, Submission, Trouble};
 use crate::spool::{IdempotencyKey, SubmitError};
 
 /// Jobs one connection holds at most (reserved, not yet settled).
@@ -163,8 +163,10 @@ impl Shared {
         if newly {
             *down += 1;
         }
-        self.intake
-            .trouble(&self.name(), Some(format!("unreachable: {why}")));
+        self.intake.trouble(
+            &self.name(),
+            Some((Trouble::Unreachable, format!("unreachable: {why}"))),
+        );
     }
 
     /// A connection that was down is up again.
@@ -211,8 +213,10 @@ impl Shared {
 
     /// Reports (or clears) a problem of the configuration with a tube.
     fn tube_trouble(&self, tube: &str, problem: Option<String>) {
-        self.intake
-            .trouble(&format!("beanstalkd {} tube {tube}", self.server), problem);
+        self.intake.trouble(
+            &format!("beanstalkd {} tube {tube}", self.server),
+            problem.map(|p| (Trouble::Misconfigured, p)),
+        );
     }
 }
 

@@ -94,7 +94,10 @@ impl Changes {
                 "[server] listen/tls",
                 (old.server.listen, &old.server.tls) != (new.server.listen, &new.server.tls),
             ),
-            ("[storage]", old.storage != new.storage),
+            (
+                "[server] metrics_listen",
+                old.server.metrics_listen != new.server.metrics_listen,
+            ),
             ("[smtp] listen/tls", smtp(old) != smtp(new)),
             ("[[beanstalkd]]", old.beanstalkd != new.beanstalkd),
         ] {

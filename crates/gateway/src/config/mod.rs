@@ -74,6 +74,9 @@ pub struct Server {
     /// Connections served at once; past it, `503 too_many_connections`.
     pub max_open_connections: usize,
     pub tls: Option<TlsFiles>,
+    /// `/metrics` (with `/healthz` and `/readyz`) on a listener of its own, plain HTTP, instead
+    /// of the API's.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

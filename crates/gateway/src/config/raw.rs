@@ -49,6 +49,7 @@ pub struct RawServer {
     pub max_open_connections: S<i64>,
     pub tls_cert: S<String>,
     pub tls_key: S<String>,
+    pub metrics_listen: S<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

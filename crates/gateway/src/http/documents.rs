@@ -337,12 +337,53 @@ pub struct Health {
     pub status: &'static str,
 }
 
+/// `GET /readyz`: reason codes for anyone; what and why for an admin key.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Readiness {
-    pub ready: bool,
-    /// Why not, when not ready.
+    pub status: ReadyStatus,
+    /// Why not ready, as codes, each once (empty when ready).
+    pub reasons: Vec<ReadyReason>,
+    /// With an admin key: each problem, with its app (or way in) and the gateway's words.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reasons: Option<Vec<String>>,
+    pub details: Option<Vec<ReadinessDetail>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadyStatus {
+    Ready,
+    NotReady,
+}
+
+/// Why a gateway is not ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadyReason {
+    /// The spool does not take writes (its write failed, or did not answer within 2 s).
+    SpoolUnavailable,
+    /// The spool holds `max_pending` notifications not yet final.
+    SpoolFull,
+    /// Dispatch stopped taking work: the spool refused its outcomes.
+    DispatchPaused,
+    /// An app stopped sending (its credential or configuration was refused).
+    AppHalted,
+    /// A beanstalkd server is out of reach.
+    BeanstalkdUnreachable,
+    /// A watched beanstalkd tube cannot be served as configured.
+    BeanstalkdTube,
+}
+
+/// One reason a gateway is not ready, as an admin key reads it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadinessDetail {
+    pub reason: ReadyReason,
+    /// The app halted, when the reason is an app's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// The way in (`beanstalkd 127.0.0.1:11300`, its tube), when the reason is one's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub way: Option<String>,
+    pub message: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

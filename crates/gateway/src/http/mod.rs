@@ -64,7 +64,7 @@ impl ApiState {
 pub fn router(state: Arc<ApiState>) -> Router {
     // HTTPS or not is fixed until a restart: so is the HSTS header.
     let https = state.config().server.tls.is_some();
-    Router::new()
+    let router = Router::new()
         .route("/v1/notifications", post(notifications::submit))
         .route("/v1/notifications/lookup", post(notifications::lookup))
         .route("/v1/notifications/{id}", get(notifications::status))
@@ -84,9 +84,30 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/healthz", get(stats::healthz))
         .route("/readyz", get(stats::readyz))
-        .route("/metrics", get(stats::metrics))
         .route("/openapi.json", get(openapi::document))
-        .merge(dashboard::routes())
+        .merge(dashboard::routes());
+    // Metrics on the API's listener unless `[server] metrics_listen` gives them their own.
+    let router = if state.config().server.metrics_listen.is_none() {
+        router.route("/metrics", get(stats::metrics))
+    } else {
+        router
+    };
+    finish(router, state, https)
+}
+
+/// The metrics listener's routes (`[server] metrics_listen`): `/metrics`, and the probes
+/// beside it, for a scraper or an orchestrator that reaches only that address.
+pub fn metrics_router(state: Arc<ApiState>) -> Router {
+    let router = Router::new()
+        .route("/metrics", get(stats::metrics))
+        .route("/healthz", get(stats::healthz))
+        .route("/readyz", get(stats::readyz));
+    finish(router, state, false)
+}
+
+/// The fallback, the headers every answer carries, and the state.
+fn finish(router: Router<Arc<ApiState>>, state: Arc<ApiState>, https: bool) -> Router {
+    router
         .fallback(|| async { ApiError::new(Code::NotFound, "no such resource") })
         .layer(axum::middleware::map_response(move |r| {
             common_headers(r, https)

@@ -10,9 +10,13 @@ use axum::http::{HeaderMap, StatusCode};
 
 use super::app_settings::{AppSettings, in_use};
 use super::auth::authenticate;
-use super::documents::{AppStats, Counts, ErrorBody, Health, Readiness, Stats};
+use super::documents::{
+    AppStats, Counts, ErrorBody, Health, Readiness, ReadinessDetail, ReadyReason, ReadyStatus,
+    Stats,
+};
 use super::error::ApiError;
 use super::{ApiState, spool_error};
+use crate::ingest::Trouble;
 use crate::spool::{Spool, State as NState};
 
 #[utoipa::path(get, path = "/v1/stats", tag = "operations", security(("api_key" = [])),
@@ -83,46 +87,103 @@ pub async fn healthz() -> Json<Health> {
 }
 
 /// Ready when the spool's writer answers within 2 s, the spool is below its limit, and no app
-/// is halted.
+/// is halted. Public: anyone reads the reason codes; an admin key also reads what and why
+/// (app names, errors), which a stranger has no business knowing.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
+    security((), ("api_key" = [])),
     responses(
         (status = 200, description = "Ready: the spool is writable and below its limit, no app is halted", body = Readiness),
-        (status = 503, description = "Not ready, with the reasons", body = Readiness),
+        (status = 503, description = "Not ready: the reasons as codes (with an admin key, each with its app and message)", body = Readiness),
     ))]
-pub async fn readyz(State(state): State<Arc<ApiState>>) -> (StatusCode, Json<Readiness>) {
-    let mut reasons = Vec::new();
+pub async fn readyz(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Readiness>) {
+    let mut found: Vec<ReadinessDetail> = Vec::new();
+    let mut problem = |reason, app: Option<&str>, way: Option<&str>, message: String| {
+        found.push(ReadinessDetail {
+            reason,
+            app: app.map(str::to_owned),
+            way: way.map(str::to_owned),
+            message,
+        });
+    };
     match tokio::time::timeout(Duration::from_secs(2), state.spool.probe_write()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             let why = crate::error_chain(&e);
             tracing::error!(error = %why, "the spool does not take writes");
-            reasons.push(format!("spool unavailable: {why}"));
+            problem(
+                ReadyReason::SpoolUnavailable,
+                None,
+                None,
+                format!("spool unavailable: {why}"),
+            );
         }
-        Err(_) => reasons.push("spool writer did not answer within 2 s".to_owned()),
+        Err(_) => problem(
+            ReadyReason::SpoolUnavailable,
+            None,
+            None,
+            "spool writer did not answer within 2 s".to_owned(),
+        ),
     }
     let (pending, limit) = (state.spool.pending(), state.spool.max_pending());
     if pending >= limit {
-        reasons.push(format!("spool full: {pending} pending, limit {limit}"));
+        problem(
+            ReadyReason::SpoolFull,
+            None,
+            None,
+            format!("spool full: {pending} pending, limit {limit}"),
+        );
     }
     if let Some(d) = &state.dispatch {
         if let Some(why) = d.paused() {
-            reasons.push(format!("dispatch paused: {why}"));
+            problem(
+                ReadyReason::DispatchPaused,
+                None,
+                None,
+                format!("dispatch paused: {why}"),
+            );
         }
         for (app, reason) in d.halted() {
-            reasons.push(format!("app {app} halted: {reason}"));
+            problem(
+                ReadyReason::AppHalted,
+                Some(&app),
+                None,
+                format!("app {app} halted: {reason}"),
+            );
         }
     }
-    for (way, problem) in state.intake.troubles() {
-        reasons.push(format!("{way}: {problem}"));
+    for (way, kind, message) in state.intake.troubles() {
+        let reason = match kind {
+            Trouble::Unreachable => ReadyReason::BeanstalkdUnreachable,
+            Trouble::Misconfigured => ReadyReason::BeanstalkdTube,
+        };
+        problem(reason, None, Some(&way), format!("{way}: {message}"));
     }
-    let ready = reasons.is_empty();
-    let status = if ready {
-        StatusCode::OK
+    let mut reasons: Vec<ReadyReason> = Vec::new();
+    for d in &found {
+        if !reasons.contains(&d.reason) {
+            reasons.push(d.reason);
+        }
+    }
+    let (status, code) = if reasons.is_empty() {
+        (ReadyStatus::Ready, StatusCode::OK)
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        (ReadyStatus::NotReady, StatusCode::SERVICE_UNAVAILABLE)
     };
-    let reasons = (!ready).then_some(reasons);
-    (status, Json(Readiness { ready, reasons }))
+    // A key that is wrong, or not an admin's, reads what anyone reads: a probe is no place
+    // for a 401.
+    let admin = authenticate(&state.config().api_keys, &headers).is_ok_and(|c| c.admin);
+    let details = admin.then_some(found);
+    (
+        code,
+        Json(Readiness {
+            status,
+            reasons,
+            details,
+        }),
+    )
 }
 
 /// `GET /metrics`: Prometheus text, with the gauges of the present set first.

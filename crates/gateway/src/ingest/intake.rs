@@ -93,6 +93,15 @@ impl std::fmt::Debug for Submission {
     }
 }
 
+/// What is wrong with a way in, for `/readyz`'s reason codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trouble {
+    /// Its server is out of reach (a beanstalkd server).
+    Unreachable,
+    /// It cannot be served as configured (a beanstalkd tube).
+    Misconfigured,
+}
+
 /// The configuration in force, the spool and the hand-off to dispatch.
 #[derive(Debug)]
 pub struct Intake {
@@ -105,7 +114,7 @@ pub struct Intake {
     committing: Arc<Mutex<HashSet<(String, String)>>>,
     /// What is wrong with a way in now (a beanstalkd server out of reach), by way in, for
     /// `/readyz`.
-    troubles: Mutex<std::collections::BTreeMap<String, String>>,
+    troubles: Mutex<std::collections::BTreeMap<String, (Trouble, String)>>,
     /// The warning about tokens of an unusual size.
     token_sizes: Arc<super::token_sizes::TokenSizes>,
 }
@@ -149,8 +158,9 @@ impl Intake {
         self.dispatch.as_ref()
     }
 
-    /// Reports what is wrong with the way in `way` now, or (`None`) that nothing is.
-    pub fn trouble(&self, way: &str, problem: Option<String>) {
+    /// Reports what is wrong with the way in `way` now (its kind, in words), or (`None`) that
+    /// nothing is.
+    pub fn trouble(&self, way: &str, problem: Option<(Trouble, String)>) {
         let mut t = self
             .troubles
             .lock()
@@ -162,12 +172,14 @@ impl Intake {
     }
 
     /// Every way in with a problem now, and the problem.
-    pub fn troubles(&self) -> Vec<(String, String)> {
+    pub fn troubles(&self) -> Vec<(String, Trouble, String)> {
         let t = self
             .troubles
             .lock()
             .expect("the troubles lock is never poisoned");
-        t.iter().map(|(w, p)| (w.clone(), p.clone())).collect()
+        t.iter()
+            .map(|(w, (kind, p))| (w.clone(), *kind, p.clone()))
+            .collect()
     }
 
     /// Commits the submission's requests, runs its hook, counts them and offers them straight

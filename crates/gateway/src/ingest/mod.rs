@@ -16,7 +16,7 @@ mod token_sizes;
 
 pub use token_sizes::USUAL_TOKEN_HEX;
 
-pub use intake::{Accepted, Intake, OnCommit, Replay, Submission};
+pub use intake::{Accepted, Intake, OnCommit, Replay, Submission, Trouble};
 
 /// Why ingest refused what it was given: the kind of problem, a message for people, and the
 /// index of the first bad notification. Each way in answers it in its own terms (the HTTP API's

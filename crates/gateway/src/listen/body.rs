@@ -23,15 +23,18 @@ pub enum BodyError {
 
 pub struct TimedBody {
     inner: Incoming,
+    /// The listener's name in metrics.
+    listener: &'static str,
     limit: Duration,
     deadline: Instant,
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
 impl TimedBody {
-    pub fn new(inner: Incoming, limit: Duration) -> TimedBody {
+    pub fn new(inner: Incoming, limit: Duration, listener: &'static str) -> TimedBody {
         TimedBody {
             inner,
+            listener,
             limit,
             deadline: Instant::now() + limit,
             sleep: None,
@@ -57,7 +60,7 @@ impl Body for TimedBody {
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 match sleep.as_mut().poll(cx) {
                     Poll::Ready(()) => {
-                        crate::metrics::connection_timed_out("http", "body");
+                        crate::metrics::connection_timed_out(this.listener, "body");
                         Poll::Ready(Some(Err(BodyError::TooSlow(this.limit))))
                     }
                     Poll::Pending => Poll::Pending,

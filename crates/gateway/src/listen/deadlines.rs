@@ -22,8 +22,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 /// What the connection's handlers report: requests begun and answered.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Activity {
+    /// The listener's name in metrics (`http`, `metrics`).
+    listener: &'static str,
     begun: AtomicU64,
     answered: AtomicU64,
     /// The connection's task, woken when an answer is done: hyper reads again only when the
@@ -35,6 +37,16 @@ pub struct Activity {
 pub struct Handling(Arc<Activity>);
 
 impl Activity {
+    /// For a connection of `listener`.
+    pub fn new(listener: &'static str) -> Activity {
+        Activity {
+            listener,
+            begun: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            reader: AtomicWaker::new(),
+        }
+    }
+
     pub fn begin(self: &Arc<Self>) -> Handling {
         self.begun.fetch_add(1, Ordering::AcqRel);
         Handling(Arc::clone(self))
@@ -159,7 +171,7 @@ impl<I> Deadlines<I> {
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
         match stall.as_mut().poll(cx) {
             Poll::Ready(()) => {
-                crate::metrics::connection_timed_out("http", "write");
+                crate::metrics::connection_timed_out(self.activity.listener, "write");
                 Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     Missed::Write(limit),
@@ -200,7 +212,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Deadlines<I> {
             }
             Poll::Pending => match this.sleep.as_mut().poll(cx) {
                 Poll::Ready(()) => {
-                    crate::metrics::connection_timed_out("http", this.phase.name());
+                    crate::metrics::connection_timed_out(this.activity.listener, this.phase.name());
                     Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         Missed::Read(this.phase),

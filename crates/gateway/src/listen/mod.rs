@@ -77,13 +77,14 @@ impl Limits {
 /// Serves `router` on `listener` (TLS when `tls` is given) until `shutdown`, with the limits
 /// `limits` gives at each accept.
 pub async fn serve(
+    name: &'static str,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     router: Router,
     limits: impl Fn() -> Limits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let open = Slots::new("http");
+    let open = Slots::new(name);
     let overflow = Arc::new(Semaphore::new(OVERFLOW_ANSWERS));
     let connections = TaskTracker::new();
     let stop = CancellationToken::new();
@@ -107,7 +108,7 @@ pub async fn serve(
         let admitted = match open.take(limits.max_open) {
             Some(slot) => Admitted::Served(slot),
             None => {
-                crate::metrics::connection_refused("http");
+                crate::metrics::connection_refused(name);
                 match Arc::clone(&overflow).try_acquire_owned() {
                     Ok(permit) => Admitted::Refused(permit),
                     // Closed unanswered: answering costs a task and a handshake each.
@@ -116,6 +117,7 @@ pub async fn serve(
             }
         };
         let conn = Connection {
+            name,
             router: router.clone(),
             limits,
             admitted,
@@ -148,6 +150,8 @@ enum Admitted {
 }
 
 struct Connection {
+    /// The listener's name in metrics.
+    name: &'static str,
     router: Router,
     limits: Limits,
     admitted: Admitted,
@@ -173,7 +177,7 @@ impl Connection {
                 Ok(Ok(stream)) => self.http(stream).await,
                 Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => {
-                    crate::metrics::connection_timed_out("http", "handshake");
+                    crate::metrics::connection_timed_out(self.name, "handshake");
                     debug!(%peer, "TLS handshake timed out");
                 }
             },
@@ -185,7 +189,7 @@ impl Connection {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let activity = Arc::new(Activity::default());
+        let activity = Arc::new(Activity::new(self.name));
         let io = Deadlines::new(
             io,
             Arc::clone(&activity),
@@ -194,13 +198,13 @@ impl Connection {
             self.limits.keepalive_idle,
         );
         let served = matches!(self.admitted, Admitted::Served(_));
-        let (router, body_read) = (self.router, self.limits.body_read);
+        let (router, body_read, name) = (self.router, self.limits.body_read, self.name);
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let handling = activity.begin();
             let mut router = router.clone();
             async move {
                 let response = if served {
-                    let req = req.map(|b| Body::new(body::TimedBody::new(b, body_read)));
+                    let req = req.map(|b| Body::new(body::TimedBody::new(b, body_read, name)));
                     match router.call(req).await {
                         Ok(r) => r,
                         Err(never) => match never {},

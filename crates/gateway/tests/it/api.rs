@@ -308,9 +308,20 @@ async fn body_and_spool_limits_answer_413_and_503(backend: Backend) {
     );
     assert_eq!(headers["retry-after"], "5");
     let (status, _, json) = api.call("GET", "/readyz", None, None).await;
-    assert_eq!(status, 503);
+    assert_eq!(
+        (status, &json),
+        (
+            503,
+            &json!({"status": "not_ready", "reasons": ["spool_full"]})
+        ),
+        "codes only, without a key"
+    );
+    let (_, _, json) = api.call("GET", "/readyz", Some(ADMIN_KEY), None).await;
     assert!(
-        json["reasons"][0].as_str().unwrap().contains("spool full"),
+        json["details"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("spool full"),
         "{json}"
     );
 }

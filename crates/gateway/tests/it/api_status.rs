@@ -470,7 +470,17 @@ async fn stats_health_and_readiness(backend: Backend) {
     let (status, _, json) = api.call("GET", "/healthz", None, None).await;
     assert_eq!((status, json["status"].as_str()), (200, Some("ok")));
     let (status, _, json) = api.call("GET", "/readyz", None, None).await;
-    assert_eq!((status, json["ready"].as_bool()), (200, Some(true)));
+    assert_eq!(
+        (status, json),
+        (200, json!({"status": "ready", "reasons": []}))
+    );
+    let (_, _, json) = api.call("GET", "/readyz", Some(ADMIN_KEY), None).await;
+    assert_eq!(json["details"], json!([]), "an admin key reads the details");
+    let (_, _, json) = api.call("GET", "/readyz", Some(SHOP_KEY), None).await;
+    assert!(
+        json.get("details").is_none(),
+        "another key does not: {json}"
+    );
     let (status, _, json) = api.call("GET", "/v2/nothing", None, None).await;
     assert_eq!(
         (status, json["error"]["code"].as_str()),

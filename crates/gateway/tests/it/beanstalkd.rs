@@ -278,9 +278,10 @@ async fn a_beanstalkd_restart_mid_stream_loses_nothing_and_sends_nothing_twice(b
     until("readyz says beanstalkd is out of reach", MINUTE, || async {
         let (status, body) = live.readyz().await;
         status == 503
-            && body
-                .to_string()
-                .contains(&format!("beanstalkd {}: unreachable", bs.addr))
+            && body["reasons"] == serde_json::json!(["beanstalkd_unreachable"])
+            && body["details"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(&format!("beanstalkd {}: unreachable", bs.addr)))
     })
     .await;
     bs.start_again();

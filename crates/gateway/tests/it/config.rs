@@ -232,6 +232,36 @@ environment = "production"
     );
 }
 
+/// `[server] metrics_listen` is an address, and not the API's own.
+#[test]
+fn the_metrics_listener_needs_an_address_of_its_own() {
+    let dir = folder();
+    for (value, problem) in [
+        ("\"127.0.0.1:8080\"", "is server.listen too"),
+        ("\"port 9100\"", "is not an address like"),
+    ] {
+        let path = write(
+            dir.path(),
+            &format!("[server]\nlisten = \"127.0.0.1:8080\"\nmetrics_listen = {value}\n"),
+        );
+        let err = Config::load(&path).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(":3: server.metrics_listen: ") && text.contains(problem),
+            "{text}"
+        );
+    }
+    let path = write(
+        dir.path(),
+        "[server]\nlisten = \"127.0.0.1:8080\"\nmetrics_listen = \"127.0.0.1:9100\"\n",
+    );
+    let c = Config::load(&path).unwrap();
+    assert_eq!(
+        c.server.metrics_listen.map(|a| a.to_string()).as_deref(),
+        Some("127.0.0.1:9100")
+    );
+}
+
 #[test]
 fn a_wrong_p12_password_names_the_file_and_never_the_password() {
     let dir = folder();

@@ -33,11 +33,18 @@ async fn outcomes_the_spool_refuses_pause_dispatch_and_nothing_is_sent_twice() {
     .await;
     let (status, body) = live.readyz().await;
     assert_eq!(status, 503, "{body}");
-    let reasons: Vec<&str> = body["reasons"]
+    assert!(
+        body["reasons"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("dispatch_paused")),
+        "{body}"
+    );
+    let reasons: Vec<&str> = body["details"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| r.as_str().unwrap())
+        .map(|r| r["message"].as_str().unwrap())
         .collect();
     assert!(
         reasons
@@ -190,8 +197,16 @@ async fn readyz_answers_503_when_the_spool_cannot_write() {
     api.spool.inject_write_failures(true);
     let (status, _, body) = api.call("GET", "/readyz", None, None).await;
     assert_eq!(status, 503, "{body}");
+    assert_eq!(body["reasons"], serde_json::json!(["spool_unavailable"]));
     assert!(
-        body["reasons"][0]
+        !body.to_string().contains("disk"),
+        "no error text without a key: {body}"
+    );
+    let (_, _, body) = api
+        .call("GET", "/readyz", Some(crate::api_harness::ADMIN_KEY), None)
+        .await;
+    assert!(
+        body["details"][0]["message"]
             .as_str()
             .unwrap()
             .contains("disk is full"),

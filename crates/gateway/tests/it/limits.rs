@@ -460,6 +460,7 @@ async fn serve_router(
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(gateway::listen::serve(
+        "http",
         listener,
         None,
         router,

@@ -96,6 +96,7 @@ pub fn write_config_on(dir: &std::path::Path, storage: &str, apps: &str) -> Conf
 name = "live"
 key_sha256 = "{key}"
 apps = ["*"]
+admin = true
 {apps}"#,
             key = gateway::auth::key_sha256_hex(KEY),
         ),
@@ -196,7 +197,7 @@ impl Live {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let served = tokio::spawn(async move {
             let _ = gateway
-                .serve(listener, None, async {
+                .serve(listener, None, None, async {
                     let _ = stopped.await;
                 })
                 .await;
@@ -257,7 +258,7 @@ impl Live {
             .sum()
     }
 
-    /// `GET /readyz`: status and body.
+    /// `GET /readyz` with the (admin) key: status and body, details included.
     pub async fn readyz(&self) -> (u16, serde_json::Value) {
         self.get("/readyz").await
     }

@@ -360,6 +360,7 @@ async fn a_database_crash_under_load_loses_nothing_acknowledged() {
     );
     let (status, body) = live.readyz().await;
     assert_eq!(status, 503, "{body}");
+    assert_eq!(body["reasons"][0], "spool_unavailable", "{body}");
     assert!(body.to_string().contains("spool unavailable"), "{body}");
 
     let s = std::sync::Arc::clone(&server);

@@ -98,6 +98,18 @@ pub(super) async fn serve_file(
         ),
         None => None,
     };
+    let metrics = match config.server.metrics_listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding the metrics listener {a}"))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = metrics
+        .as_ref()
+        .map(tokio::net::TcpListener::local_addr)
+        .transpose()?;
     let smtp_addr = smtp
         .as_ref()
         .map(tokio::net::TcpListener::local_addr)
@@ -111,6 +123,9 @@ pub(super) async fn serve_file(
     println!("pushgate listening on {scheme}://{local}");
     if let Some(a) = smtp_addr {
         println!("pushgate smtp on {a}");
+    }
+    if let Some(a) = metrics_addr {
+        println!("pushgate metrics on http://{a}/metrics");
     }
     for line in banner {
         println!("{}", line.replace("{url}", &format!("{scheme}://{local}")));
@@ -131,7 +146,7 @@ pub(super) async fn serve_file(
         }
     });
     gateway
-        .serve(listener, smtp, super::shutdown_signal())
+        .serve(listener, smtp, metrics, super::shutdown_signal())
         .await?;
     info!("bye");
     Ok(ExitCode::SUCCESS)

@@ -67,11 +67,21 @@ async fn overview(api: &Api) -> anyhow::Result<(bool, String)> {
         let msg = stats["error"]["message"].as_str().unwrap_or("no message");
         anyhow::bail!("the gateway answered {status} to /v1/stats: {msg}");
     }
-    let ready = readiness["ready"] == true;
+    let ready = readiness["status"] == "ready";
     let mut out = String::new();
     let _ = writeln!(out, "{}", if ready { "ready" } else { "NOT READY" });
-    for r in readiness["reasons"].as_array().into_iter().flatten() {
-        let _ = writeln!(out, "  {}", r.as_str().unwrap_or_default());
+    // An admin key reads what and why; any other, the reasons' codes.
+    match readiness["details"].as_array() {
+        Some(details) => {
+            for d in details {
+                let _ = writeln!(out, "  {}", d["message"].as_str().unwrap_or_default());
+            }
+        }
+        None => {
+            for r in readiness["reasons"].as_array().into_iter().flatten() {
+                let _ = writeln!(out, "  {}", r.as_str().unwrap_or_default());
+            }
+        }
     }
     let n = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
     let t = &stats["totals"];

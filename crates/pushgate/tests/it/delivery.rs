@@ -220,8 +220,10 @@ fn a_bad_key_halts_the_app_until_a_fixed_config_is_reloaded(backend: Backend) {
         gw.api("GET", "/readyz", None).0 == 503
     });
     let (_, ready) = gw.api("GET", "/readyz", None);
+    assert_eq!(ready["reasons"], json!(["app_halted"]), "{ready}");
+    assert_eq!(ready["details"][0]["app"], "shop", "{ready}");
     assert!(
-        ready["reasons"][0]
+        ready["details"][0]["message"]
             .as_str()
             .unwrap()
             .contains("InvalidProviderToken"),
@@ -430,6 +432,62 @@ on_each_backend!(
 
 /// A trial without Apple, as docs/momentum.md's recipe runs it: `mock-apns --jwt-key-out`
 /// makes the signing key, and a gateway signing with it delivers.
+/// `[server] metrics_listen`: `/metrics` moves to its own plain-HTTP listener (with the
+/// probes), and the API's listener no longer serves it.
+#[test]
+fn metrics_move_to_their_own_listener() {
+    let sim = sim(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &sim, "AuthKey_ABC123DEFG.p8", "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replacen(
+            "shutdown_grace_s = 10",
+            "shutdown_grace_s = 10\nmetrics_listen = \"127.0.0.1:0\"",
+            1,
+        ),
+    )
+    .unwrap();
+    let mut gw = Gw::new(dir, config);
+    gw.spawn();
+    let metrics = gw.metrics.clone().expect("the metrics listener's address");
+    let ids = gw.submit(json!({"app": "shop", "tokens": [token(1)], "alert": "x"}));
+    gw.wait_final(&ids, MINUTE);
+    let get = |url: &str| {
+        let out = run(Command::new("curl").args(["-s", "-w", "\n%{http_code}", url]));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.to_owned(), body.to_owned())
+    };
+    poll_until(
+        "the delivery counted on the metrics listener",
+        MINUTE,
+        || {
+            let (code, body) = get(&metrics);
+            if code == "200"
+                && body.contains("pushgate_notifications_accepted_total{app=\"shop\"} 1")
+            {
+                Ok(())
+            } else {
+                Err(format!("{code}: {body}"))
+            }
+        },
+    );
+    let base = metrics.trim_end_matches("/metrics");
+    let (code, body) = get(&format!("{base}/readyz"));
+    assert_eq!(
+        (code.as_str(), body.as_str()),
+        ("200", r#"{"status":"ready","reasons":[]}"#)
+    );
+    assert_eq!(get(&format!("{base}/healthz")).0, "200");
+    let (code, body) = get(&format!("{base}/v1/stats"));
+    assert_eq!(code, "404", "only metrics and probes there: {body}");
+    let (code, body) = get(&format!("{}/metrics", gw.url));
+    assert_eq!(code, "404", "not on the API's listener any more: {body}");
+    assert_eq!(get(&format!("{}/readyz", gw.url)).0, "200");
+}
+
 #[test]
 fn a_trial_key_from_the_simulator_delivers() {
     let keys = tempfile::tempdir().unwrap();

@@ -30,6 +30,8 @@ pub struct Gw {
     pub url: String,
     /// The SMTP listener's address, when the configuration has `[smtp]`.
     pub smtp: Option<String>,
+    /// The metrics listener's URL (`http://…/metrics`), with `[server] metrics_listen`.
+    pub metrics: Option<String>,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
 }
@@ -164,6 +166,7 @@ impl Gw {
             child: None,
             url: String::new(),
             smtp: None,
+            metrics: None,
             dir,
             config,
         }
@@ -210,6 +213,20 @@ impl Gw {
                 .unwrap();
             self.smtp = Some(
                 line.strip_prefix("pushgate smtp on ")
+                    .unwrap_or_else(|| panic!("{line}"))
+                    .to_owned(),
+            );
+        }
+        if text
+            .lines()
+            .any(|l| l.trim_start().starts_with("metrics_listen"))
+        {
+            let line = lines
+                .next()
+                .expect("serve printed its metrics address")
+                .unwrap();
+            self.metrics = Some(
+                line.strip_prefix("pushgate metrics on ")
                     .unwrap_or_else(|| panic!("{line}"))
                     .to_owned(),
             );

@@ -245,7 +245,21 @@ impl Cx<'_> {
                 1_000_000,
             ) as usize,
             tls: self.tls(&s.tls_cert, &s.tls_key, "server"),
+            metrics_listen: s
+                .metrics_listen
+                .as_ref()
+                .map(|_| self.addr(&s.metrics_listen, "server.metrics_listen", "127.0.0.1:9100")),
         };
+        if let (Some(m), Some(v)) = (server.metrics_listen, s.metrics_listen.as_ref())
+            && m == server.listen
+            && m.port() != 0
+        {
+            self.problem(
+                v.span(),
+                "server.metrics_listen",
+                format!("{m} is server.listen too: give the metrics another address"),
+            );
+        }
         let st = raw.storage;
         let postgres = self.postgres(&st);
         let storage = Storage {
