@@ -6,7 +6,7 @@
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use aws_lc_rs::digest::{SHA256, digest};
 
-use crate::config::{ApiKey, Scope};
+use crate::config::{ApiKey, Rate, Scope};
 
 /// Who is calling.
 #[derive(Debug, Clone)]
@@ -14,9 +14,21 @@ pub struct Caller {
     pub name: String,
     pub scope: Scope,
     pub admin: bool,
+    /// The key's rate limit, shared by every way in (`ingest::rate`).
+    pub rate: Option<Rate>,
 }
 
 impl Caller {
+    /// The caller a configured key makes.
+    pub fn of(key: &ApiKey) -> Caller {
+        Caller {
+            name: key.name.clone(),
+            scope: key.scope.clone(),
+            admin: key.admin,
+            rate: key.rate,
+        }
+    }
+
     /// Whether the key may use `app`.
     pub fn may_use(&self, app: &str) -> bool {
         self.admin
@@ -39,11 +51,7 @@ pub fn check_key(keys: &[ApiKey], presented: &str) -> Option<Caller> {
     for k in keys {
         // Every key is compared; no early exit.
         if verify_slices_are_equal(hash.as_ref(), &k.key_sha256).is_ok() {
-            found = Some(Caller {
-                name: k.name.clone(),
-                scope: k.scope.clone(),
-                admin: k.admin,
-            });
+            found = Some(Caller::of(k));
         }
     }
     found

@@ -24,6 +24,7 @@ pub mod ingest;
 pub mod listen;
 pub mod local_beanstalkd;
 pub mod local_postgres;
+pub mod login_failures;
 pub mod metrics;
 pub mod outcomes;
 pub mod reason;

@@ -241,6 +241,17 @@ pub fn connection_closed(listener: &'static str) {
     metrics::gauge!("pushgate_connections_open", "listener" => listener).decrement(1.0);
 }
 
+/// A submission a key's rate limit refused (`key`: its name, from the configuration).
+pub fn rate_limited(key: &str) {
+    metrics::counter!("pushgate_rate_limited_total", "key" => key.to_owned()).increment(1);
+}
+
+/// A credential presented and refused: a wrong API key (HTTP, the injector, the dashboard's
+/// login) or SMTP AUTH.
+pub fn auth_failed(listener: &'static str) {
+    metrics::counter!("pushgate_auth_failures_total", "listener" => listener).increment(1);
+}
+
 /// A connection refused past the listener's cap.
 pub fn connection_refused(listener: &'static str) {
     metrics::counter!("pushgate_connections_refused_total", "listener" => listener).increment(1);

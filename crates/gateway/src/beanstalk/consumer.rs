@@ -198,15 +198,12 @@ impl Shared {
             .as_ref()
             .and_then(|k| config.api_keys.iter().find(|a| &a.name == k));
         match key {
-            Some(k) => Caller {
-                name: k.name.clone(),
-                scope: k.scope.clone(),
-                admin: k.admin,
-            },
+            Some(k) => Caller::of(k),
             None => Caller {
                 name: format!("beanstalkd:{}", tube.tube),
                 scope: Scope::Apps(vec![tube.app.clone()]),
                 admin: false,
+                rate: None,
             },
         }
     }
@@ -501,6 +498,11 @@ async fn submit(
         // Redelivered while its first reservation is still committing: soon a replay.
         Err(SubmitError::KeyInProgress) => Verdict::Release {
             delay: 1,
+            refused: false,
+        },
+        // Its tube's key is over its rate: back when the bucket would let it through.
+        Err(e @ SubmitError::RateLimited { .. }) => Verdict::Release {
+            delay: u32::try_from(e.retry_after_s().unwrap_or(1)).unwrap_or(u32::MAX),
             refused: false,
         },
         Err(e) => Verdict::Bury(e.to_string()),

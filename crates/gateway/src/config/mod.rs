@@ -131,6 +131,15 @@ pub struct ApiKey {
     pub scope: Scope,
     /// All apps, the dashboard, every app's stats.
     pub admin: bool,
+    /// How many notifications a second the key may submit, by every way in together.
+    pub rate: Option<Rate>,
+}
+
+/// A key's rate limit: a token bucket of `burst` notifications refilled at `per_s` a second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_s: u32,
+    pub burst: u32,
 }
 
 /// Which apps a key may use.

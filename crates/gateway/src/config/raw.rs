@@ -76,6 +76,8 @@ pub struct RawApiKey {
     pub key_sha256: S<String>,
     pub apps: S<Vec<String>>,
     pub admin: S<bool>,
+    pub rate_per_s: S<i64>,
+    pub burst: S<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -40,11 +40,13 @@ pub enum Code {
     RequestTimeout,
     /// Past `[server] max_open_connections`.
     TooManyConnections,
+    /// The key's rate limit (`[[api_keys]] rate_per_s`): retry after `Retry-After` seconds.
+    RateLimited,
 }
 
 impl Code {
     /// Every code, for the OpenAPI document.
-    pub const ALL: [Code; 26] = [
+    pub const ALL: [Code; 27] = [
         Code::Unauthorized,
         Code::ForbiddenApp,
         Code::UnknownApp,
@@ -71,6 +73,7 @@ impl Code {
         Code::IdempotencyInProgress,
         Code::RequestTimeout,
         Code::TooManyConnections,
+        Code::RateLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -100,6 +103,7 @@ impl Code {
             Code::IdempotencyInProgress => "idempotency_in_progress",
             Code::RequestTimeout => "request_timeout",
             Code::TooManyConnections => "too_many_connections",
+            Code::RateLimited => "rate_limited",
         }
     }
 
@@ -117,6 +121,7 @@ impl Code {
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Code::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Code::IdempotencyInProgress => StatusCode::CONFLICT,
+            Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -128,6 +133,8 @@ pub struct ApiError {
     pub code: Code,
     pub message: String,
     pub index: Option<usize>,
+    /// `Retry-After` in seconds, when the answer names one (a rate limit's).
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -136,7 +143,14 @@ impl ApiError {
             code,
             message: message.into(),
             index: None,
+            retry_after_s: None,
         }
+    }
+
+    /// With `Retry-After: secs`.
+    pub fn retry_after(mut self, secs: u64) -> ApiError {
+        self.retry_after_s = Some(secs);
+        self
     }
 
     pub fn at(mut self, index: usize) -> ApiError {
@@ -168,6 +182,7 @@ impl From<crate::ingest::Rejection> for ApiError {
             code,
             message: r.message,
             index: r.index,
+            retry_after_s: None,
         }
     }
 }
@@ -185,7 +200,10 @@ impl IntoResponse for ApiError {
             },
         };
         let mut resp = (self.code.status(), Json(body)).into_response();
-        if self.code.status() == StatusCode::SERVICE_UNAVAILABLE
+        if let Some(secs) = self.retry_after_s {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        } else if self.code.status() == StatusCode::SERVICE_UNAVAILABLE
             || self.code == Code::IdempotencyInProgress
         {
             resp.headers_mut()

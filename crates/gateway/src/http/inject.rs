@@ -41,6 +41,7 @@ const MAX_RECIPIENTS: usize = crate::ingest::json::MAX_TOKENS;
         (status = 409, description = "An injection with the same Idempotency-Key is still being committed: `451 4.3.0` reasons; retry after Retry-After seconds", body = InjectRefusal, headers(("Retry-After" = u32, description = "seconds to wait"))),
         (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 422, description = "The Idempotency-Key was used for an injection with another body: `554 5.6.0` reasons", body = InjectRefusal),
+        (status = 429, description = "The key's rate limit (`rate_per_s`): `451 4.7.1` reasons; nothing was stored; retry after Retry-After seconds", body = InjectRefusal, headers(("Retry-After" = u32, description = "seconds until the key's bucket lets this injection through"))),
         (status = 503, description = "The spool is full or unavailable: `451 4.3.0` reasons; retry after Retry-After seconds", body = InjectAnswer, headers(("Retry-After" = u32, description = "seconds to wait"))),
     ),
     params(("Idempotency-Key" = Option<String>, Header, description = "Stores the injection once: a retry with the same key and body (per API key) is answered with the first answer's ids")))]
@@ -141,6 +142,17 @@ async fn run(state: &ApiState, headers: &HeaderMap, body: Body) -> Result<Respon
     let key = super::idempotency::key(headers, &caller, "inject", &bytes)?;
     let submission = crate::ingest::Submission::new(Some(caller), requests).once(key);
     let accepted = state.intake.submit(submission).await.map_err(|e| match e {
+        SubmitError::RateLimited { .. } => {
+            let secs = e.retry_after_s().unwrap_or(1);
+            let mut failed = failure(
+                StatusCode::TOO_MANY_REQUESTS,
+                vec![format!("451 4.7.1 {e}"); n],
+            );
+            if let Failure::Momentum(r) = &mut failed {
+                r.headers_mut().insert(header::RETRY_AFTER, secs.into());
+            }
+            failed
+        }
         SubmitError::Full { .. } => failure(
             StatusCode::SERVICE_UNAVAILABLE,
             vec!["451 4.3.0 the spool is full; try again later".into(); n],

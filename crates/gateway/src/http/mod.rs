@@ -105,14 +105,53 @@ pub fn metrics_router(state: Arc<ApiState>) -> Router {
     finish(router, state, false)
 }
 
-/// The fallback, the headers every answer carries, and the state.
+/// The fallback, the headers every answer carries, the slowing of guessers, and the state.
 fn finish(router: Router<Arc<ApiState>>, state: Arc<ApiState>, https: bool) -> Router {
     router
         .fallback(|| async { ApiError::new(Code::NotFound, "no such resource") })
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            slow_down_guessers,
+        ))
         .layer(axum::middleware::map_response(move |r| {
             common_headers(r, https)
         }))
         .with_state(state)
+}
+
+/// A `401` to a request that presented a credential — an `Authorization` header, or the
+/// dashboard's login form — counts as a failure of its address (`login_failures`), and once
+/// that address keeps failing, the `401` is held before it goes: each guess costs the guesser
+/// more, while requests with a good key from the same address are answered at once. A request
+/// without a credential is neither.
+async fn slow_down_guessers(
+    axum::extract::State(state): axum::extract::State<Arc<ApiState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    // The login form and propeller's form carry their key in the body.
+    let presents = req
+        .headers()
+        .contains_key(axum::http::header::AUTHORIZATION)
+        || (req.method() == axum::http::Method::POST
+            && matches!(req.uri().path(), "/login" | "/post"));
+    let Some(peer) = peer.filter(|_| presents) else {
+        return next.run(req).await;
+    };
+    let response = next.run(req).await;
+    if response.status() == axum::http::StatusCode::UNAUTHORIZED {
+        let failures = state.intake.login_failures();
+        failures.failed(peer, "http");
+        let wait = failures.delay(peer);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+    response
 }
 
 /// Headers on every answer: no content-type sniffing; nothing kept by caches unless the answer

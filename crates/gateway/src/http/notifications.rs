@@ -78,6 +78,10 @@ pub(crate) fn submit_error(e: SubmitError) -> ApiError {
             Code::IdempotencyInProgress,
             "a request with this Idempotency-Key is still being committed; try again",
         ),
+        SubmitError::RateLimited { .. } => {
+            let secs = e.retry_after_s().unwrap_or(1);
+            ApiError::new(Code::RateLimited, e.to_string()).retry_after(secs)
+        }
     }
 }
 
@@ -92,6 +96,7 @@ pub(crate) fn submit_error(e: SubmitError) -> ApiError {
         (status = 409, description = "idempotency_in_progress: a request with the same Idempotency-Key is still being committed; retry after Retry-After seconds", body = ErrorBody, headers(("Retry-After" = u32, description = "seconds to wait"))),
         (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 422, description = "idempotency_key_reused: the Idempotency-Key was used for a request with another body", body = ErrorBody),
+        (status = 429, description = "rate_limited: the key's rate limit (`rate_per_s`); nothing was stored; retry after Retry-After seconds", body = ErrorBody, headers(("Retry-After" = u32, description = "seconds until the key's bucket lets this request through"))),
         (status = 500, description = "internal", body = ErrorBody), (status = 503, description = "spool_full or spool_unavailable; retry after Retry-After seconds", body = ErrorBody, headers(("Retry-After" = u32, description = "seconds to wait"))),
     ),
     params(("Idempotency-Key" = Option<String>, Header, description = "Stores the request once: a retry with the same key and body (per API key, for 24 hours by default) is answered with the first answer's ids")))]

@@ -117,6 +117,10 @@ pub struct Intake {
     troubles: Mutex<std::collections::BTreeMap<String, (Trouble, String)>>,
     /// The warning about tokens of an unusual size.
     token_sizes: Arc<super::token_sizes::TokenSizes>,
+    /// Each key's bucket, for `[[api_keys]] rate_per_s`.
+    rates: super::rate::RateLimits,
+    /// Refused credentials by address, for every way in that takes one.
+    login_failures: crate::login_failures::LoginFailures,
 }
 
 impl Intake {
@@ -130,6 +134,8 @@ impl Intake {
             committing: Arc::default(),
             troubles: Mutex::default(),
             token_sizes: Arc::default(),
+            rates: super::rate::RateLimits::default(),
+            login_failures: crate::login_failures::LoginFailures::default(),
         }
     }
 
@@ -142,7 +148,14 @@ impl Intake {
             committing: Arc::default(),
             troubles: Mutex::default(),
             token_sizes: Arc::default(),
+            rates: super::rate::RateLimits::default(),
+            login_failures: crate::login_failures::LoginFailures::default(),
         }
+    }
+
+    /// Refused credentials by address (the HTTP API, the dashboard's login, SMTP AUTH).
+    pub fn login_failures(&self) -> &crate::login_failures::LoginFailures {
+        &self.login_failures
     }
 
     /// The configuration in force (API keys, apps, limits).
@@ -190,6 +203,21 @@ impl Intake {
     /// either way — and committed work must reach dispatch (and its hook run), not wait in the
     /// spool for an unrelated rescan.
     pub async fn submit(&self, submission: Submission) -> Result<Accepted, SubmitError> {
+        // The key's rate limit, before anything is stored; a refused submission takes nothing
+        // from the bucket.
+        if let Some(c) = &submission.caller
+            && let Some(rate) = c.rate
+        {
+            let n = submission.requests.iter().map(NewRequest::len).sum();
+            if let Err(wait) = self.rates.take(&c.name, rate, n, std::time::Instant::now()) {
+                crate::metrics::rate_limited(&c.name);
+                return Err(SubmitError::RateLimited {
+                    key: c.name.clone(),
+                    per_s: rate.per_s,
+                    retry_after: wait,
+                });
+            }
+        }
         let spool = self.spool.clone();
         let dispatch = self.dispatch.clone();
         let token_sizes = Arc::clone(&self.token_sizes);

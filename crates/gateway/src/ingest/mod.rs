@@ -12,6 +12,7 @@
 mod intake;
 pub mod json;
 pub mod mcmt;
+mod rate;
 mod token_sizes;
 
 pub use token_sizes::USUAL_TOKEN_HEX;

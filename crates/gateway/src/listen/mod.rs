@@ -199,12 +199,16 @@ impl Connection {
         );
         let served = matches!(self.admitted, Admitted::Served(_));
         let (router, body_read, name) = (self.router, self.limits.body_read, self.name);
+        let peer = self.peer;
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let handling = activity.begin();
             let mut router = router.clone();
             async move {
                 let response = if served {
-                    let req = req.map(|b| Body::new(body::TimedBody::new(b, body_read, name)));
+                    let mut req = req.map(|b| Body::new(body::TimedBody::new(b, body_read, name)));
+                    // Who is asking, for the handlers that log or slow down a peer.
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
                     match router.call(req).await {
                         Ok(r) => r,
                         Err(never) => match never {},

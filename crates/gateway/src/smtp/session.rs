@@ -52,6 +52,7 @@ pub async fn run(
         caller: None,
         mail: false,
         recipients: Vec::new(),
+        pause: Duration::ZERO,
         sender: String::new(),
     };
     let mut plain = stream;
@@ -142,6 +143,9 @@ struct Session {
     /// The transaction's MAIL FROM address.
     sender: String,
     recipients: Vec<Recipient>,
+    /// How long to hold the next replies: after a refused AUTH from an address that keeps
+    /// failing (`login_failures`).
+    pause: Duration,
 }
 
 /// Appends one reply line, with control characters in the text made spaces.
@@ -309,6 +313,10 @@ impl Session {
                         }
                     }
                 };
+            }
+            let pause = std::mem::take(&mut self.pause);
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
             }
             if !out.is_empty() {
                 // A peer that pipelines commands but never reads the replies is not waited
@@ -525,6 +533,9 @@ impl Session {
             Err(SubmitError::Full { .. }) => {
                 reply(out, 451, "4.3.0 the spool is full; try again later");
             }
+            Err(e @ SubmitError::RateLimited { .. }) => {
+                reply(out, 451, &format!("4.7.1 {e}"));
+            }
             Err(SubmitError::Unavailable(e)) => {
                 warn!(error = %e, "spool failure on an SMTP message");
                 reply(out, 451, "4.3.0 the spool is unavailable; try again later");
@@ -599,7 +610,9 @@ impl Session {
                 reply(out, 235, "2.7.0 authenticated");
             }
             None => {
-                info!(peer = %self.peer, "SMTP AUTH refused");
+                let failures = self.intake.login_failures();
+                failures.failed(self.peer.ip(), "smtp");
+                self.pause = failures.delay(self.peer.ip());
                 reply(out, 535, "5.7.8 authentication credentials invalid");
             }
         }

@@ -14,6 +14,25 @@ pub enum SubmitError {
     /// A submission under the same idempotency key is being committed right now.
     #[error("a request with the same idempotency key is still being committed")]
     KeyInProgress,
+    /// The key's rate limit (`[[api_keys]] rate_per_s`) refused it; nothing is stored.
+    #[error("key {key:?} may submit {per_s} notifications a second; retry in {retry_after:?}")]
+    RateLimited {
+        key: String,
+        per_s: u32,
+        retry_after: std::time::Duration,
+    },
+}
+
+impl SubmitError {
+    /// For a rate-limited submission: whole seconds to wait, at least 1 (`Retry-After`).
+    pub fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            SubmitError::RateLimited { retry_after, .. } => {
+                Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
+            }
+            _ => None,
+        }
+    }
 }
 
 impl SpoolError {

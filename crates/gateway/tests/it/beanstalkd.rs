@@ -443,6 +443,49 @@ async fn jobs_refused_by_a_full_spool_are_released_and_delivered_later() {
     live.stop().await;
 }
 
+/// A tube's `as_key` brings its key's rate limit: jobs over it are released with the delay the
+/// bucket names (not buried, not refused for good) and all of them are delivered, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tube_s_key_over_its_rate_has_its_jobs_released_and_delivered_later() {
+    let Some(bs) = Server::start() else { return };
+    let sim = mock().spawn().await.unwrap();
+    let tube = "com.example.bs7";
+    let extra = format!(
+        "tubes = [{{ tube = \"{tube}\", app = \"shop\", as_key = \"slow\" }}]\n\n\
+         [[api_keys]]\nname = \"slow\"\nkey_sha256 = \"{}\"\napps = [\"shop\"]\n\
+         rate_per_s = 2\nburst = 1\n",
+        gateway::auth::key_sha256_hex("slow-key-0123456789")
+    );
+    let live = gateway(&Backend::Sqlite, &sim, &bs, &[("shop", tube)], &extra, "").await;
+    let jobs: Vec<Value> = (0..4).map(|i| job(i, "Rate")).collect();
+    put(&bs, tube, &jobs, 0, 120).await;
+    let released = || {
+        counter_where(
+            "pushgate_beanstalkd_jobs_total",
+            &format!("tube=\"{tube}\",outcome=\"released\""),
+        )
+    };
+    until("all four delivered", MINUTE, || async {
+        live.count(State::Delivered).await == 4
+    })
+    .await;
+    assert!(
+        released() > 0.0,
+        "four at once, one at a time: some were released"
+    );
+    assert_eq!(sim.stats().snapshot().duplicate_ids, 0);
+    let stats = tube_stats(&bs, tube).await;
+    assert_eq!(
+        (
+            stats["current-jobs-buried"].as_u64(),
+            stats["current-jobs-ready"].as_u64()
+        ),
+        (Some(0), Some(0)),
+        "{stats}"
+    );
+    live.stop().await;
+}
+
 /// A commit slower than the job's TTR (the spool's file locked for two seconds, TTR 1): the
 /// held job is touched, so its reservation never times out, and it is sent once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -368,9 +368,24 @@ fn a_key_being_replaced_shares_its_name_and_must_agree() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("another key is named \"ops\" with other apps or admin"),
+        err.contains("another key is named \"ops\" with other apps, admin or rate"),
         "{err}"
     );
+    // The rate limit is the name's: the two must agree on it too.
+    let rates = format!(
+        "{}{}{app}",
+        key("ops", "old-key", "admin = true\nrate_per_s = 10"),
+        key("ops", "new-key", "admin = true\nrate_per_s = 20")
+    );
+    let err = Config::load(&write(dir.path(), &rates))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("with other apps, admin or rate"), "{err}");
+    let burst_alone = format!("{}{app}", key("ops", "old-key", "admin = true\nburst = 5"));
+    let err = Config::load(&write(dir.path(), &burst_alone))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("api_keys[0].burst: needs rate_per_s"), "{err}");
     let twice = format!(
         "{}{}{app}",
         key("ops", "same-key", "admin = true"),

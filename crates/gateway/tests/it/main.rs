@@ -100,6 +100,8 @@ mod live;
 mod postgres;
 /// propeller-apns' `POST /post` form and its page.
 mod propeller_post;
+/// A key's rate limit across the ways in, and refused credentials counted and slowed.
+mod rate_limits;
 /// The SMTP listener with lettre, Python's smtplib and a raw socket: the seed's example,
 /// pipelining, dot-stuffing, encodings, placements, fan-out, every refusal, STARTTLS and AUTH.
 mod smtp;

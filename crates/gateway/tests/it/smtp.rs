@@ -205,7 +205,7 @@ fn python_client() -> PathBuf {
 }
 
 /// Runs the smtplib client; returns its steps.
-async fn smtplib(
+pub(crate) async fn smtplib(
     api: &TestApi,
     message: &[u8],
     rcpts: &str,
@@ -236,7 +236,7 @@ async fn smtplib(
     serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap()
 }
 
-fn step<'a>(steps: &'a [Value], name: &str) -> &'a Value {
+pub(crate) fn step<'a>(steps: &'a [Value], name: &str) -> &'a Value {
     steps
         .iter()
         .find(|s| s["step"] == name)

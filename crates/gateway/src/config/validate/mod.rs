@@ -365,17 +365,33 @@ impl Cx<'_> {
                     Scope::Apps(list.get_ref().clone())
                 }
             };
+            let rate = match (&k.rate_per_s, &k.burst) {
+                (Some(_), _) => {
+                    let per_s = self.int(&k.rate_per_s, &at("rate_per_s"), 1, 1, 1_000_000);
+                    let burst = self.int(&k.burst, &at("burst"), per_s, 1, 10_000_000);
+                    Some(crate::config::Rate {
+                        per_s: per_s as u32,
+                        burst: burst as u32,
+                    })
+                }
+                (None, Some(b)) => {
+                    self.problem(b.span(), &at("burst"), "needs rate_per_s");
+                    None
+                }
+                (None, None) => None,
+            };
             // Two entries may share a name while a key is replaced (both work until the old one
-            // is removed): they must then be the same key to the gateway, apps and admin alike.
+            // is removed): they must then be the same key to the gateway — apps, admin and rate
+            // alike (its rate limit is the name's).
             if let Some(twin) = api_keys.iter().find(|o| o.name == name)
-                && (twin.scope != scope || twin.admin != admin)
+                && (twin.scope != scope || twin.admin != admin || twin.rate != rate)
             {
                 self.problem(
                     span.clone(),
                     &at("name"),
                     format!(
-                        "another key is named {name:?} with other apps or admin: two entries of one \
-                         name are one key being replaced, and must agree"
+                        "another key is named {name:?} with other apps, admin or rate: two entries \
+                         of one name are one key being replaced, and must agree"
                     ),
                 );
             }
@@ -391,6 +407,7 @@ impl Cx<'_> {
                 key_sha256: hash,
                 scope,
                 admin,
+                rate,
             });
         }
         let smtp = raw.smtp.map(|sm| {
