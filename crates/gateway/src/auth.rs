@@ -6,7 +6,7 @@
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use aws_lc_rs::digest::{SHA256, digest};
 
-use crate::config::{ApiKey, Rate, Scope};
+use crate::config::{ApiKey, Scope};
 
 /// Who is calling.
 #[derive(Debug, Clone)]
@@ -14,8 +14,6 @@ pub struct Caller {
     pub name: String,
     pub scope: Scope,
     pub admin: bool,
-    /// The key's rate limit, shared by every way in (`ingest::rate`).
-    pub rate: Option<Rate>,
 }
 
 impl Caller {
@@ -25,7 +23,6 @@ impl Caller {
             name: key.name.clone(),
             scope: key.scope.clone(),
             admin: key.admin,
-            rate: key.rate,
         }
     }
 

@@ -1,9 +1,9 @@
 //! Credentials presented and refused — a wrong API key over HTTP or the injector, a refused
 //! dashboard login, a refused SMTP AUTH — counted (`pushgate_auth_failures_total`), logged with
-//! the peer's address, and refused more slowly once one address keeps failing: someone
-//! guessing keys gets ever fewer guesses a second, while good keys from the same address are
-//! answered at once and a client with a stale key is not shut out (its refusals only wait, at
-//! most [`MAX_DELAY`]).
+//! the peer's address, and slowed down once one address keeps failing: its credentials wait
+//! before they are looked at, whatever their outcome, so someone guessing keys gets ever fewer
+//! guesses a second, while a client with a stale key is not shut out (it only waits, at most
+//! [`MAX_DELAY`]). `[server] slow_failed_logins` says which addresses are slowed.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -14,8 +14,9 @@ use tracing::{info, warn};
 
 /// Failures from one address that are answered at once.
 pub const FREE: u32 = 5;
-/// The longest an answer to a failing address waits.
-pub const MAX_DELAY: Duration = Duration::from_secs(10);
+/// The longest an answer to a failing address waits (within the listeners' 10 s drain at
+/// shutdown).
+pub const MAX_DELAY: Duration = Duration::from_secs(5);
 /// An address is forgotten this long after its last failure.
 const FORGET: Duration = Duration::from_secs(600);
 /// Addresses remembered at most (the oldest go first): a flood from many addresses costs a
@@ -38,6 +39,7 @@ impl LoginFailures {
     /// A credential from `peer` on `listener` was refused.
     pub fn failed(&self, peer: IpAddr, listener: &'static str) {
         crate::metrics::auth_failed(listener);
+        let (shown, peer) = (peer, bucket(peer));
         let now = Instant::now();
         let count = {
             let mut map = self
@@ -63,30 +65,44 @@ impl LoginFailures {
             r.last = now;
             r.count
         };
-        info!(%peer, listener, failures = count, "authentication failed");
+        info!(peer = %shown, listener, failures = count, "authentication failed");
         if count == FREE + 1 {
             warn!(
-                %peer,
+                peer = %shown,
                 listener,
                 "repeated authentication failures from this address: its answers are slowed down"
             );
         }
     }
 
-    /// How long to hold a refusal to `peer`: nothing for an address with at most [`FREE`]
-    /// recent failures, then 250 ms doubling with each failure up to [`MAX_DELAY`].
+    /// How long a credential from `peer` waits: nothing for an address with at most [`FREE`]
+    /// failures (counted until ten minutes pass without one), then 250 ms doubling with each
+    /// failure up to [`MAX_DELAY`].
     pub fn delay(&self, peer: IpAddr) -> Duration {
         let map = self
             .by_peer
             .lock()
             .expect("the failures lock is never poisoned");
-        match map.get(&peer) {
+        match map.get(&bucket(peer)) {
             Some(r) if r.count > FREE && r.last.elapsed() < FORGET => {
                 let doublings = (r.count - FREE - 1).min(16);
                 (Duration::from_millis(250) * 2u32.pow(doublings)).min(MAX_DELAY)
             }
             _ => Duration::ZERO,
         }
+    }
+}
+
+/// The address failures are counted under: an IPv4 one as itself (also when it arrives mapped
+/// into IPv6), an IPv6 one by its /64, which one host usually holds whole.
+fn bucket(peer: IpAddr) -> IpAddr {
+    match peer.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut s = v6.segments();
+            s[4..].fill(0);
+            IpAddr::V6(std::net::Ipv6Addr::from(s))
+        }
+        v4 => v4,
     }
 }
 
@@ -115,6 +131,20 @@ mod tests {
             f.delay(other),
             Duration::ZERO,
             "another address is not slowed"
+        );
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(
+            f.delay(mapped),
+            MAX_DELAY,
+            "the same address, mapped into IPv6"
+        );
+        for i in 0..=FREE {
+            f.failed(format!("2001:db8::{i}").parse().unwrap(), "smtp");
+        }
+        assert_eq!(
+            f.delay("2001:db8::ffff".parse().unwrap()),
+            Duration::from_millis(250),
+            "one /64"
         );
     }
 }

@@ -203,7 +203,6 @@ impl Shared {
                 name: format!("beanstalkd:{}", tube.tube),
                 scope: Scope::Apps(vec![tube.app.clone()]),
                 admin: false,
-                rate: None,
             },
         }
     }
@@ -500,10 +499,11 @@ async fn submit(
             delay: 1,
             refused: false,
         },
-        // Its tube's key is over its rate: back when the bucket would let it through.
+        // Its tube's key is over its rate: back when the bucket would let it through, and the
+        // connection reserves nothing meanwhile (else it would cycle through the backlog).
         Err(e @ SubmitError::RateLimited { .. }) => Verdict::Release {
             delay: u32::try_from(e.retry_after_s().unwrap_or(1)).unwrap_or(u32::MAX),
-            refused: false,
+            refused: true,
         },
         Err(e) => Verdict::Bury(e.to_string()),
     }

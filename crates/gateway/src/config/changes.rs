@@ -44,7 +44,15 @@ impl Changes {
             let mut k: Vec<_> = c
                 .api_keys
                 .iter()
-                .map(|k| (k.name.clone(), k.key_sha256, k.scope.clone(), k.admin))
+                .map(|k| {
+                    (
+                        k.name.clone(),
+                        k.key_sha256,
+                        k.scope.clone(),
+                        k.admin,
+                        k.rate,
+                    )
+                })
                 .collect();
             k.sort_by(|a, b| a.0.cmp(&b.0));
             k
@@ -98,6 +106,7 @@ impl Changes {
                 "[server] metrics_listen",
                 old.server.metrics_listen != new.server.metrics_listen,
             ),
+            ("[storage]", old.storage != new.storage),
             ("[smtp] listen/tls", smtp(old) != smtp(new)),
             ("[[beanstalkd]]", old.beanstalkd != new.beanstalkd),
         ] {

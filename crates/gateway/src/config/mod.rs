@@ -77,6 +77,29 @@ pub struct Server {
     /// `/metrics` (with `/healthz` and `/readyz`) on a listener of its own, plain HTTP, instead
     /// of the API's.
     pub metrics_listen: Option<SocketAddr>,
+    /// Which addresses' refused credentials slow them down (`login_failures`).
+    pub slow_failed_logins: SlowFailedLogins,
+}
+
+/// `[server] slow_failed_logins`: every address that keeps failing is slowed down, or every
+/// one but this host's own (a reverse proxy here would otherwise slow every client behind
+/// it), or none. Failures are counted and logged either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowFailedLogins {
+    All,
+    Remote,
+    Off,
+}
+
+impl SlowFailedLogins {
+    /// Whether `peer`'s failures slow it down.
+    pub fn applies_to(self, peer: std::net::IpAddr) -> bool {
+        match self {
+            SlowFailedLogins::All => true,
+            SlowFailedLogins::Remote => !peer.to_canonical().is_loopback(),
+            SlowFailedLogins::Off => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

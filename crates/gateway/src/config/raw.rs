@@ -50,6 +50,7 @@ pub struct RawServer {
     pub tls_cert: S<String>,
     pub tls_key: S<String>,
     pub metrics_listen: S<String>,
+    pub slow_failed_logins: S<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -15,7 +15,7 @@ pub fn authenticate(keys: &[ApiKey], headers: &HeaderMap) -> Result<Caller, ApiE
         )
     };
     let presented = credentials(headers, "Bearer").ok_or_else(unauthorized)?;
-    check_key(keys, presented).ok_or_else(unauthorized)
+    check_key(keys, presented).ok_or_else(|| unauthorized().refused_credential())
 }
 
 /// The credentials of an `Authorization` header in `scheme`, which is matched in any case

@@ -135,7 +135,14 @@ pub struct ApiError {
     pub index: Option<usize>,
     /// `Retry-After` in seconds, when the answer names one (a rate limit's).
     pub retry_after_s: Option<u64>,
+    /// A credential was presented and refused (not merely missing): the answer carries
+    /// [`CredentialRefused`], which counts against the peer (`login_failures`).
+    pub refused_credential: bool,
 }
+
+/// On an answer that refused a presented credential.
+#[derive(Debug, Clone, Copy)]
+pub struct CredentialRefused;
 
 impl ApiError {
     pub fn new(code: Code, message: impl Into<String>) -> ApiError {
@@ -144,7 +151,14 @@ impl ApiError {
             message: message.into(),
             index: None,
             retry_after_s: None,
+            refused_credential: false,
         }
+    }
+
+    /// Marks the answer as refusing a presented credential.
+    pub fn refused_credential(mut self) -> ApiError {
+        self.refused_credential = true;
+        self
     }
 
     /// With `Retry-After: secs`.
@@ -183,6 +197,7 @@ impl From<crate::ingest::Rejection> for ApiError {
             message: r.message,
             index: r.index,
             retry_after_s: None,
+            refused_credential: false,
         }
     }
 }
@@ -212,6 +227,9 @@ impl IntoResponse for ApiError {
         if self.code == Code::Unauthorized {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if self.refused_credential {
+            resp.extensions_mut().insert(CredentialRefused);
         }
         resp
     }

@@ -238,6 +238,7 @@ fn caller(keys: &[crate::config::ApiKey], headers: &HeaderMap) -> Result<Caller,
                 Code::Unauthorized,
                 "a valid API key is required (Bearer, or Basic with the key as the password)",
             )
+            .refused_credential()
         })
 }
 

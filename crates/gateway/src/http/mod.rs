@@ -101,7 +101,7 @@ pub fn metrics_router(state: Arc<ApiState>) -> Router {
     let router = Router::new()
         .route("/metrics", get(stats::metrics))
         .route("/healthz", get(stats::healthz))
-        .route("/readyz", get(stats::readyz));
+        .route("/readyz", get(stats::readyz_codes));
     finish(router, state, false)
 }
 
@@ -119,37 +119,38 @@ fn finish(router: Router<Arc<ApiState>>, state: Arc<ApiState>, https: bool) -> R
         .with_state(state)
 }
 
-/// A `401` to a request that presented a credential — an `Authorization` header, or the
-/// dashboard's login form — counts as a failure of its address (`login_failures`), and once
-/// that address keeps failing, the `401` is held before it goes: each guess costs the guesser
-/// more, while requests with a good key from the same address are answered at once. A request
-/// without a credential is neither.
+/// Refused credentials cost the peer (`login_failures`): a request that presents one — an
+/// `Authorization` header, or the key in the dashboard's login form or propeller's form —
+/// from an address that keeps failing waits before it is looked at, whatever its outcome (a
+/// guesser cannot tell a refusal by a quick answer), and an answer that refused a credential
+/// ([`error::CredentialRefused`]) counts against the address.
 async fn slow_down_guessers(
     axum::extract::State(state): axum::extract::State<Arc<ApiState>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let peer = req
+    let Some(peer) = req
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
-    // The login form and propeller's form carry their key in the body.
+        .map(|c| c.0.ip())
+    else {
+        return next.run(req).await;
+    };
     let presents = req
         .headers()
         .contains_key(axum::http::header::AUTHORIZATION)
         || (req.method() == axum::http::Method::POST
             && matches!(req.uri().path(), "/login" | "/post"));
-    let Some(peer) = peer.filter(|_| presents) else {
-        return next.run(req).await;
-    };
+    if presents {
+        state.intake.hold_off(peer).await;
+    }
     let response = next.run(req).await;
-    if response.status() == axum::http::StatusCode::UNAUTHORIZED {
-        let failures = state.intake.login_failures();
-        failures.failed(peer, "http");
-        let wait = failures.delay(peer);
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
+    if response
+        .extensions()
+        .get::<error::CredentialRefused>()
+        .is_some()
+    {
+        state.intake.login_failures().failed(peer, "http");
     }
     response
 }

@@ -44,7 +44,7 @@ const FIELDS: [&str; 9] = [
         (status = 409, description = "idempotency_in_progress (with an Idempotency-Key)", body = super::documents::ErrorBody),
         (status = 415, description = "unsupported_media_type", body = super::documents::ErrorBody),
         (status = 422, description = "idempotency_key_reused (with an Idempotency-Key)", body = super::documents::ErrorBody),
-        (status = 429, description = "rate_limited: the key's rate limit; retry after Retry-After seconds", body = super::documents::ErrorBody),
+        (status = 429, description = "rate_limited: the key's rate limit; retry after Retry-After seconds", body = super::documents::ErrorBody, headers(("Retry-After" = u32, description = "seconds until the key's bucket lets this job through"))),
         (status = 503, description = "spool_full or spool_unavailable; retry after Retry-After seconds", body = super::documents::ErrorBody),
     ))]
 pub async fn post(
@@ -61,9 +61,18 @@ pub async fn post(
             .map(|(_, v)| v.as_str())
     };
     // The key first: a caller without one learns nothing of the form's rules.
-    let caller = field("auth_token")
+    let token = field("auth_token");
+    let caller = token
         .and_then(|t| check_key(&config.api_keys, t.trim()))
-        .ok_or_else(|| ApiError::new(Code::Unauthorized, "auth_token is not an API key"))?;
+        .ok_or_else(|| {
+            let e = ApiError::new(Code::Unauthorized, "auth_token is not an API key");
+            // Only a token given and refused counts against the peer.
+            if token.is_some() {
+                e.refused_credential()
+            } else {
+                e
+            }
+        })?;
     for (i, (name, _)) in fields.iter().enumerate() {
         if !FIELDS.contains(&name.as_str()) {
             return Err(ApiError::new(

@@ -98,7 +98,31 @@ pub async fn healthz() -> Json<Health> {
 pub async fn readyz(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
-) -> (StatusCode, Json<Readiness>) {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    // A key that is wrong, or not an admin's, reads what anyone reads: a probe is no place
+    // for a 401. A wrong one still counts against its address, like any refused credential.
+    let auth = authenticate(&state.config().api_keys, &headers);
+    let admin = auth.as_ref().is_ok_and(|c| c.admin);
+    let (code, readiness) = readiness(&state, admin).await;
+    let mut response = (code, Json(readiness)).into_response();
+    if auth.is_err_and(|e| e.refused_credential) {
+        response
+            .extensions_mut()
+            .insert(super::error::CredentialRefused);
+    }
+    response
+}
+
+/// `/readyz` on the metrics listener (`[server] metrics_listen`): the codes, whatever the
+/// request carries — that listener is plain HTTP, no place for an admin key.
+pub async fn readyz_codes(State(state): State<Arc<ApiState>>) -> (StatusCode, Json<Readiness>) {
+    let (code, readiness) = readiness(&state, false).await;
+    (code, Json(readiness))
+}
+
+/// Whether the gateway is ready, and why not; with `details` for an admin.
+async fn readiness(state: &ApiState, admin: bool) -> (StatusCode, Readiness) {
     let mut found: Vec<ReadinessDetail> = Vec::new();
     let mut problem = |reason, app: Option<&str>, way: Option<&str>, message: String| {
         found.push(ReadinessDetail {
@@ -172,17 +196,14 @@ pub async fn readyz(
     } else {
         (ReadyStatus::NotReady, StatusCode::SERVICE_UNAVAILABLE)
     };
-    // A key that is wrong, or not an admin's, reads what anyone reads: a probe is no place
-    // for a 401.
-    let admin = authenticate(&state.config().api_keys, &headers).is_ok_and(|c| c.admin);
     let details = admin.then_some(found);
     (
         code,
-        Json(Readiness {
+        Readiness {
             status,
             reasons,
             details,
-        }),
+        },
     )
 }
 

@@ -158,6 +158,25 @@ impl Intake {
         &self.login_failures
     }
 
+    /// How long a credential from `peer` waits before it is looked at: nothing unless the
+    /// address keeps failing and `[server] slow_failed_logins` covers it.
+    pub fn login_delay(&self, peer: std::net::IpAddr) -> std::time::Duration {
+        if self.config().server.slow_failed_logins.applies_to(peer) {
+            self.login_failures.delay(peer)
+        } else {
+            std::time::Duration::ZERO
+        }
+    }
+
+    /// Waits [`Intake::login_delay`] (at most `login_failures::MAX_DELAY`, within the
+    /// listeners' drain at shutdown).
+    pub async fn hold_off(&self, peer: std::net::IpAddr) {
+        let wait = self.login_delay(peer);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
     /// The configuration in force (API keys, apps, limits).
     pub fn config(&self) -> Arc<Config> {
         self.config.get()
@@ -203,21 +222,43 @@ impl Intake {
     /// either way — and committed work must reach dispatch (and its hook run), not wait in the
     /// spool for an unrelated rescan.
     pub async fn submit(&self, submission: Submission) -> Result<Accepted, SubmitError> {
-        // The key's rate limit, before anything is stored; a refused submission takes nothing
-        // from the bucket.
-        if let Some(c) = &submission.caller
-            && let Some(rate) = c.rate
+        // The key's rate limit (as the configuration in force has it, so a reload reaches
+        // sessions already open), before anything is stored. What stores nothing — refused
+        // by the limit, the spool or its key, or a replay — gives its tokens back.
+        let charged = match &submission.caller {
+            Some(c) => self
+                .config()
+                .api_keys
+                .iter()
+                .find(|k| k.name == c.name)
+                .and_then(|k| k.rate)
+                .map(|rate| {
+                    let n: usize = submission.requests.iter().map(NewRequest::len).sum();
+                    (c.name.clone(), rate, n)
+                }),
+            None => None,
+        };
+        if let Some((key, rate, n)) = &charged
+            && let Err(wait) = self.rates.take(key, *rate, *n, std::time::Instant::now())
         {
-            let n = submission.requests.iter().map(NewRequest::len).sum();
-            if let Err(wait) = self.rates.take(&c.name, rate, n, std::time::Instant::now()) {
-                crate::metrics::rate_limited(&c.name);
-                return Err(SubmitError::RateLimited {
-                    key: c.name.clone(),
-                    per_s: rate.per_s,
-                    retry_after: wait,
-                });
-            }
+            crate::metrics::rate_limited(key);
+            return Err(SubmitError::RateLimited {
+                key: key.clone(),
+                per_s: rate.per_s,
+                retry_after: wait,
+            });
         }
+        let result = self.commit(submission).await;
+        if let Some((key, rate, n)) = &charged
+            && matches!(result, Err(_) | Ok(Accepted::Replayed(_)))
+        {
+            self.rates.give_back(key, *rate, *n);
+        }
+        result
+    }
+
+    /// [`Intake::submit`] past the rate limit.
+    async fn commit(&self, submission: Submission) -> Result<Accepted, SubmitError> {
         let spool = self.spool.clone();
         let dispatch = self.dispatch.clone();
         let token_sizes = Arc::clone(&self.token_sizes);

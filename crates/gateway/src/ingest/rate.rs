@@ -43,13 +43,25 @@ impl RateLimits {
         let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
         // A reload may have lowered the burst: never more than it.
         b.tokens = (b.tokens + elapsed * per_s).min(burst);
-        b.at = now;
+        // (Callers read the clock before the lock: it never moves back.)
+        b.at = b.at.max(now);
         let needed = (n as f64).min(burst);
         if b.tokens >= needed {
             b.tokens -= n as f64;
             Ok(())
         } else {
             Err(Duration::from_secs_f64((needed - b.tokens) / per_s))
+        }
+    }
+
+    /// Gives back `n` taken for a submission that stored nothing (a replay, a refusal).
+    pub fn give_back(&self, key: &str, rate: Rate, n: usize) {
+        let mut buckets = self
+            .buckets
+            .lock()
+            .expect("the buckets lock is never poisoned");
+        if let Some(b) = buckets.get_mut(key) {
+            b.tokens = (b.tokens + n as f64).min(f64::from(rate.burst));
         }
     }
 }
@@ -80,7 +92,8 @@ mod tests {
         let limits = RateLimits::default();
         let t0 = Instant::now();
         assert!(limits.take("k", RATE, 50, t0).is_ok(), "a full bucket");
-        // 20 - 50 = -30: 5 s until one more (at 10/s, from -30 to 1... to 20 for another 50).
+        // 20 - 50 = -30: 3.1 s until one more (from -30 to 1 at 10/s), 5 s until the 20 a
+        // submission of 50 needs.
         let wait = limits.take("k", RATE, 1, t0).unwrap_err();
         assert_eq!(wait, Duration::from_millis(3_100));
         let wait = limits.take("k", RATE, 50, t0).unwrap_err();

@@ -31,6 +31,8 @@ use crate::spool::{IdempotencyKey, Spool, SubmitError};
 
 /// Most recipients in one transaction.
 const MAX_RECIPIENTS: usize = 10_000;
+/// Refused AUTH attempts a session may make; the last is answered 421 and the session ends.
+const MAX_REFUSED_AUTHS: u32 = 3;
 /// The name in the greeting and EHLO reply.
 const HOSTNAME: &str = "pushgate";
 
@@ -53,6 +55,8 @@ pub async fn run(
         mail: false,
         recipients: Vec::new(),
         pause: Duration::ZERO,
+        refused_auths: 0,
+        closing: false,
         sender: String::new(),
     };
     let mut plain = stream;
@@ -143,9 +147,13 @@ struct Session {
     /// The transaction's MAIL FROM address.
     sender: String,
     recipients: Vec<Recipient>,
-    /// How long to hold the next replies: after a refused AUTH from an address that keeps
-    /// failing (`login_failures`).
+    /// How long to hold the next replies: after an AUTH from an address that keeps failing
+    /// (`login_failures`), whatever its outcome.
     pause: Duration,
+    /// AUTH attempts refused in this session: the third ends it.
+    refused_auths: u32,
+    /// The session ends after the replies so far (nothing more of the input is read).
+    closing: bool,
 }
 
 /// Appends one reply line, with control characters in the text made spaces.
@@ -313,10 +321,16 @@ impl Session {
                         }
                     }
                 };
+                if self.closing {
+                    end = Some(End::Closed);
+                }
             }
-            let pause = std::mem::take(&mut self.pause);
+            let pause = std::mem::take(&mut self.pause).min(crate::login_failures::MAX_DELAY);
             if !pause.is_zero() {
-                tokio::time::sleep(pause).await;
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = self.shutdown.cancelled() => {}
+                }
             }
             if !out.is_empty() {
                 // A peer that pipelines commands but never reads the replies is not waited
@@ -602,17 +616,28 @@ impl Session {
     }
 
     /// Checks `password` as an API key whose name is `user`. Neither is ever logged or echoed.
+    /// From an address that keeps failing, the answer waits whatever it is; the third refusal
+    /// in a session ends it, so pipelined guesses gain nothing.
     fn authenticate(&mut self, user: &str, password: &str, out: &mut Vec<u8>) {
         let config = self.intake.config();
+        self.pause += self.intake.login_delay(self.peer.ip());
         match check_key(&config.api_keys, password).filter(|c| c.name == user) {
             Some(caller) => {
                 self.caller = Some(caller);
                 reply(out, 235, "2.7.0 authenticated");
             }
             None => {
-                let failures = self.intake.login_failures();
-                failures.failed(self.peer.ip(), "smtp");
-                self.pause = failures.delay(self.peer.ip());
+                self.intake.login_failures().failed(self.peer.ip(), "smtp");
+                self.refused_auths += 1;
+                if self.refused_auths >= MAX_REFUSED_AUTHS {
+                    reply(
+                        out,
+                        421,
+                        "4.7.0 too many failed authentications; closing the connection",
+                    );
+                    self.closing = true;
+                    return;
+                }
                 reply(out, 535, "5.7.8 authentication credentials invalid");
             }
         }

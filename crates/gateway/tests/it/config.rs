@@ -835,4 +835,13 @@ fn a_reload_says_what_it_changed() {
         changes.to_string(),
         "changed: [server] max_body_bytes; changed, applied after a restart: [server] listen/tls"
     );
+    // The spool's settings and the metrics listener need a restart too; a key's rate does not.
+    let respooled = load(format!(
+        "[server]\nlisten = \"127.0.0.1:9999\"\nmax_body_bytes = 2048\nmetrics_listen = \"127.0.0.1:9100\"\n\n\
+         [storage]\nretention_s = 60\n\n{keys}{}{}",
+        app("shop", ""),
+        app("news", "")
+    ));
+    let changes = gateway::config::Changes::between(&moved, &respooled);
+    assert_eq!(changes.restart, ["[server] metrics_listen", "[storage]"]);
 }

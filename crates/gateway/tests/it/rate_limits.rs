@@ -139,47 +139,116 @@ async fn a_key_s_rate_is_one_bucket_for_the_api_the_injector_and_smtp() {
     assert!(counter("pushgate_rate_limited_total", "key=\"limited\"") >= 3.0);
 }
 
+/// Slowing this host's own address down is what `slow_failed_logins = "all"` asks for (the
+/// default spares it: a reverse proxy here would slow every client behind it).
+const SLOW_ALL: &str = "slow_failed_logins = \"all\"";
+
+/// How long `call` took.
+async fn timed<F: Future<Output = (u16, http::HeaderMap, serde_json::Value)>>(
+    call: F,
+) -> (u16, Duration) {
+    let started = Instant::now();
+    let (status, _, _) = call.await;
+    (status, started.elapsed())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_keys_are_counted_and_an_address_that_keeps_failing_is_refused_slowly() {
+async fn wrong_keys_are_counted_and_an_address_that_keeps_failing_waits() {
     gateway::metrics::handle();
-    let api = TestApi::start().await;
+    let api = TestApi::start_with_on(&crate::live::Backend::Sqlite, SLOW_ALL, "").await;
     let before = counter("pushgate_auth_failures_total", "listener=\"http\"");
-    // Five refusals are answered at once (none is waited on here: the sixth is what changes).
-    for i in 0..5 {
-        let (status, _, _) = if i == 0 {
-            // The dashboard's login form counts too.
-            api.call_with(
-                "POST",
-                "/login",
-                None,
-                Some("key=not-a-key"),
-                &[("content-type", "application/x-www-form-urlencoded")],
-            )
-            .await
-        } else {
-            api.call("GET", "/v1/stats", Some("not-a-key"), None).await
-        };
-        assert_eq!(status, 401);
+    // A request without a key is no failure; six refused keys are (the dashboard's login
+    // form counts too). The first five went at once.
+    for _ in 0..10 {
+        assert_eq!(api.call("GET", "/v1/stats", None, None).await.0, 401);
     }
-    // The sixth and seventh wait 250 ms, then 500 ms, before their 401.
-    for least in [250, 500] {
-        let started = Instant::now();
-        let (status, _, _) = api
-            .call("GET", "/v1/stats", Some("still-not-a-key"), None)
-            .await;
-        assert_eq!(status, 401);
-        assert!(
-            started.elapsed() >= Duration::from_millis(least),
-            "{:?} for a refusal that waits {least} ms",
-            started.elapsed()
-        );
-    }
-    // A good key from the same address is served as ever, and a request with no key is not a
-    // failure.
-    let (status, _, _) = api.call("GET", "/v1/stats", Some(SHOP_KEY), None).await;
-    assert_eq!(status, 200);
-    let (status, _, _) = api.call("GET", "/v1/stats", None, None).await;
+    let (status, _, _) = api
+        .call_with(
+            "POST",
+            "/login",
+            None,
+            Some("key=not-a-key"),
+            &[("content-type", "application/x-www-form-urlencoded")],
+        )
+        .await;
     assert_eq!(status, 401);
+    for _ in 0..5 {
+        let (status, _, _) = api.call("GET", "/v1/stats", Some("not-a-key"), None).await;
+        assert_eq!(status, 401);
+    }
+    // Past five, whatever a credential from this address is, it waits first: 250 ms, then
+    // 500 ms (each refusal doubles it) — a good key too, though it is then served.
+    let (status, took) = timed(api.call("GET", "/v1/stats", Some("still-not"), None)).await;
+    assert!(
+        status == 401 && took >= Duration::from_millis(250),
+        "{status} {took:?}"
+    );
+    let (status, took) = timed(api.call("GET", "/v1/stats", Some(SHOP_KEY), None)).await;
+    assert!(
+        status == 200 && took >= Duration::from_millis(500),
+        "{status} {took:?}"
+    );
     let after = counter("pushgate_auth_failures_total", "listener=\"http\"");
     assert!(after - before >= 7.0, "{before} -> {after}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_on_readyz_reads_the_codes_and_counts_as_a_failure() {
+    let api = TestApi::start_with_on(&crate::live::Backend::Sqlite, SLOW_ALL, "").await;
+    for _ in 0..6 {
+        let (status, _, json) = api.call("GET", "/readyz", Some("not-a-key"), None).await;
+        assert_eq!(
+            (status, &json),
+            (200, &json!({"status": "ready", "reasons": []}))
+        );
+    }
+    let (status, took) = timed(api.call("GET", "/readyz", Some(ADMIN_KEY), None)).await;
+    assert_eq!(status, 200);
+    assert!(
+        took >= Duration::from_millis(250),
+        "six failures slow the address: {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_refused_auths_end_an_smtp_session() {
+    gateway::metrics::handle();
+    let sections =
+        format!("{SMTP}tls_cert = \"smtp.pem\"\ntls_key = \"smtp-key.pem\"\nrequire_auth = true\n");
+    let api = TestApi::start_sections(SLOW_ALL, "", &sections, |d| {
+        crate::api_harness::write_tls(d, "smtp")
+    })
+    .await;
+    let before = counter("pushgate_auth_failures_total", "listener=\"smtp\"");
+    let ca = api.dir.path().join("smtp.pem");
+    let steps = crate::smtp::smtplib(
+        &api,
+        b"Subject: x\r\n\r\nx\r\n",
+        "d@shop",
+        &[
+            "--starttls",
+            ca.to_str().unwrap(),
+            "--login",
+            "shop",
+            "KEY",
+            // One mechanism: smtplib's login() tries each one offered, an AUTH each.
+            "--mechanism",
+            "PLAIN",
+            "--tries",
+            "5",
+        ],
+        &[("KEY", "not-the-key")],
+    )
+    .await;
+    let codes: Vec<u64> = ["auth", "auth 2", "auth 3"]
+        .iter()
+        .map(|s| crate::smtp::step(&steps, s)["code"].as_u64().unwrap())
+        .collect();
+    assert_eq!(codes, [535, 535, 421], "{steps:?}");
+    assert!(
+        !steps.iter().any(|s| s["step"] == "auth 4"),
+        "the session ended at the third: {steps:?}"
+    );
+    let after = counter("pushgate_auth_failures_total", "listener=\"smtp\"");
+    assert!(after - before >= 3.0, "{before} -> {after}");
 }

@@ -1,7 +1,7 @@
 """An SMTP client written with Python's smtplib, for the SMTP tests.
 
 Usage: smtp_client.py HOST PORT MESSAGE_FILE FROM RCPT[,RCPT...] [--starttls CAFILE]
-       [--login USER PASSWORD_ENV [--mechanism PLAIN|LOGIN]] [--size N]
+       [--login USER PASSWORD_ENV [--mechanism PLAIN|LOGIN] [--tries N]] [--size N]
 Prints one JSON document: the code and text of every step, in order. A step that fails ends
 the transaction (the JSON still says what happened).
 """
@@ -38,16 +38,21 @@ try:
     if "--login" in args:
         i = args.index("--login")
         user, password = args[i + 1], os.environ[args[i + 2]]
-        try:
-            if "--mechanism" in args:
-                mechanism = args[args.index("--mechanism") + 1]
-                s.user, s.password = user, password
-                code, text = s.auth(mechanism, getattr(s, "auth_" + mechanism.lower()))
-            else:
-                code, text = s.login(user, password)
-        except smtplib.SMTPException as e:
-            code, text = getattr(e, "smtp_code", 0), str(getattr(e, "smtp_error", e))
-        step("auth", code, text)
+        # --tries N: that many AUTH attempts in the session, as "auth", "auth 2", ...
+        tries = int(args[args.index("--tries") + 1]) if "--tries" in args else 1
+        for n in range(1, tries + 1):
+            try:
+                if "--mechanism" in args:
+                    mechanism = args[args.index("--mechanism") + 1]
+                    s.user, s.password = user, password
+                    code, text = s.auth(mechanism, getattr(s, "auth_" + mechanism.lower()))
+                else:
+                    code, text = s.login(user, password)
+            except smtplib.SMTPException as e:
+                code, text = getattr(e, "smtp_code", 0), str(getattr(e, "smtp_error", e))
+            step("auth" if n == 1 else f"auth {n}", code, text)
+            if code == 235 or code == 421:
+                break
         if code != 235:
             raise SystemExit(print(json.dumps(steps)))
     options = ["BODY=8BITMIME"]

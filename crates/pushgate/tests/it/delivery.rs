@@ -430,8 +430,6 @@ on_each_backend!(
     a_bad_key_halts_the_app_until_a_fixed_config_is_reloaded,
 );
 
-/// A trial without Apple, as docs/momentum.md's recipe runs it: `mock-apns --jwt-key-out`
-/// makes the signing key, and a gateway signing with it delivers.
 /// `[server] metrics_listen`: `/metrics` moves to its own plain-HTTP listener (with the
 /// probes), and the API's listener no longer serves it.
 #[test]
@@ -488,6 +486,8 @@ fn metrics_move_to_their_own_listener() {
     assert_eq!(get(&format!("{}/readyz", gw.url)).0, "200");
 }
 
+/// A trial without Apple, as docs/momentum.md's recipe runs it: `mock-apns --jwt-key-out`
+/// makes the signing key, and a gateway signing with it delivers.
 #[test]
 fn a_trial_key_from_the_simulator_delivers() {
     let keys = tempfile::tempdir().unwrap();

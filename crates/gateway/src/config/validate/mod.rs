@@ -249,6 +249,24 @@ impl Cx<'_> {
                 .metrics_listen
                 .as_ref()
                 .map(|_| self.addr(&s.metrics_listen, "server.metrics_listen", "127.0.0.1:9100")),
+            slow_failed_logins: match s.slow_failed_logins.as_ref().map(|v| v.get_ref().as_str()) {
+                None | Some("remote") => crate::config::SlowFailedLogins::Remote,
+                Some("all") => crate::config::SlowFailedLogins::All,
+                Some("off") => crate::config::SlowFailedLogins::Off,
+                Some(other) => {
+                    let span = s
+                        .slow_failed_logins
+                        .as_ref()
+                        .map(|v| v.span())
+                        .unwrap_or_default();
+                    self.problem(
+                        span,
+                        "server.slow_failed_logins",
+                        format!("{other:?} is not \"remote\", \"all\" or \"off\""),
+                    );
+                    crate::config::SlowFailedLogins::Remote
+                }
+            },
         };
         if let (Some(m), Some(v)) = (server.metrics_listen, s.metrics_listen.as_ref())
             && m == server.listen

@@ -221,10 +221,14 @@ async fn login(State(state): State<Arc<ApiState>>, Form(form): Form<LoginForm>) 
             }
             r
         }
-        None => html(
-            StatusCode::UNAUTHORIZED,
-            page::login(Some("That is not an admin API key.")),
-        ),
+        None => {
+            let mut r = html(
+                StatusCode::UNAUTHORIZED,
+                page::login(Some("That is not an admin API key.")),
+            );
+            r.extensions_mut().insert(super::error::CredentialRefused);
+            r
+        }
     }
 }
 
