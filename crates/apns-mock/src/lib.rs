@@ -18,6 +18,8 @@
 
 mod auth;
 mod checks;
+#[doc(hidden)]
+pub mod fuzzing;
 mod server;
 mod stats;
 #[cfg(feature = "testing")]

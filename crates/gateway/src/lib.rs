@@ -19,6 +19,8 @@ pub mod beanstalk;
 pub mod config;
 pub mod dispatch;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod ingest;
 pub mod listen;

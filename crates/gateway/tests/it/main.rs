@@ -80,6 +80,8 @@ mod delivery_core;
 /// The delivery log (rotation, heartbeat, mode, a stalled file) and failure hooks (signed
 /// batches, retries, a hook that is down), against real files, FIFOs and sockets.
 mod events;
+/// The fuzz targets' corpus and crashes, replayed.
+mod fuzz_corpus;
 /// Building requests for the spool.
 mod harness;
 /// Idempotency keys in the spool: stored once, replayed, reused, in one group, forgotten.
