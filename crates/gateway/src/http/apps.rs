@@ -19,6 +19,20 @@ use crate::spool::Spool;
 const DEFAULT_LIMIT: usize = 1000;
 const MAX_LIMIT: usize = 10_000;
 
+/// A `limit` query parameter: `default` when absent, else 1 to `max`.
+pub(super) fn limit(given: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match given {
+        None => Ok(default),
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=max).contains(l))
+            .ok_or_else(|| {
+                ApiError::new(Code::InvalidField, format!("\"limit\" must be 1 to {max}"))
+            }),
+    }
+}
+
 /// Scope first (forbidden for an app outside the key's list), then existence.
 pub(super) fn check_app(state: &ApiState, caller: &Caller, app: &str) -> Result<(), ApiError> {
     if !caller.may_use(app) {
@@ -92,19 +106,7 @@ pub async fn feedback(
             .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)))
             .ok_or_else(|| ApiError::new(Code::InvalidField, "\"since\" must be UNIX seconds"))?,
     };
-    let limit = match q.limit.as_deref() {
-        None => DEFAULT_LIMIT,
-        Some(s) => s
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=MAX_LIMIT).contains(l))
-            .ok_or_else(|| {
-                ApiError::new(
-                    Code::InvalidField,
-                    format!("\"limit\" must be 1 to {MAX_LIMIT}"),
-                )
-            })?,
-    };
+    let limit = limit(q.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     let entries = state
         .spool
         .feedback(&app, since, limit)

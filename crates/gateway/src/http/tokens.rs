@@ -50,19 +50,7 @@ pub async fn token(
     check_app(&state, &caller, &app)?;
     let token =
         DeviceToken::parse(&token).map_err(|e| ApiError::new(Code::InvalidToken, e.to_string()))?;
-    let limit = match q.limit.as_deref() {
-        None => DEFAULT_LIMIT,
-        Some(s) => s
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=MAX_LIMIT).contains(l))
-            .ok_or_else(|| {
-                ApiError::new(
-                    Code::InvalidField,
-                    format!("\"limit\" must be 1 to {MAX_LIMIT}"),
-                )
-            })?,
-    };
+    let limit = super::apps::limit(q.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     Ok(Json(lookup(&state, &app, &token, limit).await?))
 }
 

@@ -13,7 +13,7 @@ use super::super::ApiState;
 use super::super::apps::{check_app, clear_dead};
 use super::super::documents::TokenDocument;
 use super::super::error::{ApiError, Code};
-use super::{csrf_ok, session, unauthorized};
+use super::{session, unauthorized};
 
 /// How many of a token's notifications the box shows.
 const SHOWN: usize = 20;
@@ -41,13 +41,7 @@ pub(super) async fn clear(
     Path((app, token)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let (_, s) = session(&state, &headers).ok_or_else(unauthorized)?;
-    let presented = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
-    if !csrf_ok(&s, presented) {
-        return Err(ApiError::new(
-            Code::CsrfFailed,
-            "missing or wrong CSRF token; reload the page",
-        ));
-    }
+    super::csrf_header(&s, &headers)?;
     check_app(&state, &s.caller, &app)?;
     let token = parse(&token)?;
     if clear_dead(&state, &app, &token).await? {

@@ -259,6 +259,19 @@ async fn logout(
     r
 }
 
+/// The `x-csrf-token` header of a script's request, checked against the session's.
+fn csrf_header(session: &Session, headers: &HeaderMap) -> Result<(), ApiError> {
+    let presented = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
+    if csrf_ok(session, presented) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            Code::CsrfFailed,
+            "missing or wrong CSRF token; reload the page",
+        ))
+    }
+}
+
 fn unauthorized() -> ApiError {
     ApiError::new(Code::Unauthorized, "log in to the dashboard first")
 }
@@ -287,13 +300,7 @@ async fn send(
     Json(form): Json<TestSend>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (_, s) = session(&state, &headers).ok_or_else(unauthorized)?;
-    let presented = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
-    if !csrf_ok(&s, presented) {
-        return Err(ApiError::new(
-            Code::CsrfFailed,
-            "missing or wrong CSRF token; reload the page",
-        ));
-    }
+    csrf_header(&s, &headers)?;
     let doc = serde_json::json!({
         "app": form.app,
         "tokens": [form.token.trim()],
