@@ -16,8 +16,12 @@ use crate::ingest::mcmt::{self, Recipient};
 fn config() -> &'static (PathBuf, Arc<Config>) {
     static CONFIG: OnceLock<(PathBuf, Arc<Config>)> = OnceLock::new();
     CONFIG.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("pushgate-fuzz-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("a folder for the fuzz configuration");
+        // A fresh folder of its own (random name, 0700), kept for the process's life.
+        let dir = tempfile::Builder::new()
+            .prefix("pushgate-fuzz-")
+            .tempdir()
+            .expect("a folder for the fuzz configuration")
+            .keep();
         let key = aws_lc_rs::signature::EcdsaKeyPair::generate(
             &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
         )
@@ -110,10 +114,22 @@ pub fn config_dir() -> &'static Path {
 pub fn smtp_session(data: &[u8]) {
     use std::io::{Read, Write};
     static SERVER: OnceLock<(tokio::runtime::Runtime, std::net::SocketAddr)> = OnceLock::new();
+    // A session's task runs on the listener's runtime, which catches its panic: the hook
+    // notes one there, and the input is failed for it below.
+    static PANICKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    const THREAD: &str = "fuzz-smtp";
     let (_, addr) = SERVER.get_or_init(|| {
         let (dir, config) = config();
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().name() == Some(THREAD) {
+                PANICKED.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            previous(info);
+        }));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
+            .thread_name(THREAD)
             .enable_all()
             .build()
             .expect("a runtime for the SMTP listener");
@@ -138,13 +154,23 @@ pub fn smtp_session(data: &[u8]) {
         });
         (runtime, addr)
     });
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return;
-    };
+    let mut s = std::net::TcpStream::connect(addr).expect("the SMTP listener takes connections");
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
     let _ = s.set_write_timeout(Some(Duration::from_secs(10)));
     let _ = s.write_all(data);
     let _ = s.shutdown(std::net::Shutdown::Write);
     let mut answers = Vec::new();
-    let _ = s.read_to_end(&mut answers);
+    if let Err(e) = s.read_to_end(&mut answers)
+        && matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )
+    {
+        panic!("the SMTP session did not end within 10 s of its input's end");
+    }
+    // The session's task has ended (its connection closed); a panic in it was noted first.
+    assert!(
+        !PANICKED.swap(false, std::sync::atomic::Ordering::SeqCst),
+        "the SMTP session panicked"
+    );
 }

@@ -60,8 +60,8 @@ const FAILPOINT: &str = "beanstalkd-after-commit";
 enum Verdict {
     /// Committed (or committed before: a replay): deleted.
     Delete { replayed: bool },
-    /// Back in the queue after `delay` seconds; `refused`: the spool could not take it (the
-    /// connection stops reserving for as long).
+    /// Back in the queue after `delay` seconds; `refused`: the spool (or the tube's key's rate
+    /// limit) could not take it (the connection stops reserving for as long).
     Release { delay: u32, refused: bool },
     /// Not a notification, or a poison job: buried, with why.
     Bury(String),

@@ -82,7 +82,7 @@ pub struct Server {
 }
 
 /// `[server] slow_failed_logins`: every address that keeps failing is slowed down, or every
-/// one but this host's own (a reverse proxy here would otherwise slow every client behind
+/// one but loopback (a reverse proxy on this host would otherwise slow every client behind
 /// it), or none. Failures are counted and logged either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlowFailedLogins {

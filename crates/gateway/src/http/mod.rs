@@ -102,7 +102,11 @@ pub fn metrics_router(state: Arc<ApiState>) -> Router {
         .route("/metrics", get(stats::metrics))
         .route("/healthz", get(stats::healthz))
         .route("/readyz", get(stats::readyz_codes));
-    finish(router, state, false)
+    // No credential is read here, so none is slowed or counted.
+    router
+        .fallback(|| async { ApiError::new(Code::NotFound, "no such resource") })
+        .layer(axum::middleware::map_response(|r| common_headers(r, false)))
+        .with_state(state)
 }
 
 /// The fallback, the headers every answer carries, the slowing of guessers, and the state.
@@ -141,7 +145,10 @@ async fn slow_down_guessers(
         .contains_key(axum::http::header::AUTHORIZATION)
         || (req.method() == axum::http::Method::POST
             && matches!(req.uri().path(), "/login" | "/post"));
-    if presents {
+    // Probes are never held: an orchestrator's stale key must not make them time out (a
+    // wrong key on `/readyz` still counts).
+    let probe = matches!(req.uri().path(), "/readyz" | "/healthz");
+    if presents && !probe {
         state.intake.hold_off(peer).await;
     }
     let response = next.run(req).await;
