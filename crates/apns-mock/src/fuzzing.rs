@@ -2,10 +2,6 @@
 //! `tests/it/fuzz_corpus.rs` in the gateway): arbitrary bytes as one request to the checks
 //! every stream goes through. Not part of the simulator's API.
 
-use std::collections::{HashMap, HashSet};
-use std::time::Duration;
-
-use crate::Behaviour;
 use crate::auth::ConnTokens;
 use crate::checks::{ConnAuth, check};
 
@@ -32,21 +28,8 @@ pub fn request(data: &[u8]) {
         return;
     };
     let (parts, ()) = request.into_parts();
-    let behaviour = Behaviour {
-        jwt: None,
-        client_ca: None,
-        unregistered: HashMap::new(),
-        bad_tokens: HashSet::new(),
-        reasons: HashMap::new(),
-        token_bytes: vec![32],
-        latency: Duration::ZERO,
-        fail_rate: 0.0,
-        goaway_every: None,
-        goaway_code: None,
-        max_streams: 1000,
-        clock_offset_s: 0,
-        reject_connections: false,
-    };
+    // The simulator's defaults, without JWT or client-certificate checks.
+    let behaviour = crate::MockApns::builder().behaviour(None, None);
     let conn = ConnAuth {
         certificate: None,
         tokens: ConnTokens::default(),

@@ -310,6 +310,30 @@ impl MockApnsBuilder {
         Ok(self)
     }
 
+    /// How the simulator built so far answers, with its JWT verifier and client check
+    /// (also what the fuzz target checks requests against).
+    pub(crate) fn behaviour(
+        self,
+        jwt: Option<JwtVerifier>,
+        client_ca: Option<ClientCheck>,
+    ) -> Behaviour {
+        Behaviour {
+            jwt,
+            client_ca,
+            unregistered: self.unregistered,
+            bad_tokens: self.bad_tokens,
+            reasons: self.reasons,
+            token_bytes: self.token_bytes,
+            latency: self.latency,
+            fail_rate: self.fail_rate,
+            goaway_every: self.goaway_every,
+            goaway_code: self.goaway_code,
+            max_streams: self.max_streams,
+            clock_offset_s: self.clock_offset_s,
+            reject_connections: self.reject_connections,
+        }
+    }
+
     /// Binds and starts serving.
     pub async fn spawn(self) -> Result<RunningMock, MockError> {
         let listener = TcpListener::bind(self.listen)
@@ -340,21 +364,7 @@ impl MockApnsBuilder {
         let jwt = self.jwt_key.as_deref().map(JwtVerifier::new).transpose()?;
         let stats = Arc::new(Stats::new(self.record_limit));
         let shared = Arc::new(server::Shared {
-            behaviour: Behaviour {
-                jwt,
-                client_ca,
-                unregistered: self.unregistered,
-                bad_tokens: self.bad_tokens,
-                reasons: self.reasons,
-                token_bytes: self.token_bytes,
-                latency: self.latency,
-                fail_rate: self.fail_rate,
-                goaway_every: self.goaway_every,
-                goaway_code: self.goaway_code,
-                max_streams: self.max_streams,
-                clock_offset_s: self.clock_offset_s,
-                reject_connections: self.reject_connections,
-            },
+            behaviour: self.behaviour(jwt, client_ca),
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
             stats: Arc::clone(&stats),
         });

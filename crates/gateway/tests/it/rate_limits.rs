@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::api::{T1, alert};
 use crate::api_harness::*;
+use crate::live::counter_where as counter;
 use crate::smtp::SMTP;
 
 const LIMITED_KEY: &str = "limited-key-0123456789";
@@ -25,13 +26,6 @@ fn tokens(from: u64, n: u64) -> Vec<String> {
     (from..from + n)
         .map(|i| crate::harness::token(i).as_str().to_owned())
         .collect()
-}
-
-fn counter(name: &str, labels: &str) -> f64 {
-    let text = gateway::metrics::handle().unwrap().render();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}{{{labels}}} ")))
-        .map_or(0.0, |v| v.parse().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
