@@ -191,7 +191,8 @@ impl Stats {
     }
 }
 
-/// The stats listener: `GET /stats`, `GET /notifications` (JSON lines), `POST /reset`.
+/// The stats listener: `GET /stats`, `GET /notifications` (JSON lines), `GET /ids` (one
+/// `id count` a line), `POST /reset`.
 pub fn router(stats: std::sync::Arc<Stats>) -> axum::Router {
     use axum::routing::{get, post};
     use axum::{Json, extract::State, http::header, response::IntoResponse};
@@ -207,6 +208,17 @@ pub fn router(stats: std::sync::Arc<Stats>) -> axum::Router {
         }
         ([(header::CONTENT_TYPE, "application/x-ndjson")], out)
     }
+    /// Every accepted apns-id with how many times it was accepted, whatever the record limit:
+    /// a soak's ledger of millions needs ids, not payloads.
+    async fn get_ids(State(s): S) -> impl IntoResponse {
+        use std::fmt::Write as _;
+        let counts = s.id_counts();
+        let mut out = String::with_capacity(counts.len() * 40);
+        for (id, n) in counts {
+            writeln!(out, "{id} {n}").expect("writing to a String cannot fail");
+        }
+        ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], out)
+    }
     async fn post_reset(State(s): S) -> axum::http::StatusCode {
         s.reset();
         axum::http::StatusCode::NO_CONTENT
@@ -214,6 +226,7 @@ pub fn router(stats: std::sync::Arc<Stats>) -> axum::Router {
     axum::Router::new()
         .route("/stats", get(get_stats))
         .route("/notifications", get(get_notifications))
+        .route("/ids", get(get_ids))
         .route("/reset", post(post_reset))
         .with_state(stats)
 }

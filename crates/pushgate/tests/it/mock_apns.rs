@@ -497,7 +497,7 @@ fn a_shifted_clock_makes_fresh_tokens_expired() {
 }
 
 #[test]
-fn stats_notifications_and_reset() {
+fn stats_notifications_ids_and_reset() {
     let sim = start_sim(&[]);
     let path = format!("/3/device/{}", TOKEN.to_uppercase());
     let (status, _, _) = curl(
@@ -531,6 +531,23 @@ fn stats_notifications_and_reset() {
         (Some(1), Some(1))
     );
     assert_eq!(s["connections_total"], 1);
+    // The same notification again: `/ids` counts both acceptances of its id.
+    let id = lines[0]["apns_id"].as_str().unwrap().to_owned();
+    let (status, _, _) = curl(
+        &sim,
+        &path,
+        &[
+            "-H",
+            "apns-topic: com.example.demo",
+            "-H",
+            &format!("apns-id: {id}"),
+            "-d",
+            r#"{"aps":{"badge":1}}"#,
+        ],
+    );
+    assert_eq!(status, 200);
+    let out = run(Command::new("curl").args(["-sf", &format!("{}/ids", sim.stats)]));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("{id} 2\n"));
     let out = run(Command::new("curl").args([
         "-sf",
         "-X",
