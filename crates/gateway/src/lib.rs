@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod beanstalk;
+pub mod bounces;
 pub mod config;
 pub mod dispatch;
 pub mod events;

@@ -217,6 +217,17 @@ pub fn rows_read(app: &str, n: usize) {
         .increment(n as u64);
 }
 
+/// Failures waiting in the bounce outbox for a DSN.
+pub fn bounces_waiting(n: u64) {
+    metrics::gauge!("pushgate_bounces_waiting").set(n as f64);
+}
+
+/// A DSN's fate: `sent` (the relay took it), `deferred` (refused for now or unreachable; tried
+/// again), `failed` (refused for good, or given up).
+pub fn bounce(outcome: &'static str) {
+    metrics::counter!("pushgate_bounces_total", "outcome" => outcome).increment(1);
+}
+
 /// A commit of outcomes the spool refused (dispatch pauses until one succeeds).
 pub fn outcome_commit_failed() {
     metrics::counter!("pushgate_outcome_commit_failures_total").increment(1);

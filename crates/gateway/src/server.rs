@@ -42,6 +42,8 @@ pub struct Gateway {
     pub state: Arc<ApiState>,
     pub dispatch: Arc<Dispatcher>,
     pruner: JoinHandle<()>,
+    /// The bounce sender (`crate::bounces`), and what stops it.
+    bounces: (JoinHandle<()>, CancellationToken),
 }
 
 impl Gateway {
@@ -54,9 +56,11 @@ impl Gateway {
             .map_err(ServeError::Spool)?;
         let retention = config.storage.retention;
         let current = Arc::new(Current::new(Arc::new(config)));
-        let dispatch = Dispatcher::start(current, spool.clone(), options)
+        let dispatch = Dispatcher::start(Arc::clone(&current), spool.clone(), options)
             .await
             .map_err(ServeError::Spool)?;
+        let bounces_stop = CancellationToken::new();
+        let bounces = crate::bounces::spawn(current, spool.clone(), bounces_stop.clone());
         let pruner = spawn_pruner(spool.clone(), retention, PRUNE_EVERY);
         let intake = Arc::new(Intake::new(spool, Arc::clone(&dispatch)));
         let state = Arc::new(ApiState::new(intake));
@@ -64,6 +68,7 @@ impl Gateway {
             state,
             dispatch,
             pruner,
+            bounces: (bounces, bounces_stop),
         })
     }
 
@@ -151,6 +156,14 @@ impl Gateway {
         // Outcomes recorded during the grace period reach the delivery log's file.
         self.dispatch.events().close(Duration::from_secs(5)).await;
         self.pruner.abort();
+        // Between two DSNs: one being handed to the relay finishes (or times out) first, so
+        // that a stop sends none twice.
+        let (mut sender, stop) = self.bounces;
+        stop.cancel();
+        let wait = crate::bounces::SEND_TIMEOUT + Duration::from_secs(1);
+        if tokio::time::timeout(wait, &mut sender).await.is_err() {
+            sender.abort();
+        }
         self.state.spool.close().await.map_err(ServeError::Spool)?;
         info!("spool closed; stopped");
         served

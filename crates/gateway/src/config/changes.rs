@@ -75,6 +75,7 @@ impl Changes {
             ("[[api_keys]]", keys(old) != keys(new)),
             ("[log]", old.log != new.log),
             ("[[webhooks]]", old.webhooks != new.webhooks),
+            ("[bounces]", old.bounces != new.bounces),
             (
                 "[smtp] limits",
                 both_smtp && smtp_limits(old) != smtp_limits(new),
@@ -172,6 +173,7 @@ fn app_changes(a: &App, b: &App) -> Vec<String> {
         a.suppress_dead_tokens.to_string(),
         b.suppress_dead_tokens.to_string(),
     );
+    shown("bounces", a.bounces.to_string(), b.bounces.to_string());
     if a.extra_roots != b.extra_roots {
         out.push("ca_file".to_owned());
     }

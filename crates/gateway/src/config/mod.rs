@@ -33,7 +33,39 @@ pub struct Config {
     pub webhooks: Vec<Webhook>,
     /// beanstalkd servers whose tubes are ways in (propeller-apns' producers).
     pub beanstalkd: Vec<Beanstalkd>,
+    /// `[bounces]`: DSNs for injected notifications that fail; off without the section.
+    pub bounces: Option<Bounces>,
     pub apps: Vec<App>,
+}
+
+/// `[bounces]`: delivery status notifications (RFC 3464) for notifications injected over
+/// SMTP or `/v1.0/inject` that end failed or expired, sent through a relay
+/// (docs/momentum.md, "Bounces").
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bounces {
+    /// The relay, `host:port`.
+    pub smarthost: String,
+    /// STARTTLS before anything is sent (the relay's certificate checked against Mozilla's
+    /// roots and `ca_file`'s).
+    pub starttls: bool,
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    /// AUTH user and password (PLAIN or LOGIN, as the relay offers; only over STARTTLS).
+    pub auth: Option<(String, Secret)>,
+    /// The DSN's `From:` (the envelope sender is always null, `MAIL FROM:<>`).
+    pub from: String,
+    /// `Reporting-MTA`: this gateway's name (default: the domain of `from`).
+    pub reporting_mta: String,
+    /// Failures of one message within this of the first share a DSN.
+    pub window: Duration,
+    /// The first retry after the relay refused or could not be reached; doubling up to
+    /// `retry_max`.
+    pub retry: Duration,
+    pub retry_max: Duration,
+    /// A DSN the relay has not taken within this of its first failure is given up.
+    pub give_up: Duration,
+    /// Also bounce notifications the gateway did not send because their token was already
+    /// known dead (suppressed).
+    pub suppressed: bool,
 }
 
 /// One `[[beanstalkd]]`: a server and the tubes consumed from it.
@@ -329,6 +361,8 @@ pub struct App {
     pub max_attempts: u32,
     pub default_ttl: Duration,
     pub suppress_dead_tokens: bool,
+    /// `bounces`: DSNs for this app's injected notifications, when `[bounces]` is set.
+    pub bounces: bool,
 }
 
 impl App {

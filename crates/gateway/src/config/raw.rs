@@ -16,7 +16,26 @@ pub struct RawConfig {
     pub log: RawLog,
     pub webhooks: Vec<Spanned<RawWebhook>>,
     pub beanstalkd: Vec<Spanned<RawBeanstalkd>>,
+    pub bounces: S<RawBounces>,
     pub apps: Vec<Spanned<RawApp>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawBounces {
+    pub smarthost: S<String>,
+    pub starttls: S<bool>,
+    pub ca_file: S<String>,
+    pub username: S<String>,
+    pub password_env: S<String>,
+    pub password_file: S<String>,
+    pub from: S<String>,
+    pub reporting_mta: S<String>,
+    pub window_s: S<i64>,
+    pub retry_s: S<i64>,
+    pub retry_max_s: S<i64>,
+    pub give_up_s: S<i64>,
+    pub suppressed: S<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -150,6 +169,7 @@ pub struct RawApp {
     pub max_attempts: S<i64>,
     pub default_ttl_s: S<i64>,
     pub suppress_dead_tokens: S<bool>,
+    pub bounces: S<bool>,
 }
 
 impl RawApp {

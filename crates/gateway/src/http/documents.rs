@@ -397,7 +397,8 @@ pub struct Vctx {
 pub struct InjectRecipient {
     /// `local@domain`: the domain names the app; the local part may be the token.
     pub to: String,
-    /// Momentum's field; accepted, not used by APNs.
+    /// The sender: where a DSN goes when a notification made for this recipient fails and
+    /// neither the push part nor the template names a `Return-Path` (`[bounces]`).
     #[serde(default)]
     pub from: Option<String>,
     #[serde(default)]

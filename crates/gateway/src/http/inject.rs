@@ -131,13 +131,33 @@ async fn run(state: &ApiState, headers: &HeaderMap, body: Body) -> Result<Respon
         return Err(failure(StatusCode::BAD_REQUEST, reasons));
     }
     let n = recipients.len();
-    let parsed = mcmt::parse(
+    let mut parsed = mcmt::parse(
         injection.template.as_bytes(),
         &recipients,
         &config,
         SystemTime::now(),
     )
     .map_err(|e| failure(StatusCode::BAD_REQUEST, vec![format!("554 5.6.0 {e}"); n]))?;
+    // Each recipient's `from` is its envelope sender: where a failure is reported when the
+    // template names no Return-Path.
+    let senders: Vec<mcmt::ReturnPath> = injection
+        .recipients
+        .iter()
+        .map(|r| match r.from.as_deref().map(str::trim) {
+            Some(f) if !f.is_empty() => mcmt::ReturnPath::parse(f),
+            _ => mcmt::ReturnPath::Absent,
+        })
+        .collect();
+    crate::bounces::attach(
+        &config,
+        &mut parsed,
+        &crate::bounces::Arrival {
+            way: "inject",
+            received_from: caller.name.clone(),
+            message: injection.template.as_bytes(),
+            envelope: &|i| senders.get(i).cloned().unwrap_or_default(),
+        },
+    );
     let mcmt::Parsed { requests, ids, .. } = parsed;
     let key = super::idempotency::key(headers, &caller, "inject", &bytes)?;
     let submission = crate::ingest::Submission::new(Some(caller), requests).once(key);

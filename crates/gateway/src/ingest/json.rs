@@ -363,6 +363,7 @@ pub(crate) fn one(
         send_at,
         expires_at,
         notifications: ApnsId::many(tokens.len()).into_iter().zip(tokens).collect(),
+        bounce: None,
     })
 }
 

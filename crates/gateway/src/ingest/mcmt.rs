@@ -90,6 +90,53 @@ pub struct Parsed {
     pub ids: Vec<Vec<ApnsId>>,
     /// The message's `Message-ID`, if it has one (without its angle brackets).
     pub message_id: Option<String>,
+    /// The message's `Return-Path` header: absent, null (`<>`) or an address.
+    pub return_path: ReturnPath,
+    /// For each request, in order: its push part's own `Return-Path`, and for each of its
+    /// notifications the (first) recipient it was made for — bounces: who hears of its
+    /// failures.
+    pub origins: Vec<(ReturnPath, Vec<usize>)>,
+}
+
+/// A `Return-Path` as a message or push part carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ReturnPath {
+    /// No such header: ask the next source (the message's, then the envelope's).
+    #[default]
+    Absent,
+    /// `<>`: failures are never reported.
+    Null,
+    Address(String),
+}
+
+impl ReturnPath {
+    /// From a header's value as written (`<a@b>`, `a@b`, `Name <a@b>`, `<>`).
+    pub fn parse(value: &str) -> ReturnPath {
+        let v = value.trim();
+        let v = match (v.find('<'), v.rfind('>')) {
+            (Some(a), Some(b)) if a < b => &v[a + 1..b],
+            _ => v,
+        }
+        .trim();
+        if v.is_empty() {
+            ReturnPath::Null
+        } else {
+            ReturnPath::Address(v.to_owned())
+        }
+    }
+
+    /// This one, else `next`.
+    pub fn or(self, next: ReturnPath) -> ReturnPath {
+        match self {
+            ReturnPath::Absent => next,
+            known => known,
+        }
+    }
+}
+
+/// The header section of `message` (up to its first empty line, or all of it).
+pub fn header_section(message: &[u8]) -> &[u8] {
+    split_blank_line(message).map_or(message, |(head, _)| head)
 }
 
 impl Parsed {
@@ -117,11 +164,18 @@ struct PushHeaders {
     expiration: Option<String>,
     push_type: Option<String>,
     collapse_id: Option<String>,
+    /// The part's `Return-Path` (not a push header: it does not make the part's own MIME
+    /// headers the push headers).
+    return_path: ReturnPath,
 }
 
 impl PushHeaders {
     /// Records `name: value` if it is a push header; true if it was one.
     fn set(&mut self, name: &str, value: &str) -> bool {
+        if name.eq_ignore_ascii_case("return-path") {
+            self.return_path = ReturnPath::parse(value);
+            return false;
+        }
         let slot = match name.to_ascii_lowercase().as_str() {
             "x-device-token" => &mut self.token,
             "x-apns-topic" => &mut self.topic,
@@ -185,6 +239,8 @@ pub fn parse(
         requests: Vec::new(),
         ids: vec![Vec::new(); recipients.len()],
         message_id: parsed.message_id().map(str::to_owned),
+        return_path: message_return_path(&parsed),
+        origins: Vec::new(),
     };
     let mut apps: Vec<&str> = recipients.iter().map(|r| r.app.as_str()).collect();
     apps.sort_unstable();
@@ -272,6 +328,24 @@ fn dash_runs(message: &[u8]) -> usize {
     runs
 }
 
+/// The top-level `Return-Path` of a parsed message.
+fn message_return_path(m: &mail_parser::Message<'_>) -> ReturnPath {
+    let Some(h) = m.parts.first().and_then(|p| {
+        p.headers()
+            .iter()
+            .find(|h| h.name().eq_ignore_ascii_case("return-path"))
+    }) else {
+        return ReturnPath::Absent;
+    };
+    match h.value() {
+        mail_parser::HeaderValue::Text(t) => ReturnPath::parse(t),
+        mail_parser::HeaderValue::TextList(l) => {
+            l.last().map_or(ReturnPath::Null, |t| ReturnPath::parse(t))
+        }
+        _ => ReturnPath::Null,
+    }
+}
+
 fn is_push(part: &MessagePart<'_>) -> bool {
     part.content_type().is_some_and(|ct| {
         ct.ctype().eq_ignore_ascii_case(PUSH_TYPE.0)
@@ -303,7 +377,13 @@ fn read_part<'a>(part: &'a MessagePart<'_>) -> Result<(PushHeaders, &'a [u8]), S
     let mut headers = PushHeaders::default();
     let mut outer = false;
     for h in part.headers() {
-        if let Some(v) = h.value().as_text() {
+        if h.name().eq_ignore_ascii_case("return-path") {
+            // Parsed as an id: brackets gone, and `<>` left empty.
+            headers.return_path = match h.value().as_text() {
+                Some(v) => ReturnPath::parse(v),
+                None => ReturnPath::Null,
+            };
+        } else if let Some(v) = h.value().as_text() {
             outer |= headers.set(h.name(), v);
         }
     }
@@ -408,6 +488,11 @@ fn one_part(
                 out.ids[i].push(*id);
             }
         }
+        let firsts = owners
+            .iter()
+            .map(|o| o.first().copied().unwrap_or(0))
+            .collect();
+        out.origins.push((headers.return_path.clone(), firsts));
         out.requests.push(request);
     }
     Ok(())

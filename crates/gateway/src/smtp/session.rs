@@ -484,7 +484,7 @@ impl Session {
     /// A complete message: parsed, committed, and answered only after the commit.
     async fn message(&self, message: &[u8], out: &mut Vec<u8>) {
         let config = self.intake.config();
-        let parsed = match mcmt::parse(message, &self.recipients, &config, SystemTime::now()) {
+        let mut parsed = match mcmt::parse(message, &self.recipients, &config, SystemTime::now()) {
             Ok(p) => p,
             Err(e) => {
                 // A message sent again that no longer parses as it did (its absolute
@@ -510,6 +510,21 @@ impl Session {
                 return;
             }
         };
+        // A null sender (`MAIL FROM:<>`, itself a bounce or a report) never gets a bounce,
+        // whatever its headers say.
+        if !self.sender.is_empty() {
+            let sender = mcmt::ReturnPath::Address(self.sender.clone());
+            crate::bounces::attach(
+                &config,
+                &mut parsed,
+                &crate::bounces::Arrival {
+                    way: "smtp",
+                    received_from: format!("[{}]", self.peer.ip()),
+                    message,
+                    envelope: &|_| sender.clone(),
+                },
+            );
+        }
         let (count, first) = parsed.count_and_first();
         let key = parsed
             .message_id

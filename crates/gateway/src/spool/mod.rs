@@ -23,6 +23,7 @@
 //! write only when it is retried.
 
 mod admin;
+mod bounces;
 mod error;
 mod idempotency;
 mod postgres;
@@ -32,6 +33,7 @@ mod sqlite;
 mod store;
 
 pub use admin::{SpoolStatus, copy_from_sqlite, migrate, status};
+pub use bounces::{BOUNCE_LEASE, BounceEntry, BounceOrigin, BounceSettle, DueBounce, MAX_PER_DSN};
 pub use error::{SpoolError, SubmitError};
 pub use idempotency::{Enqueued, IdempotencyKey};
 pub use records::{

@@ -69,6 +69,10 @@ pub struct NewRequest {
     pub expires_at: SystemTime,
     /// One notification per token, with its id (also its `apns-id`).
     pub notifications: Vec<(ApnsId, DeviceToken)>,
+    /// Where a permanent failure of one of them is reported as a bounce (a DSN), for a
+    /// request injected over SMTP or `/v1.0/inject` with bounces on: requests of one message
+    /// to one return path share it (one `Arc`), and their failures share a DSN.
+    pub bounce: Option<Arc<super::BounceOrigin>>,
 }
 
 impl NewRequest {

@@ -15,9 +15,9 @@ use super::idempotency::{Enqueued, IdempotencyKey};
 use super::postgres::PgSpool;
 use super::sqlite::SqliteSpool;
 use super::{
-    AttemptRecord, Completion, DeadToken, FeedbackEntry, NewRequest, NotificationRecord,
-    PendingRow, ReadyCursor, ReadyPage, RecoveryReport, SpoolError, SpoolOptions, State,
-    StoredRequest, SubmitError, TokenHistory,
+    AttemptRecord, BounceSettle, Completion, DeadToken, DueBounce, FeedbackEntry, NewRequest,
+    NotificationRecord, PendingRow, ReadyCursor, ReadyPage, RecoveryReport, SpoolError,
+    SpoolOptions, State, StoredRequest, SubmitError, TokenHistory,
 };
 
 /// Everything the gateway asks of its storage (docs/architecture.md: "answer after commit").
@@ -116,6 +116,33 @@ pub trait Spool: Send + Sync {
         done: Vec<Completion>,
         dead: Vec<DeadToken>,
     ) -> impl Future<Output = Result<(), SpoolError>> + Send;
+
+    // Bounces (`spool::bounces`): failures queue in the outbox inside `complete`.
+
+    /// Up to `limit` bounce origins whose next try is due at `now` and whose first waiting
+    /// failure was recorded by `cutoff` (the batching window), each with its failures. On
+    /// PostgreSQL each is leased to this gateway for [`BOUNCE_LEASE`](super::BOUNCE_LEASE), so that two gateways
+    /// never send one DSN at once.
+    fn bounces_due(
+        &self,
+        now: SystemTime,
+        cutoff: SystemTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<DueBounce>, SpoolError>> + Send;
+
+    /// What became of the DSN of `origin` (taken under `lease`) that reported `ids`. Answers
+    /// false when the lease was lost meanwhile (another gateway took the origin): nothing is
+    /// changed then.
+    fn settle_bounce(
+        &self,
+        origin: i64,
+        lease: i64,
+        ids: Vec<ApnsId>,
+        how: BounceSettle,
+    ) -> impl Future<Output = Result<bool, SpoolError>> + Send;
+
+    /// Failures waiting in the outbox.
+    fn bounces_waiting(&self) -> impl Future<Output = Result<u64, SpoolError>> + Send;
 
     /// Adds (or refreshes) a dead token.
     fn register_dead_token(
@@ -401,6 +428,26 @@ impl Spool for Store {
         dead: Vec<DeadToken>,
     ) -> Result<(), SpoolError> {
         on!(self, s => s.complete(done, dead).await)
+    }
+    async fn bounces_due(
+        &self,
+        now: SystemTime,
+        cutoff: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<DueBounce>, SpoolError> {
+        on!(self, s => s.bounces_due(now, cutoff, limit).await)
+    }
+    async fn settle_bounce(
+        &self,
+        origin: i64,
+        lease: i64,
+        ids: Vec<ApnsId>,
+        how: BounceSettle,
+    ) -> Result<bool, SpoolError> {
+        on!(self, s => s.settle_bounce(origin, lease, ids, how).await)
+    }
+    async fn bounces_waiting(&self) -> Result<u64, SpoolError> {
+        on!(self, s => s.bounces_waiting().await)
     }
     async fn register_dead_token(&self, dead: DeadToken) -> Result<(), SpoolError> {
         on!(self, s => s.register_dead_token(dead).await)

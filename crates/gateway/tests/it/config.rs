@@ -263,6 +263,86 @@ fn the_metrics_listener_needs_an_address_of_its_own() {
 }
 
 #[test]
+fn bounces_take_a_relay_and_a_sender_and_never_show_the_password() {
+    let dir = folder();
+    std::fs::write(dir.path().join("relay-password"), "relay-secret\n").unwrap();
+    let app = "[[apps]]\nname = \"shop\"\ntopic = \"com.example.shop\"\nenvironment = \"sandbox\"\n\
+               key_file = \"AuthKey_ABC123DEFG.p8\"\nkey_id = \"ABC123DEFG\"\nteam_id = \"TEAM123456\"\n";
+    // Without [bounces], none; an app's `bounces` defaults to on.
+    let c = Config::load(&write(dir.path(), app)).unwrap();
+    assert!(c.bounces.is_none());
+    assert!(c.apps[0].bounces);
+    let c = Config::load(&write(
+        dir.path(),
+        &format!(
+            "[bounces]\nsmarthost = \"relay.example.com:587\"\nstarttls = true\nca_file = \"ca.pem\"\n\
+             username = \"push\"\npassword_file = \"relay-password\"\n\
+             from = \"MAILER-DAEMON@push.example.com\"\n\n{app}bounces = false\n"
+        ),
+    ))
+    .unwrap();
+    let b = c.bounces.as_ref().unwrap();
+    assert_eq!(b.smarthost, "relay.example.com:587");
+    assert!(b.starttls);
+    assert_eq!(b.extra_roots.len(), 1);
+    assert_eq!(b.reporting_mta, "push.example.com", "the domain of `from`");
+    assert_eq!(
+        (b.window, b.retry, b.retry_max, b.give_up),
+        (
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+            Duration::from_secs(3600),
+            Duration::from_secs(432_000)
+        )
+    );
+    let (user, password) = b.auth.as_ref().unwrap();
+    assert_eq!((user.as_str(), password.expose()), ("push", "relay-secret"));
+    assert!(
+        !format!("{c:?}").contains("relay-secret"),
+        "Debug shows no password"
+    );
+    assert!(!c.apps[0].bounces);
+    // Each mistake, with its line.
+    let err = Config::load(&write(
+        dir.path(),
+        "[bounces]\nsmarthost = \"relay.example.com\"\nfrom = \"not an address\"\n\
+         username = \"push\"\npassword_file = \"relay-password\"\nretry_s = 600\nretry_max_s = 60\n",
+    ))
+    .unwrap_err()
+    .to_string();
+    for want in [
+        ":2: bounces.smarthost: \"relay.example.com\" is not a relay like",
+        ":3: bounces.from: \"not an address\" is not an address",
+        ":4: bounces.username: AUTH sends the password: set starttls = true",
+        ":7: bounces.retry_max_s: is less than retry_s",
+    ] {
+        assert!(err.contains(want), "{want} in {err}");
+    }
+    assert!(!err.contains("relay-secret"), "{err}");
+    let err = Config::load(&write(
+        dir.path(),
+        "[bounces]\nsmarthost = \"127.0.0.1:25\"\nfrom = \"m@push.example.com\"\n\
+         reporting_mta = \"push.example.com\\r\\nX-Injected: 1\"\n",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains(":4: bounces.reporting_mta: ") && err.contains("is not a host name"),
+        "{err}"
+    );
+    let err = Config::load(&write(dir.path(), "[bounces]\nusername = \"push\"\n"))
+        .unwrap_err()
+        .to_string();
+    for want in [
+        "bounces.smarthost: required",
+        "bounces.from: required",
+        ":2: bounces.username: needs password_env or password_file",
+    ] {
+        assert!(err.contains(want), "{want} in {err}");
+    }
+}
+
+#[test]
 fn a_wrong_p12_password_names_the_file_and_never_the_password() {
     let dir = folder();
     std::fs::write(dir.path().join("wrong"), "hunter2-not-it\n").unwrap();

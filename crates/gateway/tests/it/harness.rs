@@ -27,6 +27,7 @@ pub fn request(app: &str, first: u64, n: u64) -> NewRequest {
         notifications: (first..first + n)
             .map(|i| (ApnsId::new(), token(i)))
             .collect(),
+        bounce: None,
     }
 }
 

@@ -66,6 +66,8 @@ mod api_harness;
 mod api_status;
 /// beanstalkd as a way in: two tubes, buried jobs, a restart, a full spool, a slow commit.
 mod beanstalkd;
+/// The bounce outbox on each spool: queued with outcomes, read per origin, settled, pruned.
+mod bounce_outbox;
 /// Committed work that must not wait: an answer nobody read, retries due by the thousand,
 /// one app's backlog beside another app.
 mod committed_work;

@@ -88,13 +88,13 @@ fn db_status_and_migrate_on_postgres() {
     assert!(out.contains("schema version: none yet"), "{out}");
     let created = pushgate(&["db", "migrate"], &config);
     assert!(
-        text(&created).contains("schema: created at version 4"),
+        text(&created).contains("schema: created at version 5"),
         "{}",
         text(&created)
     );
     let again = pushgate(&["db", "migrate"], &config);
     assert!(
-        text(&again).contains("schema: already at version 4"),
+        text(&again).contains("schema: already at version 5"),
         "{}",
         text(&again)
     );
@@ -108,12 +108,12 @@ fn db_status_and_migrate_on_postgres() {
     );
     assert!(
         text(&check).contains("    server 15")
-            && text(&check).contains("schema version 4 (this pushgate: 4)"),
+            && text(&check).contains("schema version 5 (this pushgate: 5)"),
         "config check reaches the database: {}",
         text(&check)
     );
 
-    // A version 3 database (no attempts kept, no connection per notification) is migrated to 4.
+    // A version 3 database (no attempts kept, no connection per notification) is migrated to 5.
     rt.block_on(async {
         let client = client(&pg).await;
         client
@@ -126,7 +126,7 @@ fn db_status_and_migrate_on_postgres() {
     });
     let migrated = pushgate(&["db", "migrate"], &config);
     assert!(
-        text(&migrated).contains("schema: migrated from version 3 to 4"),
+        text(&migrated).contains("schema: migrated from version 3 to 5"),
         "{}",
         text(&migrated)
     );
@@ -142,7 +142,7 @@ fn db_status_and_migrate_on_postgres() {
     });
 
     // A version 1 database (its placeholder table of idempotency keys, gateways without their
-    // locks, no attempts) is migrated to 4.
+    // locks, no attempts) is migrated to 5.
     rt.block_on(async {
         let client = client(&pg).await;
         client
@@ -159,7 +159,7 @@ fn db_status_and_migrate_on_postgres() {
     });
     let migrated = pushgate(&["db", "migrate"], &config);
     assert!(
-        text(&migrated).contains("schema: migrated from version 1 to 4"),
+        text(&migrated).contains("schema: migrated from version 1 to 5"),
         "{}",
         text(&migrated)
     );
@@ -250,11 +250,11 @@ fn concurrent_start_up_migrates_once() {
     let gateway = gateway.expect("the gateway came up beside the migrations");
     let created = outputs
         .iter()
-        .filter(|o| o.contains("schema: created at version 4"))
+        .filter(|o| o.contains("schema: created at version 5"))
         .count();
     let found = outputs
         .iter()
-        .filter(|o| o.contains("schema: already at version 4"))
+        .filter(|o| o.contains("schema: already at version 5"))
         .count();
     assert!(
         created <= 1 && created + found == 4,
@@ -267,7 +267,7 @@ fn concurrent_start_up_migrates_once() {
     // Beside the running gateway (its lock is the gateway's, not the migration's).
     let beside = pushgate(&["db", "migrate"], &config);
     assert!(
-        beside.status.success() && text(&beside).contains("schema: already at version 4"),
+        beside.status.success() && text(&beside).contains("schema: already at version 5"),
         "{}",
         text(&beside)
     );
@@ -279,7 +279,7 @@ fn concurrent_start_up_migrates_once() {
             .unwrap();
         assert_eq!(
             rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>(),
-            [4],
+            [5],
             "one schema row"
         );
         gateway::spool::Spool::close(&gateway).await.unwrap();
@@ -337,6 +337,7 @@ fn db_copy_from_sqlite_moves_what_is_pending_once() {
         notifications: (first..first + n)
             .map(|i| (apns::ApnsId::new(), apns_mock::testing::token(i)))
             .collect(),
+        bounce: None,
     };
     let queued = request(0, 10);
     let mut scheduled = request(100, 3);

@@ -25,6 +25,9 @@ macro_rules! on_each_backend {
 
 /// `pushgate bench`: a small smoke run (figures are for BENCHMARKS.md, not tests).
 mod bench;
+/// Momentum bounces: DSNs for injected notifications that fail, at an aiosmtpd relay; a null
+/// sender, the relay down, kill -9 with a DSN queued.
+mod bounces;
 /// `pushgate cert inspect`: a legacy .p12, a PEM certificate, a wrong password.
 mod cert;
 /// Two gateways on one PostgreSQL database: kill -9 and SIGTERM of one, one provider token,

@@ -55,6 +55,11 @@ fn hook_receiver() -> (String, Requests) {
 
 /// One SMTP transaction, a command at a time; returns the reply to the message.
 fn smtp_send(addr: &str, rcpts: &[String], message: &str) -> String {
+    smtp_send_from(addr, "app@example.com", rcpts, message)
+}
+
+/// As [`smtp_send`], from envelope sender `from` (`""`: the null sender, `MAIL FROM:<>`).
+pub(crate) fn smtp_send_from(addr: &str, from: &str, rcpts: &[String], message: &str) -> String {
     let s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(MINUTE)).unwrap();
     let mut r = BufReader::new(s.try_clone().unwrap());
@@ -76,7 +81,7 @@ fn smtp_send(addr: &str, rcpts: &[String], message: &str) -> String {
         got
     };
     say(&mut w, "EHLO test", "250");
-    say(&mut w, "MAIL FROM:<app@example.com>", "250");
+    say(&mut w, &format!("MAIL FROM:<{from}>"), "250");
     for rc in rcpts {
         say(&mut w, &format!("RCPT TO:<{rc}>"), "250");
     }

@@ -127,10 +127,11 @@ impl Cx<'_> {
             max_attempts,
             default_ttl: secs(ttl),
             suppress_dead_tokens: a.suppress_dead_tokens.as_ref().is_none_or(|s| *s.get_ref()),
+            bounces: a.bounces.as_ref().is_none_or(|b| *b.get_ref()),
         })
     }
 
-    fn roots(&mut self, f: &Spanned<String>, key: &str) -> Vec<CertificateDer<'static>> {
+    pub(super) fn roots(&mut self, f: &Spanned<String>, key: &str) -> Vec<CertificateDer<'static>> {
         let path = self.path(f);
         let certs: Vec<_> = match CertificateDer::pem_file_iter(&path) {
             Ok(it) => it.filter_map(Result::ok).collect(),
@@ -289,20 +290,7 @@ impl Cx<'_> {
     fn password(&mut self, c: &RawCredential, at: &str) -> Option<Secret> {
         match (&c.certificate_password_env, &c.certificate_password_file) {
             (Some(v), None) => self.env_secret(v, &format!("{at}.certificate_password_env")),
-            (None, Some(f)) => {
-                let path = self.path(f);
-                match std::fs::read_to_string(&path) {
-                    Ok(s) => Some(Secret(s.trim_end_matches(['\r', '\n']).to_owned())),
-                    Err(e) => {
-                        self.problem(
-                            f.span(),
-                            &format!("{at}.certificate_password_file"),
-                            format!("cannot read {}: {e}", path.display()),
-                        );
-                        None
-                    }
-                }
-            }
+            (None, Some(f)) => self.file_secret(f, &format!("{at}.certificate_password_file")),
             (Some(v), Some(_)) => {
                 self.problem(
                     v.span(),

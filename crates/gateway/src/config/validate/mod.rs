@@ -3,6 +3,7 @@
 
 mod app;
 mod beanstalkd;
+mod bounces;
 mod postgres;
 mod spans;
 
@@ -518,6 +519,7 @@ impl Cx<'_> {
             })
             .collect();
         let beanstalkd = self.beanstalkd(raw.beanstalkd, &apps, &app_lines, &api_keys);
+        let bounces = raw.bounces.map(|b| self.bounces(b));
         Config {
             file: file.to_owned(),
             server,
@@ -527,7 +529,24 @@ impl Cx<'_> {
             log,
             webhooks,
             beanstalkd,
+            bounces,
             apps,
+        }
+    }
+
+    /// A secret read from file `f` (its line end trimmed), or the problem of reading it.
+    fn file_secret(&mut self, f: &Spanned<String>, key: &str) -> Option<Secret> {
+        let path = self.path(f);
+        match std::fs::read_to_string(&path) {
+            Ok(s) => Some(Secret(s.trim_end_matches(['\r', '\n']).to_owned())),
+            Err(e) => {
+                self.problem(
+                    f.span(),
+                    key,
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                None
+            }
         }
     }
 

@@ -12,6 +12,7 @@
 //!   decoding of their rows; `cluster`: several gateways on one database — registration,
 //!   heartbeat, rescue, hand-back and the wake-ups.
 
+mod bounces;
 mod cluster;
 mod connect;
 mod copy;
@@ -560,6 +561,29 @@ impl Spool for PgSpool {
     async fn counts_by_app(&self) -> Result<Vec<(String, State, u64)>, SpoolError> {
         let c = self.conn().await?;
         reads::counts_by_app(&c, &self.inner.target).await
+    }
+
+    async fn bounces_due(
+        &self,
+        now: SystemTime,
+        cutoff: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<crate::spool::DueBounce>, SpoolError> {
+        self.take_due_bounces(now, cutoff, limit).await
+    }
+
+    async fn settle_bounce(
+        &self,
+        origin: i64,
+        lease: i64,
+        ids: Vec<ApnsId>,
+        how: crate::spool::BounceSettle,
+    ) -> Result<bool, SpoolError> {
+        self.settle(origin, lease, ids, how).await
+    }
+
+    async fn bounces_waiting(&self) -> Result<u64, SpoolError> {
+        self.waiting_bounces().await
     }
 
     async fn prune(&self, before: SystemTime, limit: usize) -> Result<usize, SpoolError> {

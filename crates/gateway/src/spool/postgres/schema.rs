@@ -14,7 +14,7 @@ use tokio_postgres::Client;
 use crate::spool::SpoolError;
 
 /// The schema this version writes (`pushgate_schema.version`).
-pub(super) const SCHEMA_VERSION: i32 = 4;
+pub(super) const SCHEMA_VERSION: i32 = 5;
 
 /// Any number, the same for every pushgate: the advisory lock that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x7075_7368_6761_7465; // "pushgate"
@@ -140,6 +140,38 @@ CREATE TABLE attempts (
 CREATE INDEX attempts_by_id ON attempts (id);
 ";
 
+/// Version 5: bounces (`spool::bounces`) — the origin of each message injected with bounces
+/// on, its requests, and the outbox of failures waiting for a DSN. A gateway sending a DSN
+/// leases its origin (`lease_until`), so that two gateways never send the same one. (`IF NOT
+/// EXISTS`: a database an operator took back to version 4 by hand still migrates.)
+const MIGRATE_4_TO_5: &str = "
+CREATE TABLE IF NOT EXISTS bounce_origins (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    return_path text NOT NULL,
+    headers bytea NOT NULL,
+    way text NOT NULL,
+    received_from text NOT NULL,
+    received_at bigint NOT NULL,
+    attempts integer NOT NULL DEFAULT 0,
+    next_at bigint NOT NULL DEFAULT 0,
+    lease_until bigint NOT NULL DEFAULT 0,
+    lease_owner uuid
+);
+CREATE TABLE IF NOT EXISTS bounce_requests (request_id bigint PRIMARY KEY, origin bigint NOT NULL);
+CREATE INDEX IF NOT EXISTS bounce_requests_origin ON bounce_requests (origin);
+CREATE TABLE IF NOT EXISTS bounce_outbox (
+    id uuid PRIMARY KEY,
+    origin bigint NOT NULL,
+    app text NOT NULL,
+    token bytea NOT NULL,
+    state smallint NOT NULL,
+    status integer,
+    reason text,
+    at bigint NOT NULL
+);
+CREATE INDEX IF NOT EXISTS bounce_outbox_origin ON bounce_outbox (origin, at);
+";
+
 /// Brings the database to [`SCHEMA_VERSION`], in one transaction under the migration lock:
 /// the first gateway to take it migrates, the others find the work done. Refuses a database
 /// newer than this pushgate knows. Answers the version found before.
@@ -194,6 +226,11 @@ pub(super) async fn migrate(c: &mut Client, target: &str) -> Result<i32, SpoolEr
         tx.batch_execute(MIGRATE_3_TO_4)
             .await
             .map_err(err("migrating the schema to version 4"))?;
+    }
+    if found < 5 {
+        tx.batch_execute(MIGRATE_4_TO_5)
+            .await
+            .map_err(err("migrating the schema to version 5"))?;
     }
     if found < SCHEMA_VERSION {
         tx.execute("DELETE FROM pushgate_schema", &[])
@@ -268,16 +305,21 @@ pub(super) const CLAIM_DUE: &str = "UPDATE notifications SET state = 1, due_at =
 /// gateway's ($8) take theirs — an outcome for a row another gateway rescued is not applied.
 /// Answers each one's new state, so the pending count loses those that became final. An
 /// attempt that a retry follows (still pending, and it went out or was answered) is kept in
-/// `attempts` by the same statement.
+/// `attempts` by the same statement, and a failure of a request injected with bounces on
+/// joins the bounce outbox.
 pub(super) const COMPLETE: &str = "WITH u AS (UPDATE notifications n SET state = o.state, \
      attempts = o.attempts, status = o.status, reason = o.reason, due_at = o.due_at, \
      updated_at = $7, conn = o.conn FROM unnest($1::uuid[], $2::smallint[], $3::integer[], \
      $4::integer[], $5::text[], $6::bigint[], $9::bigint[]) \
      AS o(id, state, attempts, status, reason, due_at, conn) \
      WHERE n.id = o.id AND n.state < 3 AND n.owner = $8 \
-     RETURNING n.id, n.state, n.status, n.reason, n.conn), \
+     RETURNING n.id, n.state, n.status, n.reason, n.conn, n.request_id, n.app, n.token), \
      kept AS (INSERT INTO attempts (id, at, status, reason, conn) SELECT id, $7, status, reason, \
-     conn FROM u WHERE state < 3 AND (conn IS NOT NULL OR status IS NOT NULL)) \
+     conn FROM u WHERE state < 3 AND (conn IS NOT NULL OR status IS NOT NULL)), \
+     bounced AS (INSERT INTO bounce_outbox (id, origin, app, token, state, status, reason, at) \
+     SELECT u.id, b.origin, u.app, u.token, u.state, u.status, u.reason, $7 FROM u \
+     JOIN bounce_requests b ON b.request_id = u.request_id WHERE u.state IN (4, 5) \
+     ON CONFLICT (id) DO NOTHING) \
      SELECT state FROM u";
 
 /// Of these ids, those still pending but held by another gateway (or none): the outcomes the
@@ -297,7 +339,14 @@ pub(super) const PRUNE_FINISHED: &str = "WITH gone AS (DELETE FROM notifications
      SELECT request_id, count(*) FROM gone GROUP BY request_id";
 pub(super) const REQUEST_LOSES: &str =
     "UPDATE requests SET remaining = remaining - $2 WHERE id = $1 RETURNING remaining";
-pub(super) const REQUEST_GONE: &str = "DELETE FROM requests WHERE id = $1";
+/// A request left without notifications goes, with its link to a bounce origin, and the
+/// origin once nothing else refers to it (the statement sees the tables as they were before
+/// it: the link it deletes is still there for the check, hence `request_id <> $1`).
+pub(super) const REQUEST_GONE: &str = "WITH r AS (DELETE FROM requests WHERE id = $1), \
+     l AS (DELETE FROM bounce_requests WHERE request_id = $1 RETURNING origin) \
+     DELETE FROM bounce_origins o USING l WHERE o.id = l.origin \
+     AND NOT EXISTS (SELECT 1 FROM bounce_requests b WHERE b.origin = o.id AND b.request_id <> $1) \
+     AND NOT EXISTS (SELECT 1 FROM bounce_outbox x WHERE x.origin = o.id)";
 /// Start-up recovery: what a version before 3 left in flight goes back to the queue (this
 /// version never stores `in_flight`; a dead gateway's rows are rescued by `cluster`).
 pub(super) const REQUEUE_IN_FLIGHT: &str = "UPDATE notifications SET state = 1, owner = NULL, updated_at = $1 WHERE state < 3 AND state = 2";

@@ -95,6 +95,7 @@ impl PgSpool {
             )
             .await
             .map_err(self.err("storing notifications"))?;
+        let mut linked = super::bounces::Linked::new();
         for r in batch {
             let send_at = r.send_at.map(to_ms).filter(|&t| t > now);
             let state = if send_at.is_some() {
@@ -124,6 +125,7 @@ impl PgSpool {
                 .await
                 .map_err(self.err("storing a request"))?;
             let request_id: i64 = row.get(0);
+            super::bounces::link(self, &tx, r, request_id, now, &mut linked).await?;
             let ids: Vec<uuid::Uuid> = r
                 .notifications
                 .iter()

@@ -8,6 +8,7 @@
 //!   commands writes.
 //! - `reads`: the queries of the read connection; `decode`: stored columns back into values.
 
+mod bounces;
 mod decode;
 mod export;
 mod files;
@@ -356,6 +357,39 @@ impl Spool for SqliteSpool {
     ) -> Result<(), SpoolError> {
         self.call(|reply| Command::Complete { done, dead, reply })
             .await
+    }
+
+    async fn bounces_due(
+        &self,
+        now: SystemTime,
+        cutoff: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<crate::spool::DueBounce>, SpoolError> {
+        let (now, cutoff) = (to_ms(now), to_ms(cutoff));
+        self.read(move |c| bounces::due(c, now, cutoff, limit))
+            .await
+    }
+
+    async fn settle_bounce(
+        &self,
+        origin: i64,
+        _lease: i64,
+        ids: Vec<ApnsId>,
+        how: crate::spool::BounceSettle,
+    ) -> Result<bool, SpoolError> {
+        // One gateway owns the file: no lease to check.
+        self.call(|reply| Command::SettleBounce {
+            origin,
+            ids,
+            how,
+            reply,
+        })
+        .await
+        .map(|()| true)
+    }
+
+    async fn bounces_waiting(&self) -> Result<u64, SpoolError> {
+        self.read(bounces::waiting).await
     }
 
     async fn register_dead_token(&self, dead: DeadToken) -> Result<(), SpoolError> {

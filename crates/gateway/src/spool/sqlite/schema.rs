@@ -239,7 +239,19 @@ pub(super) fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), S
     }
     // Additive, so not a schema version: older versions ignore them.
     conn.execute_batch(HEALTH_TABLE).map_err(open_err)?;
-    conn.execute_batch(IDEMPOTENCY_TABLE).map_err(open_err)
+    conn.execute_batch(IDEMPOTENCY_TABLE).map_err(open_err)?;
+    conn.execute_batch(super::bounces::BOUNCE_TABLES)
+        .map_err(open_err)?;
+    // An older pushgate prunes requests without their links, and SQLite reuses request ids:
+    // a stale link would send a stranger's failures to its return path.
+    let stale = conn
+        .execute(super::bounces::FORGET_STALE, [])
+        .map_err(open_err)?;
+    if stale > 0 {
+        conn.execute(super::bounces::FORGET_ORPHANS, [])
+            .map_err(open_err)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -71,6 +71,14 @@ pub(super) enum Command {
     RequeueInFlight {
         reply: Reply<usize>,
     },
+    /// Settles a DSN of a bounce origin: its failures leave the outbox, or it is tried again
+    /// later.
+    SettleBounce {
+        origin: i64,
+        ids: Vec<ApnsId>,
+        how: crate::spool::BounceSettle,
+        reply: Reply<()>,
+    },
     /// Removes a dead token; answers whether it was there.
     ClearDeadToken {
         app: String,
@@ -310,7 +318,8 @@ fn answer(c: Command, r: Result<Done, SpoolError>, max_pending: u64) -> Answer {
             | Command::Probe { reply }
             | Command::Stop { reply }
             | Command::Complete { reply, .. }
-            | Command::DeadToken { reply, .. },
+            | Command::DeadToken { reply, .. }
+            | Command::SettleBounce { reply, .. },
             Done::Unit(finished),
         ) => Answer::Unit(reply, Ok(()), finished),
         (Command::Prune { reply, .. } | Command::RequeueInFlight { reply }, Done::Count(n)) => {
@@ -362,6 +371,7 @@ fn refuse(c: Command, err: impl Fn() -> SpoolError) -> Answer {
         | Command::Probe { reply }
         | Command::Complete { reply, .. }
         | Command::DeadToken { reply, .. }
+        | Command::SettleBounce { reply, .. }
         | Command::Stop { reply } => Answer::Unit(reply, Err(err()), 0),
         Command::Prune { reply, .. } | Command::RequeueInFlight { reply } => {
             Answer::Count(reply, Err(err()))
@@ -415,6 +425,7 @@ mod tests {
             send_at: None,
             expires_at: SystemTime::now() + std::time::Duration::from_secs(3_600),
             notifications: vec![(ApnsId::new(), apns::DeviceToken::parse(token).expect("hex"))],
+            bounce: None,
         }
     }
 

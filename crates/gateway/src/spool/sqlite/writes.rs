@@ -77,6 +77,12 @@ pub(super) fn apply(
             Done::Count(prune(tx, to_ms(*before), *limit)? + keys)
         }
         Command::RequeueInFlight { .. } => Done::Count(requeue_in_flight(tx, now)?),
+        Command::SettleBounce {
+            origin, ids, how, ..
+        } => {
+            super::bounces::settle(tx, *origin, ids, *how)?;
+            Done::Unit(0)
+        }
         Command::ClearDeadToken { app, token, .. } => Done::Flag(
             tx.prepare_cached("DELETE FROM dead_tokens WHERE app = ?1 AND token = ?2")?
                 .execute(params![app, token.to_bytes(&mut [0; TOKEN_BYTES])])?
@@ -129,6 +135,8 @@ fn insert_batch(
     )?;
     let mut app_id = tx.prepare_cached(APP_ID)?;
     let mut new_app = tx.prepare_cached("INSERT INTO apps (name) VALUES (?1)")?;
+    let bounces = batch.iter().any(|r| r.bounce.is_some());
+    let mut request_ids = Vec::new();
     for r in batch {
         // Numbered in the same transaction: a rollback takes a new app's number with it.
         let app = match app_id
@@ -156,6 +164,9 @@ fn insert_batch(
             r.len() as i64,
         ])?;
         let request_id = tx.last_insert_rowid();
+        if bounces {
+            request_ids.push(request_id);
+        }
         let state = if send_at.is_some() {
             State::Scheduled
         } else {
@@ -173,6 +184,9 @@ fn insert_batch(
                 now,
             ])?;
         }
+    }
+    if bounces {
+        super::bounces::link(tx, batch, &request_ids, now)?;
     }
     Ok(())
 }
@@ -221,6 +235,10 @@ fn complete(tx: &Transaction<'_>, done: &[Completion], now: i64) -> Result<u64, 
         ])?;
         if changed > 0 && c.state.is_final() {
             finished += 1;
+            if c.state != State::Delivered {
+                tx.prepare_cached(super::bounces::QUEUE)?
+                    .execute(params![id, now])?;
+            }
         }
         if changed > 0 && c.is_retried_attempt() {
             tx.prepare_cached(ATTEMPT_KEPT)?
@@ -274,6 +292,7 @@ fn prune(tx: &Transaction<'_>, before: i64, limit: usize) -> Result<usize, rusql
             .optional()?;
         if left.is_some_and(|l| l <= 0) {
             remove.execute(params![request])?;
+            super::bounces::forget_request(tx, request)?;
         }
     }
     Ok(gone.len())
