@@ -205,7 +205,7 @@ async fn decide(b: &Bounces, mut d: DueBounce) -> (BounceSettle, bool) {
             crate::metrics::bounce("deferred");
             let wait = backoff(b, d.attempts);
             warn!(origin = d.origin, to = %to, error = %why, retry_in = ?wait, "sending a bounce failed; it is tried again");
-            (BounceSettle::RetryAt(now + wait), unreachable)
+            (BounceSettle::RetryAt(SystemTime::now() + wait), unreachable)
         }
     }
 }
@@ -217,8 +217,8 @@ fn backoff(b: &Bounces, attempts: u32) -> Duration {
 }
 
 enum Failure {
-    /// The relay refused the recipient for good (a `5.1.x` status, or 550/551/553 without an
-    /// enhanced one), or the DSN cannot be addressed: dropped.
+    /// The relay refused the recipient for good (an enhanced status `5.1.x` about the
+    /// destination), or the DSN cannot be addressed: dropped.
     Recipient(String),
     /// The relay refused this DSN for now, or for a reason that is this gateway's to fix (the
     /// null sender, relaying, its content): tried again later.
@@ -228,9 +228,6 @@ enum Failure {
     Unreachable(String),
 }
 
-/// Replies that refuse the recipient (RFC 5321 §4.2.3) when the relay gives no enhanced
-/// status: no such mailbox, not local, not a valid mailbox name.
-const RECIPIENT_CODES: [&str; 3] = ["550", "551", "553"];
 /// Replies about the session rather than one DSN: closing, TLS unavailable, login needed or
 /// refused (RFC 5321, 3207, 4954).
 const SESSION_CODES: [&str; 6] = ["421", "454", "530", "534", "535", "538"];
@@ -238,6 +235,13 @@ const SESSION_CODES: [&str; 6] = ["421", "454", "530", "534", "535", "538"];
 /// Hands `message` to the relay with a null envelope sender, as RFC 3464 asks (a DSN is
 /// never bounced in turn).
 async fn send(b: &Bounces, to: &str, message: &[u8]) -> Result<(), Failure> {
+    // (Checked here: an address of other characters needs the relay's SMTPUTF8, and lettre
+    // refuses it client-side, which would read as a relay out of reach.)
+    if !to.is_ascii() {
+        return Err(Failure::Recipient(format!(
+            "{to:?} is not an ASCII address (SMTPUTF8 is not used for bounces)"
+        )));
+    }
     let to: Address = to
         .parse()
         .map_err(|e| Failure::Recipient(format!("{to:?} is not an address: {e}")))?;
@@ -254,19 +258,19 @@ async fn send(b: &Bounces, to: &str, message: &[u8]) -> Result<(), Failure> {
         None => Failure::Unreachable(text),
         Some(code) if SESSION_CODES.contains(&code.as_str()) => Failure::Unreachable(text),
         // Only a refusal of the recipient drops the DSN. Anything else the relay refuses —
-        // the null sender, relaying (a 550 5.7.1 too) — waits, until give_up_s.
-        Some(code) if e.is_permanent() && recipient_refused(&code, &text) => {
-            Failure::Recipient(text)
-        }
+        // the null sender, relaying (a 550 5.7.1 too), a reply without an enhanced status that
+        // says which — waits, until give_up_s.
+        Some(_) if e.is_permanent() && recipient_refused(&text) => Failure::Recipient(text),
         Some(_) => Failure::Refused(text),
     })
 }
 
-/// Whether a permanent reply `code` with `text` refuses the recipient: by its enhanced status
-/// (RFC 3463: `5.1.x` is about the address) when it has one, else by its code.
-fn recipient_refused(code: &str, text: &str) -> bool {
+/// Whether a permanent reply (its text, as lettre shows it) refuses the recipient: its enhanced
+/// status (RFC 3463) is `5.1.x`, an address problem, but not `5.1.7` or `5.1.8`, which are
+/// about the sender's. Without an enhanced status a reply does not say which address it means.
+fn recipient_refused(text: &str) -> bool {
     let enhanced = text
-        .split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ':')
+        .split(|c: char| c.is_whitespace() || "():#".contains(c))
         .find(|w| {
             let parts: Vec<&str> = w.split('.').collect();
             parts.len() == 3
@@ -275,10 +279,7 @@ fn recipient_refused(code: &str, text: &str) -> bool {
                     .iter()
                     .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
         });
-    match enhanced {
-        Some(status) => status.starts_with("5.1."),
-        None => RECIPIENT_CODES.contains(&code),
-    }
+    enhanced.is_some_and(|s| s.starts_with("5.1.") && s != "5.1.7" && s != "5.1.8")
 }
 
 /// A connection to the relay, as `[bounces]` describes it: one per DSN (bounces are rare).
@@ -312,4 +313,33 @@ fn transport(b: &Bounces) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> 
             .authentication(vec![Mechanism::Plain, Mechanism::Login]);
     }
     Ok(builder.build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::recipient_refused;
+
+    #[test]
+    fn only_an_address_refusal_drops_a_dsn() {
+        for (text, drop) in [
+            (
+                "permanent error (550): 5.1.1 <a@b>: Recipient address rejected",
+                true,
+            ),
+            ("permanent error (553): 5.1.3 bad address syntax", true),
+            ("permanent error (550): 5.7.1 Relaying denied", false),
+            (
+                "permanent error (550): 5.1.8 Access denied, bad outbound sender",
+                false,
+            ),
+            ("permanent error (550): relay not permitted", false),
+            (
+                "permanent error (553): sorry, not in my list of allowed rcpthosts (#5.7.1)",
+                false,
+            ),
+            ("permanent error (554): 5.6.0 content rejected", false),
+        ] {
+            assert_eq!(recipient_refused(text), drop, "{text}");
+        }
+    }
 }
