@@ -367,6 +367,19 @@ fn by_recipient(got: &[Value]) -> std::collections::BTreeMap<String, Vec<String>
         .collect()
 }
 
+/// Waits for one DSN per `(return path, token)`, each reporting only its token, and no more.
+fn expect_one_dsn_each(relay: &Relay, gw: &Gw, want: &[(&str, &str)]) {
+    let got = relay.wait_for(want.len());
+    wait_settled(gw, want.len() as f64);
+    assert_eq!(relay.received().len(), want.len());
+    assert_eq!(
+        by_recipient(&got),
+        want.iter()
+            .map(|(to, t)| ((*to).to_owned(), vec![format!("rfc822; {t}@shop")]))
+            .collect()
+    );
+}
+
 #[test]
 fn a_push_part_s_return_path_comes_first_and_each_return_path_gets_its_own_dsn() {
     let (_dir, _sim, relay, gw) = setup(&Backend::Sqlite);
@@ -386,23 +399,10 @@ fn a_push_part_s_return_path_comes_first_and_each_return_path_gets_its_own_dsn()
         &message,
     );
     assert!(reply.starts_with("250 2.0.0 2 notifications"), "{reply}");
-    let got = relay.wait_for(2);
-    wait_settled(&gw, 2.0);
-    assert_eq!(relay.received().len(), 2);
-    assert_eq!(
-        by_recipient(&got),
-        [
-            (
-                "message@shop.example".to_owned(),
-                vec![format!("rfc822; {t3}@shop")]
-            ),
-            (
-                "part@shop.example".to_owned(),
-                vec![format!("rfc822; {t2}@shop")]
-            ),
-        ]
-        .into_iter()
-        .collect()
+    expect_one_dsn_each(
+        &relay,
+        &gw,
+        &[("message@shop.example", &t3), ("part@shop.example", &t2)],
     );
 }
 
@@ -424,25 +424,12 @@ fn each_injecting_sender_hears_only_of_its_own_tokens() {
         })),
     );
     assert_eq!(status, 200, "{answer}");
-    let got = relay.wait_for(2);
-    wait_settled(&gw, 2.0);
-    assert_eq!(relay.received().len(), 2);
-    assert_eq!(
-        by_recipient(&got),
-        [
-            (
-                "a@one.example".to_owned(),
-                vec![format!("rfc822; {t2}@shop")]
-            ),
-            (
-                "b@two.example".to_owned(),
-                vec![format!("rfc822; {t3}@shop")]
-            ),
-        ]
-        .into_iter()
-        .collect()
+    expect_one_dsn_each(
+        &relay,
+        &gw,
+        &[("a@one.example", &t2), ("b@two.example", &t3)],
     );
-    for d in &got {
+    for d in &relay.received() {
         let headers = d["report"]["headers"].as_str().unwrap();
         // Re-lined with CRLF, the dot line kept (dot-stuffed on the wire): the DATA went on
         // past it, and nothing after it was read as a command.
