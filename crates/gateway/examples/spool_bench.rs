@@ -49,6 +49,7 @@ fn cpu_seconds() -> f64 {
 
 fn request(first: u64, n: u64, payload: &bytes::Bytes) -> NewRequest {
     NewRequest {
+        submitted: None,
         app: "bench".into(),
         payload: payload.clone(),
         push_type: PushType::Alert,

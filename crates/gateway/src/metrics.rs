@@ -90,6 +90,17 @@ pub fn cluster_event(kind: &'static str) {
     metrics::counter!("pushgate_cluster_events_total", "kind" => kind).increment(1);
 }
 
+/// Notifications of `app` cancelled before they were sent (`outcome="cancelled"`).
+pub fn cancelled(app: &str, n: u64) {
+    metrics::counter!(
+        "pushgate_notifications_total",
+        "app" => app.to_owned(),
+        "outcome" => "cancelled",
+        "reason" => "Cancelled"
+    )
+    .increment(n);
+}
+
 /// A submission answered from its idempotency key: stored before, nothing stored now.
 pub fn replayed() {
     metrics::counter!("pushgate_idempotent_replays_total").increment(1);

@@ -4,7 +4,7 @@
 //! Both are stored and shown as one text, spelled as Apple spells its reasons (`Unregistered`,
 //! `MaxAttempts`), so the API, the events and the spool's rows keep one vocabulary. The
 //! gateway's names are none of Apple's (a test checks it); a reason Apple adds later parses as
-//! [`apns::Reason::Unknown`] unless Apple were to reuse one of these five names, and even then
+//! [`apns::Reason::Unknown`] unless Apple were to reuse one of these names, and even then
 //! it would read back as the same text.
 
 use std::fmt;
@@ -35,10 +35,12 @@ pub enum GatewayReason {
     Timeout,
     /// The connection broke under an attempt before its answer (it is retried).
     ConnectionLost,
+    /// Withdrawn by a cancel before it was sent.
+    Cancelled,
 }
 
 impl GatewayReason {
-    pub const ALL: [GatewayReason; 7] = [
+    pub const ALL: [GatewayReason; 8] = [
         GatewayReason::Expired,
         GatewayReason::MaxAttempts,
         GatewayReason::NoUsableCredential,
@@ -46,6 +48,7 @@ impl GatewayReason {
         GatewayReason::ConnectionRejected,
         GatewayReason::Timeout,
         GatewayReason::ConnectionLost,
+        GatewayReason::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +60,7 @@ impl GatewayReason {
             GatewayReason::ConnectionRejected => "ConnectionRejected",
             GatewayReason::Timeout => "Timeout",
             GatewayReason::ConnectionLost => "ConnectionLost",
+            GatewayReason::Cancelled => "Cancelled",
         }
     }
 }

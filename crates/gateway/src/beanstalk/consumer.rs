@@ -490,7 +490,9 @@ async fn submit(
                 replayed: matches!(accepted, Accepted::Replayed(_)),
             }
         }
-        Err(SubmitError::Full { .. } | SubmitError::Unavailable(_)) => Verdict::Release {
+        Err(
+            SubmitError::Full { .. } | SubmitError::Unavailable(_) | SubmitError::AppPaused { .. },
+        ) => Verdict::Release {
             delay: release_delay(releases),
             refused: true,
         },

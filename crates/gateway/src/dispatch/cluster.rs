@@ -36,6 +36,7 @@ pub(super) async fn follow(shared: Arc<Shared>, mut events: mpsc::Receiver<Clust
                 ClusterEvent::DeadToken { .. } => "dead_token",
                 ClusterEvent::TokenCleared { .. } => "token_cleared",
                 ClusterEvent::Resync => "resync",
+                ClusterEvent::Paused => "paused",
                 ClusterEvent::Fenced => "fenced",
             });
         }
@@ -49,7 +50,9 @@ pub(super) async fn follow(shared: Arc<Shared>, mut events: mpsc::Receiver<Clust
             }
             Some(ClusterEvent::DeadToken { app, token }) => shared.dead.insert(&app, &token),
             Some(ClusterEvent::TokenCleared { app, token }) => shared.dead.remove(&app, &token),
+            Some(ClusterEvent::Paused) => shared.reload_pauses().await,
             Some(ClusterEvent::Resync) => {
+                shared.reload_pauses().await;
                 match shared.spool.all_dead_tokens().await {
                     Ok(all) => shared.dead.replace(all),
                     Err(e) => {

@@ -19,6 +19,7 @@
 //!                       └────────── scheduler (due, retries, backlog) ◀──── spool ◀─────┘
 //! ```
 
+mod cancel;
 mod cluster;
 mod credentials;
 mod guard;
@@ -27,6 +28,7 @@ mod scheduler;
 mod shared;
 mod worker;
 
+pub use cancel::Cancelled;
 pub use ready::{Ready, ReadyQueue};
 
 use std::collections::HashMap;
@@ -147,6 +149,7 @@ impl Dispatcher {
             next_retry: Mutex::new(None),
             tally: Mutex::new(Tally::default()),
             paused: Mutex::new(None),
+            pauses: RwLock::new(HashMap::new()),
         });
         let d = Arc::new(Dispatcher {
             shared: Arc::clone(&shared),
@@ -169,6 +172,8 @@ impl Dispatcher {
         if let Some(news) = news {
             d.tracker.spawn(cluster::follow(Arc::clone(&shared), news));
         }
+        // The operators' pauses before the workers, which start paused or not by them.
+        shared.reload_pauses().await;
         // The signers first, with the cluster's tokens, then the workers that use them.
         d.make_signers(&config);
         d.sync_provider_tokens().await;
@@ -286,6 +291,8 @@ impl Dispatcher {
                 continue;
             };
             let request = Arc::new(StoredRequest {
+                request_id: r.submitted.map(|s| s.id),
+                created_at: r.submitted.map_or(now, |s| s.at),
                 app: r.app.clone(),
                 payload: r.payload.clone(),
                 push_type: r.push_type.clone(),
@@ -435,6 +442,10 @@ impl Dispatcher {
                             true,
                         ),
                     };
+                    w.operator_paused.store(
+                        self.shared.operator_pause(&app.name).is_some(),
+                        Ordering::Release,
+                    );
                     if spawn {
                         self.tracker.spawn(worker::run(
                             Arc::clone(&w),

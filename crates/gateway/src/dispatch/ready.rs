@@ -9,13 +9,15 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use apns::ApnsId;
 use tokio::sync::Notify;
+
+use crate::spool::CancelTarget;
 
 /// A notification ready to send: the spool's own record, as the scheduler read it back or as
 /// ingest committed it, not a copy of it.
@@ -33,6 +35,8 @@ pub struct ReadyQueue {
 /// How long a released id is still refused by `offer`: far longer than a page read or an offer
 /// after a commit takes; a retry due sooner than this is sent this much later.
 const RECENT: Duration = Duration::from_secs(2);
+/// How long after its end a cancel's hold has surely lapsed.
+pub(super) const HOLD_LAPSE: Duration = Duration::from_millis(2_100);
 
 /// Hashes an [`ApnsId`] by its last 8 bytes. Ids are UUIDv7 whose last 62 bits are random,
 /// so they spread as well as SipHash would, at a fraction of its cost (these sets see every
@@ -79,11 +83,39 @@ struct Inner {
     recent: VecDeque<(Instant, ApnsId)>,
     /// Something did not fit: the spool holds work this queue has not seen.
     overflow: bool,
+    /// The cancels running on this app (`dispatch::cancel`): what they name is neither queued
+    /// nor taken here until each has written its cancel, and for `RECENT` after.
+    holds: Vec<Hold>,
+    next_hold: u64,
+}
+
+/// One cancel's hold on the queue.
+#[derive(Debug)]
+struct Hold {
+    id: u64,
+    target: Arc<CancelTarget>,
+    /// Once its cancel is written: when the hold ends.
+    until: Option<Instant>,
 }
 
 impl Inner {
+    /// Whether a cancel running now names `item`.
+    fn held(&self, item: &Ready) -> bool {
+        self.holds
+            .iter()
+            .any(|h| h.target.names(&item.id, &item.request))
+    }
+
     fn forget_old(&mut self) {
         let now = Instant::now();
+        if !self.holds.is_empty() {
+            let before = self.holds.len();
+            self.holds.retain(|h| h.until.is_none_or(|t| now < t));
+            if self.holds.len() < before {
+                // What the hold kept out and its cancel left waiting is offered again.
+                self.overflow = true;
+            }
+        }
         while let Some((t, id)) = self.recent.front().copied() {
             if now.duration_since(t) < RECENT {
                 break;
@@ -125,6 +157,7 @@ impl ReadyQueue {
         let (mut added, mut handled) = (0, 0);
         for item in items {
             let full = q.items.len() >= self.capacity;
+            let held = !q.holds.is_empty() && q.held(&item);
             match q.known.entry(item.id) {
                 Entry::Occupied(e) => {
                     if let Known::Released(_) = e.get() {
@@ -138,6 +171,14 @@ impl ReadyQueue {
                 Entry::Vacant(_) if full => {
                     q.overflow = true;
                     break;
+                }
+                // Named by a cancel: it may be cancelled in the spool by now. If it is not
+                // (the cancel failed), the scan asked for when the hold ends offers it again.
+                // (Not `overflow` now: the scheduler would walk the whole held backlog again
+                // at every scan while the cancel runs.)
+                Entry::Vacant(_) if held => {
+                    handled += 1;
+                    continue;
                 }
                 Entry::Vacant(e) => {
                     e.insert(Known::Queued);
@@ -227,6 +268,58 @@ impl ReadyQueue {
         }
     }
 
+    /// Starts a cancel's hold: what `target` names is taken out of the queue and kept out
+    /// (not offered, not taken) until [`ReadyQueue::end_hold`]. Answers the hold and every
+    /// id taken and not yet settled — being sent, or its outcome not yet committed: the
+    /// cancel leaves those alone, whatever it names.
+    pub fn hold(&self, target: Arc<CancelTarget>) -> (u64, Vec<ApnsId>) {
+        let mut guard = self.lock();
+        let q = &mut *guard;
+        q.next_hold += 1;
+        let id = q.next_hold;
+        q.holds.push(Hold {
+            id,
+            target,
+            until: None,
+        });
+        let mut kept = VecDeque::with_capacity(q.items.len());
+        for item in q.items.drain(..) {
+            if q.holds
+                .last()
+                .is_some_and(|h| h.target.names(&item.id, &item.request))
+            {
+                q.known.remove(&item.id);
+            } else {
+                kept.push_back(item);
+            }
+        }
+        q.items = kept;
+        let busy = q
+            .known
+            .iter()
+            .filter(|(_, k)| **k == Known::InFlight)
+            .map(|(id, _)| *id)
+            .collect();
+        (id, busy)
+    }
+
+    /// Ends hold `id` once its cancel is written, after `RECENT` (a page read before the
+    /// cancel's commit may still be offered meanwhile); asks for a scan, which offers again
+    /// what the cancel left waiting.
+    pub fn end_hold(&self, id: u64) {
+        let mut q = self.lock();
+        let until = Instant::now() + RECENT;
+        for h in q.holds.iter_mut().filter(|h| h.id == id) {
+            h.until = Some(until);
+        }
+        q.overflow = true;
+    }
+
+    /// Drops the holds whose time is up (and asks for a scan if any was).
+    pub fn lapse_holds(&self) {
+        self.lock().forget_old();
+    }
+
     /// Room left.
     pub fn space(&self) -> usize {
         self.capacity - self.lock().items.len()
@@ -252,7 +345,6 @@ mod tests {
     use super::*;
     use crate::spool::StoredRequest;
     use apns::DeviceToken;
-    use std::sync::Arc;
     use std::time::SystemTime;
 
     fn item(id: ApnsId) -> Ready {
@@ -262,6 +354,8 @@ mod tests {
             attempts: 0,
             expires_at: SystemTime::now(),
             request: Arc::new(StoredRequest {
+                request_id: None,
+                created_at: SystemTime::now(),
                 app: "a".into(),
                 payload: bytes::Bytes::from_static(b"{}"),
                 push_type: apns::PushType::Alert,

@@ -37,6 +37,9 @@ pub(crate) struct Shared {
     /// `Some(why)` while outcomes cannot be committed: no app takes new work until they are
     /// (a std lock, held to read or swap).
     pub(super) paused: Mutex<Option<String>>,
+    /// The apps an operator paused, as the spool has them (`dispatch::cancel`). A std lock,
+    /// held to read or change the map.
+    pub(super) pauses: RwLock<HashMap<String, crate::spool::AppPause>>,
 }
 
 impl Shared {

@@ -43,6 +43,9 @@ pub(crate) struct AppWorker {
     /// Wakes the worker on resume (reload) or stop.
     pub wake: Notify,
     pub stopped: std::sync::atomic::AtomicBool,
+    /// Paused by an operator (`dispatch::cancel`): nothing is taken, not even a probe; what is
+    /// in flight finishes.
+    pub operator_paused: std::sync::atomic::AtomicBool,
     /// Whether its task runs. Changed with `stopped` under this lock, so that an app removed
     /// and added back either keeps its running task or gets a new one, never both or none.
     running: Mutex<bool>,
@@ -96,6 +99,7 @@ impl AppWorker {
             }),
             wake: Notify::new(),
             stopped: std::sync::atomic::AtomicBool::new(false),
+            operator_paused: std::sync::atomic::AtomicBool::new(false),
             running: Mutex::new(true),
             events,
         }
@@ -287,8 +291,12 @@ pub(crate) async fn run(app: Arc<AppWorker>, shared: Arc<Shared>, done: mpsc::Se
             break;
         }
         let halted = app.is_halted();
-        // While outcomes cannot be committed, nothing new is sent (the recorder wakes us).
-        let paused = shared.is_paused();
+        // While outcomes cannot be committed, nothing new is sent (the recorder wakes us);
+        // nor while an operator has paused the app (a resume wakes us).
+        let paused = shared.is_paused()
+            || app
+                .operator_paused
+                .load(std::sync::atomic::Ordering::Acquire);
         let probe_now =
             halted && !paused && !probing && sends.is_empty() && Instant::now() >= next_probe;
         let room = settings.max_in_flight.saturating_sub(sends.len());

@@ -58,6 +58,10 @@ pub struct ErrorDetail {
     /// The index of the first invalid notification in the request, when there is one.
     #[schema(value_type = Option<u32>)]
     pub index: Option<usize>,
+    /// The notification's state, on a `409 not_waiting` (`in_flight`, `delivered`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub state: Option<&'static str>,
 }
 
 /// `{"error": {...}}`.
@@ -70,6 +74,10 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Ids {
     pub ids: Vec<String>,
+    /// The submission's id: `POST /v1/requests/{request_id}/cancel` takes back what of it
+    /// still waits. (On a replay of an Idempotency-Key, the first submission's, when it is
+    /// still stored.)
+    pub request_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
@@ -81,6 +89,8 @@ pub enum NotificationState {
     Delivered,
     Failed,
     Expired,
+    /// Taken back before it was sent (`DELETE /v1/notifications/{id}`, the bulk cancels).
+    Cancelled,
 }
 
 impl From<State> for NotificationState {
@@ -92,6 +102,7 @@ impl From<State> for NotificationState {
             State::Delivered => NotificationState::Delivered,
             State::Failed => NotificationState::Failed,
             State::Expired => NotificationState::Expired,
+            State::Cancelled => NotificationState::Cancelled,
         }
     }
 }
@@ -100,6 +111,9 @@ impl From<State> for NotificationState {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NotificationDocument {
     pub id: String,
+    /// The id of the submission it came in (none for notifications stored before pushgate
+    /// kept them).
+    pub request_id: Option<String>,
     pub app: String,
     pub token: String,
     pub state: NotificationState,
@@ -169,6 +183,7 @@ impl From<&NotificationRecord> for NotificationDocument {
     fn from(r: &NotificationRecord) -> Self {
         NotificationDocument {
             id: r.id.to_string(),
+            request_id: r.request_id.map(|r| r.to_string()),
             app: r.app.clone(),
             token: r.token.as_str().to_owned(),
             state: r.state.into(),
@@ -252,6 +267,7 @@ pub struct Counts {
     pub delivered: u64,
     pub failed: u64,
     pub expired: u64,
+    pub cancelled: u64,
 }
 
 impl Counts {
@@ -263,6 +279,7 @@ impl Counts {
             State::Delivered => &mut self.delivered,
             State::Failed => &mut self.failed,
             State::Expired => &mut self.expired,
+            State::Cancelled => &mut self.cancelled,
         } += n;
     }
 
@@ -287,6 +304,9 @@ pub struct AppStats {
     /// Why the app is halted, when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub halted_reason: Option<String>,
+    /// Paused by an operator (`POST /v1/apps/{app}/pause`), while it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<PausedApp>,
     /// Its settings in force: after defaults and the last reload.
     pub settings: super::app_settings::AppSettings,
 }
@@ -346,6 +366,30 @@ pub struct Readiness {
     /// With an admin key: each problem, with its app (or way in) and the gateway's words.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<Vec<ReadinessDetail>>,
+    /// With an admin key: the apps an operator paused. A pause is chosen, not a fault: it
+    /// leaves the gateway ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_apps: Option<Vec<PausedApp>>,
+}
+
+/// An app an operator paused.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PausedApp {
+    pub app: String,
+    /// Since when (RFC 3339).
+    pub since: String,
+    /// Ingest answers `503 app_paused` meanwhile.
+    pub reject: bool,
+}
+
+impl From<&crate::spool::AppPause> for PausedApp {
+    fn from(p: &crate::spool::AppPause) -> PausedApp {
+        PausedApp {
+            app: p.app.clone(),
+            since: crate::rfc3339::format(p.since),
+            reject: p.reject,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]

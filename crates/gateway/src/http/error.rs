@@ -42,11 +42,17 @@ pub enum Code {
     TooManyConnections,
     /// The key's rate limit (`[[api_keys]] rate_per_s`): retry after `Retry-After` seconds.
     RateLimited,
+    /// The app is paused with `reject`: ingest refuses it until it is resumed.
+    AppPaused,
+    /// A cancel of a notification that is being sent or was: the answer names its state.
+    NotWaiting,
+    /// A route only admin keys may call (pause, resume).
+    AdminRequired,
 }
 
 impl Code {
     /// Every code, for the OpenAPI document.
-    pub const ALL: [Code; 27] = [
+    pub const ALL: [Code; 30] = [
         Code::Unauthorized,
         Code::ForbiddenApp,
         Code::UnknownApp,
@@ -74,6 +80,9 @@ impl Code {
         Code::RequestTimeout,
         Code::TooManyConnections,
         Code::RateLimited,
+        Code::AppPaused,
+        Code::NotWaiting,
+        Code::AdminRequired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -104,23 +113,27 @@ impl Code {
             Code::RequestTimeout => "request_timeout",
             Code::TooManyConnections => "too_many_connections",
             Code::RateLimited => "rate_limited",
+            Code::AppPaused => "app_paused",
+            Code::NotWaiting => "not_waiting",
+            Code::AdminRequired => "admin_required",
         }
     }
 
     pub fn status(self) -> StatusCode {
         match self {
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
-            Code::ForbiddenApp | Code::CsrfFailed => StatusCode::FORBIDDEN,
+            Code::ForbiddenApp | Code::CsrfFailed | Code::AdminRequired => StatusCode::FORBIDDEN,
             Code::UnknownAppInPath | Code::NotFound => StatusCode::NOT_FOUND,
             Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::BodyTooLarge | Code::TooManyTokens => StatusCode::PAYLOAD_TOO_LARGE,
-            Code::SpoolFull | Code::SpoolUnavailable | Code::TooManyConnections => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Code::SpoolFull
+            | Code::SpoolUnavailable
+            | Code::TooManyConnections
+            | Code::AppPaused => StatusCode::SERVICE_UNAVAILABLE,
             Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Code::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            Code::IdempotencyInProgress => StatusCode::CONFLICT,
+            Code::IdempotencyInProgress | Code::NotWaiting => StatusCode::CONFLICT,
             Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::BAD_REQUEST,
         }
@@ -138,6 +151,8 @@ pub struct ApiError {
     /// A credential was presented and refused (not merely missing): the answer carries
     /// [`CredentialRefused`], which counts against the peer (`login_failures`).
     pub refused_credential: bool,
+    /// The state of the notification the answer is about (a `409 not_waiting`).
+    pub state: Option<&'static str>,
 }
 
 /// On an answer that refused a presented credential.
@@ -152,7 +167,14 @@ impl ApiError {
             index: None,
             retry_after_s: None,
             refused_credential: false,
+            state: None,
         }
+    }
+
+    /// Naming the state of the notification it is about.
+    pub fn with_state(mut self, state: crate::spool::State) -> ApiError {
+        self.state = Some(state.as_str());
+        self
     }
 
     /// Marks the answer as refusing a presented credential.
@@ -198,6 +220,7 @@ impl From<crate::ingest::Rejection> for ApiError {
             index: r.index,
             retry_after_s: None,
             refused_credential: false,
+            state: None,
         }
     }
 }
@@ -212,6 +235,7 @@ impl IntoResponse for ApiError {
                 code: ErrorCode(self.code.as_str()),
                 message: self.message,
                 index: self.index,
+                state: self.state,
             },
         };
         let mut resp = (self.code.status(), Json(body)).into_response();

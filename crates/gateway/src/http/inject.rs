@@ -177,6 +177,10 @@ async fn run(state: &ApiState, headers: &HeaderMap, body: Body) -> Result<Respon
             StatusCode::SERVICE_UNAVAILABLE,
             vec!["451 4.3.0 the spool is full; try again later".into(); n],
         ),
+        SubmitError::AppPaused { .. } => failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            vec![format!("451 4.3.2 {e}"); n],
+        ),
         SubmitError::Unavailable(inner) => {
             tracing::warn!(error = %inner, "spool failure on an injection");
             failure(
@@ -197,7 +201,7 @@ async fn run(state: &ApiState, headers: &HeaderMap, body: Body) -> Result<Respon
         ),
     })?;
     let (ids, replayed) = match accepted {
-        Accepted::Committed => (ids, false),
+        Accepted::Committed(_) => (ids, false),
         // The same body parses into the same notifications: each recipient's, as first answered.
         Accepted::Replayed(replay) => {
             let first: Option<Vec<Vec<ApnsId>>> = ids.iter().map(|g| replay.translate(g)).collect();

@@ -2,13 +2,15 @@
 //!
 //! - `error`: the one place errors become `{"error": {...}}` answers.
 //! - `auth`: `Authorization: Bearer` on top of [`crate::auth`] (keys and scopes).
-//! - `notifications`: submit, status, lookup. `apps`: feedback. `stats`: stats, health, readiness.
+//! - `notifications`: submit, status, lookup. `cancel`: cancels, an app's pause and resume.
+//!   `apps`: feedback. `stats`: stats, health, readiness.
 //! - `inject`: Momentum's REST injector, `/v1.0/inject`.
 //! - `dashboard`: the admin dashboard at `/` (login, live figures, test send).
 
 pub mod app_settings;
 mod apps;
 mod auth;
+mod cancel;
 mod dashboard;
 pub mod documents;
 pub mod error;
@@ -67,7 +69,17 @@ pub fn router(state: Arc<ApiState>) -> Router {
     let router = Router::new()
         .route("/v1/notifications", post(notifications::submit))
         .route("/v1/notifications/lookup", post(notifications::lookup))
-        .route("/v1/notifications/{id}", get(notifications::status))
+        .route(
+            "/v1/notifications/{id}",
+            get(notifications::status).delete(cancel::cancel_one),
+        )
+        .route(
+            "/v1/requests/{request_id}/cancel",
+            post(cancel::cancel_request),
+        )
+        .route("/v1/apps/{app}/cancel", post(cancel::cancel_app))
+        .route("/v1/apps/{app}/pause", post(cancel::pause))
+        .route("/v1/apps/{app}/resume", post(cancel::resume))
         .route("/v1/apps/{app}/feedback", get(apps::feedback))
         .route("/v1/apps/{app}/feedback/{token}", delete(apps::clear))
         .route("/v1/tokens/{app}/{token}", get(tokens::token))

@@ -15,7 +15,7 @@ use super::error::{ApiError, Code};
 use super::openapi::SubmitBody;
 use super::{ApiState, spool_error};
 use crate::ingest::{Accepted, Submission};
-use crate::spool::{Spool, SubmitError};
+use crate::spool::{RequestId, Spool, SubmitError};
 
 /// Most ids in one lookup.
 const MAX_LOOKUP: usize = 10_000;
@@ -69,6 +69,7 @@ pub(super) fn body_error(e: &(dyn std::error::Error + 'static), limit: usize) ->
 pub(crate) fn submit_error(e: SubmitError) -> ApiError {
     match e {
         SubmitError::Full { .. } => ApiError::new(Code::SpoolFull, e.to_string()),
+        SubmitError::AppPaused { .. } => ApiError::new(Code::AppPaused, e.to_string()),
         SubmitError::Unavailable(inner) => spool_error(&inner),
         SubmitError::KeyReused => ApiError::new(
             Code::IdempotencyKeyReused,
@@ -111,9 +112,10 @@ pub async fn submit(
     let key = super::idempotency::key(&headers, &caller, "notifications", &bytes)?;
     let mut replayed = HeaderMap::new();
     replayed.insert(super::idempotency::REPLAYED, super::idempotency::TRUE);
-    let answer = |ids: &[ApnsId]| {
+    let answer = |ids: &[ApnsId], request: Option<RequestId>| {
         Json(Ids {
             ids: ids.iter().map(ApnsId::to_string).collect(),
+            request_id: request.map(|r| r.to_string()),
         })
     };
     let (requests, ids) =
@@ -123,7 +125,10 @@ pub async fn submit(
             // passed since) was stored all the same: answer it as the first one was answered.
             Err(refused) => match &key {
                 Some(k) => match state.spool.replay_of(k).await {
-                    Ok(Some(first)) => return Ok((StatusCode::ACCEPTED, replayed, answer(&first))),
+                    Ok(Some(first)) => {
+                        let request = first_request(&state, &first).await;
+                        return Ok((StatusCode::ACCEPTED, replayed, answer(&first, request)));
+                    }
                     _ => return Err(refused.into()),
                 },
                 None => return Err(refused.into()),
@@ -135,15 +140,28 @@ pub async fn submit(
         .await
         .map_err(submit_error)?;
     match accepted {
-        Accepted::Committed => Ok((StatusCode::ACCEPTED, HeaderMap::new(), answer(&ids))),
+        Accepted::Committed(request) => Ok((
+            StatusCode::ACCEPTED,
+            HeaderMap::new(),
+            answer(&ids, Some(request)),
+        )),
         Accepted::Replayed(replay) => match replay.translate(&ids) {
-            Some(first) => Ok((StatusCode::ACCEPTED, replayed, answer(&first))),
+            Some(first) => {
+                let request = first_request(&state, &first).await;
+                Ok((StatusCode::ACCEPTED, replayed, answer(&first, request)))
+            }
             None => Err(ApiError::new(
                 Code::IdempotencyKeyReused,
                 "this Idempotency-Key's first request made other notifications (the configuration changed since)",
             )),
         },
     }
+}
+
+/// The submission a replayed answer's first notification came in, when it is still stored.
+async fn first_request(state: &ApiState, first: &[ApnsId]) -> Option<RequestId> {
+    let id = *first.first()?;
+    state.spool.get(id).await.ok().flatten()?.request_id
 }
 
 fn not_found() -> ApiError {

@@ -133,7 +133,7 @@ pub async fn post(
         .map_err(submit_error)?;
     let mut answer_headers = HeaderMap::new();
     let id = match accepted {
-        Accepted::Committed => ids[0],
+        Accepted::Committed(_) => ids[0],
         Accepted::Replayed(replay) => {
             answer_headers.insert(super::idempotency::REPLAYED, super::idempotency::TRUE);
             replay.translate(&ids).map(|v| v[0]).ok_or_else(|| {

@@ -11,8 +11,8 @@ use axum::http::{HeaderMap, StatusCode};
 use super::app_settings::{AppSettings, in_use};
 use super::auth::authenticate;
 use super::documents::{
-    AppStats, Counts, ErrorBody, Health, Readiness, ReadinessDetail, ReadyReason, ReadyStatus,
-    Stats,
+    AppStats, Counts, ErrorBody, Health, PausedApp, Readiness, ReadinessDetail, ReadyReason,
+    ReadyStatus, Stats,
 };
 use super::error::ApiError;
 use super::{ApiState, spool_error};
@@ -47,6 +47,12 @@ pub async fn stats(
                 streams_in_flight: status.map_or(0, |s| s.streams_in_flight),
                 healthy: status.is_none_or(|s| s.halted.is_none()),
                 halted_reason: status.and_then(|s| s.halted.clone()),
+                paused: state
+                    .dispatch
+                    .as_ref()
+                    .and_then(|d| d.pause_of(&app.name))
+                    .as_ref()
+                    .map(PausedApp::from),
                 settings: AppSettings::of(
                     app,
                     in_use(app, status.and_then(|s| s.credential.as_deref())),
@@ -197,12 +203,18 @@ async fn readiness(state: &ApiState, admin: bool) -> (StatusCode, Readiness) {
         (ReadyStatus::NotReady, StatusCode::SERVICE_UNAVAILABLE)
     };
     let details = admin.then_some(found);
+    let paused_apps = admin.then(|| {
+        state.dispatch.as_ref().map_or_else(Vec::new, |d| {
+            d.operator_pauses().iter().map(PausedApp::from).collect()
+        })
+    });
     (
         code,
         Readiness {
             status,
             reasons,
             details,
+            paused_apps,
         },
     )
 }

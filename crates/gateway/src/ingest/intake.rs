@@ -13,7 +13,9 @@ use apns::ApnsId;
 use crate::auth::Caller;
 use crate::config::{Config, Current};
 use crate::dispatch::Dispatcher;
-use crate::spool::{Enqueued, IdempotencyKey, NewRequest, Spool, Store, SubmitError};
+use crate::spool::{
+    Enqueued, IdempotencyKey, NewRequest, RequestId, Spool, Store, SubmitError, Submitted,
+};
 
 /// What a way in hands over.
 pub struct Submission {
@@ -35,8 +37,8 @@ pub struct Submission {
 /// What [`Intake::submit`] did with an accepted submission.
 #[derive(Debug, PartialEq)]
 pub enum Accepted {
-    /// Committed now, under the ids its requests carry.
-    Committed,
+    /// Committed now, under the ids its requests carry, as this submission.
+    Committed(RequestId),
     /// Its idempotency key was committed before, with the same fingerprint: nothing was
     /// stored; the first submission's ids answer it.
     Replayed(Replay),
@@ -248,6 +250,18 @@ impl Intake {
                 retry_after: wait,
             });
         }
+        // An app an operator paused with `reject` takes nothing until it is resumed.
+        if let Some(d) = &self.dispatch
+            && let Some(p) = submission
+                .requests
+                .iter()
+                .find_map(|r| d.pause_of(&r.app).filter(|p| p.reject))
+        {
+            if let Some((key, rate, n)) = &charged {
+                self.rates.give_back(key, *rate, *n);
+            }
+            return Err(SubmitError::AppPaused { app: p.app });
+        }
         let result = self.commit(submission).await;
         if let Some((key, rate, n)) = &charged
             && matches!(result, Err(_) | Ok(Accepted::Replayed(_)))
@@ -269,10 +283,18 @@ impl Intake {
         let committing = tokio::spawn(async move {
             let Submission {
                 caller,
-                requests,
+                mut requests,
                 on_commit,
                 idempotency,
             } = submission;
+            // One id and one time for the whole submission, whatever its requests.
+            let submitted = Submitted {
+                id: RequestId::new(),
+                at: std::time::SystemTime::now(),
+            };
+            for r in &mut requests {
+                r.submitted = Some(submitted);
+            }
             let committed = match idempotency {
                 None => spool.enqueue(requests).await?,
                 Some(key) => {
@@ -313,7 +335,7 @@ impl Intake {
                     tracing::error!("a submission's on-commit hook panicked");
                 }
             }
-            Ok(Accepted::Committed)
+            Ok(Accepted::Committed(submitted.id))
         });
         match committing.await {
             Ok(result) => result,

@@ -353,6 +353,7 @@ pub(crate) fn one(
         ));
     }
     Ok(NewRequest {
+        submitted: None,
         app: app.name.clone(),
         payload: Bytes::from(payload),
         push_type,

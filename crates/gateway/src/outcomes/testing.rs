@@ -15,6 +15,8 @@ pub(crate) fn ready(attempts: u32, expires_in: Duration, exp: Option<Expiration>
         attempts,
         expires_at: SystemTime::now() + expires_in,
         request: Arc::new(StoredRequest {
+            request_id: None,
+            created_at: std::time::SystemTime::now(),
             app: "a".into(),
             payload: bytes::Bytes::from_static(b"{}"),
             push_type: PushType::Alert,

@@ -543,7 +543,7 @@ impl Session {
             );
         };
         match self.intake.submit(submission).await {
-            Ok(Accepted::Committed) => answered(first, out),
+            Ok(Accepted::Committed(_)) => answered(first, out),
             // Sent before (a client that lost the 250 and sent it again): stored once.
             Ok(Accepted::Replayed(replay)) => {
                 let first_id = first.and_then(|f| replay.translate(&[f])).map(|v| v[0]);
@@ -561,6 +561,9 @@ impl Session {
             ),
             Err(SubmitError::Full { .. }) => {
                 reply(out, 451, "4.3.0 the spool is full; try again later");
+            }
+            Err(e @ SubmitError::AppPaused { .. }) => {
+                reply(out, 451, &format!("4.3.2 {e}"));
             }
             Err(e @ SubmitError::RateLimited { .. }) => {
                 reply(out, 451, &format!("4.7.1 {e}"));

@@ -14,6 +14,10 @@ pub enum SubmitError {
     /// A submission under the same idempotency key is being committed right now.
     #[error("a request with the same idempotency key is still being committed")]
     KeyInProgress,
+    /// An operator paused the app with `reject` (`POST /v1/apps/{app}/pause?reject=true`);
+    /// nothing is stored.
+    #[error("app {app:?} is paused and refuses new notifications until it is resumed")]
+    AppPaused { app: String },
     /// The key's rate limit (`[[api_keys]] rate_per_s`) refused it; nothing is stored.
     #[error("key {key:?} may submit {per_s} notifications a second; retry in {retry_after:?}")]
     RateLimited {

@@ -24,6 +24,7 @@
 
 mod admin;
 mod bounces;
+mod cancel;
 mod error;
 mod idempotency;
 mod postgres;
@@ -34,13 +35,14 @@ mod store;
 
 pub use admin::{SpoolStatus, copy_from_sqlite, migrate, status};
 pub use bounces::{BOUNCE_LEASE, BounceEntry, BounceOrigin, BounceSettle, DueBounce, MAX_PER_DSN};
+pub use cancel::{AppPause, CANCEL_PAGE, CancelTarget, RequestSummary, WaitingCursor, WaitingPage};
 pub use error::{SpoolError, SubmitError};
 pub use idempotency::{Enqueued, IdempotencyKey};
 pub use records::{
     AttemptRecord, ClusterEvent, Completion, CopyReport, DeadToken, Export, ExportedNotification,
     ExportedRequest, FeedbackEntry, GatewayInfo, KEPT_SHOWN, NewRequest, NotificationRecord,
-    PendingRow, ReadyCursor, ReadyPage, ReadyRow, RecoveryReport, Sendable, State, StoredRequest,
-    TOKEN_SEARCH_LIMIT, TokenHistory,
+    PendingRow, ReadyCursor, ReadyPage, ReadyRow, RecoveryReport, RequestId, Sendable, State,
+    StoredRequest, Submitted, TOKEN_SEARCH_LIMIT, TokenHistory,
 };
 pub use retention::spawn_pruner;
 pub use sqlite::SpoolOptions;

@@ -20,6 +20,9 @@ pub enum State {
     Delivered = 3,
     Failed = 4,
     Expired = 5,
+    /// Withdrawn before it was sent (`DELETE /v1/notifications/{id}` and the bulk cancels):
+    /// it never reaches Apple, a restart included.
+    Cancelled = 6,
 }
 
 impl State {
@@ -31,12 +34,21 @@ impl State {
             State::Delivered => "delivered",
             State::Failed => "failed",
             State::Expired => "expired",
+            State::Cancelled => "cancelled",
         }
     }
 
-    /// Delivered, failed or expired: nothing more will happen.
+    /// Delivered, failed, expired or cancelled: nothing more will happen.
     pub fn is_final(self) -> bool {
-        matches!(self, State::Delivered | State::Failed | State::Expired)
+        matches!(
+            self,
+            State::Delivered | State::Failed | State::Expired | State::Cancelled
+        )
+    }
+
+    /// Scheduled or queued: not sent, not being sent (a cancel may still take it back).
+    pub fn is_waiting(self) -> bool {
+        matches!(self, State::Scheduled | State::Queued)
     }
 
     pub(crate) fn from_i64(n: i64) -> Option<State> {
@@ -47,14 +59,61 @@ impl State {
             3 => State::Delivered,
             4 => State::Failed,
             5 => State::Expired,
+            6 => State::Cancelled,
             _ => return None,
         })
     }
 }
 
+/// The id of one submission, `"request_id"` in its `202` answer and in each of its
+/// notifications' documents: every request a submission stores carries it, and
+/// `POST /v1/requests/{request_id}/cancel` names them all. A UUIDv7 like a notification's id,
+/// so never reused (SQLite reuses row numbers once the newest rows are pruned).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestId(uuid::Uuid);
+
+impl RequestId {
+    /// A new one, ordered by time.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> RequestId {
+        RequestId(uuid::Uuid::now_v7())
+    }
+
+    /// From its text (any form `uuid` reads; answered lowercase and hyphenated).
+    pub fn parse(s: &str) -> Option<RequestId> {
+        uuid::Uuid::parse_str(s).ok().map(RequestId)
+    }
+
+    pub fn from_uuid(u: uuid::Uuid) -> RequestId {
+        RequestId(u)
+    }
+
+    pub fn as_uuid(&self) -> &uuid::Uuid {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// Where a submission comes from as the spool stores it: its id, and when it was accepted
+/// (the time a cancel's `created_before` compares, the same in memory and in the spool).
+/// Given by [`Intake`](crate::ingest::Intake) to every request of a submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Submitted {
+    pub id: RequestId,
+    pub at: SystemTime,
+}
+
 /// One accepted request for one app: the payload and headers shared by its tokens.
 #[derive(Debug, Clone)]
 pub struct NewRequest {
+    /// Its submission; `None` only for requests stored without one (tools, tests): their
+    /// documents have no `request_id` and their `created_at` is the commit's time.
+    pub submitted: Option<Submitted>,
     pub app: String,
     pub payload: Bytes,
     pub push_type: PushType,
@@ -155,6 +214,8 @@ pub struct DeadToken {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NotificationRecord {
     pub id: ApnsId,
+    /// Its submission's id (none for requests stored before request ids were kept).
+    pub request_id: Option<RequestId>,
     pub app: String,
     pub token: DeviceToken,
     pub state: State,
@@ -192,6 +253,10 @@ pub struct Sendable {
 /// The payload and headers stored once for a request, as dispatch will send them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredRequest {
+    /// Its submission's id, when it has one (what a cancel of a request matches in memory).
+    pub request_id: Option<RequestId>,
+    /// When it was accepted (what a cancel's `created_before` matches in memory).
+    pub created_at: SystemTime,
     pub app: String,
     pub payload: bytes::Bytes,
     pub push_type: apns::PushType,
@@ -312,8 +377,10 @@ pub enum ClusterEvent {
     /// holds unsent is theirs now — drop it (what is in flight finishes; its outcome is not
     /// recorded).
     Fenced,
+    /// An operator paused or resumed an app on another gateway: read the pauses again.
+    Paused,
     /// Some news may have been missed (the session was lost, or too much came at once): read
-    /// every dead token again and rescan every app.
+    /// every dead token and pause again and rescan every app.
     Resync,
 }
 

@@ -15,9 +15,10 @@ use super::idempotency::{Enqueued, IdempotencyKey};
 use super::postgres::PgSpool;
 use super::sqlite::SqliteSpool;
 use super::{
-    AttemptRecord, BounceSettle, Completion, DeadToken, DueBounce, FeedbackEntry, NewRequest,
-    NotificationRecord, PendingRow, ReadyCursor, ReadyPage, RecoveryReport, SpoolError,
-    SpoolOptions, State, StoredRequest, SubmitError, TokenHistory,
+    AppPause, AttemptRecord, BounceSettle, Completion, DeadToken, DueBounce, FeedbackEntry,
+    NewRequest, NotificationRecord, PendingRow, ReadyCursor, ReadyPage, RecoveryReport, RequestId,
+    RequestSummary, SpoolError, SpoolOptions, State, StoredRequest, SubmitError, TokenHistory,
+    WaitingCursor, WaitingPage,
 };
 
 /// Everything the gateway asks of its storage (docs/architecture.md: "answer after commit").
@@ -143,6 +144,43 @@ pub trait Spool: Send + Sync {
 
     /// Failures waiting in the outbox.
     fn bounces_waiting(&self) -> impl Future<Output = Result<u64, SpoolError>> + Send;
+
+    // Cancel and pause (`spool::cancel`).
+
+    /// Up to `limit` of `app`'s waiting (scheduled or queued) notifications from `cursor` on,
+    /// with their requests: a bulk cancel's pass, which picks what it names.
+    fn waiting_page(
+        &self,
+        app: &str,
+        cursor: WaitingCursor,
+        limit: usize,
+    ) -> impl Future<Output = Result<WaitingPage, SpoolError>> + Send;
+
+    /// Cancels, in one transaction, those of `ids` that are `app`'s and still wait (and, on
+    /// PostgreSQL, that no other gateway holds); answers them. The caller has made sure
+    /// that none of them is being sent (`dispatch::cancel`).
+    fn cancel_waiting(
+        &self,
+        app: &str,
+        ids: Vec<ApnsId>,
+    ) -> impl Future<Output = Result<Vec<ApnsId>, SpoolError>> + Send;
+
+    /// A submission's apps and size; `None` when none of its requests is stored.
+    fn request_summary(
+        &self,
+        id: RequestId,
+    ) -> impl Future<Output = Result<Option<RequestSummary>, SpoolError>> + Send;
+
+    /// The apps an operator paused.
+    fn app_pauses(&self) -> impl Future<Output = Result<Vec<AppPause>, SpoolError>> + Send;
+
+    /// Pauses `app` (`Some`) or resumes it (`None`); answers whether that changed anything
+    /// (a pause of a paused app changes only its `reject`).
+    fn set_app_pause(
+        &self,
+        app: &str,
+        pause: Option<AppPause>,
+    ) -> impl Future<Output = Result<bool, SpoolError>> + Send;
 
     /// Adds (or refreshes) a dead token.
     fn register_dead_token(
@@ -448,6 +486,26 @@ impl Spool for Store {
     }
     async fn bounces_waiting(&self) -> Result<u64, SpoolError> {
         on!(self, s => s.bounces_waiting().await)
+    }
+    async fn waiting_page(
+        &self,
+        app: &str,
+        cursor: WaitingCursor,
+        limit: usize,
+    ) -> Result<WaitingPage, SpoolError> {
+        on!(self, s => s.waiting_page(app, cursor, limit).await)
+    }
+    async fn cancel_waiting(&self, app: &str, ids: Vec<ApnsId>) -> Result<Vec<ApnsId>, SpoolError> {
+        on!(self, s => s.cancel_waiting(app, ids).await)
+    }
+    async fn request_summary(&self, id: RequestId) -> Result<Option<RequestSummary>, SpoolError> {
+        on!(self, s => s.request_summary(id).await)
+    }
+    async fn app_pauses(&self) -> Result<Vec<AppPause>, SpoolError> {
+        on!(self, s => s.app_pauses().await)
+    }
+    async fn set_app_pause(&self, app: &str, pause: Option<AppPause>) -> Result<bool, SpoolError> {
+        on!(self, s => s.set_app_pause(app, pause).await)
     }
     async fn register_dead_token(&self, dead: DeadToken) -> Result<(), SpoolError> {
         on!(self, s => s.register_dead_token(dead).await)

@@ -15,6 +15,7 @@ pub fn apns_fixtures() -> PathBuf {
 /// A request for `app` with `n` tokens starting at `first`.
 pub fn request(app: &str, first: u64, n: u64) -> NewRequest {
     NewRequest {
+        submitted: None,
         app: app.to_owned(),
         payload: Payload::alert("Hello", "World").encode().unwrap(),
         push_type: PushType::Alert,

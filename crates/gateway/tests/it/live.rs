@@ -218,10 +218,14 @@ impl Live {
         &self.state.spool
     }
 
-    /// Commits `requests` as every way in does, and hands them to dispatch.
-    pub async fn submit(&self, requests: Vec<NewRequest>) {
+    /// Commits `requests` as every way in does, and hands them to dispatch; answers their
+    /// submission's id.
+    pub async fn submit(&self, requests: Vec<NewRequest>) -> gateway::spool::RequestId {
         let submission = gateway::ingest::Submission::new(None, requests);
-        self.state.intake.submit(submission).await.unwrap();
+        match self.state.intake.submit(submission).await.unwrap() {
+            gateway::ingest::Accepted::Committed(id) => id,
+            other => panic!("not committed: {other:?}"),
+        }
     }
 
     /// Reads the configuration file again and applies it, as SIGHUP does.
@@ -263,6 +267,47 @@ impl Live {
         self.get("/readyz").await
     }
 
+    /// `method path` with the API key and a JSON `body` (none when empty): status and JSON
+    /// body (`Null` when empty).
+    pub async fn call(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+        self.call_as(KEY, method, path, body).await
+    }
+
+    /// As [`Live::call`], with API key `key`.
+    pub async fn call_as(
+        &self,
+        key: &str,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
+        use http_body_util::BodyExt;
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Full<bytes::Bytes>>();
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr))
+            .header("authorization", format!("Bearer {key}"));
+        if !body.is_empty() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_owned(),
+            )))
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let value = if body.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&body).unwrap()
+        };
+        (status, value)
+    }
+
     /// `GET path` with the API key: status and JSON body.
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
         use http_body_util::BodyExt;
@@ -277,6 +322,15 @@ impl Live {
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    /// Shuts the gateway down in order and starts it again on the same folder, spool and
+    /// configuration file.
+    pub async fn restart(mut self, options: DispatchOptions) -> Live {
+        let config = Config::load(&self.dir.path().join("pushgate.toml")).unwrap();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        self.stop().await;
+        Live::start_in(dir, config, options).await
     }
 
     /// Stops serving and shuts the gateway down in order (streams finish, spool closes).

@@ -68,6 +68,8 @@ mod api_status;
 mod beanstalkd;
 /// The bounce outbox on each spool: queued with outcomes, read per origin, settled, pruned.
 mod bounce_outbox;
+/// Cancels by id, request and app, and pauses, on each spool.
+mod cancel;
 /// Committed work that must not wait: an answer nobody read, retries due by the thousand,
 /// one app's backlog beside another app.
 mod committed_work;

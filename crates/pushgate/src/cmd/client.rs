@@ -131,6 +131,15 @@ impl Api {
         self.send(req).await
     }
 
+    /// DELETEs; returns the status and the parsed answer (`Null` for an empty one).
+    pub async fn delete(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        let req = http::Request::delete(format!("{}{path}", self.base))
+            .header("authorization", format!("Bearer {}", self.key))
+            .body(Full::new(bytes::Bytes::new()))
+            .context("building the request")?;
+        self.send(req).await
+    }
+
     async fn send(&self, req: http::Request<Full<bytes::Bytes>>) -> anyhow::Result<(u16, Value)> {
         let resp = self
             .client

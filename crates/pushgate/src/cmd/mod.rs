@@ -1,6 +1,8 @@
 //! Subcommands, one file each.
 
+mod apps;
 mod bench;
+mod cancel;
 mod cert;
 mod client;
 mod config;
@@ -33,6 +35,12 @@ pub enum Command {
     /// A running gateway at a glance: readiness, notifications by state, apps, the cluster
     /// (`--watch` redraws; exit 1 when not ready).
     Status(status::Args),
+    /// Take back notifications not yet sent: by id, or everything of a request
+    /// (`--request`) still waiting.
+    Cancel(cancel::Args),
+    /// Operate a running gateway's apps: pause, resume.
+    #[command(subcommand)]
+    Apps(apps::AppsCommand),
     /// Measure end to end: a simulator here, a real gateway process, N notifications.
     Bench(Box<bench::Args>),
     /// Run the APNs simulator (TLS + HTTP/2, Apple's checks and reasons, fault injection).
@@ -49,7 +57,9 @@ pub enum Command {
 impl Command {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         match self {
+            Command::Apps(c) => apps::run(c).await,
             Command::Bench(args) => bench::run(*args).await,
+            Command::Cancel(args) => cancel::run(args).await,
             Command::Cert(c) => cert::run(c),
             Command::Config(c) => config::run(c).await,
             Command::Db(c) => db::run(c).await,
@@ -81,4 +91,18 @@ pub async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
     }
+}
+
+/// `s` as one segment of a URL path: everything but RFC 3986's unreserved characters
+/// percent-encoded, so that an id or app name cannot reach another route.
+pub(crate) fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

@@ -325,6 +325,7 @@ fn db_copy_from_sqlite_moves_what_is_pending_once() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("old.db");
     let request = |first: u64, n: u64| gateway::spool::NewRequest {
+        submitted: None,
         app: "shop".to_owned(),
         payload: bytes::Bytes::from_static(br#"{"aps":{"alert":"hi"}}"#),
         push_type: apns::PushType::Alert,

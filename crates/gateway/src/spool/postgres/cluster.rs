@@ -12,7 +12,7 @@
 //!   them;
 //! - LISTENs for the wake-ups (`pushgate_work`: unowned work appeared) and the dead-token
 //!   registrations and clearances of the others (`pushgate_dead`), which dispatch applies to
-//!   its in-memory set. A notification lost while the session was down is made good by a
+//!   its in-memory set, and the pauses and resumes of apps (`pushgate_pause`). A notification lost while the session was down is made good by a
 //!   resync (every dead token read again, every app rescanned). LISTEN needs a session of its
 //!   own: it cannot pass through a PgBouncer in transaction mode.
 //!
@@ -37,6 +37,9 @@ use crate::spool::{ClusterEvent, GatewayInfo, SpoolError, from_ms};
 pub(super) const WORK: &str = "pushgate_work";
 /// The channel of dead-token changes: `+` or `-`, the app and the token's hex, tab-separated.
 pub(super) const DEAD: &str = "pushgate_dead";
+
+/// The channel of pauses: the app an operator paused or resumed (read again from the spool).
+pub(super) const PAUSE: &str = "pushgate_pause";
 
 /// The database's clock in ms: heartbeats are written and judged by it, so that gateways on
 /// hosts whose clocks disagree do not declare each other dead.
@@ -196,7 +199,7 @@ pub(super) async fn open_session(
     }
     session
         .client
-        .batch_execute(&format!("LISTEN {WORK}; LISTEN {DEAD}"))
+        .batch_execute(&format!("LISTEN {WORK}; LISTEN {DEAD}; LISTEN {PAUSE}"))
         .await
         .map_err(pg(target, "listening for the other gateways"))?;
     let opened: i64 = session
@@ -613,6 +616,8 @@ async fn upkeep(
 fn forward(events: &mpsc::Sender<ClusterEvent>, reg: &Registration, channel: &str, payload: &str) {
     let event = if channel == WORK {
         Some(ClusterEvent::Work)
+    } else if channel == PAUSE {
+        Some(ClusterEvent::Paused)
     } else {
         let mut parts = payload.splitn(3, '\t');
         match (parts.next(), parts.next(), parts.next()) {

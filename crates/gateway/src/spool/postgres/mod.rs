@@ -442,6 +442,94 @@ impl Spool for PgSpool {
         Ok(())
     }
 
+    async fn waiting_page(
+        &self,
+        app: &str,
+        cursor: crate::spool::WaitingCursor,
+        limit: usize,
+    ) -> Result<crate::spool::WaitingPage, SpoolError> {
+        let c = self.conn().await?;
+        reads::waiting_page(&c, &self.inner.target, app, cursor, limit).await
+    }
+
+    async fn cancel_waiting(&self, app: &str, ids: Vec<ApnsId>) -> Result<Vec<ApnsId>, SpoolError> {
+        if ids.is_empty() {
+            return Ok(ids);
+        }
+        let mut c = self.conn().await?;
+        let tx = c
+            .transaction()
+            .await
+            .map_err(self.err("beginning a transaction"))?;
+        let uuids: Vec<uuid::Uuid> = ids.iter().map(|i| *i.as_uuid()).collect();
+        let now = to_ms(SystemTime::now());
+        let me = self.inner.cluster.me();
+        let st = tx
+            .prepare_cached(schema::CANCEL)
+            .await
+            .map_err(self.err("cancelling notifications"))?;
+        let rows = tx
+            .query(&st, &[&uuids, &app, &me, &now])
+            .await
+            .map_err(self.err("cancelling notifications"))?;
+        tx.commit().await.map_err(self.err("committing a cancel"))?;
+        self.committed();
+        self.release_pending(rows.len() as u64);
+        Ok(rows
+            .iter()
+            .map(|r| ApnsId::from_uuid(r.get::<_, uuid::Uuid>(0)))
+            .collect())
+    }
+
+    async fn request_summary(
+        &self,
+        id: crate::spool::RequestId,
+    ) -> Result<Option<crate::spool::RequestSummary>, SpoolError> {
+        let c = self.conn().await?;
+        reads::request_summary(&c, &self.inner.target, id).await
+    }
+
+    async fn app_pauses(&self) -> Result<Vec<crate::spool::AppPause>, SpoolError> {
+        let c = self.conn().await?;
+        reads::app_pauses(&c, &self.inner.target).await
+    }
+
+    async fn set_app_pause(
+        &self,
+        app: &str,
+        pause: Option<crate::spool::AppPause>,
+    ) -> Result<bool, SpoolError> {
+        let mut c = self.conn().await?;
+        let tx = c
+            .transaction()
+            .await
+            .map_err(self.err("beginning a transaction"))?;
+        let changed = match &pause {
+            Some(p) => tx
+                .execute(
+                    "INSERT INTO app_pauses (app, since, reject) VALUES ($1, $2, $3) \
+                     ON CONFLICT (app) DO UPDATE SET reject = excluded.reject \
+                     WHERE app_pauses.reject <> excluded.reject",
+                    &[&app, &to_ms(p.since), &p.reject],
+                )
+                .await
+                .map_err(self.err("pausing an app"))?,
+            None => tx
+                .execute("DELETE FROM app_pauses WHERE app = $1", &[&app])
+                .await
+                .map_err(self.err("resuming an app"))?,
+        } > 0;
+        if changed {
+            // Sent at the commit: the other gateways pause or resume it too.
+            tx.execute("SELECT pg_notify($1, $2)", &[&cluster::PAUSE, &app])
+                .await
+                .map_err(self.err("telling the other gateways of a pause"))?;
+        }
+        tx.commit().await.map_err(self.err("committing a pause"))?;
+        self.committed();
+        Ok(changed)
+    }
+
     async fn register_dead_token(&self, dead: DeadToken) -> Result<(), SpoolError> {
         self.complete(Vec::new(), vec![dead]).await
     }

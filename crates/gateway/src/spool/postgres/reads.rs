@@ -10,11 +10,14 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use super::pg;
-use super::schema::{NEXT_DUE, READY_DUE, READY_WAITING, REQUESTS_BY_ID};
+use super::schema::{
+    NEXT_DUE, READY_DUE, READY_WAITING, REQUESTS_BY_ID, WAITING_NULL, WAITING_TIMED,
+};
 use crate::reason::Cause;
 use crate::spool::{
-    AttemptRecord, FeedbackEntry, KEPT_SHOWN, NotificationRecord, PendingRow, ReadyCursor,
-    ReadyPage, ReadyRow, Sendable, SpoolError, State, StoredRequest, TokenHistory, from_ms,
+    AppPause, AttemptRecord, FeedbackEntry, KEPT_SHOWN, NotificationRecord, PendingRow,
+    ReadyCursor, ReadyPage, ReadyRow, RequestId, RequestSummary, Sendable, SpoolError, State,
+    StoredRequest, TokenHistory, WaitingCursor, WaitingPage, from_ms,
 };
 
 type Client = deadpool_postgres::Object;
@@ -177,10 +180,14 @@ async fn requests(
 }
 
 /// Columns 1..=7 of a request row (app, payload, push type, priority, topic, collapse id,
-/// expiration header) back into values.
+/// expiration header), 9 (its submission) and 10 (its time) back into values.
 fn decode_request(r: &Row) -> Result<StoredRequest, SpoolError> {
     let bad = |_| SpoolError::Corrupt("stored request headers");
     Ok(StoredRequest {
+        request_id: r
+            .get::<_, Option<uuid::Uuid>>(9)
+            .map(crate::spool::RequestId::from_uuid),
+        created_at: from_ms(r.get(10)),
         app: r.get(1),
         payload: bytes::Bytes::from(r.get::<_, Vec<u8>>(2)),
         push_type: apns::PushType::parse(r.get(3)).map_err(bad)?,
@@ -247,7 +254,7 @@ pub(super) async fn records(
     let st = c
         .prepare_cached(
             "SELECT n.id, n.token, n.state, n.attempts, n.status, n.reason, r.created_at, \
-             n.updated_at, r.send_at, r.expires_at, r.app, n.conn FROM notifications n \
+             n.updated_at, r.send_at, r.expires_at, r.app, n.conn, r.rid FROM notifications n \
              JOIN requests r ON r.id = n.request_id WHERE n.id = ANY($1)",
         )
         .await
@@ -263,6 +270,9 @@ pub(super) async fn records(
             id,
             NotificationRecord {
                 id,
+                request_id: r
+                    .get::<_, Option<uuid::Uuid>>(12)
+                    .map(crate::spool::RequestId::from_uuid),
                 token: token(r.get::<_, &[u8]>(1))?,
                 state: state(r.get(2))?,
                 attempts: r.get::<_, i32>(3) as u32,
@@ -501,4 +511,133 @@ pub(super) async fn counts_by_app(
     rows.iter()
         .map(|r| Ok((r.get(0), state(r.get(1))?, r.get::<_, i64>(2) as u64)))
         .collect()
+}
+
+/// Up to `limit` of `app`'s waiting notifications from `cursor` on, with their requests: the
+/// SQLite spool's pass (`sqlite::reads::waiting_page`), whoever holds them.
+pub(super) async fn waiting_page(
+    c: &Client,
+    target: &str,
+    app: &str,
+    mut cursor: WaitingCursor,
+    limit: usize,
+) -> Result<WaitingPage, SpoolError> {
+    let what = "paging waiting notifications";
+    let mut found: Vec<(ApnsId, i64)> = Vec::new();
+    let mut next = None;
+    loop {
+        let state: i16 = if cursor.queued { 1 } else { 0 };
+        let left = (limit - found.len()) as i64;
+        let timed = matches!(cursor.at, ReadyCursor::Due(..));
+        let rows = match cursor.at {
+            ReadyCursor::Start | ReadyCursor::Waiting(_) => {
+                let after = match cursor.at {
+                    ReadyCursor::Waiting(id) => *id.as_uuid(),
+                    _ => uuid::Uuid::nil(),
+                };
+                let st = c
+                    .prepare_cached(WAITING_NULL)
+                    .await
+                    .map_err(pg(target, what))?;
+                c.query(&st, &[&state, &app, &after, &left])
+                    .await
+                    .map_err(pg(target, what))?
+            }
+            ReadyCursor::Due(t, id) => {
+                let st = c
+                    .prepare_cached(WAITING_TIMED)
+                    .await
+                    .map_err(pg(target, what))?;
+                c.query(&st, &[&state, &app, &t, id.as_uuid(), &left])
+                    .await
+                    .map_err(pg(target, what))?
+            }
+        };
+        let n = rows.len() as i64;
+        let mut last = None;
+        for r in rows {
+            let id = ApnsId::from_uuid(r.get(0));
+            last = Some(match r.get::<_, Option<i64>>(2) {
+                Some(t) => ReadyCursor::Due(t, id),
+                None => ReadyCursor::Waiting(id),
+            });
+            found.push((id, r.get(1)));
+        }
+        if n == left {
+            next = last.map(|at| WaitingCursor {
+                queued: cursor.queued,
+                at,
+            });
+            break;
+        }
+        cursor = match (timed, cursor.queued) {
+            (false, q) => WaitingCursor {
+                queued: q,
+                at: ReadyCursor::Due(i64::MIN, ApnsId::from_uuid(uuid::Uuid::nil())),
+            },
+            (true, false) => WaitingCursor {
+                queued: true,
+                at: ReadyCursor::Start,
+            },
+            (true, true) => break,
+        };
+    }
+    let mut ids: Vec<i64> = found.iter().map(|(_, r)| *r).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let requests = requests(c, target, &ids).await?;
+    Ok(WaitingPage {
+        rows: found
+            .into_iter()
+            .filter_map(|(id, r)| requests.get(&r).map(|(req, _)| (id, Arc::clone(req))))
+            .collect(),
+        cursor: next,
+    })
+}
+
+/// A submission's apps and notifications still stored.
+pub(super) async fn request_summary(
+    c: &Client,
+    target: &str,
+    id: RequestId,
+) -> Result<Option<RequestSummary>, SpoolError> {
+    let rows = c
+        .query(
+            "SELECT app, remaining FROM requests WHERE rid = $1",
+            &[id.as_uuid()],
+        )
+        .await
+        .map_err(pg(target, "reading a submission"))?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut summary = RequestSummary::default();
+    for r in rows {
+        let app: String = r.get(0);
+        if !summary.apps.contains(&app) {
+            summary.apps.push(app);
+        }
+        summary.notifications += r.get::<_, i32>(1).max(0) as u64;
+    }
+    summary.apps.sort();
+    Ok(Some(summary))
+}
+
+/// The apps an operator paused.
+pub(super) async fn app_pauses(c: &Client, target: &str) -> Result<Vec<AppPause>, SpoolError> {
+    let rows = c
+        .query(
+            "SELECT app, since, reject FROM app_pauses ORDER BY app",
+            &[],
+        )
+        .await
+        .map_err(pg(target, "reading paused apps"))?;
+    Ok(rows
+        .iter()
+        .map(|r| AppPause {
+            app: r.get(0),
+            since: from_ms(r.get(1)),
+            reject: r.get(2),
+        })
+        .collect())
 }

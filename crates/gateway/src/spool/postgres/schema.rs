@@ -14,7 +14,7 @@ use tokio_postgres::Client;
 use crate::spool::SpoolError;
 
 /// The schema this version writes (`pushgate_schema.version`).
-pub(super) const SCHEMA_VERSION: i32 = 5;
+pub(super) const SCHEMA_VERSION: i32 = 6;
 
 /// Any number, the same for every pushgate: the advisory lock that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x7075_7368_6761_7465; // "pushgate"
@@ -172,6 +172,19 @@ CREATE TABLE IF NOT EXISTS bounce_outbox (
 CREATE INDEX IF NOT EXISTS bounce_outbox_origin ON bounce_outbox (origin, at);
 ";
 
+/// Version 6: cancel and pause (`spool::cancel`) — each request's submission id (`rid`,
+/// indexed: a cancel of a submission finds its requests; notifications are not indexed by it),
+/// and the apps an operator paused. Adding a column without a default rewrites nothing.
+const MIGRATE_5_TO_6: &str = "
+ALTER TABLE requests ADD COLUMN IF NOT EXISTS rid uuid;
+CREATE INDEX IF NOT EXISTS requests_rid ON requests (rid) WHERE rid IS NOT NULL;
+CREATE TABLE IF NOT EXISTS app_pauses (
+    app text PRIMARY KEY,
+    since bigint NOT NULL,
+    reject boolean NOT NULL
+);
+";
+
 /// Brings the database to [`SCHEMA_VERSION`], in one transaction under the migration lock:
 /// the first gateway to take it migrates, the others find the work done. Refuses a database
 /// newer than this pushgate knows. Answers the version found before.
@@ -232,6 +245,11 @@ pub(super) async fn migrate(c: &mut Client, target: &str) -> Result<i32, SpoolEr
             .await
             .map_err(err("migrating the schema to version 5"))?;
     }
+    if found < 6 {
+        tx.batch_execute(MIGRATE_5_TO_6)
+            .await
+            .map_err(err("migrating the schema to version 6"))?;
+    }
     if found < SCHEMA_VERSION {
         tx.execute("DELETE FROM pushgate_schema", &[])
             .await
@@ -291,7 +309,27 @@ pub(super) const READY_DUE: &str = "WITH g AS (SELECT id FROM gateways WHERE id 
      JOIN c ON n.id = c.id ORDER BY n.due_at, n.id";
 /// The requests of a page, each read once.
 pub(super) const REQUESTS_BY_ID: &str = "SELECT id, app, payload, push_type, priority, topic, \
-     collapse_id, apns_expiration, expires_at FROM requests WHERE id = ANY($1)";
+     collapse_id, apns_expiration, expires_at, rid, created_at FROM requests WHERE id = ANY($1)";
+/// A cancel's pass over one app's waiting rows of one state ($1), as in the SQLite spool:
+/// those waiting for no time after an id...
+pub(super) const WAITING_NULL: &str = "SELECT id, request_id, due_at FROM notifications \
+     WHERE state < 3 AND state = $1 AND app = $2 AND due_at IS NULL AND id > $3 ORDER BY id \
+     LIMIT $4";
+/// ...then the timed ones after (time, id).
+pub(super) const WAITING_TIMED: &str = "SELECT id, request_id, due_at FROM notifications \
+     WHERE state < 3 AND state = $1 AND app = $2 AND (due_at, id) > ($3, $4) \
+     ORDER BY due_at, id LIMIT $5";
+/// A cancel of those of $1 that are app $2's, still wait, and are nobody's or this gateway's
+/// ($3): their last attempts, if they made one, join their histories, and they are cancelled.
+/// The rows are locked first, and a row another transaction changed meanwhile (a claim, an
+/// outcome) is judged again as it now is.
+pub(super) const CANCEL: &str = "WITH c AS (SELECT id, updated_at, status, reason, conn \
+     FROM notifications WHERE id = ANY($1) AND state < 2 AND app = $2 \
+     AND (owner IS NULL OR owner = $3) FOR UPDATE), \
+     k AS (INSERT INTO attempts (id, at, status, reason, conn) SELECT id, updated_at, status, \
+     reason, conn FROM c WHERE status IS NOT NULL OR conn IS NOT NULL) \
+     UPDATE notifications n SET state = 6, status = NULL, reason = 'Cancelled', due_at = NULL, \
+     updated_at = $4, conn = NULL, owner = NULL FROM c WHERE n.id = c.id RETURNING n.id";
 /// One app's earliest retry still to come that this gateway ($3) may claim.
 pub(super) const NEXT_DUE: &str = "SELECT MIN(due_at) FROM notifications \
      WHERE state < 3 AND state = 1 AND app = $1 AND due_at > $2 \

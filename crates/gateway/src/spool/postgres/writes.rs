@@ -82,8 +82,8 @@ impl PgSpool {
         let req = tx
             .prepare_cached(
                 "INSERT INTO requests (app, payload, push_type, priority, topic, collapse_id, \
-                 apns_expiration, send_at, expires_at, created_at, remaining) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+                 apns_expiration, send_at, expires_at, created_at, remaining, rid) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
             )
             .await
             .map_err(self.err("storing a request"))?;
@@ -118,8 +118,9 @@ impl PgSpool {
                         &r.apns_expiration.map(|e| e.as_unix() as i64),
                         &send_at,
                         &to_ms(r.expires_at),
-                        &now,
+                        &r.submitted.map_or(now, |s| to_ms(s.at)),
                         &(r.len() as i32),
+                        &r.submitted.map(|s| *s.id.as_uuid()),
                     ],
                 )
                 .await

@@ -26,7 +26,8 @@ pub(super) fn state(n: i64) -> Result<State, SpoolError> {
     State::from_i64(n).ok_or(SpoolError::Corrupt("unknown state"))
 }
 
-/// A request's stored columns back into values.
+/// A request's stored columns back into values (one argument per column group read).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn decode_request(
     app: String,
     payload: Vec<u8>,
@@ -35,9 +36,15 @@ pub(super) fn decode_request(
     topic: Option<String>,
     collapse_id: Option<String>,
     apns_expiration: Option<i64>,
+    (rid, created_at): (Option<Vec<u8>>, i64),
 ) -> Result<StoredRequest, SpoolError> {
     let bad = |_| SpoolError::Corrupt("stored request headers");
     Ok(StoredRequest {
+        request_id: rid
+            .as_deref()
+            .and_then(|b| uuid::Uuid::from_slice(b).ok())
+            .map(crate::spool::RequestId::from_uuid),
+        created_at: crate::spool::from_ms(created_at),
         app,
         payload: bytes::Bytes::from(payload),
         push_type: apns::PushType::parse(push_type).map_err(bad)?,

@@ -392,6 +392,47 @@ impl Spool for SqliteSpool {
         self.read(bounces::waiting).await
     }
 
+    async fn waiting_page(
+        &self,
+        app: &str,
+        cursor: crate::spool::WaitingCursor,
+        limit: usize,
+    ) -> Result<crate::spool::WaitingPage, SpoolError> {
+        let app = app.to_owned();
+        self.search(move |c| reads::waiting_page(c, &app, cursor, limit))
+            .await
+    }
+
+    async fn cancel_waiting(&self, app: &str, ids: Vec<ApnsId>) -> Result<Vec<ApnsId>, SpoolError> {
+        if ids.is_empty() {
+            return Ok(ids);
+        }
+        let app = app.to_owned();
+        self.call(|reply| Command::CancelWaiting { app, ids, reply })
+            .await
+    }
+
+    async fn request_summary(
+        &self,
+        id: crate::spool::RequestId,
+    ) -> Result<Option<crate::spool::RequestSummary>, SpoolError> {
+        self.read(move |c| reads::request_summary(c, id)).await
+    }
+
+    async fn app_pauses(&self) -> Result<Vec<crate::spool::AppPause>, SpoolError> {
+        self.read(reads::app_pauses).await
+    }
+
+    async fn set_app_pause(
+        &self,
+        app: &str,
+        pause: Option<crate::spool::AppPause>,
+    ) -> Result<bool, SpoolError> {
+        let app = app.to_owned();
+        self.call(|reply| Command::SetPause { app, pause, reply })
+            .await
+    }
+
     async fn register_dead_token(&self, dead: DeadToken) -> Result<(), SpoolError> {
         self.call(|reply| Command::DeadToken { dead, reply }).await
     }

@@ -11,13 +11,15 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::decode::{decode_id, decode_request, state, token_from_bytes};
 use super::schema::{
     APP_ID, ATTEMPTS_OF, NEXT_DUE, PENDING_COUNTS, READY_DUE, READY_WAITING, REQUEST_BY_ID,
+    REQUESTS_OF_SUBMISSION, WAITING_NULL, WAITING_TIMED,
 };
 use super::sql;
 use super::writes::TOKEN_BYTES;
 use crate::reason::Cause;
 use crate::spool::{
-    AttemptRecord, FeedbackEntry, KEPT_SHOWN, NotificationRecord, PendingRow, ReadyCursor,
-    ReadyPage, ReadyRow, Sendable, SpoolError, State, StoredRequest, TokenHistory, from_ms,
+    AppPause, AttemptRecord, FeedbackEntry, KEPT_SHOWN, NotificationRecord, PendingRow,
+    ReadyCursor, ReadyPage, ReadyRow, RequestId, RequestSummary, Sendable, SpoolError, State,
+    StoredRequest, TokenHistory, WaitingCursor, WaitingPage, from_ms,
 };
 
 /// Requests already read in this page, by id, with their expiry.
@@ -172,15 +174,153 @@ pub(super) fn read_request(
                 r.get::<_, Option<String>>(5)?,
                 r.get::<_, Option<i64>>(6)?,
                 r.get::<_, i64>(7)?,
+                (r.get::<_, Option<Vec<u8>>>(8)?, r.get::<_, i64>(9)?),
             ))
         })
         .optional()
         .map_err(sql("reading a request"))?;
-    let Some((app, payload, push_type, priority, topic, collapse, exp, expires)) = row else {
+    let Some((app, payload, push_type, priority, topic, collapse, exp, expires, origin)) = row
+    else {
         return Ok(None);
     };
-    let req = decode_request(app, payload, &push_type, priority, topic, collapse, exp)?;
+    let req = decode_request(
+        app, payload, &push_type, priority, topic, collapse, exp, origin,
+    )?;
     Ok(Some((req, from_ms(expires))))
+}
+
+/// Up to `limit` of app `app`'s waiting notifications from `cursor` on, with their requests
+/// (`spool::cancel`): the scheduled ones, then the queued ones, each first those waiting for
+/// no time and then the timed ones, through the pending index of that app alone.
+pub(super) fn waiting_page(
+    c: &Connection,
+    app: &str,
+    mut cursor: WaitingCursor,
+    limit: usize,
+) -> Result<WaitingPage, SpoolError> {
+    let Some(app) = app_id(c, app)? else {
+        return Ok(WaitingPage::default());
+    };
+    let what = "paging waiting notifications";
+    let mut cache: HashMap<i64, Option<Arc<StoredRequest>>> = HashMap::new();
+    let mut page = WaitingPage::default();
+    let mut scanned = 0;
+    loop {
+        let state = if cursor.queued { 1 } else { 0 };
+        let left = limit - scanned;
+        let mut read = |st: &mut rusqlite::CachedStatement<'_>,
+                        args: &[&dyn rusqlite::ToSql]|
+         -> Result<(usize, Option<ReadyCursor>), SpoolError> {
+            let mut rows = st.query(args).map_err(sql(what))?;
+            let (mut n, mut last) = (0, None);
+            while let Some(r) = rows.next().map_err(sql(what))? {
+                n += 1;
+                let blob: Vec<u8> = r.get(0).map_err(sql(what))?;
+                let id = decode_id(&blob)?;
+                let request_id: i64 = r.get(1).map_err(sql(what))?;
+                last = Some(match r.get::<_, Option<i64>>(2).map_err(sql(what))? {
+                    Some(t) => ReadyCursor::Due(t, id),
+                    None => ReadyCursor::Waiting(id),
+                });
+                let request = match cache.get(&request_id) {
+                    Some(req) => req.clone(),
+                    None => {
+                        let req = read_request(c, request_id)?.map(|(req, _)| Arc::new(req));
+                        cache.insert(request_id, req.clone());
+                        req
+                    }
+                };
+                // A row without its request cannot be sent either: nothing to cancel.
+                if let Some(req) = request {
+                    page.rows.push((id, req));
+                }
+            }
+            Ok((n, last))
+        };
+        let (n, last) = match cursor.at {
+            ReadyCursor::Start | ReadyCursor::Waiting(_) => {
+                let after = match cursor.at {
+                    ReadyCursor::Waiting(id) => id.as_uuid().as_bytes().to_vec(),
+                    _ => Vec::new(),
+                };
+                let mut st = c.prepare_cached(WAITING_NULL).map_err(sql(what))?;
+                let (n, last) = read(&mut st, params![state, app, after, left as i64])?;
+                if n < left {
+                    // On to the timed ones of this state.
+                    cursor.at = ReadyCursor::Due(i64::MIN, ApnsId::from_uuid(uuid::Uuid::nil()));
+                    scanned += n;
+                    continue;
+                }
+                (n, last)
+            }
+            ReadyCursor::Due(t, id) => {
+                let mut st = c.prepare_cached(WAITING_TIMED).map_err(sql(what))?;
+                read(
+                    &mut st,
+                    params![state, app, t, &id.as_uuid().as_bytes()[..], left as i64],
+                )?
+            }
+        };
+        scanned += n;
+        if n == left {
+            page.cursor = last.map(|at| WaitingCursor {
+                queued: cursor.queued,
+                at,
+            });
+            return Ok(page);
+        }
+        if cursor.queued {
+            return Ok(page);
+        }
+        cursor = WaitingCursor {
+            queued: true,
+            at: ReadyCursor::Start,
+        };
+    }
+}
+
+/// A submission's apps and notifications still stored; `None` if none of its requests is.
+pub(super) fn request_summary(
+    c: &Connection,
+    id: RequestId,
+) -> Result<Option<RequestSummary>, SpoolError> {
+    let what = "reading a submission";
+    let mut st = c
+        .prepare_cached(REQUESTS_OF_SUBMISSION)
+        .map_err(sql(what))?;
+    let mut rows = st
+        .query(params![&id.as_uuid().as_bytes()[..]])
+        .map_err(sql(what))?;
+    let mut summary = RequestSummary::default();
+    let mut found = false;
+    while let Some(r) = rows.next().map_err(sql(what))? {
+        found = true;
+        let app: String = r.get(0).map_err(sql(what))?;
+        if !summary.apps.contains(&app) {
+            summary.apps.push(app);
+        }
+        summary.notifications += r.get::<_, i64>(1).map_err(sql(what))?.max(0) as u64;
+    }
+    summary.apps.sort();
+    Ok(found.then_some(summary))
+}
+
+/// The apps an operator paused.
+pub(super) fn app_pauses(c: &Connection) -> Result<Vec<AppPause>, SpoolError> {
+    let what = "reading paused apps";
+    let mut st = c
+        .prepare_cached("SELECT app, since, reject FROM app_pauses ORDER BY app")
+        .map_err(sql(what))?;
+    let rows = st
+        .query_map([], |r| {
+            Ok(AppPause {
+                app: r.get(0)?,
+                since: from_ms(r.get(1)?),
+                reject: r.get(2)?,
+            })
+        })
+        .map_err(sql(what))?;
+    rows.collect::<Result<_, _>>().map_err(sql(what))
 }
 
 /// The number of app `name`; `None` for an app that never had a notification.
@@ -200,7 +340,7 @@ pub(super) fn read_record(
     let row = c
         .prepare_cached(
             "SELECT n.token, n.state, n.attempts, n.status, n.reason, r.created_at, \
-             n.updated_at, r.send_at, r.expires_at, r.app, n.conn FROM notifications n \
+             n.updated_at, r.send_at, r.expires_at, r.app, n.conn, r.rid FROM notifications n \
              JOIN requests r ON r.id = n.request_id WHERE n.id = ?1",
         )
         .map_err(sql("reading a notification"))?
@@ -217,17 +357,34 @@ pub(super) fn read_record(
                 r.get::<_, i64>(8)?,
                 r.get::<_, String>(9)?,
                 r.get::<_, Option<i64>>(10)?,
+                r.get::<_, Option<Vec<u8>>>(11)?,
             ))
         })
         .optional()
         .map_err(sql("reading a notification"))?;
-    let Some((token, st, attempts, status, reason, created, updated, send_at, expires, app, conn)) =
-        row
+    let Some((
+        token,
+        st,
+        attempts,
+        status,
+        reason,
+        created,
+        updated,
+        send_at,
+        expires,
+        app,
+        conn,
+        rid,
+    )) = row
     else {
         return Ok(None);
     };
     Ok(Some(NotificationRecord {
         id,
+        request_id: rid
+            .as_deref()
+            .and_then(|b| uuid::Uuid::from_slice(b).ok())
+            .map(crate::spool::RequestId::from_uuid),
         app,
         token: token_from_bytes(&token)?,
         state: state(st)?,

@@ -79,6 +79,17 @@ const HEALTH_TABLE: &str = "CREATE TABLE IF NOT EXISTS health (
     checked_at INTEGER NOT NULL
 );";
 
+/// Submission ids (`spool::RequestId`) on requests, and the apps an operator paused
+/// (`spool::cancel`). Additive: an older pushgate ignores them (its requests have no id).
+/// Only requests are indexed by submission, not notifications: one write per request.
+const SUBMISSION_INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS requests_rid ON requests (rid) WHERE rid IS NOT NULL;";
+const PAUSES_TABLE: &str = "CREATE TABLE IF NOT EXISTS app_pauses (
+    app TEXT PRIMARY KEY,
+    since INTEGER NOT NULL,
+    reject INTEGER NOT NULL
+);";
+
 /// Idempotency keys (`spool::idempotency`): each with the fingerprint of what was sent under it
 /// and the ids it was answered with. Additive, like `health`: an older pushgate ignores it.
 /// Only keyed submissions write here, so the index by age costs the others nothing.
@@ -119,7 +130,28 @@ pub(super) const READY_DUE: &str = "SELECT id, token, attempts, request_id, due_
      ORDER BY due_at, id LIMIT ?5";
 /// A request's headers, payload and expiry.
 pub(super) const REQUEST_BY_ID: &str = "SELECT app, payload, push_type, priority, topic, collapse_id, \
-     apns_expiration, expires_at FROM requests WHERE id = ?1";
+     apns_expiration, expires_at, rid, created_at FROM requests WHERE id = ?1";
+/// A cancel's pass over one app's waiting rows of one state (?1): those waiting for no time,
+/// in id order after a cursor (?3)...
+pub(super) const WAITING_NULL: &str = "SELECT id, request_id, due_at FROM notifications \
+     WHERE state < 3 AND state = ?1 AND app = ?2 AND due_at IS NULL AND id > ?3 ORDER BY id \
+     LIMIT ?4";
+/// ...then those with a time (a schedule, a retry's due time), in (time, id) order after a
+/// cursor (?3, ?4).
+pub(super) const WAITING_TIMED: &str = "SELECT id, request_id, due_at FROM notifications \
+     WHERE state < 3 AND state = ?1 AND app = ?2 AND (due_at, id) > (?3, ?4) \
+     ORDER BY due_at, id LIMIT ?5";
+/// A cancel: the row's last attempt, if it made one, joins its history...
+pub(super) const CANCEL_KEEPS_ATTEMPT: &str = "INSERT INTO attempts (id, at, status, reason, conn) \
+     SELECT id, updated_at, status, reason, conn FROM notifications WHERE id = ?1 AND state < 2 \
+     AND app = ?2 AND (status IS NOT NULL OR conn IS NOT NULL)";
+/// ...and the row, if it still waits (scheduled or queued) for that app (?2), is cancelled.
+pub(super) const CANCEL: &str = "UPDATE notifications SET state = 6, status = NULL, \
+     reason = 'Cancelled', due_at = NULL, updated_at = ?3, conn = NULL \
+     WHERE id = ?1 AND state < 2 AND app = ?2";
+/// A submission's requests: their apps and notifications still stored.
+pub(super) const REQUESTS_OF_SUBMISSION: &str =
+    "SELECT app, remaining FROM requests WHERE rid = ?1";
 /// One app's earliest retry still to come.
 pub(super) const NEXT_DUE: &str = "SELECT MIN(due_at) FROM notifications \
      WHERE state < 3 AND state = 1 AND app = ?1 AND due_at > ?2";
@@ -239,6 +271,19 @@ pub(super) fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), S
     }
     // Additive, so not a schema version: older versions ignore them.
     conn.execute_batch(HEALTH_TABLE).map_err(open_err)?;
+    let has_rid: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('requests') WHERE name = 'rid')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(open_err)?;
+    if !has_rid {
+        conn.execute_batch("ALTER TABLE requests ADD COLUMN rid BLOB")
+            .map_err(open_err)?;
+    }
+    conn.execute_batch(SUBMISSION_INDEX).map_err(open_err)?;
+    conn.execute_batch(PAUSES_TABLE).map_err(open_err)?;
     conn.execute_batch(IDEMPOTENCY_TABLE).map_err(open_err)?;
     conn.execute_batch(super::bounces::BOUNCE_TABLES)
         .map_err(open_err)?;
@@ -279,6 +324,9 @@ mod plans {
         let c = Connection::open_in_memory().expect("memory database");
         c.execute_batch(SCHEMA).expect("schema");
         c.execute_batch(IDEMPOTENCY_TABLE).expect("keys");
+        c.execute_batch("ALTER TABLE requests ADD COLUMN rid BLOB")
+            .expect("rid");
+        c.execute_batch(SUBMISSION_INDEX).expect("submission index");
         for query in [
             CLAIM_DUE,
             REQUEUE_IN_FLIGHT,
@@ -298,10 +346,24 @@ mod plans {
             PENDING_COUNTS,
             KEY_SEEN,
             KEYS_FORGET,
+            WAITING_NULL,
+            WAITING_TIMED,
+            CANCEL_KEEPS_ATTEMPT,
+            CANCEL,
+            REQUESTS_OF_SUBMISSION,
         ] {
             let steps = plan(&c, query);
             // The scheduler's statements read one app's rows, not every app's.
-            if [CLAIM_DUE, READY_WAITING, READY_DUE, NEXT_DUE].contains(&query) {
+            if [
+                CLAIM_DUE,
+                READY_WAITING,
+                READY_DUE,
+                NEXT_DUE,
+                WAITING_NULL,
+                WAITING_TIMED,
+            ]
+            .contains(&query)
+            {
                 assert!(
                     steps
                         .iter()

@@ -85,6 +85,18 @@ pub(super) enum Command {
         token: apns::DeviceToken,
         reply: Reply<bool>,
     },
+    /// Cancels those of `ids` that are `app`'s and still wait; answers them.
+    CancelWaiting {
+        app: String,
+        ids: Vec<ApnsId>,
+        reply: Reply<Vec<ApnsId>>,
+    },
+    /// Pauses `app` (or, with `None`, resumes it); answers whether that changed anything.
+    SetPause {
+        app: String,
+        pause: Option<crate::spool::AppPause>,
+        reply: Reply<bool>,
+    },
     /// Commits what came before, closes the connection and ends the thread.
     Stop {
         reply: Reply<()>,
@@ -101,6 +113,8 @@ enum Answer {
     Unit(Reply<()>, Result<(), SpoolError>, u64),
     Count(Reply<usize>, Result<usize, SpoolError>),
     Flag(Reply<bool>, Result<bool, SpoolError>),
+    /// Pending notifications that became final, answered by id.
+    Cancelled(Reply<Vec<ApnsId>>, Result<Vec<ApnsId>, SpoolError>),
 }
 
 /// What the writer shares with the spool's handles besides its channel.
@@ -225,6 +239,8 @@ pub(super) enum Done {
     Unit(u64),
     Count(usize),
     Flag(bool),
+    /// Cancelled: no longer pending.
+    Cancelled(Vec<ApnsId>),
 }
 
 /// Why [`transact`] rolled back.
@@ -325,7 +341,13 @@ fn answer(c: Command, r: Result<Done, SpoolError>, max_pending: u64) -> Answer {
         (Command::Prune { reply, .. } | Command::RequeueInFlight { reply }, Done::Count(n)) => {
             Answer::Count(reply, Ok(n))
         }
-        (Command::ClearDeadToken { reply, .. }, Done::Flag(f)) => Answer::Flag(reply, Ok(f)),
+        (
+            Command::ClearDeadToken { reply, .. } | Command::SetPause { reply, .. },
+            Done::Flag(f),
+        ) => Answer::Flag(reply, Ok(f)),
+        (Command::CancelWaiting { reply, .. }, Done::Cancelled(ids)) => {
+            Answer::Cancelled(reply, Ok(ids))
+        }
         (c, _) => refuse(c, || {
             SpoolError::Corrupt("a spool command answered out of kind")
         }),
@@ -357,6 +379,12 @@ fn deliver(answers: Vec<Answer>, pending: &AtomicU64) {
             Answer::Flag(reply, r) => {
                 let _ = reply.send(r);
             }
+            Answer::Cancelled(reply, r) => {
+                if let Ok(ids) = &r {
+                    pending.fetch_sub(ids.len() as u64, Ordering::AcqRel);
+                }
+                let _ = reply.send(r);
+            }
         }
     }
 }
@@ -376,7 +404,10 @@ fn refuse(c: Command, err: impl Fn() -> SpoolError) -> Answer {
         Command::Prune { reply, .. } | Command::RequeueInFlight { reply } => {
             Answer::Count(reply, Err(err()))
         }
-        Command::ClearDeadToken { reply, .. } => Answer::Flag(reply, Err(err())),
+        Command::ClearDeadToken { reply, .. } | Command::SetPause { reply, .. } => {
+            Answer::Flag(reply, Err(err()))
+        }
+        Command::CancelWaiting { reply, .. } => Answer::Cancelled(reply, Err(err())),
     }
 }
 
@@ -426,6 +457,7 @@ mod tests {
             expires_at: SystemTime::now() + std::time::Duration::from_secs(3_600),
             notifications: vec![(ApnsId::new(), apns::DeviceToken::parse(token).expect("hex"))],
             bounce: None,
+            submitted: None,
         }
     }
 

@@ -6,9 +6,9 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::decode::id_from_bytes;
 use super::schema::{
-    APP_ID, APP_IDS, ATTEMPT_KEPT, ATTEMPTS_BELOW, ATTEMPTS_FORGET, CLAIM_DUE, COMPLETE,
-    KEY_REMEMBER, KEY_SEEN, KEYS_FORGET, PRUNE_FINISHED, REQUEST_GONE, REQUEST_LOSES,
-    REQUEUE_IN_FLIGHT,
+    APP_ID, APP_IDS, ATTEMPT_KEPT, ATTEMPTS_BELOW, ATTEMPTS_FORGET, CANCEL, CANCEL_KEEPS_ATTEMPT,
+    CLAIM_DUE, COMPLETE, KEY_REMEMBER, KEY_SEEN, KEYS_FORGET, PRUNE_FINISHED, REQUEST_GONE,
+    REQUEST_LOSES, REQUEUE_IN_FLIGHT,
 };
 use super::writer::{Command, Done};
 use crate::spool::idempotency::{self, IdempotencyKey, Seen};
@@ -83,12 +83,57 @@ pub(super) fn apply(
             super::bounces::settle(tx, *origin, ids, *how)?;
             Done::Unit(0)
         }
+        Command::CancelWaiting { app, ids, .. } => Done::Cancelled(cancel(tx, app, ids, now)?),
+        Command::SetPause { app, pause, .. } => Done::Flag(match pause {
+            Some(p) => {
+                tx.prepare_cached(
+                    "INSERT INTO app_pauses (app, since, reject) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (app) DO UPDATE SET reject = excluded.reject \
+                     WHERE reject <> excluded.reject",
+                )?
+                .execute(params![app, to_ms(p.since), p.reject])?
+                    > 0
+            }
+            None => {
+                tx.prepare_cached("DELETE FROM app_pauses WHERE app = ?1")?
+                    .execute(params![app])?
+                    > 0
+            }
+        }),
         Command::ClearDeadToken { app, token, .. } => Done::Flag(
             tx.prepare_cached("DELETE FROM dead_tokens WHERE app = ?1 AND token = ?2")?
                 .execute(params![app, token.to_bytes(&mut [0; TOKEN_BYTES])])?
                 > 0,
         ),
     })
+}
+
+/// Cancels those of `ids` that are `app`'s and still wait (`spool::cancel`); a row's last
+/// attempt, if it made one, is kept in its history first. Answers the ids cancelled.
+fn cancel(
+    tx: &Transaction<'_>,
+    app: &str,
+    ids: &[ApnsId],
+    now: i64,
+) -> Result<Vec<ApnsId>, rusqlite::Error> {
+    let Some(app) = tx
+        .prepare_cached(APP_ID)?
+        .query_row(params![app], |r| r.get::<_, i64>(0))
+        .optional()?
+    else {
+        return Ok(Vec::new());
+    };
+    let mut keep = tx.prepare_cached(CANCEL_KEEPS_ATTEMPT)?;
+    let mut cancel = tx.prepare_cached(CANCEL)?;
+    let mut done = Vec::new();
+    for id in ids {
+        let key = &id.as_uuid().as_bytes()[..];
+        keep.execute(params![key, app])?;
+        if cancel.execute(params![key, app, now])? > 0 {
+            done.push(*id);
+        }
+    }
+    Ok(done)
 }
 
 /// What the spool knows of `key`, judged at `now`.
@@ -126,8 +171,8 @@ fn insert_batch(
 ) -> Result<(), rusqlite::Error> {
     let mut req = tx.prepare_cached(
         "INSERT INTO requests (app, payload, push_type, priority, topic, collapse_id, \
-         apns_expiration, send_at, expires_at, created_at, remaining) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+         apns_expiration, send_at, expires_at, created_at, remaining, rid) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?;
     let mut note = tx.prepare_cached(
         "INSERT INTO notifications (id, request_id, app, token, state, attempts, due_at, \
@@ -160,8 +205,9 @@ fn insert_batch(
             r.apns_expiration.map(|e| e.as_unix() as i64),
             send_at,
             to_ms(r.expires_at),
-            now,
+            r.submitted.map_or(now, |s| to_ms(s.at)),
             r.len() as i64,
+            r.submitted.map(|s| s.id.as_uuid().as_bytes().to_vec()),
         ])?;
         let request_id = tx.last_insert_rowid();
         if bounces {
