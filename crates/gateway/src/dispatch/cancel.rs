@@ -136,7 +136,6 @@ impl Dispatcher {
             .spool
             .set_app_pause(app, Some(pause.clone()))
             .await?;
-        info!(app, reject, "app paused by an operator");
         self.shared.apply_pause(app, Some(pause.clone()));
         Ok(pause)
     }
@@ -145,9 +144,6 @@ impl Dispatcher {
     pub async fn resume_app(&self, app: &str) -> Result<bool, SpoolError> {
         let was = self.shared.spool.set_app_pause(app, None).await?;
         let here = self.pause_of(app).is_some();
-        if was || here {
-            info!(app, "app resumed by an operator");
-        }
         self.shared.apply_pause(app, None);
         Ok(was || here)
     }

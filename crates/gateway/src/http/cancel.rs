@@ -99,19 +99,31 @@ pub async fn cancel_one(
 ) -> Result<StatusCode, ApiError> {
     let caller = authenticate(&state.config().api_keys, &headers)?;
     let Path(id) = path?;
-    let id = ApnsId::parse(&id).map_err(|_| not_found("notification"))?;
+    cancel_notification(&state, &caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Cancels notification `id` (text) for `caller`: `Ok` once cancelled, else why not (`404`
+/// for one the caller may not read, `409 not_waiting` with its state).
+pub(super) async fn cancel_notification(
+    state: &ApiState,
+    caller: &Caller,
+    id: &str,
+) -> Result<(), ApiError> {
+    let id = ApnsId::parse(id).map_err(|_| not_found("notification"))?;
     let record = match state.spool.get(id).await.map_err(|e| spool_error(&e))? {
         Some(r) if caller.may_use(&r.app) => r,
         _ => return Err(not_found("notification")),
     };
     if record.state.is_waiting() {
-        let d = dispatcher(&state)?;
+        let d = dispatcher(state)?;
         let done = d
             .cancel(CancelTarget::Ids(vec![id]), vec![record.app.clone()])
             .await
             .map_err(|e| spool_error(&e))?;
         if done.ids.contains(&id) {
-            return Ok(StatusCode::NO_CONTENT);
+            tracing::info!(key = %caller.name, %id, "notification cancelled");
+            return Ok(());
         }
     }
     // Not cancelled: say what it is now.
@@ -152,7 +164,17 @@ pub async fn cancel_request(
 ) -> Result<Json<RequestCancelled>, ApiError> {
     let caller = authenticate(&state.config().api_keys, &headers)?;
     let Path(rid) = path?;
-    let rid = RequestId::parse(&rid).ok_or_else(|| not_found("request"))?;
+    cancel_submission(&state, &caller, &rid).await.map(Json)
+}
+
+/// Cancels what of submission `rid` (text) still waits, for `caller` (who may use each of
+/// its apps, else `404`).
+pub(super) async fn cancel_submission(
+    state: &ApiState,
+    caller: &Caller,
+    rid: &str,
+) -> Result<RequestCancelled, ApiError> {
+    let rid = RequestId::parse(rid).ok_or_else(|| not_found("request"))?;
     let summary = match state
         .spool
         .request_summary(rid)
@@ -162,17 +184,18 @@ pub async fn cancel_request(
         Some(s) if s.apps.iter().all(|a| caller.may_use(a)) => s,
         _ => return Err(not_found("request")),
     };
-    let d = dispatcher(&state)?;
+    let d = dispatcher(state)?;
     let done = d
         .cancel(CancelTarget::Request(rid), summary.apps)
         .await
         .map_err(|e| spool_error(&e))?;
     let cancelled = done.count();
-    Ok(Json(RequestCancelled {
+    tracing::info!(key = %caller.name, request = %rid, cancelled, "request cancelled");
+    Ok(RequestCancelled {
         request_id: rid.to_string(),
         cancelled,
         already_gone: summary.notifications.saturating_sub(cancelled),
-    }))
+    })
 }
 
 #[utoipa::path(post, path = "/v1/apps/{app}/cancel", tag = "apps",
@@ -247,19 +270,6 @@ pub async fn cancel_app(
     }))
 }
 
-/// An admin key, and an app of the configuration.
-fn admin_for(state: &ApiState, headers: &HeaderMap, app: &str) -> Result<Caller, ApiError> {
-    let caller = authenticate(&state.config().api_keys, headers)?;
-    if !caller.admin {
-        return Err(ApiError::new(
-            Code::AdminRequired,
-            "only an admin key may pause or resume an app",
-        ));
-    }
-    check_app(state, &caller, app)?;
-    Ok(caller)
-}
-
 #[utoipa::path(post, path = "/v1/apps/{app}/pause", tag = "apps",
     params(
         ("app" = String, Path, description = "The app's name"),
@@ -281,7 +291,7 @@ pub async fn pause(
     query: Result<Query<PauseQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<PauseDocument>, ApiError> {
     let (Path(app), Query(q)) = (path?, query?);
-    admin_for(&state, &headers, &app)?;
+    let caller = authenticate(&state.config().api_keys, &headers)?;
     let reject = match q.reject.as_deref() {
         None | Some("false") => false,
         Some("true") => true,
@@ -292,16 +302,51 @@ pub async fn pause(
             ));
         }
     };
-    let p = dispatcher(&state)?
-        .pause_app(&app, reject)
+    set_pause(&state, &caller, &app, Some(reject))
         .await
-        .map_err(|e| spool_error(&e))?;
-    Ok(Json(PauseDocument {
-        app,
-        paused: true,
-        since: Some(crate::rfc3339::format(p.since)),
-        reject: Some(p.reject),
-    }))
+        .map(Json)
+}
+
+/// Pauses `app` (`Some(reject)`) or resumes it (`None`), for an admin `caller`.
+pub(super) async fn set_pause(
+    state: &ApiState,
+    caller: &Caller,
+    app: &str,
+    pause: Option<bool>,
+) -> Result<PauseDocument, ApiError> {
+    if !caller.admin {
+        return Err(ApiError::new(
+            Code::AdminRequired,
+            "only an admin key may pause or resume an app",
+        ));
+    }
+    check_app(state, caller, app)?;
+    let d = dispatcher(state)?;
+    let doc = match pause {
+        Some(reject) => {
+            let p = d
+                .pause_app(app, reject)
+                .await
+                .map_err(|e| spool_error(&e))?;
+            PauseDocument {
+                app: app.to_owned(),
+                paused: true,
+                since: Some(crate::rfc3339::format(p.since)),
+                reject: Some(p.reject),
+            }
+        }
+        None => {
+            d.resume_app(app).await.map_err(|e| spool_error(&e))?;
+            PauseDocument {
+                app: app.to_owned(),
+                paused: false,
+                since: None,
+                reject: None,
+            }
+        }
+    };
+    tracing::info!(key = %caller.name, app, paused = doc.paused, "app pause changed");
+    Ok(doc)
 }
 
 #[utoipa::path(post, path = "/v1/apps/{app}/resume", tag = "apps",
@@ -320,15 +365,6 @@ pub async fn resume(
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<PauseDocument>, ApiError> {
     let Path(app) = path?;
-    admin_for(&state, &headers, &app)?;
-    dispatcher(&state)?
-        .resume_app(&app)
-        .await
-        .map_err(|e| spool_error(&e))?;
-    Ok(Json(PauseDocument {
-        app,
-        paused: false,
-        since: None,
-        reject: None,
-    }))
+    let caller = authenticate(&state.config().api_keys, &headers)?;
+    set_pause(&state, &caller, &app, None).await.map(Json)
 }

@@ -1,11 +1,12 @@
 """Drives the dashboard in a real headless Chromium (Debian's chromium and chromium-driver).
 
-Usage: dashboard.py BASE_URL KEY_ENV TOKEN SCREENSHOT FAILED_ID DEAD_TOKEN
+Usage: dashboard.py BASE_URL KEY_ENV TOKEN SCREENSHOT FAILED_ID DEAD_TOKEN SCHEDULED_ID
 Logs in with the admin key from $KEY_ENV, checks the session cookie's flags, sends through the
 test-send form, waits for "delivered" and for the live figures to count it, checks the charts
 are drawn and move and the health strip shows the app, saves a screenshot, then uses the
 lookup box: the delivered id and FAILED_ID with their attempts, and DEAD_TOKEN (of app shop)
-registered dead, cleared with its button. Prints a JSON summary; exits non-zero (with the
+registered dead, cleared with its button; SCHEDULED_ID (waiting for its time) cancelled with
+the lookup's button; app shop paused and resumed with its buttons. Prints a JSON summary; exits non-zero (with the
 reason) on any failure.
 """
 import json
@@ -18,7 +19,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-base, key_env, token, shot, failed_id, dead_token = sys.argv[1:7]
+base, key_env, token, shot, failed_id, dead_token, scheduled_id = sys.argv[1:8]
 options = Options()
 for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
             "--window-size=1360,1500", "--force-device-scale-factor=1"):
@@ -84,6 +85,8 @@ try:
           attempts: cells("table.attempts tbody tr"),
           notifications: cells("table.notifications tbody tr"),
           clear: !!document.getElementById("lookup-clear"),
+          cancel: !!document.getElementById("lookup-cancel"),
+          cancel_request: !!document.getElementById("lookup-cancel-request"),
         };""")
     delivered_id = result.split(":")[0]
     look_up(delivered_id)
@@ -100,10 +103,28 @@ try:
     driver.find_element(By.ID, "lookup-clear").click()
     wait.until(lambda d: "not registered dead" in shown(d)["text"])
     cleared = shown(driver)
+    look_up(scheduled_id)
+    wait.until(lambda d: shown(d)["fields"].get("id") == scheduled_id)
+    scheduled = shown(driver)
+    driver.find_element(By.ID, "lookup-cancel").click()
+    wait.until(lambda d: shown(d)["fields"].get("state") == "cancelled")
+    cancelled = shown(driver)
+
+    # An app's pause and resume, with the buttons in its row.
+    app_row = lambda d: d.execute_script("""
+        return [...document.querySelectorAll("#apps tr")]
+          .map(tr => tr.textContent).find(t => t.startsWith("shop")) || "";""")
+    driver.find_element(By.ID, "pause-shop").click()
+    wait.until(lambda d: "paused since" in app_row(d) and d.find_elements(By.ID, "resume-shop"))
+    paused = app_row(driver)
+    driver.find_element(By.ID, "resume-shop").click()
+    wait.until(lambda d: "sending" in app_row(d) and d.find_elements(By.ID, "pause-shop"))
+    resumed = app_row(driver)
     print(json.dumps({"result": result, "before": before, "apps": apps, "reasons": reasons,
                       "expiring": expiring, "warnings": warnings, "title": driver.title,
                       "failed_legend": failed_legend, "latency_paths": latency_paths,
                       "cells": cells, "delivered": delivered, "failed": failed, "dead": dead,
-                      "cleared": cleared}))
+                      "cleared": cleared, "scheduled": scheduled, "cancelled": cancelled,
+                      "paused": paused, "resumed": resumed}))
 finally:
     driver.quit()

@@ -43,6 +43,9 @@ fn in_chromium_an_admin_logs_in_sends_and_sees_delivered() {
     // Something to show under failures.
     let failing = gw.submit(json!({"app": "shop", "tokens": [token(7), token(8)], "alert": "x"}));
     gw.wait_final(&failing, std::time::Duration::from_secs(60));
+    // Something to cancel: waiting an hour for its time.
+    let scheduled =
+        gw.submit(json!({"app": "shop", "tokens": [token(9)], "alert": "later", "delay": 3600}));
 
     let out_dir = tempfile::tempdir().unwrap();
     let shot = out_dir.path().join("dashboard.png");
@@ -55,6 +58,7 @@ fn in_chromium_an_admin_logs_in_sends_and_sees_delivered() {
         .arg(&shot)
         .arg(&failing[0])
         .arg(token(7))
+        .arg(&scheduled[0])
         .env("DASHBOARD_KEY", KEY)
         .output()
         .expect("python3 with selenium, chromium and chromium-driver (.ci/run installs them)");
@@ -154,6 +158,37 @@ fn in_chromium_an_admin_logs_in_sends_and_sees_delivered() {
     assert!(
         !feedback.to_string().contains(&token(7)),
         "cleared in the spool: {feedback}"
+    );
+    // The lookup's Cancel on a waiting notification (and its request's), then the app's
+    // pause and resume from its row.
+    assert!(
+        summary["scheduled"]["cancel"].as_bool().unwrap()
+            && summary["scheduled"]["cancel_request"].as_bool().unwrap(),
+        "{summary}"
+    );
+    assert_eq!(summary["scheduled"]["fields"]["state"], "scheduled");
+    assert!(
+        !summary["cancelled"]["cancel"].as_bool().unwrap(),
+        "{summary}"
+    );
+    let (_, doc) = gw.api("GET", &format!("/v1/notifications/{}", scheduled[0]), None);
+    assert_eq!(
+        (&doc["state"], &doc["reason"]),
+        (&json!("cancelled"), &json!("Cancelled")),
+        "{doc}"
+    );
+    assert!(
+        summary["paused"].as_str().unwrap().contains("paused since"),
+        "{summary}"
+    );
+    assert!(
+        summary["resumed"].as_str().unwrap().contains("sending"),
+        "{summary}"
+    );
+    let (_, stats) = gw.api("GET", "/v1/stats", None);
+    assert!(
+        stats["apps"]["shop"]["paused"].is_null(),
+        "resumed: {stats}"
     );
     let png = std::fs::read(&shot).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG screenshot");

@@ -319,6 +319,57 @@ fn kill_9_loses_nothing_acknowledged(backend: Backend) {
     assert!(docs.iter().all(|d| d["state"] == "delivered"));
 }
 
+/// An operator's pause and a cancelled request, then SIGKILL: after the restart the app is
+/// still paused (nothing sent), the cancelled request stays cancelled, and once resumed only
+/// the other request reaches the simulator.
+fn a_pause_and_a_cancel_survive_kill_9(backend: Backend) {
+    let sim = sim(&[]);
+    let mut gw = Gw::start_on(&backend, &sim, "");
+    let (status, body) = gw.api("POST", "/v1/apps/shop/pause", None);
+    assert_eq!(status, 200, "{body}");
+    let keep: Vec<String> = (0..100).map(token).collect();
+    let drop: Vec<String> = (100..200).map(token).collect();
+    let kept = gw.submit(json!({"app": "shop", "tokens": keep, "alert": "x"}));
+    let (status, answer) = gw.api(
+        "POST",
+        "/v1/notifications",
+        Some(&json!({"app": "shop", "tokens": drop, "alert": "wrong"})),
+    );
+    assert_eq!(status, 202, "{answer}");
+    let rid = answer["request_id"].as_str().unwrap().to_owned();
+    let (status, body) = gw.api("POST", &format!("/v1/requests/{rid}/cancel"), None);
+    assert_eq!(
+        (status, body["cancelled"].as_u64()),
+        (200, Some(100)),
+        "{body}"
+    );
+    gw.kill9();
+    gw.spawn();
+    let (_, ready) = gw.api("GET", "/readyz", None);
+    assert_eq!(ready["paused_apps"][0]["app"], "shop", "{ready}");
+    let (_, stats) = gw.api("GET", "/v1/stats", None);
+    assert_eq!(stats["apps"]["shop"]["queued"], 100, "{stats}");
+    assert_eq!(stats["apps"]["shop"]["cancelled"], 100, "{stats}");
+    assert_eq!(sim_stat(&sim, "requests"), 0, "nothing sent while paused");
+    let (status, _) = gw.api("POST", "/v1/apps/shop/resume", None);
+    assert_eq!(status, 200);
+    let docs = gw.wait_final(&kept, MINUTE);
+    assert!(docs.iter().all(|d| d["state"] == "delivered"), "{docs:?}");
+    assert_eq!(sim_stat(&sim, "unique_ids"), 100);
+    let ids: Vec<String> = answer["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    let docs = gw.lookup(&ids);
+    assert!(
+        docs.iter()
+            .all(|d| d["state"] == "cancelled" && d["request_id"] == rid.as_str()),
+        "{docs:?}"
+    );
+}
+
 /// SIGTERM with streams in flight: they finish (no duplicates later), the process exits 0 (a
 /// SQLite spool leaves no `-wal`/`-shm` behind), and a restart finishes the rest.
 fn sigterm_finishes_streams_in_flight_and_exits_0(backend: Backend) {
@@ -434,6 +485,7 @@ on_each_backend!(
     injected_failures_and_goaway_are_retried_until_delivered,
     expiry_and_delay,
     kill_9_loses_nothing_acknowledged,
+    a_pause_and_a_cancel_survive_kill_9,
     sigterm_finishes_streams_in_flight_and_exits_0,
     a_notification_awaiting_apples_answer_is_in_flight,
     a_bad_key_halts_the_app_until_a_fixed_config_is_reloaded,

@@ -66,6 +66,8 @@ fn history_json(samples: &[Sample], live: &Sample) -> Value {
 pub struct AppRow {
     pub name: String,
     pub halted: Option<String>,
+    /// An operator's pause, while it lasts.
+    pub paused: Option<crate::spool::AppPause>,
     pub connections: usize,
     pub streams_in_flight: usize,
     pub queued_in_memory: usize,
@@ -146,6 +148,7 @@ pub async fn build(state: &ApiState) -> Data {
             AppRow {
                 name: app.name.clone(),
                 halted: status.as_ref().and_then(|s| s.halted.clone()),
+                paused: state.dispatch.as_ref().and_then(|d| d.pause_of(&app.name)),
                 connections: status.as_ref().map_or(0, |s| s.connections),
                 streams_in_flight: status.as_ref().map_or(0, |s| s.streams_in_flight),
                 queued_in_memory: status.as_ref().map_or(0, |s| s.queued_in_memory),
@@ -192,6 +195,10 @@ impl Data {
                 "name": a.name,
                 "healthy": a.halted.is_none(),
                 "halted": a.halted,
+                "paused": a.paused.as_ref().map(|p| json!({
+                    "since": rfc3339::format(p.since),
+                    "reject": p.reject,
+                })),
                 "connections": a.connections,
                 "streams_in_flight": a.streams_in_flight,
                 "queued_in_memory": a.queued_in_memory,

@@ -5,6 +5,7 @@
 //! change protected by a per-session CSRF token. Every asset is embedded in the binary; the Content-Security-Policy
 //! allows nothing from elsewhere and no inline script.
 
+mod control;
 mod data;
 mod lookup;
 mod page;
@@ -101,6 +102,16 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/dashboard/notifications/{id}", get(notification))
         .route("/dashboard/tokens/{app}/{token}", get(lookup::token))
         .route("/dashboard/tokens/{app}/{token}/clear", post(lookup::clear))
+        .route("/dashboard/apps/{app}/pause", post(control::pause))
+        .route("/dashboard/apps/{app}/resume", post(control::resume))
+        .route(
+            "/dashboard/notifications/{id}/cancel",
+            post(control::cancel),
+        )
+        .route(
+            "/dashboard/requests/{rid}/cancel",
+            post(control::cancel_request),
+        )
         .route("/dashboard/app.js", get(script))
         .route("/dashboard/app.css", get(style))
 }

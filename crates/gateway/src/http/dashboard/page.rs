@@ -98,6 +98,14 @@ fn app_row(a: &AppRow) -> String {
         None => "<span class=\"ok\">healthy</span>".to_owned(),
         Some(r) => format!("<span class=\"bad\">halted: {}</span>", esc(r)),
     };
+    // The script draws the button; the first paint says what it will do.
+    let sends = match &a.paused {
+        None => "sending".to_owned(),
+        Some(p) => format!(
+            "<span class=\"bad\">paused since {}</span>",
+            esc(&rfc3339::format(p.since))
+        ),
+    };
     let mut creds = String::new();
     for c in &a.credentials {
         let expiry = match (c.not_after, c.days_left) {
@@ -116,7 +124,7 @@ fn app_row(a: &AppRow) -> String {
     }
     format!(
         "<tr><td>{}</td><td>{health}</td><td>{}</td><td>{}</td><td>{}</td><td>{creds}</td>\
-         <td class=\"settings\">{}</td></tr>",
+         <td class=\"settings\">{}</td><td>{sends}</td></tr>",
         esc(&a.name),
         a.connections,
         a.streams_in_flight,
@@ -180,7 +188,8 @@ pub fn dashboard(name: &str, csrf: &str, d: &Data) -> String {
          <p class=\"note\">Samples every 10 s since the gateway started, an hour at most; \
          green: delivered, amber: some failed, red: only failures or halted, grey: idle.</p></section>\
          <section><h2>Apps</h2><table><thead><tr><th>app</th><th>health</th><th>connections</th>\
-         <th>streams in flight</th><th>queued in memory</th><th>credentials</th><th>settings</th></tr></thead><tbody id=\"apps\">",
+         <th>streams in flight</th><th>queued in memory</th><th>credentials</th><th>settings</th>\
+         <th>sends</th></tr></thead><tbody id=\"apps\">",
     );
     for a in &d.apps {
         out.push_str(&app_row(a));

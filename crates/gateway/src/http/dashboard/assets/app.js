@@ -162,7 +162,7 @@ function render(data) {
     a.name,
     a.healthy ? el("span", "healthy", "ok") : el("span", "halted: " + a.halted, "bad"),
     a.connections, a.streams_in_flight, a.queued_in_memory, credentials(a.credentials),
-    a.settings,
+    a.settings, sends(a),
   ])));
   fill("reasons", data.failures_by_reason.map(r => row([r.reason, r.count])));
   document.getElementById("cluster-section").hidden = data.cluster.length === 0;
@@ -178,6 +178,29 @@ function render(data) {
   document.getElementById("updated").textContent = new Date(data.time_ms).toLocaleTimeString();
 }
 
+// An app's sends: paused by an operator or not, with the button that changes it.
+function sends(a) {
+  const cell = el("span");
+  if (a.paused) {
+    cell.appendChild(el("span", `paused since ${a.paused.since}` + (a.paused.reject ? ", refusing new" : ""), "bad"));
+  } else {
+    cell.appendChild(el("span", "sending", "ok"));
+  }
+  const b = el("button", a.paused ? "Resume" : "Pause");
+  b.type = "button";
+  b.id = (a.paused ? "resume-" : "pause-") + a.name;
+  b.addEventListener("click", async () => {
+    b.disabled = true;
+    const r = await fetch(`/dashboard/apps/${encodeURIComponent(a.name)}/${a.paused ? "resume" : "pause"}`,
+      { method: "POST", credentials: "same-origin", headers: { "x-csrf-token": csrf } });
+    if (!r.ok) cell.appendChild(el("span", ` refused: ${r.status}`, "bad"));
+    refresh();
+  });
+  cell.appendChild(document.createTextNode(" "));
+  cell.appendChild(b);
+  return cell;
+}
+
 async function refresh() {
   try {
     const r = await fetch("/dashboard/data", { credentials: "same-origin" });
@@ -188,7 +211,8 @@ async function refresh() {
   }
 }
 
-const FINAL = new Set(["delivered", "failed", "expired"]);
+const FINAL = new Set(["delivered", "failed", "expired", "cancelled"]);
+const WAITING = new Set(["scheduled", "queued"]);
 
 async function follow(id, out) {
   for (let i = 0; i < 120; i++) {
@@ -255,8 +279,44 @@ function showNotification(out, doc) {
   const attempts = (doc.history || []).map((a, i) => row([
     i + 1, a.at, a.status_code ?? "–", a.reason ?? "–", a.connection ?? "–",
   ]));
+  if (doc.request_id) fields.splice(1, 0, ["request", doc.request_id]);
+  // What still waits can be taken back: this notification, or what of its request waits.
+  const controls = el("div", null, "controls");
+  if (WAITING.has(doc.state)) {
+    const cancel = el("button", "Cancel");
+    cancel.type = "button";
+    cancel.id = "lookup-cancel";
+    cancel.addEventListener("click", async () => {
+      const r = await fetch(`/dashboard/notifications/${doc.id}/cancel`,
+        { method: "POST", credentials: "same-origin", headers: { "x-csrf-token": csrf } });
+      const answer = r.status === 204 ? null : await r.json().catch(() => null);
+      if (r.ok) lookUp(doc.app, doc.id);
+      else controls.appendChild(el("span", ` not cancelled: ${answer && answer.error ? answer.error.message : r.status}`, "bad"));
+    });
+    controls.appendChild(cancel);
+  }
+  if (doc.request_id && !FINAL.has(doc.state)) {
+    const all = el("button", "Cancel its request");
+    all.type = "button";
+    all.id = "lookup-cancel-request";
+    all.addEventListener("click", async () => {
+      const r = await fetch(`/dashboard/requests/${doc.request_id}/cancel`,
+        { method: "POST", credentials: "same-origin", headers: { "x-csrf-token": csrf } });
+      const answer = await r.json().catch(() => null);
+      if (r.ok) {
+        await lookUp(doc.app, doc.id);
+        document.getElementById("lookup-result").appendChild(el("p",
+          `Its request: ${answer.cancelled} cancelled, ${answer.already_gone} already gone.`, "note"));
+      } else {
+        controls.appendChild(el("span", ` refused: ${answer && answer.error ? answer.error.message : r.status}`, "bad"));
+      }
+    });
+    controls.appendChild(document.createTextNode(" "));
+    controls.appendChild(all);
+  }
   out.replaceChildren(
     table(null, fields.map(row), "fields"),
+    controls,
     el("h3", "Attempts"),
     attempts.length ? table(["#", "time", "status", "reason", "connection"], attempts, "attempts")
       : el("p", "No attempt yet.", "note"));
