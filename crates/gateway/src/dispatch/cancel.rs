@@ -1,4 +1,4 @@
-//! Cancels and pauses (docs/cancel.md), where the spool and dispatch meet.
+//! Cancels (docs/cancel.md), where the spool and dispatch meet.
 //!
 //! A cancel must never take back a notification Apple then receives: on SQLite a notification
 //! being sent is still `queued` in the spool, and only its app's queue knows it is in flight.
@@ -7,83 +7,82 @@
 //! outcome not yet committed — are set aside. Only then does it cancel in the spool what still
 //! waits, those ids excepted, page by page; the holds end after that. A cancel runs in a task
 //! of its own, so that a client going away mid-way cannot leave a queue held.
-//!
-//! A pause is the operator's, stored in the spool (`app_pauses`); each app's worker reads a
-//! flag, set here from what the spool says at start, on every pause and resume, and when
-//! another gateway sharing the spool says it paused or resumed an app.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::SystemTime;
+use std::time::Duration;
 
 use apns::ApnsId;
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::worker::AppWorker;
 use super::{Dispatcher, Shared};
-use crate::spool::{AppPause, CANCEL_PAGE, CancelTarget, Spool, SpoolError, WaitingCursor};
+use crate::spool::{
+    CANCEL_PAGE, CancelAnswer, CancelAsk, CancelTarget, Spool, SpoolError, WaitingCursor,
+};
+
+/// How long a cancel waits for the other gateways sharing a PostgreSQL spool to answer its
+/// ask. One that has not answered by then (dead, not yet rescued) keeps what it holds: the
+/// answer does not count it.
+const ASK_WAIT: Duration = Duration::from_secs(3);
 
 /// What a cancel did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Cancelled {
-    /// The notifications it cancelled.
+    /// The notifications it cancelled (an `Ids` cancel's).
     pub ids: Vec<ApnsId>,
-    /// How many, by app.
+    /// How many this gateway cancelled, by app.
     pub by_app: Vec<(String, u64)>,
+    /// How many the other gateways sharing the spool cancelled, of what they held.
+    pub elsewhere: u64,
 }
 
 impl Cancelled {
     pub fn count(&self) -> u64 {
-        self.by_app.iter().map(|(_, n)| n).sum()
+        self.by_app.iter().map(|(_, n)| n).sum::<u64>() + self.elsewhere
     }
+}
+
+/// How far a cancel's pass reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// Everything waiting in the spool (the gateway a client asked).
+    Spool,
+    /// What this gateway holds in its queues (another gateway's ask: what no gateway holds
+    /// was the asker's to cancel).
+    Held,
 }
 
 impl Dispatcher {
     /// Cancels what `target` names of `apps` that still waits (scheduled, queued, or waiting
-    /// for a retry), never what is being sent or was. Answers what it cancelled. `Ids`
-    /// cancels answer the ids; the bulk ones only the counts (`ids` stays empty).
+    /// for a retry), never what is being sent or was; on a PostgreSQL spool the other
+    /// gateways are asked for what they hold. Answers what it cancelled. `Ids` cancels answer
+    /// the ids; the bulk ones only the counts (`ids` stays empty).
     pub async fn cancel(
         &self,
         target: CancelTarget,
         apps: Vec<String>,
     ) -> Result<Cancelled, SpoolError> {
         let shared = Arc::clone(&self.shared);
-        let workers: Vec<Arc<AppWorker>> = apps.iter().filter_map(|a| self.worker(a)).collect();
+        let workers = self.workers_of(apps);
         let task = tokio::spawn(async move {
             let target = Arc::new(target);
-            let mut holds = Vec::with_capacity(workers.len());
-            let mut busy = HashSet::new();
-            for w in &workers {
-                let (hold, taken) = w.queue.hold(Arc::clone(&target));
-                busy.extend(taken);
-                holds.push((Arc::clone(w), hold));
+            let mut done = cancel_here(&shared, &target, &workers, Reach::Spool).await?;
+            // What is cancelled here needs no other gateway (a cancel by id, done).
+            let all_here = match &*target {
+                CancelTarget::Ids(ids) => ids.iter().all(|i| done.ids.contains(i)),
+                _ => false,
+            };
+            if !all_here {
+                let apps: Vec<String> = workers.iter().map(|(a, _)| a.clone()).collect();
+                ask_others(&shared, &target, apps, &mut done).await;
             }
-            let result = cancel_waiting(&shared, &target, &apps, &busy).await;
-            for (w, hold) in &holds {
-                w.queue.end_hold(*hold);
+            let n = done.count();
+            if n > 0 {
+                info!(cancelled = n, elsewhere = done.elsewhere, target = %describe(&target), "notifications cancelled");
             }
-            shared.rescan();
-            // The holds lapse `RECENT` after their end; what they kept out and the cancel left
-            // waiting (a failed write) is offered again by a scan then.
-            let later = Arc::clone(&shared);
-            tokio::spawn(async move {
-                tokio::time::sleep(super::ready::HOLD_LAPSE).await;
-                for (w, _) in holds {
-                    w.queue.lapse_holds();
-                }
-                later.rescan();
-            });
-            if let Ok(done) = &result {
-                for (app, n) in &done.by_app {
-                    crate::metrics::cancelled(app, *n);
-                }
-                let n = done.count();
-                if n > 0 {
-                    info!(cancelled = n, target = %describe(&target), "notifications cancelled");
-                }
-            }
-            result
+            Ok(done)
         });
         match task.await {
             Ok(result) => result,
@@ -91,164 +90,287 @@ impl Dispatcher {
         }
     }
 
-    /// The worker of `app`, a removed app's too (its sends in flight are known there).
-    fn worker(&self, app: &str) -> Option<Arc<AppWorker>> {
-        let live = self
-            .shared
-            .apps
-            .read()
-            .expect("apps lock")
-            .get(app)
-            .cloned();
-        live.or_else(|| self.retired.lock().expect("retired lock").get(app).cloned())
-    }
-
-    /// The operator's pause of `app`, if it is paused.
-    pub fn pause_of(&self, app: &str) -> Option<AppPause> {
-        self.shared.operator_pause(app)
-    }
-
-    /// Every app an operator paused.
-    pub fn operator_pauses(&self) -> Vec<AppPause> {
-        let mut v: Vec<AppPause> = self
-            .shared
-            .pauses
-            .read()
-            .expect("pauses lock")
-            .values()
-            .cloned()
-            .collect();
-        v.sort_by(|a, b| a.app.cmp(&b.app));
-        v
-    }
-
-    /// Pauses `app` (nothing of it is sent until it is resumed; what is in flight finishes),
-    /// stored in the spool first. `reject`: ingest answers `503 app_paused` meanwhile.
-    /// Answers the pause in force.
-    pub async fn pause_app(&self, app: &str, reject: bool) -> Result<AppPause, SpoolError> {
-        let since = self.pause_of(app).map_or_else(SystemTime::now, |p| p.since);
-        let pause = AppPause {
-            app: app.to_owned(),
-            since,
-            reject,
-        };
-        self.shared
-            .spool
-            .set_app_pause(app, Some(pause.clone()))
-            .await?;
-        self.shared.apply_pause(app, Some(pause.clone()));
-        Ok(pause)
-    }
-
-    /// Resumes a paused app; false when it was not paused.
-    pub async fn resume_app(&self, app: &str) -> Result<bool, SpoolError> {
-        let was = self.shared.spool.set_app_pause(app, None).await?;
-        let here = self.pause_of(app).is_some();
-        self.shared.apply_pause(app, None);
-        Ok(was || here)
+    /// Each app with its worker (a removed app's too: its sends in flight are known there).
+    fn workers_of(&self, apps: Vec<String>) -> Vec<(String, Option<Arc<AppWorker>>)> {
+        apps.into_iter()
+            .map(|a| {
+                let live = self.shared.apps.read().expect("apps lock").get(&a).cloned();
+                let w =
+                    live.or_else(|| self.retired.lock().expect("retired lock").get(&a).cloned());
+                (a, w)
+            })
+            .collect()
     }
 }
 
 impl Shared {
-    pub(super) fn operator_pause(&self, app: &str) -> Option<AppPause> {
-        self.pauses.read().expect("pauses lock").get(app).cloned()
-    }
-
-    /// Puts `pause` of `app` in force here: the worker stops or resumes taking work.
-    pub(super) fn apply_pause(&self, app: &str, pause: Option<AppPause>) {
-        let paused = pause.is_some();
-        {
-            let mut pauses = self.pauses.write().expect("pauses lock");
-            match pause {
-                Some(p) => pauses.insert(app.to_owned(), p),
-                None => pauses.remove(app),
+    /// Another gateway's ask: what of it this one holds is cancelled, and the asker told how
+    /// much (in a task of its own: the cluster's news goes on meanwhile).
+    pub(super) fn answer_ask(self: &Arc<Shared>, from: uuid::Uuid, ask: CancelAsk) {
+        let shared = Arc::clone(self);
+        tokio::spawn(async move {
+            let workers: Vec<(String, Option<Arc<AppWorker>>)> = {
+                let apps = shared.apps.read().expect("apps lock");
+                ask.apps
+                    .iter()
+                    .map(|a| (a.clone(), apps.get(a).cloned()))
+                    .collect()
             };
-        }
-        let worker = self.apps.read().expect("apps lock").get(app).cloned();
-        if let Some(w) = worker {
-            w.operator_paused.store(paused, Ordering::Release);
-            w.wake.notify_one();
-        }
-        crate::metrics::gauge(
-            "pushgate_app_paused",
-            &[("app", app.to_owned())],
-            if paused { 1.0 } else { 0.0 },
-        );
-        if !paused {
-            self.rescan();
-        }
+            let target = Arc::new(ask.target);
+            let done = match cancel_here(&shared, &target, &workers, Reach::Held).await {
+                Ok(done) => done,
+                Err(e) => {
+                    warn!(error = %crate::error_chain(&e), "cancelling for another gateway failed; it is told none were");
+                    super::Cancelled::default()
+                }
+            };
+            // The ids only for a cancel by id (the asker answers with them); a bulk cancel's
+            // would not fit in a notification's payload.
+            let answer = CancelAnswer {
+                op: ask.op,
+                cancelled: done.count(),
+                ids: match &*target {
+                    CancelTarget::Ids(_) => done.ids,
+                    _ => Vec::new(),
+                },
+            };
+            if answer.cancelled > 0 {
+                info!(cancelled = answer.cancelled, target = %describe(&target), "notifications cancelled for another gateway");
+            }
+            if let Err(e) = shared.spool.answer_cancel(from, &answer).await {
+                warn!(error = %crate::error_chain(&e), "answering another gateway's cancel failed");
+            }
+        });
     }
 
-    /// Reads every pause from the spool again and puts them in force (at start, and when
-    /// another gateway paused or resumed an app).
-    pub(super) async fn reload_pauses(&self) {
-        let stored = match self.spool.app_pauses().await {
-            Ok(p) => p,
-            Err(e) => {
-                warn!(error = %crate::error_chain(&e), "reading the paused apps failed; the pauses in force are kept");
-                return;
-            }
-        };
-        let known: Vec<String> = self
-            .pauses
-            .read()
-            .expect("pauses lock")
-            .keys()
-            .cloned()
-            .collect();
-        for app in known {
-            if !stored.iter().any(|p| p.app == app) {
-                self.apply_pause(&app, None);
-            }
-        }
-        for p in stored {
-            if self.operator_pause(&p.app).as_ref() != Some(&p) {
-                let app = p.app.clone();
-                self.apply_pause(&app, Some(p));
-            }
+    /// An answer to one of this gateway's asks, for the cancel waiting on it.
+    pub(super) fn take_answer(&self, answer: CancelAnswer) {
+        let waiter = self
+            .cancel_asks
+            .lock()
+            .expect("asks lock")
+            .get(&answer.op)
+            .cloned();
+        if let Some(w) = waiter {
+            let _ = w.try_send(answer);
         }
     }
 }
 
-/// The spool's part of a cancel: what `target` names of `apps`, still waiting, except `busy`.
-async fn cancel_waiting(
-    shared: &Shared,
-    target: &CancelTarget,
-    apps: &[String],
-    busy: &HashSet<ApnsId>,
+/// A cancel here: the holds on its apps' queues, then the spool's part for each app.
+async fn cancel_here(
+    shared: &Arc<Shared>,
+    target: &Arc<CancelTarget>,
+    workers: &[(String, Option<Arc<AppWorker>>)],
+    reach: Reach,
 ) -> Result<Cancelled, SpoolError> {
+    let mut holds = Holds {
+        shared: Arc::clone(shared),
+        held: Vec::with_capacity(workers.len()),
+    };
     let mut done = Cancelled::default();
-    for app in apps {
-        let mut n = 0u64;
-        if let CancelTarget::Ids(ids) = target {
-            let ids: Vec<ApnsId> = ids.iter().filter(|i| !busy.contains(i)).copied().collect();
-            for chunk in ids.chunks(CANCEL_PAGE) {
-                let cancelled = shared.spool.cancel_waiting(app, chunk.to_vec()).await?;
-                n += cancelled.len() as u64;
-                done.ids.extend(cancelled);
+    for (app, worker) in workers {
+        let (busy, removed): (HashSet<ApnsId>, Vec<ApnsId>) = match worker {
+            Some(w) => {
+                let held = w.queue.hold(Arc::clone(target));
+                holds.held.push((Arc::clone(w), held.id));
+                (held.busy.into_iter().collect(), held.removed)
             }
-        } else {
-            let mut cursor = WaitingCursor::default();
-            loop {
-                let page = shared.spool.waiting_page(app, cursor, CANCEL_PAGE).await?;
-                let named: Vec<ApnsId> = page
-                    .rows
-                    .iter()
-                    .filter(|(id, req)| target.names(id, req) && !busy.contains(id))
-                    .map(|(id, _)| *id)
-                    .collect();
-                n += shared.spool.cancel_waiting(app, named).await?.len() as u64;
-                match page.cursor {
-                    Some(c) => cursor = c,
-                    None => break,
-                }
+            None => (HashSet::new(), Vec::new()),
+        };
+        let n = match reach {
+            Reach::Spool => {
+                cancel_app(shared, target, app, worker.as_deref(), &busy, &mut done.ids).await?
             }
-        }
+            Reach::Held => {
+                let held = CancelTarget::Ids(removed);
+                let mut n =
+                    cancel_app(shared, &held, app, None, &HashSet::new(), &mut done.ids).await?;
+                n += sweep(shared, target, app, worker.as_deref(), &busy, &mut done.ids).await?;
+                n
+            }
+        };
         if n > 0 {
+            crate::metrics::cancelled(app, n);
             done.by_app.push((app.clone(), n));
         }
     }
+    // Dropping the holds ends them.
+    drop(holds);
     Ok(done)
+}
+
+/// Asks the other gateways sharing the spool (none on SQLite) for what of `target` they hold,
+/// and waits up to [`ASK_WAIT`] for their answers; what they cancelled joins `done`.
+async fn ask_others(
+    shared: &Shared,
+    target: &CancelTarget,
+    apps: Vec<String>,
+    done: &mut Cancelled,
+) {
+    let ask = CancelAsk {
+        op: uuid::Uuid::now_v7(),
+        target: target.clone(),
+        apps,
+    };
+    let (tx, mut answers) = mpsc::channel(64);
+    shared
+        .cancel_asks
+        .lock()
+        .expect("asks lock")
+        .insert(ask.op, tx);
+    let asked = match shared.spool.ask_cancel(&ask).await {
+        Ok(n) => n,
+        Err(e) => {
+            warn!(error = %crate::error_chain(&e), "asking the other gateways to cancel failed; what they hold is not cancelled");
+            0
+        }
+    };
+    let deadline = tokio::time::Instant::now() + ASK_WAIT;
+    let mut heard = 0;
+    while heard < asked {
+        match tokio::time::timeout_at(deadline, answers.recv()).await {
+            Ok(Some(a)) => {
+                heard += 1;
+                done.elsewhere += a.cancelled;
+                if matches!(target, CancelTarget::Ids(_)) {
+                    done.ids.extend(a.ids);
+                }
+            }
+            _ => break,
+        }
+    }
+    if heard < asked {
+        warn!(
+            asked,
+            answered = heard,
+            "some gateways sharing the spool did not answer a cancel in time; what they hold was not cancelled"
+        );
+    }
+    shared
+        .cancel_asks
+        .lock()
+        .expect("asks lock")
+        .remove(&ask.op);
+}
+
+/// One cancel's holds on its apps' queues. Dropped — the cancel written, failed, or its task
+/// panicked — they end: two seconds later they lapse and a scan offers again what they kept
+/// out and the cancel left waiting.
+struct Holds {
+    shared: Arc<Shared>,
+    held: Vec<(Arc<AppWorker>, u64)>,
+}
+
+impl Drop for Holds {
+    fn drop(&mut self) {
+        for (w, hold) in &self.held {
+            w.queue.end_hold(*hold);
+        }
+        self.shared.scan_wake.notify_one();
+        let held = std::mem::take(&mut self.held);
+        let shared = Arc::clone(&self.shared);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                tokio::time::sleep(super::ready::HOLD_LAPSE).await;
+                for (w, _) in held {
+                    w.queue.lapse_holds();
+                }
+                shared.scan_wake.notify_one();
+            });
+        }
+    }
+}
+
+/// The spool's part of a cancel for one app: what `target` names that still waits, except
+/// `busy` (taken from its queue when the hold began); the ids cancelled join `ids` for an
+/// `Ids` cancel. Then what of `busy` waits again (a retry, a send put back) and the cancel
+/// names is cancelled too: it was not sent after all. Answers how many were cancelled.
+async fn cancel_app(
+    shared: &Shared,
+    target: &CancelTarget,
+    app: &str,
+    worker: Option<&AppWorker>,
+    busy: &HashSet<ApnsId>,
+    ids: &mut Vec<ApnsId>,
+) -> Result<u64, SpoolError> {
+    let mut n = 0u64;
+    if let CancelTarget::Ids(named) = target {
+        let named: Vec<ApnsId> = named
+            .iter()
+            .filter(|i| !busy.contains(i))
+            .copied()
+            .collect();
+        for chunk in named.chunks(CANCEL_PAGE) {
+            let cancelled = shared.spool.cancel_waiting(app, chunk.to_vec()).await?;
+            n += cancelled.len() as u64;
+            ids.extend(cancelled);
+        }
+    } else {
+        let mut cursor = WaitingCursor::default();
+        loop {
+            let page = shared.spool.waiting_page(app, cursor, CANCEL_PAGE).await?;
+            let named: Vec<ApnsId> = page
+                .rows
+                .iter()
+                .filter(|(id, req)| target.names(id, req) && !busy.contains(id))
+                .map(|(id, _)| *id)
+                .collect();
+            n += shared.spool.cancel_waiting(app, named).await?.len() as u64;
+            match page.cursor {
+                Some(c) => cursor = c,
+                None => break,
+            }
+        }
+    }
+    Ok(n + sweep(shared, target, app, worker, busy, ids).await?)
+}
+
+/// What of `busy` (taken when the hold began) is no longer taken and waits again (a retry, a
+/// send put back): it was not sent after all, and nothing takes it now (the hold keeps it out
+/// of the queue), so what of it `target` names is cancelled. Answers how many.
+async fn sweep(
+    shared: &Shared,
+    target: &CancelTarget,
+    app: &str,
+    worker: Option<&AppWorker>,
+    busy: &HashSet<ApnsId>,
+    ids: &mut Vec<ApnsId>,
+) -> Result<u64, SpoolError> {
+    let back: Vec<ApnsId> = match worker {
+        Some(w) => busy
+            .iter()
+            .filter(|id| !w.queue.is_in_flight(id))
+            .copied()
+            .collect(),
+        None => Vec::new(),
+    };
+    if back.is_empty() {
+        return Ok(0);
+    }
+    let mut again = Vec::new();
+    for r in shared.spool.get_many(back).await? {
+        if !r.state.is_waiting() {
+            continue;
+        }
+        let named = match target {
+            CancelTarget::Ids(named) => named.contains(&r.id),
+            _ => shared
+                .spool
+                .request_of(r.id)
+                .await?
+                .is_some_and(|req| target.names(&r.id, &req)),
+        };
+        if named {
+            again.push(r.id);
+        }
+    }
+    let cancelled = shared.spool.cancel_waiting(app, again).await?;
+    let n = cancelled.len() as u64;
+    if matches!(target, CancelTarget::Ids(_)) {
+        ids.extend(cancelled);
+    }
+    Ok(n)
 }
 
 /// A cancel in words, for the log.

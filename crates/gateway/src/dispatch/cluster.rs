@@ -37,6 +37,8 @@ pub(super) async fn follow(shared: Arc<Shared>, mut events: mpsc::Receiver<Clust
                 ClusterEvent::TokenCleared { .. } => "token_cleared",
                 ClusterEvent::Resync => "resync",
                 ClusterEvent::Paused => "paused",
+                ClusterEvent::CancelAsked { .. } => "cancel_asked",
+                ClusterEvent::CancelAnswered(_) => "cancel_answered",
                 ClusterEvent::Fenced => "fenced",
             });
         }
@@ -50,9 +52,11 @@ pub(super) async fn follow(shared: Arc<Shared>, mut events: mpsc::Receiver<Clust
             }
             Some(ClusterEvent::DeadToken { app, token }) => shared.dead.insert(&app, &token),
             Some(ClusterEvent::TokenCleared { app, token }) => shared.dead.remove(&app, &token),
-            Some(ClusterEvent::Paused) => shared.reload_pauses().await,
+            Some(ClusterEvent::Paused) => shared.follow_pauses().await,
+            Some(ClusterEvent::CancelAsked { from, ask }) => shared.answer_ask(from, ask),
+            Some(ClusterEvent::CancelAnswered(answer)) => shared.take_answer(answer),
             Some(ClusterEvent::Resync) => {
-                shared.reload_pauses().await;
+                shared.follow_pauses().await;
                 match shared.spool.all_dead_tokens().await {
                     Ok(all) => shared.dead.replace(all),
                     Err(e) => {

@@ -23,13 +23,14 @@ mod cancel;
 mod cluster;
 mod credentials;
 mod guard;
+mod pause;
 mod ready;
 mod scheduler;
 mod shared;
 mod worker;
 
 pub use cancel::Cancelled;
-pub use ready::{Ready, ReadyQueue};
+pub use ready::{Held, Ready, ReadyQueue};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -150,6 +151,8 @@ impl Dispatcher {
             tally: Mutex::new(Tally::default()),
             paused: Mutex::new(None),
             pauses: RwLock::new(HashMap::new()),
+            pause_turn: tokio::sync::Mutex::new(()),
+            cancel_asks: Mutex::new(HashMap::new()),
         });
         let d = Arc::new(Dispatcher {
             shared: Arc::clone(&shared),
@@ -173,7 +176,7 @@ impl Dispatcher {
             d.tracker.spawn(cluster::follow(Arc::clone(&shared), news));
         }
         // The operators' pauses before the workers, which start paused or not by them.
-        shared.reload_pauses().await;
+        shared.reload_pauses().await?;
         // The signers first, with the cluster's tokens, then the workers that use them.
         d.make_signers(&config);
         d.sync_provider_tokens().await;

@@ -89,6 +89,17 @@ struct Inner {
     next_hold: u64,
 }
 
+/// What [`ReadyQueue::hold`] found.
+#[derive(Debug)]
+pub struct Held {
+    /// The hold, for [`ReadyQueue::end_hold`].
+    pub id: u64,
+    /// Taken and not settled when the hold began.
+    pub busy: Vec<ApnsId>,
+    /// Taken out of the queue: named and waiting.
+    pub removed: Vec<ApnsId>,
+}
+
 /// One cancel's hold on the queue.
 #[derive(Debug)]
 struct Hold {
@@ -269,10 +280,10 @@ impl ReadyQueue {
     }
 
     /// Starts a cancel's hold: what `target` names is taken out of the queue and kept out
-    /// (not offered, not taken) until [`ReadyQueue::end_hold`]. Answers the hold and every
-    /// id taken and not yet settled — being sent, or its outcome not yet committed: the
-    /// cancel leaves those alone, whatever it names.
-    pub fn hold(&self, target: Arc<CancelTarget>) -> (u64, Vec<ApnsId>) {
+    /// (not offered, not taken) until [`ReadyQueue::end_hold`]. Answers the hold, every id
+    /// taken and not yet settled — being sent, or its outcome not yet committed: the cancel
+    /// leaves those alone, whatever it names — and the ids it took out.
+    pub fn hold(&self, target: Arc<CancelTarget>) -> Held {
         let mut guard = self.lock();
         let q = &mut *guard;
         q.next_hold += 1;
@@ -283,12 +294,14 @@ impl ReadyQueue {
             until: None,
         });
         let mut kept = VecDeque::with_capacity(q.items.len());
+        let mut removed = Vec::new();
         for item in q.items.drain(..) {
             if q.holds
                 .last()
                 .is_some_and(|h| h.target.names(&item.id, &item.request))
             {
                 q.known.remove(&item.id);
+                removed.push(item.id);
             } else {
                 kept.push_back(item);
             }
@@ -300,7 +313,7 @@ impl ReadyQueue {
             .filter(|(_, k)| **k == Known::InFlight)
             .map(|(id, _)| *id)
             .collect();
-        (id, busy)
+        Held { id, busy, removed }
     }
 
     /// Ends hold `id` once its cancel is written, after `RECENT` (a page read before the

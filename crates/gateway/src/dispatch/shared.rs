@@ -38,8 +38,15 @@ pub(crate) struct Shared {
     /// (a std lock, held to read or swap).
     pub(super) paused: Mutex<Option<String>>,
     /// The apps an operator paused, as the spool has them (`dispatch::cancel`). A std lock,
-    /// held to read or change the map.
+    /// held to read or change the map; taken after `apps` when both are held.
     pub(super) pauses: RwLock<HashMap<String, crate::spool::AppPause>>,
+    /// Taken by whatever changes the pauses (an operator's, a reload of them from the spool),
+    /// so that a stale read of the spool never undoes a newer change.
+    pub(super) pause_turn: tokio::sync::Mutex<()>,
+    /// This gateway's cancels waiting for the other gateways' answers, by ask (a std lock,
+    /// held to look one up).
+    pub(super) cancel_asks:
+        Mutex<HashMap<uuid::Uuid, tokio::sync::mpsc::Sender<crate::spool::CancelAnswer>>>,
 }
 
 impl Shared {

@@ -139,8 +139,12 @@ pub(super) async fn cancel_notification(
 
 fn not_waiting(s: NState) -> ApiError {
     let message = match s {
+        // Sent when the cancel came, and waiting again for a retry since; or, on PostgreSQL,
+        // another gateway has it in memory.
         NState::Queued | NState::Scheduled => {
-            "another gateway sharing the spool holds it; try again".to_owned()
+            "it was being sent when the cancel came, or another gateway sharing the spool \
+             holds it; try again"
+                .to_owned()
         }
         NState::InFlight => "it is being sent".to_owned(),
         other => format!("it is {} already", other.as_str()),

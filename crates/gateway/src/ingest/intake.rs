@@ -288,9 +288,11 @@ impl Intake {
                 idempotency,
             } = submission;
             // One id and one time for the whole submission, whatever its requests.
+            // To the millisecond, as the spool keeps it: a cancel's `created_before` then
+            // names the same notifications in memory as in the spool.
             let submitted = Submitted {
                 id: RequestId::new(),
-                at: std::time::SystemTime::now(),
+                at: crate::spool::from_ms(crate::spool::to_ms(std::time::SystemTime::now())),
             };
             for r in &mut requests {
                 r.submitted = Some(submitted);

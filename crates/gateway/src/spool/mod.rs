@@ -35,7 +35,10 @@ mod store;
 
 pub use admin::{SpoolStatus, copy_from_sqlite, migrate, status};
 pub use bounces::{BOUNCE_LEASE, BounceEntry, BounceOrigin, BounceSettle, DueBounce, MAX_PER_DSN};
-pub use cancel::{AppPause, CANCEL_PAGE, CancelTarget, RequestSummary, WaitingCursor, WaitingPage};
+pub use cancel::{
+    AppPause, CANCEL_PAGE, CancelAnswer, CancelAsk, CancelTarget, RequestSummary, WaitingCursor,
+    WaitingPage,
+};
 pub use error::{SpoolError, SubmitError};
 pub use idempotency::{Enqueued, IdempotencyKey};
 pub use records::{

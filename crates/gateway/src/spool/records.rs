@@ -324,6 +324,8 @@ pub struct PendingRow {
 pub struct Export {
     pub requests: Vec<ExportedRequest>,
     pub dead: Vec<DeadToken>,
+    /// The apps an operator paused: paused on the new spool too.
+    pub pauses: Vec<super::AppPause>,
 }
 
 /// A request with its notifications not yet final.
@@ -379,6 +381,13 @@ pub enum ClusterEvent {
     Fenced,
     /// An operator paused or resumed an app on another gateway: read the pauses again.
     Paused,
+    /// Another gateway asks this one to cancel what of a cancel it holds (`dispatch::cancel`).
+    CancelAsked {
+        from: uuid::Uuid,
+        ask: super::CancelAsk,
+    },
+    /// Another gateway's answer to this one's ask.
+    CancelAnswered(super::CancelAnswer),
     /// Some news may have been missed (the session was lost, or too much came at once): read
     /// every dead token and pause again and rescan every app.
     Resync,

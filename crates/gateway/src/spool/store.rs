@@ -15,10 +15,10 @@ use super::idempotency::{Enqueued, IdempotencyKey};
 use super::postgres::PgSpool;
 use super::sqlite::SqliteSpool;
 use super::{
-    AppPause, AttemptRecord, BounceSettle, Completion, DeadToken, DueBounce, FeedbackEntry,
-    NewRequest, NotificationRecord, PendingRow, ReadyCursor, ReadyPage, RecoveryReport, RequestId,
-    RequestSummary, SpoolError, SpoolOptions, State, StoredRequest, SubmitError, TokenHistory,
-    WaitingCursor, WaitingPage,
+    AppPause, AttemptRecord, BounceSettle, CancelAnswer, CancelAsk, Completion, DeadToken,
+    DueBounce, FeedbackEntry, NewRequest, NotificationRecord, PendingRow, ReadyCursor, ReadyPage,
+    RecoveryReport, RequestId, RequestSummary, SpoolError, SpoolOptions, State, StoredRequest,
+    SubmitError, TokenHistory, WaitingCursor, WaitingPage,
 };
 
 /// Everything the gateway asks of its storage (docs/architecture.md: "answer after commit").
@@ -325,6 +325,26 @@ pub trait Spool: Send + Sync {
         async { Ok(None) }
     }
 
+    /// Asks the other gateways sharing the spool to cancel what of `ask` they hold (in
+    /// memory: only they know whether it is being sent); answers how many were asked — their
+    /// answers come as [`ClusterEvent::CancelAnswered`](super::ClusterEvent). 0: no other
+    /// gateway shares this spool.
+    fn ask_cancel(
+        &self,
+        _ask: &CancelAsk,
+    ) -> impl Future<Output = Result<usize, SpoolError>> + Send {
+        async { Ok(0) }
+    }
+
+    /// Answers gateway `asker`'s cancel ask.
+    fn answer_cancel(
+        &self,
+        _asker: uuid::Uuid,
+        _answer: &CancelAnswer,
+    ) -> impl Future<Output = Result<(), SpoolError>> + Send {
+        async { Ok(()) }
+    }
+
     /// The broadcast channels created for `app`.
     fn channels(
         &self,
@@ -600,6 +620,16 @@ impl Spool for Store {
         fresh_after: SystemTime,
     ) -> Result<Option<(String, SystemTime)>, SpoolError> {
         on!(self, s => s.shared_provider_token(key, fresh_after).await)
+    }
+    async fn ask_cancel(&self, ask: &CancelAsk) -> Result<usize, SpoolError> {
+        on!(self, s => s.ask_cancel(ask).await)
+    }
+    async fn answer_cancel(
+        &self,
+        asker: uuid::Uuid,
+        answer: &CancelAnswer,
+    ) -> Result<(), SpoolError> {
+        on!(self, s => s.answer_cancel(asker, answer).await)
     }
     async fn channels(&self, app: &str) -> Result<Vec<Channel>, SpoolError> {
         on!(self, s => s.channels(app).await)

@@ -155,7 +155,9 @@ async fn an_app_wide_cancel_takes_back_what_waits(backend: Backend) {
     assert_eq!(status, 200);
     let mut badge = shop(0, 3_000);
     badge.collapse_id = Some(apns::CollapseId::parse("badge").unwrap());
-    live.submit(vec![badge, shop(3_000, 20_000)]).await;
+    let rest = shop(3_000, 20_000);
+    let probe = rest.notifications[0].0;
+    live.submit(vec![badge, rest]).await;
     let (status, body) = live
         .call(
             "POST",
@@ -168,8 +170,17 @@ async fn an_app_wide_cancel_takes_back_what_waits(backend: Backend) {
         (200, Some(3_000)),
         "{body}"
     );
-    let cut = SystemTime::now();
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    // The cut is the first submission's own time, to the millisecond, as its documents show
+    // it: `created_before` names it whole, in memory as in the spool.
+    let (_, doc) = live.get(&path_of(&probe)).await;
+    let cut = doc["created_at"].as_str().unwrap().to_owned();
+    let cut_time = gateway::rfc3339::parse(&cut).unwrap();
+    until("the clock past the cut", MINUTE, || async {
+        SystemTime::now()
+            .duration_since(cut_time)
+            .is_ok_and(|d| d >= Duration::from_millis(1))
+    })
+    .await;
     let after = shop(23_000, 500);
     let after_ids: HashSet<uuid::Uuid> = after
         .notifications
@@ -177,10 +188,7 @@ async fn an_app_wide_cancel_takes_back_what_waits(backend: Backend) {
         .map(|(id, _)| *id.as_uuid())
         .collect();
     live.submit(vec![after]).await;
-    let body = format!(
-        r#"{{"created_before": "{}"}}"#,
-        gateway::rfc3339::format(cut)
-    );
+    let body = format!(r#"{{"created_before": "{cut}"}}"#);
     let (status, answer) = live.call("POST", "/v1/apps/shop/cancel", &body).await;
     assert_eq!(
         (status, answer["cancelled"].as_u64()),

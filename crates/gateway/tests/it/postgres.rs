@@ -564,3 +564,59 @@ async fn answer_when<F: std::future::Future<Output = Answer>>(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Two gateways on one database: a pause through one holds the app on both; what the other
+/// took in (its rows, in its memory) is cancelled through the first, by id and app-wide — the
+/// first asks the second, which cancels what it holds — and after the resume the simulator
+/// sees only what came after the cancel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_pause_and_cancel_together() {
+    let Some(pg) = gateway::local_postgres::database().await else {
+        return;
+    };
+    let sim = mock().record_limit(0).spawn().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_on(dir.path(), &sim, &pg);
+    let a = Live::start_in(dir, config, DispatchOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_on(dir.path(), &sim, &pg);
+    let b = Live::start_in(dir, config, DispatchOptions::default()).await;
+    let (status, body) = a.call("POST", "/v1/apps/shop/pause", "").await;
+    assert_eq!(status, 200, "{body}");
+    until("the other gateway to pause the app", MINUTE, || async {
+        b.dispatch.pause_of("shop").is_some()
+    })
+    .await;
+    b.submit(vec![shop(0, 1_000)]).await;
+    let one = shop(1_000, 1);
+    let one_id = one.notifications[0].0;
+    b.submit(vec![one]).await;
+    let (status, body) = a
+        .call("DELETE", &format!("/v1/notifications/{one_id}"), "")
+        .await;
+    assert_eq!(status, 204, "the gateway holding it cancelled it: {body}");
+    let (status, body) = a.call("POST", "/v1/apps/shop/cancel", "").await;
+    assert_eq!(
+        (status, body["cancelled"].as_u64()),
+        (200, Some(1_000)),
+        "{body}"
+    );
+    let keep = shop(2_000, 10);
+    let kept: std::collections::HashSet<uuid::Uuid> = keep
+        .notifications
+        .iter()
+        .map(|(id, _)| *id.as_uuid())
+        .collect();
+    b.submit(vec![keep]).await;
+    let (status, _) = a.call("POST", "/v1/apps/shop/resume", "").await;
+    assert_eq!(status, 200);
+    until("the later ones delivered", MINUTE, || async {
+        a.count(State::Delivered).await == 10
+    })
+    .await;
+    assert_eq!(a.count(State::Cancelled).await, 1_001);
+    let seen: std::collections::HashSet<uuid::Uuid> = sim.stats().id_counts().into_keys().collect();
+    assert_eq!(seen, kept);
+    b.stop().await;
+    a.stop().await;
+}

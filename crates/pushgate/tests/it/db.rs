@@ -46,13 +46,13 @@ fn db_status_and_migrate_on_sqlite() {
     let created = pushgate(&["db", "migrate"], &config);
     assert!(created.status.success(), "{}", text(&created));
     assert!(
-        text(&created).contains("schema: created at version 4"),
+        text(&created).contains("schema: created at version 5"),
         "{}",
         text(&created)
     );
     let again = pushgate(&["db", "migrate"], &config);
     assert!(
-        text(&again).contains("schema: already at version 4"),
+        text(&again).contains("schema: already at version 5"),
         "{}",
         text(&again)
     );
@@ -88,13 +88,13 @@ fn db_status_and_migrate_on_postgres() {
     assert!(out.contains("schema version: none yet"), "{out}");
     let created = pushgate(&["db", "migrate"], &config);
     assert!(
-        text(&created).contains("schema: created at version 5"),
+        text(&created).contains("schema: created at version 6"),
         "{}",
         text(&created)
     );
     let again = pushgate(&["db", "migrate"], &config);
     assert!(
-        text(&again).contains("schema: already at version 5"),
+        text(&again).contains("schema: already at version 6"),
         "{}",
         text(&again)
     );
@@ -108,12 +108,12 @@ fn db_status_and_migrate_on_postgres() {
     );
     assert!(
         text(&check).contains("    server 15")
-            && text(&check).contains("schema version 5 (this pushgate: 5)"),
+            && text(&check).contains("schema version 6 (this pushgate: 6)"),
         "config check reaches the database: {}",
         text(&check)
     );
 
-    // A version 3 database (no attempts kept, no connection per notification) is migrated to 5.
+    // A version 3 database (no attempts kept, no connection per notification) is migrated to 6.
     rt.block_on(async {
         let client = client(&pg).await;
         client
@@ -126,7 +126,7 @@ fn db_status_and_migrate_on_postgres() {
     });
     let migrated = pushgate(&["db", "migrate"], &config);
     assert!(
-        text(&migrated).contains("schema: migrated from version 3 to 5"),
+        text(&migrated).contains("schema: migrated from version 3 to 6"),
         "{}",
         text(&migrated)
     );
@@ -142,7 +142,7 @@ fn db_status_and_migrate_on_postgres() {
     });
 
     // A version 1 database (its placeholder table of idempotency keys, gateways without their
-    // locks, no attempts) is migrated to 5.
+    // locks, no attempts) is migrated to 6.
     rt.block_on(async {
         let client = client(&pg).await;
         client
@@ -159,7 +159,7 @@ fn db_status_and_migrate_on_postgres() {
     });
     let migrated = pushgate(&["db", "migrate"], &config);
     assert!(
-        text(&migrated).contains("schema: migrated from version 1 to 5"),
+        text(&migrated).contains("schema: migrated from version 1 to 6"),
         "{}",
         text(&migrated)
     );
@@ -250,11 +250,11 @@ fn concurrent_start_up_migrates_once() {
     let gateway = gateway.expect("the gateway came up beside the migrations");
     let created = outputs
         .iter()
-        .filter(|o| o.contains("schema: created at version 5"))
+        .filter(|o| o.contains("schema: created at version 6"))
         .count();
     let found = outputs
         .iter()
-        .filter(|o| o.contains("schema: already at version 5"))
+        .filter(|o| o.contains("schema: already at version 6"))
         .count();
     assert!(
         created <= 1 && created + found == 4,
@@ -267,7 +267,7 @@ fn concurrent_start_up_migrates_once() {
     // Beside the running gateway (its lock is the gateway's, not the migration's).
     let beside = pushgate(&["db", "migrate"], &config);
     assert!(
-        beside.status.success() && text(&beside).contains("schema: already at version 5"),
+        beside.status.success() && text(&beside).contains("schema: already at version 6"),
         "{}",
         text(&beside)
     );

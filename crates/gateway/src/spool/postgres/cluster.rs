@@ -30,7 +30,7 @@ use tracing::{info, warn};
 
 use super::{Inner, pg};
 use crate::config::Postgres;
-use crate::spool::{ClusterEvent, GatewayInfo, SpoolError, from_ms};
+use crate::spool::{CancelAnswer, CancelAsk, ClusterEvent, GatewayInfo, SpoolError, from_ms};
 
 /// The channel of wake-ups: work no gateway holds appeared (rescued, handed back, scheduled
 /// rows come due).
@@ -40,6 +40,13 @@ pub(super) const DEAD: &str = "pushgate_dead";
 
 /// The channel of pauses: the app an operator paused or resumed (read again from the spool).
 pub(super) const PAUSE: &str = "pushgate_pause";
+/// The channel of cancels asked of the others: the asking gateway's id, a tab, the ask
+/// (`spool::CancelAsk`, JSON).
+pub(super) const CANCEL: &str = "pushgate_cancel";
+/// The channel of answers: the asking gateway's id, a tab, the answer (`spool::CancelAnswer`).
+pub(super) const CANCELLED: &str = "pushgate_cancelled";
+/// The longest payload a NOTIFY carries (PostgreSQL's limit is 8000 bytes).
+pub(super) const NOTIFY_MAX: usize = 7_900;
 
 /// The database's clock in ms: heartbeats are written and judged by it, so that gateways on
 /// hosts whose clocks disagree do not declare each other dead.
@@ -199,7 +206,9 @@ pub(super) async fn open_session(
     }
     session
         .client
-        .batch_execute(&format!("LISTEN {WORK}; LISTEN {DEAD}; LISTEN {PAUSE}"))
+        .batch_execute(&format!(
+            "LISTEN {WORK}; LISTEN {DEAD}; LISTEN {PAUSE}; LISTEN {CANCEL}; LISTEN {CANCELLED}"
+        ))
         .await
         .map_err(pg(target, "listening for the other gateways"))?;
     let opened: i64 = session
@@ -618,6 +627,18 @@ fn forward(events: &mpsc::Sender<ClusterEvent>, reg: &Registration, channel: &st
         Some(ClusterEvent::Work)
     } else if channel == PAUSE {
         Some(ClusterEvent::Paused)
+    } else if channel == CANCEL || channel == CANCELLED {
+        // Asks go to every gateway but the asker; answers to the asker alone.
+        let (gateway, body) = payload.split_once('\t').unwrap_or_default();
+        let gateway = uuid::Uuid::parse_str(gateway).ok();
+        let mine = gateway.is_some_and(|g| g == reg.me());
+        match (channel == CANCEL, mine, gateway) {
+            (true, false, Some(from)) => {
+                CancelAsk::decode(body).map(|ask| ClusterEvent::CancelAsked { from, ask })
+            }
+            (false, true, _) => CancelAnswer::decode(body).map(ClusterEvent::CancelAnswered),
+            _ => None,
+        }
     } else {
         let mut parts = payload.splitn(3, '\t');
         match (parts.next(), parts.next(), parts.next()) {

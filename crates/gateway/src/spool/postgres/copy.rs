@@ -42,8 +42,8 @@ impl PgSpool {
             let request_id: i64 = tx
                 .query_one(
                     "INSERT INTO requests (app, payload, push_type, priority, topic, collapse_id, \
-                     apns_expiration, send_at, expires_at, created_at, remaining) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+                     apns_expiration, send_at, expires_at, created_at, remaining, rid) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
                     &[
                         &q.app,
                         &&q.payload[..],
@@ -56,6 +56,7 @@ impl PgSpool {
                         &to_ms(r.expires_at),
                         &to_ms(r.created_at),
                         &(r.notifications.len() as i32),
+                        &q.request_id.map(|r| *r.as_uuid()),
                     ],
                 )
                 .await
@@ -124,6 +125,15 @@ impl PgSpool {
                 .await
                 .map_err(self.err("copying a dead token"))?;
             report.dead_tokens += n as usize;
+        }
+        for p in &export.pauses {
+            c.execute(
+                "INSERT INTO app_pauses (app, since, reject) VALUES ($1, $2, $3) \
+                 ON CONFLICT (app) DO NOTHING",
+                &[&p.app, &to_ms(p.since), &p.reject],
+            )
+            .await
+            .map_err(self.err("copying a paused app"))?;
         }
         Ok(report)
     }

@@ -530,6 +530,52 @@ impl Spool for PgSpool {
         Ok(changed)
     }
 
+    async fn ask_cancel(&self, ask: &crate::spool::CancelAsk) -> Result<usize, SpoolError> {
+        let c = self.conn().await?;
+        let me = self.inner.cluster.me();
+        let others: i64 = c
+            .query_one("SELECT count(*) FROM gateways WHERE id <> $1", &[&me])
+            .await
+            .map_err(self.err("counting the other gateways"))?
+            .get(0);
+        if others == 0 {
+            return Ok(0);
+        }
+        let payload = format!("{me}\t{}", ask.encode());
+        if payload.len() > cluster::NOTIFY_MAX {
+            tracing::warn!(
+                bytes = payload.len(),
+                "a cancel too large to ask the other gateways of (a cancel of many ids); what they hold is not cancelled"
+            );
+            return Ok(0);
+        }
+        c.execute("SELECT pg_notify($1, $2)", &[&cluster::CANCEL, &payload])
+            .await
+            .map_err(self.err("asking the other gateways to cancel"))?;
+        Ok(usize::try_from(others).unwrap_or(0))
+    }
+
+    async fn answer_cancel(
+        &self,
+        asker: uuid::Uuid,
+        answer: &crate::spool::CancelAnswer,
+    ) -> Result<(), SpoolError> {
+        let c = self.conn().await?;
+        let mut payload = format!("{asker}\t{}", answer.encode());
+        if payload.len() > cluster::NOTIFY_MAX {
+            // The count alone: the ids would not fit.
+            let count = crate::spool::CancelAnswer {
+                ids: Vec::new(),
+                ..answer.clone()
+            };
+            payload = format!("{asker}\t{}", count.encode());
+        }
+        c.execute("SELECT pg_notify($1, $2)", &[&cluster::CANCELLED, &payload])
+            .await
+            .map_err(self.err("answering a cancel"))?;
+        Ok(())
+    }
+
     async fn register_dead_token(&self, dead: DeadToken) -> Result<(), SpoolError> {
         self.complete(Vec::new(), vec![dead]).await
     }

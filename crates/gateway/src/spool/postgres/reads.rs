@@ -11,7 +11,8 @@ use tokio_postgres::Row;
 
 use super::pg;
 use super::schema::{
-    NEXT_DUE, READY_DUE, READY_WAITING, REQUESTS_BY_ID, WAITING_NULL, WAITING_TIMED,
+    NEXT_DUE, READY_DUE, READY_WAITING, REQUESTS_BY_ID, REQUESTS_WITHOUT_PAYLOAD, WAITING_NULL,
+    WAITING_TIMED,
 };
 use crate::reason::Cause;
 use crate::spool::{
@@ -153,11 +154,22 @@ async fn requests(
     target: &str,
     ids: &[i64],
 ) -> Result<HashMap<i64, (Arc<StoredRequest>, SystemTime)>, SpoolError> {
+    requests_by(c, target, ids, REQUESTS_BY_ID).await
+}
+
+/// As [`requests`], through `query` (`REQUESTS_BY_ID`, or `REQUESTS_WITHOUT_PAYLOAD` for a
+/// cancel's pass, which matches on headers and times only).
+async fn requests_by(
+    c: &Client,
+    target: &str,
+    ids: &[i64],
+    query: &str,
+) -> Result<HashMap<i64, (Arc<StoredRequest>, SystemTime)>, SpoolError> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
     let st = c
-        .prepare_cached(REQUESTS_BY_ID)
+        .prepare_cached(query)
         .await
         .map_err(pg(target, "reading requests"))?;
     let rows = c
@@ -234,8 +246,8 @@ pub(super) async fn request_of(
     let row = c
         .query_opt(
             "SELECT r.id, r.app, r.payload, r.push_type, r.priority, r.topic, r.collapse_id, \
-             r.apns_expiration FROM notifications n JOIN requests r ON r.id = n.request_id \
-             WHERE n.id = $1",
+             r.apns_expiration, r.expires_at, r.rid, r.created_at FROM notifications n \
+             JOIN requests r ON r.id = n.request_id WHERE n.id = $1",
             &[id.as_uuid()],
         )
         .await
@@ -585,7 +597,7 @@ pub(super) async fn waiting_page(
     let mut ids: Vec<i64> = found.iter().map(|(_, r)| *r).collect();
     ids.sort_unstable();
     ids.dedup();
-    let requests = requests(c, target, &ids).await?;
+    let requests = requests_by(c, target, &ids, REQUESTS_WITHOUT_PAYLOAD).await?;
     Ok(WaitingPage {
         rows: found
             .into_iter()

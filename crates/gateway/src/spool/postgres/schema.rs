@@ -310,24 +310,26 @@ pub(super) const READY_DUE: &str = "WITH g AS (SELECT id FROM gateways WHERE id 
 /// The requests of a page, each read once.
 pub(super) const REQUESTS_BY_ID: &str = "SELECT id, app, payload, push_type, priority, topic, \
      collapse_id, apns_expiration, expires_at, rid, created_at FROM requests WHERE id = ANY($1)";
+/// As `REQUESTS_BY_ID` with an empty payload: what a cancel's pass matches on.
+pub(super) const REQUESTS_WITHOUT_PAYLOAD: &str = "SELECT id, app, ''::bytea, push_type, \
+     priority, topic, collapse_id, apns_expiration, expires_at, rid, created_at FROM requests \
+     WHERE id = ANY($1)";
 /// A cancel's pass over one app's waiting rows of one state ($1), as in the SQLite spool:
 /// those waiting for no time after an id...
+/// (In the pending index's own order, as the ready pages: see below.)
 pub(super) const WAITING_NULL: &str = "SELECT id, request_id, due_at FROM notifications \
-     WHERE state < 3 AND state = $1 AND app = $2 AND due_at IS NULL AND id > $3 ORDER BY id \
-     LIMIT $4";
+     WHERE state < 3 AND state = $1 AND app = $2 AND due_at IS NULL AND id > $3 \
+     ORDER BY state, app, due_at, id LIMIT $4";
 /// ...then the timed ones after (time, id).
 pub(super) const WAITING_TIMED: &str = "SELECT id, request_id, due_at FROM notifications \
      WHERE state < 3 AND state = $1 AND app = $2 AND (due_at, id) > ($3, $4) \
-     ORDER BY due_at, id LIMIT $5";
+     ORDER BY state, app, due_at, id LIMIT $5";
 /// A cancel of those of $1 that are app $2's, still wait, and are nobody's or this gateway's
-/// ($3): their last attempts, if they made one, join their histories, and they are cancelled.
-/// The rows are locked first, and a row another transaction changed meanwhile (a claim, an
-/// outcome) is judged again as it now is.
-pub(super) const CANCEL: &str = "WITH c AS (SELECT id, updated_at, status, reason, conn \
-     FROM notifications WHERE id = ANY($1) AND state < 2 AND app = $2 \
-     AND (owner IS NULL OR owner = $3) FOR UPDATE), \
-     k AS (INSERT INTO attempts (id, at, status, reason, conn) SELECT id, updated_at, status, \
-     reason, conn FROM c WHERE status IS NOT NULL OR conn IS NOT NULL) \
+/// ($3). The rows are locked first, and a row another transaction changed meanwhile (a claim,
+/// an outcome) is judged again as it now is. (A waiting row's last attempt, if it made one,
+/// is in its history already: the retry that followed it wrote it there.)
+pub(super) const CANCEL: &str = "WITH c AS (SELECT id FROM notifications WHERE id = ANY($1) \
+     AND state < 2 AND app = $2 AND (owner IS NULL OR owner = $3) FOR UPDATE) \
      UPDATE notifications n SET state = 6, status = NULL, reason = 'Cancelled', due_at = NULL, \
      updated_at = $4, conn = NULL, owner = NULL FROM c WHERE n.id = c.id RETURNING n.id";
 /// One app's earliest retry still to come that this gateway ($3) may claim.

@@ -109,7 +109,12 @@ pub(super) fn link(
             "INSERT OR REPLACE INTO bounce_requests (request_id, origin, created_at) \
              VALUES (?1, ?2, ?3)",
         )?
-        .execute(params![request_id, origin, now])?;
+        // The request's own time, as `insert_batch` stored it: what `QUEUE` joins on.
+        .execute(params![
+            request_id,
+            origin,
+            r.submitted.map_or(now, |s| to_ms(s.at))
+        ])?;
     }
     Ok(())
 }

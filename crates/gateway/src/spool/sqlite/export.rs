@@ -13,16 +13,19 @@ use crate::reason::Cause;
 use crate::spool::{SpoolError, from_ms, to_ms};
 
 /// What `pushgate db copy` takes from a SQLite spool: every request with notifications not yet
-/// final, those notifications, and the dead-token registry. Read in one read transaction of a
-/// read-only connection (the backlog is held in memory: about 200 bytes a notification).
+/// final, those notifications, the dead-token registry and the paused apps. The file is
+/// brought to this version's schema first (the caller holds it: no gateway runs on it), then
+/// read in one read transaction (the backlog is held in memory: about 200 bytes a
+/// notification).
 pub(crate) fn export(path: &Path) -> Result<crate::spool::Export, SpoolError> {
     let open_err = |source| SpoolError::Open {
         path: path.display().to_string(),
         source,
     };
-    let c =
-        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(open_err)?;
-    read_export(&c)
+    let mut c = Connection::open(path).map_err(open_err)?;
+    super::schema::migrate(&c, path)?;
+    let tx = c.transaction().map_err(open_err)?;
+    read_export(&tx)
 }
 
 /// Where `pushgate db copy` copied this spool to, and when, if it did.
@@ -143,6 +146,7 @@ fn read_export(c: &Connection) -> Result<crate::spool::Export, SpoolError> {
             last.notifications.push(n);
         }
     }
+    out.pauses = super::reads::app_pauses(c)?;
     let mut st = c
         .prepare("SELECT app, token, reason, since FROM dead_tokens ORDER BY app, token")
         .map_err(sql(what))?;

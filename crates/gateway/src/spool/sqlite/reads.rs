@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::decode::{decode_id, decode_request, state, token_from_bytes};
 use super::schema::{
     APP_ID, ATTEMPTS_OF, NEXT_DUE, PENDING_COUNTS, READY_DUE, READY_WAITING, REQUEST_BY_ID,
-    REQUESTS_OF_SUBMISSION, WAITING_NULL, WAITING_TIMED,
+    REQUEST_WITHOUT_PAYLOAD, REQUESTS_OF_SUBMISSION, WAITING_NULL, WAITING_TIMED,
 };
 use super::sql;
 use super::writes::TOKEN_BYTES;
@@ -161,8 +161,18 @@ pub(super) fn read_request(
     c: &Connection,
     id: i64,
 ) -> Result<Option<(StoredRequest, SystemTime)>, SpoolError> {
+    read_request_by(c, id, REQUEST_BY_ID)
+}
+
+/// As [`read_request`], through `query` (`REQUEST_BY_ID`, or `REQUEST_WITHOUT_PAYLOAD` for a
+/// cancel's pass, which matches on headers and times only).
+fn read_request_by(
+    c: &Connection,
+    id: i64,
+    query: &str,
+) -> Result<Option<(StoredRequest, SystemTime)>, SpoolError> {
     let row = c
-        .prepare_cached(REQUEST_BY_ID)
+        .prepare_cached(query)
         .map_err(sql("reading a request"))?
         .query_row(params![id], |r| {
             Ok((
@@ -225,7 +235,8 @@ pub(super) fn waiting_page(
                 let request = match cache.get(&request_id) {
                     Some(req) => req.clone(),
                     None => {
-                        let req = read_request(c, request_id)?.map(|(req, _)| Arc::new(req));
+                        let req = read_request_by(c, request_id, REQUEST_WITHOUT_PAYLOAD)?
+                            .map(|(req, _)| Arc::new(req));
                         cache.insert(request_id, req.clone());
                         req
                     }

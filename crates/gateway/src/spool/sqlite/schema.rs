@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use crate::spool::SpoolError;
 
 /// The schema this version writes (`PRAGMA user_version`).
-pub(super) const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 /// Each notification costs one write into `notifications` and its pending index at ingest, and
 /// one update that takes it out of that index at its outcome: no other index is kept up to date
@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS requests (
     send_at INTEGER,
     expires_at INTEGER NOT NULL,
     created_at INTEGER NOT NULL,
-    remaining INTEGER NOT NULL DEFAULT 0
+    remaining INTEGER NOT NULL DEFAULT 0,
+    rid BLOB
 );
 CREATE TABLE IF NOT EXISTS notifications (
     id BLOB PRIMARY KEY,
@@ -79,9 +80,9 @@ const HEALTH_TABLE: &str = "CREATE TABLE IF NOT EXISTS health (
     checked_at INTEGER NOT NULL
 );";
 
-/// Submission ids (`spool::RequestId`) on requests, and the apps an operator paused
-/// (`spool::cancel`). Additive: an older pushgate ignores them (its requests have no id).
-/// Only requests are indexed by submission, not notifications: one write per request.
+/// The index of submission ids (`spool::RequestId`, version 5's `requests.rid`), and the apps
+/// an operator paused (`spool::cancel`). Only requests are indexed by submission, not
+/// notifications: one write per request.
 const SUBMISSION_INDEX: &str =
     "CREATE INDEX IF NOT EXISTS requests_rid ON requests (rid) WHERE rid IS NOT NULL;";
 const PAUSES_TABLE: &str = "CREATE TABLE IF NOT EXISTS app_pauses (
@@ -131,6 +132,9 @@ pub(super) const READY_DUE: &str = "SELECT id, token, attempts, request_id, due_
 /// A request's headers, payload and expiry.
 pub(super) const REQUEST_BY_ID: &str = "SELECT app, payload, push_type, priority, topic, collapse_id, \
      apns_expiration, expires_at, rid, created_at FROM requests WHERE id = ?1";
+/// As `REQUEST_BY_ID` with an empty payload: what a cancel's pass matches on.
+pub(super) const REQUEST_WITHOUT_PAYLOAD: &str = "SELECT app, X'', push_type, priority, topic, \
+     collapse_id, apns_expiration, expires_at, rid, created_at FROM requests WHERE id = ?1";
 /// A cancel's pass over one app's waiting rows of one state (?1): those waiting for no time,
 /// in id order after a cursor (?3)...
 pub(super) const WAITING_NULL: &str = "SELECT id, request_id, due_at FROM notifications \
@@ -141,11 +145,9 @@ pub(super) const WAITING_NULL: &str = "SELECT id, request_id, due_at FROM notifi
 pub(super) const WAITING_TIMED: &str = "SELECT id, request_id, due_at FROM notifications \
      WHERE state < 3 AND state = ?1 AND app = ?2 AND (due_at, id) > (?3, ?4) \
      ORDER BY due_at, id LIMIT ?5";
-/// A cancel: the row's last attempt, if it made one, joins its history...
-pub(super) const CANCEL_KEEPS_ATTEMPT: &str = "INSERT INTO attempts (id, at, status, reason, conn) \
-     SELECT id, updated_at, status, reason, conn FROM notifications WHERE id = ?1 AND state < 2 \
-     AND app = ?2 AND (status IS NOT NULL OR conn IS NOT NULL)";
-/// ...and the row, if it still waits (scheduled or queued) for that app (?2), is cancelled.
+/// A cancel: the row, if it still waits (scheduled or queued) for that app (?2). (A waiting
+/// row's last attempt, if it made one, is in `attempts` already: the retry that followed it
+/// wrote it there.)
 pub(super) const CANCEL: &str = "UPDATE notifications SET state = 6, status = NULL, \
      reason = 'Cancelled', due_at = NULL, updated_at = ?3, conn = NULL \
      WHERE id = ?1 AND state < 2 AND app = ?2";
@@ -192,6 +194,13 @@ ALTER TABLE notifications ADD COLUMN conn INTEGER;
 CREATE TABLE attempts (id BLOB NOT NULL, at INTEGER NOT NULL, status INTEGER, reason TEXT, conn INTEGER);
 CREATE INDEX attempts_by_id ON attempts (id);
 PRAGMA user_version = 4;
+COMMIT;";
+
+/// Version 5 keeps each request's submission id (`rid`), and cancelled notifications (state
+/// 6), which an older pushgate could not read: it refuses the file instead. One transaction.
+const MIGRATE_4_TO_5: &str = "BEGIN IMMEDIATE;
+ALTER TABLE requests ADD COLUMN rid BLOB;
+PRAGMA user_version = 5;
 COMMIT;";
 
 // The statements that run on every scan or outcome. Each test of `plans` (below) checks that
@@ -250,16 +259,17 @@ pub(super) fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), S
         0 => conn
             .execute_batch(&format!("{SCHEMA} PRAGMA user_version = {SCHEMA_VERSION};"))
             .map_err(open_err)?,
-        1 => {
-            conn.execute_batch(MIGRATE_1_TO_2).map_err(open_err)?;
-            conn.execute_batch(MIGRATE_2_TO_3).map_err(open_err)?;
-            conn.execute_batch(MIGRATE_3_TO_4).map_err(open_err)?;
+        1..=4 => {
+            let steps = [
+                MIGRATE_1_TO_2,
+                MIGRATE_2_TO_3,
+                MIGRATE_3_TO_4,
+                MIGRATE_4_TO_5,
+            ];
+            for step in &steps[(version - 1) as usize..] {
+                conn.execute_batch(step).map_err(open_err)?;
+            }
         }
-        2 => {
-            conn.execute_batch(MIGRATE_2_TO_3).map_err(open_err)?;
-            conn.execute_batch(MIGRATE_3_TO_4).map_err(open_err)?;
-        }
-        3 => conn.execute_batch(MIGRATE_3_TO_4).map_err(open_err)?,
         SCHEMA_VERSION => {}
         found => {
             return Err(SpoolError::Schema {
@@ -271,17 +281,6 @@ pub(super) fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), S
     }
     // Additive, so not a schema version: older versions ignore them.
     conn.execute_batch(HEALTH_TABLE).map_err(open_err)?;
-    let has_rid: bool = conn
-        .query_row(
-            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('requests') WHERE name = 'rid')",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(open_err)?;
-    if !has_rid {
-        conn.execute_batch("ALTER TABLE requests ADD COLUMN rid BLOB")
-            .map_err(open_err)?;
-    }
     conn.execute_batch(SUBMISSION_INDEX).map_err(open_err)?;
     conn.execute_batch(PAUSES_TABLE).map_err(open_err)?;
     conn.execute_batch(IDEMPOTENCY_TABLE).map_err(open_err)?;
@@ -324,8 +323,6 @@ mod plans {
         let c = Connection::open_in_memory().expect("memory database");
         c.execute_batch(SCHEMA).expect("schema");
         c.execute_batch(IDEMPOTENCY_TABLE).expect("keys");
-        c.execute_batch("ALTER TABLE requests ADD COLUMN rid BLOB")
-            .expect("rid");
         c.execute_batch(SUBMISSION_INDEX).expect("submission index");
         for query in [
             CLAIM_DUE,
@@ -348,9 +345,9 @@ mod plans {
             KEYS_FORGET,
             WAITING_NULL,
             WAITING_TIMED,
-            CANCEL_KEEPS_ATTEMPT,
             CANCEL,
             REQUESTS_OF_SUBMISSION,
+            REQUEST_WITHOUT_PAYLOAD,
         ] {
             let steps = plan(&c, query);
             // The scheduler's statements read one app's rows, not every app's.

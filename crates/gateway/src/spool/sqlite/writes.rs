@@ -6,9 +6,9 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::decode::id_from_bytes;
 use super::schema::{
-    APP_ID, APP_IDS, ATTEMPT_KEPT, ATTEMPTS_BELOW, ATTEMPTS_FORGET, CANCEL, CANCEL_KEEPS_ATTEMPT,
-    CLAIM_DUE, COMPLETE, KEY_REMEMBER, KEY_SEEN, KEYS_FORGET, PRUNE_FINISHED, REQUEST_GONE,
-    REQUEST_LOSES, REQUEUE_IN_FLIGHT,
+    APP_ID, APP_IDS, ATTEMPT_KEPT, ATTEMPTS_BELOW, ATTEMPTS_FORGET, CANCEL, CLAIM_DUE, COMPLETE,
+    KEY_REMEMBER, KEY_SEEN, KEYS_FORGET, PRUNE_FINISHED, REQUEST_GONE, REQUEST_LOSES,
+    REQUEUE_IN_FLIGHT,
 };
 use super::writer::{Command, Done};
 use crate::spool::idempotency::{self, IdempotencyKey, Seen};
@@ -108,8 +108,8 @@ pub(super) fn apply(
     })
 }
 
-/// Cancels those of `ids` that are `app`'s and still wait (`spool::cancel`); a row's last
-/// attempt, if it made one, is kept in its history first. Answers the ids cancelled.
+/// Cancels those of `ids` that are `app`'s and still wait (`spool::cancel`). Answers the ids
+/// cancelled.
 fn cancel(
     tx: &Transaction<'_>,
     app: &str,
@@ -123,12 +123,10 @@ fn cancel(
     else {
         return Ok(Vec::new());
     };
-    let mut keep = tx.prepare_cached(CANCEL_KEEPS_ATTEMPT)?;
     let mut cancel = tx.prepare_cached(CANCEL)?;
     let mut done = Vec::new();
     for id in ids {
         let key = &id.as_uuid().as_bytes()[..];
-        keep.execute(params![key, app])?;
         if cancel.execute(params![key, app, now])? > 0 {
             done.push(*id);
         }

@@ -97,6 +97,11 @@ pub struct Args {
     /// report the median of each figure too.
     #[arg(long, default_value_t = 1)]
     runs: u32,
+    /// Measure a cancel instead of delivery: the apps are paused, the N notifications
+    /// submitted (they wait), then each app's are cancelled (`POST /v1/apps/{app}/cancel`) and
+    /// the cancel is timed; the simulator must see none of them.
+    #[arg(long)]
+    cancel: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -363,6 +368,31 @@ async fn run_once(a: &Args, database: Option<&Database>) -> anyhow::Result<Value
         .iter()
         .map(|g| format!("{}/v1/notifications", g.url))
         .collect();
+    let api = |method: &'static str, path: String| {
+        let (client, base) = (client.clone(), gws[0].url.clone());
+        async move {
+            let req = http::Request::builder()
+                .method(method)
+                .uri(format!("{base}{path}"))
+                .header("authorization", format!("Bearer {api_key}"))
+                .body(Full::new(Bytes::new()))?;
+            let resp = client.request(req).await?;
+            let status = resp.status();
+            let text = resp.into_body().collect().await?.to_bytes();
+            if status != 200 {
+                bail!(
+                    "{path}: the gateway answered {status}: {}",
+                    String::from_utf8_lossy(&text)
+                );
+            }
+            anyhow::Ok(serde_json::from_slice::<Value>(&text)?)
+        }
+    };
+    if a.cancel {
+        for i in 0..a.apps {
+            api("POST", format!("/v1/apps/bench{i}/pause")).await?;
+        }
+    }
     let cpu0 = cpu_all()?;
     let db_cpu0 = db_pid.map(|p| tree_cpu_seconds(p, ticks));
     let threads0 = threads_all()?;
@@ -402,6 +432,37 @@ async fn run_once(a: &Args, database: Option<&Database>) -> anyhow::Result<Value
         }
     }
     let accepted_in = t0.elapsed();
+    if a.cancel {
+        let cpu1 = cpu_all()?;
+        let t1 = Instant::now();
+        let mut cancelled = 0;
+        for i in 0..a.apps {
+            let answer = api("POST", format!("/v1/apps/bench{i}/cancel")).await?;
+            cancelled += answer["cancelled"].as_u64().unwrap_or(0);
+        }
+        let cancel_in = t1.elapsed();
+        let cancel_cpu = cpu_all()? - cpu1;
+        let stats = api("GET", "/v1/stats".to_owned()).await?;
+        let seen = sim.stats().snapshot().accepted;
+        let n = a.notifications as f64;
+        return Ok(json!({
+            "mode": "cancel",
+            "notifications": a.notifications,
+            "apps": a.apps,
+            "storage": match a.storage {
+                StorageKind::Sqlite => "sqlite",
+                StorageKind::Postgres => "postgres",
+            },
+            "accepted_per_s": (n / accepted_in.as_secs_f64()).round(),
+            "cancel_seconds": cancel_in.as_secs_f64(),
+            "cancelled_per_s": (cancelled as f64 / cancel_in.as_secs_f64()).round(),
+            "cancel_cpu_us_per_notification": cancel_cpu * 1e6 / n,
+            "cancelled": cancelled,
+            "stored_cancelled": stats["totals"]["cancelled"],
+            "simulator_accepted": seen,
+            "exactly_once": cancelled == a.notifications && seen == 0,
+        }));
+    }
     let deadline = Instant::now() + Duration::from_secs(120 + a.notifications / 1000);
     loop {
         let s = sim.stats().snapshot();

@@ -90,6 +90,22 @@ pub(super) struct SimulatorFigures {
 
 #[allow(clippy::print_stdout, reason = "the report")]
 pub(super) fn print_report(r: &Value) {
+    if r["mode"] == "cancel" {
+        println!(
+            "{} notifications waiting ({} app(s), {}): cancelled {} in {:.2} s ({} /s, {:.1} µs of gateway CPU each); the simulator saw {}",
+            r["notifications"],
+            r["apps"],
+            r["storage"].as_str().unwrap_or("sqlite"),
+            r["cancelled"],
+            r["cancel_seconds"].as_f64().unwrap_or_default(),
+            r["cancelled_per_s"],
+            r["cancel_cpu_us_per_notification"]
+                .as_f64()
+                .unwrap_or_default(),
+            r["simulator_accepted"],
+        );
+        return;
+    }
     println!(
         "{} notifications ({} app(s) × {} connections, {} streams, {} ms RTT, ~{} B payload, {}{}{})",
         r["notifications"],
