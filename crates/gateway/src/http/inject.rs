@@ -42,7 +42,7 @@ const MAX_RECIPIENTS: usize = crate::ingest::json::MAX_TOKENS;
         (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 422, description = "The Idempotency-Key was used for an injection with another body: `554 5.6.0` reasons", body = InjectRefusal),
         (status = 429, description = "The key's rate limit (`rate_per_s`): `451 4.7.1` reasons; nothing was stored; retry after Retry-After seconds", body = InjectRefusal, headers(("Retry-After" = u32, description = "seconds until the key's bucket lets this injection through"))),
-        (status = 503, description = "The spool is full or unavailable: `451 4.3.0` reasons; retry after Retry-After seconds", body = InjectAnswer, headers(("Retry-After" = u32, description = "seconds to wait"))),
+        (status = 503, description = "The spool is full or unavailable (`451 4.3.0` reasons), or the app is paused with reject (`451 4.3.2`); retry after Retry-After seconds", body = InjectAnswer, headers(("Retry-After" = u32, description = "seconds to wait"))),
     ),
     params(("Idempotency-Key" = Option<String>, Header, description = "Stores the injection once: a retry with the same key and body (per API key) is answered with the first answer's ids")))]
 pub async fn inject(

@@ -89,7 +89,7 @@ pub(crate) fn submit_error(e: SubmitError) -> ApiError {
 #[utoipa::path(post, path = "/v1/notifications", tag = "notifications",
     request_body = SubmitBody, security(("api_key" = [])),
     responses(
-        (status = 202, description = "Committed: one id per token, notifications in order. With an Idempotency-Key seen before for the same body: the first answer's ids, nothing stored again, and `Idempotent-Replayed: true`", body = Ids, headers(("Idempotent-Replayed" = String, description = "`true` on an answer replayed from an earlier request with the same Idempotency-Key"))),
+        (status = 202, description = "Committed: one id per token, notifications in order, and the submission's request_id. With an Idempotency-Key seen before for the same body: the first answer's ids, nothing stored again, and `Idempotent-Replayed: true`", body = Ids, headers(("Idempotent-Replayed" = String, description = "`true` on an answer replayed from an earlier request with the same Idempotency-Key"))),
         (status = 400, description = "invalid_json, invalid_field, unknown_app, invalid_token, invalid_push_type, invalid_priority, invalid_topic, collapse_id_too_long, conflicting_fields, already_expired or payload_too_large; `index` names the first bad notification; nothing was stored", body = ErrorBody),
         (status = 401, description = "unauthorized", body = ErrorBody),
         (status = 403, description = "forbidden_app", body = ErrorBody),
@@ -98,7 +98,7 @@ pub(crate) fn submit_error(e: SubmitError) -> ApiError {
         (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 422, description = "idempotency_key_reused: the Idempotency-Key was used for a request with another body", body = ErrorBody),
         (status = 429, description = "rate_limited: the key's rate limit (`rate_per_s`); nothing was stored; retry after Retry-After seconds", body = ErrorBody, headers(("Retry-After" = u32, description = "seconds until the key's bucket lets this request through"))),
-        (status = 500, description = "internal", body = ErrorBody), (status = 503, description = "spool_full or spool_unavailable; retry after Retry-After seconds", body = ErrorBody, headers(("Retry-After" = u32, description = "seconds to wait"))),
+        (status = 500, description = "internal", body = ErrorBody), (status = 503, description = "spool_full, spool_unavailable, or app_paused (an operator paused the app with reject); nothing was stored; retry after Retry-After seconds", body = ErrorBody, headers(("Retry-After" = u32, description = "seconds to wait"))),
     ),
     params(("Idempotency-Key" = Option<String>, Header, description = "Stores the request once: a retry with the same key and body (per API key, for 24 hours by default) is answered with the first answer's ids")))]
 pub async fn submit(

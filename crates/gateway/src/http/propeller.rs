@@ -45,7 +45,7 @@ const FIELDS: [&str; 9] = [
         (status = 415, description = "unsupported_media_type", body = super::documents::ErrorBody),
         (status = 422, description = "idempotency_key_reused (with an Idempotency-Key)", body = super::documents::ErrorBody),
         (status = 429, description = "rate_limited: the key's rate limit; retry after Retry-After seconds", body = super::documents::ErrorBody, headers(("Retry-After" = u32, description = "seconds until the key's bucket lets this job through"))),
-        (status = 503, description = "spool_full or spool_unavailable; retry after Retry-After seconds", body = super::documents::ErrorBody),
+        (status = 503, description = "spool_full, spool_unavailable, or app_paused (the app paused with reject); retry after Retry-After seconds", body = super::documents::ErrorBody),
     ))]
 pub async fn post(
     State(state): State<Arc<ApiState>>,

@@ -31,7 +31,8 @@ async fn the_status_document_follows_a_notification_through_its_states(backend: 
     );
     assert!(doc["status_code"].is_null() && doc["reason"].is_null() && doc["send_at"].is_null());
     assert!(doc["created_at"].as_str().unwrap().ends_with('Z'));
-    assert_eq!(doc.as_object().unwrap().len(), 13);
+    assert_eq!(doc.as_object().unwrap().len(), 14);
+    assert!(doc["request_id"].is_string(), "{doc}");
     assert!(doc["connection"].is_null(), "not attempted yet");
     assert_eq!(doc["history"], json!([]), "no attempt yet");
     api.spool
@@ -510,11 +511,15 @@ async fn the_openapi_document_covers_every_route_and_error_code() {
             "/post",
             "/readyz",
             "/v1.0/inject",
+            "/v1/apps/{app}/cancel",
             "/v1/apps/{app}/feedback",
             "/v1/apps/{app}/feedback/{token}",
+            "/v1/apps/{app}/pause",
+            "/v1/apps/{app}/resume",
             "/v1/notifications",
             "/v1/notifications/lookup",
             "/v1/notifications/{id}",
+            "/v1/requests/{request_id}/cancel",
             "/v1/stats",
             "/v1/tokens/{app}/{token}",
         ]
@@ -553,6 +558,9 @@ async fn the_openapi_document_covers_every_route_and_error_code() {
         "spool_unavailable",
         "internal",
         "csrf_failed",
+        "app_paused",
+        "not_waiting",
+        "admin_required",
     ] {
         assert!(codes.contains(&code), "{code} in {codes:?}");
     }

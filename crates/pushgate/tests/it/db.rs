@@ -279,7 +279,7 @@ fn concurrent_start_up_migrates_once() {
             .unwrap();
         assert_eq!(
             rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>(),
-            [5],
+            [6],
             "one schema row"
         );
         gateway::spool::Spool::close(&gateway).await.unwrap();
