@@ -44,16 +44,6 @@ impl Cancelled {
     }
 }
 
-/// How far a cancel's pass reaches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reach {
-    /// Everything waiting in the spool (the gateway a client asked).
-    Spool,
-    /// What this gateway holds in its queues (another gateway's ask: what no gateway holds
-    /// was the asker's to cancel).
-    Held,
-}
-
 impl Dispatcher {
     /// Cancels what `target` names of `apps` that still waits (scheduled, queued, or waiting
     /// for a retry), never what is being sent or was; on a PostgreSQL spool the other
@@ -68,7 +58,7 @@ impl Dispatcher {
         let workers = self.workers_of(apps);
         let task = tokio::spawn(async move {
             let target = Arc::new(target);
-            let mut done = cancel_here(&shared, &target, &workers, Reach::Spool).await?;
+            let mut done = cancel_here(&shared, &target, &workers).await?;
             // What is cancelled here needs no other gateway (a cancel by id, done).
             let all_here = match &*target {
                 CancelTarget::Ids(ids) => ids.iter().all(|i| done.ids.contains(i)),
@@ -104,8 +94,10 @@ impl Dispatcher {
 }
 
 impl Shared {
-    /// Another gateway's ask: what of it this one holds is cancelled, and the asker told how
-    /// much (in a task of its own: the cluster's news goes on meanwhile).
+    /// Another gateway's ask: what of it this one holds is cancelled — the same pass as the
+    /// asker's, which reaches the rows this gateway owns (in its queue, claimed by a page it
+    /// had no room for, waiting for a retry) — and the asker told how much (in a task of its
+    /// own: the cluster's news goes on meanwhile).
     pub(super) fn answer_ask(self: &Arc<Shared>, from: uuid::Uuid, ask: CancelAsk) {
         let shared = Arc::clone(self);
         tokio::spawn(async move {
@@ -117,7 +109,7 @@ impl Shared {
                     .collect()
             };
             let target = Arc::new(ask.target);
-            let done = match cancel_here(&shared, &target, &workers, Reach::Held).await {
+            let done = match cancel_here(&shared, &target, &workers).await {
                 Ok(done) => done,
                 Err(e) => {
                     warn!(error = %crate::error_chain(&e), "cancelling for another gateway failed; it is told none were");
@@ -162,7 +154,6 @@ async fn cancel_here(
     shared: &Arc<Shared>,
     target: &Arc<CancelTarget>,
     workers: &[(String, Option<Arc<AppWorker>>)],
-    reach: Reach,
 ) -> Result<Cancelled, SpoolError> {
     let mut holds = Holds {
         shared: Arc::clone(shared),
@@ -170,26 +161,15 @@ async fn cancel_here(
     };
     let mut done = Cancelled::default();
     for (app, worker) in workers {
-        let (busy, removed): (HashSet<ApnsId>, Vec<ApnsId>) = match worker {
+        let busy: HashSet<ApnsId> = match worker {
             Some(w) => {
                 let held = w.queue.hold(Arc::clone(target));
                 holds.held.push((Arc::clone(w), held.id));
-                (held.busy.into_iter().collect(), held.removed)
+                held.busy.into_iter().collect()
             }
-            None => (HashSet::new(), Vec::new()),
+            None => HashSet::new(),
         };
-        let n = match reach {
-            Reach::Spool => {
-                cancel_app(shared, target, app, worker.as_deref(), &busy, &mut done.ids).await?
-            }
-            Reach::Held => {
-                let held = CancelTarget::Ids(removed);
-                let mut n =
-                    cancel_app(shared, &held, app, None, &HashSet::new(), &mut done.ids).await?;
-                n += sweep(shared, target, app, worker.as_deref(), &busy, &mut done.ids).await?;
-                n
-            }
-        };
+        let n = cancel_app(shared, target, app, worker.as_deref(), &busy, &mut done.ids).await?;
         if n > 0 {
             crate::metrics::cancelled(app, n);
             done.by_app.push((app.clone(), n));
@@ -302,7 +282,10 @@ async fn cancel_app(
             .copied()
             .collect();
         for chunk in named.chunks(CANCEL_PAGE) {
-            let cancelled = shared.spool.cancel_waiting(app, chunk.to_vec()).await?;
+            let cancelled = shared
+                .spool
+                .cancel_waiting(app, chunk.to_vec(), false)
+                .await?;
             n += cancelled.len() as u64;
             ids.extend(cancelled);
         }
@@ -316,7 +299,7 @@ async fn cancel_app(
                 .filter(|(id, req)| target.names(id, req) && !busy.contains(id))
                 .map(|(id, _)| *id)
                 .collect();
-            n += shared.spool.cancel_waiting(app, named).await?.len() as u64;
+            n += shared.spool.cancel_waiting(app, named, false).await?.len() as u64;
             match page.cursor {
                 Some(c) => cursor = c,
                 None => break,
@@ -365,7 +348,9 @@ async fn sweep(
             again.push(r.id);
         }
     }
-    let cancelled = shared.spool.cancel_waiting(app, again).await?;
+    // Only those still this gateway's: on PostgreSQL a row nobody owns after its send was
+    // rescued meanwhile (its outcome was not recorded), not put back.
+    let cancelled = shared.spool.cancel_waiting(app, again, true).await?;
     let n = cancelled.len() as u64;
     if matches!(target, CancelTarget::Ids(_)) {
         ids.extend(cancelled);

@@ -154,6 +154,9 @@ impl Dispatcher {
             pause_turn: tokio::sync::Mutex::new(()),
             cancel_asks: Mutex::new(HashMap::new()),
         });
+        // The operators' pauses before anything runs: the workers start paused or not by them,
+        // and a start that cannot read them stops here, holding nothing.
+        shared.reload_pauses().await?;
         let d = Arc::new(Dispatcher {
             shared: Arc::clone(&shared),
             done: Mutex::new(Some(done_tx)),
@@ -175,8 +178,6 @@ impl Dispatcher {
         if let Some(news) = news {
             d.tracker.spawn(cluster::follow(Arc::clone(&shared), news));
         }
-        // The operators' pauses before the workers, which start paused or not by them.
-        shared.reload_pauses().await?;
         // The signers first, with the cluster's tokens, then the workers that use them.
         d.make_signers(&config);
         d.sync_provider_tokens().await;
@@ -281,13 +282,15 @@ impl Dispatcher {
         &self.shared.dead
     }
 
-    /// Hands just-committed requests to their apps' queues (no re-read). Scheduled ones wait
-    /// for the scheduler; what does not fit is read back from the spool later.
+    /// Hands just-committed requests to their apps' queues (no re-read). Scheduled ones —
+    /// any with a `send_at`: intake drops one already past, so the spool stored these as
+    /// scheduled, nobody's — wait for the scheduler; what does not fit is read back from the
+    /// spool later.
     pub fn offer(&self, requests: &[NewRequest]) {
         let now = SystemTime::now();
         let apps = self.shared.apps.read().expect("apps lock");
         for r in requests {
-            if r.send_at.is_some_and(|t| t > now) {
+            if r.send_at.is_some() {
                 continue;
             }
             let Some(worker) = apps.get(&r.app) else {

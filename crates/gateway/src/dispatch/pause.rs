@@ -48,7 +48,9 @@ impl Dispatcher {
             .spool
             .set_app_pause(app, Some(pause.clone()))
             .await?;
-        let stored = self.shared.spool.app_pauses().await?;
+        // As stored (its `since` the first pause's); if that cannot be read, the pause asked
+        // for is put in force all the same: it is stored.
+        let stored = self.shared.spool.app_pauses().await.unwrap_or_default();
         let pause = stored.into_iter().find(|p| p.app == app).unwrap_or(pause);
         self.shared.apply_pause(app, Some(pause.clone()));
         Ok(pause)

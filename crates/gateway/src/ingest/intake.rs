@@ -296,6 +296,12 @@ impl Intake {
             };
             for r in &mut requests {
                 r.submitted = Some(submitted);
+                // A time already past is no schedule: the spool stores it queued and dispatch
+                // takes it now — both decide from this, not each from its own clock (a row
+                // the spool called scheduled, nobody's, must not be sent from memory).
+                if r.send_at.is_some_and(|t| t <= submitted.at) {
+                    r.send_at = None;
+                }
             }
             let committed = match idempotency {
                 None => spool.enqueue(requests).await?,

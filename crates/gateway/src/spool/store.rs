@@ -157,12 +157,14 @@ pub trait Spool: Send + Sync {
     ) -> impl Future<Output = Result<WaitingPage, SpoolError>> + Send;
 
     /// Cancels, in one transaction, those of `ids` that are `app`'s and still wait (and, on
-    /// PostgreSQL, that no other gateway holds); answers them. The caller has made sure
-    /// that none of them is being sent (`dispatch::cancel`).
+    /// PostgreSQL, that no other gateway holds — with `mine`, that this gateway holds);
+    /// answers them. The caller has made sure that none of them is being sent
+    /// (`dispatch::cancel`).
     fn cancel_waiting(
         &self,
         app: &str,
         ids: Vec<ApnsId>,
+        mine: bool,
     ) -> impl Future<Output = Result<Vec<ApnsId>, SpoolError>> + Send;
 
     /// A submission's apps and size; `None` when none of its requests is stored.
@@ -515,8 +517,13 @@ impl Spool for Store {
     ) -> Result<WaitingPage, SpoolError> {
         on!(self, s => s.waiting_page(app, cursor, limit).await)
     }
-    async fn cancel_waiting(&self, app: &str, ids: Vec<ApnsId>) -> Result<Vec<ApnsId>, SpoolError> {
-        on!(self, s => s.cancel_waiting(app, ids).await)
+    async fn cancel_waiting(
+        &self,
+        app: &str,
+        ids: Vec<ApnsId>,
+        mine: bool,
+    ) -> Result<Vec<ApnsId>, SpoolError> {
+        on!(self, s => s.cancel_waiting(app, ids, mine).await)
     }
     async fn request_summary(&self, id: RequestId) -> Result<Option<RequestSummary>, SpoolError> {
         on!(self, s => s.request_summary(id).await)

@@ -50,7 +50,7 @@ pub(super) const NOTIFY_MAX: usize = 7_900;
 
 /// The database's clock in ms: heartbeats are written and judged by it, so that gateways on
 /// hosts whose clocks disagree do not declare each other dead.
-const DB_NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+pub(super) const DB_NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
 /// Heartbeats an app removed by a reload waits before its rows are handed back: its retired
 /// worker's streams in flight finish first (their outcomes are recorded under this owner).

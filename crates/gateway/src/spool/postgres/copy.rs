@@ -135,6 +135,15 @@ impl PgSpool {
             .await
             .map_err(self.err("copying a paused app"))?;
         }
+        // Gateways already running on this database pause those apps too.
+        for p in &export.pauses {
+            c.execute(
+                "SELECT pg_notify($1, $2)",
+                &[&super::cluster::PAUSE, &p.app],
+            )
+            .await
+            .map_err(self.err("telling the gateways of a copied pause"))?;
+        }
         Ok(report)
     }
 }

@@ -452,7 +452,12 @@ impl Spool for PgSpool {
         reads::waiting_page(&c, &self.inner.target, app, cursor, limit).await
     }
 
-    async fn cancel_waiting(&self, app: &str, ids: Vec<ApnsId>) -> Result<Vec<ApnsId>, SpoolError> {
+    async fn cancel_waiting(
+        &self,
+        app: &str,
+        ids: Vec<ApnsId>,
+        mine: bool,
+    ) -> Result<Vec<ApnsId>, SpoolError> {
         if ids.is_empty() {
             return Ok(ids);
         }
@@ -469,7 +474,7 @@ impl Spool for PgSpool {
             .await
             .map_err(self.err("cancelling notifications"))?;
         let rows = tx
-            .query(&st, &[&uuids, &app, &me, &now])
+            .query(&st, &[&uuids, &app, &me, &now, &mine])
             .await
             .map_err(self.err("cancelling notifications"))?;
         tx.commit().await.map_err(self.err("committing a cancel"))?;
@@ -533,8 +538,18 @@ impl Spool for PgSpool {
     async fn ask_cancel(&self, ask: &crate::spool::CancelAsk) -> Result<usize, SpoolError> {
         let c = self.conn().await?;
         let me = self.inner.cluster.me();
+        // The others that are alive: one whose heartbeat is past its lease would never
+        // answer. (Not filtered by the apps they serve: a gateway writes those at its first
+        // heartbeat, seconds after it starts taking work.)
+        let lease = i64::try_from(self.inner.cluster.lease.as_millis()).unwrap_or(i64::MAX);
         let others: i64 = c
-            .query_one("SELECT count(*) FROM gateways WHERE id <> $1", &[&me])
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM gateways WHERE id <> $1 AND heartbeat_at >= {} - $2",
+                    cluster::DB_NOW
+                ),
+                &[&me, &lease],
+            )
             .await
             .map_err(self.err("counting the other gateways"))?
             .get(0);

@@ -324,12 +324,12 @@ pub(super) const WAITING_NULL: &str = "SELECT id, request_id, due_at FROM notifi
 pub(super) const WAITING_TIMED: &str = "SELECT id, request_id, due_at FROM notifications \
      WHERE state < 3 AND state = $1 AND app = $2 AND (due_at, id) > ($3, $4) \
      ORDER BY state, app, due_at, id LIMIT $5";
-/// A cancel of those of $1 that are app $2's, still wait, and are nobody's or this gateway's
-/// ($3). The rows are locked first, and a row another transaction changed meanwhile (a claim,
+/// A cancel of those of $1 that are app $2's, still wait, and are this gateway's ($3) or,
+/// unless $5 (mine only), nobody's. The rows are locked first, and a row another transaction changed meanwhile (a claim,
 /// an outcome) is judged again as it now is. (A waiting row's last attempt, if it made one,
 /// is in its history already: the retry that followed it wrote it there.)
 pub(super) const CANCEL: &str = "WITH c AS (SELECT id FROM notifications WHERE id = ANY($1) \
-     AND state < 2 AND app = $2 AND (owner IS NULL OR owner = $3) FOR UPDATE) \
+     AND state < 2 AND app = $2 AND (owner = $3 OR (owner IS NULL AND NOT $5)) FOR UPDATE) \
      UPDATE notifications n SET state = 6, status = NULL, reason = 'Cancelled', due_at = NULL, \
      updated_at = $4, conn = NULL, owner = NULL FROM c WHERE n.id = c.id RETURNING n.id";
 /// One app's earliest retry still to come that this gateway ($3) may claim.

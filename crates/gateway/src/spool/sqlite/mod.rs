@@ -403,7 +403,13 @@ impl Spool for SqliteSpool {
             .await
     }
 
-    async fn cancel_waiting(&self, app: &str, ids: Vec<ApnsId>) -> Result<Vec<ApnsId>, SpoolError> {
+    /// (`mine` means nothing here: one gateway holds the whole file.)
+    async fn cancel_waiting(
+        &self,
+        app: &str,
+        ids: Vec<ApnsId>,
+        _mine: bool,
+    ) -> Result<Vec<ApnsId>, SpoolError> {
         if ids.is_empty() {
             return Ok(ids);
         }

@@ -267,6 +267,21 @@ pub(super) fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), S
                 MIGRATE_4_TO_5,
             ];
             for step in &steps[(version - 1) as usize..] {
+                // A development build between versions 4 and 5 added `rid` without the
+                // version: its files need only the number.
+                let has_rid: bool = conn
+                    .query_row(
+                        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('requests') \
+                         WHERE name = 'rid')",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .map_err(open_err)?;
+                let step = if *step == MIGRATE_4_TO_5 && has_rid {
+                    "PRAGMA user_version = 5;"
+                } else {
+                    step
+                };
                 conn.execute_batch(step).map_err(open_err)?;
             }
         }
