@@ -17,6 +17,11 @@ fn path_of(id: &apns::ApnsId) -> String {
     format!("/v1/notifications/{id}")
 }
 
+/// `POST /v1/apps/shop/cancel` with `body`: status and answer.
+async fn cancel_shop(live: &Live, body: &str) -> (u16, serde_json::Value) {
+    live.call("POST", "/v1/apps/shop/cancel", body).await
+}
+
 /// A queued notification (its app paused, so that nothing takes it) and a scheduled one are
 /// cancelled (`204`, then `cancelled` with reason `Cancelled`); one in flight (the simulator
 /// holds its answer) answers `409` with its state and is delivered. The simulator sees only
@@ -158,13 +163,7 @@ async fn an_app_wide_cancel_takes_back_what_waits(backend: Backend) {
     let rest = shop(3_000, 20_000);
     let probe = rest.notifications[0].0;
     live.submit(vec![badge, rest]).await;
-    let (status, body) = live
-        .call(
-            "POST",
-            "/v1/apps/shop/cancel",
-            r#"{"collapse_id": "badge"}"#,
-        )
-        .await;
+    let (status, body) = cancel_shop(&live, r#"{"collapse_id": "badge"}"#).await;
     assert_eq!(
         (status, body["cancelled"].as_u64()),
         (200, Some(3_000)),
@@ -189,19 +188,13 @@ async fn an_app_wide_cancel_takes_back_what_waits(backend: Backend) {
         .collect();
     live.submit(vec![after]).await;
     let body = format!(r#"{{"created_before": "{cut}"}}"#);
-    let (status, answer) = live.call("POST", "/v1/apps/shop/cancel", &body).await;
+    let (status, answer) = cancel_shop(&live, &body).await;
     assert_eq!(
         (status, answer["cancelled"].as_u64()),
         (200, Some(20_000)),
         "{answer}"
     );
-    let (status, answer) = live
-        .call(
-            "POST",
-            "/v1/apps/shop/cancel",
-            r#"{"created_before": "yesterday"}"#,
-        )
-        .await;
+    let (status, answer) = cancel_shop(&live, r#"{"created_before": "yesterday"}"#).await;
     assert_eq!(
         (status, &answer["error"]["code"]),
         (400, &serde_json::json!("invalid_field")),
