@@ -28,6 +28,8 @@ mod bench;
 /// Momentum bounces: DSNs for injected notifications that fail, at an aiosmtpd relay; a null
 /// sender, the relay down, kill -9 with a DSN queued.
 mod bounces;
+/// `pushgate cancel` and `pushgate apps pause|resume`: output, exit codes, effects.
+mod cancel;
 /// `pushgate cert inspect`: a legacy .p12, a PEM certificate, a wrong password.
 mod cert;
 /// Two gateways on one PostgreSQL database: kill -9 and SIGTERM of one, one provider token,
