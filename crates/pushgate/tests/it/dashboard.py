@@ -114,10 +114,15 @@ try:
     app_row = lambda d: d.execute_script("""
         return [...document.querySelectorAll("#apps tr")]
           .map(tr => tr.textContent).find(t => t.startsWith("shop")) || "";""")
-    driver.find_element(By.ID, "pause-shop").click()
+    # The table is drawn again every 2 s: each button is found and clicked in one script, so
+    # that the one clicked is the one on the page.
+    press = lambda d, id: d.execute_script(
+        "const b = document.getElementById(arguments[0]); if (!b) return false; b.click(); return true;",
+        id)
+    wait.until(lambda d: press(d, "pause-shop"))
     wait.until(lambda d: "paused since" in app_row(d) and d.find_elements(By.ID, "resume-shop"))
     paused = app_row(driver)
-    driver.find_element(By.ID, "resume-shop").click()
+    wait.until(lambda d: press(d, "resume-shop"))
     wait.until(lambda d: "sending" in app_row(d) and d.find_elements(By.ID, "pause-shop"))
     resumed = app_row(driver)
     print(json.dumps({"result": result, "before": before, "apps": apps, "reasons": reasons,
