@@ -84,3 +84,71 @@ fn a_bench_from_beanstalkd_tubes_delivers_every_job_once() {
     assert_eq!(r["simulator"]["unique_ids"], 3000);
     assert!(r["accepted_per_s"].as_f64().is_some_and(|v| v > 0.0), "{r}");
 }
+
+fn bench_json(args: &[&str]) -> (std::process::Output, Vec<serde_json::Value>) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    (out, lines)
+}
+
+/// `--cancel`: the apps paused, everything cancelled, the simulator saw none; `--active` and
+/// `--shared-key` reach the report, and an `--active` above `--apps` is a usage error.
+#[test]
+fn bench_cancel_active_and_shared_key() {
+    let (out, lines) = bench_json(&["--cancel", "-n", "2000", "--batch", "500", "--apps", "2"]);
+    assert!(
+        out.status.success(),
+        "{lines:?}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = &lines[0];
+    assert_eq!(
+        (
+            &r["mode"],
+            &r["cancelled"],
+            &r["simulator_accepted"],
+            &r["exactly_once"]
+        ),
+        (
+            &serde_json::json!("cancel"),
+            &serde_json::json!(2000),
+            &serde_json::json!(0),
+            &serde_json::json!(true)
+        ),
+        "{r}"
+    );
+    assert!(r["cancel_seconds"].as_f64().is_some_and(|s| s > 0.0), "{r}");
+    let (out, lines) = bench_json(&[
+        "-n",
+        "2000",
+        "--batch",
+        "250",
+        "--apps",
+        "4",
+        "--active",
+        "2",
+        "--shared-key",
+    ]);
+    assert!(
+        out.status.success(),
+        "{lines:?}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = &lines[0];
+    assert_eq!(
+        (&r["active_apps"], &r["shared_key"]),
+        (&serde_json::json!(2), &serde_json::json!(true)),
+        "{r}"
+    );
+    assert_eq!(r["exactly_once"], true, "{r}");
+    let (out, _) = bench_json(&["-n", "10", "--apps", "4", "--active", "5"]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -49,9 +49,18 @@ pub struct Args {
     /// Connections per app (`max_connections`).
     #[arg(long, default_value_t = 4)]
     connections: u32,
-    /// Apps; notifications are spread over them evenly.
+    /// Apps configured; notifications are spread evenly over the first `--active` of them.
     #[arg(long, default_value_t = 1)]
     apps: u32,
+    /// Apps that get notifications (default: all of them); the others are configured and
+    /// idle.
+    #[arg(long)]
+    active: Option<u32>,
+    /// Every app signs with one key (one team and key id, the common case inside one
+    /// company); without it each app has a key id of its own (the same key material, which is
+    /// all the simulator checks), as apps of different customers would.
+    #[arg(long)]
+    shared_key: bool,
     /// Size of each notification's JSON payload, in bytes (about).
     #[arg(long, default_value_t = 150)]
     payload_bytes: usize,
@@ -165,9 +174,10 @@ fn write_config(
     for i in 0..a.apps {
         text.push_str(&format!(
             "\n[[apps]]\nname = \"bench{i}\"\ntopic = \"com.example.bench{i}\"\nenvironment = \"sandbox\"\n\
-             endpoint = \"{}\"\nca_file = \"sim-ca.pem\"\nkey_file = \"bench-key.p8\"\nkey_id = \"BENCHKEY01\"\n\
+             endpoint = \"{}\"\nca_file = \"sim-ca.pem\"\nkey_file = \"bench-key.p8\"\nkey_id = \"{}\"\n\
              team_id = \"BENCHTEAM1\"\nmax_connections = {}\n",
             sim.endpoint(),
+            key_id(a, i),
             a.connections
         ));
     }
@@ -180,6 +190,21 @@ fn write_config(
     let file = dir.join("pushgate.toml");
     std::fs::write(&file, text)?;
     Ok(file)
+}
+
+/// App `i`'s key id: one for every app with `--shared-key`, else one of its own (ten
+/// characters, as Apple's are).
+fn key_id(a: &Args, i: u32) -> String {
+    if a.shared_key {
+        "BENCHKEY01".to_owned()
+    } else {
+        format!("BK{i:08}")
+    }
+}
+
+/// The apps that get notifications.
+fn active(a: &Args) -> u32 {
+    a.active.unwrap_or(a.apps)
 }
 
 fn start_gateway(config: &Path, dir: &Path, log: &str, pin: bool) -> anyhow::Result<Gateway> {
@@ -221,6 +246,10 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         eprintln!(
             "pushgate bench: -n, --apps, --batch, --concurrency and --runs must be at least 1"
         );
+        return Ok(ExitCode::from(2));
+    }
+    if a.active.is_some_and(|m| m == 0 || m > a.apps) {
+        eprintln!("pushgate bench: --active is 1 to --apps");
         return Ok(ExitCode::from(2));
     }
     if a.gateways == 0 || (a.gateways > 1 && a.storage != StorageKind::Postgres) {
@@ -321,7 +350,7 @@ async fn run_once(a: &Args, database: Option<&Database>) -> anyhow::Result<Value
                 "--source beanstalkd starts a private server: install Debian's beanstalkd",
             )?;
             let payload = alert_body(a.payload_bytes);
-            beanstalkd::fill(&server.addr, a.apps, a.notifications, &payload).await?;
+            beanstalkd::fill(&server.addr, active(a), a.notifications, &payload).await?;
             Some(server)
         }
     };
@@ -357,7 +386,7 @@ async fn run_once(a: &Args, database: Option<&Database>) -> anyhow::Result<Value
             let end = (start + a.batch as u64).min(a.notifications);
             let tokens: Vec<String> = (start..end).map(|t| format!("{t:064x}")).collect();
             Bytes::from(
-                json!({"app": format!("bench{}", i as u32 % a.apps), "tokens": tokens,
+                json!({"app": format!("bench{}", i as u32 % active(a)), "tokens": tokens,
                        "alert": {"title": "Hello", "body": body}})
                 .to_string(),
             )
@@ -428,7 +457,7 @@ async fn run_once(a: &Args, database: Option<&Database>) -> anyhow::Result<Value
         }
         Some(server) => {
             let limit = Duration::from_secs(120 + a.notifications / 1000);
-            beanstalkd::drained(&server.addr, a.apps, limit).await?;
+            beanstalkd::drained(&server.addr, active(a), limit).await?;
         }
     }
     let accepted_in = t0.elapsed();
@@ -529,6 +558,8 @@ async fn run_once(a: &Args, database: Option<&Database>) -> anyhow::Result<Value
         max_streams: a.max_streams,
         connections: a.connections,
         apps: a.apps,
+        active_apps: active(a),
+        shared_key: a.shared_key,
         payload_bytes: a.payload_bytes,
         pinned: a.pin,
         source: match a.source {

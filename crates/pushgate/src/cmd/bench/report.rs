@@ -44,6 +44,10 @@ pub(super) struct Report {
     pub(super) max_streams: u32,
     pub(super) connections: u32,
     pub(super) apps: u32,
+    /// Apps the notifications are spread over (`--active`; the others are configured only).
+    pub(super) active_apps: u32,
+    /// Every app signs with one key (`--shared-key`), or each with a key of its own.
+    pub(super) shared_key: bool,
     pub(super) payload_bytes: usize,
     pub(super) pinned: bool,
     /// `http`, or `beanstalkd` (then "accepted" is jobs committed and deleted).
@@ -107,9 +111,17 @@ pub(super) fn print_report(r: &Value) {
         return;
     }
     println!(
-        "{} notifications ({} app(s) × {} connections, {} streams, {} ms RTT, ~{} B payload, {}{}{})",
+        "{} notifications ({} app(s){} × {} connections, {} streams, {} ms RTT, ~{} B payload, {}{}{})",
         r["notifications"],
         r["apps"],
+        match (r["active_apps"].as_u64(), r["apps"].as_u64()) {
+            (Some(m), Some(n)) if m < n => format!(", {m} sending"),
+            _ => String::new(),
+        } + if r["shared_key"] == true && r["apps"].as_u64() > Some(1) {
+            ", one key"
+        } else {
+            ""
+        },
         r["connections"],
         r["max_streams"],
         r["rtt_ms"],
