@@ -137,11 +137,12 @@ impl Cx<'_> {
     /// Two apps of one topic in one environment: a way in that routes by topic (`/post`, a
     /// tube named after it) could not tell them apart, even given the environment.
     pub(super) fn unique_topics(&mut self, apps: &[App], lines: &[AppLine]) {
-        for (i, a) in apps.iter().enumerate() {
-            if let Some(b) = apps[..i]
-                .iter()
-                .find(|b| b.topic == a.topic && b.environment == a.environment)
-            {
+        // The first app of each (topic, environment), looked up rather than searched for: a
+        // search of the apps before each one is quadratic in their number.
+        let mut first: HashMap<(&str, &crate::config::Environment), &App> = HashMap::new();
+        for a in apps {
+            let b = *first.entry((a.topic.as_str(), &a.environment)).or_insert(a);
+            if !std::ptr::eq(a, b) {
                 let message = format!(
                     "{} in the same environment: a way in that routes by topic (POST /post, a beanstalkd tube) could not tell them apart",
                     same_topic(lines, b, a)

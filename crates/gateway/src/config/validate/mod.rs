@@ -24,6 +24,12 @@ use spans::{Spans, display_path, segments};
 pub fn load_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
     let mut cx = Cx {
         text,
+        newlines: text
+            .bytes()
+            .enumerate()
+            .filter(|&(_, b)| b == b'\n')
+            .map(|(i, _)| i)
+            .collect(),
         dir: file.parent().map(Path::to_owned).unwrap_or_default(),
         problems: Vec::new(),
     };
@@ -70,6 +76,9 @@ pub fn load_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
 
 struct Cx<'a> {
     text: &'a str,
+    /// The offset of every line's end (its `\n`), in order: a line is found by a binary
+    /// search, not by counting from the top each time (10,000 apps made that 5 s).
+    newlines: Vec<usize>,
     dir: PathBuf,
     problems: Vec<Problem>,
 }
@@ -83,10 +92,9 @@ const EVENTS: [(&str, WebhookEvent); 4] = [
 
 impl Cx<'_> {
     fn line_of(&self, offset: usize) -> usize {
-        self.text[..offset.min(self.text.len())]
-            .bytes()
-            .filter(|&b| b == b'\n')
-            .count()
+        // The newlines before `offset`, plus one.
+        self.newlines
+            .partition_point(|&n| n < offset.min(self.text.len()))
             + 1
     }
 
