@@ -96,8 +96,6 @@ pub struct Held {
     pub id: u64,
     /// Taken and not settled when the hold began.
     pub busy: Vec<ApnsId>,
-    /// Taken out of the queue: named and waiting.
-    pub removed: Vec<ApnsId>,
 }
 
 /// One cancel's hold on the queue.
@@ -280,40 +278,35 @@ impl ReadyQueue {
     }
 
     /// Starts a cancel's hold: what `target` names is taken out of the queue and kept out
-    /// (not offered, not taken) until [`ReadyQueue::end_hold`]. Answers the hold, every id
+    /// (not offered, not taken) until [`ReadyQueue::end_hold`]. Answers the hold and every id
     /// taken and not yet settled — being sent, or its outcome not yet committed: the cancel
-    /// leaves those alone, whatever it names — and the ids it took out.
+    /// leaves those alone, whatever it names.
     pub fn hold(&self, target: Arc<CancelTarget>) -> Held {
         let mut guard = self.lock();
         let q = &mut *guard;
         q.next_hold += 1;
         let id = q.next_hold;
-        q.holds.push(Hold {
-            id,
-            target,
-            until: None,
-        });
         let mut kept = VecDeque::with_capacity(q.items.len());
-        let mut removed = Vec::new();
         for item in q.items.drain(..) {
-            if q.holds
-                .last()
-                .is_some_and(|h| h.target.names(&item.id, &item.request))
-            {
+            if target.names(&item.id, &item.request) {
                 q.known.remove(&item.id);
-                removed.push(item.id);
             } else {
                 kept.push_back(item);
             }
         }
         q.items = kept;
+        q.holds.push(Hold {
+            id,
+            target,
+            until: None,
+        });
         let busy = q
             .known
             .iter()
             .filter(|(_, k)| **k == Known::InFlight)
             .map(|(id, _)| *id)
             .collect();
-        Held { id, busy, removed }
+        Held { id, busy }
     }
 
     /// Ends hold `id` once its cancel is written, after `RECENT` (a page read before the

@@ -32,11 +32,10 @@ pub enum CancelTarget {
 }
 
 impl CancelTarget {
-    /// Whether a notification of `request` is one this cancel names (an `Ids` cancel names
-    /// ids, not requests: see [`CancelTarget::names_id`]).
-    pub fn names_request(&self, request: &StoredRequest) -> bool {
+    /// Whether notification `id` of `request` is one this cancel names.
+    pub fn names(&self, id: &ApnsId, request: &StoredRequest) -> bool {
         match self {
-            CancelTarget::Ids(_) => false,
+            CancelTarget::Ids(ids) => ids.contains(id),
             CancelTarget::Request(rid) => request.request_id.as_ref() == Some(rid),
             CancelTarget::App {
                 app,
@@ -49,14 +48,6 @@ impl CancelTarget {
                         .as_ref()
                         .is_none_or(|c| request.collapse_id.as_ref() == Some(c))
             }
-        }
-    }
-
-    /// Whether notification `id` of `request` is one this cancel names.
-    pub fn names(&self, id: &ApnsId, request: &StoredRequest) -> bool {
-        match self {
-            CancelTarget::Ids(ids) => ids.contains(id),
-            _ => self.names_request(request),
         }
     }
 }

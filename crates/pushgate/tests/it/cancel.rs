@@ -17,13 +17,7 @@ fn pushgate(gw: &Gw, args: &[&str], key: Option<&str>) -> Output {
     cmd.output().unwrap()
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use crate::harness::output_text as text;
 
 /// Pause with `--reject` (new notifications refused), cancel by id (one waiting, one already
 /// cancelled: exit 1 for it) and by request, resume; usage and refusals have their own codes.

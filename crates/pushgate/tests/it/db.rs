@@ -19,13 +19,7 @@ async fn client(pg: &gateway::config::Postgres) -> tokio_postgres::Client {
     client
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use crate::harness::output_text as text;
 
 #[test]
 fn db_status_and_migrate_on_sqlite() {

@@ -93,3 +93,12 @@ pub fn stats(sim: &Sim) -> serde_json::Value {
     let out = run(Command::new("curl").args(["-sf", &format!("{}/stats", sim.stats)]));
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// A process's stdout and stderr, as one text (for assertions' messages and matching).
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
