@@ -37,10 +37,12 @@ pub enum GatewayReason {
     ConnectionLost,
     /// Withdrawn by a cancel before it was sent.
     Cancelled,
+    /// Replaced before it was sent by a newer notification (`[[apps]] supersede`).
+    Superseded,
 }
 
 impl GatewayReason {
-    pub const ALL: [GatewayReason; 8] = [
+    pub const ALL: [GatewayReason; 9] = [
         GatewayReason::Expired,
         GatewayReason::MaxAttempts,
         GatewayReason::NoUsableCredential,
@@ -49,6 +51,7 @@ impl GatewayReason {
         GatewayReason::Timeout,
         GatewayReason::ConnectionLost,
         GatewayReason::Cancelled,
+        GatewayReason::Superseded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +64,7 @@ impl GatewayReason {
             GatewayReason::Timeout => "Timeout",
             GatewayReason::ConnectionLost => "ConnectionLost",
             GatewayReason::Cancelled => "Cancelled",
+            GatewayReason::Superseded => "Superseded",
         }
     }
 }

@@ -32,6 +32,7 @@ mod records;
 mod retention;
 mod sqlite;
 mod store;
+mod supersede;
 
 pub use admin::{SpoolStatus, copy_from_sqlite, migrate, status};
 pub use bounces::{BOUNCE_LEASE, BounceEntry, BounceOrigin, BounceSettle, DueBounce, MAX_PER_DSN};
@@ -50,6 +51,7 @@ pub use records::{
 pub use retention::spawn_pruner;
 pub use sqlite::SpoolOptions;
 pub use store::{Channel, Spool, Store};
+pub use supersede::{Replaced, Supersede, SupersedeKey};
 
 pub(crate) use postgres::postgres_config;
 

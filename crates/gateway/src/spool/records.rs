@@ -23,6 +23,9 @@ pub enum State {
     /// Withdrawn before it was sent (`DELETE /v1/notifications/{id}` and the bulk cancels):
     /// it never reaches Apple, a restart included.
     Cancelled = 6,
+    /// Replaced, before it was sent, by a newer notification to the same token with the same
+    /// collapse id (or Live Activity update) — `[[apps]] supersede`.
+    Superseded = 7,
 }
 
 impl State {
@@ -35,14 +38,19 @@ impl State {
             State::Failed => "failed",
             State::Expired => "expired",
             State::Cancelled => "cancelled",
+            State::Superseded => "superseded",
         }
     }
 
-    /// Delivered, failed, expired or cancelled: nothing more will happen.
+    /// Delivered, failed, expired, cancelled or superseded: nothing more will happen.
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            State::Delivered | State::Failed | State::Expired | State::Cancelled
+            State::Delivered
+                | State::Failed
+                | State::Expired
+                | State::Cancelled
+                | State::Superseded
         )
     }
 
@@ -60,6 +68,7 @@ impl State {
             4 => State::Failed,
             5 => State::Expired,
             6 => State::Cancelled,
+            7 => State::Superseded,
             _ => return None,
         })
     }
@@ -132,6 +141,10 @@ pub struct NewRequest {
     /// request injected over SMTP or `/v1.0/inject` with bounces on: requests of one message
     /// to one return path share it (one `Arc`), and their failures share a DSN.
     pub bounce: Option<Arc<super::BounceOrigin>>,
+    /// Whether its notifications replace older queued ones to the same tokens
+    /// (`spool::supersede`): set by intake from the app's `supersede` setting; after the
+    /// commit, what each replaced.
+    pub supersede: Option<super::Supersede>,
 }
 
 impl NewRequest {
@@ -264,6 +277,9 @@ pub struct StoredRequest {
     pub topic: Option<apns::Topic>,
     pub collapse_id: Option<apns::CollapseId>,
     pub apns_expiration: Option<apns::Expiration>,
+    /// Its supersede key, when it was stored with one (what a supersede's hold matches in
+    /// memory).
+    pub supersede: Option<super::SupersedeKey>,
 }
 
 /// One page of [`Spool::ready_page`](super::Spool::ready_page).

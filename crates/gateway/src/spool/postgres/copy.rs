@@ -39,11 +39,13 @@ impl PgSpool {
                 .await
                 .map_err(self.err("beginning a transaction"))?;
             let q = &r.request;
+            // Its supersede key goes with it: what it may still supersede or be superseded by.
+            let skey = q.supersede.map(|k| k.as_i64());
             let request_id: i64 = tx
                 .query_one(
                     "INSERT INTO requests (app, payload, push_type, priority, topic, collapse_id, \
-                     apns_expiration, send_at, expires_at, created_at, remaining, rid) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+                     apns_expiration, send_at, expires_at, created_at, remaining, rid, skey) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
                     &[
                         &q.app,
                         &&q.payload[..],
@@ -57,6 +59,7 @@ impl PgSpool {
                         &to_ms(r.created_at),
                         &(r.notifications.len() as i32),
                         &q.request_id.map(|r| *r.as_uuid()),
+                        &skey,
                     ],
                 )
                 .await
@@ -66,8 +69,8 @@ impl PgSpool {
             for n in &r.notifications {
                 tx.execute(
                     "INSERT INTO notifications (id, request_id, app, token, state, attempts, \
-                     due_at, status, reason, updated_at, conn) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                     due_at, status, reason, updated_at, conn, skey) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                     &[
                         n.id.as_uuid(),
                         &request_id,
@@ -80,6 +83,7 @@ impl PgSpool {
                         &n.reason.as_ref().map(ToString::to_string),
                         &now,
                         &n.conn.map(|c| c as i64),
+                        &skey,
                     ],
                 )
                 .await

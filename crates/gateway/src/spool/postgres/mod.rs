@@ -224,12 +224,12 @@ impl Spool for PgSpool {
         "postgres"
     }
 
-    async fn enqueue(&self, batch: Vec<NewRequest>) -> Result<Vec<NewRequest>, SubmitError> {
+    async fn enqueue(&self, mut batch: Vec<NewRequest>) -> Result<Vec<NewRequest>, SubmitError> {
         let rows: u64 = batch.iter().map(|r| r.len() as u64).sum();
         let limit = self.inner.max_pending;
         self.reserve(rows)
             .map_err(|pending| SubmitError::Full { pending, limit })?;
-        if let Err(e) = self.insert(&batch, None).await {
+        if let Err(e) = self.insert(&mut batch, None).await {
             self.release_pending(rows);
             return Err(SubmitError::Unavailable(e));
         }
@@ -247,7 +247,7 @@ impl Spool for PgSpool {
 
     async fn enqueue_once(
         &self,
-        batch: Vec<NewRequest>,
+        mut batch: Vec<NewRequest>,
         key: IdempotencyKey,
     ) -> Result<Enqueued, SubmitError> {
         let rows: u64 = batch.iter().map(|r| r.len() as u64).sum();
@@ -262,7 +262,7 @@ impl Spool for PgSpool {
                     other => other.map_err(SubmitError::Unavailable),
                 }
             }
-            Ok(()) => match self.insert(&batch, Some(&key)).await {
+            Ok(()) => match self.insert(&mut batch, Some(&key)).await {
                 Ok(None) => return Ok(Enqueued::Stored(batch)),
                 Ok(Some(seen)) => {
                     self.release_pending(rows);

@@ -192,7 +192,8 @@ async fn requests_by(
 }
 
 /// Columns 1..=7 of a request row (app, payload, push type, priority, topic, collapse id,
-/// expiration header), 9 (its submission) and 10 (its time) back into values.
+/// expiration header), 9 (its submission), 10 (its time) and 11 (its supersede key) back
+/// into values.
 fn decode_request(r: &Row) -> Result<StoredRequest, SpoolError> {
     let bad = |_| SpoolError::Corrupt("stored request headers");
     Ok(StoredRequest {
@@ -217,6 +218,9 @@ fn decode_request(r: &Row) -> Result<StoredRequest, SpoolError> {
         apns_expiration: r
             .get::<_, Option<i64>>(7)
             .map(|e| apns::Expiration::from_unix(e.max(0) as u64)),
+        supersede: r
+            .get::<_, Option<i64>>(11)
+            .map(crate::spool::SupersedeKey::from_i64),
     })
 }
 
@@ -246,7 +250,7 @@ pub(super) async fn request_of(
     let row = c
         .query_opt(
             "SELECT r.id, r.app, r.payload, r.push_type, r.priority, r.topic, r.collapse_id, \
-             r.apns_expiration, r.expires_at, r.rid, r.created_at FROM notifications n \
+             r.apns_expiration, r.expires_at, r.rid, r.created_at, r.skey FROM notifications n \
              JOIN requests r ON r.id = n.request_id WHERE n.id = $1",
             &[id.as_uuid()],
         )

@@ -14,7 +14,7 @@ use tokio_postgres::Client;
 use crate::spool::SpoolError;
 
 /// The schema this version writes (`pushgate_schema.version`).
-pub(super) const SCHEMA_VERSION: i32 = 6;
+pub(super) const SCHEMA_VERSION: i32 = 7;
 
 /// Any number, the same for every pushgate: the advisory lock that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x7075_7368_6761_7465; // "pushgate"
@@ -185,6 +185,15 @@ CREATE TABLE IF NOT EXISTS app_pauses (
 );
 ";
 
+/// Version 7: supersede (`spool::supersede`) — each request's and notification's key, and
+/// the index of waiting notifications by (app, token, key), which holds only keyed rows.
+const MIGRATE_6_TO_7: &str = "
+ALTER TABLE requests ADD COLUMN IF NOT EXISTS skey bigint;
+ALTER TABLE notifications ADD COLUMN IF NOT EXISTS skey bigint;
+CREATE INDEX IF NOT EXISTS notifications_superseding ON notifications (app, token, skey)
+    WHERE skey IS NOT NULL AND state < 3;
+";
+
 /// Brings the database to [`SCHEMA_VERSION`], in one transaction under the migration lock:
 /// the first gateway to take it migrates, the others find the work done. Refuses a database
 /// newer than this pushgate knows. Answers the version found before.
@@ -250,6 +259,11 @@ pub(super) async fn migrate(c: &mut Client, target: &str) -> Result<i32, SpoolEr
             .await
             .map_err(err("migrating the schema to version 6"))?;
     }
+    if found < 7 {
+        tx.batch_execute(MIGRATE_6_TO_7)
+            .await
+            .map_err(err("migrating the schema to version 7"))?;
+    }
     if found < SCHEMA_VERSION {
         tx.execute("DELETE FROM pushgate_schema", &[])
             .await
@@ -309,11 +323,12 @@ pub(super) const READY_DUE: &str = "WITH g AS (SELECT id FROM gateways WHERE id 
      JOIN c ON n.id = c.id ORDER BY n.due_at, n.id";
 /// The requests of a page, each read once.
 pub(super) const REQUESTS_BY_ID: &str = "SELECT id, app, payload, push_type, priority, topic, \
-     collapse_id, apns_expiration, expires_at, rid, created_at FROM requests WHERE id = ANY($1)";
+     collapse_id, apns_expiration, expires_at, rid, created_at, skey FROM requests \
+     WHERE id = ANY($1)";
 /// As `REQUESTS_BY_ID` with an empty payload: what a cancel's pass matches on.
 pub(super) const REQUESTS_WITHOUT_PAYLOAD: &str = "SELECT id, app, ''::bytea, push_type, \
-     priority, topic, collapse_id, apns_expiration, expires_at, rid, created_at FROM requests \
-     WHERE id = ANY($1)";
+     priority, topic, collapse_id, apns_expiration, expires_at, rid, created_at, skey \
+     FROM requests WHERE id = ANY($1)";
 /// A cancel's pass over one app's waiting rows of one state ($1), as in the SQLite spool:
 /// those waiting for no time after an id...
 /// (In the pending index's own order, as the ready pages: see below.)
@@ -324,6 +339,16 @@ pub(super) const WAITING_NULL: &str = "SELECT id, request_id, due_at FROM notifi
 pub(super) const WAITING_TIMED: &str = "SELECT id, request_id, due_at FROM notifications \
      WHERE state < 3 AND state = $1 AND app = $2 AND (due_at, id) > ($3, $4) \
      ORDER BY state, app, due_at, id LIMIT $5";
+/// Supersede: app $1's queued notifications to one of tokens $2 with key $3 that nobody or
+/// this gateway ($4) holds, except those taken for sending here ($5), become superseded at
+/// $6; answers each one's id, token and attempts. Locked in id order, so two submissions
+/// superseding the same rows wait for each other rather than deadlock.
+pub(super) const SUPERSEDE: &str = "WITH old AS (SELECT id FROM notifications \
+     WHERE app = $1 AND token = ANY($2) AND skey = $3 AND state < 3 AND state = 1 \
+     AND (owner = $4 OR owner IS NULL) AND NOT (id = ANY($5)) ORDER BY id FOR UPDATE) \
+     UPDATE notifications n SET state = 7, status = NULL, reason = 'Superseded', \
+     due_at = NULL, updated_at = $6, conn = NULL, owner = NULL FROM old WHERE n.id = old.id \
+     RETURNING n.id, n.token, n.attempts";
 /// A cancel of those of $1 that are app $2's, still wait, and are this gateway's ($3) or,
 /// unless $5 (mine only), nobody's. The rows are locked first, and a row another transaction changed meanwhile (a claim,
 /// an outcome) is judged again as it now is. (A waiting row's last attempt, if it made one,

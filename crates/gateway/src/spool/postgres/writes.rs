@@ -20,10 +20,11 @@ const KEY_SEEN: &str =
 
 impl PgSpool {
     /// Stores `batch` and takes `key`, in one transaction; when the key is remembered, stores
-    /// nothing and answers what it means (a replay or a reuse).
+    /// nothing and answers what it means (a replay or a reuse). Once committed, each request's
+    /// `supersede` lists what it replaced, which is no longer pending.
     pub(super) async fn insert(
         &self,
-        batch: &[NewRequest],
+        batch: &mut [NewRequest],
         key: Option<&IdempotencyKey>,
     ) -> Result<Option<Seen>, SpoolError> {
         let mut c = self.conn().await?;
@@ -82,21 +83,22 @@ impl PgSpool {
         let req = tx
             .prepare_cached(
                 "INSERT INTO requests (app, payload, push_type, priority, topic, collapse_id, \
-                 apns_expiration, send_at, expires_at, created_at, remaining, rid) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+                 apns_expiration, send_at, expires_at, created_at, remaining, rid, skey) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
             )
             .await
             .map_err(self.err("storing a request"))?;
         let notes = tx
             .prepare_cached(
                 "INSERT INTO notifications (id, request_id, app, token, state, due_at, updated_at, \
-                 owner) SELECT id, $2, $3, token, $4, $5, $6, $8 \
+                 owner, skey) SELECT id, $2, $3, token, $4, $5, $6, $8, $9 \
                  FROM unnest($1::uuid[], $7::bytea[]) AS t(id, token)",
             )
             .await
             .map_err(self.err("storing notifications"))?;
         let mut linked = super::bounces::Linked::new();
-        for r in batch {
+        let mut replaced = Vec::new();
+        for (i, r) in batch.iter().enumerate() {
             let send_at = r.send_at.map(to_ms).filter(|&t| t > now);
             let state = if send_at.is_some() {
                 State::Scheduled
@@ -121,6 +123,7 @@ impl PgSpool {
                         &r.submitted.map_or(now, |s| to_ms(s.at)),
                         &(r.len() as i32),
                         &r.submitted.map(|s| *s.id.as_uuid()),
+                        &r.supersede.as_ref().map(|s| s.key.as_i64()),
                     ],
                 )
                 .await
@@ -137,6 +140,16 @@ impl PgSpool {
                 .iter()
                 .map(|(_, t)| reads::token_bytes(t))
                 .collect();
+            // Before its own rows, as on SQLite: a request does not supersede itself, and a
+            // scheduled one supersedes nothing yet.
+            if let Some(s) = &r.supersede
+                && send_at.is_none()
+            {
+                for old in self.supersede(&tx, r, s, &tokens, now).await? {
+                    replaced.push((i, old));
+                }
+            }
+            let skey = r.supersede.as_ref().map(|s| s.key.as_i64());
             tx.execute(
                 &notes,
                 &[
@@ -148,6 +161,7 @@ impl PgSpool {
                     &now,
                     &tokens,
                     &owner,
+                    &skey,
                 ],
             )
             .await
@@ -155,7 +169,62 @@ impl PgSpool {
         }
         tx.commit().await.map_err(self.err("committing"))?;
         self.committed();
+        self.release_pending(replaced.len() as u64);
+        for (i, old) in replaced {
+            if let Some(s) = batch[i].supersede.as_mut() {
+                s.replaced.push(old);
+            }
+        }
         Ok(None)
+    }
+
+    /// Supersedes, inside `tx`, what request `r` (with `s`, to `tokens`) replaces: the
+    /// queued notifications to those tokens with its key that nobody or this gateway holds,
+    /// except those `s` spares. (Another gateway's are being sent, or soon: they are left.)
+    async fn supersede(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        r: &NewRequest,
+        s: &crate::spool::Supersede,
+        tokens: &[Vec<u8>],
+        now: i64,
+    ) -> Result<Vec<crate::spool::Replaced>, SpoolError> {
+        let st = tx
+            .prepare_cached(super::schema::SUPERSEDE)
+            .await
+            .map_err(self.err("superseding notifications"))?;
+        let spare: Vec<uuid::Uuid> = s.spare.iter().map(|i| *i.as_uuid()).collect();
+        let rows = tx
+            .query(
+                &st,
+                &[
+                    &r.app,
+                    &tokens,
+                    &s.key.as_i64(),
+                    &self.inner.cluster.me(),
+                    &spare,
+                    &now,
+                ],
+            )
+            .await
+            .map_err(self.err("superseding notifications"))?;
+        // The newer notification of each token (the last, if a token is listed twice).
+        let by: std::collections::HashMap<&[u8], apns::ApnsId> = tokens
+            .iter()
+            .zip(&r.notifications)
+            .map(|(t, (id, _))| (t.as_slice(), *id))
+            .collect();
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                let token: &[u8] = row.get(1);
+                Some(crate::spool::Replaced {
+                    old: apns::ApnsId::from_uuid(row.get(0)),
+                    by: *by.get(token)?,
+                    attempts: row.get::<_, i32>(2) as u32,
+                })
+            })
+            .collect())
     }
 
     /// What the stored `key` means for a submission at `now`.

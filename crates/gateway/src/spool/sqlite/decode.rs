@@ -36,7 +36,7 @@ pub(super) fn decode_request(
     topic: Option<String>,
     collapse_id: Option<String>,
     apns_expiration: Option<i64>,
-    (rid, created_at): (Option<Vec<u8>>, i64),
+    (rid, created_at, skey): (Option<Vec<u8>>, i64, Option<i64>),
 ) -> Result<StoredRequest, SpoolError> {
     let bad = |_| SpoolError::Corrupt("stored request headers");
     Ok(StoredRequest {
@@ -59,5 +59,6 @@ pub(super) fn decode_request(
             .map_err(bad)?,
         collapse_id: crate::spool::stored_collapse_id(collapse_id.as_deref()),
         apns_expiration: apns_expiration.map(|e| apns::Expiration::from_unix(e.max(0) as u64)),
+        supersede: skey.map(crate::spool::SupersedeKey::from_i64),
     })
 }

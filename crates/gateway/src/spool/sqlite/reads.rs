@@ -184,7 +184,11 @@ fn read_request_by(
                 r.get::<_, Option<String>>(5)?,
                 r.get::<_, Option<i64>>(6)?,
                 r.get::<_, i64>(7)?,
-                (r.get::<_, Option<Vec<u8>>>(8)?, r.get::<_, i64>(9)?),
+                (
+                    r.get::<_, Option<Vec<u8>>>(8)?,
+                    r.get::<_, i64>(9)?,
+                    r.get::<_, Option<i64>>(10)?,
+                ),
             ))
         })
         .optional()

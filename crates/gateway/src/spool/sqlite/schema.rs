@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use crate::spool::SpoolError;
 
 /// The schema this version writes (`PRAGMA user_version`).
-pub(super) const SCHEMA_VERSION: i64 = 5;
+pub(super) const SCHEMA_VERSION: i64 = 6;
 
 /// Each notification costs one write into `notifications` and its pending index at ingest, and
 /// one update that takes it out of that index at its outcome: no other index is kept up to date
@@ -18,6 +18,10 @@ pub(super) const SCHEMA_VERSION: i64 = 5;
 /// A pending notification carries its app's number (`apps`), first in its pending index after
 /// the state, so that the scheduler reads one app's work without reading another's: a halted
 /// app's backlog costs the others nothing.
+///
+/// A notification that may supersede or be superseded (`spool::supersede`) carries its key
+/// (`skey`, also on its request, for dispatch's memory), and is indexed by (app, token, key)
+/// while it waits; the others are not in that index at all.
 ///
 /// A notification's last attempt is its row (status, reason, and `conn`, the connection it
 /// went out on); an attempt followed by another is kept in `attempts`, so only a retry costs
@@ -40,7 +44,8 @@ CREATE TABLE IF NOT EXISTS requests (
     expires_at INTEGER NOT NULL,
     created_at INTEGER NOT NULL,
     remaining INTEGER NOT NULL DEFAULT 0,
-    rid BLOB
+    rid BLOB,
+    skey INTEGER
 );
 CREATE TABLE IF NOT EXISTS notifications (
     id BLOB PRIMARY KEY,
@@ -53,7 +58,8 @@ CREATE TABLE IF NOT EXISTS notifications (
     status INTEGER,
     reason TEXT,
     updated_at INTEGER NOT NULL,
-    conn INTEGER
+    conn INTEGER,
+    skey INTEGER
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS attempts (
     id BLOB NOT NULL,
@@ -64,6 +70,8 @@ CREATE TABLE IF NOT EXISTS attempts (
 );
 CREATE INDEX IF NOT EXISTS attempts_by_id ON attempts (id);
 CREATE INDEX IF NOT EXISTS notifications_pending ON notifications (state, app, due_at) WHERE state < 3;
+CREATE INDEX IF NOT EXISTS notifications_superseding ON notifications (app, token, skey)
+    WHERE skey IS NOT NULL AND state < 3;
 CREATE TABLE IF NOT EXISTS dead_tokens (
     app TEXT NOT NULL,
     token BLOB NOT NULL,
@@ -131,10 +139,10 @@ pub(super) const READY_DUE: &str = "SELECT id, token, attempts, request_id, due_
      ORDER BY due_at, id LIMIT ?5";
 /// A request's headers, payload and expiry.
 pub(super) const REQUEST_BY_ID: &str = "SELECT app, payload, push_type, priority, topic, collapse_id, \
-     apns_expiration, expires_at, rid, created_at FROM requests WHERE id = ?1";
+     apns_expiration, expires_at, rid, created_at, skey FROM requests WHERE id = ?1";
 /// As `REQUEST_BY_ID` with an empty payload: what a cancel's pass matches on.
 pub(super) const REQUEST_WITHOUT_PAYLOAD: &str = "SELECT app, X'', push_type, priority, topic, \
-     collapse_id, apns_expiration, expires_at, rid, created_at FROM requests WHERE id = ?1";
+     collapse_id, apns_expiration, expires_at, rid, created_at, skey FROM requests WHERE id = ?1";
 /// A cancel's pass over one app's waiting rows of one state (?1): those waiting for no time,
 /// in id order after a cursor (?3)...
 pub(super) const WAITING_NULL: &str = "SELECT id, request_id, due_at FROM notifications \
@@ -151,6 +159,14 @@ pub(super) const WAITING_TIMED: &str = "SELECT id, request_id, due_at FROM notif
 pub(super) const CANCEL: &str = "UPDATE notifications SET state = 6, status = NULL, \
      reason = 'Cancelled', due_at = NULL, updated_at = ?3, conn = NULL \
      WHERE id = ?1 AND state < 2 AND app = ?2";
+/// Supersede: an app's (?1) queued notifications to token ?2 with key ?3 (never scheduled
+/// ones: those take part once their time has come), with their attempts.
+pub(super) const SUPERSEDE_FIND: &str = "SELECT id, attempts FROM notifications \
+     WHERE app = ?1 AND token = ?2 AND skey = ?3 AND state < 3 AND state = 1";
+/// ...and one of them superseded, if it still waits.
+pub(super) const SUPERSEDE: &str = "UPDATE notifications SET state = 7, status = NULL, \
+     reason = 'Superseded', due_at = NULL, updated_at = ?2, conn = NULL \
+     WHERE id = ?1 AND state < 3 AND state = 1";
 /// A submission's requests: their apps and notifications still stored.
 pub(super) const REQUESTS_OF_SUBMISSION: &str =
     "SELECT app, remaining FROM requests WHERE rid = ?1";
@@ -201,6 +217,16 @@ COMMIT;";
 const MIGRATE_4_TO_5: &str = "BEGIN IMMEDIATE;
 ALTER TABLE requests ADD COLUMN rid BLOB;
 PRAGMA user_version = 5;
+COMMIT;";
+
+/// Version 6 keeps supersede keys (`spool::supersede`) and superseded notifications (state
+/// 7), which an older pushgate could not read. One transaction.
+const MIGRATE_5_TO_6: &str = "BEGIN IMMEDIATE;
+ALTER TABLE requests ADD COLUMN skey INTEGER;
+ALTER TABLE notifications ADD COLUMN skey INTEGER;
+CREATE INDEX notifications_superseding ON notifications (app, token, skey)
+    WHERE skey IS NOT NULL AND state < 3;
+PRAGMA user_version = 6;
 COMMIT;";
 
 // The statements that run on every scan or outcome. Each test of `plans` (below) checks that
@@ -259,12 +285,13 @@ pub(super) fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), S
         0 => conn
             .execute_batch(&format!("{SCHEMA} PRAGMA user_version = {SCHEMA_VERSION};"))
             .map_err(open_err)?,
-        1..=4 => {
+        1..=5 => {
             let steps = [
                 MIGRATE_1_TO_2,
                 MIGRATE_2_TO_3,
                 MIGRATE_3_TO_4,
                 MIGRATE_4_TO_5,
+                MIGRATE_5_TO_6,
             ];
             for step in &steps[(version - 1) as usize..] {
                 // A development build between versions 4 and 5 added `rid` without the
@@ -361,6 +388,8 @@ mod plans {
             WAITING_NULL,
             WAITING_TIMED,
             CANCEL,
+            SUPERSEDE_FIND,
+            SUPERSEDE,
             REQUESTS_OF_SUBMISSION,
             REQUEST_WITHOUT_PAYLOAD,
         ] {
@@ -391,5 +420,13 @@ mod plans {
             );
             assert!(!steps.is_empty(), "{query}: no plan");
         }
+        // A supersede looks its token's rows up, not the app's whole backlog.
+        let steps = plan(&c, SUPERSEDE_FIND);
+        assert!(
+            steps
+                .iter()
+                .any(|s| s.contains("notifications_superseding (app=? AND token=? AND skey=?)")),
+            "{steps:?}"
+        );
     }
 }

@@ -227,7 +227,8 @@ fn apply_group(
 
 /// What one command did inside a transaction; its caller hears of it after the commit.
 pub(super) enum Done {
-    Enqueued(u64),
+    /// Stored this many, and superseded these (by request index): no longer pending.
+    Enqueued(u64, Vec<(usize, crate::spool::Replaced)>),
     /// Refused by `max_pending` (nothing written), with the count it was refused at.
     Full(u64),
     /// The idempotency key was seen with the same fingerprint: these are its ids.
@@ -283,8 +284,8 @@ fn transact(
             state.idempotency_window,
         )
         .map_err(|e| Failure::Command(sql("applying a spool command", e)))?;
-        if let Done::Enqueued(rows) = d {
-            admitted += rows;
+        if let Done::Enqueued(rows, replaced) = &d {
+            admitted += rows - replaced.len() as u64;
         }
         done.push(d);
     }
@@ -312,8 +313,19 @@ fn answer(c: Command, r: Result<Done, SpoolError>, max_pending: u64) -> Answer {
         Err(e) => return refuse(c, move || duplicate(&e)),
     };
     match (c, done) {
-        (Command::Enqueue { batch, reply, .. }, Done::Enqueued(rows)) => {
-            Answer::Enqueue(reply, Ok((rows, Enqueued::Stored(batch))))
+        (
+            Command::Enqueue {
+                mut batch, reply, ..
+            },
+            Done::Enqueued(rows, replaced),
+        ) => {
+            let pending = rows - replaced.len() as u64;
+            for (i, r) in replaced {
+                if let Some(s) = batch.get_mut(i).and_then(|r| r.supersede.as_mut()) {
+                    s.replaced.push(r);
+                }
+            }
+            Answer::Enqueue(reply, Ok((pending, Enqueued::Stored(batch))))
         }
         (Command::Enqueue { reply, .. }, Done::Replayed(ids)) => {
             Answer::Enqueue(reply, Ok((0, Enqueued::Replayed(ids))))
@@ -457,6 +469,7 @@ mod tests {
             expires_at: SystemTime::now() + std::time::Duration::from_secs(3_600),
             notifications: vec![(ApnsId::new(), apns::DeviceToken::parse(token).expect("hex"))],
             bounce: None,
+            supersede: None,
             submitted: None,
         }
     }

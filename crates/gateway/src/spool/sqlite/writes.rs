@@ -8,11 +8,11 @@ use super::decode::id_from_bytes;
 use super::schema::{
     APP_ID, APP_IDS, ATTEMPT_KEPT, ATTEMPTS_BELOW, ATTEMPTS_FORGET, CANCEL, CLAIM_DUE, COMPLETE,
     KEY_REMEMBER, KEY_SEEN, KEYS_FORGET, PRUNE_FINISHED, REQUEST_GONE, REQUEST_LOSES,
-    REQUEUE_IN_FLIGHT,
+    REQUEUE_IN_FLIGHT, SUPERSEDE, SUPERSEDE_FIND,
 };
 use super::writer::{Command, Done};
 use crate::spool::idempotency::{self, IdempotencyKey, Seen};
-use crate::spool::{Completion, DeadToken, NewRequest, State, to_ms};
+use crate::spool::{Completion, DeadToken, NewRequest, Replaced, State, Supersede, to_ms};
 
 /// One command's writes.
 pub(super) fn apply(
@@ -37,7 +37,7 @@ pub(super) fn apply(
             if current + rows > max_pending {
                 return Ok(Done::Full(current));
             }
-            insert_batch(tx, batch, now)?;
+            let replaced = insert_batch(tx, batch, now)?;
             if let Some(k) = key {
                 tx.prepare_cached(KEY_REMEMBER)?.execute(params![
                     k.scope,
@@ -47,7 +47,7 @@ pub(super) fn apply(
                     now
                 ])?;
             }
-            Done::Enqueued(rows)
+            Done::Enqueued(rows, replaced)
         }
         Command::ClaimDue { now, limit, .. } => Done::Ids(claim_due(tx, to_ms(*now), *limit)?),
         Command::Flush { .. } | Command::Stop { .. } => Done::Unit(0),
@@ -162,25 +162,27 @@ fn seen(
 /// Room for the bytes of any token (`DeviceToken::to_bytes` writes into `[0; TOKEN_BYTES]`).
 pub(super) const TOKEN_BYTES: usize = apns::notification::MAX_TOKEN_HEX / 2;
 
+/// Stores `batch`; answers what its requests superseded, by the request's index.
 fn insert_batch(
     tx: &Transaction<'_>,
     batch: &[NewRequest],
     now: i64,
-) -> Result<(), rusqlite::Error> {
+) -> Result<Vec<(usize, Replaced)>, rusqlite::Error> {
     let mut req = tx.prepare_cached(
         "INSERT INTO requests (app, payload, push_type, priority, topic, collapse_id, \
-         apns_expiration, send_at, expires_at, created_at, remaining, rid) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+         apns_expiration, send_at, expires_at, created_at, remaining, rid, skey) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?;
     let mut note = tx.prepare_cached(
         "INSERT INTO notifications (id, request_id, app, token, state, attempts, due_at, \
-         updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7)",
+         updated_at, skey) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8)",
     )?;
+    let mut replaced = Vec::new();
     let mut app_id = tx.prepare_cached(APP_ID)?;
     let mut new_app = tx.prepare_cached("INSERT INTO apps (name) VALUES (?1)")?;
     let bounces = batch.iter().any(|r| r.bounce.is_some());
     let mut request_ids = Vec::new();
-    for r in batch {
+    for (i, r) in batch.iter().enumerate() {
         // Numbered in the same transaction: a rollback takes a new app's number with it.
         let app = match app_id
             .query_row(params![r.app], |row| row.get::<_, i64>(0))
@@ -206,6 +208,7 @@ fn insert_batch(
             r.submitted.map_or(now, |s| to_ms(s.at)),
             r.len() as i64,
             r.submitted.map(|s| s.id.as_uuid().as_bytes().to_vec()),
+            r.supersede.as_ref().map(|s| s.key.as_i64()),
         ])?;
         let request_id = tx.last_insert_rowid();
         if bounces {
@@ -217,6 +220,14 @@ fn insert_batch(
             State::Queued
         };
         let mut buf = [0; TOKEN_BYTES];
+        // Before its own rows: a request does not supersede itself (a token listed twice is
+        // sent twice, as without supersede). A scheduled one supersedes nothing yet.
+        if let Some(s) = &r.supersede
+            && send_at.is_none()
+        {
+            supersede(tx, app, r, s, now, |old| replaced.push((i, old)))?;
+        }
+        let skey = r.supersede.as_ref().map(|s| s.key.as_i64());
         for (id, token) in &r.notifications {
             note.execute(params![
                 &id.as_uuid().as_bytes()[..],
@@ -226,11 +237,46 @@ fn insert_batch(
                 state as i64,
                 send_at,
                 now,
+                skey,
             ])?;
         }
     }
     if bounces {
         super::bounces::link(tx, batch, &request_ids, now)?;
+    }
+    Ok(replaced)
+}
+
+/// Supersedes what request `r` (of app number `app`, with `s`) replaces: for each of its
+/// tokens, the queued notifications with its key, except those `s` spares.
+fn supersede(
+    tx: &Transaction<'_>,
+    app: i64,
+    r: &NewRequest,
+    s: &Supersede,
+    now: i64,
+    mut found: impl FnMut(Replaced),
+) -> Result<(), rusqlite::Error> {
+    let mut find = tx.prepare_cached(SUPERSEDE_FIND)?;
+    let mut mark = tx.prepare_cached(SUPERSEDE)?;
+    let mut buf = [0; TOKEN_BYTES];
+    let key = s.key.as_i64();
+    for (by, token) in &r.notifications {
+        let older = find
+            .query_map(params![app, token.to_bytes(&mut buf), key], |row| {
+                Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, u32>(1)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        for (old, attempts) in older {
+            let old = id_from_bytes(&old)?;
+            if !s.spares(&old) && mark.execute(params![&old.as_uuid().as_bytes()[..], now])? > 0 {
+                found(Replaced {
+                    old,
+                    by: *by,
+                    attempts,
+                });
+            }
+        }
     }
     Ok(())
 }
