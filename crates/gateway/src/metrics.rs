@@ -101,6 +101,18 @@ pub fn cancelled(app: &str, n: u64) {
     .increment(n);
 }
 
+/// Notifications of `app` replaced by newer ones before they were sent
+/// (`outcome="superseded"`).
+pub fn superseded(app: &str, n: u64) {
+    metrics::counter!(
+        "pushgate_notifications_total",
+        "app" => app.to_owned(),
+        "outcome" => "superseded",
+        "reason" => "Superseded"
+    )
+    .increment(n);
+}
+
 /// A submission answered from its idempotency key: stored before, nothing stored now.
 pub fn replayed() {
     metrics::counter!("pushgate_idempotent_replays_total").increment(1);

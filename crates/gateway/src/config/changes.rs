@@ -173,6 +173,11 @@ fn app_changes(a: &App, b: &App) -> Vec<String> {
         a.suppress_dead_tokens.to_string(),
         b.suppress_dead_tokens.to_string(),
     );
+    shown(
+        "supersede",
+        a.supersede.as_str().to_owned(),
+        b.supersede.as_str().to_owned(),
+    );
     shown("bounces", a.bounces.to_string(), b.bounces.to_string());
     if a.extra_roots != b.extra_roots {
         out.push("ca_file".to_owned());

@@ -363,6 +363,32 @@ pub struct App {
     pub suppress_dead_tokens: bool,
     /// `bounces`: DSNs for this app's injected notifications, when `[bounces]` is set.
     pub bounces: bool,
+    /// `supersede`: what makes a newer notification replace an older one still queued.
+    pub supersede: Supersede,
+}
+
+/// `[[apps]] supersede` (docs/cancel.md): which newer notifications replace older ones still
+/// queued for the same token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Supersede {
+    /// One with the same `collapse_id` (the default): Apple would show only the newer.
+    #[default]
+    CollapseId,
+    /// As `CollapseId`, and a Live Activity update (`"event": "update"`) replaces older
+    /// updates to the same activity token: the newest content state wins.
+    LiveActivity,
+    /// None: everything accepted is sent.
+    Off,
+}
+
+impl Supersede {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Supersede::CollapseId => "collapse_id",
+            Supersede::LiveActivity => "live_activity",
+            Supersede::Off => "off",
+        }
+    }
 }
 
 impl App {

@@ -170,6 +170,7 @@ pub struct RawApp {
     pub default_ttl_s: S<i64>,
     pub suppress_dead_tokens: S<bool>,
     pub bounces: S<bool>,
+    pub supersede: S<String>,
 }
 
 impl RawApp {

@@ -27,10 +27,12 @@ mod pause;
 mod ready;
 mod scheduler;
 mod shared;
+mod supersede;
 mod worker;
 
 pub use cancel::Cancelled;
 pub use ready::{Held, Ready, ReadyQueue};
+pub use supersede::SupersedeHold;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -282,40 +284,63 @@ impl Dispatcher {
         &self.shared.dead
     }
 
-    /// Hands just-committed requests to their apps' queues (no re-read). Scheduled ones —
-    /// any with a `send_at`: intake drops one already past, so the spool stored these as
-    /// scheduled, nobody's — wait for the scheduler; what does not fit is read back from the
-    /// spool later.
-    pub fn offer(&self, requests: &[NewRequest]) {
+    /// Hands just-committed requests to their apps' queues (no re-read), ending the
+    /// submission's supersede `hold` first (`dispatch::supersede`): what they replaced is
+    /// counted, and gives its place in memory to its successor. Scheduled ones — any with a
+    /// `send_at`: intake drops one already past, so the spool stored these as scheduled,
+    /// nobody's — wait for the scheduler; what does not fit is read back from the spool later.
+    pub fn offer(&self, requests: &[NewRequest], hold: SupersedeHold) {
         let now = SystemTime::now();
+        let stored: Vec<Option<Arc<StoredRequest>>> = requests
+            .iter()
+            .map(|r| {
+                r.send_at.is_none().then(|| {
+                    Arc::new(StoredRequest {
+                        request_id: r.submitted.map(|s| s.id),
+                        created_at: r.submitted.map_or(now, |s| s.at),
+                        app: r.app.clone(),
+                        payload: r.payload.clone(),
+                        push_type: r.push_type.clone(),
+                        priority: r.priority,
+                        topic: r.topic.clone(),
+                        collapse_id: r.collapse_id.clone(),
+                        apns_expiration: r.apns_expiration,
+                        supersede: r.supersede.as_ref().map(|s| s.key),
+                    })
+                })
+            })
+            .collect();
+        let replaced = self.end_supersede(requests, &stored, hold);
         let apps = self.shared.apps.read().expect("apps lock");
-        for r in requests {
-            if r.send_at.is_some() {
+        for (r, request) in requests.iter().zip(&stored) {
+            let Some(request) = request else {
                 continue;
-            }
+            };
             let Some(worker) = apps.get(&r.app) else {
                 continue;
             };
-            let request = Arc::new(StoredRequest {
-                request_id: r.submitted.map(|s| s.id),
-                created_at: r.submitted.map_or(now, |s| s.at),
-                app: r.app.clone(),
-                payload: r.payload.clone(),
-                push_type: r.push_type.clone(),
-                priority: r.priority,
-                topic: r.topic.clone(),
-                collapse_id: r.collapse_id.clone(),
-                apns_expiration: r.apns_expiration,
-            });
-            let items = r.notifications.iter().map(|(id, token)| Ready {
-                id: *id,
-                token: token.clone(),
-                attempts: 0,
-                expires_at: r.expires_at,
-                request: Arc::clone(&request),
-            });
-            let offered = worker.queue.offer(items);
-            if offered < r.notifications.len() {
+            let fresh = |(id, _): &&(apns::ApnsId, apns::DeviceToken)| {
+                replaced.is_empty() || !replaced.contains(id)
+            };
+            let items = r
+                .notifications
+                .iter()
+                .filter(fresh)
+                .map(|(id, token)| Ready {
+                    id: *id,
+                    token: token.clone(),
+                    attempts: 0,
+                    expires_at: r.expires_at,
+                    request: Arc::clone(request),
+                });
+            let (_, handled) = worker.queue.fill(items);
+            // Not all of them fit: the scheduler reads the rest back.
+            let n = if replaced.is_empty() {
+                r.notifications.len()
+            } else {
+                r.notifications.iter().filter(fresh).count()
+            };
+            if handled < n {
                 self.shared.rescan();
             }
         }

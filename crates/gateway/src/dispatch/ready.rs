@@ -8,16 +8,16 @@
 //! ingest that lost a race with the scheduler) would otherwise send it again.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use apns::ApnsId;
+use apns::{ApnsId, DeviceToken};
 use tokio::sync::Notify;
 
-use crate::spool::CancelTarget;
+use crate::spool::{CancelTarget, SupersedeKey};
 
 /// A notification ready to send: the spool's own record, as the scheduler read it back or as
 /// ingest committed it, not a copy of it.
@@ -87,6 +87,30 @@ struct Inner {
     /// nor taken here until each has written its cancel, and for `RECENT` after.
     holds: Vec<Hold>,
     next_hold: u64,
+    /// In flight with a supersede key: id to its (token, key) [`pair`], for a supersede's
+    /// hold to spare (`dispatch::supersede`).
+    keyed_in_flight: IdMap<u64>,
+    /// The supersedes being committed on this app, each with the (token, key) pairs it names:
+    /// what they name is not taken meanwhile but parked, and goes back when they end.
+    supersedes: Vec<(u64, HashSet<u64>)>,
+    /// Named by a supersede being committed: still known as queued, taken by nobody.
+    parked: Vec<Ready>,
+}
+
+/// A (token, supersede key) pair as one number: what a supersede's hold names. Two pairs
+/// that share it only make a hold wider (a notification spared or parked for nothing), never
+/// narrower.
+pub(crate) fn pair(token: &DeviceToken, key: SupersedeKey) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    token.hash(&mut h);
+    key.hash(&mut h);
+    h.finish()
+}
+
+/// The (token, key) pair of `item`, if it has a supersede key.
+fn pair_of(item: &Ready) -> Option<u64> {
+    item.request.supersede.map(|k| pair(&item.token, k))
 }
 
 /// What [`ReadyQueue::hold`] found.
@@ -113,6 +137,12 @@ impl Inner {
         self.holds
             .iter()
             .any(|h| h.target.names(&item.id, &item.request))
+    }
+
+    /// Whether a supersede being committed names `item`.
+    fn parks(&self, item: &Ready) -> bool {
+        !self.supersedes.is_empty()
+            && pair_of(item).is_some_and(|p| self.supersedes.iter().any(|(_, s)| s.contains(&p)))
     }
 
     fn forget_old(&mut self) {
@@ -167,6 +197,7 @@ impl ReadyQueue {
         for item in items {
             let full = q.items.len() >= self.capacity;
             let held = !q.holds.is_empty() && q.held(&item);
+            let parks = q.parks(&item);
             match q.known.entry(item.id) {
                 Entry::Occupied(e) => {
                     if let Known::Released(_) = e.get() {
@@ -186,6 +217,14 @@ impl ReadyQueue {
                 // (Not `overflow` now: the scheduler would walk the whole held backlog again
                 // at every scan while the cancel runs.)
                 Entry::Vacant(_) if held => {
+                    handled += 1;
+                    continue;
+                }
+                // Named by a supersede being committed: it may be superseded in a moment.
+                Entry::Vacant(e) if parks => {
+                    e.insert(Known::Queued);
+                    q.parked.push(item);
+                    added += 1;
                     handled += 1;
                     continue;
                 }
@@ -210,11 +249,19 @@ impl ReadyQueue {
         self.lock().overflow = true;
     }
 
-    /// Takes up to `max` items.
+    /// Takes up to `max` items (fewer when a supersede being committed names some: those are
+    /// parked until it ends).
     pub fn take(&self, max: usize) -> Vec<Ready> {
-        let mut q = self.lock();
+        let mut guard = self.lock();
+        let q = &mut *guard;
         let n = max.min(q.items.len());
-        let taken: Vec<Ready> = q.items.drain(..n).collect();
+        let mut taken: Vec<Ready> = q.items.drain(..n).collect();
+        if !q.supersedes.is_empty() {
+            let (parked, rest): (Vec<Ready>, Vec<Ready>) =
+                taken.into_iter().partition(|r| q.parks(r));
+            q.parked.extend(parked);
+            taken = rest;
+        }
         let mut moved = 0;
         for r in &taken {
             if let Some(k) = q.known.get_mut(&r.id)
@@ -222,6 +269,9 @@ impl ReadyQueue {
             {
                 *k = Known::InFlight;
                 moved += 1;
+                if let Some(p) = pair_of(r) {
+                    q.keyed_in_flight.insert(r.id, p);
+                }
             }
         }
         q.in_flight += moved;
@@ -257,7 +307,12 @@ impl ReadyQueue {
             match *k {
                 // Released twice: the first release's time stands.
                 Known::Released(_) => continue,
-                Known::InFlight => q.in_flight -= 1,
+                Known::InFlight => {
+                    q.in_flight -= 1;
+                    if !q.keyed_in_flight.is_empty() {
+                        q.keyed_in_flight.remove(&id);
+                    }
+                }
                 Known::Queued => {}
             }
             *k = Known::Released(now);
@@ -271,9 +326,97 @@ impl ReadyQueue {
     /// gateway the others declared dead (what waited is theirs now).
     pub fn drop_waiting(&self) {
         let mut q = self.lock();
-        let waiting: Vec<ApnsId> = q.items.drain(..).map(|r| r.id).collect();
+        let mut waiting: Vec<ApnsId> = q.items.drain(..).map(|r| r.id).collect();
+        waiting.extend(q.parked.drain(..).map(|r| r.id));
         for id in waiting {
             q.known.remove(&id);
+        }
+    }
+
+    /// Starts a supersede's hold on the (token, key) [`pair`]s it names: until
+    /// [`ReadyQueue::end_supersede`], what they name is neither queued nor taken. Answers the
+    /// hold and, sorted, the ids they name that are taken and not yet settled: the supersede
+    /// leaves those alone.
+    pub fn supersede_hold(&self, pairs: HashSet<u64>) -> (u64, Vec<ApnsId>) {
+        let mut guard = self.lock();
+        let q = &mut *guard;
+        q.next_hold += 1;
+        let id = q.next_hold;
+        let mut spare: Vec<ApnsId> = q
+            .keyed_in_flight
+            .iter()
+            .filter(|(_, p)| pairs.contains(p))
+            .map(|(id, _)| *id)
+            .collect();
+        spare.sort_unstable();
+        q.supersedes.push((id, pairs));
+        (id, spare)
+    }
+
+    /// Ends supersede hold `id`, whose commit replaced each `old` by `new` (`None`: by nothing
+    /// this queue is to hold, the commit failed or the newer one is not for now). A replaced
+    /// notification still queued here gives its place to its newer one; every replaced id is
+    /// refused by `offer` for a while (a page read before the commit may still name it); what
+    /// the hold parked and was not replaced goes back to the queue.
+    pub fn end_supersede(&self, id: u64, replaced: Vec<(ApnsId, Option<Ready>)>) {
+        let mut guard = self.lock();
+        let q = &mut *guard;
+        q.supersedes.retain(|(h, _)| *h != id);
+        let now = Instant::now();
+        let mut swap: IdMap<Option<Ready>> = IdMap::default();
+        for (old, new) in replaced {
+            match q.known.get(&old) {
+                Some(Known::Queued) => {
+                    swap.insert(old, new);
+                }
+                // Spared, so not replaced; or already settled.
+                Some(Known::InFlight | Known::Released(_)) => {}
+                None => {
+                    q.known.insert(old, Known::Released(now));
+                    q.recent.push_back((now, old));
+                }
+            }
+        }
+        let swapped = !swap.is_empty();
+        if swapped {
+            let mut items = std::mem::take(&mut q.items);
+            let mut parked = std::mem::take(&mut q.parked);
+            let mut keep = |item: Ready, q: &mut Inner| -> Option<Ready> {
+                let Some(new) = swap.remove(&item.id) else {
+                    return Some(item);
+                };
+                q.known.insert(item.id, Known::Released(now));
+                q.recent.push_back((now, item.id));
+                let new = new?;
+                match q.known.entry(new.id) {
+                    Entry::Vacant(e) => {
+                        e.insert(Known::Queued);
+                        Some(new)
+                    }
+                    Entry::Occupied(_) => None,
+                }
+            };
+            q.items = items.drain(..).filter_map(|i| keep(i, q)).collect();
+            q.parked = parked.drain(..).filter_map(|i| keep(i, q)).collect();
+        }
+        // What no other supersede still names goes back; what a cancel names now is left to
+        // it (the scan at its end offers again what it left).
+        let parked = std::mem::take(&mut q.parked);
+        let mut back = 0;
+        for item in parked {
+            if q.parks(&item) {
+                q.parked.push(item);
+            } else if (!q.holds.is_empty() && q.held(&item)) || q.items.len() >= self.capacity {
+                q.known.remove(&item.id);
+                q.overflow = true;
+            } else {
+                q.items.push_back(item);
+                back += 1;
+            }
+        }
+        drop(guard);
+        if back > 0 || swapped {
+            self.arrived.notify_one();
         }
     }
 
@@ -369,6 +512,7 @@ mod tests {
                 topic: None,
                 collapse_id: None,
                 apns_expiration: None,
+                supersede: None,
             }),
         }
     }
@@ -427,5 +571,75 @@ mod tests {
         assert!(!q.is_in_flight(&a));
         q.release([b]);
         assert_eq!((q.in_flight_count(), q.len()), (0, 1));
+    }
+
+    fn keyed(id: ApnsId, token: &str, key: SupersedeKey) -> Ready {
+        let mut r = item(id);
+        r.token = DeviceToken::parse(token).expect("hex");
+        let mut req = (*r.request).clone();
+        req.supersede = Some(key);
+        r.request = Arc::new(req);
+        r
+    }
+
+    #[test]
+    fn a_supersede_hold_spares_what_is_in_flight_and_parks_what_it_names() {
+        let key = SupersedeKey::live_activity();
+        let q = ReadyQueue::new(10);
+        let (sent, old, other, new) = (ApnsId::new(), ApnsId::new(), ApnsId::new(), ApnsId::new());
+        q.offer([keyed(sent, "aa", key)]);
+        assert_eq!(q.take(1).len(), 1);
+        q.offer([keyed(old, "aa", key), keyed(other, "bb", key)]);
+        let (hold, spare) =
+            q.supersede_hold([pair(&DeviceToken::parse("aa").unwrap(), key)].into());
+        assert_eq!(spare, vec![sent], "what is being sent is spared");
+        let taken = q.take(10);
+        assert_eq!(
+            taken.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![other],
+            "what the hold names is not taken"
+        );
+        // Offered meanwhile (a page read before the commit): parked, not queued twice.
+        assert_eq!(q.offer([keyed(old, "aa", key)]), 0);
+        q.end_supersede(hold, vec![(old, Some(keyed(new, "aa", key)))]);
+        let taken = q.take(10);
+        assert_eq!(taken.iter().map(|r| r.id).collect::<Vec<_>>(), vec![new]);
+        assert_eq!(
+            q.offer([keyed(old, "aa", key)]),
+            0,
+            "the replaced one is refused"
+        );
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn the_successor_takes_its_place_and_an_unreplaced_parked_one_goes_back() {
+        let key = SupersedeKey::live_activity();
+        let q = ReadyQueue::new(10);
+        let ids: Vec<ApnsId> = (0..4).map(|_| ApnsId::new()).collect();
+        q.offer([
+            keyed(ids[0], "aa", key),
+            item(ids[1]),
+            keyed(ids[2], "cc", key),
+        ]);
+        let aa = pair(&DeviceToken::parse("aa").unwrap(), key);
+        let cc = pair(&DeviceToken::parse("cc").unwrap(), key);
+        let (hold, _) = q.supersede_hold([aa, cc].into());
+        // Taking parks both keyed ones; only the unkeyed one leaves.
+        assert_eq!(q.take(10).len(), 1);
+        q.end_supersede(hold, vec![(ids[0], Some(keyed(ids[3], "aa", key)))]);
+        let order: Vec<ApnsId> = q.take(10).iter().map(|r| r.id).collect();
+        assert_eq!(
+            order,
+            vec![ids[3], ids[2]],
+            "the newer one first, where the older was"
+        );
+        // A hold that ends replacing nothing (its commit failed) puts everything back.
+        let q = ReadyQueue::new(10);
+        q.offer([keyed(ids[0], "aa", key)]);
+        let (hold, _) = q.supersede_hold([aa].into());
+        assert!(q.take(10).is_empty());
+        q.end_supersede(hold, Vec::new());
+        assert_eq!(q.take(10).len(), 1);
     }
 }

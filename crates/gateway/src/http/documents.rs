@@ -91,6 +91,9 @@ pub enum NotificationState {
     Expired,
     /// Taken back before it was sent (`DELETE /v1/notifications/{id}`, the bulk cancels).
     Cancelled,
+    /// Replaced before it was sent by a newer one to the same token with the same collapse id
+    /// (or Live Activity update): `[[apps]] supersede`.
+    Superseded,
 }
 
 impl From<State> for NotificationState {
@@ -103,6 +106,7 @@ impl From<State> for NotificationState {
             State::Failed => NotificationState::Failed,
             State::Expired => NotificationState::Expired,
             State::Cancelled => NotificationState::Cancelled,
+            State::Superseded => NotificationState::Superseded,
         }
     }
 }
@@ -268,6 +272,7 @@ pub struct Counts {
     pub failed: u64,
     pub expired: u64,
     pub cancelled: u64,
+    pub superseded: u64,
 }
 
 impl Counts {
@@ -280,6 +285,7 @@ impl Counts {
             State::Failed => &mut self.failed,
             State::Expired => &mut self.expired,
             State::Cancelled => &mut self.cancelled,
+            State::Superseded => &mut self.superseded,
         } += n;
     }
 

@@ -276,6 +276,7 @@ impl Intake {
         let spool = self.spool.clone();
         let dispatch = self.dispatch.clone();
         let token_sizes = Arc::clone(&self.token_sizes);
+        let config = self.config();
         let claim = match &submission.idempotency {
             Some(k) => Some(Claim::take(&self.committing, k)?),
             None => None,
@@ -303,6 +304,11 @@ impl Intake {
                     r.send_at = None;
                 }
             }
+            super::supersede::choose(&config, &mut requests);
+            drop(config);
+            // What these may supersede is neither taken nor queued until the commit's end
+            // (`dispatch::supersede`); the hold ends however this task does.
+            let hold = dispatch.as_ref().map(|d| d.supersede_hold(&mut requests));
             let committed = match idempotency {
                 None => spool.enqueue(requests).await?,
                 Some(key) => {
@@ -334,7 +340,7 @@ impl Intake {
                 "submission committed"
             );
             if let Some(d) = &dispatch {
-                d.offer(&committed);
+                d.offer(&committed, hold.unwrap_or_default());
             }
             // After the offer: a hook that panics cannot keep committed work from dispatch.
             if let Some(hook) = on_commit {

@@ -365,6 +365,7 @@ pub(crate) fn one(
         expires_at,
         notifications: ApnsId::many(tokens.len()).into_iter().zip(tokens).collect(),
         bounce: None,
+        supersede: None,
     })
 }
 

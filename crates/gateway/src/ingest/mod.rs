@@ -7,12 +7,15 @@
 //! - `mcmt`: Momentum's MCMT messages (`message/vnd.msys.apn` parts), shared by the SMTP
 //!   listener (`crate::smtp`) and the REST injector (`/v1.0/inject`); each part goes through
 //!   `json`'s checks, so the defaults are the same everywhere.
+//! - `supersede`: the key a request supersedes older queued notifications by, from its app's
+//!   `supersede` setting.
 //! - `token_sizes`: the warning about accepted tokens of a size no device issues.
 
 mod intake;
 pub mod json;
 pub mod mcmt;
 mod rate;
+mod supersede;
 mod token_sizes;
 
 pub use token_sizes::USUAL_TOKEN_HEX;

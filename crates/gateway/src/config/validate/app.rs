@@ -113,6 +113,24 @@ impl Cx<'_> {
             1,
             30 * 86_400,
         );
+        let supersede = match a.supersede.as_ref() {
+            None => Supersede::default(),
+            Some(s) => match s.get_ref().as_str() {
+                "collapse_id" => Supersede::CollapseId,
+                "live_activity" => Supersede::LiveActivity,
+                "off" => Supersede::Off,
+                other => {
+                    self.problem(
+                        s.span(),
+                        &at("supersede"),
+                        format!(
+                            "{other:?} is not one of \"collapse_id\", \"live_activity\" or \"off\""
+                        ),
+                    );
+                    Supersede::default()
+                }
+            },
+        };
         Some(App {
             name: name?,
             smtp_domains,
@@ -128,6 +146,7 @@ impl Cx<'_> {
             default_ttl: secs(ttl),
             suppress_dead_tokens: a.suppress_dead_tokens.as_ref().is_none_or(|s| *s.get_ref()),
             bounces: a.bounces.as_ref().is_none_or(|b| *b.get_ref()),
+            supersede,
         })
     }
 
