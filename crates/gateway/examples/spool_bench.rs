@@ -68,6 +68,7 @@ fn request(first: u64, n: u64, payload: &bytes::Bytes) -> NewRequest {
             })
             .collect(),
         bounce: None,
+        supersede: None,
     }
 }
 

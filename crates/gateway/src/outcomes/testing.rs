@@ -24,6 +24,7 @@ pub(crate) fn ready(attempts: u32, expires_in: Duration, exp: Option<Expiration>
             topic: None,
             collapse_id: None,
             apns_expiration: exp,
+            supersede: None,
         }),
     }
 }

@@ -29,6 +29,7 @@ pub fn request(app: &str, first: u64, n: u64) -> NewRequest {
             .map(|i| (ApnsId::new(), token(i)))
             .collect(),
         bounce: None,
+        supersede: None,
     }
 }
 

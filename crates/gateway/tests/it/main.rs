@@ -115,6 +115,9 @@ mod smtp;
 mod spool;
 /// Spools of earlier schema versions, migrated.
 mod spool_migrations;
+/// Supersede on each spool: newer notifications replace older queued ones, never what is in
+/// flight.
+mod supersede;
 /// Requests that need not reach Apple: sends taken before a halt, tokens re-signed by a
 /// reload.
 mod waste;

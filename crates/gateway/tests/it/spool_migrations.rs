@@ -78,8 +78,14 @@ async fn a_version_1_spool_is_migrated() {
         .map(Result::unwrap)
         .collect();
     let requests = requests_remaining(&c);
-    assert_eq!(version, 5);
-    assert_eq!(indexes, vec!["notifications_pending".to_owned()]);
+    assert_eq!(version, 6);
+    assert_eq!(
+        indexes,
+        vec![
+            "notifications_pending".to_owned(),
+            "notifications_superseding".to_owned()
+        ]
+    );
     assert_eq!(
         requests,
         vec![(1, 1)],
@@ -166,7 +172,7 @@ async fn a_version_2_spool_is_migrated() {
     let version: i64 = c
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
     let index: String = c
         .query_row(
             "SELECT sql FROM sqlite_master WHERE name = 'notifications_pending'",
@@ -260,5 +266,5 @@ async fn a_version_3_spool_is_migrated() {
     let version: i64 = c
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
 }

@@ -40,13 +40,13 @@ fn db_status_and_migrate_on_sqlite() {
     let created = pushgate(&["db", "migrate"], &config);
     assert!(created.status.success(), "{}", text(&created));
     assert!(
-        text(&created).contains("schema: created at version 5"),
+        text(&created).contains("schema: created at version 6"),
         "{}",
         text(&created)
     );
     let again = pushgate(&["db", "migrate"], &config);
     assert!(
-        text(&again).contains("schema: already at version 5"),
+        text(&again).contains("schema: already at version 6"),
         "{}",
         text(&again)
     );
@@ -82,13 +82,13 @@ fn db_status_and_migrate_on_postgres() {
     assert!(out.contains("schema version: none yet"), "{out}");
     let created = pushgate(&["db", "migrate"], &config);
     assert!(
-        text(&created).contains("schema: created at version 6"),
+        text(&created).contains("schema: created at version 7"),
         "{}",
         text(&created)
     );
     let again = pushgate(&["db", "migrate"], &config);
     assert!(
-        text(&again).contains("schema: already at version 6"),
+        text(&again).contains("schema: already at version 7"),
         "{}",
         text(&again)
     );
@@ -102,12 +102,12 @@ fn db_status_and_migrate_on_postgres() {
     );
     assert!(
         text(&check).contains("    server 15")
-            && text(&check).contains("schema version 6 (this pushgate: 6)"),
+            && text(&check).contains("schema version 7 (this pushgate: 7)"),
         "config check reaches the database: {}",
         text(&check)
     );
 
-    // A version 3 database (no attempts kept, no connection per notification) is migrated to 6.
+    // A version 3 database (no attempts kept, no connection per notification) is migrated to 7.
     rt.block_on(async {
         let client = client(&pg).await;
         client
@@ -120,7 +120,7 @@ fn db_status_and_migrate_on_postgres() {
     });
     let migrated = pushgate(&["db", "migrate"], &config);
     assert!(
-        text(&migrated).contains("schema: migrated from version 3 to 6"),
+        text(&migrated).contains("schema: migrated from version 3 to 7"),
         "{}",
         text(&migrated)
     );
@@ -136,7 +136,7 @@ fn db_status_and_migrate_on_postgres() {
     });
 
     // A version 1 database (its placeholder table of idempotency keys, gateways without their
-    // locks, no attempts) is migrated to 6.
+    // locks, no attempts) is migrated to 7.
     rt.block_on(async {
         let client = client(&pg).await;
         client
@@ -153,7 +153,7 @@ fn db_status_and_migrate_on_postgres() {
     });
     let migrated = pushgate(&["db", "migrate"], &config);
     assert!(
-        text(&migrated).contains("schema: migrated from version 1 to 6"),
+        text(&migrated).contains("schema: migrated from version 1 to 7"),
         "{}",
         text(&migrated)
     );
@@ -244,11 +244,11 @@ fn concurrent_start_up_migrates_once() {
     let gateway = gateway.expect("the gateway came up beside the migrations");
     let created = outputs
         .iter()
-        .filter(|o| o.contains("schema: created at version 6"))
+        .filter(|o| o.contains("schema: created at version 7"))
         .count();
     let found = outputs
         .iter()
-        .filter(|o| o.contains("schema: already at version 6"))
+        .filter(|o| o.contains("schema: already at version 7"))
         .count();
     assert!(
         created <= 1 && created + found == 4,
@@ -261,7 +261,7 @@ fn concurrent_start_up_migrates_once() {
     // Beside the running gateway (its lock is the gateway's, not the migration's).
     let beside = pushgate(&["db", "migrate"], &config);
     assert!(
-        beside.status.success() && text(&beside).contains("schema: already at version 6"),
+        beside.status.success() && text(&beside).contains("schema: already at version 7"),
         "{}",
         text(&beside)
     );
@@ -273,7 +273,7 @@ fn concurrent_start_up_migrates_once() {
             .unwrap();
         assert_eq!(
             rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>(),
-            [6],
+            [7],
             "one schema row"
         );
         gateway::spool::Spool::close(&gateway).await.unwrap();
@@ -333,6 +333,7 @@ fn db_copy_from_sqlite_moves_what_is_pending_once() {
             .map(|i| (apns::ApnsId::new(), apns_mock::testing::token(i)))
             .collect(),
         bounce: None,
+        supersede: None,
     };
     let queued = request(0, 10);
     let mut scheduled = request(100, 3);
