@@ -138,12 +138,7 @@ async fn a_backlog_larger_than_the_queue_is_paged_in_as_it_drains(backend: Backe
 /// app's work goes on beside it.
 async fn a_halted_backlog_is_not_read_again_and_again(backend: Backend) {
     // The halted app's simulator trusts another key: every token is refused.
-    let other = std::fs::read(crate::harness::apns_fixtures().join("other-jwt.pub.pem")).unwrap();
-    let refusing = apns_mock::MockApns::builder()
-        .jwt_key(other)
-        .spawn()
-        .await
-        .unwrap();
+    let refusing = crate::live::refusing_mock().await;
     let sim = mock().record_limit(0).spawn().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     // Named per backend: the metrics read below are the process's, shared by both runs.

@@ -81,6 +81,16 @@ pub fn mock() -> apns_mock::MockApnsBuilder {
         .jwt_key(std::fs::read(apns_fixtures().join("AuthKey_ABC123DEFG.pub.pem")).unwrap())
 }
 
+/// A simulator that trusts another key: every provider token the gateway signs is refused
+/// (`InvalidProviderToken`), so an app sending to it halts.
+pub async fn refusing_mock() -> RunningMock {
+    apns_mock::MockApns::builder()
+        .jwt_key(std::fs::read(apns_fixtures().join("other-jwt.pub.pem")).unwrap())
+        .spawn()
+        .await
+        .unwrap()
+}
+
 /// Writes `apps` (from [`app_section`]) under `storage` (the `[storage]` section's keys) and
 /// the API key every [`Live`] has.
 pub fn write_config_on(dir: &std::path::Path, storage: &str, apps: &str) -> Config {

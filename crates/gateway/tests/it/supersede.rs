@@ -44,16 +44,11 @@ fn id_of(r: &NewRequest) -> ApnsId {
 }
 
 /// 1,000 updates with one collapse id to one token, submitted one by one while the app is
-/// halted (its simulator trusts another key): 999 end `superseded` — in the spool, the
+/// halted ([`refusing_mock`](crate::live::refusing_mock)): 999 end `superseded` — in the spool, the
 /// metrics and the delivery log — and once the app is pointed at a simulator that takes it,
 /// Apple sees the newest only.
 async fn a_thousand_updates_behind_a_halted_app_leave_the_newest(backend: Backend) {
-    let other = std::fs::read(crate::harness::apns_fixtures().join("other-jwt.pub.pem")).unwrap();
-    let refusing = apns_mock::MockApns::builder()
-        .jwt_key(other)
-        .spawn()
-        .await
-        .unwrap();
+    let refusing = crate::live::refusing_mock().await;
     // Named per backend: the metrics read below are the process's, shared by both runs.
     let app = format!("supersede-{}", backend.name());
     let dir = tempfile::tempdir().unwrap();

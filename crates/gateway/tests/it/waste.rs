@@ -62,12 +62,7 @@ async fn a_reload_keeps_the_provider_token_of_an_unchanged_key(backend: Backend)
 /// not one per stream it had in flight. Nothing is lost or used up meanwhile.
 async fn a_halt_withdraws_the_sends_not_yet_written(backend: Backend) {
     // A simulator that trusts another key: every token the gateway signs is invalid.
-    let other = std::fs::read(crate::harness::apns_fixtures().join("other-jwt.pub.pem")).unwrap();
-    let sim = apns_mock::MockApns::builder()
-        .jwt_key(other)
-        .spawn()
-        .await
-        .unwrap();
+    let sim = crate::live::refusing_mock().await;
     let live = Live::start_on(
         &backend,
         &sim,
